@@ -10,3 +10,6 @@
 //! - [`logging`]: tracing setup (human-readable or JSON).
 
 pub mod protocol;
+pub mod config;
+pub mod link;
+pub mod logging;

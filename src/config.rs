@@ -1,0 +1,317 @@
+//! The one typed configuration. Every field has a default, so `trunkd serve` runs with
+//! no file at all. Sources, later ones winning: defaults, the TOML file
+//! (`--config FILE`), then environment variables `TRUNKD_<SECTION>__<FIELD>` (for example
+//! `TRUNKD_LINK__LISTEN=127.0.0.1:7300`).
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::protocol::{SiteId, SiteKey, MAX_PAYLOAD};
+
+/// The full default configuration file with a comment per field; `trunkd config default`
+/// prints it. A test checks that it parses to exactly [`Config::default`].
+pub const DEFAULT_TOML: &str = r#"# trunkd configuration. Every field is optional: a missing one takes the value shown.
+# Environment variables override the file: TRUNKD_<SECTION>__<FIELD>, for example
+# TRUNKD_LINK__LISTEN=127.0.0.1:7300 or TRUNKD_LOG__FORMAT=json.
+
+[link]
+# Address the site-gateway link server listens on (PROTOCOL.md §1).
+listen = "0.0.0.0:7300"
+# Most simultaneous gateway connections, handshaking ones included. A connection over
+# the cap gets LINK_REJECT "connection limit" and is closed at once.
+max_connections = 1024
+# Time a new connection has to complete the handshake (PROTOCOL.md §3), in ms.
+handshake_timeout_ms = 5000
+# Keepalive interval announced in LINK_ACCEPT, in ms (100..=600000).
+keepalive_interval_ms = 5000
+# A link that receives no keepalive for this many intervals is closed (1..=255).
+keepalive_misses = 3
+# Largest frame payload accepted, in bytes (64..=2048). A larger frame closes the link.
+max_payload_len = 2048
+# Malformed frames in a row (no good frame between them) that close the link (1..).
+max_malformed_in_row = 8
+# Time allowed to write one frame to a gateway before the link is closed, in ms.
+write_timeout_ms = 5000
+# Frames that may wait to be sent on one link before senders are refused.
+outbound_queue = 1024
+
+[shutdown]
+# On SIGINT/SIGTERM, time allowed for links to finish in-flight work and close, in ms.
+grace_ms = 5000
+
+[log]
+# "text" (human-readable) or "json" (one object a line).
+format = "text"
+# tracing filter directive, e.g. "info" or "trunkd=debug"; RUST_LOG overrides it.
+level = "info"
+
+# Sites allowed to connect, each with its 32-byte pre-shared key as 64 hex digits.
+# There is no default key: a site is refused until it is configured here.
+# `trunkd config keygen` prints a fresh random key.
+# [[sites]]
+# id = 1                # 1..=4095
+# name = "North"
+# key = "<64 hex digits>"
+"#;
+
+/// The whole configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The site-gateway link server.
+    pub link: LinkConfig,
+    /// Graceful shutdown.
+    pub shutdown: ShutdownConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// Sites allowed to connect.
+    pub sites: Vec<SiteConfig>,
+}
+
+/// `[link]`: the site-gateway link server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LinkConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Connection cap, handshaking connections included.
+    pub max_connections: usize,
+    /// Handshake deadline from accept, ms.
+    pub handshake_timeout_ms: u64,
+    /// Keepalive interval, ms.
+    pub keepalive_interval_ms: u32,
+    /// Missed intervals before close.
+    pub keepalive_misses: u8,
+    /// Largest accepted payload, bytes.
+    pub max_payload_len: usize,
+    /// Malformed frames in a row before close.
+    pub max_malformed_in_row: u32,
+    /// Per-frame write deadline, ms.
+    pub write_timeout_ms: u64,
+    /// Outbound frames queued per link.
+    pub outbound_queue: usize,
+}
+
+impl Default for LinkConfig {
+    fn default() -> Self {
+        LinkConfig {
+            listen: "0.0.0.0:7300".parse().expect("valid literal"),
+            max_connections: 1024,
+            handshake_timeout_ms: 5000,
+            keepalive_interval_ms: 5000,
+            keepalive_misses: 3,
+            max_payload_len: MAX_PAYLOAD,
+            max_malformed_in_row: 8,
+            write_timeout_ms: 5000,
+            outbound_queue: 1024,
+        }
+    }
+}
+
+impl LinkConfig {
+    /// Handshake deadline.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms)
+    }
+    /// Keepalive interval.
+    pub fn keepalive_interval(&self) -> Duration {
+        Duration::from_millis(self.keepalive_interval_ms.into())
+    }
+    /// Silence after which a link is closed: interval × misses.
+    pub fn keepalive_deadline(&self) -> Duration {
+        self.keepalive_interval() * u32::from(self.keepalive_misses)
+    }
+    /// Per-frame write deadline.
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.write_timeout_ms)
+    }
+}
+
+/// `[shutdown]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// Grace period for links to close, ms.
+    pub grace_ms: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig { grace_ms: 5000 }
+    }
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Output format.
+    pub format: LogFormat,
+    /// tracing filter directive.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: LogFormat::Text, level: "info".into() }
+    }
+}
+
+/// One `[[sites]]` entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteConfig {
+    /// Site id.
+    #[serde(serialize_with = "ser_site", deserialize_with = "de_site")]
+    pub id: SiteId,
+    /// Human-readable name.
+    #[serde(default)]
+    pub name: String,
+    /// Pre-shared link key.
+    #[serde(serialize_with = "ser_key", deserialize_with = "de_key")]
+    pub key: SiteKey,
+}
+
+fn ser_site<S: Serializer>(v: &SiteId, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u16(v.get())
+}
+fn de_site<'de, D: Deserializer<'de>>(d: D) -> Result<SiteId, D::Error> {
+    let v = u16::deserialize(d)?;
+    SiteId::new(v).ok_or_else(|| serde::de::Error::custom(format!("site id {v} is outside 1..=4095")))
+}
+fn ser_key<S: Serializer>(v: &SiteKey, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&v.to_hex())
+}
+fn de_key<'de, D: Deserializer<'de>>(d: D) -> Result<SiteKey, D::Error> {
+    let v = String::deserialize(d)?;
+    SiteKey::from_hex(&v).map_err(serde::de::Error::custom)
+}
+
+/// A configuration that cannot be used, with the reason.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or environment did not parse.
+    #[error("configuration: {0}")]
+    Parse(#[from] Box<figment::Error>),
+    /// A value is out of its range.
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Loads defaults, then `file` if given, then `TRUNKD_*` environment overrides.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::Invalid(format!("file {} does not exist", path.display())));
+            }
+            fig = fig.merge(Toml::file_exact(path));
+        }
+        Self::from_figment(fig.merge(Env::prefixed("TRUNKD_").split("__")))
+    }
+
+    /// Parses a TOML text over the defaults (no environment), for tests and tools.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        Self::from_figment(Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(text)))
+    }
+
+    fn from_figment(fig: Figment) -> Result<Config, ConfigError> {
+        let cfg: Config = fig.extract().map_err(Box::new)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks ranges and cross-field rules.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let l = &self.link;
+        let bad = |m: &str| Err(ConfigError::Invalid(m.to_string()));
+        if l.max_connections == 0 {
+            return bad("link.max_connections must be at least 1");
+        }
+        if !(100..=600_000).contains(&l.keepalive_interval_ms) {
+            return bad("link.keepalive_interval_ms must be within 100..=600000");
+        }
+        if l.keepalive_misses == 0 {
+            return bad("link.keepalive_misses must be at least 1");
+        }
+        if !(64..=MAX_PAYLOAD).contains(&l.max_payload_len) {
+            return bad("link.max_payload_len must be within 64..=2048");
+        }
+        if l.max_malformed_in_row == 0 {
+            return bad("link.max_malformed_in_row must be at least 1");
+        }
+        if l.handshake_timeout_ms == 0 || l.write_timeout_ms == 0 || l.outbound_queue == 0 {
+            return bad("link.handshake_timeout_ms, write_timeout_ms and outbound_queue must be above 0");
+        }
+        let mut seen = HashSet::new();
+        for s in &self.sites {
+            if !seen.insert(s.id) {
+                return Err(ConfigError::Invalid(format!("site {} is configured twice", s.id)));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_file_is_the_default_config() {
+        assert_eq!(Config::from_toml(DEFAULT_TOML).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn every_field_of_the_default_file_is_commented() {
+        let lines: Vec<&str> = DEFAULT_TOML.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            if line.contains(" = ") && !line.starts_with('#') {
+                assert!(lines[i - 1].starts_with('#'), "field without a comment: {line}");
+            }
+        }
+    }
+
+    #[test]
+    fn sites_parse_and_keys_stay_secret() {
+        let key = "ab".repeat(32);
+        let cfg = Config::from_toml(&format!("[[sites]]\nid = 7\nname = \"North\"\nkey = \"{key}\"\n")).unwrap();
+        assert_eq!(cfg.sites[0].id.get(), 7);
+        assert!(!format!("{cfg:?}").contains(&key));
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_a_reason() {
+        let e = Config::from_toml("[link]\nkeepalive_misses = 0\n").unwrap_err();
+        assert!(e.to_string().contains("keepalive_misses"), "{e}");
+        let e = Config::from_toml("[link]\nlisten = \"nowhere\"\n").unwrap_err();
+        assert!(e.to_string().contains("listen"), "{e}");
+        let e = Config::from_toml("[link]\nlisen = \"0.0.0.0:1\"\n").unwrap_err();
+        assert!(e.to_string().contains("lisen"), "{e}");
+        let e = Config::from_toml("[[sites]]\nid = 0\nkey = \"00\"\n").unwrap_err();
+        assert!(e.to_string().contains("4095"), "{e}");
+        let e = Config::from_toml("[[sites]]\nid = 3\nkey = \"00\"\n").unwrap_err();
+        assert!(e.to_string().contains("64 hexadecimal"), "{e}");
+        let k = "00".repeat(32);
+        let two = format!("[[sites]]\nid = 3\nkey = \"{k}\"\n[[sites]]\nid = 3\nkey = \"{k}\"\n");
+        assert!(Config::from_toml(&two).unwrap_err().to_string().contains("twice"));
+    }
+}

@@ -1,0 +1,153 @@
+//! The gateway side of the link (`PROTOCOL.md §3`): connect, authenticate, keep alive,
+//! send and receive frames. Used by `trunksim` and the integration tests.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+
+use super::codec::{FrameCodec, LinkReadError};
+use crate::protocol::{link_mac, Cause, Frame, FrameError, Message, SiteId, SiteKey, CONTROLLER_TXN_BASE, MAX_PAYLOAD};
+
+/// Why a gateway link failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The socket failed.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// Reading failed for good.
+    #[error(transparent)]
+    Read(#[from] LinkReadError),
+    /// The controller refused the link.
+    #[error("controller rejected the link: {0}")]
+    Rejected(Cause),
+    /// The controller closed the link.
+    #[error("controller closed the link: {0}")]
+    Closed(Cause),
+    /// The connection ended.
+    #[error("connection closed by the controller")]
+    Eof,
+    /// The controller sent something the protocol does not allow here.
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+}
+
+/// An authenticated link, as a gateway holds it.
+pub struct GatewayLink {
+    framed: Framed<TcpStream, FrameCodec>,
+    site: SiteId,
+    keepalive_interval: Duration,
+    misses: u8,
+    next_txn: u32,
+}
+
+impl GatewayLink {
+    /// Connects to `addr` and completes the handshake for `site` with `key`.
+    pub async fn connect(addr: SocketAddr, site: SiteId, key: &SiteKey) -> Result<Self, GatewayError> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Self::handshake(stream, site, key).await
+    }
+
+    /// Completes the handshake on an open connection.
+    pub async fn handshake(stream: TcpStream, site: SiteId, key: &SiteKey) -> Result<Self, GatewayError> {
+        let mut framed = Framed::new(stream, FrameCodec::new(MAX_PAYLOAD));
+        let txn = 1;
+        framed.send(Frame::new(txn, Message::LinkHello { site })).await?;
+        let nonce = match next(&mut framed).await?.msg {
+            Message::LinkChallenge { nonce } => nonce,
+            Message::LinkReject { cause } => return Err(GatewayError::Rejected(cause)),
+            other => return Err(GatewayError::Protocol(format!("expected LINK_CHALLENGE, got {other:?}"))),
+        };
+        let mac = link_mac(key, &nonce, site);
+        framed.send(Frame::new(txn, Message::LinkResponse { mac })).await?;
+        match next(&mut framed).await?.msg {
+            Message::LinkAccept { keepalive_interval_ms, misses } => Ok(GatewayLink {
+                framed,
+                site,
+                keepalive_interval: Duration::from_millis(keepalive_interval_ms.into()),
+                misses,
+                next_txn: txn + 1,
+            }),
+            Message::LinkReject { cause } => Err(GatewayError::Rejected(cause)),
+            other => Err(GatewayError::Protocol(format!("expected LINK_ACCEPT, got {other:?}"))),
+        }
+    }
+
+    /// The site this link serves.
+    pub fn site(&self) -> SiteId {
+        self.site
+    }
+
+    /// The keepalive interval the controller announced.
+    pub fn keepalive_interval(&self) -> Duration {
+        self.keepalive_interval
+    }
+
+    /// The missed-keepalive limit the controller announced.
+    pub fn misses(&self) -> u8 {
+        self.misses
+    }
+
+    /// A fresh gateway transaction id (`PROTOCOL.md §2.2`).
+    pub fn next_txn(&mut self) -> u32 {
+        let t = self.next_txn;
+        self.next_txn = if t + 1 >= CONTROLLER_TXN_BASE { 1 } else { t + 1 };
+        t
+    }
+
+    /// Sends one frame.
+    pub async fn send(&mut self, frame: Frame) -> Result<(), GatewayError> {
+        Ok(self.framed.send(frame).await?)
+    }
+
+    /// Sends raw bytes, well-formed or not.
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<(), GatewayError> {
+        let stream = self.framed.get_mut();
+        stream.write_all(bytes).await?;
+        Ok(stream.flush().await?)
+    }
+
+    /// Sends `msg` as a new transaction and returns its id.
+    pub async fn request(&mut self, msg: Message) -> Result<u32, GatewayError> {
+        let txn = self.next_txn();
+        self.send(Frame::new(txn, msg)).await?;
+        Ok(txn)
+    }
+
+    /// The next frame from the controller, well-formed or not; `None` at end of stream.
+    pub async fn recv(&mut self) -> Option<Result<Result<Frame, FrameError>, LinkReadError>> {
+        self.framed.next().await
+    }
+
+    /// The next well-formed frame that is not a keepalive, answering the controller's
+    /// keepalives on the way. `LINK_CLOSE` becomes [`GatewayError::Closed`].
+    pub async fn recv_service(&mut self) -> Result<Frame, GatewayError> {
+        loop {
+            let frame = next(&mut self.framed).await?;
+            match frame.msg {
+                Message::Keepalive => self.send(Frame::new(frame.txn, Message::KeepaliveAck)).await?,
+                Message::KeepaliveAck => {}
+                Message::LinkClose { cause } => return Err(GatewayError::Closed(cause)),
+                _ => return Ok(frame),
+            }
+        }
+    }
+
+    /// Sends a keepalive of our own.
+    pub async fn keepalive(&mut self) -> Result<(), GatewayError> {
+        self.request(Message::Keepalive).await.map(drop)
+    }
+}
+
+async fn next(framed: &mut Framed<TcpStream, FrameCodec>) -> Result<Frame, GatewayError> {
+    match framed.next().await {
+        None => Err(GatewayError::Eof),
+        Some(Err(e)) => Err(e.into()),
+        Some(Ok(Err(e))) => Err(GatewayError::Protocol(format!("malformed frame from controller: {e}"))),
+        Some(Ok(Ok(f))) => Ok(f),
+    }
+}

@@ -1,0 +1,205 @@
+//! The link server: accepts gateway connections up to the cap, runs one session task
+//! per connection, tracks which sites are up, and shuts down gracefully.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::session;
+use crate::config::LinkConfig;
+use crate::protocol::{Cause, Frame, Message, SiteId, SiteKey};
+
+/// Where the link server finds each site's pre-shared key.
+pub trait SiteKeys: Send + Sync + 'static {
+    /// The key of `site`, or `None` if the site may not connect.
+    fn site_key(&self, site: SiteId) -> Option<SiteKey>;
+}
+
+impl SiteKeys for std::collections::HashMap<SiteId, SiteKey> {
+    fn site_key(&self, site: SiteId) -> Option<SiteKey> {
+        self.get(&site).cloned()
+    }
+}
+
+/// What the controller does with a well-formed request from an accepted link.
+///
+/// The link layer has already answered keepalives, checked direction and transaction
+/// range; everything else reaches the handler.
+pub trait Handler: Send + Sync + 'static {
+    /// Handles one request from `site`; returns the frames to send back on that link.
+    fn handle(&self, site: SiteId, frame: Frame) -> Vec<Frame>;
+    /// A link for `site` came up.
+    fn link_up(&self, _site: SiteId) {}
+    /// The link of `site` went down (not called when a newer link superseded it).
+    fn link_down(&self, _site: SiteId) {}
+}
+
+/// The handler of a controller with no services yet: every request gets `DENY` with
+/// cause "service not supported" (`PROTOCOL.md §5`).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Unsupported;
+
+impl Handler for Unsupported {
+    fn handle(&self, _site: SiteId, frame: Frame) -> Vec<Frame> {
+        vec![deny_unsupported(&frame)]
+    }
+}
+
+/// `DENY` "service not supported" answering `frame`.
+pub fn deny_unsupported(frame: &Frame) -> Frame {
+    Frame::new(
+        frame.txn,
+        Message::Deny { request: frame.msg.message_type(), cause: Cause::ServiceNotSupported },
+    )
+}
+
+/// An up link as others see it.
+pub(super) struct LinkHandle {
+    pub(super) conn: u64,
+    pub(super) tx: mpsc::Sender<Frame>,
+    pub(super) superseded: CancellationToken,
+}
+
+/// The connected sites; cheap to clone.
+#[derive(Clone, Default)]
+pub struct Links {
+    pub(super) map: Arc<DashMap<SiteId, LinkHandle>>,
+}
+
+/// A frame could not be queued for a site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The site has no link up.
+    #[error("site {0} is not connected")]
+    NotConnected(SiteId),
+    /// The link's outbound queue is full.
+    #[error("outbound queue of site {0} is full")]
+    QueueFull(SiteId),
+}
+
+impl Links {
+    /// Whether `site` has a link up.
+    pub fn is_connected(&self, site: SiteId) -> bool {
+        self.map.contains_key(&site)
+    }
+
+    /// The sites with a link up, sorted.
+    pub fn connected(&self) -> Vec<SiteId> {
+        let mut v: Vec<SiteId> = self.map.iter().map(|e| *e.key()).collect();
+        v.sort();
+        v
+    }
+
+    /// Queues `frame` for the gateway of `site` without waiting.
+    pub fn send(&self, site: SiteId, frame: Frame) -> Result<(), SendError> {
+        let h = self.map.get(&site).ok_or(SendError::NotConnected(site))?;
+        h.tx.try_send(frame).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => SendError::QueueFull(site),
+            mpsc::error::TrySendError::Closed(_) => SendError::NotConnected(site),
+        })
+    }
+}
+
+/// State shared by the server and its sessions.
+pub(super) struct Shared {
+    pub(super) cfg: LinkConfig,
+    pub(super) keys: Arc<dyn SiteKeys>,
+    pub(super) handler: Arc<dyn Handler>,
+    pub(super) links: Links,
+    next_conn: AtomicU64,
+}
+
+impl Shared {
+    pub(super) fn next_conn(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// The TCP server for site gateways (`PROTOCOL.md §3`).
+pub struct LinkServer {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+}
+
+impl LinkServer {
+    /// Binds the listen address of `cfg`.
+    pub async fn bind(cfg: LinkConfig, keys: Arc<dyn SiteKeys>, handler: Arc<dyn Handler>) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(cfg.listen).await?;
+        let shared = Shared { cfg, keys, handler, links: Links::default(), next_conn: AtomicU64::new(1) };
+        Ok(LinkServer { listener, shared: Arc::new(shared) })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The registry of connected sites.
+    pub fn links(&self) -> Links {
+        self.shared.links.clone()
+    }
+
+    /// Serves until `shutdown` completes; then stops accepting, tells every gateway with
+    /// `LINK_CLOSE` "shutting down" after sending what was already queued for it, and
+    /// waits up to `grace` for the sessions to end (aborting any left after that).
+    pub async fn run(self, shutdown: impl Future<Output = ()>, grace: Duration) {
+        let LinkServer { listener, shared } = self;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let permits = Arc::new(Semaphore::new(shared.cfg.max_connections));
+        let mut sessions = JoinSet::new();
+        info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "link server listening");
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => match permits.clone().try_acquire_owned() {
+                        Ok(permit) => {
+                            let shared = shared.clone();
+                            let stop = stop_rx.clone();
+                            sessions.spawn(async move {
+                                session::run(stream, peer, shared, stop).await;
+                                drop(permit);
+                            });
+                        }
+                        Err(_) => refuse_over_cap(stream, peer, shared.cfg.max_connections),
+                    },
+                    Err(e) => {
+                        // Typically EMFILE: back off instead of spinning.
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+            }
+        }
+        drop(listener);
+        info!(links = sessions.len(), "shutting down: closing links");
+        let _ = stop_tx.send(true);
+        let drained = tokio::time::timeout(grace, async {
+            while sessions.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            warn!(left = sessions.len(), "grace period over: aborting remaining links");
+            sessions.shutdown().await;
+        }
+        info!("link server stopped");
+    }
+}
+
+/// Over the cap: one non-blocking attempt to say why, then close.
+fn refuse_over_cap(stream: TcpStream, peer: SocketAddr, cap: usize) {
+    warn!(%peer, cap, "connection refused: connection limit reached");
+    let reject = Frame::new(0, Message::LinkReject { cause: Cause::ConnectionLimit }).to_bytes();
+    let _ = stream.try_write(&reject);
+}

@@ -1,0 +1,303 @@
+//! One gateway connection: the handshake (`PROTOCOL.md §3`), then the accepted link's
+//! loop of requests, keepalives (§3.1), outbound frames and closing (§2.4).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use futures::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio::time::{sleep_until, timeout, Instant};
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use super::codec::{FrameCodec, LinkReadError};
+use super::server::{LinkHandle, Shared};
+use crate::protocol::{
+    is_gateway_txn, verify_link_mac, Cause, Direction, Frame, Message, SiteId, CONTROLLER_TXN_BASE,
+};
+
+type Conn = Framed<TcpStream, FrameCodec>;
+
+/// Why a connection ended, for the log and for what to send.
+#[derive(Debug)]
+enum End {
+    /// Tell the peer with this cause, then close.
+    Close(Cause, String),
+    /// The peer closed or sent `LINK_CLOSE`; nothing to send.
+    PeerGone(String),
+    /// Writing failed; nothing more can be sent.
+    WriteFailed(String),
+}
+
+pub(super) async fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, stop: watch::Receiver<bool>) {
+    let conn = shared.next_conn();
+    let span = info_span!("link", conn, %peer, site = tracing::field::Empty);
+    async move {
+        let _ = stream.set_nodelay(true);
+        let mut framed = Framed::new(stream, FrameCodec::new(shared.cfg.max_payload_len));
+        let mut stop = stop;
+        debug!("connection accepted");
+        let handshake = timeout(shared.cfg.handshake_timeout(), handshake(&mut framed, &shared, &mut stop)).await;
+        let (site, txn) = match handshake {
+            Ok(Ok(up)) => up,
+            Ok(Err(end)) => return finish_handshake_failure(&mut framed, &shared, end).await,
+            Err(_) => {
+                let end = End::Close(Cause::HandshakeTimeout, "handshake not complete in time".into());
+                return finish_handshake_failure(&mut framed, &shared, end).await;
+            }
+        };
+        tracing::Span::current().record("site", site.get());
+        accepted(framed, conn, site, txn, shared, stop).await;
+    }
+    .instrument(span)
+    .await
+}
+
+/// Reads the next frame during the handshake; every problem is a reason to reject.
+async fn next_handshake_frame(framed: &mut Conn, stop: &mut watch::Receiver<bool>) -> Result<Frame, End> {
+    tokio::select! {
+        _ = stop.changed() => Err(End::Close(Cause::ShuttingDown, "controller shutting down".into())),
+        item = framed.next() => match item {
+            None => Err(End::PeerGone("peer closed during handshake".into())),
+            Some(Err(LinkReadError::Io(e))) => Err(End::PeerGone(format!("read failed: {e}"))),
+            Some(Err(LinkReadError::Stream(e))) => Err(End::Close(e.cause(), e.to_string())),
+            Some(Ok(Err(e))) => Err(End::Close(e.cause(), e.to_string())),
+            Some(Ok(Ok(frame))) => Ok(frame),
+        }
+    }
+}
+
+/// `LINK_HELLO` → `LINK_CHALLENGE` → `LINK_RESPONSE`; returns the site and the
+/// handshake's transaction id once the MAC is right.
+async fn handshake(
+    framed: &mut Conn,
+    shared: &Shared,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(SiteId, u32), End> {
+    let hello = next_handshake_frame(framed, stop).await?;
+    let Message::LinkHello { site } = hello.msg else {
+        let ty = hello.msg.message_type();
+        return Err(End::Close(Cause::UnexpectedMessage, format!("expected LINK_HELLO, got {ty}")));
+    };
+    let txn = hello.txn;
+    if !is_gateway_txn(txn) {
+        return Err(End::Close(Cause::InvalidField, format!("LINK_HELLO transaction id {txn:#x} outside the gateway range")));
+    }
+    tracing::Span::current().record("site", site.get());
+    let Some(key) = shared.keys.site_key(site) else {
+        return Err(End::Close(Cause::UnknownSite, format!("no key configured for site {site}")));
+    };
+    let mut nonce = [0u8; 32];
+    getrandom::fill(&mut nonce).map_err(|e| End::Close(Cause::Unspecified, format!("CSPRNG failed: {e}")))?;
+    send(framed, shared, Frame::new(txn, Message::LinkChallenge { nonce })).await?;
+    let response = next_handshake_frame(framed, stop).await?;
+    let Message::LinkResponse { mac } = response.msg else {
+        let ty = response.msg.message_type();
+        return Err(End::Close(Cause::UnexpectedMessage, format!("expected LINK_RESPONSE, got {ty}")));
+    };
+    if response.txn != txn {
+        return Err(End::Close(Cause::UnexpectedMessage, "LINK_RESPONSE on another transaction".into()));
+    }
+    if !verify_link_mac(&key, &nonce, site, &mac) {
+        return Err(End::Close(Cause::LinkAuthFailed, "wrong link MAC".into()));
+    }
+    Ok((site, txn))
+}
+
+async fn finish_handshake_failure(framed: &mut Conn, shared: &Shared, end: End) {
+    match end {
+        End::Close(cause, why) => {
+            warn!(%cause, reason = %why, "link rejected");
+            let _ = send(framed, shared, Frame::new(0, Message::LinkReject { cause })).await;
+        }
+        End::PeerGone(why) | End::WriteFailed(why) => info!(reason = %why, "connection ended during handshake"),
+    }
+}
+
+/// Writes one frame within the write timeout.
+async fn send(framed: &mut Conn, shared: &Shared, frame: Frame) -> Result<(), End> {
+    match timeout(shared.cfg.write_timeout(), framed.send(frame)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(End::WriteFailed(format!("write failed: {e}"))),
+        Err(_) => Err(End::WriteFailed(format!("{}: no write progress in time", Cause::PeerNotReading))),
+    }
+}
+
+/// State of an accepted link.
+struct Link {
+    site: SiteId,
+    malformed_in_row: u32,
+    next_txn: u32,
+    keepalive_deadline: Instant,
+}
+
+impl Link {
+    /// The next controller transaction id (`PROTOCOL.md §2.2`).
+    fn controller_txn(&mut self) -> u32 {
+        let t = self.next_txn;
+        self.next_txn = if t == u32::MAX { CONTROLLER_TXN_BASE } else { t + 1 };
+        t
+    }
+}
+
+async fn accepted(
+    mut framed: Conn,
+    conn: u64,
+    site: SiteId,
+    txn: u32,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let cfg = &shared.cfg;
+    let accept = Message::LinkAccept { keepalive_interval_ms: cfg.keepalive_interval_ms, misses: cfg.keepalive_misses };
+    if let Err(End::WriteFailed(why) | End::Close(_, why) | End::PeerGone(why)) =
+        send(&mut framed, &shared, Frame::new(txn, accept)).await
+    {
+        info!(reason = %why, "could not send LINK_ACCEPT");
+        return;
+    }
+    let (tx, mut rx) = mpsc::channel(cfg.outbound_queue);
+    let superseded = CancellationToken::new();
+    let handle = LinkHandle { conn, tx, superseded: superseded.clone() };
+    if let Some(old) = shared.links.map.insert(site, handle) {
+        info!(old_conn = old.conn, "newer link supersedes the existing one for this site");
+        old.superseded.cancel();
+    }
+    info!("link up");
+    shared.handler.link_up(site);
+
+    let mut link = Link {
+        site,
+        malformed_in_row: 0,
+        next_txn: CONTROLLER_TXN_BASE,
+        keepalive_deadline: Instant::now() + cfg.keepalive_deadline(),
+    };
+    let mut tick = tokio::time::interval_at(Instant::now() + cfg.keepalive_interval(), cfg.keepalive_interval());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    let end = loop {
+        tokio::select! {
+            biased;
+            _ = stop.changed() => {
+                // Finish in-flight work: send what is already queued for this gateway.
+                rx.close();
+                let mut failed = None;
+                while let Some(frame) = rx.recv().await {
+                    if let Err(e) = send(&mut framed, &shared, frame).await {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+                break failed.unwrap_or(End::Close(Cause::ShuttingDown, "controller shutting down".into()));
+            }
+            _ = superseded.cancelled() => break End::Close(Cause::Superseded, "a newer link for this site was accepted".into()),
+            _ = sleep_until(link.keepalive_deadline) => {
+                let why = format!("no keepalive for {} intervals", cfg.keepalive_misses);
+                break End::Close(Cause::KeepaliveTimeout, why);
+            }
+            _ = tick.tick() => {
+                let ka = Frame::new(link.controller_txn(), Message::Keepalive);
+                if let Err(e) = send(&mut framed, &shared, ka).await { break e; }
+            }
+            Some(frame) = rx.recv() => {
+                if let Err(e) = send(&mut framed, &shared, frame).await { break e; }
+            }
+            item = framed.next() => {
+                let replies = match item {
+                    None => break End::PeerGone("peer closed the connection".into()),
+                    Some(Err(LinkReadError::Io(e))) => break End::PeerGone(format!("read failed: {e}")),
+                    Some(Err(LinkReadError::Stream(e))) => break End::Close(e.cause(), e.to_string()),
+                    Some(Ok(Err(e))) => {
+                        warn!(error = %e, "malformed frame");
+                        link.malformed(vec![e.answer()])
+                    }
+                    Some(Ok(Ok(frame))) => match on_frame(&mut link, &shared, frame) {
+                        Ok(replies) => replies,
+                        Err(end) => break end,
+                    },
+                };
+                let mut failed = None;
+                for r in replies {
+                    if let Err(e) = send(&mut framed, &shared, r).await {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+                if let Some(e) = failed { break e; }
+                if link.malformed_in_row >= cfg.max_malformed_in_row {
+                    let why = format!("{} malformed frames in a row", link.malformed_in_row);
+                    break End::Close(Cause::TooManyMalformed, why);
+                }
+            }
+        }
+    };
+
+    match end {
+        End::Close(cause, why) => {
+            info!(%cause, reason = %why, "closing link");
+            let _ = send(&mut framed, &shared, Frame::new(0, Message::LinkClose { cause })).await;
+        }
+        End::PeerGone(why) => info!(reason = %why, "link ended by peer"),
+        End::WriteFailed(why) => warn!(reason = %why, "link dropped"),
+    }
+    let removed = shared.links.map.remove_if(&site, |_, h| h.conn == conn).is_some();
+    if removed {
+        shared.handler.link_down(site);
+    }
+    info!("link down");
+}
+
+impl Link {
+    /// Counts a malformed frame and returns the answers to send.
+    fn malformed(&mut self, answers: Vec<Frame>) -> Vec<Frame> {
+        self.malformed_in_row += 1;
+        answers
+    }
+}
+
+/// Handles one well-formed frame on an accepted link; `Err` ends the link.
+fn on_frame(link: &mut Link, shared: &Shared, frame: Frame) -> Result<Vec<Frame>, End> {
+    let ty = frame.msg.message_type();
+    let error = |cause| Frame::new(frame.txn, Message::FrameError { cause, offending_type: ty.code() });
+    if ty.direction() == Direction::ToGateway {
+        debug!(%ty, "frame only a controller sends");
+        return Ok(link.malformed(vec![error(Cause::WrongDirection)]));
+    }
+    if ty.gateway_transaction() && !is_gateway_txn(frame.txn) {
+        debug!(%ty, txn = frame.txn, "transaction id outside the gateway range");
+        return Ok(link.malformed(vec![error(Cause::InvalidField)]));
+    }
+    match frame.msg {
+        Message::LinkHello { .. } | Message::LinkResponse { .. } => {
+            Ok(link.malformed(vec![error(Cause::UnexpectedMessage)]))
+        }
+        Message::Keepalive => {
+            link.alive(shared);
+            Ok(vec![Frame::new(frame.txn, Message::KeepaliveAck)])
+        }
+        Message::KeepaliveAck => {
+            link.alive(shared);
+            Ok(vec![])
+        }
+        Message::LinkClose { cause } => Err(End::PeerGone(format!("gateway sent LINK_CLOSE: {cause}"))),
+        Message::FrameError { cause, offending_type } => {
+            link.malformed_in_row = 0;
+            warn!(%cause, offending_type, txn = frame.txn, "gateway reported a frame error");
+            Ok(vec![])
+        }
+        _ => {
+            link.malformed_in_row = 0;
+            Ok(shared.handler.handle(link.site, frame))
+        }
+    }
+}
+
+impl Link {
+    /// A keepalive or its answer arrived: the peer is alive and in step.
+    fn alive(&mut self, shared: &Shared) {
+        self.malformed_in_row = 0;
+        self.keepalive_deadline = Instant::now() + shared.cfg.keepalive_deadline();
+    }
+}
