@@ -170,7 +170,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { format: LogFormat::Text, level: "info".into() }
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
     }
 }
 
@@ -221,7 +224,10 @@ impl Config {
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = file {
             if !path.exists() {
-                return Err(ConfigError::Invalid(format!("file {} does not exist", path.display())));
+                return Err(ConfigError::Invalid(format!(
+                    "file {} does not exist",
+                    path.display()
+                )));
             }
             fig = fig.merge(Toml::file_exact(path));
         }
@@ -293,7 +299,8 @@ mod tests {
     #[test]
     fn sites_parse_and_keys_stay_secret() {
         let key = "ab".repeat(32);
-        let cfg = Config::from_toml(&format!("[[sites]]\nid = 7\nname = \"North\"\nkey = \"{key}\"\n")).unwrap();
+        let cfg =
+            Config::from_toml(&format!("[[sites]]\nid = 7\nname = \"North\"\nkey = \"{key}\"\n")).unwrap();
         assert_eq!(cfg.sites[0].id.get(), 7);
         assert!(!format!("{cfg:?}").contains(&key));
     }

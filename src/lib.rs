@@ -9,7 +9,7 @@
 //! - [`config`]: the one typed configuration, with defaults.
 //! - [`logging`]: tracing setup (human-readable or JSON).
 
-pub mod protocol;
 pub mod config;
 pub mod link;
 pub mod logging;
+pub mod protocol;

@@ -15,7 +15,11 @@ use trunkd::link::{LinkServer, Unsupported};
 use trunkd::protocol::SiteKey;
 
 #[derive(Parser)]
-#[command(name = "trunkd", version, about = "Central controller of a digital trunked-radio dispatch system")]
+#[command(
+    name = "trunkd",
+    version,
+    about = "Central controller of a digital trunked-radio dispatch system"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -58,7 +62,11 @@ enum ConfigCommand {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { config, listen, log_json } => {
+        Command::Serve {
+            config,
+            listen,
+            log_json,
+        } => {
             let mut cfg = Config::load(config.as_deref())?;
             if let Some(addr) = listen {
                 cfg.link.listen = addr;
@@ -70,17 +78,28 @@ fn main() -> anyhow::Result<()> {
             let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
             rt.block_on(serve(cfg))
         }
-        Command::Config { command: ConfigCommand::Default } => {
+        Command::Config {
+            command: ConfigCommand::Default,
+        } => {
             print!("{DEFAULT_TOML}");
             Ok(())
         }
-        Command::Config { command: ConfigCommand::Check { file } } => {
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => {
             let cfg = Config::load(Some(&file))?;
             println!("{}: ok ({} sites)", file.display(), cfg.sites.len());
             Ok(())
         }
-        Command::Config { command: ConfigCommand::Keygen } => {
-            println!("{}", SiteKey::generate().context("reading the OS random generator")?.to_hex());
+        Command::Config {
+            command: ConfigCommand::Keygen,
+        } => {
+            println!(
+                "{}",
+                SiteKey::generate()
+                    .context("reading the OS random generator")?
+                    .to_hex()
+            );
             Ok(())
         }
     }
@@ -95,7 +114,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", cfg.link.listen))?;
     info!(addr = %server.local_addr()?, sites = cfg.sites.len(), "trunkd started");
-    server.run(shutdown_signal(), Duration::from_millis(cfg.shutdown.grace_ms)).await;
+    server
+        .run(shutdown_signal(), Duration::from_millis(cfg.shutdown.grace_ms))
+        .await;
     info!("trunkd stopped");
     Ok(())
 }

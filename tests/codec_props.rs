@@ -17,10 +17,10 @@ use proptest::sample::select;
 use proptest::strategy::Union;
 
 use trunkd::protocol::{
-    decode, CallId, CallScope, CallType, Carrier, Cause, Decoded, Digits15, FleetId, Frame, Identity,
-    Imei, Imsi, IndividualId, LocationReason, MemberId, Message, MessageId, MessageType, QueuePosition,
-    ResourceState, ShortData, SiteGrant, SiteId, Slot, SlotSelector, StreamError, TalkgroupId,
-    TalkgroupList, Target, Tmsi, Unit, HEADER_LEN, MAGIC, MAX_GRANT_SITES, MAX_PAYLOAD, VERSION,
+    decode, CallId, CallScope, CallType, Carrier, Cause, Decoded, Digits15, FleetId, Frame, Identity, Imei,
+    Imsi, IndividualId, LocationReason, MemberId, Message, MessageId, MessageType, QueuePosition,
+    ResourceState, ShortData, SiteGrant, SiteId, Slot, SlotSelector, StreamError, TalkgroupId, TalkgroupList,
+    Target, Tmsi, Unit, HEADER_LEN, MAGIC, MAX_GRANT_SITES, MAX_PAYLOAD, VERSION,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -28,8 +28,14 @@ use trunkd::protocol::{
 // ---------------------------------------------------------------------------------------
 
 fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256);
-    ProptestConfig { cases, ..ProptestConfig::default() }
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256);
+    ProptestConfig {
+        cases,
+        ..ProptestConfig::default()
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -135,13 +141,24 @@ fn location_reason() -> impl Strategy<Value = LocationReason> {
     prop_oneof![Just(LocationReason::Periodic), Just(LocationReason::SiteChange)]
 }
 fn call_scope() -> impl Strategy<Value = CallScope> {
-    prop_oneof![Just(CallScope::Local), Just(CallScope::SelectedArea), Just(CallScope::WideArea)]
+    prop_oneof![
+        Just(CallScope::Local),
+        Just(CallScope::SelectedArea),
+        Just(CallScope::WideArea)
+    ]
 }
 fn call_type() -> impl Strategy<Value = CallType> {
-    prop_oneof![Just(CallType::Group), Just(CallType::Private), Just(CallType::Emergency)]
+    prop_oneof![
+        Just(CallType::Group),
+        Just(CallType::Private),
+        Just(CallType::Emergency)
+    ]
 }
 fn slot_selector() -> impl Strategy<Value = SlotSelector> {
-    prop_oneof![slot().prop_map(SlotSelector::Slot), Just(SlotSelector::WholeCarrier)]
+    prop_oneof![
+        slot().prop_map(SlotSelector::Slot),
+        Just(SlotSelector::WholeCarrier)
+    ]
 }
 fn resource_state() -> impl Strategy<Value = ResourceState> {
     prop_oneof![Just(ResourceState::InService), Just(ResourceState::Faulty)]
@@ -158,25 +175,35 @@ fn message_of(ty: MessageType) -> BoxedStrategy<Message> {
     match ty {
         // §5.1 Link
         T::LinkHello => site_id().prop_map(|site| M::LinkHello { site }).boxed(),
-        T::LinkChallenge => any::<[u8; 32]>().prop_map(|nonce| M::LinkChallenge { nonce }).boxed(),
+        T::LinkChallenge => any::<[u8; 32]>()
+            .prop_map(|nonce| M::LinkChallenge { nonce })
+            .boxed(),
         T::LinkResponse => any::<[u8; 32]>().prop_map(|mac| M::LinkResponse { mac }).boxed(),
         T::LinkAccept => (
             prop_oneof![100u32..=600_000, Just(100u32), Just(600_000u32)],
             1u8..=255,
         )
-            .prop_map(|(keepalive_interval_ms, misses)| M::LinkAccept { keepalive_interval_ms, misses })
+            .prop_map(|(keepalive_interval_ms, misses)| M::LinkAccept {
+                keepalive_interval_ms,
+                misses,
+            })
             .boxed(),
         T::LinkReject => cause().prop_map(|cause| M::LinkReject { cause }).boxed(),
         T::Keepalive => Just(M::Keepalive).boxed(),
         T::KeepaliveAck => Just(M::KeepaliveAck).boxed(),
         T::LinkClose => cause().prop_map(|cause| M::LinkClose { cause }).boxed(),
         T::FrameError => (cause(), any::<u8>())
-            .prop_map(|(cause, offending_type)| M::FrameError { cause, offending_type })
+            .prop_map(|(cause, offending_type)| M::FrameError {
+                cause,
+                offending_type,
+            })
             .boxed(),
         T::Ack => message_type().prop_map(|acked| M::Ack { acked }).boxed(),
         // §5.2 Registration and mobility
         T::RegRequest => identity().prop_map(|identity| M::RegRequest { identity }).boxed(),
-        T::AuthChallenge => any::<[u8; 16]>().prop_map(|rand| M::AuthChallenge { rand }).boxed(),
+        T::AuthChallenge => any::<[u8; 16]>()
+            .prop_map(|rand| M::AuthChallenge { rand })
+            .boxed(),
         T::AuthResponse => any::<[u8; 8]>().prop_map(|res| M::AuthResponse { res }).boxed(),
         T::RegAccept => (digits15(), individual(), tmsi(), unit(), talkgroup_list())
             .prop_map(|(d, individual, tmsi, unit, talkgroups)| M::RegAccept {
@@ -196,10 +223,16 @@ fn message_of(ty: MessageType) -> BoxedStrategy<Message> {
         T::Affiliate => (tmsi(), talkgroup_list())
             .prop_map(|(tmsi, talkgroups)| M::Affiliate { tmsi, talkgroups })
             .boxed(),
-        T::AffiliateAccept => talkgroup_list().prop_map(|talkgroups| M::AffiliateAccept { talkgroups }).boxed(),
+        T::AffiliateAccept => talkgroup_list()
+            .prop_map(|talkgroups| M::AffiliateAccept { talkgroups })
+            .boxed(),
         // §5.3 Calls and services
         T::GroupCallReq => (tmsi(), talkgroup(), call_scope())
-            .prop_map(|(tmsi, talkgroup, scope)| M::GroupCallReq { tmsi, talkgroup, scope })
+            .prop_map(|(tmsi, talkgroup, scope)| M::GroupCallReq {
+                tmsi,
+                talkgroup,
+                scope,
+            })
             .boxed(),
         T::PrivateCallReq => (tmsi(), unit())
             .prop_map(|(tmsi, target)| M::PrivateCallReq { tmsi, target })
@@ -239,21 +272,40 @@ fn message_of(ty: MessageType) -> BoxedStrategy<Message> {
             })
             .boxed(),
         T::Queued => position().prop_map(|position| M::Queued { position }).boxed(),
-        T::QueueUpdate => position().prop_map(|position| M::QueueUpdate { position }).boxed(),
-        T::PttPress => (call_id(), tmsi()).prop_map(|(call, tmsi)| M::PttPress { call, tmsi }).boxed(),
-        T::PttRelease => (call_id(), tmsi()).prop_map(|(call, tmsi)| M::PttRelease { call, tmsi }).boxed(),
-        T::PttGrant => (call_id(), unit()).prop_map(|(call, talker)| M::PttGrant { call, talker }).boxed(),
-        T::CallEnd => (call_id(), cause()).prop_map(|(call, cause)| M::CallEnd { call, cause }).boxed(),
-        T::Preempted => (call_id(), cause()).prop_map(|(call, cause)| M::Preempted { call, cause }).boxed(),
+        T::QueueUpdate => position()
+            .prop_map(|position| M::QueueUpdate { position })
+            .boxed(),
+        T::PttPress => (call_id(), tmsi())
+            .prop_map(|(call, tmsi)| M::PttPress { call, tmsi })
+            .boxed(),
+        T::PttRelease => (call_id(), tmsi())
+            .prop_map(|(call, tmsi)| M::PttRelease { call, tmsi })
+            .boxed(),
+        T::PttGrant => (call_id(), unit())
+            .prop_map(|(call, talker)| M::PttGrant { call, talker })
+            .boxed(),
+        T::CallEnd => (call_id(), cause())
+            .prop_map(|(call, cause)| M::CallEnd { call, cause })
+            .boxed(),
+        T::Preempted => (call_id(), cause())
+            .prop_map(|(call, cause)| M::Preempted { call, cause })
+            .boxed(),
         T::Deny => (message_type(), cause())
             .prop_map(|(request, cause)| M::Deny { request, cause })
             .boxed(),
-        T::CallAlert => (tmsi(), unit()).prop_map(|(tmsi, caller)| M::CallAlert { tmsi, caller }).boxed(),
+        T::CallAlert => (tmsi(), unit())
+            .prop_map(|(tmsi, caller)| M::CallAlert { tmsi, caller })
+            .boxed(),
         T::StatusDelivery => (tmsi(), unit(), any::<u16>())
             .prop_map(|(tmsi, source, code)| M::StatusDelivery { tmsi, source, code })
             .boxed(),
         T::ShortDataDelivery => (message_id(), tmsi(), unit(), short_data())
-            .prop_map(|(id, tmsi, source, data)| M::ShortDataDelivery { id, tmsi, source, data })
+            .prop_map(|(id, tmsi, source, data)| M::ShortDataDelivery {
+                id,
+                tmsi,
+                source,
+                data,
+            })
             .boxed(),
         T::ShortDataAck => message_id().prop_map(|id| M::ShortDataAck { id }).boxed(),
         // §5.4 Operator commands
@@ -357,14 +409,21 @@ fn drain(buf: &[u8], max_payload: usize) -> Result<(Vec<Frame>, usize, Option<St
         let rest = &buf[pos..];
         match decode(rest, max_payload) {
             Ok(Decoded::Incomplete) => {
-                prop_assert!(rest.len() < HEADER_LEN + MAX_PAYLOAD, "Incomplete with {} bytes buffered", rest.len());
+                prop_assert!(
+                    rest.len() < HEADER_LEN + MAX_PAYLOAD,
+                    "Incomplete with {} bytes buffered",
+                    rest.len()
+                );
                 return Ok((frames, pos, None));
             }
             Err(e) => return Ok((frames, pos, Some(e))),
             Ok(Decoded::Frame { len, result }) => {
                 prop_assert!(len >= HEADER_LEN, "frame len {len} < header");
                 prop_assert!(len <= rest.len(), "frame len {len} > buffered {}", rest.len());
-                prop_assert!(len <= HEADER_LEN + max_payload.min(MAX_PAYLOAD), "frame len {len} over the limit");
+                prop_assert!(
+                    len <= HEADER_LEN + max_payload.min(MAX_PAYLOAD),
+                    "frame len {len} over the limit"
+                );
                 if let Ok(frame) = result {
                     let re = frame.to_bytes();
                     prop_assert_eq!(
@@ -398,11 +457,24 @@ fn encode_all(frames: &[Frame]) -> BytesMut {
 /// One damage done to an encoded frame; positions are taken modulo the buffer length.
 #[derive(Clone, Debug)]
 enum Mutation {
-    FlipBit { at: usize, bit: u8 },
-    SetByte { at: usize, value: u8 },
-    Truncate { keep: usize },
-    Insert { at: usize, value: u8 },
-    Remove { at: usize },
+    FlipBit {
+        at: usize,
+        bit: u8,
+    },
+    SetByte {
+        at: usize,
+        value: u8,
+    },
+    Truncate {
+        keep: usize,
+    },
+    Insert {
+        at: usize,
+        value: u8,
+    },
+    Remove {
+        at: usize,
+    },
     /// Rewrites the length field to the actual payload length, so that a frame damaged by
     /// an insert or remove still reaches the payload decoder instead of being Incomplete.
     FixLength,

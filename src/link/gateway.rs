@@ -10,7 +10,9 @@ use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
 use super::codec::{FrameCodec, LinkReadError};
-use crate::protocol::{link_mac, Cause, Frame, FrameError, Message, SiteId, SiteKey, CONTROLLER_TXN_BASE, MAX_PAYLOAD};
+use crate::protocol::{
+    link_mac, Cause, Frame, FrameError, Message, SiteId, SiteKey, CONTROLLER_TXN_BASE, MAX_PAYLOAD,
+};
 
 /// Why a gateway link failed.
 #[derive(Debug, thiserror::Error)]
@@ -60,12 +62,21 @@ impl GatewayLink {
         let nonce = match next(&mut framed).await?.msg {
             Message::LinkChallenge { nonce } => nonce,
             Message::LinkReject { cause } => return Err(GatewayError::Rejected(cause)),
-            other => return Err(GatewayError::Protocol(format!("expected LINK_CHALLENGE, got {other:?}"))),
+            other => {
+                return Err(GatewayError::Protocol(format!(
+                    "expected LINK_CHALLENGE, got {other:?}"
+                )))
+            }
         };
         let mac = link_mac(key, &nonce, site);
-        framed.send(Frame::new(txn, Message::LinkResponse { mac })).await?;
+        framed
+            .send(Frame::new(txn, Message::LinkResponse { mac }))
+            .await?;
         match next(&mut framed).await?.msg {
-            Message::LinkAccept { keepalive_interval_ms, misses } => Ok(GatewayLink {
+            Message::LinkAccept {
+                keepalive_interval_ms,
+                misses,
+            } => Ok(GatewayLink {
                 framed,
                 site,
                 keepalive_interval: Duration::from_millis(keepalive_interval_ms.into()),
@@ -73,7 +84,9 @@ impl GatewayLink {
                 next_txn: txn + 1,
             }),
             Message::LinkReject { cause } => Err(GatewayError::Rejected(cause)),
-            other => Err(GatewayError::Protocol(format!("expected LINK_ACCEPT, got {other:?}"))),
+            other => Err(GatewayError::Protocol(format!(
+                "expected LINK_ACCEPT, got {other:?}"
+            ))),
         }
     }
 
@@ -147,7 +160,9 @@ async fn next(framed: &mut Framed<TcpStream, FrameCodec>) -> Result<Frame, Gatew
     match framed.next().await {
         None => Err(GatewayError::Eof),
         Some(Err(e)) => Err(e.into()),
-        Some(Ok(Err(e))) => Err(GatewayError::Protocol(format!("malformed frame from controller: {e}"))),
+        Some(Ok(Err(e))) => Err(GatewayError::Protocol(format!(
+            "malformed frame from controller: {e}"
+        ))),
         Some(Ok(Ok(f))) => Ok(f),
     }
 }

@@ -58,7 +58,10 @@ impl Handler for Unsupported {
 pub fn deny_unsupported(frame: &Frame) -> Frame {
     Frame::new(
         frame.txn,
-        Message::Deny { request: frame.msg.message_type(), cause: Cause::ServiceNotSupported },
+        Message::Deny {
+            request: frame.msg.message_type(),
+            cause: Cause::ServiceNotSupported,
+        },
     )
 }
 
@@ -132,10 +135,23 @@ pub struct LinkServer {
 
 impl LinkServer {
     /// Binds the listen address of `cfg`.
-    pub async fn bind(cfg: LinkConfig, keys: Arc<dyn SiteKeys>, handler: Arc<dyn Handler>) -> std::io::Result<Self> {
+    pub async fn bind(
+        cfg: LinkConfig,
+        keys: Arc<dyn SiteKeys>,
+        handler: Arc<dyn Handler>,
+    ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(cfg.listen).await?;
-        let shared = Shared { cfg, keys, handler, links: Links::default(), next_conn: AtomicU64::new(1) };
-        Ok(LinkServer { listener, shared: Arc::new(shared) })
+        let shared = Shared {
+            cfg,
+            keys,
+            handler,
+            links: Links::default(),
+            next_conn: AtomicU64::new(1),
+        };
+        Ok(LinkServer {
+            listener,
+            shared: Arc::new(shared),
+        })
     }
 
     /// The bound address (useful with port 0).
@@ -185,12 +201,13 @@ impl LinkServer {
         drop(listener);
         info!(links = sessions.len(), "shutting down: closing links");
         let _ = stop_tx.send(true);
-        let drained = tokio::time::timeout(grace, async {
-            while sessions.join_next().await.is_some() {}
-        })
-        .await;
+        let drained =
+            tokio::time::timeout(grace, async { while sessions.join_next().await.is_some() {} }).await;
         if drained.is_err() {
-            warn!(left = sessions.len(), "grace period over: aborting remaining links");
+            warn!(
+                left = sessions.len(),
+                "grace period over: aborting remaining links"
+            );
             sessions.shutdown().await;
         }
         info!("link server stopped");
@@ -200,6 +217,12 @@ impl LinkServer {
 /// Over the cap: one non-blocking attempt to say why, then close.
 fn refuse_over_cap(stream: TcpStream, peer: SocketAddr, cap: usize) {
     warn!(%peer, cap, "connection refused: connection limit reached");
-    let reject = Frame::new(0, Message::LinkReject { cause: Cause::ConnectionLimit }).to_bytes();
+    let reject = Frame::new(
+        0,
+        Message::LinkReject {
+            cause: Cause::ConnectionLimit,
+        },
+    )
+    .to_bytes();
     let _ = stream.try_write(&reject);
 }

@@ -31,7 +31,12 @@ enum End {
     WriteFailed(String),
 }
 
-pub(super) async fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, stop: watch::Receiver<bool>) {
+pub(super) async fn run(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    stop: watch::Receiver<bool>,
+) {
     let conn = shared.next_conn();
     let span = info_span!("link", conn, %peer, site = tracing::field::Empty);
     async move {
@@ -39,7 +44,11 @@ pub(super) async fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>
         let mut framed = Framed::new(stream, FrameCodec::new(shared.cfg.max_payload_len));
         let mut stop = stop;
         debug!("connection accepted");
-        let handshake = timeout(shared.cfg.handshake_timeout(), handshake(&mut framed, &shared, &mut stop)).await;
+        let handshake = timeout(
+            shared.cfg.handshake_timeout(),
+            handshake(&mut framed, &shared, &mut stop),
+        )
+        .await;
         let (site, txn) = match handshake {
             Ok(Ok(up)) => up,
             Ok(Err(end)) => return finish_handshake_failure(&mut framed, &shared, end).await,
@@ -79,15 +88,24 @@ async fn handshake(
     let hello = next_handshake_frame(framed, stop).await?;
     let Message::LinkHello { site } = hello.msg else {
         let ty = hello.msg.message_type();
-        return Err(End::Close(Cause::UnexpectedMessage, format!("expected LINK_HELLO, got {ty}")));
+        return Err(End::Close(
+            Cause::UnexpectedMessage,
+            format!("expected LINK_HELLO, got {ty}"),
+        ));
     };
     let txn = hello.txn;
     if !is_gateway_txn(txn) {
-        return Err(End::Close(Cause::InvalidField, format!("LINK_HELLO transaction id {txn:#x} outside the gateway range")));
+        return Err(End::Close(
+            Cause::InvalidField,
+            format!("LINK_HELLO transaction id {txn:#x} outside the gateway range"),
+        ));
     }
     tracing::Span::current().record("site", site.get());
     let Some(key) = shared.keys.site_key(site) else {
-        return Err(End::Close(Cause::UnknownSite, format!("no key configured for site {site}")));
+        return Err(End::Close(
+            Cause::UnknownSite,
+            format!("no key configured for site {site}"),
+        ));
     };
     let mut nonce = [0u8; 32];
     getrandom::fill(&mut nonce).map_err(|e| End::Close(Cause::Unspecified, format!("CSPRNG failed: {e}")))?;
@@ -95,10 +113,16 @@ async fn handshake(
     let response = next_handshake_frame(framed, stop).await?;
     let Message::LinkResponse { mac } = response.msg else {
         let ty = response.msg.message_type();
-        return Err(End::Close(Cause::UnexpectedMessage, format!("expected LINK_RESPONSE, got {ty}")));
+        return Err(End::Close(
+            Cause::UnexpectedMessage,
+            format!("expected LINK_RESPONSE, got {ty}"),
+        ));
     };
     if response.txn != txn {
-        return Err(End::Close(Cause::UnexpectedMessage, "LINK_RESPONSE on another transaction".into()));
+        return Err(End::Close(
+            Cause::UnexpectedMessage,
+            "LINK_RESPONSE on another transaction".into(),
+        ));
     }
     if !verify_link_mac(&key, &nonce, site, &mac) {
         return Err(End::Close(Cause::LinkAuthFailed, "wrong link MAC".into()));
@@ -112,7 +136,9 @@ async fn finish_handshake_failure(framed: &mut Conn, shared: &Shared, end: End) 
             warn!(%cause, reason = %why, "link rejected");
             let _ = send(framed, shared, Frame::new(0, Message::LinkReject { cause })).await;
         }
-        End::PeerGone(why) | End::WriteFailed(why) => info!(reason = %why, "connection ended during handshake"),
+        End::PeerGone(why) | End::WriteFailed(why) => {
+            info!(reason = %why, "connection ended during handshake")
+        }
     }
 }
 
@@ -121,7 +147,10 @@ async fn send(framed: &mut Conn, shared: &Shared, frame: Frame) -> Result<(), En
     match timeout(shared.cfg.write_timeout(), framed.send(frame)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(End::WriteFailed(format!("write failed: {e}"))),
-        Err(_) => Err(End::WriteFailed(format!("{}: no write progress in time", Cause::PeerNotReading))),
+        Err(_) => Err(End::WriteFailed(format!(
+            "{}: no write progress in time",
+            Cause::PeerNotReading
+        ))),
     }
 }
 
@@ -151,7 +180,10 @@ async fn accepted(
     mut stop: watch::Receiver<bool>,
 ) {
     let cfg = &shared.cfg;
-    let accept = Message::LinkAccept { keepalive_interval_ms: cfg.keepalive_interval_ms, misses: cfg.keepalive_misses };
+    let accept = Message::LinkAccept {
+        keepalive_interval_ms: cfg.keepalive_interval_ms,
+        misses: cfg.keepalive_misses,
+    };
     if let Err(End::WriteFailed(why) | End::Close(_, why) | End::PeerGone(why)) =
         send(&mut framed, &shared, Frame::new(txn, accept)).await
     {
@@ -160,9 +192,16 @@ async fn accepted(
     }
     let (tx, mut rx) = mpsc::channel(cfg.outbound_queue);
     let superseded = CancellationToken::new();
-    let handle = LinkHandle { conn, tx, superseded: superseded.clone() };
+    let handle = LinkHandle {
+        conn,
+        tx,
+        superseded: superseded.clone(),
+    };
     if let Some(old) = shared.links.map.insert(site, handle) {
-        info!(old_conn = old.conn, "newer link supersedes the existing one for this site");
+        info!(
+            old_conn = old.conn,
+            "newer link supersedes the existing one for this site"
+        );
         old.superseded.cancel();
     }
     info!("link up");
@@ -174,7 +213,10 @@ async fn accepted(
         next_txn: CONTROLLER_TXN_BASE,
         keepalive_deadline: Instant::now() + cfg.keepalive_deadline(),
     };
-    let mut tick = tokio::time::interval_at(Instant::now() + cfg.keepalive_interval(), cfg.keepalive_interval());
+    let mut tick = tokio::time::interval_at(
+        Instant::now() + cfg.keepalive_interval(),
+        cfg.keepalive_interval(),
+    );
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     let end = loop {
@@ -260,7 +302,15 @@ impl Link {
 /// Handles one well-formed frame on an accepted link; `Err` ends the link.
 fn on_frame(link: &mut Link, shared: &Shared, frame: Frame) -> Result<Vec<Frame>, End> {
     let ty = frame.msg.message_type();
-    let error = |cause| Frame::new(frame.txn, Message::FrameError { cause, offending_type: ty.code() });
+    let error = |cause| {
+        Frame::new(
+            frame.txn,
+            Message::FrameError {
+                cause,
+                offending_type: ty.code(),
+            },
+        )
+    };
     if ty.direction() == Direction::ToGateway {
         debug!(%ty, "frame only a controller sends");
         return Ok(link.malformed(vec![error(Cause::WrongDirection)]));
@@ -282,7 +332,10 @@ fn on_frame(link: &mut Link, shared: &Shared, frame: Frame) -> Result<Vec<Frame>
             Ok(vec![])
         }
         Message::LinkClose { cause } => Err(End::PeerGone(format!("gateway sent LINK_CLOSE: {cause}"))),
-        Message::FrameError { cause, offending_type } => {
+        Message::FrameError {
+            cause,
+            offending_type,
+        } => {
             link.malformed_in_row = 0;
             warn!(%cause, offending_type, txn = frame.txn, "gateway reported a frame error");
             Ok(vec![])

@@ -122,7 +122,10 @@ impl FrameError {
     pub fn answer(&self) -> Frame {
         Frame::new(
             self.txn(),
-            Message::FrameError { cause: self.cause(), offending_type: self.type_code() },
+            Message::FrameError {
+                cause: self.cause(),
+                offending_type: self.type_code(),
+            },
         )
     }
 }
@@ -167,7 +170,10 @@ pub fn decode(buf: &[u8], max_payload: usize) -> Result<Decoded, StreamError> {
     let txn = u32::from_be_bytes([buf[6], buf[7], buf[8], buf[9]]);
     let payload_len = usize::from(u16::from_be_bytes([buf[10], buf[11]]));
     if payload_len > max_payload {
-        return Err(StreamError::TooLong { len: payload_len, max: max_payload });
+        return Err(StreamError::TooLong {
+            len: payload_len,
+            max: max_payload,
+        });
     }
     let len = HEADER_LEN + payload_len;
     let Some(payload) = buf.get(HEADER_LEN..len) else {
@@ -183,13 +189,21 @@ fn decode_body(type_code: u8, flags: u16, txn: u32, payload: &[u8]) -> Result<Fr
         return Err(FrameError::ReservedFlags { txn, ty, flags });
     }
     let msg = Message::decode_payload(ty, payload).map_err(|error| FrameError::Payload { txn, ty, error })?;
-    Ok(Frame { txn, emergency: flags & FLAG_EMERGENCY != 0, msg })
+    Ok(Frame {
+        txn,
+        emergency: flags & FLAG_EMERGENCY != 0,
+        msg,
+    })
 }
 
 impl Frame {
     /// A frame without the emergency flag.
     pub fn new(txn: u32, msg: Message) -> Self {
-        Frame { txn, emergency: false, msg }
+        Frame {
+            txn,
+            emergency: false,
+            msg,
+        }
     }
 
     /// Appends the whole frame (header and payload) to `buf`.
@@ -219,7 +233,9 @@ impl Frame {
     pub fn decode_exact(bytes: &[u8]) -> Result<Frame, DecodeExactError> {
         match decode(bytes, MAX_PAYLOAD)? {
             Decoded::Incomplete => Err(DecodeExactError::Incomplete),
-            Decoded::Frame { len, .. } if len != bytes.len() => Err(DecodeExactError::Extra(bytes.len() - len)),
+            Decoded::Frame { len, .. } if len != bytes.len() => {
+                Err(DecodeExactError::Extra(bytes.len() - len))
+            }
             Decoded::Frame { result, .. } => Ok(result?),
         }
     }
@@ -259,7 +275,12 @@ mod tests {
     use crate::protocol::ids::SiteId;
 
     fn hello() -> Frame {
-        Frame::new(1, Message::LinkHello { site: SiteId::new(7).unwrap() })
+        Frame::new(
+            1,
+            Message::LinkHello {
+                site: SiteId::new(7).unwrap(),
+            },
+        )
     }
 
     #[test]
@@ -272,7 +293,11 @@ mod tests {
     fn partial_frames_are_incomplete_at_every_split() {
         let b = hello().to_bytes();
         for cut in 0..b.len() {
-            assert_eq!(decode(&b[..cut], MAX_PAYLOAD), Ok(Decoded::Incomplete), "cut at {cut}");
+            assert_eq!(
+                decode(&b[..cut], MAX_PAYLOAD),
+                Ok(Decoded::Incomplete),
+                "cut at {cut}"
+            );
         }
     }
 

@@ -333,10 +333,7 @@ mod tests {
     #[test]
     fn bcd_layout_matches_the_spec_example() {
         let imsi = Imsi::parse("001010123456789").unwrap();
-        assert_eq!(
-            imsi.0.to_bcd(),
-            [0x00, 0x10, 0x10, 0x12, 0x34, 0x56, 0x78, 0x9F]
-        );
+        assert_eq!(imsi.0.to_bcd(), [0x00, 0x10, 0x10, 0x12, 0x34, 0x56, 0x78, 0x9F]);
         assert_eq!(Digits15::from_bcd(&imsi.0.to_bcd()), Some(imsi.0));
     }
 

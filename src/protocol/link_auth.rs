@@ -109,6 +109,9 @@ mod tests {
     #[test]
     fn known_answer() {
         let mac = link_mac(&SiteKey::from_bytes([7; 32]), &[1; 32], SiteId::new(12).unwrap());
-        assert_eq!(hex::encode(mac), include_str!("../../protocol/vectors/link_mac.hex").trim());
+        assert_eq!(
+            hex::encode(mac),
+            include_str!("../../protocol/vectors/link_mac.hex").trim()
+        );
     }
 }

@@ -201,55 +201,177 @@ impl fmt::Debug for ShortData {
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum Message {
     // §5.1 Link
-    LinkHello { site: SiteId },
-    LinkChallenge { nonce: [u8; 32] },
-    LinkResponse { mac: [u8; 32] },
-    LinkAccept { keepalive_interval_ms: u32, misses: u8 },
-    LinkReject { cause: Cause },
+    LinkHello {
+        site: SiteId,
+    },
+    LinkChallenge {
+        nonce: [u8; 32],
+    },
+    LinkResponse {
+        mac: [u8; 32],
+    },
+    LinkAccept {
+        keepalive_interval_ms: u32,
+        misses: u8,
+    },
+    LinkReject {
+        cause: Cause,
+    },
     Keepalive,
     KeepaliveAck,
-    LinkClose { cause: Cause },
-    FrameError { cause: Cause, offending_type: u8 },
-    Ack { acked: MessageType },
+    LinkClose {
+        cause: Cause,
+    },
+    FrameError {
+        cause: Cause,
+        offending_type: u8,
+    },
+    Ack {
+        acked: MessageType,
+    },
     // §5.2 Registration and mobility
-    RegRequest { identity: Identity },
-    AuthChallenge { rand: [u8; 16] },
-    AuthResponse { res: [u8; 8] },
-    RegAccept { imsi: Imsi, individual: IndividualId, tmsi: Tmsi, unit: Unit, talkgroups: TalkgroupList },
-    RegReject { cause: Cause },
-    Deregister { tmsi: Tmsi },
-    LocationUpdate { tmsi: Tmsi, reason: LocationReason },
-    LocationAccept { tmsi: Tmsi },
-    Affiliate { tmsi: Tmsi, talkgroups: TalkgroupList },
-    AffiliateAccept { talkgroups: TalkgroupList },
+    RegRequest {
+        identity: Identity,
+    },
+    AuthChallenge {
+        rand: [u8; 16],
+    },
+    AuthResponse {
+        res: [u8; 8],
+    },
+    RegAccept {
+        imsi: Imsi,
+        individual: IndividualId,
+        tmsi: Tmsi,
+        unit: Unit,
+        talkgroups: TalkgroupList,
+    },
+    RegReject {
+        cause: Cause,
+    },
+    Deregister {
+        tmsi: Tmsi,
+    },
+    LocationUpdate {
+        tmsi: Tmsi,
+        reason: LocationReason,
+    },
+    LocationAccept {
+        tmsi: Tmsi,
+    },
+    Affiliate {
+        tmsi: Tmsi,
+        talkgroups: TalkgroupList,
+    },
+    AffiliateAccept {
+        talkgroups: TalkgroupList,
+    },
     // §5.3 Calls and services
-    GroupCallReq { tmsi: Tmsi, talkgroup: TalkgroupId, scope: CallScope },
-    PrivateCallReq { tmsi: Tmsi, target: Unit },
-    EmergencyCallReq { tmsi: Tmsi, talkgroup: TalkgroupId },
-    CallAlertReq { tmsi: Tmsi, target: Unit },
-    StatusReq { tmsi: Tmsi, target: Target, code: u16 },
-    ShortDataReq { tmsi: Tmsi, target: Target, data: ShortData },
-    CallCancel { tmsi: Tmsi, request_txn: u32 },
-    ChannelGrant { call: CallId, call_type: CallType, caller: Unit, target: Target, sites: Vec<SiteGrant> },
-    Queued { position: QueuePosition },
-    QueueUpdate { position: QueuePosition },
-    PttPress { call: CallId, tmsi: Tmsi },
-    PttRelease { call: CallId, tmsi: Tmsi },
-    PttGrant { call: CallId, talker: Unit },
-    CallEnd { call: CallId, cause: Cause },
-    Preempted { call: CallId, cause: Cause },
-    Deny { request: MessageType, cause: Cause },
-    CallAlert { tmsi: Tmsi, caller: Unit },
-    StatusDelivery { tmsi: Tmsi, source: Unit, code: u16 },
-    ShortDataDelivery { id: MessageId, tmsi: Tmsi, source: Unit, data: ShortData },
-    ShortDataAck { id: MessageId },
+    GroupCallReq {
+        tmsi: Tmsi,
+        talkgroup: TalkgroupId,
+        scope: CallScope,
+    },
+    PrivateCallReq {
+        tmsi: Tmsi,
+        target: Unit,
+    },
+    EmergencyCallReq {
+        tmsi: Tmsi,
+        talkgroup: TalkgroupId,
+    },
+    CallAlertReq {
+        tmsi: Tmsi,
+        target: Unit,
+    },
+    StatusReq {
+        tmsi: Tmsi,
+        target: Target,
+        code: u16,
+    },
+    ShortDataReq {
+        tmsi: Tmsi,
+        target: Target,
+        data: ShortData,
+    },
+    CallCancel {
+        tmsi: Tmsi,
+        request_txn: u32,
+    },
+    ChannelGrant {
+        call: CallId,
+        call_type: CallType,
+        caller: Unit,
+        target: Target,
+        sites: Vec<SiteGrant>,
+    },
+    Queued {
+        position: QueuePosition,
+    },
+    QueueUpdate {
+        position: QueuePosition,
+    },
+    PttPress {
+        call: CallId,
+        tmsi: Tmsi,
+    },
+    PttRelease {
+        call: CallId,
+        tmsi: Tmsi,
+    },
+    PttGrant {
+        call: CallId,
+        talker: Unit,
+    },
+    CallEnd {
+        call: CallId,
+        cause: Cause,
+    },
+    Preempted {
+        call: CallId,
+        cause: Cause,
+    },
+    Deny {
+        request: MessageType,
+        cause: Cause,
+    },
+    CallAlert {
+        tmsi: Tmsi,
+        caller: Unit,
+    },
+    StatusDelivery {
+        tmsi: Tmsi,
+        source: Unit,
+        code: u16,
+    },
+    ShortDataDelivery {
+        id: MessageId,
+        tmsi: Tmsi,
+        source: Unit,
+        data: ShortData,
+    },
+    ShortDataAck {
+        id: MessageId,
+    },
     // §5.4 Operator commands
-    Inhibit { tmsi: Tmsi },
-    InhibitAck { tmsi: Tmsi },
-    Enable { tmsi: Tmsi },
-    EnableAck { tmsi: Tmsi },
+    Inhibit {
+        tmsi: Tmsi,
+    },
+    InhibitAck {
+        tmsi: Tmsi,
+    },
+    Enable {
+        tmsi: Tmsi,
+    },
+    EnableAck {
+        tmsi: Tmsi,
+    },
     // §5.5 Site
-    SiteStatus { carrier: Carrier, slot: SlotSelector, state: ResourceState },
+    SiteStatus {
+        carrier: Carrier,
+        slot: SlotSelector,
+        state: ResourceState,
+    },
 }
 
 /// Most site grants one `CHANNEL_GRANT` may carry.
@@ -267,7 +389,10 @@ pub struct PayloadError {
 
 impl<I> nom::error::ParseError<I> for PayloadError {
     fn from_error_kind(_: I, _: nom::error::ErrorKind) -> Self {
-        PayloadError { cause: Cause::TruncatedPayload, field: "?" }
+        PayloadError {
+            cause: Cause::TruncatedPayload,
+            field: "?",
+        }
     }
     fn append(_: I, _: nom::error::ErrorKind, other: Self) -> Self {
         other
@@ -318,8 +443,8 @@ fn u64_<'a>(i: In<'a>) -> IResult<In<'a>, u64, nom::error::Error<In<'a>>> {
 }
 
 fn array<'a, const N: usize>(i: In<'a>, name: &'static str) -> PResult<'a, [u8; N]> {
-    let (i, b) = take::<_, _, nom::error::Error<In<'a>>>(N)(i)
-        .or_else(|_| fail(Cause::TruncatedPayload, name))?;
+    let (i, b) =
+        take::<_, _, nom::error::Error<In<'a>>>(N)(i).or_else(|_| fail(Cause::TruncatedPayload, name))?;
     Ok((i, b.try_into().expect("take returned N bytes")))
 }
 
@@ -393,8 +518,8 @@ fn short_data(i: In<'_>) -> PResult<'_, ShortData> {
     if len == 0 || usize::from(len) > ShortData::MAX_LEN {
         return fail(Cause::InvalidField, "data.length");
     }
-    let (i, b) = take::<_, _, nom::error::Error<In<'_>>>(len)(i)
-        .or_else(|_| fail(Cause::TruncatedPayload, "data"))?;
+    let (i, b) =
+        take::<_, _, nom::error::Error<In<'_>>>(len)(i).or_else(|_| fail(Cause::TruncatedPayload, "data"))?;
     Ok((i, ShortData(b.to_vec())))
 }
 fn enum_u8<'a, T>(i: In<'a>, name: &'static str, map: fn(u8) -> Option<T>) -> PResult<'a, T> {
@@ -462,7 +587,10 @@ impl Message {
             M::LinkHello { site } => b.put_u16(site.get()),
             M::LinkChallenge { nonce } => b.put_slice(nonce),
             M::LinkResponse { mac } => b.put_slice(mac),
-            M::LinkAccept { keepalive_interval_ms, misses } => {
+            M::LinkAccept {
+                keepalive_interval_ms,
+                misses,
+            } => {
                 b.put_u32(*keepalive_interval_ms);
                 b.put_u8(*misses);
             }
@@ -470,7 +598,10 @@ impl Message {
                 b.put_u8(cause.code())
             }
             M::Keepalive | M::KeepaliveAck => {}
-            M::FrameError { cause, offending_type } => {
+            M::FrameError {
+                cause,
+                offending_type,
+            } => {
                 b.put_u8(cause.code());
                 b.put_u8(*offending_type);
             }
@@ -491,7 +622,13 @@ impl Message {
             },
             M::AuthChallenge { rand } => b.put_slice(rand),
             M::AuthResponse { res } => b.put_slice(res),
-            M::RegAccept { imsi, individual, tmsi, unit, talkgroups } => {
+            M::RegAccept {
+                imsi,
+                individual,
+                tmsi,
+                unit,
+                talkgroups,
+            } => {
                 b.put_slice(&imsi.0.to_bcd());
                 b.put_u32(individual.get());
                 b.put_u32(tmsi.get());
@@ -513,7 +650,11 @@ impl Message {
                 put_talkgroups(b, talkgroups);
             }
             M::AffiliateAccept { talkgroups } => put_talkgroups(b, talkgroups),
-            M::GroupCallReq { tmsi, talkgroup, scope } => {
+            M::GroupCallReq {
+                tmsi,
+                talkgroup,
+                scope,
+            } => {
                 b.put_u32(tmsi.get());
                 b.put_u16(talkgroup.get());
                 b.put_u8(*scope as u8);
@@ -540,7 +681,13 @@ impl Message {
                 b.put_u32(tmsi.get());
                 b.put_u32(*request_txn);
             }
-            M::ChannelGrant { call, call_type, caller, target, sites } => {
+            M::ChannelGrant {
+                call,
+                call_type,
+                caller,
+                target,
+                sites,
+            } => {
                 b.put_u32(call.get());
                 b.put_u8(*call_type as u8);
                 put_unit(b, caller);
@@ -578,7 +725,12 @@ impl Message {
                 put_unit(b, source);
                 b.put_u16(*code);
             }
-            M::ShortDataDelivery { id, tmsi, source, data } => {
+            M::ShortDataDelivery {
+                id,
+                tmsi,
+                source,
+                data,
+            } => {
                 b.put_u64(id.get());
                 b.put_u32(tmsi.get());
                 put_unit(b, source);
@@ -602,13 +754,19 @@ impl Message {
             Ok(v) => v,
             Err(nom::Err::Error(e) | nom::Err::Failure(e)) => return Err(e),
             Err(nom::Err::Incomplete(_)) => {
-                return Err(PayloadError { cause: Cause::TruncatedPayload, field: "?" })
+                return Err(PayloadError {
+                    cause: Cause::TruncatedPayload,
+                    field: "?",
+                })
             }
         };
         if rest.is_empty() {
             Ok(msg)
         } else {
-            Err(PayloadError { cause: Cause::TrailingBytes, field: last })
+            Err(PayloadError {
+                cause: Cause::TrailingBytes,
+                field: last,
+            })
         }
     }
 }
@@ -665,10 +823,18 @@ fn decode_fields(ty: MessageType, i: In<'_>) -> PResult<'_, (Message, &'static s
             ok(i, M::LinkResponse { mac }, "mac")
         }
         T::LinkAccept => {
-            let (i, keepalive_interval_ms) =
-                checked(i, "interval_ms", u32_, |v| (100..=600_000).contains(&v).then_some(v))?;
+            let (i, keepalive_interval_ms) = checked(i, "interval_ms", u32_, |v| {
+                (100..=600_000).contains(&v).then_some(v)
+            })?;
             let (i, misses) = checked(i, "misses", u8_, |v| (v >= 1).then_some(v))?;
-            ok(i, M::LinkAccept { keepalive_interval_ms, misses }, "misses")
+            ok(
+                i,
+                M::LinkAccept {
+                    keepalive_interval_ms,
+                    misses,
+                },
+                "misses",
+            )
         }
         T::LinkReject => {
             let (i, cause) = cause(i, "cause")?;
@@ -683,7 +849,14 @@ fn decode_fields(ty: MessageType, i: In<'_>) -> PResult<'_, (Message, &'static s
         T::FrameError => {
             let (i, cause) = cause(i, "cause")?;
             let (i, offending_type) = field(i, "offending_type", u8_)?;
-            ok(i, M::FrameError { cause, offending_type }, "offending_type")
+            ok(
+                i,
+                M::FrameError {
+                    cause,
+                    offending_type,
+                },
+                "offending_type",
+            )
         }
         T::Ack => {
             let (i, acked) = msg_type(i, "acked_type")?;
@@ -722,7 +895,13 @@ fn decode_fields(ty: MessageType, i: In<'_>) -> PResult<'_, (Message, &'static s
             let (i, tmsi) = tmsi(i)?;
             let (i, unit) = unit(i, "unit")?;
             let (i, talkgroups) = talkgroups(i)?;
-            let m = M::RegAccept { imsi: Imsi(d), individual, tmsi, unit, talkgroups };
+            let m = M::RegAccept {
+                imsi: Imsi(d),
+                individual,
+                tmsi,
+                unit,
+                talkgroups,
+            };
             ok(i, m, "talkgroups")
         }
         T::RegReject => {
@@ -768,7 +947,15 @@ fn decode_fields(ty: MessageType, i: In<'_>) -> PResult<'_, (Message, &'static s
                 2 => Some(CallScope::WideArea),
                 _ => None,
             })?;
-            ok(i, M::GroupCallReq { tmsi, talkgroup, scope }, "scope")
+            ok(
+                i,
+                M::GroupCallReq {
+                    tmsi,
+                    talkgroup,
+                    scope,
+                },
+                "scope",
+            )
         }
         T::PrivateCallReq | T::CallAlertReq => {
             let (i, tmsi) = tmsi(i)?;
@@ -823,7 +1010,17 @@ fn decode_fields(ty: MessageType, i: In<'_>) -> PResult<'_, (Message, &'static s
                 sites.push(SiteGrant { site, carrier, slot });
                 i = r;
             }
-            ok(i, M::ChannelGrant { call, call_type, caller, target, sites }, "sites")
+            ok(
+                i,
+                M::ChannelGrant {
+                    call,
+                    call_type,
+                    caller,
+                    target,
+                    sites,
+                },
+                "sites",
+            )
         }
         T::Queued | T::QueueUpdate => {
             let (i, position) = position(i)?;
@@ -880,7 +1077,16 @@ fn decode_fields(ty: MessageType, i: In<'_>) -> PResult<'_, (Message, &'static s
             let (i, tmsi) = tmsi(i)?;
             let (i, source) = unit(i, "source")?;
             let (i, data) = short_data(i)?;
-            ok(i, M::ShortDataDelivery { id, tmsi, source, data }, "data")
+            ok(
+                i,
+                M::ShortDataDelivery {
+                    id,
+                    tmsi,
+                    source,
+                    data,
+                },
+                "data",
+            )
         }
         T::ShortDataAck => {
             let (i, id) = checked(i, "message_id", u64_, MessageId::new)?;
@@ -918,10 +1124,28 @@ mod tests {
     #[test]
     fn errors_name_the_field() {
         let e = Message::decode_payload(MessageType::LinkHello, &[0x00]).unwrap_err();
-        assert_eq!(e, PayloadError { cause: Cause::TruncatedPayload, field: "site" });
+        assert_eq!(
+            e,
+            PayloadError {
+                cause: Cause::TruncatedPayload,
+                field: "site"
+            }
+        );
         let e = Message::decode_payload(MessageType::LinkHello, &[0x00, 0x00]).unwrap_err();
-        assert_eq!(e, PayloadError { cause: Cause::InvalidField, field: "site" });
+        assert_eq!(
+            e,
+            PayloadError {
+                cause: Cause::InvalidField,
+                field: "site"
+            }
+        );
         let e = Message::decode_payload(MessageType::LinkHello, &[0, 1, 2]).unwrap_err();
-        assert_eq!(e, PayloadError { cause: Cause::TrailingBytes, field: "site" });
+        assert_eq!(
+            e,
+            PayloadError {
+                cause: Cause::TrailingBytes,
+                field: "site"
+            }
+        );
     }
 }

@@ -1,0 +1,139 @@
+//! Shared helpers for the integration tests: a real link server on an ephemeral port and
+//! raw or authenticated gateway clients over real TCP.
+#![allow(dead_code)] // Each test binary uses a different subset.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_util::codec::Framed;
+
+use trunkd::config::LinkConfig;
+use trunkd::link::codec::FrameCodec;
+use trunkd::link::gateway::GatewayLink;
+use trunkd::link::{LinkServer, Links, Unsupported};
+use trunkd::protocol::{Cause, Frame, Message, SiteId, SiteKey, MAX_PAYLOAD};
+
+/// Generous upper bound for anything a test waits for; never a performance threshold.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+pub fn site(n: u16) -> SiteId {
+    SiteId::new(n).unwrap()
+}
+
+pub fn key(n: u8) -> SiteKey {
+    SiteKey::from_bytes([n; 32])
+}
+
+/// Link settings short enough that timeouts happen within a test.
+pub fn fast_config() -> LinkConfig {
+    LinkConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        handshake_timeout_ms: 500,
+        keepalive_interval_ms: 200,
+        keepalive_misses: 3,
+        max_malformed_in_row: 4,
+        write_timeout_ms: 2000,
+        ..LinkConfig::default()
+    }
+}
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub links: Links,
+    stop: Option<oneshot::Sender<()>>,
+    pub task: JoinHandle<()>,
+}
+
+impl TestServer {
+    /// Starts a server that knows sites 1 and 2 (keys `key(1)`, `key(2)`).
+    pub async fn start(cfg: LinkConfig) -> Self {
+        let keys: HashMap<SiteId, SiteKey> = [(site(1), key(1)), (site(2), key(2))].into();
+        let server = LinkServer::bind(cfg, Arc::new(keys), Arc::new(Unsupported))
+            .await
+            .unwrap();
+        let addr = server.local_addr().unwrap();
+        let links = server.links();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(
+            async {
+                let _ = stopped.await;
+            },
+            Duration::from_secs(5),
+        ));
+        TestServer {
+            addr,
+            links,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// Triggers graceful shutdown (as SIGTERM would).
+    pub fn shutdown(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+
+    pub async fn gateway(&self, n: u16) -> GatewayLink {
+        GatewayLink::connect(self.addr, site(n), &key(n as u8))
+            .await
+            .unwrap()
+    }
+
+    pub async fn raw(&self) -> Raw {
+        let s = TcpStream::connect(self.addr).await.unwrap();
+        Raw(Framed::new(s, FrameCodec::new(MAX_PAYLOAD)))
+    }
+}
+
+/// A connection that speaks frames but does no handshake on its own.
+pub struct Raw(pub Framed<TcpStream, FrameCodec>);
+
+impl Raw {
+    pub async fn send(&mut self, f: Frame) {
+        self.0.send(f).await.unwrap();
+    }
+
+    pub async fn send_bytes(&mut self, b: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.0.get_mut().write_all(b).await.unwrap();
+    }
+
+    /// The next well-formed frame, or `None` once the controller closed the connection.
+    pub async fn next(&mut self) -> Option<Frame> {
+        match tokio::time::timeout(PATIENCE, self.0.next())
+            .await
+            .expect("controller went silent")
+        {
+            None | Some(Err(_)) => None,
+            Some(Ok(Ok(f))) => Some(f),
+            Some(Ok(Err(e))) => panic!("controller sent a malformed frame: {e}"),
+        }
+    }
+
+    /// Asserts the controller closes the connection with nothing more to say.
+    pub async fn expect_eof(&mut self) {
+        if let Some(f) = self.next().await {
+            panic!("expected the connection to close, got {f:?}");
+        }
+    }
+}
+
+/// Reads frames from an authenticated link until one that is not a keepalive
+/// (answering keepalives on the way), with a generous deadline.
+pub async fn next_service(link: &mut GatewayLink) -> Result<Frame, trunkd::link::gateway::GatewayError> {
+    tokio::time::timeout(PATIENCE, link.recv_service())
+        .await
+        .expect("controller went silent")
+}
+
+pub fn close(cause: Cause) -> Message {
+    Message::LinkClose { cause }
+}
