@@ -57,7 +57,6 @@ pub(super) async fn run(
                 return finish_handshake_failure(&mut framed, &shared, end).await;
             }
         };
-        tracing::Span::current().record("site", site.get());
         accepted(framed, conn, site, txn, shared, stop).await;
     }
     .instrument(span)

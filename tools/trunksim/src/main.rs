@@ -1,1 +1,120 @@
-fn main() {}
+//! trunksim: simulated base-station gateways (and, in later versions, the radios behind
+//! them) that drive trunkd over the real link protocol.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use trunkd::link::gateway::GatewayLink;
+use trunkd::protocol::{Cause, Frame, Message, SiteId, SiteKey};
+
+#[derive(Parser)]
+#[command(name = "trunksim", version, about = "Simulated site gateways for trunkd")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// One gateway: connect, authenticate, keep the link alive, send raw frames and
+    /// print every frame the controller sends.
+    Gateway {
+        /// The controller's link address.
+        #[arg(long, default_value = "127.0.0.1:7300")]
+        server: SocketAddr,
+        /// This gateway's site id (1..=4095).
+        #[arg(long)]
+        site: u16,
+        /// The site's pre-shared key, 64 hex digits.
+        #[arg(long, env = "TRUNKSIM_KEY", hide_env_values = true)]
+        key: String,
+        /// A frame to send once the link is up, as hex (spaces allowed); repeatable.
+        #[arg(long = "send", value_name = "HEX")]
+        frames: Vec<String>,
+        /// Stop after this many seconds (default: run until the link closes or Ctrl-C).
+        #[arg(long)]
+        duration: Option<f64>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Gateway {
+            server,
+            site,
+            key,
+            frames,
+            duration,
+        } => {
+            let site = SiteId::new(site).context("site id must be within 1..=4095")?;
+            let key = SiteKey::from_hex(&key)?;
+            let frames = frames
+                .iter()
+                .map(|h| hex::decode(h.split_whitespace().collect::<String>()).context("--send takes hex"))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            gateway(server, site, &key, frames, duration.map(Duration::from_secs_f64)).await
+        }
+    }
+}
+
+async fn gateway(
+    server: SocketAddr,
+    site: SiteId,
+    key: &SiteKey,
+    frames: Vec<Vec<u8>>,
+    duration: Option<Duration>,
+) -> anyhow::Result<()> {
+    let mut link = GatewayLink::connect(server, site, key)
+        .await
+        .context("link handshake")?;
+    println!(
+        "link up: site {site}, keepalive every {:?}, {} misses allowed",
+        link.keepalive_interval(),
+        link.misses()
+    );
+    for f in &frames {
+        link.send_raw(f).await?;
+        println!("sent {}", hex::encode(f));
+    }
+    let mut tick = tokio::time::interval(link.keepalive_interval());
+    tick.tick().await;
+    let stop = async {
+        match duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    };
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => {
+                link.send(Frame::new(0, Message::LinkClose { cause: Cause::Normal })).await?;
+                println!("closed");
+                return Ok(());
+            }
+            _ = tick.tick() => link.keepalive().await?,
+            item = link.recv() => match item {
+                None => bail!("controller closed the connection"),
+                Some(Err(e)) => bail!("link failed: {e}"),
+                Some(Ok(Err(e))) => println!("malformed frame from controller: {e}"),
+                Some(Ok(Ok(frame))) => {
+                    println!("recv {frame:?}");
+                    match frame.msg {
+                        Message::Keepalive => link.send(Frame::new(frame.txn, Message::KeepaliveAck)).await?,
+                        Message::LinkClose { cause } => bail!("controller closed the link: {cause}"),
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+}
