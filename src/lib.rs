@@ -13,3 +13,4 @@ pub mod config;
 pub mod link;
 pub mod logging;
 pub mod protocol;
+pub mod store;

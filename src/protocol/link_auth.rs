@@ -49,6 +49,11 @@ impl SiteKey {
         Ok(SiteKey(b))
     }
 
+    /// The raw bytes, for the MAC and the database only.
+    pub fn expose(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     /// The key in hexadecimal, for provisioning output only.
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)

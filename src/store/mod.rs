@@ -1,0 +1,712 @@
+//! The HLR: the durable subscriber database on sqlx, with two backends behind one
+//! interface. SQLite is the embedded default (a file in the data directory, WAL mode,
+//! foreign keys on); PostgreSQL is used when the configured URL is `postgres://…`.
+//!
+//! Every query is written once and runs on both backends (see [`dispatch!`]); the store
+//! test suite runs it against SQLite always and PostgreSQL when `TEST_DATABASE_URL` is set.
+//!
+//! Secrets (K, OPc, site keys) are stored as raw bytes in their columns. They are
+//! protected by the database's access control: the SQLite file and its directory are
+//! created readable by trunkd's user only (0600 / 0700), and a PostgreSQL deployment
+//! must restrict the role that owns the schema. They never appear in logs, errors or
+//! any read output of trunkd.
+
+pub mod csv;
+pub mod model;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::PgPoolOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, QueryBuilder, Row, SqlitePool};
+
+pub use model::*;
+
+use crate::protocol::{
+    FleetId, Imei, Imsi, IndividualId, MemberId, SiteId, SiteKey, TalkgroupId, Unit,
+};
+
+/// A store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed or refused the statement.
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    /// Applying migrations failed.
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Opening the database failed.
+    #[error("{0}")]
+    Open(String),
+    /// A uniqueness or reference rule would be broken.
+    #[error("{0}")]
+    Conflict(String),
+    /// No such record.
+    #[error("{0}")]
+    NotFound(String),
+}
+
+/// A bulk import was refused; nothing of it was written.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// A row is invalid; `line` is its line number in the file (header = line 1).
+    #[error("line {line}: {reason}")]
+    Row {
+        /// 1-based line number.
+        line: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The HLR database.
+#[derive(Clone, Debug)]
+pub enum Store {
+    /// Embedded SQLite.
+    Sqlite(SqlitePool),
+    /// PostgreSQL.
+    Postgres(PgPool),
+}
+
+/// Runs the same code on whichever pool the store holds: `$pool` is bound to the
+/// backend's pool, so one query text (with `$1, $2, …` placeholders in order) serves
+/// both backends.
+macro_rules! dispatch {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $store {
+            Store::Sqlite($pool) => $body,
+            Store::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// Largest rows per multi-row INSERT (keeps within both backends' parameter limits).
+const CHUNK: usize = 400;
+
+impl Store {
+    /// Opens the database named by `url`, or the SQLite file `trunkd.db` in `data_dir`
+    /// when `url` is empty, creating it on first use, then applies pending migrations.
+    pub async fn open(url: &str, data_dir: &Path) -> Result<Store, StoreError> {
+        let store = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool = PgPoolOptions::new()
+                .max_connections(8)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(url)
+                .await?;
+            Store::Postgres(pool)
+        } else {
+            let opts = if url.is_empty() {
+                create_private_dir(data_dir)?;
+                SqliteConnectOptions::new().filename(data_dir.join("trunkd.db"))
+            } else {
+                SqliteConnectOptions::from_str(url)?
+            };
+            let opts = opts
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(10));
+            let file = opts.get_filename().to_path_buf();
+            let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
+            restrict_file(&file);
+            Store::Sqlite(pool)
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Applies pending migrations (`migrations/<backend>/`).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(p) => sqlx::migrate!("migrations/sqlite").run(p).await?,
+            Store::Postgres(p) => sqlx::migrate!("migrations/postgres").run(p).await?,
+        }
+        Ok(())
+    }
+
+    /// `sqlite` or `postgres`.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Closes the pool, waiting for connections to finish.
+    pub async fn close(&self) {
+        dispatch!(self, p => p.close().await)
+    }
+
+    /// Adds a fleet.
+    pub async fn add_fleet(&self, actor: &str, fleet: &Fleet) -> Result<(), StoreError> {
+        let now = now_ms();
+        dispatch!(self, p => {
+            let mut tx = p.begin().await?;
+            let r = sqlx::query("INSERT INTO fleets (id, name, created_at) VALUES ($1, $2, $3)")
+                .bind(i64::from(fleet.id.get()))
+                .bind(&fleet.name)
+                .bind(now)
+                .execute(&mut *tx)
+                .await;
+            conflict(r, || format!("fleet {} already exists", fleet.id))?;
+            audit_in(&mut tx, now, actor, "fleet.add", &format!("fleet:{}", fleet.id), &fleet.name).await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Adds a talkgroup to an existing fleet.
+    pub async fn add_talkgroup(&self, actor: &str, tg: &Talkgroup) -> Result<(), StoreError> {
+        let now = now_ms();
+        if !self.fleet_exists(tg.fleet).await? {
+            return Err(StoreError::NotFound(format!("fleet {} does not exist", tg.fleet)));
+        }
+        dispatch!(self, p => {
+            let mut tx = p.begin().await?;
+            let r = sqlx::query("INSERT INTO talkgroups (fleet_id, id, name, created_at) VALUES ($1, $2, $3, $4)")
+                .bind(i64::from(tg.fleet.get()))
+                .bind(i64::from(tg.id.get()))
+                .bind(&tg.name)
+                .bind(now)
+                .execute(&mut *tx)
+                .await;
+            conflict(r, || format!("talkgroup {} already exists in fleet {}", tg.id, tg.fleet))?;
+            let object = format!("talkgroup:{}/{}", tg.fleet, tg.id);
+            audit_in(&mut tx, now, actor, "talkgroup.add", &object, &tg.name).await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    async fn fleet_exists(&self, fleet: FleetId) -> Result<bool, StoreError> {
+        let n: i64 = dispatch!(self, p => sqlx::query_scalar("SELECT COUNT(*) FROM fleets WHERE id = $1")
+            .bind(i64::from(fleet.get()))
+            .fetch_one(p)
+            .await?);
+        Ok(n > 0)
+    }
+
+    /// Adds a site with its link key.
+    pub async fn add_site(&self, actor: &str, site: &Site) -> Result<(), StoreError> {
+        let now = now_ms();
+        dispatch!(self, p => {
+            let mut tx = p.begin().await?;
+            let r = sqlx::query(
+                "INSERT INTO sites (id, name, carriers, slots_per_carrier, link_key, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(i64::from(site.id.get()))
+            .bind(&site.name)
+            .bind(i64::from(site.carriers))
+            .bind(i64::from(site.slots_per_carrier))
+            .bind(site.key.expose().to_vec())
+            .bind(now)
+            .bind(now)
+            .execute(&mut *tx)
+            .await;
+            conflict(r, || format!("site {} already exists", site.id))?;
+            let detail = format!("name={} carriers={} slots={}", site.name, site.carriers, site.slots_per_carrier);
+            audit_in(&mut tx, now, actor, "site.add", &format!("site:{}", site.id), &detail).await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Every site.
+    pub async fn sites(&self) -> Result<Vec<Site>, StoreError> {
+        dispatch!(self, p => {
+            let rows = sqlx::query("SELECT id, name, carriers, slots_per_carrier, link_key FROM sites ORDER BY id")
+                .fetch_all(p)
+                .await?;
+            rows.iter().map(|r| -> Result<Site, StoreError> {
+                let key: Vec<u8> = r.try_get("link_key")?;
+                Ok(Site {
+                    id: site_id(r.try_get("id")?)?,
+                    name: r.try_get("name")?,
+                    carriers: r.try_get::<i64, _>("carriers")? as u8,
+                    slots_per_carrier: r.try_get::<i64, _>("slots_per_carrier")? as u8,
+                    key: SiteKey::from_bytes(key.try_into().map_err(|_| corrupt("site key length"))?),
+                })
+            }).collect()
+        })
+    }
+
+    /// Every talkgroup.
+    pub async fn talkgroups(&self) -> Result<Vec<Talkgroup>, StoreError> {
+        dispatch!(self, p => {
+            let rows = sqlx::query("SELECT fleet_id, id, name FROM talkgroups ORDER BY fleet_id, id")
+                .fetch_all(p)
+                .await?;
+            rows.iter().map(|r| -> Result<Talkgroup, StoreError> {
+                Ok(Talkgroup {
+                    fleet: fleet_id(r.try_get("fleet_id")?)?,
+                    id: talkgroup_id(r.try_get("id")?)?,
+                    name: r.try_get("name")?,
+                })
+            }).collect()
+        })
+    }
+
+    /// Provisions one subscriber (the import path with one row) and returns it as stored.
+    pub async fn add_subscriber(
+        &self,
+        actor: &str,
+        new: NewSubscriber,
+        imsi_prefix: &str,
+    ) -> Result<Subscriber, ImportError> {
+        let imsis = self.import_subscribers(actor, vec![(1, new)], imsi_prefix).await?;
+        let imsi = imsis[0];
+        let sub = self.subscriber(imsi).await?;
+        sub.ok_or_else(|| StoreError::NotFound(format!("subscriber {imsi} vanished")).into())
+    }
+
+    /// Imports subscribers all-or-nothing: every row is checked (identities, uniqueness
+    /// within the batch and against the database, fleets and talkgroups) before anything
+    /// is written, and the whole batch is written in one transaction. Returns the IMSIs
+    /// in row order (assigned ones included).
+    pub async fn import_subscribers(
+        &self,
+        actor: &str,
+        rows: Vec<(u64, NewSubscriber)>,
+        imsi_prefix: &str,
+    ) -> Result<Vec<Imsi>, ImportError> {
+        let existing = self.existing_keys().await?;
+        let planned = plan_import(rows, &existing, imsi_prefix)?;
+        let now = now_ms();
+        let count = planned.len();
+        dispatch!(self, p => {
+            let mut tx = p.begin().await.map_err(StoreError::from)?;
+            for chunk in planned.chunks(CHUNK) {
+                let mut qb = QueryBuilder::new(
+                    "INSERT INTO subscribers (imsi, imei, msisdn, fleet_id, member_id, individual_id, k, opc, \
+                     priority, perm_group, perm_private, perm_emergency, perm_short_data, perm_interconnect, \
+                     inhibited, created_at, updated_at) ",
+                );
+                qb.push_values(chunk, |mut b, (imsi, individual, s)| {
+                    b.push_bind(imsi.to_string())
+                        .push_bind(s.imei.to_string())
+                        .push_bind(s.msisdn.clone())
+                        .push_bind(i64::from(s.unit.fleet.get()))
+                        .push_bind(i64::from(s.unit.member.get()))
+                        .push_bind(i64::from(individual.get()))
+                        .push_bind(s.k.expose().to_vec())
+                        .push_bind(s.opc.expose().to_vec())
+                        .push_bind(i64::from(s.priority))
+                        .push_bind(s.permissions.group_call)
+                        .push_bind(s.permissions.private_call)
+                        .push_bind(s.permissions.emergency)
+                        .push_bind(s.permissions.short_data)
+                        .push_bind(s.permissions.interconnect)
+                        .push_bind(false)
+                        .push_bind(now)
+                        .push_bind(now);
+                });
+                qb.build().execute(&mut *tx).await.map_err(StoreError::from)?;
+            }
+            let tg_rows: Vec<(Imsi, FleetId, TalkgroupId, i64)> = planned
+                .iter()
+                .flat_map(|(imsi, _, s)| {
+                    s.talkgroups.iter().enumerate().map(move |(i, tg)| (*imsi, s.unit.fleet, *tg, i as i64))
+                })
+                .collect();
+            for chunk in tg_rows.chunks(CHUNK) {
+                let mut qb =
+                    QueryBuilder::new("INSERT INTO subscriber_talkgroups (imsi, fleet_id, talkgroup_id, position) ");
+                qb.push_values(chunk, |mut b, (imsi, fleet, tg, pos)| {
+                    b.push_bind(imsi.to_string())
+                        .push_bind(i64::from(fleet.get()))
+                        .push_bind(i64::from(tg.get()))
+                        .push_bind(*pos);
+                });
+                qb.build().execute(&mut *tx).await.map_err(StoreError::from)?;
+            }
+            let (action, object) = if count == 1 {
+                ("subscriber.add", format!("subscriber:{}", planned[0].0))
+            } else {
+                ("subscriber.import", "subscribers".to_string())
+            };
+            audit_in(&mut tx, now, actor, action, &object, &format!("{count} subscribers")).await?;
+            tx.commit().await.map_err(StoreError::from)?;
+        });
+        Ok(planned.into_iter().map(|(imsi, _, _)| imsi).collect())
+    }
+
+    /// Every identity already taken, to check an import against.
+    async fn existing_keys(&self) -> Result<ExistingKeys, StoreError> {
+        let mut k = ExistingKeys::default();
+        dispatch!(self, p => {
+            let rows = sqlx::query("SELECT imsi, imei, msisdn, fleet_id, member_id, individual_id FROM subscribers")
+                .fetch_all(p)
+                .await?;
+            for r in &rows {
+                k.imsi.insert(r.try_get("imsi")?);
+                k.imei.insert(r.try_get("imei")?);
+                if let Some(m) = r.try_get::<Option<String>, _>("msisdn")? {
+                    k.msisdn.insert(m);
+                }
+                k.unit.insert((r.try_get::<i64, _>("fleet_id")?, r.try_get::<i64, _>("member_id")?));
+                k.individual.insert(r.try_get::<i64, _>("individual_id")?);
+            }
+            for r in sqlx::query("SELECT fleet_id, id FROM talkgroups").fetch_all(p).await? {
+                k.talkgroups.insert((r.try_get::<i64, _>("fleet_id")?, r.try_get::<i64, _>("id")?));
+            }
+            for r in sqlx::query("SELECT id FROM fleets").fetch_all(p).await? {
+                k.fleets.insert(r.try_get::<i64, _>("id")?);
+            }
+        });
+        Ok(k)
+    }
+
+    /// One subscriber, or `None`.
+    pub async fn subscriber(&self, imsi: Imsi) -> Result<Option<Subscriber>, StoreError> {
+        let mut v = self.load_subscribers(Some(imsi)).await?;
+        Ok(v.pop())
+    }
+
+    /// Every subscriber (with `only`, just that one), with their talkgroups.
+    pub async fn load_subscribers(&self, only: Option<Imsi>) -> Result<Vec<Subscriber>, StoreError> {
+        let filter = only.map(|i| i.to_string());
+        let where_sub = if filter.is_some() { " WHERE imsi = $1" } else { "" };
+        let sql_sub = format!(
+            "SELECT imsi, imei, msisdn, fleet_id, member_id, individual_id, k, opc, priority, perm_group, \
+             perm_private, perm_emergency, perm_short_data, perm_interconnect, inhibited, created_at, updated_at \
+             FROM subscribers{where_sub} ORDER BY imsi"
+        );
+        let sql_tg =
+            format!("SELECT imsi, talkgroup_id FROM subscriber_talkgroups{where_sub} ORDER BY imsi, position");
+        dispatch!(self, p => {
+            let mut q = sqlx::query(&sql_sub);
+            let mut qt = sqlx::query(&sql_tg);
+            if let Some(f) = &filter {
+                q = q.bind(f.clone());
+                qt = qt.bind(f.clone());
+            }
+            let rows = q.fetch_all(p).await?;
+            let tg_rows = qt.fetch_all(p).await?;
+            let mut tgs: std::collections::HashMap<String, Vec<TalkgroupId>> = Default::default();
+            for r in &tg_rows {
+                tgs.entry(r.try_get("imsi")?).or_default().push(talkgroup_id(r.try_get("talkgroup_id")?)?);
+            }
+            rows.iter().map(|r| -> Result<Subscriber, StoreError> {
+                let imsi_s: String = r.try_get("imsi")?;
+                let k: Vec<u8> = r.try_get("k")?;
+                let opc: Vec<u8> = r.try_get("opc")?;
+                Ok(Subscriber {
+                    imsi: Imsi::parse(&imsi_s).map_err(|_| corrupt("imsi"))?,
+                    imei: Imei::parse(&r.try_get::<String, _>("imei")?).map_err(|_| corrupt("imei"))?,
+                    msisdn: r.try_get("msisdn")?,
+                    unit: Unit {
+                        fleet: fleet_id(r.try_get("fleet_id")?)?,
+                        member: MemberId::new(r.try_get::<i64, _>("member_id")? as u16).ok_or_else(|| corrupt("member"))?,
+                    },
+                    individual: IndividualId::new(r.try_get::<i64, _>("individual_id")? as u32)
+                        .ok_or_else(|| corrupt("individual_id"))?,
+                    k: Secret128::from_bytes(k.try_into().map_err(|_| corrupt("k"))?),
+                    opc: Secret128::from_bytes(opc.try_into().map_err(|_| corrupt("opc"))?),
+                    priority: r.try_get::<i64, _>("priority")? as u8,
+                    permissions: Permissions {
+                        group_call: r.try_get("perm_group")?,
+                        private_call: r.try_get("perm_private")?,
+                        emergency: r.try_get("perm_emergency")?,
+                        short_data: r.try_get("perm_short_data")?,
+                        interconnect: r.try_get("perm_interconnect")?,
+                    },
+                    inhibited: r.try_get("inhibited")?,
+                    talkgroups: tgs.remove(&imsi_s).unwrap_or_default(),
+                    created_at: r.try_get("created_at")?,
+                    updated_at: r.try_get("updated_at")?,
+                })
+            }).collect()
+        })
+    }
+
+    /// Inhibits (`true`) or re-enables (`false`) a subscriber.
+    pub async fn set_inhibited(&self, actor: &str, imsi: Imsi, inhibited: bool) -> Result<(), StoreError> {
+        let now = now_ms();
+        dispatch!(self, p => {
+            let mut tx = p.begin().await?;
+            let r = sqlx::query("UPDATE subscribers SET inhibited = $1, updated_at = $2 WHERE imsi = $3")
+                .bind(inhibited)
+                .bind(now)
+                .bind(imsi.to_string())
+                .execute(&mut *tx)
+                .await?;
+            if r.rows_affected() == 0 {
+                return Err(StoreError::NotFound(format!("subscriber {imsi} does not exist")));
+            }
+            let action = if inhibited { "subscriber.inhibit" } else { "subscriber.enable" };
+            audit_in(&mut tx, now, actor, action, &format!("subscriber:{imsi}"), "").await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Records where units were last seen (write-behind batches from the controller).
+    pub async fn write_locations(&self, batch: &[(Imsi, SiteId, i64)]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        dispatch!(self, p => {
+            let mut tx = p.begin().await?;
+            for chunk in batch.chunks(CHUNK) {
+                let mut qb = QueryBuilder::new("INSERT INTO last_location (imsi, site_id, seen_at) ");
+                qb.push_values(chunk, |mut b, (imsi, site, at)| {
+                    b.push_bind(imsi.to_string()).push_bind(i64::from(site.get())).push_bind(*at);
+                });
+                qb.push(
+                    " ON CONFLICT (imsi) DO UPDATE SET site_id = excluded.site_id, seen_at = excluded.seen_at \
+                     WHERE excluded.seen_at >= last_location.seen_at",
+                );
+                qb.build().execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Where a unit was last seen: site and Unix ms.
+    pub async fn last_location(&self, imsi: Imsi) -> Result<Option<(SiteId, i64)>, StoreError> {
+        dispatch!(self, p => {
+            let row = sqlx::query("SELECT site_id, seen_at FROM last_location WHERE imsi = $1")
+                .bind(imsi.to_string())
+                .fetch_optional(p)
+                .await?;
+            match row {
+                None => Ok(None),
+                Some(r) => Ok(Some((site_id(r.try_get("site_id")?)?, r.try_get("seen_at")?))),
+            }
+        })
+    }
+
+    /// Appends one audit entry.
+    pub async fn audit(&self, actor: &str, action: &str, object: &str, detail: &str) -> Result<(), StoreError> {
+        dispatch!(self, p => {
+            let mut tx = p.begin().await?;
+            audit_in(&mut tx, now_ms(), actor, action, object, detail).await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Audit entries with id above `after`, oldest first, at most `limit`.
+    pub async fn audit_since(&self, after: i64, limit: i64) -> Result<Vec<AuditEntry>, StoreError> {
+        dispatch!(self, p => {
+            let rows = sqlx::query(
+                "SELECT id, at, actor, action, object, detail FROM audit_log WHERE id > $1 ORDER BY id LIMIT $2",
+            )
+            .bind(after)
+            .bind(limit)
+            .fetch_all(p)
+            .await?;
+            rows.iter().map(|r| -> Result<AuditEntry, StoreError> {
+                Ok(AuditEntry {
+                    id: r.try_get("id")?,
+                    at: r.try_get("at")?,
+                    actor: r.try_get("actor")?,
+                    action: r.try_get("action")?,
+                    object: r.try_get("object")?,
+                    detail: r.try_get("detail")?,
+                })
+            }).collect()
+        })
+    }
+
+    /// The id of the newest audit entry (0 when empty).
+    pub async fn audit_high_water(&self) -> Result<i64, StoreError> {
+        let v: Option<i64> = dispatch!(self, p => sqlx::query_scalar("SELECT MAX(id) FROM audit_log").fetch_one(p).await?);
+        Ok(v.unwrap_or(0))
+    }
+}
+
+/// Writes an audit entry inside a transaction, so it commits or rolls back with the change.
+async fn audit_in<'c, DB>(
+    tx: &mut sqlx::Transaction<'c, DB>,
+    at: i64,
+    actor: &str,
+    action: &str,
+    object: &str,
+    detail: &str,
+) -> Result<(), StoreError>
+where
+    DB: sqlx::Database,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> <DB as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    for<'e> &'e mut <DB as sqlx::Database>::Connection: sqlx::Executor<'e, Database = DB>,
+{
+    sqlx::query("INSERT INTO audit_log (at, actor, action, object, detail) VALUES ($1, $2, $3, $4, $5)")
+        .bind(at)
+        .bind(actor.to_string())
+        .bind(action.to_string())
+        .bind(object.to_string())
+        .bind(detail.to_string())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Maps a unique-violation into a readable conflict.
+fn conflict<T>(r: Result<T, sqlx::Error>, msg: impl FnOnce() -> String) -> Result<T, StoreError> {
+    match r {
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(StoreError::Conflict(msg())),
+        Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => {
+            Err(StoreError::Conflict(format!("{}: refers to something that does not exist", msg())))
+        }
+        other => Ok(other?),
+    }
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Open(format!("database holds an invalid {what}"))
+}
+fn site_id(v: i64) -> Result<SiteId, StoreError> {
+    u16::try_from(v).ok().and_then(SiteId::new).ok_or_else(|| corrupt("site id"))
+}
+fn fleet_id(v: i64) -> Result<FleetId, StoreError> {
+    u16::try_from(v).ok().and_then(FleetId::new).ok_or_else(|| corrupt("fleet id"))
+}
+fn talkgroup_id(v: i64) -> Result<TalkgroupId, StoreError> {
+    u16::try_from(v).ok().and_then(TalkgroupId::new).ok_or_else(|| corrupt("talkgroup id"))
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| StoreError::Open(format!("creating data directory {}: {e}", dir.display())))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    }
+    Ok(())
+}
+
+fn restrict_file(file: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600));
+    }
+    #[cfg(not(unix))]
+    let _ = file;
+}
+
+/// Identities already in the database.
+#[derive(Default)]
+struct ExistingKeys {
+    imsi: HashSet<String>,
+    imei: HashSet<String>,
+    msisdn: HashSet<String>,
+    unit: HashSet<(i64, i64)>,
+    individual: HashSet<i64>,
+    fleets: HashSet<i64>,
+    talkgroups: HashSet<(i64, i64)>,
+}
+
+/// Checks every row and assigns missing IMSIs and individual ids; the first problem
+/// names its line.
+fn plan_import(
+    rows: Vec<(u64, NewSubscriber)>,
+    existing: &ExistingKeys,
+    imsi_prefix: &str,
+) -> Result<Vec<(Imsi, IndividualId, NewSubscriber)>, ImportError> {
+    let mut imsi = existing.imsi.clone();
+    let mut imei = existing.imei.clone();
+    let mut msisdn = existing.msisdn.clone();
+    let mut unit = existing.unit.clone();
+    let mut individual = existing.individual.clone();
+    let mut next_individual = existing.individual.iter().max().copied().unwrap_or(0) + 1;
+    let mut next_msin = next_msin(&imsi, imsi_prefix);
+    let mut out = Vec::with_capacity(rows.len());
+    for (line, s) in rows {
+        let err = |reason: String| ImportError::Row { line, reason };
+        if !s.imei.luhn_ok() {
+            return Err(err(format!("IMEI {} fails its Luhn check digit", s.imei)));
+        }
+        if !imei.insert(s.imei.to_string()) {
+            return Err(err(format!("IMEI {} is already provisioned", s.imei)));
+        }
+        if let Some(m) = &s.msisdn {
+            if !valid_msisdn(m) {
+                return Err(err(format!("MSISDN `{m}` must be 1 to 15 digits")));
+            }
+            if !msisdn.insert(m.clone()) {
+                return Err(err(format!("MSISDN {m} is already provisioned")));
+            }
+        }
+        let fleet = i64::from(s.unit.fleet.get());
+        if !existing.fleets.contains(&fleet) {
+            return Err(err(format!("fleet {fleet} does not exist")));
+        }
+        if !unit.insert((fleet, i64::from(s.unit.member.get()))) {
+            return Err(err(format!("member {} already exists in fleet {fleet}", s.unit.member)));
+        }
+        if s.priority > 15 {
+            return Err(err(format!("priority {} is outside 0..=15", s.priority)));
+        }
+        if s.talkgroups.is_empty() {
+            return Err(err("a subscriber needs at least one talkgroup".into()));
+        }
+        let mut seen = HashSet::new();
+        for tg in &s.talkgroups {
+            if !existing.talkgroups.contains(&(fleet, i64::from(tg.get()))) {
+                return Err(err(format!("talkgroup {tg} does not exist in fleet {fleet}")));
+            }
+            if !seen.insert(*tg) {
+                return Err(err(format!("talkgroup {tg} is listed twice")));
+            }
+        }
+        let the_imsi = match s.imsi {
+            Some(i) => i,
+            None => loop {
+                let candidate = next_msin.next().ok_or_else(|| err("no free IMSI left under the prefix".into()))?;
+                if !imsi.contains(&candidate.to_string()) {
+                    break candidate;
+                }
+            },
+        };
+        if !imsi.insert(the_imsi.to_string()) {
+            return Err(err(format!("IMSI {the_imsi} is already provisioned")));
+        }
+        let the_individual = match s.individual {
+            Some(i) => i,
+            None => {
+                let i = IndividualId::new(next_individual as u32)
+                    .ok_or_else(|| err("no free individual id left".into()))?;
+                next_individual += 1;
+                i
+            }
+        };
+        if !individual.insert(i64::from(the_individual.get())) {
+            return Err(err(format!("individual id {the_individual} is already in use")));
+        }
+        next_individual = next_individual.max(i64::from(the_individual.get()) + 1);
+        out.push((the_imsi, the_individual, s));
+    }
+    Ok(out)
+}
+
+/// IMSIs under `prefix` after the highest one in use.
+fn next_msin(existing: &HashSet<String>, prefix: &str) -> impl Iterator<Item = Imsi> {
+    let width = 15 - prefix.len();
+    let start = existing
+        .iter()
+        .filter(|i| i.starts_with(prefix))
+        .filter_map(|i| i[prefix.len()..].parse::<u64>().ok())
+        .max()
+        .map_or(1, |m| m + 1);
+    let limit = 10u64.pow(width as u32);
+    let prefix = prefix.to_string();
+    (start..limit).filter_map(move |n| Imsi::parse(&format!("{prefix}{n:0width$}")).ok())
+}
+
+/// Checks an IMSI prefix (MCC + MNC): 5 or 6 digits.
+pub fn valid_imsi_prefix(p: &str) -> bool {
+    (5..=6).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit())
+}
