@@ -3,22 +3,22 @@
 //! (`--config FILE`), then environment variables `TRUNKD_<SECTION>__<FIELD>` (for example
 //! `TRUNKD_LINK__LISTEN=127.0.0.1:7300`).
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
-use crate::protocol::{SiteId, SiteKey, MAX_PAYLOAD};
+use crate::protocol::MAX_PAYLOAD;
 
 /// The full default configuration file with a comment per field; `trunkd config default`
 /// prints it. A test checks that it parses to exactly [`Config::default`].
 pub const DEFAULT_TOML: &str = r#"# trunkd configuration. Every field is optional: a missing one takes the value shown.
 # Environment variables override the file: TRUNKD_<SECTION>__<FIELD>, for example
 # TRUNKD_LINK__LISTEN=127.0.0.1:7300 or TRUNKD_LOG__FORMAT=json.
+# Sites and their link keys live in the HLR database: see `trunkd site add`.
 
 [link]
 # Address the site-gateway link server listens on (PROTOCOL.md §1).
@@ -51,13 +51,31 @@ format = "text"
 # tracing filter directive, e.g. "info" or "trunkd=debug"; RUST_LOG overrides it.
 level = "info"
 
-# Sites allowed to connect, each with its 32-byte pre-shared key as 64 hex digits.
-# There is no default key: a site is refused until it is configured here.
-# `trunkd config keygen` prints a fresh random key.
-# [[sites]]
-# id = 1                # 1..=4095
-# name = "North"
-# key = "<64 hex digits>"
+[database]
+# HLR database URL. Empty: the embedded SQLite file trunkd.db in data_dir, created on
+# first start. "postgres://user@host/db" selects PostgreSQL. DATABASE_URL overrides it.
+url = ""
+# Directory for the embedded database (created with mode 0700).
+data_dir = "trunkd-data"
+
+[registration]
+# How long a unit has to answer an authentication challenge, in ms.
+challenge_timeout_ms = 10000
+# Most challenges waiting for an answer at once; more registrations are refused "busy".
+max_pending_challenges = 200000
+# Periodic registration: a unit not heard from for this long leaves the VLR, in ms.
+periodic_registration_ms = 1800000
+# The same IMSI authenticating at two sites closer together than this is a suspected
+# clone (logged and audited), in ms.
+clone_window_ms = 2000
+# Whether the second registration of a suspected clone is refused.
+refuse_clones = true
+# How often last known locations are written to the HLR (batched), in ms.
+location_flush_ms = 1000
+# How often the controller picks up HLR changes made by other processes, in ms.
+hlr_refresh_ms = 1000
+# MCC + MNC (5 or 6 digits) under which new IMSIs are assigned.
+imsi_prefix = "00101"
 "#;
 
 /// The whole configuration.
@@ -70,8 +88,75 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     /// Logging.
     pub log: LogConfig,
-    /// Sites allowed to connect.
-    pub sites: Vec<SiteConfig>,
+    /// The HLR database.
+    pub database: DatabaseConfig,
+    /// Registration and authentication.
+    pub registration: RegistrationConfig,
+}
+
+/// `[database]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// URL; empty for the embedded SQLite file.
+    pub url: String,
+    /// Directory of the embedded SQLite file.
+    pub data_dir: PathBuf,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig { url: String::new(), data_dir: PathBuf::from("trunkd-data") }
+    }
+}
+
+/// `[registration]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrationConfig {
+    /// Challenge lifetime, ms.
+    pub challenge_timeout_ms: u64,
+    /// Most pending challenges.
+    pub max_pending_challenges: usize,
+    /// Periodic registration period, ms.
+    pub periodic_registration_ms: u64,
+    /// Clone detection window, ms.
+    pub clone_window_ms: u64,
+    /// Refuse a suspected clone.
+    pub refuse_clones: bool,
+    /// Last-location flush interval, ms.
+    pub location_flush_ms: u64,
+    /// HLR change polling interval, ms.
+    pub hlr_refresh_ms: u64,
+    /// MCC + MNC for assigned IMSIs.
+    pub imsi_prefix: String,
+}
+
+impl Default for RegistrationConfig {
+    fn default() -> Self {
+        RegistrationConfig {
+            challenge_timeout_ms: 10_000,
+            max_pending_challenges: 200_000,
+            periodic_registration_ms: 1_800_000,
+            clone_window_ms: 2000,
+            refuse_clones: true,
+            location_flush_ms: 1000,
+            hlr_refresh_ms: 1000,
+            imsi_prefix: "00101".into(),
+        }
+    }
+}
+
+impl RegistrationConfig {
+    /// The policy the registration state machine needs.
+    pub fn policy(&self) -> crate::core::registration::RegistrationPolicy {
+        crate::core::registration::RegistrationPolicy {
+            challenge_timeout_ms: self.challenge_timeout_ms as i64,
+            max_pending_challenges: self.max_pending_challenges,
+            clone_window_ms: self.clone_window_ms as i64,
+            refuse_clones: self.refuse_clones,
+        }
+    }
 }
 
 /// `[link]`: the site-gateway link server.
@@ -177,36 +262,6 @@ impl Default for LogConfig {
     }
 }
 
-/// One `[[sites]]` entry.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SiteConfig {
-    /// Site id.
-    #[serde(serialize_with = "ser_site", deserialize_with = "de_site")]
-    pub id: SiteId,
-    /// Human-readable name.
-    #[serde(default)]
-    pub name: String,
-    /// Pre-shared link key.
-    #[serde(serialize_with = "ser_key", deserialize_with = "de_key")]
-    pub key: SiteKey,
-}
-
-fn ser_site<S: Serializer>(v: &SiteId, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u16(v.get())
-}
-fn de_site<'de, D: Deserializer<'de>>(d: D) -> Result<SiteId, D::Error> {
-    let v = u16::deserialize(d)?;
-    SiteId::new(v).ok_or_else(|| serde::de::Error::custom(format!("site id {v} is outside 1..=4095")))
-}
-fn ser_key<S: Serializer>(v: &SiteKey, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&v.to_hex())
-}
-fn de_key<'de, D: Deserializer<'de>>(d: D) -> Result<SiteKey, D::Error> {
-    let v = String::deserialize(d)?;
-    SiteKey::from_hex(&v).map_err(serde::de::Error::custom)
-}
-
 /// A configuration that cannot be used, with the reason.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -231,7 +286,13 @@ impl Config {
             }
             fig = fig.merge(Toml::file_exact(path));
         }
-        Self::from_figment(fig.merge(Env::prefixed("TRUNKD_").split("__")))
+        let mut cfg = Self::from_figment(fig.merge(Env::prefixed("TRUNKD_").split("__")))?;
+        if let Ok(url) = std::env::var("DATABASE_URL") {
+            if !url.is_empty() {
+                cfg.database.url = url;
+            }
+        }
+        Ok(cfg)
     }
 
     /// Parses a TOML text over the defaults (no environment), for tests and tools.
@@ -267,11 +328,15 @@ impl Config {
         if l.handshake_timeout_ms == 0 || l.write_timeout_ms == 0 || l.outbound_queue == 0 {
             return bad("link.handshake_timeout_ms, write_timeout_ms and outbound_queue must be above 0");
         }
-        let mut seen = HashSet::new();
-        for s in &self.sites {
-            if !seen.insert(s.id) {
-                return Err(ConfigError::Invalid(format!("site {} is configured twice", s.id)));
-            }
+        let r = &self.registration;
+        if r.challenge_timeout_ms == 0 || r.max_pending_challenges == 0 || r.periodic_registration_ms == 0 {
+            return bad("registration.challenge_timeout_ms, max_pending_challenges and periodic_registration_ms must be above 0");
+        }
+        if r.location_flush_ms == 0 || r.hlr_refresh_ms == 0 {
+            return bad("registration.location_flush_ms and hlr_refresh_ms must be above 0");
+        }
+        if !crate::store::valid_imsi_prefix(&r.imsi_prefix) {
+            return bad("registration.imsi_prefix must be 5 or 6 digits (MCC + MNC)");
         }
         Ok(())
     }
@@ -297,15 +362,6 @@ mod tests {
     }
 
     #[test]
-    fn sites_parse_and_keys_stay_secret() {
-        let key = "ab".repeat(32);
-        let cfg =
-            Config::from_toml(&format!("[[sites]]\nid = 7\nname = \"North\"\nkey = \"{key}\"\n")).unwrap();
-        assert_eq!(cfg.sites[0].id.get(), 7);
-        assert!(!format!("{cfg:?}").contains(&key));
-    }
-
-    #[test]
     fn bad_values_are_refused_with_a_reason() {
         let e = Config::from_toml("[link]\nkeepalive_misses = 0\n").unwrap_err();
         assert!(e.to_string().contains("keepalive_misses"), "{e}");
@@ -313,12 +369,7 @@ mod tests {
         assert!(e.to_string().contains("listen"), "{e}");
         let e = Config::from_toml("[link]\nlisen = \"0.0.0.0:1\"\n").unwrap_err();
         assert!(e.to_string().contains("lisen"), "{e}");
-        let e = Config::from_toml("[[sites]]\nid = 0\nkey = \"00\"\n").unwrap_err();
-        assert!(e.to_string().contains("4095"), "{e}");
-        let e = Config::from_toml("[[sites]]\nid = 3\nkey = \"00\"\n").unwrap_err();
-        assert!(e.to_string().contains("64 hexadecimal"), "{e}");
-        let k = "00".repeat(32);
-        let two = format!("[[sites]]\nid = 3\nkey = \"{k}\"\n[[sites]]\nid = 3\nkey = \"{k}\"\n");
-        assert!(Config::from_toml(&two).unwrap_err().to_string().contains("twice"));
+        let e = Config::from_toml("[registration]\nimsi_prefix = \"12\"\n").unwrap_err();
+        assert!(e.to_string().contains("imsi_prefix"), "{e}");
     }
 }

@@ -6,11 +6,22 @@
 //! - [`protocol`]: the wire protocol v1 (`protocol/PROTOCOL.md`), sans-IO.
 //! - [`link`]: the TCP server for site gateways (handshake, keepalive, sessions) and
 //!   the gateway side of the link, used by `trunksim` and the tests.
+//! - [`core`]: the sans-IO state machines (authentication, registration).
+//! - [`store`]: the HLR on sqlx (SQLite default, PostgreSQL), migrations, CSV import.
+//! - [`hlr`]: the in-memory cache of the HLR that the hot path reads.
+//! - [`vlr`]: the in-memory registry of units on the air.
+//! - [`controller`]: wires store, cache, VLR, core and link together and runs them.
+//! - [`sim`]: the radio side of registration, for `trunksim` and tests.
 //! - [`config`]: the one typed configuration, with defaults.
 //! - [`logging`]: tracing setup (human-readable or JSON).
 
 pub mod config;
+pub mod controller;
+pub mod core;
+pub mod hlr;
 pub mod link;
 pub mod logging;
 pub mod protocol;
+pub mod sim;
 pub mod store;
+pub mod vlr;

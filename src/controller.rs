@@ -1,0 +1,280 @@
+//! The running controller: opens the HLR, loads its cache, starts the link server with
+//! the registration state machine behind it, and runs the background work (HLR change
+//! following, periodic-registration expiry, challenge sweeping, write-behind of last
+//! locations and audit entries). Used by `trunkd serve` and by the integration tests.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use crate::config::Config;
+use crate::core::registration::{Event, OsEntropy, Registrar};
+use crate::hlr::HlrCache;
+use crate::link::{deny_unsupported, Handler, LinkServer, Links};
+use crate::protocol::{Frame, Imsi, Message, SiteId};
+use crate::store::{now_ms, Store, StoreError};
+use crate::vlr::Vlr;
+
+/// Starting the controller failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The HLR could not be opened or loaded.
+    #[error("HLR: {0}")]
+    Store(#[from] StoreError),
+    /// The link listener could not be bound.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// The link handler of a running controller.
+struct Services {
+    registrar: Registrar,
+    writer: Arc<WriteBehind>,
+}
+
+impl Handler for Services {
+    fn handle(&self, site: SiteId, frame: Frame) -> Vec<Frame> {
+        match self.registrar.handle(site, &frame, now_ms()) {
+            Some(out) => {
+                for r in &out.replies {
+                    if let Message::RegReject { cause } = r.msg {
+                        debug!(%cause, txn = r.txn, "registration refused");
+                    }
+                }
+                for e in out.events {
+                    self.writer.event(e);
+                }
+                out.replies
+            }
+            None => vec![deny_unsupported(&frame)],
+        }
+    }
+}
+
+/// Work done behind the answers: last locations (coalesced per unit) and audit entries.
+struct WriteBehind {
+    locations: DashMap<Imsi, (SiteId, i64)>,
+    audit: mpsc::Sender<(String, String, String)>,
+}
+
+impl WriteBehind {
+    fn event(&self, e: Event) {
+        match e {
+            Event::Located { imsi, site, at_ms } => {
+                self.locations
+                    .entry(imsi)
+                    .and_modify(|v| {
+                        if at_ms >= v.1 {
+                            *v = (site, at_ms)
+                        }
+                    })
+                    .or_insert((site, at_ms));
+            }
+            Event::Audit { action, object, detail } => {
+                warn!(action, %object, %detail, "security event");
+                if self.audit.try_send((action.to_string(), object, detail)).is_err() {
+                    warn!("audit queue full: entry kept in the log only");
+                }
+            }
+        }
+    }
+
+    /// Writes every pending location; on failure they are kept for the next flush.
+    async fn flush_locations(&self, store: &Store) {
+        let keys: Vec<Imsi> = self.locations.iter().map(|e| *e.key()).collect();
+        let batch: Vec<(Imsi, SiteId, i64)> = keys
+            .iter()
+            .filter_map(|k| self.locations.remove(k).map(|(imsi, (site, at))| (imsi, site, at)))
+            .collect();
+        if batch.is_empty() {
+            return;
+        }
+        if let Err(e) = store.write_locations(&batch).await {
+            warn!(error = %e, units = batch.len(), "writing last locations failed; will retry");
+            for (imsi, site, at) in batch {
+                self.event(Event::Located { imsi, site, at_ms: at });
+            }
+        }
+    }
+}
+
+/// A running controller.
+pub struct Running {
+    /// Where gateways connect.
+    pub link_addr: SocketAddr,
+    /// Connected sites.
+    pub links: Links,
+    /// Units on the air.
+    pub vlr: Arc<Vlr>,
+    /// The HLR cache.
+    pub hlr: Arc<HlrCache>,
+    /// The HLR.
+    pub store: Store,
+    stop: Option<watch::Sender<bool>>,
+    task: JoinHandle<()>,
+}
+
+/// Opens the HLR, loads the cache and starts serving.
+pub async fn start(cfg: Config) -> Result<Running, StartError> {
+    let store = Store::open(&cfg.database.url, &cfg.database.data_dir).await?;
+    let hlr = Arc::new(HlrCache::load(&store).await?);
+    info!(
+        backend = store.backend(),
+        subscribers = hlr.subscriber_count(),
+        "HLR loaded"
+    );
+    let vlr = Arc::new(Vlr::new());
+    let (audit_tx, audit_rx) = mpsc::channel(10_000);
+    let writer = Arc::new(WriteBehind { locations: DashMap::new(), audit: audit_tx });
+    let registrar = Registrar::new(hlr.clone(), vlr.clone(), cfg.registration.policy(), Arc::new(OsEntropy));
+    let services = Arc::new(Services { registrar, writer: writer.clone() });
+    let server = LinkServer::bind(cfg.link.clone(), hlr.clone(), services)
+        .await
+        .map_err(|source| StartError::Bind { addr: cfg.link.listen, source })?;
+    let link_addr = server.local_addr().map_err(|source| StartError::Bind { addr: cfg.link.listen, source })?;
+    let links = server.links();
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let background = Background { cfg: cfg.clone(), store: store.clone(), hlr: hlr.clone(), vlr: vlr.clone(), writer };
+    let grace = Duration::from_millis(cfg.shutdown.grace_ms);
+    let task = tokio::spawn(async move {
+        let mut stop_server = stop_rx.clone();
+        let tasks = background.spawn(stop_rx, audit_rx);
+        server
+            .run(
+                async move {
+                    stopped(&mut stop_server).await;
+                },
+                grace,
+            )
+            .await;
+        for t in tasks {
+            let _ = t.await;
+        }
+        background.writer.flush_locations(&background.store).await;
+        background.store.close().await;
+        info!("controller stopped");
+    });
+    Ok(Running { link_addr, links, vlr, hlr, store, stop: Some(stop_tx), task })
+}
+
+impl Running {
+    /// Stops gracefully: closes links, flushes what is written behind, closes the HLR.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(true);
+        }
+        let _ = (&mut self.task).await;
+    }
+
+    /// Runs until `signal` completes, then stops gracefully.
+    pub async fn run_until(self, signal: impl Future<Output = ()>) {
+        signal.await;
+        self.stop().await;
+    }
+}
+
+struct Background {
+    cfg: Config,
+    store: Store,
+    hlr: Arc<HlrCache>,
+    vlr: Arc<Vlr>,
+    writer: Arc<WriteBehind>,
+}
+
+impl Background {
+    /// Starts the periodic tasks; each ends when `stop` turns true.
+    fn spawn(
+        &self,
+        stop: watch::Receiver<bool>,
+        mut audit_rx: mpsc::Receiver<(String, String, String)>,
+    ) -> Vec<JoinHandle<()>> {
+        let r = &self.cfg.registration;
+        let mut tasks = Vec::new();
+
+        let (store, hlr) = (self.store.clone(), self.hlr.clone());
+        tasks.push(every(r.hlr_refresh_ms, stop.clone(), move || {
+            let (store, hlr) = (store.clone(), hlr.clone());
+            async move {
+                match hlr.refresh(&store).await {
+                    Ok(0) => {}
+                    Ok(n) => info!(changes = n, "HLR changes applied to the cache"),
+                    Err(e) => warn!(error = %e, "following HLR changes failed"),
+                }
+            }
+        }));
+
+        let (vlr, period, timeout) = (self.vlr.clone(), r.periodic_registration_ms as i64, r.challenge_timeout_ms);
+        let sweep_ms = (r.periodic_registration_ms / 10).clamp(10, 1000).min(timeout.max(10));
+        tasks.push(every(sweep_ms, stop.clone(), move || {
+            let vlr = vlr.clone();
+            async move {
+                let now = now_ms();
+                let expired = vlr.expire(now - period);
+                if !expired.is_empty() {
+                    info!(units = expired.len(), "periodic registration expired; units left the VLR");
+                }
+                vlr.sweep_challenges(now);
+            }
+        }));
+
+        let (store, writer) = (self.store.clone(), self.writer.clone());
+        tasks.push(every(r.location_flush_ms, stop.clone(), move || {
+            let (store, writer) = (store.clone(), writer.clone());
+            async move { writer.flush_locations(&store).await }
+        }));
+
+        let store = self.store.clone();
+        let mut stop_audit = stop;
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let item = tokio::select! {
+                    item = audit_rx.recv() => item,
+                    _ = stopped(&mut stop_audit) => {
+                        audit_rx.close();
+                        audit_rx.recv().await
+                    }
+                };
+                let Some((action, object, detail)) = item else { break };
+                if let Err(e) = store.audit("controller", &action, &object, &detail).await {
+                    warn!(error = %e, %action, %object, "writing an audit entry failed");
+                }
+            }
+        }));
+        tasks
+    }
+}
+
+/// Runs `f` every `ms` until `stop` turns true.
+fn every<F, Fut>(ms: u64, mut stop: watch::Receiver<bool>, f: F) -> JoinHandle<()>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(ms));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => f().await,
+                _ = stopped(&mut stop) => break,
+            }
+        }
+    })
+}
+
+/// Completes once the stop flag is set.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}

@@ -1,0 +1,131 @@
+//! The in-memory copy of what the hot path needs from the HLR: subscribers (by IMSI and
+//! IMEI) and sites. Loaded at start; kept in step by following the audit log, which
+//! every write to the HLR appends to in the same transaction, so changes made by
+//! another process (`trunkd subscriber add` while the controller runs) arrive too.
+//! The registration path reads only this cache and never waits on the database.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use dashmap::DashMap;
+
+use crate::link::SiteKeys;
+use crate::protocol::{Imei, Imsi, SiteId, SiteKey};
+use crate::store::{Site, Store, StoreError, Subscriber};
+
+/// The cache.
+#[derive(Default)]
+pub struct HlrCache {
+    subscribers: DashMap<Imsi, Arc<Subscriber>>,
+    by_imei: DashMap<Imei, Imsi>,
+    sites: DashMap<SiteId, Site>,
+    audit_seen: AtomicI64,
+}
+
+impl HlrCache {
+    /// Loads everything from the store.
+    pub async fn load(store: &Store) -> Result<HlrCache, StoreError> {
+        let cache = HlrCache::default();
+        let high = store.audit_high_water().await?;
+        cache.reload_subscribers(store).await?;
+        cache.reload_sites(store).await?;
+        cache.audit_seen.store(high, Ordering::SeqCst);
+        Ok(cache)
+    }
+
+    /// Applies HLR changes made since the last call; returns how many were applied.
+    pub async fn refresh(&self, store: &Store) -> Result<usize, StoreError> {
+        let mut applied = 0;
+        loop {
+            let after = self.audit_seen.load(Ordering::SeqCst);
+            let entries = store.audit_since(after, 1000).await?;
+            let Some(last) = entries.last().map(|e| e.id) else { return Ok(applied) };
+            let mut full_reload = false;
+            let mut sites = false;
+            for e in &entries {
+                if let Some(imsi) = e.object.strip_prefix("subscriber:") {
+                    if let Ok(imsi) = Imsi::parse(imsi) {
+                        self.reload_subscriber(store, imsi).await?;
+                    }
+                } else if e.object == "subscribers" {
+                    full_reload = true;
+                } else if e.object.starts_with("site:") {
+                    sites = true;
+                }
+            }
+            if full_reload {
+                self.reload_subscribers(store).await?;
+            }
+            if sites {
+                self.reload_sites(store).await?;
+            }
+            applied += entries.len();
+            self.audit_seen.store(last, Ordering::SeqCst);
+        }
+    }
+
+    async fn reload_subscribers(&self, store: &Store) -> Result<(), StoreError> {
+        for s in store.load_subscribers(None).await? {
+            self.put(s);
+        }
+        Ok(())
+    }
+
+    async fn reload_subscriber(&self, store: &Store, imsi: Imsi) -> Result<(), StoreError> {
+        match store.subscriber(imsi).await? {
+            Some(s) => self.put(s),
+            None => {
+                if let Some((_, old)) = self.subscribers.remove(&imsi) {
+                    self.by_imei.remove(&old.imei);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn reload_sites(&self, store: &Store) -> Result<(), StoreError> {
+        let sites = store.sites().await?;
+        self.sites.retain(|id, _| sites.iter().any(|s| s.id == *id));
+        for s in sites {
+            self.sites.insert(s.id, s);
+        }
+        Ok(())
+    }
+
+    /// Puts a subscriber in the cache (also used by in-process writers).
+    pub fn put(&self, s: Subscriber) {
+        let (imsi, imei) = (s.imsi, s.imei);
+        if let Some(old) = self.subscribers.insert(imsi, Arc::new(s)) {
+            if old.imei != imei {
+                self.by_imei.remove_if(&old.imei, |_, i| *i == imsi);
+            }
+        }
+        self.by_imei.insert(imei, imsi);
+    }
+
+    /// A subscriber by IMSI.
+    pub fn subscriber(&self, imsi: &Imsi) -> Option<Arc<Subscriber>> {
+        self.subscribers.get(imsi).map(|s| s.clone())
+    }
+
+    /// The IMSI provisioned for an IMEI.
+    pub fn imsi_for_imei(&self, imei: &Imei) -> Option<Imsi> {
+        self.by_imei.get(imei).map(|i| *i)
+    }
+
+    /// A site.
+    pub fn site(&self, id: SiteId) -> Option<Site> {
+        self.sites.get(&id).map(|s| s.clone())
+    }
+
+    /// Subscribers in the cache.
+    pub fn subscriber_count(&self) -> usize {
+        self.subscribers.len()
+    }
+}
+
+impl SiteKeys for HlrCache {
+    fn site_key(&self, site: SiteId) -> Option<SiteKey> {
+        self.sites.get(&site).map(|s| s.key.clone())
+    }
+}

@@ -1,0 +1,289 @@
+//! The VLR: units on the air now, in memory, reachable by IMSI and by TMSI, plus the
+//! authentication challenges that are waiting for their answer.
+//!
+//! Sizes matter here (one entry per registered unit): an entry is a fixed-size value
+//! with no heap allocation; see BENCHMARKS.md for the measured bytes per unit.
+
+use dashmap::mapref::entry::Entry;
+use dashmap::DashMap;
+
+use crate::protocol::{Imsi, SiteId, TalkgroupId, TalkgroupList, Tmsi};
+
+/// A unit's affiliation, stored without heap allocation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Affiliation {
+    /// Primary talkgroup.
+    pub primary: TalkgroupId,
+    /// Up to three secondary talkgroups.
+    pub secondary: [Option<TalkgroupId>; 3],
+}
+
+impl Affiliation {
+    /// From the wire list (which holds at most three secondaries).
+    pub fn from_list(l: &TalkgroupList) -> Self {
+        let mut secondary = [None; 3];
+        for (slot, tg) in secondary.iter_mut().zip(l.secondary()) {
+            *slot = Some(*tg);
+        }
+        Affiliation { primary: l.primary(), secondary }
+    }
+
+    /// As the wire list.
+    pub fn to_list(&self) -> TalkgroupList {
+        TalkgroupList::new(self.primary, self.secondary.iter().flatten().copied().collect())
+            .expect("an Affiliation always satisfies the TalkgroupList invariant")
+    }
+
+    /// Every talkgroup, primary first.
+    pub fn all(&self) -> impl Iterator<Item = TalkgroupId> + '_ {
+        std::iter::once(self.primary).chain(self.secondary.iter().flatten().copied())
+    }
+}
+
+/// One registered unit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VlrUnit {
+    /// Its current temporary identity.
+    pub tmsi: Tmsi,
+    /// The site it is registered at.
+    pub site: SiteId,
+    /// Its talkgroups.
+    pub affiliation: Affiliation,
+    /// When it was last heard from, Unix ms.
+    pub last_activity_ms: i64,
+    /// Session keys from the last authentication (Milenage f3 CK, f4 IK).
+    pub ck: [u8; 16],
+    /// See `ck`.
+    pub ik: [u8; 16],
+}
+
+/// What the pending challenge is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Procedure {
+    /// Registration (power-on); answered with `REG_ACCEPT`.
+    Register,
+    /// Location update of a registered unit; answered with `LOCATION_ACCEPT`.
+    LocationUpdate,
+}
+
+/// A challenge sent and not yet answered, keyed by site and transaction id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Challenge {
+    /// The subscriber being authenticated.
+    pub imsi: Imsi,
+    /// Expected response (Milenage f2).
+    pub xres: [u8; 8],
+    /// Session keys to keep if the response is right.
+    pub ck: [u8; 16],
+    /// See `ck`.
+    pub ik: [u8; 16],
+    /// When it stops being answerable, Unix ms.
+    pub expires_ms: i64,
+    /// What to answer on success.
+    pub procedure: Procedure,
+}
+
+/// The registry of units on the air.
+#[derive(Default)]
+pub struct Vlr {
+    by_imsi: DashMap<Imsi, VlrUnit>,
+    by_tmsi: DashMap<Tmsi, Imsi>,
+    challenges: DashMap<(SiteId, u32), Challenge>,
+}
+
+impl Vlr {
+    /// An empty VLR.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registered units.
+    pub fn len(&self) -> usize {
+        self.by_imsi.len()
+    }
+
+    /// Whether no unit is registered.
+    pub fn is_empty(&self) -> bool {
+        self.by_imsi.is_empty()
+    }
+
+    /// A registered unit by IMSI.
+    pub fn get(&self, imsi: &Imsi) -> Option<VlrUnit> {
+        self.by_imsi.get(imsi).map(|u| u.clone())
+    }
+
+    /// The IMSI holding `tmsi` now.
+    pub fn imsi_of(&self, tmsi: Tmsi) -> Option<Imsi> {
+        self.by_tmsi.get(&tmsi).map(|i| *i)
+    }
+
+    /// Registers (or re-registers) a unit under a fresh TMSI drawn by `draw` (redrawn
+    /// while taken; `unit.tmsi` is overwritten); the unit's previous TMSI stops working at
+    /// once. Returns the new TMSI and the previous entry, or `None` if `draw` gave up.
+    pub fn register(
+        &self,
+        imsi: Imsi,
+        mut unit: VlrUnit,
+        mut draw: impl FnMut() -> Option<Tmsi>,
+    ) -> Option<(Tmsi, Option<VlrUnit>)> {
+        let tmsi = loop {
+            match self.by_tmsi.entry(draw()?) {
+                Entry::Vacant(v) => {
+                    let t = *v.key();
+                    v.insert(imsi);
+                    break t;
+                }
+                Entry::Occupied(_) => continue,
+            }
+        };
+        unit.tmsi = tmsi;
+        let previous = self.by_imsi.insert(imsi, unit);
+        if let Some(p) = &previous {
+            self.by_tmsi.remove_if(&p.tmsi, |_, owner| *owner == imsi);
+        }
+        Some((tmsi, previous))
+    }
+
+    /// Applies `f` to a registered unit; `None` if it is not registered.
+    pub fn update<R>(&self, imsi: &Imsi, f: impl FnOnce(&mut VlrUnit) -> R) -> Option<R> {
+        self.by_imsi.get_mut(imsi).map(|mut u| f(&mut u))
+    }
+
+    /// Removes the unit holding `tmsi` (deregistration).
+    pub fn remove_by_tmsi(&self, tmsi: Tmsi) -> Option<(Imsi, VlrUnit)> {
+        let (_, imsi) = self.by_tmsi.remove(&tmsi)?;
+        let unit = self.by_imsi.remove_if(&imsi, |_, u| u.tmsi == tmsi).map(|(_, u)| u)?;
+        Some((imsi, unit))
+    }
+
+    /// Removes every unit not heard from since `cutoff_ms`, returning them.
+    pub fn expire(&self, cutoff_ms: i64) -> Vec<(Imsi, VlrUnit)> {
+        let stale: Vec<Imsi> =
+            self.by_imsi.iter().filter(|e| e.last_activity_ms < cutoff_ms).map(|e| *e.key()).collect();
+        let mut out = Vec::with_capacity(stale.len());
+        for imsi in stale {
+            if let Some((imsi, unit)) = self.by_imsi.remove_if(&imsi, |_, u| u.last_activity_ms < cutoff_ms) {
+                self.by_tmsi.remove_if(&unit.tmsi, |_, owner| *owner == imsi);
+                out.push((imsi, unit));
+            }
+        }
+        out
+    }
+
+    /// Every registered unit (a snapshot; for shutdown flushes and reports).
+    pub fn snapshot(&self) -> Vec<(Imsi, VlrUnit)> {
+        self.by_imsi.iter().map(|e| (*e.key(), e.value().clone())).collect()
+    }
+
+    /// Keeps a challenge until it is answered or swept; `false` if `max` are pending.
+    pub fn put_challenge(&self, site: SiteId, txn: u32, c: Challenge, max: usize) -> bool {
+        if self.challenges.len() >= max {
+            return false;
+        }
+        self.challenges.insert((site, txn), c);
+        true
+    }
+
+    /// Takes the challenge of `(site, txn)`: a challenge answers once.
+    pub fn take_challenge(&self, site: SiteId, txn: u32) -> Option<Challenge> {
+        self.challenges.remove(&(site, txn)).map(|(_, c)| c)
+    }
+
+    /// Drops challenges that expired before `cutoff_ms`, bounding memory; returns how many.
+    pub fn sweep_challenges(&self, cutoff_ms: i64) -> usize {
+        let before = self.challenges.len();
+        self.challenges.retain(|_, c| c.expires_ms >= cutoff_ms);
+        before.saturating_sub(self.challenges.len())
+    }
+
+    /// Challenges waiting for an answer.
+    pub fn pending_challenges(&self) -> usize {
+        self.challenges.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn imsi(n: u64) -> Imsi {
+        Imsi::parse(&format!("00101{n:010}")).unwrap()
+    }
+
+    fn unit(site: u16, at: i64) -> VlrUnit {
+        VlrUnit {
+            tmsi: Tmsi::new(1).unwrap(),
+            site: SiteId::new(site).unwrap(),
+            affiliation: Affiliation { primary: TalkgroupId::new(1).unwrap(), secondary: [None; 3] },
+            last_activity_ms: at,
+            ck: [0; 16],
+            ik: [0; 16],
+        }
+    }
+
+    #[test]
+    fn re_registration_retires_the_old_tmsi() {
+        let vlr = Vlr::new();
+        let mut next = 10u32;
+        let mut draw = || {
+            next += 1;
+            Tmsi::new(next)
+        };
+        let (t1, _) = vlr.register(imsi(1), unit(1, 0), &mut draw).unwrap();
+        let (t2, prev) = vlr.register(imsi(1), unit(2, 0), &mut draw).unwrap();
+        assert_ne!(t1, t2);
+        assert_eq!(prev.unwrap().tmsi, t1);
+        assert_eq!(vlr.imsi_of(t1), None);
+        assert_eq!(vlr.imsi_of(t2), Some(imsi(1)));
+        assert_eq!(vlr.len(), 1);
+    }
+
+    #[test]
+    fn tmsi_collisions_are_redrawn() {
+        let vlr = Vlr::new();
+        let mut seq = [5u32, 5, 5, 6].into_iter();
+        let mut draw = || Tmsi::new(seq.next().unwrap());
+        let (a, _) = vlr.register(imsi(1), unit(1, 0), &mut draw).unwrap();
+        let (b, _) = vlr.register(imsi(2), unit(1, 0), &mut draw).unwrap();
+        assert_eq!((a.get(), b.get()), (5, 6));
+    }
+
+    #[test]
+    fn expiry_and_deregistration_remove_both_indexes() {
+        let vlr = Vlr::new();
+        let mut n = 0;
+        let mut draw = || {
+            n += 1;
+            Tmsi::new(n)
+        };
+        let (t1, _) = vlr.register(imsi(1), unit(1, 100), &mut draw).unwrap();
+        let (t2, _) = vlr.register(imsi(2), unit(1, 500), &mut draw).unwrap();
+        let gone = vlr.expire(200);
+        assert_eq!(gone.len(), 1);
+        assert_eq!(vlr.imsi_of(t1), None);
+        assert!(vlr.remove_by_tmsi(t2).is_some());
+        assert!(vlr.is_empty());
+        assert!(vlr.remove_by_tmsi(t2).is_none());
+    }
+
+    #[test]
+    fn a_challenge_answers_once_and_pending_ones_are_capped() {
+        let vlr = Vlr::new();
+        let s = SiteId::new(1).unwrap();
+        let c = Challenge {
+            imsi: imsi(1),
+            xres: [1; 8],
+            ck: [0; 16],
+            ik: [0; 16],
+            expires_ms: 1000,
+            procedure: Procedure::Register,
+        };
+        assert!(vlr.put_challenge(s, 7, c.clone(), 1));
+        assert!(!vlr.put_challenge(s, 8, c.clone(), 1));
+        assert_eq!(vlr.take_challenge(s, 7), Some(c.clone()));
+        assert_eq!(vlr.take_challenge(s, 7), None);
+        assert!(vlr.put_challenge(s, 9, c, 1));
+        assert_eq!(vlr.sweep_challenges(2000), 1);
+        assert_eq!(vlr.pending_challenges(), 0);
+    }
+}
