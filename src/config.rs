@@ -1,7 +1,8 @@
 //! The one typed configuration. Every field has a default, so `trunkd serve` runs with
 //! no file at all. Sources, later ones winning: defaults, the TOML file
 //! (`--config FILE`), then environment variables `TRUNKD_<SECTION>__<FIELD>` (for example
-//! `TRUNKD_LINK__LISTEN=127.0.0.1:7300`).
+//! `TRUNKD_LINK__LISTEN=127.0.0.1:7300`). Other `TRUNKD_*` variables (without `__`), such
+//! as `TRUNKD_CONFIG`, belong to the command line and are not configuration fields.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -106,7 +107,10 @@ pub struct DatabaseConfig {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        DatabaseConfig { url: String::new(), data_dir: PathBuf::from("trunkd-data") }
+        DatabaseConfig {
+            url: String::new(),
+            data_dir: PathBuf::from("trunkd-data"),
+        }
     }
 }
 
@@ -286,7 +290,13 @@ impl Config {
             }
             fig = fig.merge(Toml::file_exact(path));
         }
-        let mut cfg = Self::from_figment(fig.merge(Env::prefixed("TRUNKD_").split("__")))?;
+        let mut cfg = Self::from_figment(
+            fig.merge(
+                Env::prefixed("TRUNKD_")
+                    .filter(|k| k.as_str().contains("__"))
+                    .split("__"),
+            ),
+        )?;
         if let Ok(url) = std::env::var("DATABASE_URL") {
             if !url.is_empty() {
                 cfg.database.url = url;

@@ -81,7 +81,11 @@ impl WriteBehind {
                     })
                     .or_insert((site, at_ms));
             }
-            Event::Audit { action, object, detail } => {
+            Event::Audit {
+                action,
+                object,
+                detail,
+            } => {
                 warn!(action, %object, %detail, "security event");
                 if self.audit.try_send((action.to_string(), object, detail)).is_err() {
                     warn!("audit queue full: entry kept in the log only");
@@ -95,7 +99,11 @@ impl WriteBehind {
         let keys: Vec<Imsi> = self.locations.iter().map(|e| *e.key()).collect();
         let batch: Vec<(Imsi, SiteId, i64)> = keys
             .iter()
-            .filter_map(|k| self.locations.remove(k).map(|(imsi, (site, at))| (imsi, site, at)))
+            .filter_map(|k| {
+                self.locations
+                    .remove(k)
+                    .map(|(imsi, (site, at))| (imsi, site, at))
+            })
             .collect();
         if batch.is_empty() {
             return;
@@ -103,7 +111,11 @@ impl WriteBehind {
         if let Err(e) = store.write_locations(&batch).await {
             warn!(error = %e, units = batch.len(), "writing last locations failed; will retry");
             for (imsi, site, at) in batch {
-                self.event(Event::Located { imsi, site, at_ms: at });
+                self.event(Event::Located {
+                    imsi,
+                    site,
+                    at_ms: at,
+                });
             }
         }
     }
@@ -136,17 +148,40 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     );
     let vlr = Arc::new(Vlr::new());
     let (audit_tx, audit_rx) = mpsc::channel(10_000);
-    let writer = Arc::new(WriteBehind { locations: DashMap::new(), audit: audit_tx });
-    let registrar = Registrar::new(hlr.clone(), vlr.clone(), cfg.registration.policy(), Arc::new(OsEntropy));
-    let services = Arc::new(Services { registrar, writer: writer.clone() });
+    let writer = Arc::new(WriteBehind {
+        locations: DashMap::new(),
+        audit: audit_tx,
+    });
+    let registrar = Registrar::new(
+        hlr.clone(),
+        vlr.clone(),
+        cfg.registration.policy(),
+        Arc::new(OsEntropy),
+    );
+    let services = Arc::new(Services {
+        registrar,
+        writer: writer.clone(),
+    });
     let server = LinkServer::bind(cfg.link.clone(), hlr.clone(), services)
         .await
-        .map_err(|source| StartError::Bind { addr: cfg.link.listen, source })?;
-    let link_addr = server.local_addr().map_err(|source| StartError::Bind { addr: cfg.link.listen, source })?;
+        .map_err(|source| StartError::Bind {
+            addr: cfg.link.listen,
+            source,
+        })?;
+    let link_addr = server.local_addr().map_err(|source| StartError::Bind {
+        addr: cfg.link.listen,
+        source,
+    })?;
     let links = server.links();
     let (stop_tx, stop_rx) = watch::channel(false);
 
-    let background = Background { cfg: cfg.clone(), store: store.clone(), hlr: hlr.clone(), vlr: vlr.clone(), writer };
+    let background = Background {
+        cfg: cfg.clone(),
+        store: store.clone(),
+        hlr: hlr.clone(),
+        vlr: vlr.clone(),
+        writer,
+    };
     let grace = Duration::from_millis(cfg.shutdown.grace_ms);
     let task = tokio::spawn(async move {
         let mut stop_server = stop_rx.clone();
@@ -166,7 +201,15 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         background.store.close().await;
         info!("controller stopped");
     });
-    Ok(Running { link_addr, links, vlr, hlr, store, stop: Some(stop_tx), task })
+    Ok(Running {
+        link_addr,
+        links,
+        vlr,
+        hlr,
+        store,
+        stop: Some(stop_tx),
+        task,
+    })
 }
 
 impl Running {
@@ -215,17 +258,23 @@ impl Background {
             }
         }));
 
-        let (vlr, period, timeout) = (self.vlr.clone(), r.periodic_registration_ms as i64, r.challenge_timeout_ms);
-        let sweep_ms = (r.periodic_registration_ms / 10).clamp(10, 1000).min(timeout.max(10));
+        // Expired challenges are kept a while longer (at least 5 s) so that a late answer
+        // is told "challenge expired" rather than "no challenge pending".
+        let (vlr, period) = (self.vlr.clone(), r.periodic_registration_ms as i64);
+        let keep_expired = (r.challenge_timeout_ms as i64).max(5000);
+        let sweep_ms = (r.periodic_registration_ms / 10).clamp(10, 1000);
         tasks.push(every(sweep_ms, stop.clone(), move || {
             let vlr = vlr.clone();
             async move {
                 let now = now_ms();
                 let expired = vlr.expire(now - period);
                 if !expired.is_empty() {
-                    info!(units = expired.len(), "periodic registration expired; units left the VLR");
+                    info!(
+                        units = expired.len(),
+                        "periodic registration expired; units left the VLR"
+                    );
                 }
-                vlr.sweep_challenges(now);
+                vlr.sweep_challenges(now - keep_expired);
             }
         }));
 
@@ -246,7 +295,9 @@ impl Background {
                         audit_rx.recv().await
                     }
                 };
-                let Some((action, object, detail)) = item else { break };
+                let Some((action, object, detail)) = item else {
+                    break;
+                };
                 if let Err(e) = store.audit("controller", &action, &object, &detail).await {
                     warn!(error = %e, %action, %object, "writing an audit entry failed");
                 }

@@ -39,7 +39,9 @@ impl HlrCache {
         loop {
             let after = self.audit_seen.load(Ordering::SeqCst);
             let entries = store.audit_since(after, 1000).await?;
-            let Some(last) = entries.last().map(|e| e.id) else { return Ok(applied) };
+            let Some(last) = entries.last().map(|e| e.id) else {
+                return Ok(applied);
+            };
             let mut full_reload = false;
             let mut sites = false;
             for e in &entries {

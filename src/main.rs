@@ -13,7 +13,11 @@ use trunkd::store::csv::{parse_subscribers, parse_talkgroups};
 use trunkd::store::{Fleet, NewSubscriber, Permissions, Secret128, Site, Store, Talkgroup};
 
 #[derive(Parser)]
-#[command(name = "trunkd", version, about = "Central controller of a digital trunked-radio dispatch system")]
+#[command(
+    name = "trunkd",
+    version,
+    about = "Central controller of a digital trunked-radio dispatch system"
+)]
 struct Cli {
     /// TOML configuration file; without one, every setting takes its default.
     #[arg(long, global = true, env = "TRUNKD_CONFIG")]
@@ -190,7 +194,12 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Config(ConfigCommand::Keygen) => {
-            println!("{}", SiteKey::generate().context("reading the OS random generator")?.to_hex());
+            println!(
+                "{}",
+                SiteKey::generate()
+                    .context("reading the OS random generator")?
+                    .to_hex()
+            );
             Ok(())
         }
         Command::Serve { listen, log_json } => {
@@ -225,7 +234,10 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
 
 /// Who made a change, for the audit log.
 fn actor() -> String {
-    format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()))
+    format!(
+        "cli:{}",
+        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+    )
 }
 
 async fn admin(cfg: Config, command: Command) -> anyhow::Result<()> {
@@ -247,10 +259,18 @@ async fn run_admin(cfg: &Config, store: &Store, command: Command) -> anyhow::Res
         Command::Talkgroup(TalkgroupCommand::Add { fleet, id, name }) => {
             let fleet = FleetId::new(fleet).context("fleet id must be 1..=65535")?;
             let id = TalkgroupId::new(id).context("talkgroup id must be 1..=65535")?;
-            store.add_talkgroup(&actor, &Talkgroup { fleet, id, name }).await?;
+            store
+                .add_talkgroup(&actor, &Talkgroup { fleet, id, name })
+                .await?;
             println!("talkgroup {id} added to fleet {fleet}");
         }
-        Command::Site(SiteCommand::Add { id, name, carriers, slots, key }) => {
+        Command::Site(SiteCommand::Add {
+            id,
+            name,
+            carriers,
+            slots,
+            key,
+        }) => {
             let id = SiteId::new(id).context("site id must be 1..=4095")?;
             if !(1..=64).contains(&carriers) {
                 bail!("carriers must be 1..=64");
@@ -262,16 +282,35 @@ async fn run_admin(cfg: &Config, store: &Store, command: Command) -> anyhow::Res
                 Some(k) => (SiteKey::from_hex(&k)?, false),
                 None => (SiteKey::generate()?, true),
             };
-            store.add_site(&actor, &Site { id, name, carriers, slots_per_carrier: slots, key: key.clone() }).await?;
+            store
+                .add_site(
+                    &actor,
+                    &Site {
+                        id,
+                        name,
+                        carriers,
+                        slots_per_carrier: slots,
+                        key: key.clone(),
+                    },
+                )
+                .await?;
             println!("site {id} added");
             if generated {
-                println!("link key (shown once; configure it on the site's gateway): {}", key.to_hex());
+                println!(
+                    "link key (shown once; configure it on the site's gateway): {}",
+                    key.to_hex()
+                );
             }
         }
         Command::Subscriber(SubscriberCommand::Add(a)) => {
             let (new, generated) = new_subscriber(a)?;
-            let sub = store.add_subscriber(&actor, new, &cfg.registration.imsi_prefix).await?;
-            println!("subscriber added: imsi {} individual id {}", sub.imsi, sub.individual);
+            let sub = store
+                .add_subscriber(&actor, new, &cfg.registration.imsi_prefix)
+                .await?;
+            println!(
+                "subscriber added: imsi {} individual id {}",
+                sub.imsi, sub.individual
+            );
             if generated {
                 println!("k   (shown once): {}", sub.k.to_hex());
                 println!("opc (shown once): {}", sub.opc.to_hex());
@@ -279,7 +318,9 @@ async fn run_admin(cfg: &Config, store: &Store, command: Command) -> anyhow::Res
         }
         Command::Subscriber(SubscriberCommand::Show { imsi }) => {
             let imsi = Imsi::parse(&imsi).context("imsi")?;
-            let Some(s) = store.subscriber(imsi).await? else { bail!("subscriber {imsi} does not exist") };
+            let Some(s) = store.subscriber(imsi).await? else {
+                bail!("subscriber {imsi} does not exist")
+            };
             println!("imsi:          {}", s.imsi);
             println!("imei:          {}", s.imei);
             println!("msisdn:        {}", s.msisdn.as_deref().unwrap_or("-"));
@@ -289,7 +330,10 @@ async fn run_admin(cfg: &Config, store: &Store, command: Command) -> anyhow::Res
             println!("permissions:   {}", s.permissions);
             let tgs: Vec<String> = s.talkgroups.iter().map(|t| t.to_string()).collect();
             println!("talkgroups:    {}", tgs.join(","));
-            println!("state:         {}", if s.inhibited { "inhibited" } else { "enabled" });
+            println!(
+                "state:         {}",
+                if s.inhibited { "inhibited" } else { "enabled" }
+            );
             match store.last_location(imsi).await? {
                 Some((site, at)) => println!("last seen:     site {site} at {at} (unix ms)"),
                 None => println!("last seen:     never"),
@@ -307,11 +351,15 @@ async fn run_admin(cfg: &Config, store: &Store, command: Command) -> anyhow::Res
             println!("imported {n} subscribers");
         }
         Command::Subscriber(SubscriberCommand::Inhibit { imsi }) => {
-            store.set_inhibited(&actor, Imsi::parse(&imsi).context("imsi")?, true).await?;
+            store
+                .set_inhibited(&actor, Imsi::parse(&imsi).context("imsi")?, true)
+                .await?;
             println!("subscriber {imsi} inhibited");
         }
         Command::Subscriber(SubscriberCommand::Enable { imsi }) => {
-            store.set_inhibited(&actor, Imsi::parse(&imsi).context("imsi")?, false).await?;
+            store
+                .set_inhibited(&actor, Imsi::parse(&imsi).context("imsi")?, false)
+                .await?;
             println!("subscriber {imsi} enabled");
         }
         Command::Serve { .. } | Command::Config(_) => unreachable!("handled in main"),
@@ -322,7 +370,8 @@ async fn run_admin(cfg: &Config, store: &Store, command: Command) -> anyhow::Res
 /// Builds the record from the arguments; `true` when keys were generated.
 fn new_subscriber(a: SubscriberAdd) -> anyhow::Result<(NewSubscriber, bool)> {
     let secret = |v: Option<String>, name: &str| -> anyhow::Result<Option<Secret128>> {
-        v.map(|s| Secret128::from_hex(&s).with_context(|| format!("{name} must be 32 hex digits"))).transpose()
+        v.map(|s| Secret128::from_hex(&s).with_context(|| format!("{name} must be 32 hex digits")))
+            .transpose()
     };
     let (k, opc) = (secret(a.k, "k")?, secret(a.opc, "opc")?);
     let generated = k.is_none() && opc.is_none();

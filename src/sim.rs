@@ -18,7 +18,11 @@ pub struct RadioKeys {
 /// Runs one registration-family procedure on `link`: sends `first` (a `REG_REQUEST` or
 /// `LOCATION_UPDATE`), answers the challenge with the keys, and returns the final
 /// answer (`REG_ACCEPT`, `LOCATION_ACCEPT`, `REG_REJECT`, ...) and the transaction id.
-pub async fn authenticate(link: &mut GatewayLink, first: Message, keys: &RadioKeys) -> Result<(u32, Frame), GatewayError> {
+pub async fn authenticate(
+    link: &mut GatewayLink,
+    first: Message,
+    keys: &RadioKeys,
+) -> Result<(u32, Frame), GatewayError> {
     let txn = link.request(first).await?;
     loop {
         let f = link.recv_service().await?;
@@ -36,8 +40,14 @@ pub async fn authenticate(link: &mut GatewayLink, first: Message, keys: &RadioKe
 }
 
 /// Registers by `identity`; the final answer as [`authenticate`] gives it.
-pub async fn register(link: &mut GatewayLink, identity: Identity, keys: &RadioKeys) -> Result<Frame, GatewayError> {
-    authenticate(link, Message::RegRequest { identity }, keys).await.map(|(_, f)| f)
+pub async fn register(
+    link: &mut GatewayLink,
+    identity: Identity,
+    keys: &RadioKeys,
+) -> Result<Frame, GatewayError> {
+    authenticate(link, Message::RegRequest { identity }, keys)
+        .await
+        .map(|(_, f)| f)
 }
 
 /// The TMSI of a `REG_ACCEPT` or `LOCATION_ACCEPT`, if the frame is one.

@@ -25,7 +25,10 @@ impl Affiliation {
         for (slot, tg) in secondary.iter_mut().zip(l.secondary()) {
             *slot = Some(*tg);
         }
-        Affiliation { primary: l.primary(), secondary }
+        Affiliation {
+            primary: l.primary(),
+            secondary,
+        }
     }
 
     /// As the wire list.
@@ -152,17 +155,27 @@ impl Vlr {
     /// Removes the unit holding `tmsi` (deregistration).
     pub fn remove_by_tmsi(&self, tmsi: Tmsi) -> Option<(Imsi, VlrUnit)> {
         let (_, imsi) = self.by_tmsi.remove(&tmsi)?;
-        let unit = self.by_imsi.remove_if(&imsi, |_, u| u.tmsi == tmsi).map(|(_, u)| u)?;
+        let unit = self
+            .by_imsi
+            .remove_if(&imsi, |_, u| u.tmsi == tmsi)
+            .map(|(_, u)| u)?;
         Some((imsi, unit))
     }
 
     /// Removes every unit not heard from since `cutoff_ms`, returning them.
     pub fn expire(&self, cutoff_ms: i64) -> Vec<(Imsi, VlrUnit)> {
-        let stale: Vec<Imsi> =
-            self.by_imsi.iter().filter(|e| e.last_activity_ms < cutoff_ms).map(|e| *e.key()).collect();
+        let stale: Vec<Imsi> = self
+            .by_imsi
+            .iter()
+            .filter(|e| e.last_activity_ms < cutoff_ms)
+            .map(|e| *e.key())
+            .collect();
         let mut out = Vec::with_capacity(stale.len());
         for imsi in stale {
-            if let Some((imsi, unit)) = self.by_imsi.remove_if(&imsi, |_, u| u.last_activity_ms < cutoff_ms) {
+            if let Some((imsi, unit)) = self
+                .by_imsi
+                .remove_if(&imsi, |_, u| u.last_activity_ms < cutoff_ms)
+            {
                 self.by_tmsi.remove_if(&unit.tmsi, |_, owner| *owner == imsi);
                 out.push((imsi, unit));
             }
@@ -172,7 +185,10 @@ impl Vlr {
 
     /// Every registered unit (a snapshot; for shutdown flushes and reports).
     pub fn snapshot(&self) -> Vec<(Imsi, VlrUnit)> {
-        self.by_imsi.iter().map(|e| (*e.key(), e.value().clone())).collect()
+        self.by_imsi
+            .iter()
+            .map(|e| (*e.key(), e.value().clone()))
+            .collect()
     }
 
     /// Keeps a challenge until it is answered or swept; `false` if `max` are pending.
@@ -214,7 +230,10 @@ mod tests {
         VlrUnit {
             tmsi: Tmsi::new(1).unwrap(),
             site: SiteId::new(site).unwrap(),
-            affiliation: Affiliation { primary: TalkgroupId::new(1).unwrap(), secondary: [None; 3] },
+            affiliation: Affiliation {
+                primary: TalkgroupId::new(1).unwrap(),
+                secondary: [None; 3],
+            },
             last_activity_ms: at,
             ck: [0; 16],
             ik: [0; 16],

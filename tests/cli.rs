@@ -33,8 +33,9 @@ async fn config_check_names_the_bad_field() {
     let path = dir.path().join("bad.toml");
     std::fs::write(&path, "[link]\nkeepalive_interval_ms = 5\n").unwrap();
     let out = Command::new(BIN)
-        .args(["config", "check"])
+        .arg("--config")
         .arg(&path)
+        .args(["config", "check"])
         .output()
         .await
         .unwrap();
@@ -63,22 +64,176 @@ async fn keygen_prints_a_fresh_usable_key() {
     assert_ne!(a, b);
 }
 
+/// A config file whose embedded database lives in `dir`, and a runner for `trunkd`.
+struct Cli {
+    dir: tempfile::TempDir,
+    config: std::path::PathBuf,
+}
+
+impl Cli {
+    fn new() -> Cli {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("trunkd.toml");
+        let data = dir.path().join("data");
+        std::fs::write(
+            &config,
+            format!("[link]\nlisten = \"127.0.0.1:0\"\n[database]\ndata_dir = {data:?}\n"),
+        )
+        .unwrap();
+        Cli { dir, config }
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(BIN);
+        c.arg("--config")
+            .arg(&self.config)
+            .env_remove("RUST_LOG")
+            .env_remove("DATABASE_URL");
+        c
+    }
+
+    async fn ok(&self, args: &[&str]) -> String {
+        let out = self.cmd().args(args).output().await.unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}{text}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    }
+
+    async fn fails(&self, args: &[&str]) -> String {
+        let out = self.cmd().args(args).output().await.unwrap();
+        assert!(!out.status.success(), "{args:?} should fail");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+}
+
+#[tokio::test]
+async fn provisioning_from_the_command_line() {
+    let cli = Cli::new();
+    cli.ok(&["fleet", "add", "--id", "100", "--name", "Police"]).await;
+    cli.ok(&[
+        "talkgroup",
+        "add",
+        "--fleet",
+        "100",
+        "--id",
+        "10",
+        "--name",
+        "Dispatch",
+    ])
+    .await;
+    cli.ok(&[
+        "talkgroup",
+        "add",
+        "--fleet",
+        "100",
+        "--id",
+        "11",
+        "--name",
+        "Tactical",
+    ])
+    .await;
+    let out = cli
+        .ok(&["site", "add", "--id", "1", "--name", "North", "--carriers", "2"])
+        .await;
+    assert!(out.contains("link key"), "{out}");
+    let imei = imei(35_000_000_000_001).to_string();
+    let k = radio_keys(1).k.to_hex();
+    let out = cli
+        .cmd()
+        .args([
+            "subscriber",
+            "add",
+            "--imei",
+            &imei,
+            "--fleet",
+            "100",
+            "--member",
+            "7",
+            "--talkgroups",
+            "10,11",
+        ])
+        .env("TRUNKD_K", &k)
+        .env("TRUNKD_OPC", radio_keys(1).opc.to_hex())
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("imsi 001010000000001"));
+    let shown = cli.ok(&["subscriber", "show", "001010000000001"]).await;
+    assert!(
+        shown.contains(&imei) && shown.contains("100/7") && shown.contains("10,11"),
+        "{shown}"
+    );
+    assert!(!shown.to_lowercase().contains(&k), "K printed by show");
+    cli.ok(&["subscriber", "inhibit", "001010000000001"]).await;
+    assert!(cli
+        .ok(&["subscriber", "show", "001010000000001"])
+        .await
+        .contains("inhibited"));
+    let err = cli.fails(&["subscriber", "show", "001019999999999"]).await;
+    assert!(err.contains("does not exist"), "{err}");
+    let err = cli
+        .fails(&["fleet", "add", "--id", "100", "--name", "again"])
+        .await;
+    assert!(err.contains("already exists"), "{err}");
+}
+
+#[tokio::test]
+async fn a_csv_import_with_one_bad_row_writes_nothing() {
+    let cli = Cli::new();
+    cli.ok(&["fleet", "add", "--id", "100", "--name", "Police"]).await;
+    cli.ok(&[
+        "talkgroup",
+        "add",
+        "--fleet",
+        "100",
+        "--id",
+        "10",
+        "--name",
+        "Dispatch",
+    ])
+    .await;
+    let header = "imei,imsi,msisdn,fleet,member,individual_id,k,opc,priority,permissions,talkgroups\n";
+    let row = |n: u64, member: u32| {
+        let keys = radio_keys(n as u8);
+        format!(
+            "{},,,100,{member},,{},{},2,all,10\n",
+            imei(35_000_000_000_000 + n),
+            keys.k.to_hex(),
+            keys.opc.to_hex()
+        )
+    };
+    let file = cli.dir.path().join("units.csv");
+    // Line 4 reuses member 1.
+    std::fs::write(&file, format!("{header}{}{}{}", row(1, 1), row(2, 2), row(3, 1))).unwrap();
+    let err = cli.fails(&["subscriber", "import", file.to_str().unwrap()]).await;
+    assert!(
+        err.contains("line 4") && err.contains("member 1 already exists"),
+        "{err}"
+    );
+    assert!(err.contains("nothing imported"), "{err}");
+    cli.fails(&["subscriber", "show", "001010000000001"]).await;
+    std::fs::write(&file, format!("{header}{}{}{}", row(1, 1), row(2, 2), row(3, 3))).unwrap();
+    assert!(cli
+        .ok(&["subscriber", "import", file.to_str().unwrap()])
+        .await
+        .contains("imported 3"));
+    cli.ok(&["subscriber", "show", "001010000000003"]).await;
+}
+
 #[tokio::test]
 async fn serve_stops_cleanly_on_sigterm_and_never_logs_keys() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("trunkd.toml");
+    let cli = Cli::new();
     let key_hex = key(1).to_hex();
-    std::fs::write(
-        &path,
-        format!(
-            "[link]\nlisten = \"127.0.0.1:0\"\n\n[[sites]]\nid = 1\nname = \"North\"\nkey = \"{key_hex}\"\n"
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&path)
-        .env_remove("RUST_LOG")
+    cli.ok(&["site", "add", "--id", "1", "--name", "North", "--key", &key_hex])
+        .await;
+    let mut child = cli
+        .cmd()
+        .arg("serve")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .kill_on_drop(true)

@@ -14,14 +14,41 @@ async fn fleets_talkgroups_and_sites_with_their_rules() {
         let store = db.open().await;
         provision_basics(&store).await;
         let fleet = FleetId::new(100).unwrap();
-        let dup = store.add_fleet("t", &Fleet { id: fleet, name: "again".into() }).await;
-        assert!(matches!(dup, Err(StoreError::Conflict(_))), "{}: {dup:?}", db.name);
-        let orphan = Talkgroup { fleet: FleetId::new(999).unwrap(), id: TalkgroupId::new(1).unwrap(), name: "x".into() };
-        assert!(matches!(store.add_talkgroup("t", &orphan).await, Err(StoreError::NotFound(_))), "{}", db.name);
+        let dup = store
+            .add_fleet(
+                "t",
+                &Fleet {
+                    id: fleet,
+                    name: "again".into(),
+                },
+            )
+            .await;
+        assert!(
+            matches!(dup, Err(StoreError::Conflict(_))),
+            "{}: {dup:?}",
+            db.name
+        );
+        let orphan = Talkgroup {
+            fleet: FleetId::new(999).unwrap(),
+            id: TalkgroupId::new(1).unwrap(),
+            name: "x".into(),
+        };
+        assert!(
+            matches!(
+                store.add_talkgroup("t", &orphan).await,
+                Err(StoreError::NotFound(_))
+            ),
+            "{}",
+            db.name
+        );
         let sites = store.sites().await.unwrap();
         assert_eq!(sites.len(), 2, "{}", db.name);
         assert_eq!(sites[0].key, key(1), "{}: site key round trip", db.name);
-        assert!(!format!("{sites:?}").contains(&key(1).to_hex()), "{}: site key in Debug", db.name);
+        assert!(
+            !format!("{sites:?}").contains(&key(1).to_hex()),
+            "{}: site key in Debug",
+            db.name
+        );
         assert_eq!(store.talkgroups().await.unwrap().len(), 5, "{}", db.name);
         store.close().await;
     }
@@ -32,18 +59,34 @@ async fn a_subscriber_gets_an_imsi_and_individual_id_and_reads_back_without_secr
     for db in TestDb::all().await {
         let store = db.open().await;
         provision_basics(&store).await;
-        let a = store.add_subscriber("t", new_subscriber(1), "00101").await.unwrap();
-        let b = store.add_subscriber("t", new_subscriber(2), "00101").await.unwrap();
+        let a = store
+            .add_subscriber("t", new_subscriber(1), "00101")
+            .await
+            .unwrap();
+        let b = store
+            .add_subscriber("t", new_subscriber(2), "00101")
+            .await
+            .unwrap();
         assert_eq!(a.imsi.to_string(), "001010000000001", "{}", db.name);
         assert_eq!(b.imsi.to_string(), "001010000000002", "{}", db.name);
         assert_ne!(a.individual, b.individual);
         assert_eq!(a.k, radio_keys(1).k, "{}: K round trip", db.name);
-        assert_eq!(a.talkgroups, [10, 11, 12].map(|t| TalkgroupId::new(t).unwrap()).to_vec());
+        assert_eq!(
+            a.talkgroups,
+            [10, 11, 12].map(|t| TalkgroupId::new(t).unwrap()).to_vec()
+        );
         let shown = format!("{a:?}");
-        assert!(!shown.contains(&radio_keys(1).k.to_hex()) && shown.contains("<redacted>"), "{shown}");
+        assert!(
+            !shown.contains(&radio_keys(1).k.to_hex()) && shown.contains("<redacted>"),
+            "{shown}"
+        );
         // Unique IMEI, member within fleet.
         let again = store.add_subscriber("t", new_subscriber(1), "00101").await;
-        assert!(matches!(again, Err(ImportError::Row { line: 1, .. })), "{}: {again:?}", db.name);
+        assert!(
+            matches!(again, Err(ImportError::Row { line: 1, .. })),
+            "{}: {again:?}",
+            db.name
+        );
         let mut same_member = new_subscriber(3);
         same_member.unit.member = MemberId::new(1).unwrap();
         let e = store.add_subscriber("t", same_member, "00101").await.unwrap_err();
@@ -55,7 +98,11 @@ async fn a_subscriber_gets_an_imsi_and_individual_id_and_reads_back_without_secr
 fn csv_row(n: u8, imei_override: Option<&str>) -> String {
     let s = new_subscriber(n);
     let imei = imei_override.map(str::to_string).unwrap_or(s.imei.to_string());
-    format!("{imei},,,100,{n},,{},{},3,all,10;11\n", s.k.to_hex(), s.opc.to_hex())
+    format!(
+        "{imei},,,100,{n},,{},{},3,all,10;11\n",
+        s.k.to_hex(),
+        s.opc.to_hex()
+    )
 }
 
 const HEADER: &str = "imei,imsi,msisdn,fleet,member,individual_id,k,opc,priority,permissions,talkgroups\n";
@@ -67,26 +114,65 @@ async fn an_import_is_all_or_nothing() {
         provision_basics(&store).await;
         // Row 4 (line 5) repeats the IMEI of row 1: the whole file is refused.
         let dup = new_subscriber(1).imei.to_string();
-        let text = format!("{HEADER}{}{}{}{}", csv_row(1, None), csv_row(2, None), csv_row(3, None), csv_row(4, Some(&dup)));
+        let text = format!(
+            "{HEADER}{}{}{}{}",
+            csv_row(1, None),
+            csv_row(2, None),
+            csv_row(3, None),
+            csv_row(4, Some(&dup))
+        );
         let rows = parse_subscribers(text.as_bytes()).unwrap();
         let e = store.import_subscribers("t", rows, "00101").await.unwrap_err();
         assert!(matches!(&e, ImportError::Row { line: 5, .. }), "{}: {e}", db.name);
         assert!(e.to_string().contains("already provisioned"), "{e}");
-        assert!(store.load_subscribers(None).await.unwrap().is_empty(), "{}: something was written", db.name);
+        assert!(
+            store.load_subscribers(None).await.unwrap().is_empty(),
+            "{}: something was written",
+            db.name
+        );
 
         // A row that conflicts with the database (talkgroup 99 does not exist).
-        let text = format!("{HEADER}{}{}", csv_row(1, None), csv_row(2, None).replace("10;11", "10;99"));
-        let e = store.import_subscribers("t", parse_subscribers(text.as_bytes()).unwrap(), "00101").await.unwrap_err();
-        assert!(e.to_string().starts_with("line 3: talkgroup 99 does not exist"), "{e}");
-        assert!(store.load_subscribers(None).await.unwrap().is_empty(), "{}", db.name);
+        let text = format!(
+            "{HEADER}{}{}",
+            csv_row(1, None),
+            csv_row(2, None).replace("10;11", "10;99")
+        );
+        let e = store
+            .import_subscribers("t", parse_subscribers(text.as_bytes()).unwrap(), "00101")
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string().starts_with("line 3: talkgroup 99 does not exist"),
+            "{e}"
+        );
+        assert!(
+            store.load_subscribers(None).await.unwrap().is_empty(),
+            "{}",
+            db.name
+        );
 
         // A good file goes in whole, with one audit entry.
-        let text = format!("{HEADER}{}{}{}", csv_row(1, None), csv_row(2, None), csv_row(3, None));
-        let imsis = store.import_subscribers("t", parse_subscribers(text.as_bytes()).unwrap(), "00101").await.unwrap();
+        let text = format!(
+            "{HEADER}{}{}{}",
+            csv_row(1, None),
+            csv_row(2, None),
+            csv_row(3, None)
+        );
+        let imsis = store
+            .import_subscribers("t", parse_subscribers(text.as_bytes()).unwrap(), "00101")
+            .await
+            .unwrap();
         assert_eq!(imsis.len(), 3);
-        assert_eq!(store.load_subscribers(None).await.unwrap().len(), 3, "{}", db.name);
+        assert_eq!(
+            store.load_subscribers(None).await.unwrap().len(),
+            3,
+            "{}",
+            db.name
+        );
         let audit = store.audit_since(0, 100).await.unwrap();
-        assert!(audit.iter().any(|a| a.action == "subscriber.import" && a.detail == "3 subscribers"));
+        assert!(audit
+            .iter()
+            .any(|a| a.action == "subscriber.import" && a.detail == "3 subscribers"));
         store.close().await;
     }
 }
@@ -111,20 +197,28 @@ async fn inhibit_enable_and_audit() {
     for db in TestDb::all().await {
         let store = db.open().await;
         provision_basics(&store).await;
-        let s = store.add_subscriber("cli:alice", new_subscriber(1), "00101").await.unwrap();
+        let s = store
+            .add_subscriber("cli:alice", new_subscriber(1), "00101")
+            .await
+            .unwrap();
         store.set_inhibited("cli:bob", s.imsi, true).await.unwrap();
         assert!(store.subscriber(s.imsi).await.unwrap().unwrap().inhibited);
         store.set_inhibited("cli:bob", s.imsi, false).await.unwrap();
         assert!(!store.subscriber(s.imsi).await.unwrap().unwrap().inhibited);
         let ghost = Imsi::parse("001019999999999").unwrap();
-        assert!(matches!(store.set_inhibited("x", ghost, true).await, Err(StoreError::NotFound(_))));
+        assert!(matches!(
+            store.set_inhibited("x", ghost, true).await,
+            Err(StoreError::NotFound(_))
+        ));
         let audit = store.audit_since(0, 100).await.unwrap();
-        let mine: Vec<_> = audit.iter().filter(|a| a.object == format!("subscriber:{}", s.imsi)).collect();
-        assert_eq!(mine.iter().map(|a| a.action.as_str()).collect::<Vec<_>>(), [
-            "subscriber.add",
-            "subscriber.inhibit",
-            "subscriber.enable"
-        ]);
+        let mine: Vec<_> = audit
+            .iter()
+            .filter(|a| a.object == format!("subscriber:{}", s.imsi))
+            .collect();
+        assert_eq!(
+            mine.iter().map(|a| a.action.as_str()).collect::<Vec<_>>(),
+            ["subscriber.add", "subscriber.inhibit", "subscriber.enable"]
+        );
         assert_eq!(mine[1].actor, "cli:bob");
         store.close().await;
     }
@@ -135,12 +229,20 @@ async fn last_locations_upsert_and_never_go_back_in_time() {
     for db in TestDb::all().await {
         let store = db.open().await;
         provision_basics(&store).await;
-        let s = store.add_subscriber("t", new_subscriber(1), "00101").await.unwrap();
+        let s = store
+            .add_subscriber("t", new_subscriber(1), "00101")
+            .await
+            .unwrap();
         assert_eq!(store.last_location(s.imsi).await.unwrap(), None);
         store.write_locations(&[(s.imsi, site(1), 1000)]).await.unwrap();
         store.write_locations(&[(s.imsi, site(2), 2000)]).await.unwrap();
         store.write_locations(&[(s.imsi, site(1), 1500)]).await.unwrap();
-        assert_eq!(store.last_location(s.imsi).await.unwrap(), Some((site(2), 2000)), "{}", db.name);
+        assert_eq!(
+            store.last_location(s.imsi).await.unwrap(),
+            Some((site(2), 2000)),
+            "{}",
+            db.name
+        );
         store.close().await;
     }
 }
@@ -150,11 +252,19 @@ async fn reopening_keeps_everything_and_migrations_are_idempotent() {
     for db in TestDb::all().await {
         let store = db.open().await;
         provision_basics(&store).await;
-        store.add_subscriber("t", new_subscriber(1), "00101").await.unwrap();
+        store
+            .add_subscriber("t", new_subscriber(1), "00101")
+            .await
+            .unwrap();
         store.close().await;
         let store = db.open().await;
         store.migrate().await.unwrap();
-        assert_eq!(store.load_subscribers(None).await.unwrap().len(), 1, "{}", db.name);
+        assert_eq!(
+            store.load_subscribers(None).await.unwrap().len(),
+            1,
+            "{}",
+            db.name
+        );
         assert_eq!(store.sites().await.unwrap().len(), 2);
         store.close().await;
     }
@@ -166,7 +276,10 @@ async fn the_sqlite_file_is_private() {
     use std::os::unix::fs::PermissionsExt;
     let db = TestDb::sqlite();
     let store = db.open().await;
-    let mode = std::fs::metadata(db.dir.path().join("trunkd.db")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(db.dir.path().join("trunkd.db"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o077, 0, "database readable by others: {mode:o}");
     store.close().await;
 }

@@ -77,7 +77,10 @@ pub struct Outcome {
 
 impl Outcome {
     fn reply(f: Frame) -> Self {
-        Outcome { replies: vec![f], events: vec![] }
+        Outcome {
+            replies: vec![f],
+            events: vec![],
+        }
     }
 }
 
@@ -91,8 +94,18 @@ pub struct Registrar {
 
 impl Registrar {
     /// A registrar over the given HLR cache and VLR.
-    pub fn new(hlr: Arc<HlrCache>, vlr: Arc<Vlr>, policy: RegistrationPolicy, entropy: Arc<dyn Entropy>) -> Self {
-        Registrar { hlr, vlr, policy, entropy }
+    pub fn new(
+        hlr: Arc<HlrCache>,
+        vlr: Arc<Vlr>,
+        policy: RegistrationPolicy,
+        entropy: Arc<dyn Entropy>,
+    ) -> Self {
+        Registrar {
+            hlr,
+            vlr,
+            policy,
+            entropy,
+        }
     }
 
     /// Handles a registration-family frame from `site`; `None` for any other message.
@@ -154,7 +167,10 @@ impl Registrar {
             expires_ms: now + self.policy.challenge_timeout_ms,
             procedure,
         };
-        if !self.vlr.put_challenge(site, txn, c, self.policy.max_pending_challenges) {
+        if !self
+            .vlr
+            .put_challenge(site, txn, c, self.policy.max_pending_challenges)
+        {
             return reject(txn, Cause::Busy);
         }
         Outcome::reply(Frame::new(txn, Message::AuthChallenge { rand }))
@@ -187,11 +203,18 @@ impl Registrar {
                         "authenticated at site {site} {} ms after activity at site {}; {}",
                         now - prev.last_activity_ms,
                         prev.site,
-                        if self.policy.refuse_clones { "refused" } else { "allowed" }
+                        if self.policy.refuse_clones {
+                            "refused"
+                        } else {
+                            "allowed"
+                        }
                     ),
                 });
                 if self.policy.refuse_clones {
-                    return Outcome { replies: vec![reg_reject(txn, Cause::CloneSuspected)], events };
+                    return Outcome {
+                        replies: vec![reg_reject(txn, Cause::CloneSuspected)],
+                        events,
+                    };
                 }
             }
         }
@@ -214,7 +237,11 @@ impl Registrar {
         let Some((tmsi, _)) = self.vlr.register(sub.imsi, unit, || self.draw_tmsi()) else {
             return reject(txn, Cause::Unspecified);
         };
-        events.push(Event::Located { imsi: sub.imsi, site, at_ms: now });
+        events.push(Event::Located {
+            imsi: sub.imsi,
+            site,
+            at_ms: now,
+        });
         let answer = match c.procedure {
             Procedure::Register => Message::RegAccept {
                 imsi: sub.imsi,
@@ -225,14 +252,26 @@ impl Registrar {
             },
             Procedure::LocationUpdate => Message::LocationAccept { tmsi },
         };
-        Outcome { replies: vec![Frame::new(txn, answer)], events }
+        Outcome {
+            replies: vec![Frame::new(txn, answer)],
+            events,
+        }
     }
 
     fn deregister(&self, site: SiteId, txn: u32, tmsi: Tmsi, now: i64) -> Outcome {
         match self.vlr.remove_by_tmsi(tmsi) {
             Some((imsi, _)) => Outcome {
-                replies: vec![Frame::new(txn, Message::Ack { acked: MessageType::Deregister })],
-                events: vec![Event::Located { imsi, site, at_ms: now }],
+                replies: vec![Frame::new(
+                    txn,
+                    Message::Ack {
+                        acked: MessageType::Deregister,
+                    },
+                )],
+                events: vec![Event::Located {
+                    imsi,
+                    site,
+                    at_ms: now,
+                }],
             },
             None => Outcome::reply(deny(txn, MessageType::Deregister, Cause::NotRegistered)),
         }
@@ -240,7 +279,9 @@ impl Registrar {
 
     fn affiliate(&self, site: SiteId, txn: u32, tmsi: Tmsi, list: &TalkgroupList, now: i64) -> Outcome {
         let ty = MessageType::Affiliate;
-        let Some(imsi) = self.vlr.imsi_of(tmsi) else { return Outcome::reply(deny(txn, ty, Cause::NotRegistered)) };
+        let Some(imsi) = self.vlr.imsi_of(tmsi) else {
+            return Outcome::reply(deny(txn, ty, Cause::NotRegistered));
+        };
         let Some(sub) = self.hlr.subscriber(&imsi) else {
             return Outcome::reply(deny(txn, ty, Cause::UnknownSubscriber));
         };
@@ -262,7 +303,12 @@ impl Registrar {
         if updated != Some(true) {
             return Outcome::reply(deny(txn, ty, Cause::NotRegistered));
         }
-        Outcome::reply(Frame::new(txn, Message::AffiliateAccept { talkgroups: wanted.to_list() }))
+        Outcome::reply(Frame::new(
+            txn,
+            Message::AffiliateAccept {
+                talkgroups: wanted.to_list(),
+            },
+        ))
     }
 
     /// A random TMSI in range (`0` and all-ones are reserved and redrawn).

@@ -35,26 +35,57 @@ struct Row {
 
 /// Parses a whole CSV file; the first bad row stops it with its line number.
 pub fn parse_subscribers(input: impl Read) -> Result<Vec<(u64, NewSubscriber)>, ImportError> {
-    let mut reader = ::csv::ReaderBuilder::new().trim(::csv::Trim::All).from_reader(input);
-    let headers = reader.headers().map_err(|e| ImportError::Row { line: 1, reason: e.to_string() })?.clone();
-    for needed in ["imei", "fleet", "member", "k", "opc", "priority", "permissions", "talkgroups"] {
+    let mut reader = ::csv::ReaderBuilder::new()
+        .trim(::csv::Trim::All)
+        .flexible(true)
+        .from_reader(input);
+    let headers = reader
+        .headers()
+        .map_err(|e| ImportError::Row {
+            line: 1,
+            reason: e.to_string(),
+        })?
+        .clone();
+    for needed in [
+        "imei",
+        "fleet",
+        "member",
+        "k",
+        "opc",
+        "priority",
+        "permissions",
+        "talkgroups",
+    ] {
         if !headers.iter().any(|h| h == needed) {
-            return Err(ImportError::Row { line: 1, reason: format!("header lacks the `{needed}` column") });
+            return Err(ImportError::Row {
+                line: 1,
+                reason: format!("header lacks the `{needed}` column"),
+            });
         }
     }
     let mut out = Vec::new();
     let mut record = ::csv::StringRecord::new();
     loop {
-        let line = reader.position().line() + 1;
         match reader.read_record(&mut record) {
             Ok(false) => break,
             Ok(true) => {}
-            Err(e) => return Err(ImportError::Row { line, reason: csv_reason(&e) }),
+            Err(e) => {
+                let line = e.position().map_or(reader.position().line(), |p| p.line());
+                return Err(ImportError::Row {
+                    line,
+                    reason: csv_reason(&e),
+                });
+            }
         }
-        let line = record.position().map_or(line, |p| p.line());
-        let row: Row = record
-            .deserialize(Some(&headers))
-            .map_err(|e| ImportError::Row { line, reason: csv_reason(&e) })?;
+        let line = record.position().map_or(reader.position().line(), |p| p.line());
+        if record.len() != headers.len() {
+            let reason = format!("has {} fields, the header has {}", record.len(), headers.len());
+            return Err(ImportError::Row { line, reason });
+        }
+        let row: Row = record.deserialize(Some(&headers)).map_err(|e| ImportError::Row {
+            line,
+            reason: csv_reason(&e),
+        })?;
         let sub = convert(row).map_err(|reason| ImportError::Row { line, reason })?;
         out.push((line, sub));
     }
@@ -63,9 +94,6 @@ pub fn parse_subscribers(input: impl Read) -> Result<Vec<(u64, NewSubscriber)>, 
 
 fn csv_reason(e: &::csv::Error) -> String {
     match e.kind() {
-        ::csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
-            format!("has {len} fields, the header has {expected_len}")
-        }
         ::csv::ErrorKind::Utf8 { .. } => "is not valid UTF-8".into(),
         ::csv::ErrorKind::Deserialize { err, .. } => err.to_string(),
         _ => e.to_string(),
@@ -74,18 +102,43 @@ fn csv_reason(e: &::csv::Error) -> String {
 
 fn convert(r: Row) -> Result<NewSubscriber, String> {
     let imei = Imei::parse(&r.imei).map_err(|e| format!("imei: {e}"))?;
-    let imsi = if r.imsi.is_empty() { None } else { Some(Imsi::parse(&r.imsi).map_err(|e| format!("imsi: {e}"))?) };
+    let imsi = if r.imsi.is_empty() {
+        None
+    } else {
+        Some(Imsi::parse(&r.imsi).map_err(|e| format!("imsi: {e}"))?)
+    };
     let msisdn = (!r.msisdn.is_empty()).then_some(r.msisdn);
-    let fleet = r.fleet.parse().ok().and_then(FleetId::new).ok_or("fleet must be 1..=65535")?;
-    let member = r.member.parse().ok().and_then(MemberId::new).ok_or("member must be 1..=65535")?;
+    let fleet = r
+        .fleet
+        .parse()
+        .ok()
+        .and_then(FleetId::new)
+        .ok_or("fleet must be 1..=65535")?;
+    let member = r
+        .member
+        .parse()
+        .ok()
+        .and_then(MemberId::new)
+        .ok_or("member must be 1..=65535")?;
     let individual = if r.individual_id.is_empty() {
         None
     } else {
-        Some(r.individual_id.parse().ok().and_then(IndividualId::new).ok_or("individual_id must be 1..=16777215")?)
+        Some(
+            r.individual_id
+                .parse()
+                .ok()
+                .and_then(IndividualId::new)
+                .ok_or("individual_id must be 1..=16777215")?,
+        )
     };
     let k = Secret128::from_hex(&r.k).ok_or("k must be 32 hex digits")?;
     let opc = Secret128::from_hex(&r.opc).ok_or("opc must be 32 hex digits")?;
-    let priority: u8 = r.priority.parse().ok().filter(|p| *p <= 15).ok_or("priority must be 0..=15")?;
+    let priority: u8 = r
+        .priority
+        .parse()
+        .ok()
+        .filter(|p| *p <= 15)
+        .ok_or("priority must be 0..=15")?;
     let permissions = Permissions::parse(&r.permissions)?;
     let talkgroups = parse_talkgroups(&r.talkgroups)?;
     Ok(NewSubscriber {
@@ -107,7 +160,12 @@ pub fn parse_talkgroups(s: &str) -> Result<Vec<TalkgroupId>, String> {
     s.split([';', ','])
         .map(str::trim)
         .filter(|w| !w.is_empty())
-        .map(|w| w.parse().ok().and_then(TalkgroupId::new).ok_or_else(|| format!("talkgroup `{w}` must be 1..=65535")))
+        .map(|w| {
+            w.parse()
+                .ok()
+                .and_then(TalkgroupId::new)
+                .ok_or_else(|| format!("talkgroup `{w}` must be 1..=65535"))
+        })
         .collect()
 }
 
@@ -115,7 +173,8 @@ pub fn parse_talkgroups(s: &str) -> Result<Vec<TalkgroupId>, String> {
 mod tests {
     use super::*;
 
-    const HEADER: &str = "imei,imsi,msisdn,fleet,member,individual_id,k,opc,priority,permissions,talkgroups\n";
+    const HEADER: &str =
+        "imei,imsi,msisdn,fleet,member,individual_id,k,opc,priority,permissions,talkgroups\n";
     const GOOD: &str = "490154203237518,,,100,1,,465b5ce8b199b49faa5f0a2ee238a6bc,cd63cb71954a9f4e48a5994e37a02baf,5,group;private,10;11\n";
 
     #[test]

@@ -25,9 +25,7 @@ use sqlx::{PgPool, QueryBuilder, Row, SqlitePool};
 
 pub use model::*;
 
-use crate::protocol::{
-    FleetId, Imei, Imsi, IndividualId, MemberId, SiteId, SiteKey, TalkgroupId, Unit,
-};
+use crate::protocol::{FleetId, Imei, Imsi, IndividualId, MemberId, SiteId, SiteKey, TalkgroupId, Unit};
 
 /// A store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -114,7 +112,10 @@ impl Store {
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(10));
             let file = opts.get_filename().to_path_buf();
-            let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
+            let pool = SqlitePoolOptions::new()
+                .max_connections(4)
+                .connect_with(opts)
+                .await?;
             restrict_file(&file);
             Store::Sqlite(pool)
         };
@@ -261,7 +262,9 @@ impl Store {
         new: NewSubscriber,
         imsi_prefix: &str,
     ) -> Result<Subscriber, ImportError> {
-        let imsis = self.import_subscribers(actor, vec![(1, new)], imsi_prefix).await?;
+        let imsis = self
+            .import_subscribers(actor, vec![(1, new)], imsi_prefix)
+            .await?;
         let imsi = imsis[0];
         let sub = self.subscriber(imsi).await?;
         sub.ok_or_else(|| StoreError::NotFound(format!("subscriber {imsi} vanished")).into())
@@ -379,8 +382,9 @@ impl Store {
              perm_private, perm_emergency, perm_short_data, perm_interconnect, inhibited, created_at, updated_at \
              FROM subscribers{where_sub} ORDER BY imsi"
         );
-        let sql_tg =
-            format!("SELECT imsi, talkgroup_id FROM subscriber_talkgroups{where_sub} ORDER BY imsi, position");
+        let sql_tg = format!(
+            "SELECT imsi, talkgroup_id FROM subscriber_talkgroups{where_sub} ORDER BY imsi, position"
+        );
         dispatch!(self, p => {
             let mut q = sqlx::query(&sql_sub);
             let mut qt = sqlx::query(&sql_tg);
@@ -486,7 +490,13 @@ impl Store {
     }
 
     /// Appends one audit entry.
-    pub async fn audit(&self, actor: &str, action: &str, object: &str, detail: &str) -> Result<(), StoreError> {
+    pub async fn audit(
+        &self,
+        actor: &str,
+        action: &str,
+        object: &str,
+        detail: &str,
+    ) -> Result<(), StoreError> {
         dispatch!(self, p => {
             let mut tx = p.begin().await?;
             audit_in(&mut tx, now_ms(), actor, action, object, detail).await?;
@@ -520,7 +530,8 @@ impl Store {
 
     /// The id of the newest audit entry (0 when empty).
     pub async fn audit_high_water(&self) -> Result<i64, StoreError> {
-        let v: Option<i64> = dispatch!(self, p => sqlx::query_scalar("SELECT MAX(id) FROM audit_log").fetch_one(p).await?);
+        let v: Option<i64> =
+            dispatch!(self, p => sqlx::query_scalar("SELECT MAX(id) FROM audit_log").fetch_one(p).await?);
         Ok(v.unwrap_or(0))
     }
 }
@@ -556,9 +567,10 @@ where
 fn conflict<T>(r: Result<T, sqlx::Error>, msg: impl FnOnce() -> String) -> Result<T, StoreError> {
     match r {
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(StoreError::Conflict(msg())),
-        Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => {
-            Err(StoreError::Conflict(format!("{}: refers to something that does not exist", msg())))
-        }
+        Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => Err(StoreError::Conflict(format!(
+            "{}: refers to something that does not exist",
+            msg()
+        ))),
         other => Ok(other?),
     }
 }
@@ -567,13 +579,22 @@ fn corrupt(what: &str) -> StoreError {
     StoreError::Open(format!("database holds an invalid {what}"))
 }
 fn site_id(v: i64) -> Result<SiteId, StoreError> {
-    u16::try_from(v).ok().and_then(SiteId::new).ok_or_else(|| corrupt("site id"))
+    u16::try_from(v)
+        .ok()
+        .and_then(SiteId::new)
+        .ok_or_else(|| corrupt("site id"))
 }
 fn fleet_id(v: i64) -> Result<FleetId, StoreError> {
-    u16::try_from(v).ok().and_then(FleetId::new).ok_or_else(|| corrupt("fleet id"))
+    u16::try_from(v)
+        .ok()
+        .and_then(FleetId::new)
+        .ok_or_else(|| corrupt("fleet id"))
 }
 fn talkgroup_id(v: i64) -> Result<TalkgroupId, StoreError> {
-    u16::try_from(v).ok().and_then(TalkgroupId::new).ok_or_else(|| corrupt("talkgroup id"))
+    u16::try_from(v)
+        .ok()
+        .and_then(TalkgroupId::new)
+        .ok_or_else(|| corrupt("talkgroup id"))
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
@@ -645,7 +666,10 @@ fn plan_import(
             return Err(err(format!("fleet {fleet} does not exist")));
         }
         if !unit.insert((fleet, i64::from(s.unit.member.get()))) {
-            return Err(err(format!("member {} already exists in fleet {fleet}", s.unit.member)));
+            return Err(err(format!(
+                "member {} already exists in fleet {fleet}",
+                s.unit.member
+            )));
         }
         if s.priority > 15 {
             return Err(err(format!("priority {} is outside 0..=15", s.priority)));
@@ -665,7 +689,9 @@ fn plan_import(
         let the_imsi = match s.imsi {
             Some(i) => i,
             None => loop {
-                let candidate = next_msin.next().ok_or_else(|| err("no free IMSI left under the prefix".into()))?;
+                let candidate = next_msin
+                    .next()
+                    .ok_or_else(|| err("no free IMSI left under the prefix".into()))?;
                 if !imsi.contains(&candidate.to_string()) {
                     break candidate;
                 }

@@ -72,8 +72,13 @@ pub struct Permissions {
 
 impl Permissions {
     /// Every permission.
-    pub const ALL: Permissions =
-        Permissions { group_call: true, private_call: true, emergency: true, short_data: true, interconnect: true };
+    pub const ALL: Permissions = Permissions {
+        group_call: true,
+        private_call: true,
+        emergency: true,
+        short_data: true,
+        interconnect: true,
+    };
 
     /// Parses a `;`- or `,`-separated list of `group`, `private`, `emergency`, `data`,
     /// `interconnect`, or `all`, or `none`.

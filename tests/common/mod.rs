@@ -148,19 +148,37 @@ pub struct TestDb {
 
 impl TestDb {
     pub fn sqlite() -> TestDb {
-        TestDb { name: "sqlite", url: String::new(), dir: tempfile::tempdir().unwrap() }
+        TestDb {
+            name: "sqlite",
+            url: String::new(),
+            dir: tempfile::tempdir().unwrap(),
+        }
     }
 
     /// `None` when `TEST_DATABASE_URL` is not set.
     pub async fn postgres() -> Option<TestDb> {
         use sqlx::Connection;
-        let base = std::env::var("TEST_DATABASE_URL").ok().filter(|u| !u.is_empty())?;
-        let db = format!("trunkd_test_{}", hex::encode(SiteKey::generate().unwrap().expose()[..8].to_vec()));
-        let mut conn = sqlx::PgConnection::connect(&base).await.expect("TEST_DATABASE_URL unreachable");
-        sqlx::query(&format!("CREATE DATABASE {db}")).execute(&mut conn).await.unwrap();
+        let base = std::env::var("TEST_DATABASE_URL")
+            .ok()
+            .filter(|u| !u.is_empty())?;
+        let db = format!(
+            "trunkd_test_{}",
+            hex::encode(&SiteKey::generate().unwrap().expose()[..8])
+        );
+        let mut conn = sqlx::PgConnection::connect(&base)
+            .await
+            .expect("TEST_DATABASE_URL unreachable");
+        sqlx::query(&format!("CREATE DATABASE {db}"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
         conn.close().await.unwrap();
         let (head, _) = base.split('?').next().unwrap().rsplit_once('/').unwrap();
-        Some(TestDb { name: "postgres", url: format!("{head}/{db}"), dir: tempfile::tempdir().unwrap() })
+        Some(TestDb {
+            name: "postgres",
+            url: format!("{head}/{db}"),
+            dir: tempfile::tempdir().unwrap(),
+        })
     }
 
     /// SQLite always, PostgreSQL too when available.
@@ -171,24 +189,37 @@ impl TestDb {
     }
 
     pub async fn open(&self) -> trunkd::store::Store {
-        trunkd::store::Store::open(&self.url, self.dir.path()).await.unwrap()
+        trunkd::store::Store::open(&self.url, self.dir.path())
+            .await
+            .unwrap()
     }
 
     pub fn database_config(&self) -> trunkd::config::DatabaseConfig {
-        trunkd::config::DatabaseConfig { url: self.url.clone(), data_dir: self.dir.path().to_path_buf() }
+        trunkd::config::DatabaseConfig {
+            url: self.url.clone(),
+            data_dir: self.dir.path().to_path_buf(),
+        }
     }
 }
 
 /// Test subscriber keys: K = n repeated, OPc = n + 100 repeated.
 pub fn radio_keys(n: u8) -> trunkd::sim::RadioKeys {
     use trunkd::store::Secret128;
-    trunkd::sim::RadioKeys { k: Secret128::from_bytes([n; 16]), opc: Secret128::from_bytes([n.wrapping_add(100); 16]) }
+    trunkd::sim::RadioKeys {
+        k: Secret128::from_bytes([n; 16]),
+        opc: Secret128::from_bytes([n.wrapping_add(100); 16]),
+    }
 }
 
 /// A valid IMEI (Luhn digit appended) from a 14-digit body number.
 pub fn imei(body: u64) -> trunkd::protocol::Imei {
     let s = format!("{body:014}");
-    let d: [u8; 14] = s.bytes().map(|b| b - b'0').collect::<Vec<_>>().try_into().unwrap();
+    let d: [u8; 14] = s
+        .bytes()
+        .map(|b| b - b'0')
+        .collect::<Vec<_>>()
+        .try_into()
+        .unwrap();
     let check = trunkd::protocol::luhn_check_digit(&d);
     trunkd::protocol::Imei::parse(&format!("{s}{check}")).unwrap()
 }
@@ -198,13 +229,32 @@ pub async fn provision_basics(store: &trunkd::store::Store) {
     use trunkd::protocol::{FleetId, TalkgroupId};
     use trunkd::store::{Fleet, Site, Talkgroup};
     let fleet = FleetId::new(100).unwrap();
-    store.add_fleet("test", &Fleet { id: fleet, name: "Police".into() }).await.unwrap();
+    store
+        .add_fleet(
+            "test",
+            &Fleet {
+                id: fleet,
+                name: "Police".into(),
+            },
+        )
+        .await
+        .unwrap();
     for tg in 10..=14 {
-        let t = Talkgroup { fleet, id: TalkgroupId::new(tg).unwrap(), name: format!("TG{tg}") };
+        let t = Talkgroup {
+            fleet,
+            id: TalkgroupId::new(tg).unwrap(),
+            name: format!("TG{tg}"),
+        };
         store.add_talkgroup("test", &t).await.unwrap();
     }
     for n in 1..=2u16 {
-        let s = Site { id: site(n), name: format!("Site {n}"), carriers: 2, slots_per_carrier: 6, key: key(n as u8) };
+        let s = Site {
+            id: site(n),
+            name: format!("Site {n}"),
+            carriers: 2,
+            slots_per_carrier: 6,
+            key: key(n as u8),
+        };
         store.add_site("test", &s).await.unwrap();
     }
 }
@@ -218,7 +268,10 @@ pub fn new_subscriber(n: u8) -> trunkd::store::NewSubscriber {
         imei: imei(35_000_000_000_000 + u64::from(n)),
         imsi: None,
         msisdn: None,
-        unit: Unit { fleet: FleetId::new(100).unwrap(), member: MemberId::new(n.into()).unwrap() },
+        unit: Unit {
+            fleet: FleetId::new(100).unwrap(),
+            member: MemberId::new(n.into()).unwrap(),
+        },
         individual: None,
         k: keys.k,
         opc: keys.opc,
