@@ -187,6 +187,15 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_example_file_parses() {
+        let rows = parse_subscribers(include_str!("../../examples/subscribers.csv").as_bytes()).unwrap();
+        assert_eq!(rows.len(), 3);
+        assert!(rows.iter().all(|(_, s)| s.imei.luhn_ok()));
+        assert_eq!(rows[1].1.msisdn.as_deref(), Some("447700900123"));
+        assert_eq!(rows[2].1.talkgroups.len(), 3);
+    }
+
+    #[test]
     fn bad_rows_name_their_line_and_reason() {
         let bad_k = GOOD.replace("465b5ce8b199b49faa5f0a2ee238a6bc", "xyz");
         let e = parse_subscribers(format!("{HEADER}{GOOD}{bad_k}").as_bytes()).unwrap_err();

@@ -1,7 +1,10 @@
 //! trunksim: simulated base-station gateways (and, in later versions, the radios behind
 //! them) that drive trunkd over the real link protocol.
 
+mod load;
+
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -37,6 +40,39 @@ enum Command {
         #[arg(long)]
         duration: Option<f64>,
     },
+    /// Provision a simulated fleet: fleets, talkgroups and sites go straight into the HLR
+    /// named by the trunkd configuration; the units go to OUT/units.csv for
+    /// `trunkd subscriber import`, and the site keys to OUT/sites.csv.
+    Provision {
+        /// trunkd's configuration file (for the database); defaults as trunkd's.
+        #[arg(long, env = "TRUNKD_CONFIG")]
+        config: Option<PathBuf>,
+        /// Units to create.
+        #[arg(long)]
+        units: usize,
+        /// Sites to create (ids 1..=SITES).
+        #[arg(long, default_value_t = 100)]
+        sites: u16,
+        /// Output directory.
+        #[arg(long, default_value = "sim")]
+        out: PathBuf,
+    },
+    /// Power on every unit of a provisioned fleet through one gateway per site and
+    /// report the registration rate and latency percentiles.
+    Register {
+        /// Directory written by `trunksim provision`.
+        #[arg(long, default_value = "sim")]
+        dir: PathBuf,
+        /// The controller's link address.
+        #[arg(long, default_value = "127.0.0.1:7300")]
+        server: SocketAddr,
+        /// Registrations in flight per gateway.
+        #[arg(long, default_value_t = 32)]
+        window: usize,
+        /// Register only the first N units.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
 }
 
 #[tokio::main]
@@ -61,6 +97,17 @@ async fn main() -> anyhow::Result<()> {
                 .collect::<anyhow::Result<Vec<_>>>()?;
             gateway(server, site, &key, frames, duration.map(Duration::from_secs_f64)).await
         }
+        Command::Provision { config, units, sites, out } => {
+            let cfg = trunkd::config::Config::load(config.as_deref())?;
+            let store = trunkd::store::Store::open(&cfg.database.url, &cfg.database.data_dir).await?;
+            let r = load::provision(&store, units, sites, &out).await;
+            store.close().await;
+            r?;
+            println!("provisioned {sites} sites; {units} units written to {}", out.join("units.csv").display());
+            println!("next: trunkd subscriber import {}", out.join("units.csv").display());
+            Ok(())
+        }
+        Command::Register { dir, server, window, limit } => load::register(&dir, server, window.max(1), limit).await,
     }
 }
 

@@ -1,0 +1,219 @@
+//! Provisioning a simulated fleet and registering it through simulated gateways.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use trunkd::core::auth::unit_response;
+use trunkd::link::gateway::GatewayLink;
+use trunkd::protocol::{luhn_check_digit, Cause, FleetId, Frame, Identity, Message, SiteId, SiteKey, TalkgroupId};
+use trunkd::store::{Fleet, Secret128, Site, Store, Talkgroup};
+
+/// Members per simulated fleet.
+const FLEET_SIZE: usize = 1000;
+/// Talkgroups per simulated fleet.
+const TALKGROUPS: u16 = 4;
+
+/// A valid IMEI for unit `i`.
+pub fn unit_imei(i: usize) -> String {
+    let body = format!("35{:012}", i);
+    let d: Vec<u8> = body.bytes().map(|b| b - b'0').collect();
+    let check = luhn_check_digit(&d.try_into().expect("14 digits"));
+    format!("{body}{check}")
+}
+
+/// Writes fleets, talkgroups and sites into the HLR, and `units.csv` (for
+/// `trunkd subscriber import`) and `sites.csv` (the gateways' keys) into `out`.
+pub async fn provision(store: &Store, units: usize, sites: u16, out: &Path) -> anyhow::Result<()> {
+    if units == 0 || sites == 0 {
+        bail!("need at least one unit and one site");
+    }
+    let fleets = units.div_ceil(FLEET_SIZE);
+    if fleets > usize::from(u16::MAX) {
+        bail!("at most {} units", usize::from(u16::MAX) * FLEET_SIZE);
+    }
+    std::fs::create_dir_all(out)?;
+    let actor = "trunksim";
+    for f in 1..=fleets as u16 {
+        let id = FleetId::new(f).expect("1..");
+        store.add_fleet(actor, &Fleet { id, name: format!("sim fleet {f}") }).await?;
+        for t in 1..=TALKGROUPS {
+            let tg = Talkgroup { fleet: id, id: TalkgroupId::new(t).expect("1.."), name: format!("sim tg {t}") };
+            store.add_talkgroup(actor, &tg).await?;
+        }
+    }
+    let mut site_file = private_file(&out.join("sites.csv"))?;
+    writeln!(site_file, "id,key")?;
+    for s in 1..=sites {
+        let id = SiteId::new(s).context("site ids must be within 1..=4095")?;
+        let key = SiteKey::generate()?;
+        let site = Site { id, name: format!("sim site {s}"), carriers: 2, slots_per_carrier: 6, key: key.clone() };
+        store.add_site(actor, &site).await?;
+        writeln!(site_file, "{s},{}", key.to_hex())?;
+    }
+    let mut csv = std::io::BufWriter::new(private_file(&out.join("units.csv"))?);
+    writeln!(csv, "imei,imsi,msisdn,fleet,member,individual_id,k,opc,priority,permissions,talkgroups")?;
+    for i in 0..units {
+        let (k, opc) = (Secret128::generate()?, Secret128::generate()?);
+        let fleet = i / FLEET_SIZE + 1;
+        let member = i % FLEET_SIZE + 1;
+        let priority = i % 8;
+        writeln!(
+            csv,
+            "{},,,{fleet},{member},,{},{},{priority},group;private;emergency;data,1;2",
+            unit_imei(i),
+            k.to_hex(),
+            opc.to_hex()
+        )?;
+    }
+    csv.flush()?;
+    Ok(())
+}
+
+fn private_file(path: &Path) -> anyhow::Result<std::fs::File> {
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+    o.open(path).with_context(|| format!("creating {}", path.display()))
+}
+
+struct SimUnit {
+    imei: trunkd::protocol::Imei,
+    k: Secret128,
+    opc: Secret128,
+}
+
+/// What one gateway measured.
+#[derive(Default)]
+struct GatewayReport {
+    accepted: usize,
+    rejected: HashMap<Cause, usize>,
+    latencies_us: Vec<u32>,
+}
+
+/// Registers every unit of `dir/units.csv` through one gateway per site of
+/// `dir/sites.csv`, with at most `window` registrations in flight per gateway.
+pub async fn register(dir: &Path, server: SocketAddr, window: usize, limit: Option<usize>) -> anyhow::Result<()> {
+    let sites = read_sites(&dir.join("sites.csv"))?;
+    let file = std::fs::File::open(dir.join("units.csv")).context("units.csv")?;
+    let rows = trunkd::store::csv::parse_subscribers(std::io::BufReader::new(file))?;
+    let mut units: Vec<SimUnit> =
+        rows.into_iter().map(|(_, s)| SimUnit { imei: s.imei, k: s.k, opc: s.opc }).collect();
+    if let Some(l) = limit {
+        units.truncate(l);
+    }
+    let total = units.len();
+    let mut per_site: Vec<Vec<SimUnit>> = (0..sites.len()).map(|_| Vec::new()).collect();
+    for (i, u) in units.into_iter().enumerate() {
+        per_site[i % sites.len()].push(u);
+    }
+    let mut links = Vec::new();
+    for (site, key) in &sites {
+        links.push(GatewayLink::connect(server, *site, key).await.with_context(|| format!("site {site}"))?);
+    }
+    println!("{} gateways connected; registering {total} units, window {window} per gateway", links.len());
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (link, units) in links.into_iter().zip(per_site) {
+        tasks.push(tokio::spawn(run_gateway(link, units, window)));
+    }
+    let mut report = GatewayReport::default();
+    for t in tasks {
+        let r = t.await??;
+        report.accepted += r.accepted;
+        for (c, n) in r.rejected {
+            *report.rejected.entry(c).or_default() += n;
+        }
+        report.latencies_us.extend(r.latencies_us);
+    }
+    let elapsed = started.elapsed();
+    print_report(&report, total, elapsed);
+    Ok(())
+}
+
+fn read_sites(path: &Path) -> anyhow::Result<Vec<(SiteId, SiteKey)>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let (id, key) = l.split_once(',').context("sites.csv: id,key")?;
+            let id = id.trim().parse().ok().and_then(SiteId::new).context("sites.csv: bad site id")?;
+            Ok((id, SiteKey::from_hex(key)?))
+        })
+        .collect()
+}
+
+/// One gateway: keeps `window` registrations in flight (REG_REQUEST by IMEI, answer the
+/// challenge, wait for the verdict), measuring each from request to verdict.
+async fn run_gateway(mut link: GatewayLink, units: Vec<SimUnit>, window: usize) -> anyhow::Result<GatewayReport> {
+    let mut report = GatewayReport::default();
+    let mut in_flight: HashMap<u32, (usize, Instant)> = HashMap::new();
+    let mut next = 0;
+    let mut done = 0;
+    let mut keepalive = tokio::time::interval(link.keepalive_interval());
+    keepalive.tick().await;
+    while done < units.len() {
+        while in_flight.len() < window && next < units.len() {
+            let txn = link.request(Message::RegRequest { identity: Identity::Imei(units[next].imei) }).await?;
+            in_flight.insert(txn, (next, Instant::now()));
+            next += 1;
+        }
+        let frame: Frame = tokio::select! {
+            f = link.recv_service() => f?,
+            _ = keepalive.tick() => { link.keepalive().await?; continue; }
+        };
+        let Some(&(i, sent)) = in_flight.get(&frame.txn) else { continue };
+        match frame.msg {
+            Message::AuthChallenge { rand } => {
+                let res = unit_response(&units[i].k, &units[i].opc, &rand);
+                link.send(Frame::new(frame.txn, Message::AuthResponse { res })).await?;
+            }
+            Message::RegAccept { .. } => {
+                in_flight.remove(&frame.txn);
+                report.accepted += 1;
+                report.latencies_us.push(sent.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                done += 1;
+            }
+            Message::RegReject { cause } | Message::Deny { cause, .. } => {
+                in_flight.remove(&frame.txn);
+                *report.rejected.entry(cause).or_default() += 1;
+                done += 1;
+            }
+            other => bail!("unexpected answer {other:?}"),
+        }
+    }
+    Ok(report)
+}
+
+fn print_report(r: &GatewayReport, total: usize, elapsed: Duration) {
+    let mut lat = r.latencies_us.clone();
+    lat.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if lat.is_empty() {
+            return 0.0;
+        }
+        let idx = ((p / 100.0) * (lat.len() - 1) as f64).round() as usize;
+        f64::from(lat[idx]) / 1000.0
+    };
+    println!("units:        {total}");
+    println!("accepted:     {}", r.accepted);
+    let mut rejected: Vec<_> = r.rejected.iter().collect();
+    rejected.sort_by_key(|(c, _)| c.code());
+    for (c, n) in rejected {
+        println!("rejected:     {n} ({c})");
+    }
+    println!("elapsed:      {:.3} s", elapsed.as_secs_f64());
+    println!("rate:         {:.0} registrations/s", total as f64 / elapsed.as_secs_f64());
+    println!(
+        "latency ms:   p50 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
+        pct(50.0),
+        pct(99.0),
+        pct(99.9),
+        pct(100.0)
+    );
+}
