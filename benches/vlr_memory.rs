@@ -32,7 +32,9 @@ static A: Counting = Counting;
 
 fn main() {
     const UNITS: usize = 100_000;
-    let imsis: Vec<Imsi> = (0..UNITS).map(|i| Imsi::parse(&format!("00101{i:010}")).unwrap()).collect();
+    let imsis: Vec<Imsi> = (0..UNITS)
+        .map(|i| Imsi::parse(&format!("00101{i:010}")).unwrap())
+        .collect();
     let before = LIVE.load(Ordering::SeqCst);
     let vlr = Vlr::new();
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
@@ -60,6 +62,13 @@ fn main() {
     let after = LIVE.load(Ordering::SeqCst);
     assert_eq!(vlr.len(), UNITS);
     let per_unit = (after - before) as f64 / UNITS as f64;
-    println!("VLR: {UNITS} units, {} bytes of heap, {per_unit:.0} bytes per unit", after - before);
-    println!("(entry value: {} bytes, key: {} bytes)", std::mem::size_of::<VlrUnit>(), std::mem::size_of::<Imsi>());
+    println!(
+        "VLR: {UNITS} units, {} bytes of heap, {per_unit:.0} bytes per unit",
+        after - before
+    );
+    println!(
+        "(entry value: {} bytes, key: {} bytes)",
+        std::mem::size_of::<VlrUnit>(),
+        std::mem::size_of::<Imsi>()
+    );
 }

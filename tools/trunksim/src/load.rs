@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use trunkd::core::auth::unit_response;
 use trunkd::link::gateway::GatewayLink;
-use trunkd::protocol::{luhn_check_digit, Cause, FleetId, Frame, Identity, Message, SiteId, SiteKey, TalkgroupId};
+use trunkd::protocol::{
+    luhn_check_digit, Cause, FleetId, Frame, Identity, Message, SiteId, SiteKey, TalkgroupId,
+};
 use trunkd::store::{Fleet, Secret128, Site, Store, Talkgroup};
 
 /// Members per simulated fleet.
@@ -39,9 +41,21 @@ pub async fn provision(store: &Store, units: usize, sites: u16, out: &Path) -> a
     let actor = "trunksim";
     for f in 1..=fleets as u16 {
         let id = FleetId::new(f).expect("1..");
-        store.add_fleet(actor, &Fleet { id, name: format!("sim fleet {f}") }).await?;
+        store
+            .add_fleet(
+                actor,
+                &Fleet {
+                    id,
+                    name: format!("sim fleet {f}"),
+                },
+            )
+            .await?;
         for t in 1..=TALKGROUPS {
-            let tg = Talkgroup { fleet: id, id: TalkgroupId::new(t).expect("1.."), name: format!("sim tg {t}") };
+            let tg = Talkgroup {
+                fleet: id,
+                id: TalkgroupId::new(t).expect("1.."),
+                name: format!("sim tg {t}"),
+            };
             store.add_talkgroup(actor, &tg).await?;
         }
     }
@@ -50,12 +64,21 @@ pub async fn provision(store: &Store, units: usize, sites: u16, out: &Path) -> a
     for s in 1..=sites {
         let id = SiteId::new(s).context("site ids must be within 1..=4095")?;
         let key = SiteKey::generate()?;
-        let site = Site { id, name: format!("sim site {s}"), carriers: 2, slots_per_carrier: 6, key: key.clone() };
+        let site = Site {
+            id,
+            name: format!("sim site {s}"),
+            carriers: 2,
+            slots_per_carrier: 6,
+            key: key.clone(),
+        };
         store.add_site(actor, &site).await?;
         writeln!(site_file, "{s},{}", key.to_hex())?;
     }
     let mut csv = std::io::BufWriter::new(private_file(&out.join("units.csv"))?);
-    writeln!(csv, "imei,imsi,msisdn,fleet,member,individual_id,k,opc,priority,permissions,talkgroups")?;
+    writeln!(
+        csv,
+        "imei,imsi,msisdn,fleet,member,individual_id,k,opc,priority,permissions,talkgroups"
+    )?;
     for i in 0..units {
         let (k, opc) = (Secret128::generate()?, Secret128::generate()?);
         let fleet = i / FLEET_SIZE + 1;
@@ -78,7 +101,8 @@ fn private_file(path: &Path) -> anyhow::Result<std::fs::File> {
     o.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
-    o.open(path).with_context(|| format!("creating {}", path.display()))
+    o.open(path)
+        .with_context(|| format!("creating {}", path.display()))
 }
 
 struct SimUnit {
@@ -97,12 +121,23 @@ struct GatewayReport {
 
 /// Registers every unit of `dir/units.csv` through one gateway per site of
 /// `dir/sites.csv`, with at most `window` registrations in flight per gateway.
-pub async fn register(dir: &Path, server: SocketAddr, window: usize, limit: Option<usize>) -> anyhow::Result<()> {
+pub async fn register(
+    dir: &Path,
+    server: SocketAddr,
+    window: usize,
+    limit: Option<usize>,
+) -> anyhow::Result<()> {
     let sites = read_sites(&dir.join("sites.csv"))?;
     let file = std::fs::File::open(dir.join("units.csv")).context("units.csv")?;
     let rows = trunkd::store::csv::parse_subscribers(std::io::BufReader::new(file))?;
-    let mut units: Vec<SimUnit> =
-        rows.into_iter().map(|(_, s)| SimUnit { imei: s.imei, k: s.k, opc: s.opc }).collect();
+    let mut units: Vec<SimUnit> = rows
+        .into_iter()
+        .map(|(_, s)| SimUnit {
+            imei: s.imei,
+            k: s.k,
+            opc: s.opc,
+        })
+        .collect();
     if let Some(l) = limit {
         units.truncate(l);
     }
@@ -113,9 +148,16 @@ pub async fn register(dir: &Path, server: SocketAddr, window: usize, limit: Opti
     }
     let mut links = Vec::new();
     for (site, key) in &sites {
-        links.push(GatewayLink::connect(server, *site, key).await.with_context(|| format!("site {site}"))?);
+        links.push(
+            GatewayLink::connect(server, *site, key)
+                .await
+                .with_context(|| format!("site {site}"))?,
+        );
     }
-    println!("{} gateways connected; registering {total} units, window {window} per gateway", links.len());
+    println!(
+        "{} gateways connected; registering {total} units, window {window} per gateway",
+        links.len()
+    );
     let started = Instant::now();
     let mut tasks = Vec::new();
     for (link, units) in links.into_iter().zip(per_site) {
@@ -142,7 +184,12 @@ fn read_sites(path: &Path) -> anyhow::Result<Vec<(SiteId, SiteKey)>> {
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
             let (id, key) = l.split_once(',').context("sites.csv: id,key")?;
-            let id = id.trim().parse().ok().and_then(SiteId::new).context("sites.csv: bad site id")?;
+            let id = id
+                .trim()
+                .parse()
+                .ok()
+                .and_then(SiteId::new)
+                .context("sites.csv: bad site id")?;
             Ok((id, SiteKey::from_hex(key)?))
         })
         .collect()
@@ -150,7 +197,11 @@ fn read_sites(path: &Path) -> anyhow::Result<Vec<(SiteId, SiteKey)>> {
 
 /// One gateway: keeps `window` registrations in flight (REG_REQUEST by IMEI, answer the
 /// challenge, wait for the verdict), measuring each from request to verdict.
-async fn run_gateway(mut link: GatewayLink, units: Vec<SimUnit>, window: usize) -> anyhow::Result<GatewayReport> {
+async fn run_gateway(
+    mut link: GatewayLink,
+    units: Vec<SimUnit>,
+    window: usize,
+) -> anyhow::Result<GatewayReport> {
     let mut report = GatewayReport::default();
     let mut in_flight: HashMap<u32, (usize, Instant)> = HashMap::new();
     let mut next = 0;
@@ -159,7 +210,11 @@ async fn run_gateway(mut link: GatewayLink, units: Vec<SimUnit>, window: usize) 
     keepalive.tick().await;
     while done < units.len() {
         while in_flight.len() < window && next < units.len() {
-            let txn = link.request(Message::RegRequest { identity: Identity::Imei(units[next].imei) }).await?;
+            let txn = link
+                .request(Message::RegRequest {
+                    identity: Identity::Imei(units[next].imei),
+                })
+                .await?;
             in_flight.insert(txn, (next, Instant::now()));
             next += 1;
         }
@@ -167,16 +222,21 @@ async fn run_gateway(mut link: GatewayLink, units: Vec<SimUnit>, window: usize) 
             f = link.recv_service() => f?,
             _ = keepalive.tick() => { link.keepalive().await?; continue; }
         };
-        let Some(&(i, sent)) = in_flight.get(&frame.txn) else { continue };
+        let Some(&(i, sent)) = in_flight.get(&frame.txn) else {
+            continue;
+        };
         match frame.msg {
             Message::AuthChallenge { rand } => {
                 let res = unit_response(&units[i].k, &units[i].opc, &rand);
-                link.send(Frame::new(frame.txn, Message::AuthResponse { res })).await?;
+                link.send(Frame::new(frame.txn, Message::AuthResponse { res }))
+                    .await?;
             }
             Message::RegAccept { .. } => {
                 in_flight.remove(&frame.txn);
                 report.accepted += 1;
-                report.latencies_us.push(sent.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                report
+                    .latencies_us
+                    .push(sent.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
                 done += 1;
             }
             Message::RegReject { cause } | Message::Deny { cause, .. } => {
@@ -208,7 +268,10 @@ fn print_report(r: &GatewayReport, total: usize, elapsed: Duration) {
         println!("rejected:     {n} ({c})");
     }
     println!("elapsed:      {:.3} s", elapsed.as_secs_f64());
-    println!("rate:         {:.0} registrations/s", total as f64 / elapsed.as_secs_f64());
+    println!(
+        "rate:         {:.0} registrations/s",
+        total as f64 / elapsed.as_secs_f64()
+    );
     println!(
         "latency ms:   p50 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
         pct(50.0),

@@ -97,17 +97,33 @@ async fn main() -> anyhow::Result<()> {
                 .collect::<anyhow::Result<Vec<_>>>()?;
             gateway(server, site, &key, frames, duration.map(Duration::from_secs_f64)).await
         }
-        Command::Provision { config, units, sites, out } => {
+        Command::Provision {
+            config,
+            units,
+            sites,
+            out,
+        } => {
             let cfg = trunkd::config::Config::load(config.as_deref())?;
             let store = trunkd::store::Store::open(&cfg.database.url, &cfg.database.data_dir).await?;
             let r = load::provision(&store, units, sites, &out).await;
             store.close().await;
             r?;
-            println!("provisioned {sites} sites; {units} units written to {}", out.join("units.csv").display());
-            println!("next: trunkd subscriber import {}", out.join("units.csv").display());
+            println!(
+                "provisioned {sites} sites; {units} units written to {}",
+                out.join("units.csv").display()
+            );
+            println!(
+                "next: trunkd subscriber import {}",
+                out.join("units.csv").display()
+            );
             Ok(())
         }
-        Command::Register { dir, server, window, limit } => load::register(&dir, server, window.max(1), limit).await,
+        Command::Register {
+            dir,
+            server,
+            window,
+            limit,
+        } => load::register(&dir, server, window.max(1), limit).await,
     }
 }
 
