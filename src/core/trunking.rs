@@ -1,0 +1,1292 @@
+//! The trunking state machine: TDMA slots per site, calls, the priority busy queue and
+//! emergency preemption. Sans-IO: every input carries the current time (ms) and returns
+//! the actions to carry out; [`Trunking::next_wakeup`] says when to call
+//! [`Trunking::tick`]. No clock, no tokio, no database inside.
+//!
+//! Invariants (checked by the property tests): no slot is granted twice; every granted
+//! slot is freed exactly once; the control slot (carrier 0, slot 0) and faulty slots are
+//! never granted; each site queue is ordered by class (emergency first, then priority)
+//! then arrival; no slot stays free while a request for that site waits.
+//!
+//! The service layer (`crate::services`) checks registration, permissions and
+//! affiliation before it hands a request to this machine.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::protocol::{
+    CallId, CallType, Carrier, Cause, FleetId, Frame, Message, MessageType, QueuePosition, ResourceState,
+    SiteGrant, SiteId, Slot, SlotSelector, TalkgroupId, Target, Tmsi, Unit, CONTROLLER_TXN_BASE,
+};
+
+/// How a free slot is chosen among the free ones of a site.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SlotPolicy {
+    /// The carrier with the fewest busy slots first (spreads load), lowest index on ties.
+    LeastLoaded,
+    /// The lowest-numbered carrier with a free slot first (keeps carriers idle).
+    Pack,
+}
+
+/// What an emergency does when its site has no free slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmergencyPolicy {
+    /// Wait at the head of the queue.
+    QueueHead,
+    /// End the lowest-priority non-emergency call at that site and take its slot.
+    Preempt,
+}
+
+/// When a call's slots are given back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrunkingMode {
+    /// At the end of every transmission (PTT release).
+    Transmission,
+    /// After a hang time (`hang_time_ms`) without a transmission.
+    Message,
+    /// After a short hang time (`quasi_hang_time_ms`).
+    QuasiTransmission,
+}
+
+/// The trunking settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrunkingConfig {
+    /// Slot choice.
+    pub slot_policy: SlotPolicy,
+    /// Emergency behaviour.
+    pub emergency: EmergencyPolicy,
+    /// Trunking mode.
+    pub mode: TrunkingMode,
+    /// Message trunking hang time, ms.
+    pub hang_time_ms: i64,
+    /// Quasi-transmission trunking hang time, ms.
+    pub quasi_hang_time_ms: i64,
+    /// Longest call, ms.
+    pub max_call_ms: i64,
+    /// Most requests waiting per site.
+    pub queue_depth: usize,
+    /// A request waiting longer is denied "busy", ms; `None` waits forever.
+    pub queue_timeout_ms: Option<i64>,
+}
+
+/// Highest priority level a subscriber may have; emergencies rank above it.
+pub const MAX_PRIORITY: u8 = 15;
+const EMERGENCY_CLASS: u8 = MAX_PRIORITY + 1;
+
+/// A unit taking part in a call, as the service layer resolved it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Party {
+    /// Its TMSI now.
+    pub tmsi: Tmsi,
+    /// Its dispatch address.
+    pub unit: Unit,
+    /// The site it is registered at.
+    pub site: SiteId,
+}
+
+/// What is asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RequestKind {
+    /// A talkgroup call at `sites` (the caller's site first).
+    Group {
+        /// The fleet.
+        fleet: FleetId,
+        /// The talkgroup.
+        talkgroup: TalkgroupId,
+        /// The sites the call must reach, the caller's first.
+        sites: Vec<SiteId>,
+        /// Whether it is an emergency call.
+        emergency: bool,
+    },
+    /// A unit-to-unit call.
+    Private {
+        /// The called unit.
+        target: Party,
+    },
+}
+
+/// A call request that the service layer has validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallRequest {
+    /// Transaction id of the request on the caller's site link.
+    pub txn: u32,
+    /// The caller.
+    pub caller: Party,
+    /// The caller's priority level, 0..=15.
+    pub priority: u8,
+    /// What is asked for.
+    pub kind: RequestKind,
+}
+
+impl CallRequest {
+    fn emergency(&self) -> bool {
+        matches!(self.kind, RequestKind::Group { emergency: true, .. })
+    }
+    fn class(&self) -> u8 {
+        if self.emergency() {
+            EMERGENCY_CLASS
+        } else {
+            self.priority.min(MAX_PRIORITY)
+        }
+    }
+    fn request_type(&self) -> MessageType {
+        match self.kind {
+            RequestKind::Group { emergency: true, .. } => MessageType::EmergencyCallReq,
+            RequestKind::Group { .. } => MessageType::GroupCallReq,
+            RequestKind::Private { .. } => MessageType::PrivateCallReq,
+        }
+    }
+    fn call_type(&self) -> CallType {
+        match self.kind {
+            RequestKind::Group { emergency: true, .. } => CallType::Emergency,
+            RequestKind::Group { .. } => CallType::Group,
+            RequestKind::Private { .. } => CallType::Private,
+        }
+    }
+    fn target(&self) -> Target {
+        match &self.kind {
+            RequestKind::Group { fleet, talkgroup, .. } => Target::Talkgroup {
+                fleet: *fleet,
+                talkgroup: *talkgroup,
+            },
+            RequestKind::Private { target } => Target::Unit(target.unit),
+        }
+    }
+    fn sites(&self) -> Vec<SiteId> {
+        let mut v = match &self.kind {
+            RequestKind::Group { sites, .. } => sites.clone(),
+            RequestKind::Private { target } => vec![target.site],
+        };
+        v.retain(|s| *s != self.caller.site);
+        v.insert(0, self.caller.site);
+        v.dedup();
+        v
+    }
+}
+
+/// One call's accounting record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallRecord {
+    /// The call (for a request never granted: the id it would have had).
+    pub call: CallId,
+    /// Kind of call.
+    pub call_type: CallType,
+    /// Who asked.
+    pub caller: Unit,
+    /// Whom.
+    pub target: Target,
+    /// Sites the call held a slot at.
+    pub sites: Vec<SiteId>,
+    /// When requested, Unix ms.
+    pub requested_ms: i64,
+    /// When granted (`None`: never).
+    pub granted_ms: Option<i64>,
+    /// When it ended (or was refused).
+    pub ended_ms: i64,
+    /// Why.
+    pub end_cause: Cause,
+    /// Whether it was preempted by an emergency.
+    pub preempted: bool,
+    /// Whether it was an emergency call.
+    pub emergency: bool,
+}
+
+/// What the I/O side must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Send `frame` to the gateway of `site`.
+    Send(SiteId, Frame),
+    /// Write a call record (behind, batched).
+    Record(CallRecord),
+}
+
+/// Input from gateways and the service layer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// A validated call request from `caller.site`.
+    Request(CallRequest),
+    /// The unit withdraws its queued request `request_txn`.
+    Cancel {
+        /// Site of the cancel.
+        site: SiteId,
+        /// Transaction of the cancel itself.
+        txn: u32,
+        /// The unit.
+        tmsi: Tmsi,
+        /// The request to withdraw.
+        request_txn: u32,
+    },
+    /// A party presses PTT.
+    PttPress {
+        /// Site of the unit.
+        site: SiteId,
+        /// Transaction of the press.
+        txn: u32,
+        /// The call.
+        call: CallId,
+        /// The unit.
+        party: Party,
+    },
+    /// A party releases PTT.
+    PttRelease {
+        /// Site of the unit.
+        site: SiteId,
+        /// Transaction of the release.
+        txn: u32,
+        /// The call.
+        call: CallId,
+        /// The unit.
+        tmsi: Tmsi,
+    },
+    /// A party ends the call.
+    End {
+        /// Site of the unit.
+        site: SiteId,
+        /// The call.
+        call: CallId,
+        /// The unit.
+        tmsi: Tmsi,
+    },
+    /// A slot or carrier failed or came back.
+    SlotStatus {
+        /// The site.
+        site: SiteId,
+        /// The carrier.
+        carrier: Carrier,
+        /// Which slots.
+        slot: SlotSelector,
+        /// New state.
+        state: ResourceState,
+    },
+    /// The site's link went down.
+    LinkDown(SiteId),
+    /// The unit left (deregistered, expired, re-registered under a new TMSI).
+    UnitGone(Tmsi),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SlotState {
+    Control,
+    Free,
+    Busy(CallId),
+    Faulty,
+    /// Faulty while a call held it; the call is moved or ended at once, so this never lasts.
+    FaultyBusy,
+}
+
+struct SiteRes {
+    slots_per_carrier: u8,
+    slots: Vec<SlotState>,
+    /// (Reverse(class), seq) → entry.
+    queue: BTreeMap<(Reverse<u8>, u64), Waiting>,
+}
+
+#[derive(Clone, Debug)]
+enum Waiting {
+    /// A new call's request waits at its caller's site.
+    New { req: CallRequest, requested_ms: i64 },
+    /// A started wide-area call waits for a slot at this (non-caller) site.
+    Join(CallId),
+}
+
+struct Call {
+    id: CallId,
+    req: CallRequest,
+    slots: BTreeMap<SiteId, (Carrier, Slot)>,
+    talker: Option<Tmsi>,
+    requested_ms: i64,
+    granted_ms: i64,
+    /// Bumped whenever the hang timer is re-armed; stale timers are ignored.
+    hang_gen: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Hang { call: CallId, gen: u64 },
+    MaxDuration { call: CallId },
+    QueueTimeout { site: SiteId, class: u8, seq: u64 },
+}
+
+/// The trunking state machine.
+pub struct Trunking {
+    cfg: TrunkingConfig,
+    sites: BTreeMap<SiteId, SiteRes>,
+    calls: HashMap<CallId, Call>,
+    /// Units in a call as caller, talker or private target.
+    busy: HashMap<Tmsi, CallId>,
+    /// Active group calls by talkgroup.
+    by_talkgroup: HashMap<(FleetId, TalkgroupId), CallId>,
+    /// Due time → timer. Max-duration timers are removed when their call ends; hang and
+    /// queue timers are checked for staleness when they fire.
+    timers: BTreeSet<(i64, Timer)>,
+    next_call: u32,
+    next_seq: u64,
+    next_txn: u32,
+}
+
+impl Trunking {
+    /// A machine with no sites.
+    pub fn new(cfg: TrunkingConfig) -> Self {
+        Trunking {
+            cfg,
+            sites: BTreeMap::new(),
+            calls: HashMap::new(),
+            busy: HashMap::new(),
+            by_talkgroup: HashMap::new(),
+            timers: BTreeSet::new(),
+            next_call: 1,
+            next_seq: 0,
+            next_txn: CONTROLLER_TXN_BASE | 0x4000_0000,
+        }
+    }
+
+    /// Adds (or resizes, when idle) a site: `carriers` × `slots_per_carrier` slots, of
+    /// which carrier 0 slot 0 is the control channel.
+    pub fn add_site(&mut self, id: SiteId, carriers: u8, slots_per_carrier: u8) {
+        let n = usize::from(carriers.max(1)) * usize::from(slots_per_carrier.clamp(1, 6));
+        let mut slots = vec![SlotState::Free; n];
+        slots[0] = SlotState::Control;
+        self.sites.insert(
+            id,
+            SiteRes {
+                slots_per_carrier: slots_per_carrier.clamp(1, 6),
+                slots,
+                queue: BTreeMap::new(),
+            },
+        );
+    }
+
+    /// Whether the site is known.
+    pub fn has_site(&self, id: SiteId) -> bool {
+        self.sites.contains_key(&id)
+    }
+
+    /// Calls in progress.
+    pub fn active_calls(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Requests waiting at `site`.
+    pub fn queue_len(&self, site: SiteId) -> usize {
+        self.sites.get(&site).map_or(0, |s| s.queue.len())
+    }
+
+    /// Free (grantable) slots at `site`.
+    pub fn free_slots(&self, site: SiteId) -> usize {
+        self.sites
+            .get(&site)
+            .map_or(0, |s| s.slots.iter().filter(|x| **x == SlotState::Free).count())
+    }
+
+    /// The call a unit is busy in.
+    pub fn call_of(&self, tmsi: Tmsi) -> Option<CallId> {
+        self.busy.get(&tmsi).copied()
+    }
+
+    /// When [`Trunking::tick`] must next be called, Unix ms.
+    pub fn next_wakeup(&self) -> Option<i64> {
+        self.timers.first().map(|(t, _)| *t)
+    }
+
+    /// Handles one input at time `now`.
+    pub fn handle(&mut self, input: Input, now: i64) -> Vec<Action> {
+        let mut out = Vec::new();
+        match input {
+            Input::Request(req) => self.request(req, now, &mut out),
+            Input::Cancel {
+                site,
+                txn,
+                tmsi,
+                request_txn,
+            } => self.cancel(site, txn, tmsi, request_txn, now, &mut out),
+            Input::PttPress {
+                site,
+                txn,
+                call,
+                party,
+            } => self.ptt_press(site, txn, call, party, &mut out),
+            Input::PttRelease {
+                site,
+                txn,
+                call,
+                tmsi,
+            } => self.ptt_release(site, txn, call, tmsi, now, &mut out),
+            Input::End { call, tmsi, .. } => {
+                if self.calls.get(&call).is_some_and(|c| is_party(c, tmsi)) {
+                    self.end_call(call, Cause::Normal, false, now, &mut out);
+                }
+            }
+            Input::SlotStatus {
+                site,
+                carrier,
+                slot,
+                state,
+            } => self.slot_status(site, carrier, slot, state, now, &mut out),
+            Input::LinkDown(site) => self.link_down(site, now, &mut out),
+            Input::UnitGone(tmsi) => self.unit_gone(tmsi, now, &mut out),
+        }
+        out
+    }
+
+    /// Runs every timer due at `now`.
+    pub fn tick(&mut self, now: i64) -> Vec<Action> {
+        let mut out = Vec::new();
+        while let Some(&(t, timer)) = self.timers.first() {
+            if t > now {
+                break;
+            }
+            self.timers.pop_first();
+            match timer {
+                Timer::Hang { call, gen } => {
+                    if self
+                        .calls
+                        .get(&call)
+                        .is_some_and(|c| c.hang_gen == gen && c.talker.is_none())
+                    {
+                        self.end_call(call, Cause::HangTimeExpired, false, now, &mut out);
+                    }
+                }
+                Timer::MaxDuration { call } => {
+                    if self.calls.contains_key(&call) {
+                        self.end_call(call, Cause::MaxDuration, false, now, &mut out);
+                    }
+                }
+                Timer::QueueTimeout { site, class, seq } => {
+                    let removed = self
+                        .sites
+                        .get_mut(&site)
+                        .and_then(|s| s.queue.remove(&(Reverse(class), seq)));
+                    if let Some(Waiting::New {
+                        req, requested_ms, ..
+                    }) = removed
+                    {
+                        self.refuse(&req, Cause::Busy, requested_ms, now, &mut out);
+                        self.send_positions(site, &mut out);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn txn(&mut self) -> u32 {
+        let t = self.next_txn;
+        self.next_txn = if t == u32::MAX {
+            CONTROLLER_TXN_BASE | 0x4000_0000
+        } else {
+            t + 1
+        };
+        t
+    }
+
+    fn new_call_id(&mut self) -> CallId {
+        loop {
+            let id = CallId::new(self.next_call).unwrap_or(CallId::new(1).expect("1 is valid"));
+            self.next_call = self.next_call.checked_add(1).unwrap_or(1);
+            if !self.calls.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    fn request(&mut self, req: CallRequest, now: i64, out: &mut Vec<Action>) {
+        let site = req.caller.site;
+        if !self.sites.contains_key(&site) {
+            return self.refuse(&req, Cause::InvalidTarget, now, now, out);
+        }
+        if self.busy.contains_key(&req.caller.tmsi) && !req.emergency() {
+            return self.refuse(&req, Cause::Busy, now, now, out);
+        }
+        if let RequestKind::Private { target } = &req.kind {
+            if self.busy.contains_key(&target.tmsi) {
+                return self.refuse(&req, Cause::TargetBusy, now, now, out);
+            }
+        }
+        if let RequestKind::Group {
+            fleet,
+            talkgroup,
+            emergency,
+            ..
+        } = &req.kind
+        {
+            if let Some(existing) = self.by_talkgroup.get(&(*fleet, *talkgroup)).copied() {
+                let existing_emergency = self.calls.get(&existing).is_some_and(|c| c.req.emergency());
+                if *emergency && !existing_emergency {
+                    return self.take_over(existing, req, now, out);
+                }
+                return self.join_existing(existing, req, now, out);
+            }
+        }
+        if let Some(caller_call) = self.busy.get(&req.caller.tmsi).copied() {
+            // An emergency from a unit in another call leaves that call first.
+            if self
+                .calls
+                .get(&caller_call)
+                .is_some_and(|c| c.req.caller.tmsi == req.caller.tmsi)
+            {
+                self.end_call(caller_call, Cause::Normal, false, now, out);
+            } else {
+                self.busy.remove(&req.caller.tmsi);
+            }
+        }
+        if self.free_slots(site) > 0 {
+            return self.start_call(req, now, now, None, out);
+        }
+        if req.emergency()
+            && self.cfg.emergency == EmergencyPolicy::Preempt
+            && self.preempt_at(site, now, out)
+        {
+            return self.start_call(req, now, now, None, out);
+        }
+        self.enqueue(req, now, now, out);
+    }
+
+    /// An emergency takes over the talkgroup's running call: that call ends with
+    /// "emergency takeover" and its slots go straight to the emergency.
+    fn take_over(&mut self, existing: CallId, req: CallRequest, now: i64, out: &mut Vec<Action>) {
+        let slots = self
+            .calls
+            .get(&existing)
+            .map(|c| c.slots.clone())
+            .unwrap_or_default();
+        self.end_call_keep_slots(existing, Cause::EmergencyTakeover, now, out);
+        let site = req.caller.site;
+        if slots.contains_key(&site)
+            || self.free_slots(site) > 0
+            || (self.cfg.emergency == EmergencyPolicy::Preempt && self.preempt_at(site, now, out))
+        {
+            return self.start_call(req, now, now, Some(slots), out);
+        }
+        for (s, cs) in slots {
+            self.set_slot(s, cs, SlotState::Free);
+            self.serve(s, now, out);
+        }
+        self.enqueue(req, now, now, out);
+    }
+
+    /// A request for a talkgroup whose call is running joins that call: the caller's
+    /// site is added (if a slot is free) and the caller gets the call's grant.
+    fn join_existing(&mut self, id: CallId, req: CallRequest, now: i64, out: &mut Vec<Action>) {
+        let site = req.caller.site;
+        let has_site = self.calls.get(&id).is_some_and(|c| c.slots.contains_key(&site));
+        if !has_site {
+            match self.allocate(site, id) {
+                Some(cs) => {
+                    if let Some(c) = self.calls.get_mut(&id) {
+                        c.slots.insert(site, cs);
+                    }
+                }
+                None => return self.refuse(&req, Cause::Busy, now, now, out),
+            }
+        }
+        let Some(c) = self.calls.get(&id) else { return };
+        let f = Frame {
+            txn: req.txn,
+            emergency: c.req.emergency(),
+            msg: grant_message(c),
+        };
+        out.push(Action::Send(site, f));
+    }
+
+    /// Ends the lowest-priority non-emergency call holding a slot at `site`; `true` if
+    /// a slot was freed.
+    fn preempt_at(&mut self, site: SiteId, now: i64, out: &mut Vec<Action>) -> bool {
+        let victim = self
+            .calls
+            .values()
+            .filter(|c| !c.req.emergency() && c.slots.contains_key(&site))
+            .min_by_key(|c| (c.req.priority, Reverse(c.granted_ms), Reverse(c.id)))
+            .map(|c| c.id);
+        match victim {
+            Some(v) => {
+                self.end_call_inner(v, Cause::Preempted, true, now, out, false);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn enqueue(&mut self, req: CallRequest, requested_ms: i64, now: i64, out: &mut Vec<Action>) {
+        let site = req.caller.site;
+        let depth = self.cfg.queue_depth;
+        let class = req.class();
+        let s = self.sites.get_mut(&site).expect("checked by caller");
+        if s.queue.len() >= depth {
+            // A full queue still takes an emergency: it displaces the newest lowest entry.
+            let last = s.queue.keys().next_back().copied();
+            match last {
+                Some(k) if class > k.0 .0 => {
+                    if let Some(Waiting::New {
+                        req: bumped,
+                        requested_ms: r,
+                        ..
+                    }) = s.queue.remove(&k)
+                    {
+                        self.refuse(&bumped, Cause::QueueFull, r, now, out);
+                    }
+                }
+                _ => return self.refuse(&req, Cause::QueueFull, requested_ms, now, out),
+            }
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let txn = req.txn;
+        let s = self.sites.get_mut(&site).expect("checked");
+        s.queue
+            .insert((Reverse(class), seq), Waiting::New { req, requested_ms });
+        let position = s
+            .queue
+            .keys()
+            .position(|k| *k == (Reverse(class), seq))
+            .unwrap_or(0)
+            + 1;
+        if let Some(t) = self.cfg.queue_timeout_ms {
+            self.timers
+                .insert((now + t, Timer::QueueTimeout { site, class, seq }));
+        }
+        out.push(Action::Send(
+            site,
+            Frame::new(
+                txn,
+                Message::Queued {
+                    position: qpos(position),
+                },
+            ),
+        ));
+        self.send_positions_after(site, (Reverse(class), seq), out);
+    }
+
+    /// Tells every waiting request behind `key` its new position.
+    fn send_positions_after(&self, site: SiteId, key: (Reverse<u8>, u64), out: &mut Vec<Action>) {
+        let Some(s) = self.sites.get(&site) else { return };
+        let mut position = 0;
+        for (k, w) in &s.queue {
+            position += 1;
+            if *k > key {
+                if let Waiting::New { req, .. } = w {
+                    out.push(Action::Send(
+                        site,
+                        Frame::new(
+                            req.txn,
+                            Message::QueueUpdate {
+                                position: qpos(position),
+                            },
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Tells every waiting request at `site` its position (after removals).
+    fn send_positions(&self, site: SiteId, out: &mut Vec<Action>) {
+        let Some(s) = self.sites.get(&site) else { return };
+        for (i, w) in s.queue.values().enumerate() {
+            if let Waiting::New { req, .. } = w {
+                out.push(Action::Send(
+                    site,
+                    Frame::new(
+                        req.txn,
+                        Message::QueueUpdate {
+                            position: qpos(i + 1),
+                        },
+                    ),
+                ));
+            }
+        }
+    }
+
+    fn refuse(
+        &mut self,
+        req: &CallRequest,
+        cause: Cause,
+        requested_ms: i64,
+        now: i64,
+        out: &mut Vec<Action>,
+    ) {
+        let deny = Message::Deny {
+            request: req.request_type(),
+            cause,
+        };
+        out.push(Action::Send(req.caller.site, Frame::new(req.txn, deny)));
+        let call = self.new_call_id();
+        out.push(Action::Record(CallRecord {
+            call,
+            call_type: req.call_type(),
+            caller: req.caller.unit,
+            target: req.target(),
+            sites: vec![],
+            requested_ms,
+            granted_ms: None,
+            ended_ms: now,
+            end_cause: cause,
+            preempted: false,
+            emergency: req.emergency(),
+        }));
+    }
+
+    /// Starts a call: a slot at the caller's site (given or free), slots at the other
+    /// sites where free, waiting entries where not.
+    fn start_call(
+        &mut self,
+        req: CallRequest,
+        requested_ms: i64,
+        now: i64,
+        reuse: Option<BTreeMap<SiteId, (Carrier, Slot)>>,
+        out: &mut Vec<Action>,
+    ) {
+        let id = self.new_call_id();
+        let mut slots = BTreeMap::new();
+        let reuse = reuse.unwrap_or_default();
+        for site in req.sites() {
+            if let Some(&cs) = reuse.get(&site) {
+                self.set_slot(site, cs, SlotState::Busy(id));
+                slots.insert(site, cs);
+            } else if let Some(cs) = self.allocate(site, id) {
+                slots.insert(site, cs);
+            } else if site != req.caller.site && self.sites.contains_key(&site) {
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                let class = req.class();
+                if let Some(s) = self.sites.get_mut(&site) {
+                    s.queue.insert((Reverse(class), seq), Waiting::Join(id));
+                }
+            }
+        }
+        // Slots of the taken-over call at sites this call does not reach are freed.
+        for (site, cs) in reuse {
+            if !slots.contains_key(&site) {
+                self.set_slot(site, cs, SlotState::Free);
+                self.serve(site, now, out);
+            }
+        }
+        debug_assert!(
+            slots.contains_key(&req.caller.site),
+            "caller site must have a slot"
+        );
+        self.busy.insert(req.caller.tmsi, id);
+        if let RequestKind::Private { target } = &req.kind {
+            self.busy.insert(target.tmsi, id);
+        }
+        if let RequestKind::Group { fleet, talkgroup, .. } = &req.kind {
+            self.by_talkgroup.insert((*fleet, *talkgroup), id);
+        }
+        let call = Call {
+            id,
+            talker: Some(req.caller.tmsi),
+            req,
+            slots,
+            requested_ms,
+            granted_ms: now,
+            hang_gen: 0,
+        };
+        self.timers
+            .insert((now + self.cfg.max_call_ms, Timer::MaxDuration { call: id }));
+        let grant = grant_message(&call);
+        let sites: Vec<SiteId> = call.slots.keys().copied().collect();
+        let (caller_site, txn) = (call.req.caller.site, call.req.txn);
+        let emergency = call.req.emergency();
+        self.calls.insert(id, call);
+        for site in sites {
+            let t = if site == caller_site { txn } else { self.txn() };
+            out.push(Action::Send(
+                site,
+                Frame {
+                    txn: t,
+                    emergency,
+                    msg: grant.clone(),
+                },
+            ));
+        }
+    }
+
+    fn allocate(&mut self, site: SiteId, call: CallId) -> Option<(Carrier, Slot)> {
+        let policy = self.cfg.slot_policy;
+        let s = self.sites.get_mut(&site)?;
+        let spc = usize::from(s.slots_per_carrier);
+        let carriers = s.slots.len() / spc;
+        let mut best: Option<(usize, usize)> = None; // (busy count, carrier)
+        for c in 0..carriers {
+            let chunk = &s.slots[c * spc..(c + 1) * spc];
+            if !chunk.contains(&SlotState::Free) {
+                continue;
+            }
+            let busy = chunk.iter().filter(|x| matches!(x, SlotState::Busy(_))).count();
+            match policy {
+                SlotPolicy::Pack => {
+                    best = Some((busy, c));
+                    break;
+                }
+                SlotPolicy::LeastLoaded => {
+                    if best.is_none_or(|(b, _)| busy < b) {
+                        best = Some((busy, c));
+                    }
+                }
+            }
+        }
+        let (_, c) = best?;
+        let idx = (c * spc..(c + 1) * spc).find(|&i| s.slots[i] == SlotState::Free)?;
+        s.slots[idx] = SlotState::Busy(call);
+        Some((Carrier::new((idx / spc) as u8)?, Slot::new((idx % spc) as u8)?))
+    }
+
+    fn set_slot(&mut self, site: SiteId, (c, sl): (Carrier, Slot), state: SlotState) {
+        if let Some(s) = self.sites.get_mut(&site) {
+            let idx = usize::from(c.get()) * usize::from(s.slots_per_carrier) + usize::from(sl.get());
+            if let Some(x) = s.slots.get_mut(idx) {
+                *x = match (*x, state) {
+                    // A slot that failed while busy stays out of service when freed.
+                    (SlotState::FaultyBusy, SlotState::Free) => SlotState::Faulty,
+                    (_, st) => st,
+                };
+            }
+        }
+    }
+
+    /// Gives free slots at `site` to waiting entries, best first (work conservation).
+    fn serve(&mut self, site: SiteId, now: i64, out: &mut Vec<Action>) {
+        let mut served_any = false;
+        loop {
+            if self.free_slots(site) == 0 {
+                break;
+            }
+            let Some(s) = self.sites.get_mut(&site) else { break };
+            let Some((_, w)) = s.queue.pop_first() else { break };
+            served_any = true;
+            match w {
+                Waiting::New {
+                    req, requested_ms, ..
+                } => self.start_call(req, requested_ms, now, None, out),
+                Waiting::Join(call) => {
+                    if !self.calls.contains_key(&call) {
+                        continue;
+                    }
+                    if let Some(cs) = self.allocate(site, call) {
+                        let txn = self.txn();
+                        let c = self.calls.get_mut(&call).expect("checked");
+                        c.slots.insert(site, cs);
+                        let f = Frame {
+                            txn,
+                            emergency: c.req.emergency(),
+                            msg: grant_message(c),
+                        };
+                        out.push(Action::Send(site, f));
+                    }
+                }
+            }
+        }
+        if served_any {
+            self.send_positions(site, out);
+        }
+    }
+
+    fn end_call(&mut self, id: CallId, cause: Cause, preempted: bool, now: i64, out: &mut Vec<Action>) {
+        self.end_call_inner(id, cause, preempted, now, out, true);
+    }
+
+    /// Ends a call whose slots go straight to the emergency taking it over.
+    fn end_call_keep_slots(&mut self, id: CallId, cause: Cause, now: i64, out: &mut Vec<Action>) {
+        self.end_call_inner(id, cause, false, now, out, false);
+    }
+
+    fn end_call_inner(
+        &mut self,
+        id: CallId,
+        cause: Cause,
+        preempted: bool,
+        now: i64,
+        out: &mut Vec<Action>,
+        serve: bool,
+    ) {
+        let Some(call) = self.calls.remove(&id) else {
+            return;
+        };
+        self.timers.remove(&(
+            call.granted_ms + self.cfg.max_call_ms,
+            Timer::MaxDuration { call: id },
+        ));
+        for (site, cs) in &call.slots {
+            self.set_slot(*site, *cs, SlotState::Free);
+        }
+        for s in self.sites.values_mut() {
+            s.queue.retain(|_, w| !matches!(w, Waiting::Join(c) if *c == id));
+        }
+        self.busy.retain(|_, c| *c != id);
+        if let RequestKind::Group { fleet, talkgroup, .. } = &call.req.kind {
+            self.by_talkgroup.remove(&(*fleet, *talkgroup));
+        }
+        let msg = if preempted {
+            Message::Preempted { call: id, cause }
+        } else {
+            Message::CallEnd { call: id, cause }
+        };
+        for site in call.slots.keys() {
+            let txn = self.txn();
+            out.push(Action::Send(*site, Frame::new(txn, msg.clone())));
+        }
+        out.push(Action::Record(CallRecord {
+            call: id,
+            call_type: call.req.call_type(),
+            caller: call.req.caller.unit,
+            target: call.req.target(),
+            sites: call.slots.keys().copied().collect(),
+            requested_ms: call.requested_ms,
+            granted_ms: Some(call.granted_ms),
+            ended_ms: now,
+            end_cause: cause,
+            preempted,
+            emergency: call.req.emergency(),
+        }));
+        if serve {
+            for site in call.slots.keys() {
+                self.serve(*site, now, out);
+            }
+        }
+    }
+
+    fn cancel(
+        &mut self,
+        site: SiteId,
+        txn: u32,
+        tmsi: Tmsi,
+        request_txn: u32,
+        now: i64,
+        out: &mut Vec<Action>,
+    ) {
+        let key = self.sites.get(&site).and_then(|s| {
+            s.queue.iter().find_map(|(k, w)| match w {
+                Waiting::New { req, .. } if req.txn == request_txn && req.caller.tmsi == tmsi => Some(*k),
+                _ => None,
+            })
+        });
+        let removed = key.and_then(|k| self.sites.get_mut(&site).and_then(|s| s.queue.remove(&k)));
+        match removed {
+            Some(Waiting::New {
+                req, requested_ms, ..
+            }) => {
+                out.push(Action::Send(
+                    site,
+                    Frame::new(
+                        txn,
+                        Message::Ack {
+                            acked: MessageType::CallCancel,
+                        },
+                    ),
+                ));
+                self.refuse(&req, Cause::Cancelled, requested_ms, now, out);
+                self.send_positions(site, out);
+            }
+            _ => {
+                let deny = Message::Deny {
+                    request: MessageType::CallCancel,
+                    cause: Cause::InvalidTarget,
+                };
+                out.push(Action::Send(site, Frame::new(txn, deny)));
+            }
+        }
+    }
+
+    fn ptt_press(&mut self, site: SiteId, txn: u32, id: CallId, party: Party, out: &mut Vec<Action>) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            let deny = Message::Deny {
+                request: MessageType::PttPress,
+                cause: Cause::InvalidTarget,
+            };
+            return out.push(Action::Send(site, Frame::new(txn, deny)));
+        };
+        if call.talker.is_some_and(|t| t != party.tmsi) {
+            let deny = Message::Deny {
+                request: MessageType::PttPress,
+                cause: Cause::Busy,
+            };
+            return out.push(Action::Send(site, Frame::new(txn, deny)));
+        }
+        call.talker = Some(party.tmsi);
+        call.hang_gen += 1;
+        let msg = Message::PttGrant {
+            call: id,
+            talker: party.unit,
+        };
+        let sites: Vec<SiteId> = call.slots.keys().copied().collect();
+        for s in sites {
+            let t = if s == site { txn } else { self.txn() };
+            out.push(Action::Send(s, Frame::new(t, msg.clone())));
+        }
+    }
+
+    fn ptt_release(
+        &mut self,
+        site: SiteId,
+        txn: u32,
+        id: CallId,
+        tmsi: Tmsi,
+        now: i64,
+        out: &mut Vec<Action>,
+    ) {
+        out.push(Action::Send(
+            site,
+            Frame::new(
+                txn,
+                Message::Ack {
+                    acked: MessageType::PttRelease,
+                },
+            ),
+        ));
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if call.talker != Some(tmsi) {
+            return;
+        }
+        call.talker = None;
+        call.hang_gen += 1;
+        let gen = call.hang_gen;
+        match self.cfg.mode {
+            TrunkingMode::Transmission => self.end_call(id, Cause::Normal, false, now, out),
+            TrunkingMode::Message => {
+                self.timers
+                    .insert((now + self.cfg.hang_time_ms, Timer::Hang { call: id, gen }));
+            }
+            TrunkingMode::QuasiTransmission => {
+                self.timers
+                    .insert((now + self.cfg.quasi_hang_time_ms, Timer::Hang { call: id, gen }));
+            }
+        }
+    }
+
+    fn slot_status(
+        &mut self,
+        site: SiteId,
+        carrier: Carrier,
+        sel: SlotSelector,
+        state: ResourceState,
+        now: i64,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(s) = self.sites.get(&site) else { return };
+        let spc = s.slots_per_carrier;
+        if carrier.get() as usize * spc as usize >= s.slots.len() {
+            return;
+        }
+        let slots: Vec<u8> = match sel {
+            SlotSelector::Slot(x) if x.get() < spc => vec![x.get()],
+            SlotSelector::Slot(_) => return,
+            SlotSelector::WholeCarrier => (0..spc).collect(),
+        };
+        let mut hit_calls = Vec::new();
+        for sl in slots {
+            let idx = usize::from(carrier.get()) * usize::from(spc) + usize::from(sl);
+            let s = self.sites.get_mut(&site).expect("checked");
+            let cur = s.slots[idx];
+            s.slots[idx] = match (cur, state) {
+                (SlotState::Control, _) => SlotState::Control,
+                (SlotState::Busy(c), ResourceState::Faulty) => {
+                    hit_calls.push(c);
+                    SlotState::FaultyBusy
+                }
+                (SlotState::Free | SlotState::Faulty, ResourceState::Faulty) => SlotState::Faulty,
+                (SlotState::Faulty, ResourceState::InService) => SlotState::Free,
+                (other, _) => other,
+            };
+        }
+        for call in hit_calls {
+            self.move_call(site, call, now, out);
+        }
+        if state == ResourceState::InService {
+            self.serve(site, now, out);
+        }
+    }
+
+    /// The call's slot at `site` failed: move it to a free slot there, or end it.
+    fn move_call(&mut self, site: SiteId, id: CallId, now: i64, out: &mut Vec<Action>) {
+        let Some(old) = self.calls.get(&id).and_then(|c| c.slots.get(&site).copied()) else {
+            return;
+        };
+        match self.allocate(site, id) {
+            Some(cs) => {
+                self.set_slot(site, old, SlotState::Faulty);
+                let txn = self.txn();
+                let c = self.calls.get_mut(&id).expect("checked");
+                c.slots.insert(site, cs);
+                let f = Frame {
+                    txn,
+                    emergency: c.req.emergency(),
+                    msg: grant_message(c),
+                };
+                out.push(Action::Send(site, f));
+            }
+            None => self.end_call(id, Cause::SlotFaulty, false, now, out),
+        }
+    }
+
+    fn link_down(&mut self, site: SiteId, now: i64, out: &mut Vec<Action>) {
+        // Requests from that site can no longer be answered.
+        let gone: Vec<(CallRequest, i64)> = match self.sites.get_mut(&site) {
+            Some(s) => {
+                let all = std::mem::take(&mut s.queue);
+                let mut keep = BTreeMap::new();
+                let mut gone = Vec::new();
+                for (k, w) in all {
+                    match w {
+                        Waiting::New {
+                            req, requested_ms, ..
+                        } => gone.push((req, requested_ms)),
+                        j => {
+                            keep.insert(k, j);
+                        }
+                    }
+                }
+                s.queue = keep;
+                gone
+            }
+            None => vec![],
+        };
+        for (req, requested_ms) in gone {
+            let call = self.new_call_id();
+            out.push(Action::Record(CallRecord {
+                call,
+                call_type: req.call_type(),
+                caller: req.caller.unit,
+                target: req.target(),
+                sites: vec![],
+                requested_ms,
+                granted_ms: None,
+                ended_ms: now,
+                end_cause: Cause::PartyLinkLost,
+                preempted: false,
+                emergency: req.emergency(),
+            }));
+        }
+        let affected: Vec<CallId> = self
+            .calls
+            .values()
+            .filter(|c| c.slots.contains_key(&site))
+            .map(|c| c.id)
+            .collect();
+        for id in affected {
+            let c = &self.calls[&id];
+            let party_there = c.req.caller.site == site
+                || matches!(&c.req.kind, RequestKind::Private { target } if target.site == site);
+            if party_there {
+                self.end_call(id, Cause::PartyLinkLost, false, now, out);
+            } else if let Some(cs) = self.calls.get_mut(&id).and_then(|c| c.slots.remove(&site)) {
+                self.set_slot(site, cs, SlotState::Free);
+            }
+        }
+    }
+
+    fn unit_gone(&mut self, tmsi: Tmsi, now: i64, out: &mut Vec<Action>) {
+        if let Some(id) = self.busy.get(&tmsi).copied() {
+            let c = &self.calls[&id];
+            let party = c.req.caller.tmsi == tmsi
+                || matches!(&c.req.kind, RequestKind::Private { target } if target.tmsi == tmsi);
+            if party {
+                self.end_call(id, Cause::PartyDeregistered, false, now, out);
+            } else {
+                self.busy.remove(&tmsi);
+            }
+        }
+        let sites: Vec<SiteId> = self.sites.keys().copied().collect();
+        for site in sites {
+            let keys: Vec<_> = self.sites[&site]
+                .queue
+                .iter()
+                .filter(|(_, w)| matches!(w, Waiting::New { req, .. } if req.caller.tmsi == tmsi))
+                .map(|(k, _)| *k)
+                .collect();
+            for k in &keys {
+                if let Some(Waiting::New {
+                    req, requested_ms, ..
+                }) = self.sites.get_mut(&site).and_then(|s| s.queue.remove(k))
+                {
+                    let call = self.new_call_id();
+                    out.push(Action::Record(CallRecord {
+                        call,
+                        call_type: req.call_type(),
+                        caller: req.caller.unit,
+                        target: req.target(),
+                        sites: vec![],
+                        requested_ms,
+                        granted_ms: None,
+                        ended_ms: now,
+                        end_cause: Cause::PartyDeregistered,
+                        preempted: false,
+                        emergency: req.emergency(),
+                    }));
+                }
+            }
+            if !keys.is_empty() {
+                self.send_positions(site, out);
+            }
+        }
+    }
+
+    /// Checks the invariants; for tests. Returns a description of the first broken one.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let mut held: HashMap<CallId, usize> = HashMap::new();
+        for (site, s) in &self.sites {
+            if s.slots[0] != SlotState::Control {
+                return Err(format!("site {site}: control slot granted"));
+            }
+            for st in &s.slots {
+                if let SlotState::Busy(c) = st {
+                    *held.entry(*c).or_default() += 1;
+                    if !self.calls.contains_key(c) {
+                        return Err(format!("site {site}: slot held by ended call {c}"));
+                    }
+                }
+            }
+            let free = s.slots.iter().filter(|x| **x == SlotState::Free).count();
+            if free > 0 && !s.queue.is_empty() {
+                return Err(format!(
+                    "site {site}: {free} free slots while {} wait",
+                    s.queue.len()
+                ));
+            }
+        }
+        for c in self.calls.values() {
+            for (site, (car, sl)) in &c.slots {
+                let s = &self.sites[site];
+                let idx = usize::from(car.get()) * usize::from(s.slots_per_carrier) + usize::from(sl.get());
+                if s.slots[idx] != SlotState::Busy(c.id) {
+                    return Err(format!("call {} thinks it holds {site}/{car}/{sl}", c.id));
+                }
+            }
+            if held.get(&c.id).copied().unwrap_or(0) != c.slots.len() {
+                return Err(format!("call {} slot count mismatch", c.id));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_party(c: &Call, tmsi: Tmsi) -> bool {
+    c.req.caller.tmsi == tmsi
+        || c.talker == Some(tmsi)
+        || matches!(&c.req.kind, RequestKind::Private { target } if target.tmsi == tmsi)
+}
+
+fn grant_message(c: &Call) -> Message {
+    Message::ChannelGrant {
+        call: c.id,
+        call_type: c.req.call_type(),
+        caller: c.req.caller.unit,
+        target: c.req.target(),
+        sites: c
+            .slots
+            .iter()
+            .map(|(site, (carrier, slot))| SiteGrant {
+                site: *site,
+                carrier: *carrier,
+                slot: *slot,
+            })
+            .collect(),
+    }
+}
+
+fn qpos(p: usize) -> QueuePosition {
+    QueuePosition::new(p.clamp(1, usize::from(u16::MAX)) as u16).expect("clamped into range")
+}
