@@ -50,13 +50,18 @@ fn main() {
             ck: [0; 16],
             ik: [0; 16],
         };
-        vlr.register(*imsi, unit, || {
-            // xorshift: spread TMSIs over the whole range, as the OS CSPRNG does.
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            Tmsi::new(state as u32)
-        })
+        vlr.register(
+            *imsi,
+            unit,
+            || {
+                // xorshift: spread TMSIs over the whole range, as the OS CSPRNG does.
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                Tmsi::new(state as u32)
+            },
+            |_, _| Ok::<(), ()>(()),
+        )
         .unwrap();
     }
     let after = LIVE.load(Ordering::SeqCst);

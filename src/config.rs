@@ -348,6 +348,37 @@ impl Config {
         if !crate::store::valid_imsi_prefix(&r.imsi_prefix) {
             return bad("registration.imsi_prefix must be 5 or 6 digits (MCC + MNC)");
         }
+        // Upper bounds keep every deadline computation far from overflow.
+        const TEN_MIN: u64 = 600_000;
+        const HOUR: u64 = 3_600_000;
+        let limits: [(&str, u64, u64); 9] = [
+            ("link.handshake_timeout_ms", l.handshake_timeout_ms, TEN_MIN),
+            ("link.write_timeout_ms", l.write_timeout_ms, TEN_MIN),
+            ("shutdown.grace_ms", self.shutdown.grace_ms, TEN_MIN),
+            (
+                "registration.challenge_timeout_ms",
+                r.challenge_timeout_ms,
+                TEN_MIN,
+            ),
+            (
+                "registration.periodic_registration_ms",
+                r.periodic_registration_ms,
+                7 * 24 * HOUR,
+            ),
+            ("registration.clone_window_ms", r.clone_window_ms, HOUR),
+            ("registration.location_flush_ms", r.location_flush_ms, HOUR),
+            ("registration.hlr_refresh_ms", r.hlr_refresh_ms, HOUR),
+            (
+                "registration.max_pending_challenges",
+                r.max_pending_challenges as u64,
+                10_000_000,
+            ),
+        ];
+        for (name, value, max) in limits {
+            if value > max {
+                return Err(ConfigError::Invalid(format!("{name} must be at most {max}")));
+            }
+        }
         Ok(())
     }
 }
@@ -379,6 +410,11 @@ mod tests {
         assert!(e.to_string().contains("listen"), "{e}");
         let e = Config::from_toml("[link]\nlisen = \"0.0.0.0:1\"\n").unwrap_err();
         assert!(e.to_string().contains("lisen"), "{e}");
+        let e = Config::from_toml("[registration]\nchallenge_timeout_ms = 99999999999\n").unwrap_err();
+        assert!(
+            e.to_string().contains("challenge_timeout_ms must be at most"),
+            "{e}"
+        );
         let e = Config::from_toml("[registration]\nimsi_prefix = \"12\"\n").unwrap_err();
         assert!(e.to_string().contains("imsi_prefix"), "{e}");
     }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use dashmap::DashMap;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
 use crate::core::registration::{Event, OsEntropy, Registrar};
@@ -20,6 +20,9 @@ use crate::link::{deny_unsupported, Handler, LinkServer, Links};
 use crate::protocol::{Frame, Imsi, Message, SiteId};
 use crate::store::{now_ms, Store, StoreError};
 use crate::vlr::Vlr;
+
+/// How often an audit entry is tried before it is given up (and logged as an error).
+const AUDIT_ATTEMPTS: u32 = 60;
 
 /// Starting the controller failed.
 #[derive(Debug, thiserror::Error)]
@@ -45,7 +48,7 @@ struct Services {
 
 impl Handler for Services {
     fn handle(&self, site: SiteId, frame: Frame) -> Vec<Frame> {
-        match self.registrar.handle(site, &frame, now_ms()) {
+        match self.registrar.handle(site, &frame, mono_ms()) {
             Some(out) => {
                 for r in &out.replies {
                     if let Message::RegReject { cause } = r.msg {
@@ -57,9 +60,39 @@ impl Handler for Services {
                 }
                 out.replies
             }
+            // Answers from the gateway to frames this controller does not send yet.
+            None if is_gateway_answer(&frame.msg) => {
+                debug!(msg = %frame.msg.message_type(), txn = frame.txn, "unmatched answer ignored");
+                vec![]
+            }
             None => vec![deny_unsupported(&frame)],
         }
     }
+
+    fn link_down(&self, site: SiteId) {
+        // Nobody can answer that site's challenges any more.
+        self.registrar.drop_challenges(site);
+    }
+}
+
+/// Messages a gateway sends in answer to the controller (never answered themselves).
+fn is_gateway_answer(m: &Message) -> bool {
+    matches!(
+        m,
+        Message::Ack { .. }
+            | Message::ShortDataAck { .. }
+            | Message::InhibitAck { .. }
+            | Message::EnableAck { .. }
+            | Message::CallEnd { .. }
+    )
+}
+
+/// Milliseconds on a monotonic clock (since the first call): what the in-memory
+/// deadlines (challenges, clone window, periodic registration) run on, so a step of
+/// the wall clock cannot expire the VLR.
+pub fn mono_ms() -> i64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START.get_or_init(std::time::Instant::now).elapsed().as_millis() as i64
 }
 
 /// Work done behind the answers: last locations (coalesced per unit) and audit entries.
@@ -71,16 +104,7 @@ struct WriteBehind {
 impl WriteBehind {
     fn event(&self, e: Event) {
         match e {
-            Event::Located { imsi, site, at_ms } => {
-                self.locations
-                    .entry(imsi)
-                    .and_modify(|v| {
-                        if at_ms >= v.1 {
-                            *v = (site, at_ms)
-                        }
-                    })
-                    .or_insert((site, at_ms));
-            }
+            Event::Located { imsi, site } => self.located(imsi, site, now_ms()),
             Event::Audit {
                 action,
                 object,
@@ -92,6 +116,18 @@ impl WriteBehind {
                 }
             }
         }
+    }
+
+    /// Keeps the newest sighting of a unit until the next flush.
+    fn located(&self, imsi: Imsi, site: SiteId, at_ms: i64) {
+        self.locations
+            .entry(imsi)
+            .and_modify(|v| {
+                if at_ms >= v.1 {
+                    *v = (site, at_ms)
+                }
+            })
+            .or_insert((site, at_ms));
     }
 
     /// Writes every pending location; on failure they are kept for the next flush.
@@ -111,11 +147,7 @@ impl WriteBehind {
         if let Err(e) = store.write_locations(&batch).await {
             warn!(error = %e, units = batch.len(), "writing last locations failed; will retry");
             for (imsi, site, at) in batch {
-                self.event(Event::Located {
-                    imsi,
-                    site,
-                    at_ms: at,
-                });
+                self.located(imsi, site, at);
             }
         }
     }
@@ -266,7 +298,7 @@ impl Background {
         tasks.push(every(sweep_ms, stop.clone(), move || {
             let vlr = vlr.clone();
             async move {
-                let now = now_ms();
+                let now = mono_ms();
                 let expired = vlr.expire(now - period);
                 if !expired.is_empty() {
                     info!(
@@ -298,8 +330,19 @@ impl Background {
                 let Some((action, object, detail)) = item else {
                     break;
                 };
-                if let Err(e) = store.audit("controller", &action, &object, &detail).await {
-                    warn!(error = %e, %action, %object, "writing an audit entry failed");
+                // The database may be busy (a bulk import holds SQLite's write lock):
+                // retry rather than lose the entry.
+                for attempt in 1..=AUDIT_ATTEMPTS {
+                    match store.audit("controller", &action, &object, &detail).await {
+                        Ok(()) => break,
+                        Err(e) if attempt == AUDIT_ATTEMPTS => {
+                            error!(error = %e, %action, %object, %detail, "audit entry could not be written");
+                        }
+                        Err(e) => {
+                            warn!(error = %e, attempt, "writing an audit entry failed; retrying");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
                 }
             }
         }));

@@ -21,13 +21,18 @@ pub struct Affiliation {
 impl Affiliation {
     /// From the wire list (which holds at most three secondaries).
     pub fn from_list(l: &TalkgroupList) -> Self {
-        let mut secondary = [None; 3];
-        for (slot, tg) in secondary.iter_mut().zip(l.secondary()) {
+        Self::from_slice(l.primary(), l.secondary())
+    }
+
+    /// `primary` plus the first three of `secondary`.
+    pub fn from_slice(primary: TalkgroupId, secondary: &[TalkgroupId]) -> Self {
+        let mut s = [None; 3];
+        for (slot, tg) in s.iter_mut().zip(secondary) {
             *slot = Some(*tg);
         }
         Affiliation {
-            primary: l.primary(),
-            secondary,
+            primary,
+            secondary: s,
         }
     }
 
@@ -43,8 +48,8 @@ impl Affiliation {
     }
 }
 
-/// One registered unit.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One registered unit. `Debug` leaves out the session keys.
+#[derive(Clone, PartialEq, Eq)]
 pub struct VlrUnit {
     /// Its current temporary identity.
     pub tmsi: Tmsi,
@@ -52,7 +57,7 @@ pub struct VlrUnit {
     pub site: SiteId,
     /// Its talkgroups.
     pub affiliation: Affiliation,
-    /// When it was last heard from, Unix ms.
+    /// When it was last heard from, on the controller's monotonic clock (ms).
     pub last_activity_ms: i64,
     /// Session keys from the last authentication (Milenage f3 CK, f4 IK).
     pub ck: [u8; 16],
@@ -69,8 +74,9 @@ pub enum Procedure {
     LocationUpdate,
 }
 
-/// A challenge sent and not yet answered, keyed by site and transaction id.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A challenge sent and not yet answered, keyed by site and transaction id. `Debug`
+/// leaves out the expected response and the keys.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Challenge {
     /// The subscriber being authenticated.
     pub imsi: Imsi,
@@ -80,10 +86,40 @@ pub struct Challenge {
     pub ck: [u8; 16],
     /// See `ck`.
     pub ik: [u8; 16],
-    /// When it stops being answerable, Unix ms.
+    /// When it stops being answerable, monotonic ms.
     pub expires_ms: i64,
     /// What to answer on success.
     pub procedure: Procedure,
+}
+
+impl std::fmt::Debug for VlrUnit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VlrUnit")
+            .field("tmsi", &self.tmsi)
+            .field("site", &self.site)
+            .field("affiliation", &self.affiliation)
+            .field("last_activity_ms", &self.last_activity_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Challenge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Challenge")
+            .field("imsi", &self.imsi)
+            .field("expires_ms", &self.expires_ms)
+            .field("procedure", &self.procedure)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why [`Vlr::register`] did not register.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RegisterError<E> {
+    /// The check refused, with its reason.
+    Refused(E),
+    /// No free TMSI could be drawn.
+    NoTmsi,
 }
 
 /// The registry of units on the air.
@@ -121,16 +157,25 @@ impl Vlr {
     }
 
     /// Registers (or re-registers) a unit under a fresh TMSI drawn by `draw` (redrawn
-    /// while taken; `unit.tmsi` is overwritten); the unit's previous TMSI stops working at
-    /// once. Returns the new TMSI and the previous entry, or `None` if `draw` gave up.
-    pub fn register(
+    /// while taken; `unit.tmsi` is overwritten); the unit's previous TMSI stops working
+    /// at once. `check` sees the previous entry and may adjust the new one or refuse;
+    /// it runs under the IMSI's entry lock, so two registrations of one IMSI cannot both
+    /// pass it unseen by each other. Returns the new TMSI and the previous entry.
+    pub fn register<E>(
         &self,
         imsi: Imsi,
         mut unit: VlrUnit,
         mut draw: impl FnMut() -> Option<Tmsi>,
-    ) -> Option<(Tmsi, Option<VlrUnit>)> {
+        check: impl FnOnce(Option<&VlrUnit>, &mut VlrUnit) -> Result<(), E>,
+    ) -> Result<(Tmsi, Option<VlrUnit>), RegisterError<E>> {
+        let entry = self.by_imsi.entry(imsi);
+        let previous = match &entry {
+            Entry::Occupied(o) => Some(o.get().clone()),
+            Entry::Vacant(_) => None,
+        };
+        check(previous.as_ref(), &mut unit).map_err(RegisterError::Refused)?;
         let tmsi = loop {
-            match self.by_tmsi.entry(draw()?) {
+            match self.by_tmsi.entry(draw().ok_or(RegisterError::NoTmsi)?) {
                 Entry::Vacant(v) => {
                     let t = *v.key();
                     v.insert(imsi);
@@ -140,11 +185,11 @@ impl Vlr {
             }
         };
         unit.tmsi = tmsi;
-        let previous = self.by_imsi.insert(imsi, unit);
+        entry.insert(unit);
         if let Some(p) = &previous {
             self.by_tmsi.remove_if(&p.tmsi, |_, owner| *owner == imsi);
         }
-        Some((tmsi, previous))
+        Ok((tmsi, previous))
     }
 
     /// Applies `f` to a registered unit; `None` if it is not registered.
@@ -152,13 +197,13 @@ impl Vlr {
         self.by_imsi.get_mut(imsi).map(|mut u| f(&mut u))
     }
 
-    /// Removes the unit holding `tmsi` (deregistration).
-    pub fn remove_by_tmsi(&self, tmsi: Tmsi) -> Option<(Imsi, VlrUnit)> {
-        let (_, imsi) = self.by_tmsi.remove(&tmsi)?;
-        let unit = self
+    /// Removes the unit holding `tmsi` if it is registered at `site` (deregistration).
+    pub fn deregister(&self, tmsi: Tmsi, site: SiteId) -> Option<(Imsi, VlrUnit)> {
+        let imsi = self.imsi_of(tmsi)?;
+        let (imsi, unit) = self
             .by_imsi
-            .remove_if(&imsi, |_, u| u.tmsi == tmsi)
-            .map(|(_, u)| u)?;
+            .remove_if(&imsi, |_, u| u.tmsi == tmsi && u.site == site)?;
+        self.by_tmsi.remove_if(&tmsi, |_, owner| *owner == imsi);
         Some((imsi, unit))
     }
 
@@ -183,14 +228,6 @@ impl Vlr {
         out
     }
 
-    /// Every registered unit (a snapshot; for shutdown flushes and reports).
-    pub fn snapshot(&self) -> Vec<(Imsi, VlrUnit)> {
-        self.by_imsi
-            .iter()
-            .map(|e| (*e.key(), e.value().clone()))
-            .collect()
-    }
-
     /// Keeps a challenge until it is answered or swept; `false` if `max` are pending.
     pub fn put_challenge(&self, site: SiteId, txn: u32, c: Challenge, max: usize) -> bool {
         if self.challenges.len() >= max {
@@ -212,6 +249,11 @@ impl Vlr {
         before.saturating_sub(self.challenges.len())
     }
 
+    /// Drops every challenge of `site` (its link went down: nobody can answer them).
+    pub fn drop_challenges(&self, site: SiteId) {
+        self.challenges.retain(|(s, _), _| *s != site);
+    }
+
     /// Challenges waiting for an answer.
     pub fn pending_challenges(&self) -> usize {
         self.challenges.len()
@@ -224,6 +266,28 @@ mod tests {
 
     fn imsi(n: u64) -> Imsi {
         Imsi::parse(&format!("00101{n:010}")).unwrap()
+    }
+
+    fn ok(_: Option<&VlrUnit>, _: &mut VlrUnit) -> Result<(), ()> {
+        Ok(())
+    }
+
+    #[test]
+    fn the_check_sees_the_previous_entry_and_can_refuse() {
+        let vlr = Vlr::new();
+        let mut n = 0;
+        let mut draw = || {
+            n += 1;
+            Tmsi::new(n)
+        };
+        vlr.register(imsi(1), unit(1, 0), &mut draw, ok).unwrap();
+        let refused = vlr.register(imsi(1), unit(2, 0), &mut draw, |prev, _| match prev {
+            Some(p) if p.site.get() == 1 => Err("elsewhere"),
+            _ => Ok(()),
+        });
+        assert_eq!(refused, Err(RegisterError::Refused("elsewhere")));
+        assert_eq!(vlr.get(&imsi(1)).unwrap().site.get(), 1);
+        assert!(!format!("{:?}", vlr.get(&imsi(1)).unwrap()).contains("ck"));
     }
 
     fn unit(site: u16, at: i64) -> VlrUnit {
@@ -248,8 +312,8 @@ mod tests {
             next += 1;
             Tmsi::new(next)
         };
-        let (t1, _) = vlr.register(imsi(1), unit(1, 0), &mut draw).unwrap();
-        let (t2, prev) = vlr.register(imsi(1), unit(2, 0), &mut draw).unwrap();
+        let (t1, _) = vlr.register(imsi(1), unit(1, 0), &mut draw, ok).unwrap();
+        let (t2, prev) = vlr.register(imsi(1), unit(2, 0), &mut draw, ok).unwrap();
         assert_ne!(t1, t2);
         assert_eq!(prev.unwrap().tmsi, t1);
         assert_eq!(vlr.imsi_of(t1), None);
@@ -262,8 +326,8 @@ mod tests {
         let vlr = Vlr::new();
         let mut seq = [5u32, 5, 5, 6].into_iter();
         let mut draw = || Tmsi::new(seq.next().unwrap());
-        let (a, _) = vlr.register(imsi(1), unit(1, 0), &mut draw).unwrap();
-        let (b, _) = vlr.register(imsi(2), unit(1, 0), &mut draw).unwrap();
+        let (a, _) = vlr.register(imsi(1), unit(1, 0), &mut draw, ok).unwrap();
+        let (b, _) = vlr.register(imsi(2), unit(1, 0), &mut draw, ok).unwrap();
         assert_eq!((a.get(), b.get()), (5, 6));
     }
 
@@ -275,14 +339,18 @@ mod tests {
             n += 1;
             Tmsi::new(n)
         };
-        let (t1, _) = vlr.register(imsi(1), unit(1, 100), &mut draw).unwrap();
-        let (t2, _) = vlr.register(imsi(2), unit(1, 500), &mut draw).unwrap();
+        let (t1, _) = vlr.register(imsi(1), unit(1, 100), &mut draw, ok).unwrap();
+        let (t2, _) = vlr.register(imsi(2), unit(1, 500), &mut draw, ok).unwrap();
         let gone = vlr.expire(200);
         assert_eq!(gone.len(), 1);
         assert_eq!(vlr.imsi_of(t1), None);
-        assert!(vlr.remove_by_tmsi(t2).is_some());
+        assert!(
+            vlr.deregister(t2, SiteId::new(2).unwrap()).is_none(),
+            "wrong site"
+        );
+        assert!(vlr.deregister(t2, SiteId::new(1).unwrap()).is_some());
         assert!(vlr.is_empty());
-        assert!(vlr.remove_by_tmsi(t2).is_none());
+        assert!(vlr.deregister(t2, SiteId::new(1).unwrap()).is_none());
     }
 
     #[test]

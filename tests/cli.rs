@@ -169,6 +169,10 @@ async fn provisioning_from_the_command_line() {
         "{shown}"
     );
     assert!(!shown.to_lowercase().contains(&k), "K printed by show");
+    assert!(
+        !shown.to_lowercase().contains(&radio_keys(1).opc.to_hex()),
+        "OPc printed by show"
+    );
     cli.ok(&["subscriber", "inhibit", "001010000000001"]).await;
     assert!(cli
         .ok(&["subscriber", "show", "001010000000001"])
@@ -231,8 +235,43 @@ async fn serve_stops_cleanly_on_sigterm_and_never_logs_keys() {
     let key_hex = key(1).to_hex();
     cli.ok(&["site", "add", "--id", "1", "--name", "North", "--key", &key_hex])
         .await;
+    cli.ok(&["fleet", "add", "--id", "100", "--name", "Police"]).await;
+    cli.ok(&[
+        "talkgroup",
+        "add",
+        "--fleet",
+        "100",
+        "--id",
+        "10",
+        "--name",
+        "Dispatch",
+    ])
+    .await;
+    let keys = radio_keys(1);
+    let unit_imei = imei(35_000_000_000_001);
+    let out = cli
+        .cmd()
+        .args([
+            "subscriber",
+            "add",
+            "--imei",
+            &unit_imei.to_string(),
+            "--fleet",
+            "100",
+            "--member",
+            "1",
+        ])
+        .args(["--talkgroups", "10"])
+        .env("TRUNKD_K", keys.k.to_hex())
+        .env("TRUNKD_OPC", keys.opc.to_hex())
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    // Everything the controller can log, logged.
     let mut child = cli
         .cmd()
+        .env("RUST_LOG", "trace")
         .arg("serve")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
@@ -264,6 +303,25 @@ async fn serve_stops_cleanly_on_sigterm_and_never_logs_keys() {
     let mut gw = GatewayLink::connect(addr, site(1), &key(1)).await.unwrap();
     // A wrong key too, so that the failure path is logged.
     assert!(GatewayLink::connect(addr, site(1), &key(2)).await.is_err());
+    // A registration, and one with the wrong K.
+    let f = trunkd::sim::register(&mut gw, trunkd::protocol::Identity::Imei(unit_imei), &keys)
+        .await
+        .unwrap();
+    assert!(
+        matches!(f.msg, trunkd::protocol::Message::RegAccept { .. }),
+        "{f:?}"
+    );
+    let f = trunkd::sim::register(
+        &mut gw,
+        trunkd::protocol::Identity::Imei(unit_imei),
+        &radio_keys(2),
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(f.msg, trunkd::protocol::Message::RegReject { .. }),
+        "{f:?}"
+    );
 
     let pid = child.id().unwrap().to_string();
     assert!(Command::new("kill")
@@ -287,8 +345,13 @@ async fn serve_stops_cleanly_on_sigterm_and_never_logs_keys() {
     }
     assert!(log.contains("SIGTERM received"), "{log}");
     assert!(log.contains("link rejected"), "{log}");
-    assert!(
-        !log.contains(&key_hex) && !log.contains(&key(2).to_hex()),
-        "a key reached the log"
-    );
+    let lower = log.to_lowercase();
+    for secret in [
+        key_hex.clone(),
+        key(2).to_hex(),
+        keys.k.to_hex(),
+        keys.opc.to_hex(),
+    ] {
+        assert!(!lower.contains(&secret), "a secret reached the log");
+    }
 }

@@ -555,3 +555,142 @@ async fn calls_are_still_not_supported() {
     assert_eq!(next_service(&mut g).await.unwrap(), Frame::new(txn, denied));
     c.stop().await;
 }
+
+#[tokio::test]
+async fn two_simultaneous_registrations_of_one_imsi_cannot_both_pass() {
+    for db in TestDb::all().await {
+        let c = controller(&db, config(&db)).await;
+        let mut g1 = gw(&c, 1).await;
+        let mut g2 = gw(&c, 2).await;
+        let keys = radio_keys(1);
+        let (a, b) = tokio::join!(
+            register(&mut g1, Identity::Imsi(imsi(1)), &keys),
+            register(&mut g2, Identity::Imsi(imsi(1)), &keys)
+        );
+        let answers = [a.unwrap().msg, b.unwrap().msg];
+        let accepted = answers
+            .iter()
+            .filter(|m| matches!(m, Message::RegAccept { .. }))
+            .count();
+        let clones = answers
+            .iter()
+            .filter(|m| **m == reject(Cause::CloneSuspected))
+            .count();
+        assert_eq!((accepted, clones), (1, 1), "{}: {answers:?}", db.name);
+        c.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_location_update_is_a_move_not_a_clone() {
+    let db = TestDb::sqlite();
+    let mut cfg = config(&db);
+    cfg.registration.clone_window_ms = 60_000;
+    let c = controller(&db, cfg).await;
+    let mut g1 = gw(&c, 1).await;
+    let mut g2 = gw(&c, 2).await;
+    let t = accepted_tmsi(
+        &register(&mut g1, Identity::Imsi(imsi(1)), &radio_keys(1))
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let lu = Message::LocationUpdate {
+        tmsi: t,
+        reason: LocationReason::SiteChange,
+    };
+    let (_, f) = authenticate(&mut g2, lu, &radio_keys(1)).await.unwrap();
+    assert!(matches!(f.msg, Message::LocationAccept { .. }), "{f:?}");
+    assert_eq!(c.vlr.get(&imsi(1)).unwrap().site, site(2));
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn an_inhibited_unit_already_on_the_air_is_refused_service() {
+    let db = TestDb::sqlite();
+    let c = controller(&db, config(&db)).await;
+    let mut g = gw(&c, 1).await;
+    let t = accepted_tmsi(
+        &register(&mut g, Identity::Imsi(imsi(1)), &radio_keys(1))
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    c.store.set_inhibited("test", imsi(1), true).await.unwrap();
+    wait_until(|| c.hlr.subscriber(&imsi(1)).is_some_and(|s| s.inhibited)).await;
+    let lu = Message::LocationUpdate {
+        tmsi: t,
+        reason: LocationReason::Periodic,
+    };
+    assert_eq!(
+        authenticate(&mut g, lu, &radio_keys(1)).await.unwrap().1.msg,
+        reject(Cause::UnitInhibited)
+    );
+    let list = TalkgroupList::new(tg(10), vec![]).unwrap();
+    let txn = g
+        .request(Message::Affiliate {
+            tmsi: t,
+            talkgroups: list,
+        })
+        .await
+        .unwrap();
+    let denied = Message::Deny {
+        request: MessageType::Affiliate,
+        cause: Cause::UnitInhibited,
+    };
+    assert_eq!(next_service(&mut g).await.unwrap(), Frame::new(txn, denied));
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn only_the_units_own_site_can_deregister_it() {
+    let db = TestDb::sqlite();
+    let c = controller(&db, config(&db)).await;
+    let mut g1 = gw(&c, 1).await;
+    let mut g2 = gw(&c, 2).await;
+    let t = accepted_tmsi(
+        &register(&mut g1, Identity::Imsi(imsi(1)), &radio_keys(1))
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let txn = g2.request(Message::Deregister { tmsi: t }).await.unwrap();
+    let denied = Message::Deny {
+        request: MessageType::Deregister,
+        cause: Cause::NotRegistered,
+    };
+    assert_eq!(next_service(&mut g2).await.unwrap(), Frame::new(txn, denied));
+    assert_eq!(c.vlr.len(), 1);
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn answers_from_a_gateway_are_not_denied() {
+    let db = TestDb::sqlite();
+    let c = controller(&db, config(&db)).await;
+    let mut g = gw(&c, 1).await;
+    g.send(Frame::new(
+        0x8000_0009,
+        Message::Ack {
+            acked: MessageType::CallAlert,
+        },
+    ))
+    .await
+    .unwrap();
+    // The next thing the gateway hears is the answer to its own keepalive, not a DENY.
+    let txn = g.request(Message::Keepalive).await.unwrap();
+    loop {
+        let f = tokio::time::timeout(PATIENCE, g.recv())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        match f.msg {
+            Message::KeepaliveAck if f.txn == txn => break,
+            Message::Keepalive | Message::KeepaliveAck => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    c.stop().await;
+}

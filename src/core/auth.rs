@@ -34,15 +34,15 @@ pub fn response_ok(res: &[u8; 8], xres: &[u8; 8]) -> bool {
     res.ct_eq(xres).into()
 }
 
-/// OPc from OP (TS 35.206 §4.1: OPc = OP ⊕ E_K(OP)), for operators who hold OP.
-pub fn opc_from_op(k: &Secret128, op: &[u8; 16]) -> Option<Secret128> {
-    let m = ::milenage::Milenage::new_with_op(*k.expose(), *op).ok()?;
-    Some(Secret128::from_bytes(*m.opc()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// OPc from OP (TS 35.206 §4.1: OPc = OP ⊕ E_K(OP)), for operators who hold OP.
+    fn opc_from_op(k: &Secret128, op: &[u8; 16]) -> Option<Secret128> {
+        let m = ::milenage::Milenage::new_with_op(*k.expose(), *op).ok()?;
+        Some(Secret128::from_bytes(*m.opc()))
+    }
 
     fn h16(s: &str) -> [u8; 16] {
         hex::decode(s).unwrap().try_into().unwrap()

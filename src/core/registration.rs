@@ -1,7 +1,8 @@
 //! Registration, authentication, location update, deregistration and affiliation
 //! (`PROTOCOL.md §5.2`, DOMAIN.md "Procedures"). Sans-IO: [`Registrar::handle`] takes a
-//! frame and the current time and returns the answers plus events for the write-behind
-//! side (last location, audit). It reads the HLR cache and the VLR, both in memory.
+//! frame and the current time (monotonic ms) and returns the answers plus events for the
+//! write-behind side (last location, audit). It reads the HLR cache and the VLR, both in
+//! memory.
 //!
 //! Every refusal leaves the VLR as it was, except that a challenge, once answered
 //! (rightly or not), is gone: a challenge answers once.
@@ -12,7 +13,7 @@ use crate::core::auth::{milenage, response_ok};
 use crate::hlr::HlrCache;
 use crate::protocol::{Cause, Frame, Identity, Imsi, Message, MessageType, SiteId, TalkgroupList, Tmsi};
 use crate::store::Subscriber;
-use crate::vlr::{Affiliation, Challenge, Procedure, Vlr, VlrUnit};
+use crate::vlr::{Affiliation, Challenge, Procedure, RegisterError, Vlr, VlrUnit};
 
 /// Registration settings (the `[registration]` config section).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,14 +47,12 @@ impl Entropy for OsEntropy {
 /// Something the I/O side must carry out after the answer is sent.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
-    /// The unit was seen at `site` (written behind to the HLR's last location).
+    /// The unit was seen at `site` now (written behind to the HLR's last location).
     Located {
         /// The unit.
         imsi: Imsi,
         /// Where.
         site: SiteId,
-        /// When, Unix ms.
-        at_ms: i64,
     },
     /// A security-relevant fact for the audit log.
     Audit {
@@ -108,6 +107,11 @@ impl Registrar {
         }
     }
 
+    /// Forgets every challenge sent to `site` (its link went down).
+    pub fn drop_challenges(&self, site: SiteId) {
+        self.vlr.drop_challenges(site);
+    }
+
     /// Handles a registration-family frame from `site`; `None` for any other message.
     pub fn handle(&self, site: SiteId, frame: &Frame, now_ms: i64) -> Option<Outcome> {
         let txn = frame.txn;
@@ -115,7 +119,7 @@ impl Registrar {
             Message::RegRequest { identity } => self.reg_request(site, txn, identity, now_ms),
             Message::AuthResponse { res } => self.auth_response(site, txn, res, now_ms),
             Message::LocationUpdate { tmsi, .. } => self.location_update(site, txn, *tmsi, now_ms),
-            Message::Deregister { tmsi } => self.deregister(site, txn, *tmsi, now_ms),
+            Message::Deregister { tmsi } => self.deregister(site, txn, *tmsi),
             Message::Affiliate { tmsi, talkgroups } => self.affiliate(site, txn, *tmsi, talkgroups, now_ms),
             _ => return None,
         };
@@ -192,63 +196,71 @@ impl Registrar {
         if sub.inhibited {
             return reject(txn, Cause::UnitInhibited);
         }
-        let mut events = Vec::new();
-        let previous = self.vlr.get(&sub.imsi);
-        if let Some(prev) = &previous {
-            if prev.site != site && now - prev.last_activity_ms < self.policy.clone_window_ms {
-                events.push(Event::Audit {
-                    action: "clone.suspected",
-                    object: format!("subscriber:{}", sub.imsi),
-                    detail: format!(
-                        "authenticated at site {site} {} ms after activity at site {}; {}",
-                        now - prev.last_activity_ms,
-                        prev.site,
-                        if self.policy.refuse_clones {
-                            "refused"
-                        } else {
-                            "allowed"
-                        }
-                    ),
-                });
-                if self.policy.refuse_clones {
-                    return Outcome {
-                        replies: vec![reg_reject(txn, Cause::CloneSuspected)],
-                        events,
-                    };
-                }
-            }
-        }
-        let affiliation = match (c.procedure, &previous) {
-            (Procedure::LocationUpdate, Some(prev)) => prev.affiliation,
-            (Procedure::LocationUpdate, None) => return reject(txn, Cause::NotRegistered),
-            (Procedure::Register, _) => match default_affiliation(&sub) {
-                Some(a) => a,
-                None => return reject(txn, Cause::TalkgroupNotPermitted),
-            },
+        let Some((&primary, secondary)) = sub.talkgroups.split_first() else {
+            return reject(txn, Cause::TalkgroupNotPermitted);
         };
+        let mut events = Vec::new();
         let unit = VlrUnit {
             tmsi: Tmsi::new(1).expect("in range"), // replaced by Vlr::register
             site,
-            affiliation,
+            affiliation: Affiliation::from_slice(primary, secondary),
             last_activity_ms: now,
             ck: c.ck,
             ik: c.ik,
         };
-        let Some((tmsi, _)) = self.vlr.register(sub.imsi, unit, || self.draw_tmsi()) else {
-            return reject(txn, Cause::Unspecified);
+        let policy = &self.policy;
+        let check = |prev: Option<&VlrUnit>, new: &mut VlrUnit| -> Result<(), Cause> {
+            match (c.procedure, prev) {
+                (Procedure::LocationUpdate, None) => return Err(Cause::NotRegistered),
+                // A moving unit keeps its talkgroups.
+                (Procedure::LocationUpdate, Some(p)) => new.affiliation = p.affiliation,
+                (Procedure::Register, Some(p))
+                    if p.site != site && now - p.last_activity_ms < policy.clone_window_ms =>
+                {
+                    events.push(Event::Audit {
+                        action: "clone.suspected",
+                        object: format!("subscriber:{}", sub.imsi),
+                        detail: format!(
+                            "registered at site {site} {} ms after activity at site {}; {}",
+                            now - p.last_activity_ms,
+                            p.site,
+                            if policy.refuse_clones {
+                                "refused"
+                            } else {
+                                "allowed"
+                            }
+                        ),
+                    });
+                    if policy.refuse_clones {
+                        return Err(Cause::CloneSuspected);
+                    }
+                }
+                (Procedure::Register, _) => {}
+            }
+            Ok(())
         };
-        events.push(Event::Located {
-            imsi: sub.imsi,
-            site,
-            at_ms: now,
-        });
+        let tmsi = match self.vlr.register(sub.imsi, unit, || self.draw_tmsi(), check) {
+            Ok((tmsi, _)) => tmsi,
+            Err(RegisterError::Refused(cause)) => {
+                return Outcome {
+                    replies: vec![reg_reject(txn, cause)],
+                    events,
+                };
+            }
+            Err(RegisterError::NoTmsi) => return reject(txn, Cause::Unspecified),
+        };
+        events.push(Event::Located { imsi: sub.imsi, site });
         let answer = match c.procedure {
             Procedure::Register => Message::RegAccept {
                 imsi: sub.imsi,
                 individual: sub.individual,
                 tmsi,
                 unit: sub.unit,
-                talkgroups: affiliation.to_list(),
+                talkgroups: self
+                    .vlr
+                    .get(&sub.imsi)
+                    .map_or_else(|| Affiliation::from_slice(primary, secondary), |u| u.affiliation)
+                    .to_list(),
             },
             Procedure::LocationUpdate => Message::LocationAccept { tmsi },
         };
@@ -258,8 +270,8 @@ impl Registrar {
         }
     }
 
-    fn deregister(&self, site: SiteId, txn: u32, tmsi: Tmsi, now: i64) -> Outcome {
-        match self.vlr.remove_by_tmsi(tmsi) {
+    fn deregister(&self, site: SiteId, txn: u32, tmsi: Tmsi) -> Outcome {
+        match self.vlr.deregister(tmsi, site) {
             Some((imsi, _)) => Outcome {
                 replies: vec![Frame::new(
                     txn,
@@ -267,11 +279,7 @@ impl Registrar {
                         acked: MessageType::Deregister,
                     },
                 )],
-                events: vec![Event::Located {
-                    imsi,
-                    site,
-                    at_ms: now,
-                }],
+                events: vec![Event::Located { imsi, site }],
             },
             None => Outcome::reply(deny(txn, MessageType::Deregister, Cause::NotRegistered)),
         }
@@ -293,7 +301,7 @@ impl Registrar {
             return Outcome::reply(deny(txn, ty, Cause::TalkgroupNotPermitted));
         }
         let updated = self.vlr.update(&imsi, |u| {
-            if u.site != site {
+            if u.site != site || u.tmsi != tmsi {
                 return false;
             }
             u.affiliation = wanted;
@@ -324,17 +332,6 @@ impl Registrar {
         }
         None
     }
-}
-
-/// The affiliation a unit gets at power-on: its first permitted talkgroup as primary,
-/// the next (up to three) as secondary.
-pub fn default_affiliation(sub: &Subscriber) -> Option<Affiliation> {
-    let (&primary, rest) = sub.talkgroups.split_first()?;
-    let mut secondary = [None; 3];
-    for (slot, tg) in secondary.iter_mut().zip(rest) {
-        *slot = Some(*tg);
-    }
-    Some(Affiliation { primary, secondary })
 }
 
 fn reg_reject(txn: u32, cause: Cause) -> Frame {

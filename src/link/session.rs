@@ -44,17 +44,19 @@ pub(super) async fn run(
         let mut framed = Framed::new(stream, FrameCodec::new(shared.cfg.max_payload_len));
         let mut stop = stop;
         debug!("connection accepted");
+        // The transaction of the first well-formed frame: a LINK_REJECT answers it.
+        let mut first_txn = 0;
         let handshake = timeout(
             shared.cfg.handshake_timeout(),
-            handshake(&mut framed, &shared, &mut stop),
+            handshake(&mut framed, &shared, &mut stop, &mut first_txn),
         )
         .await;
         let (site, txn) = match handshake {
             Ok(Ok(up)) => up,
-            Ok(Err(end)) => return finish_handshake_failure(&mut framed, &shared, end).await,
+            Ok(Err(end)) => return finish_handshake_failure(&mut framed, &shared, end, first_txn).await,
             Err(_) => {
                 let end = End::Close(Cause::HandshakeTimeout, "handshake not complete in time".into());
-                return finish_handshake_failure(&mut framed, &shared, end).await;
+                return finish_handshake_failure(&mut framed, &shared, end, first_txn).await;
             }
         };
         accepted(framed, conn, site, txn, shared, stop).await;
@@ -83,8 +85,10 @@ async fn handshake(
     framed: &mut Conn,
     shared: &Shared,
     stop: &mut watch::Receiver<bool>,
+    first_txn: &mut u32,
 ) -> Result<(SiteId, u32), End> {
     let hello = next_handshake_frame(framed, stop).await?;
+    *first_txn = hello.txn;
     let Message::LinkHello { site } = hello.msg else {
         let ty = hello.msg.message_type();
         return Err(End::Close(
@@ -129,11 +133,11 @@ async fn handshake(
     Ok((site, txn))
 }
 
-async fn finish_handshake_failure(framed: &mut Conn, shared: &Shared, end: End) {
+async fn finish_handshake_failure(framed: &mut Conn, shared: &Shared, end: End, txn: u32) {
     match end {
         End::Close(cause, why) => {
             warn!(%cause, reason = %why, "link rejected");
-            let _ = send(framed, shared, Frame::new(0, Message::LinkReject { cause })).await;
+            let _ = send(framed, shared, Frame::new(txn, Message::LinkReject { cause })).await;
         }
         End::PeerGone(why) | End::WriteFailed(why) => {
             info!(reason = %why, "connection ended during handshake")
@@ -251,7 +255,7 @@ async fn accepted(
                     Some(Err(LinkReadError::Io(e))) => break End::PeerGone(format!("read failed: {e}")),
                     Some(Err(LinkReadError::Stream(e))) => break End::Close(e.cause(), e.to_string()),
                     Some(Ok(Err(e))) => {
-                        warn!(error = %e, "malformed frame");
+                        debug!(error = %e, "malformed frame");
                         link.malformed(vec![e.answer()])
                     }
                     Some(Ok(Ok(frame))) => match on_frame(&mut link, &shared, frame) {

@@ -258,17 +258,6 @@ pub enum DecodeExactError {
     Extra(usize),
 }
 
-impl DecodeExactError {
-    /// The cause code this error maps to, if any.
-    pub fn cause(&self) -> Option<Cause> {
-        match self {
-            DecodeExactError::Stream(e) => Some(e.cause()),
-            DecodeExactError::Frame(e) => Some(e.cause()),
-            _ => None,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -200,6 +200,21 @@ impl Imei {
         Digits15::parse(s).map(Self)
     }
 
+    /// The IMEI made of the 14-digit `body` and its Luhn check digit; `None` if `body`
+    /// is not 14 decimal digits.
+    pub fn with_check_digit(body: &str) -> Option<Self> {
+        let b = body.as_bytes();
+        if b.len() != 14 || !b.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let mut d = [0u8; 15];
+        for (o, c) in d.iter_mut().zip(b) {
+            *o = c - b'0';
+        }
+        d[14] = luhn_check_digit(d[..14].try_into().expect("14 digits"));
+        Digits15::from_digits(d).map(Imei)
+    }
+
     /// Whether the 15th digit is the Luhn check digit of the first 14.
     ///
     /// ```
@@ -356,6 +371,11 @@ mod tests {
             assert!(Imei::parse(s).unwrap().luhn_ok(), "{s}");
         }
         assert!(!Imei::parse("352099001761482").unwrap().luhn_ok());
+        assert_eq!(
+            Imei::with_check_digit("49015420323751").unwrap().to_string(),
+            "490154203237518"
+        );
+        assert!(Imei::with_check_digit("4901542032375").is_none());
     }
 
     #[test]

@@ -24,9 +24,17 @@ use super::ids::SiteId;
 /// The 14 ASCII bytes that start every link MAC input.
 pub const LINK_AUTH_LABEL: &[u8; 14] = b"trunkd-link-v1";
 
-/// A site's 32-byte pre-shared key. Never printed: its `Debug` is redacted.
-#[derive(Clone, PartialEq, Eq)]
+/// A site's 32-byte pre-shared key. Never printed: its `Debug` is redacted; equality
+/// is constant-time.
+#[derive(Clone)]
 pub struct SiteKey([u8; 32]);
+
+impl PartialEq for SiteKey {
+    fn eq(&self, other: &Self) -> bool {
+        subtle::ConstantTimeEq::ct_eq(&self.0[..], &other.0[..]).into()
+    }
+}
+impl Eq for SiteKey {}
 
 /// Why a text is not a site key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

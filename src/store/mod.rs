@@ -110,7 +110,7 @@ impl Store {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
-                .busy_timeout(Duration::from_secs(10));
+                .busy_timeout(Duration::from_secs(30));
             let file = opts.get_filename().to_path_buf();
             let pool = SqlitePoolOptions::new()
                 .max_connections(4)
@@ -552,6 +552,15 @@ where
     for<'q> <DB as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
     for<'e> &'e mut <DB as sqlx::Database>::Connection: sqlx::Executor<'e, Database = DB>,
 {
+    if DB::NAME == "PostgreSQL" {
+        // Sequence values are handed out at INSERT but become visible at COMMIT, so two
+        // writers could make id 101 visible before 100, and a reader following the log
+        // by id would skip 100 for good. Serialising audit writers keeps ids visible in
+        // order. (SQLite serialises all writers anyway.)
+        sqlx::query("LOCK TABLE audit_log IN EXCLUSIVE MODE")
+            .execute(&mut **tx)
+            .await?;
+    }
     sqlx::query("INSERT INTO audit_log (at, actor, action, object, detail) VALUES ($1, $2, $3, $4, $5)")
         .bind(at)
         .bind(actor.to_string())

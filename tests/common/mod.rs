@@ -213,15 +213,7 @@ pub fn radio_keys(n: u8) -> trunkd::sim::RadioKeys {
 
 /// A valid IMEI (Luhn digit appended) from a 14-digit body number.
 pub fn imei(body: u64) -> trunkd::protocol::Imei {
-    let s = format!("{body:014}");
-    let d: [u8; 14] = s
-        .bytes()
-        .map(|b| b - b'0')
-        .collect::<Vec<_>>()
-        .try_into()
-        .unwrap();
-    let check = trunkd::protocol::luhn_check_digit(&d);
-    trunkd::protocol::Imei::parse(&format!("{s}{check}")).unwrap()
+    trunkd::protocol::Imei::with_check_digit(&format!("{body:014}")).unwrap()
 }
 
 /// Fleet 100 with talkgroups 10..=14, sites 1 and 2 (keys `key(1)`, `key(2)`).

@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use trunkd::core::auth::unit_response;
 use trunkd::link::gateway::GatewayLink;
-use trunkd::protocol::{
-    luhn_check_digit, Cause, FleetId, Frame, Identity, Message, SiteId, SiteKey, TalkgroupId,
-};
+use trunkd::protocol::{Cause, FleetId, Frame, Identity, Imei, Message, SiteId, SiteKey, TalkgroupId};
 use trunkd::store::{Fleet, Secret128, Site, Store, Talkgroup};
 
 /// Members per simulated fleet.
@@ -21,10 +19,9 @@ const TALKGROUPS: u16 = 4;
 
 /// A valid IMEI for unit `i`.
 pub fn unit_imei(i: usize) -> String {
-    let body = format!("35{:012}", i);
-    let d: Vec<u8> = body.bytes().map(|b| b - b'0').collect();
-    let check = luhn_check_digit(&d.try_into().expect("14 digits"));
-    format!("{body}{check}")
+    Imei::with_check_digit(&format!("35{i:012}"))
+        .expect("14 digits")
+        .to_string()
 }
 
 /// Writes fleets, talkgroups and sites into the HLR, and `units.csv` (for
@@ -106,7 +103,7 @@ fn private_file(path: &Path) -> anyhow::Result<std::fs::File> {
 }
 
 struct SimUnit {
-    imei: trunkd::protocol::Imei,
+    imei: Imei,
     k: Secret128,
     opc: Secret128,
 }
