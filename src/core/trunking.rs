@@ -325,6 +325,8 @@ pub struct Trunking {
     next_call: u32,
     next_seq: u64,
     next_txn: u32,
+    /// Sites whose freed slots must be offered to their queues before returning.
+    deferred_serve: Vec<SiteId>,
 }
 
 impl Trunking {
@@ -340,6 +342,7 @@ impl Trunking {
             next_call: 1,
             next_seq: 0,
             next_txn: CONTROLLER_TXN_BASE | 0x4000_0000,
+            deferred_serve: Vec::new(),
         }
     }
 
@@ -372,6 +375,14 @@ impl Trunking {
     /// Requests waiting at `site`.
     pub fn queue_len(&self, site: SiteId) -> usize {
         self.sites.get(&site).map_or(0, |s| s.queue.len())
+    }
+
+    /// The classes of the requests waiting at `site`, in serving order (16 = emergency,
+    /// else the priority level).
+    pub fn queue_classes(&self, site: SiteId) -> Vec<u8> {
+        self.sites
+            .get(&site)
+            .map_or_else(Vec::new, |s| s.queue.keys().map(|k| k.0 .0).collect())
     }
 
     /// Free (grantable) slots at `site`.
@@ -428,6 +439,7 @@ impl Trunking {
             Input::LinkDown(site) => self.link_down(site, now, &mut out),
             Input::UnitGone(tmsi) => self.unit_gone(tmsi, now, &mut out),
         }
+        self.serve_deferred(now, &mut out);
         out
     }
 
@@ -469,7 +481,14 @@ impl Trunking {
                 }
             }
         }
+        self.serve_deferred(now, &mut out);
         out
+    }
+
+    fn serve_deferred(&mut self, now: i64, out: &mut Vec<Action>) {
+        while let Some(site) = self.deferred_serve.pop() {
+            self.serve(site, now, out);
+        }
     }
 
     fn txn(&mut self) -> u32 {
@@ -602,6 +621,10 @@ impl Trunking {
             .map(|c| c.id);
         match victim {
             Some(v) => {
+                // Its slots at other sites go to their queues once the emergency is set up.
+                if let Some(c) = self.calls.get(&v) {
+                    self.deferred_serve.extend(c.slots.keys().filter(|s| **s != site));
+                }
                 self.end_call_inner(v, Cause::Preempted, true, now, out, false);
                 true
             }
@@ -756,11 +779,13 @@ impl Trunking {
                 }
             }
         }
-        // Slots of the taken-over call at sites this call does not reach are freed.
+        // Slots of the taken-over call at sites this call does not reach are freed, and
+        // handed to waiting requests once this call is fully set up.
+        let mut to_serve = Vec::new();
         for (site, cs) in reuse {
             if !slots.contains_key(&site) {
                 self.set_slot(site, cs, SlotState::Free);
-                self.serve(site, now, out);
+                to_serve.push(site);
             }
         }
         debug_assert!(
@@ -800,6 +825,9 @@ impl Trunking {
                     msg: grant.clone(),
                 },
             ));
+        }
+        for site in to_serve {
+            self.serve(site, now, out);
         }
     }
 
@@ -861,7 +889,7 @@ impl Trunking {
                     req, requested_ms, ..
                 } => self.start_call(req, requested_ms, now, None, out),
                 Waiting::Join(call) => {
-                    if !self.calls.contains_key(&call) {
+                    if self.calls.get(&call).is_none_or(|c| c.slots.contains_key(&site)) {
                         continue;
                     }
                     if let Some(cs) = self.allocate(site, call) {
@@ -1123,25 +1151,16 @@ impl Trunking {
     }
 
     fn link_down(&mut self, site: SiteId, now: i64, out: &mut Vec<Action>) {
-        // Requests from that site can no longer be answered.
+        // Requests from that site can no longer be answered, and calls waiting to join
+        // it cannot be told: its queue goes.
         let gone: Vec<(CallRequest, i64)> = match self.sites.get_mut(&site) {
-            Some(s) => {
-                let all = std::mem::take(&mut s.queue);
-                let mut keep = BTreeMap::new();
-                let mut gone = Vec::new();
-                for (k, w) in all {
-                    match w {
-                        Waiting::New {
-                            req, requested_ms, ..
-                        } => gone.push((req, requested_ms)),
-                        j => {
-                            keep.insert(k, j);
-                        }
-                    }
-                }
-                s.queue = keep;
-                gone
-            }
+            Some(s) => std::mem::take(&mut s.queue)
+                .into_values()
+                .filter_map(|w| match w {
+                    Waiting::New { req, requested_ms } => Some((req, requested_ms)),
+                    Waiting::Join(_) => None,
+                })
+                .collect(),
             None => vec![],
         };
         for (req, requested_ms) in gone {
@@ -1166,15 +1185,22 @@ impl Trunking {
             .filter(|c| c.slots.contains_key(&site))
             .map(|c| c.id)
             .collect();
+        // First release the site from calls that merely reach it, then end the calls
+        // with a party there (ending one serves queues, and its grants must not list the
+        // lost site's slots).
+        let mut to_end = Vec::new();
         for id in affected {
             let c = &self.calls[&id];
             let party_there = c.req.caller.site == site
                 || matches!(&c.req.kind, RequestKind::Private { target } if target.site == site);
             if party_there {
-                self.end_call(id, Cause::PartyLinkLost, false, now, out);
+                to_end.push(id);
             } else if let Some(cs) = self.calls.get_mut(&id).and_then(|c| c.slots.remove(&site)) {
                 self.set_slot(site, cs, SlotState::Free);
             }
+        }
+        for id in to_end {
+            self.end_call(id, Cause::PartyLinkLost, false, now, out);
         }
     }
 
