@@ -5,7 +5,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 
-use trunkd::protocol::{Imsi, SiteId, TalkgroupId, Tmsi};
+use trunkd::protocol::{FleetId, Imsi, SiteId, TalkgroupId, Tmsi};
 use trunkd::vlr::{Affiliation, Vlr, VlrUnit};
 
 struct Counting;
@@ -42,6 +42,7 @@ fn main() {
         let unit = VlrUnit {
             tmsi: Tmsi::new(1).unwrap(),
             site: SiteId::new((i % 100 + 1) as u16).unwrap(),
+            fleet: FleetId::new((i / 1000 + 1) as u16).unwrap(),
             affiliation: Affiliation {
                 primary: TalkgroupId::new(1).unwrap(),
                 secondary: [TalkgroupId::new(2), None, None],

@@ -12,7 +12,8 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::MAX_PAYLOAD;
+use crate::core::trunking::{EmergencyPolicy, SlotPolicy, TrunkingConfig, TrunkingMode};
+use crate::protocol::{SiteId, MAX_PAYLOAD};
 
 /// The full default configuration file with a comment per field; `trunkd config default`
 /// prints it. A test checks that it parses to exactly [`Config::default`].
@@ -59,6 +60,29 @@ url = ""
 # Directory for the embedded database (created with mode 0700).
 data_dir = "trunkd-data"
 
+[trunking]
+# Which free slot a call gets: "least_loaded" (the carrier with the fewest busy slots,
+# spreading calls over carriers) or "pack" (the lowest carrier with a free slot).
+slot_policy = "least_loaded"
+# An emergency at a site with no free slot: "preempt" (the lowest-priority
+# non-emergency call there is ended and its slot taken) or "queue_head".
+emergency = "preempt"
+# "message" (the slot is held for hang_time_ms after each transmission),
+# "quasi_transmission" (held for quasi_hang_time_ms) or "transmission" (freed at PTT release).
+mode = "message"
+# Message trunking hang time, in ms.
+hang_time_ms = 10000
+# Quasi-transmission trunking hang time, in ms.
+quasi_hang_time_ms = 3000
+# Longest call, in ms; the call is ended with "maximum call duration".
+max_call_ms = 300000
+# Most requests waiting per site; more are denied "queue full".
+queue_depth = 32
+# A request waiting longer is denied "busy", in ms; 0 waits until served or cancelled.
+queue_timeout_ms = 30000
+# The sites of a "selected area" group call (besides the caller's).
+selected_area = []
+
 [registration]
 # How long a unit has to answer an authentication challenge, in ms.
 challenge_timeout_ms = 10000
@@ -93,6 +117,64 @@ pub struct Config {
     pub database: DatabaseConfig,
     /// Registration and authentication.
     pub registration: RegistrationConfig,
+    /// Calls and slots.
+    pub trunking: TrunkingSection,
+}
+
+/// `[trunking]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrunkingSection {
+    /// Slot choice.
+    pub slot_policy: SlotPolicy,
+    /// Emergency behaviour.
+    pub emergency: EmergencyPolicy,
+    /// Trunking mode.
+    pub mode: TrunkingMode,
+    /// Message trunking hang time, ms.
+    pub hang_time_ms: u64,
+    /// Quasi-transmission hang time, ms.
+    pub quasi_hang_time_ms: u64,
+    /// Longest call, ms.
+    pub max_call_ms: u64,
+    /// Queue depth per site.
+    pub queue_depth: usize,
+    /// Queue timeout, ms (0: none).
+    pub queue_timeout_ms: u64,
+    /// Sites of a selected-area call.
+    pub selected_area: Vec<u16>,
+}
+
+impl Default for TrunkingSection {
+    fn default() -> Self {
+        TrunkingSection {
+            slot_policy: SlotPolicy::LeastLoaded,
+            emergency: EmergencyPolicy::Preempt,
+            mode: TrunkingMode::Message,
+            hang_time_ms: 10_000,
+            quasi_hang_time_ms: 3000,
+            max_call_ms: 300_000,
+            queue_depth: 32,
+            queue_timeout_ms: 30_000,
+            selected_area: vec![],
+        }
+    }
+}
+
+impl TrunkingSection {
+    /// The settings of the trunking state machine.
+    pub fn core(&self) -> TrunkingConfig {
+        TrunkingConfig {
+            slot_policy: self.slot_policy,
+            emergency: self.emergency,
+            mode: self.mode,
+            hang_time_ms: self.hang_time_ms as i64,
+            quasi_hang_time_ms: self.quasi_hang_time_ms as i64,
+            max_call_ms: self.max_call_ms as i64,
+            queue_depth: self.queue_depth,
+            queue_timeout_ms: (self.queue_timeout_ms > 0).then_some(self.queue_timeout_ms as i64),
+        }
+    }
 }
 
 /// `[database]`.
@@ -348,10 +430,24 @@ impl Config {
         if !crate::store::valid_imsi_prefix(&r.imsi_prefix) {
             return bad("registration.imsi_prefix must be 5 or 6 digits (MCC + MNC)");
         }
+        let t = &self.trunking;
+        if t.queue_depth == 0 || t.max_call_ms == 0 {
+            return bad("trunking.queue_depth and max_call_ms must be above 0");
+        }
+        if let Some(s) = t.selected_area.iter().find(|s| SiteId::new(**s).is_none()) {
+            return Err(ConfigError::Invalid(format!(
+                "trunking.selected_area: site {s} is outside 1..=4095"
+            )));
+        }
         // Upper bounds keep every deadline computation far from overflow.
         const TEN_MIN: u64 = 600_000;
         const HOUR: u64 = 3_600_000;
-        let limits: [(&str, u64, u64); 9] = [
+        let limits: [(&str, u64, u64); 14] = [
+            ("trunking.hang_time_ms", t.hang_time_ms, TEN_MIN),
+            ("trunking.quasi_hang_time_ms", t.quasi_hang_time_ms, TEN_MIN),
+            ("trunking.max_call_ms", t.max_call_ms, 24 * HOUR),
+            ("trunking.queue_timeout_ms", t.queue_timeout_ms, HOUR),
+            ("trunking.queue_depth", t.queue_depth as u64, 10_000),
             ("link.handshake_timeout_ms", l.handshake_timeout_ms, TEN_MIN),
             ("link.write_timeout_ms", l.write_timeout_ms, TEN_MIN),
             ("shutdown.grace_ms", self.shutdown.grace_ms, TEN_MIN),

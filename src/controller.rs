@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
+use crate::calls::{write_records, CallService};
 use crate::config::Config;
 use crate::core::registration::{Event, OsEntropy, Registrar};
 use crate::hlr::HlrCache;
@@ -43,35 +44,41 @@ pub enum StartError {
 /// The link handler of a running controller.
 struct Services {
     registrar: Registrar,
+    calls: Arc<CallService>,
     writer: Arc<WriteBehind>,
 }
 
 impl Handler for Services {
     fn handle(&self, site: SiteId, frame: Frame) -> Vec<Frame> {
-        match self.registrar.handle(site, &frame, mono_ms()) {
-            Some(out) => {
-                for r in &out.replies {
-                    if let Message::RegReject { cause } = r.msg {
-                        debug!(%cause, txn = r.txn, "registration refused");
-                    }
+        if let Some(out) = self.registrar.handle(site, &frame, mono_ms()) {
+            for r in &out.replies {
+                if let Message::RegReject { cause } = r.msg {
+                    debug!(%cause, txn = r.txn, "registration refused");
                 }
-                for e in out.events {
-                    self.writer.event(e);
+            }
+            for e in out.events {
+                match e {
+                    Event::UnitGone { tmsi } => self.calls.unit_gone(tmsi),
+                    e => self.writer.event(e),
                 }
-                out.replies
             }
-            // Answers from the gateway to frames this controller does not send yet.
-            None if is_gateway_answer(&frame.msg) => {
-                debug!(msg = %frame.msg.message_type(), txn = frame.txn, "unmatched answer ignored");
-                vec![]
-            }
-            None => vec![deny_unsupported(&frame)],
+            return out.replies;
         }
+        if let Some(replies) = self.calls.handle(site, &frame) {
+            return replies;
+        }
+        if is_gateway_answer(&frame.msg) {
+            // Answers from the gateway to frames this controller does not send yet.
+            debug!(msg = %frame.msg.message_type(), txn = frame.txn, "unmatched answer ignored");
+            return vec![];
+        }
+        vec![deny_unsupported(&frame)]
     }
 
     fn link_down(&self, site: SiteId) {
         // Nobody can answer that site's challenges any more.
         self.registrar.drop_challenges(site);
+        self.calls.link_down(site);
     }
 }
 
@@ -83,7 +90,6 @@ fn is_gateway_answer(m: &Message) -> bool {
             | Message::ShortDataAck { .. }
             | Message::InhibitAck { .. }
             | Message::EnableAck { .. }
-            | Message::CallEnd { .. }
     )
 }
 
@@ -105,6 +111,7 @@ impl WriteBehind {
     fn event(&self, e: Event) {
         match e {
             Event::Located { imsi, site } => self.located(imsi, site, now_ms()),
+            Event::UnitGone { .. } => {}
             Event::Audit {
                 action,
                 object,
@@ -179,6 +186,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         "HLR loaded"
     );
     let vlr = Arc::new(Vlr::new());
+    let links = Links::default();
     let (audit_tx, audit_rx) = mpsc::channel(10_000);
     let writer = Arc::new(WriteBehind {
         locations: DashMap::new(),
@@ -190,11 +198,27 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         cfg.registration.policy(),
         Arc::new(OsEntropy),
     );
+    let (records_tx, records_rx) = mpsc::unbounded_channel();
+    let selected_area = cfg
+        .trunking
+        .selected_area
+        .iter()
+        .filter_map(|s| SiteId::new(*s))
+        .collect();
+    let calls = Arc::new(CallService::new(
+        cfg.trunking.core(),
+        selected_area,
+        hlr.clone(),
+        vlr.clone(),
+        links.clone(),
+        records_tx,
+    ));
     let services = Arc::new(Services {
         registrar,
+        calls: calls.clone(),
         writer: writer.clone(),
     });
-    let server = LinkServer::bind(cfg.link.clone(), hlr.clone(), services)
+    let server = LinkServer::bind(cfg.link.clone(), hlr.clone(), services, links.clone())
         .await
         .map_err(|source| StartError::Bind {
             addr: cfg.link.listen,
@@ -204,8 +228,10 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         addr: cfg.link.listen,
         source,
     })?;
-    let links = server.links();
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (records_stop_tx, records_stop_rx) = watch::channel(false);
+    let flush = Duration::from_millis(cfg.registration.location_flush_ms);
+    let records_task = tokio::spawn(write_records(store.clone(), records_rx, flush, records_stop_rx));
 
     let background = Background {
         cfg: cfg.clone(),
@@ -213,11 +239,13 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         hlr: hlr.clone(),
         vlr: vlr.clone(),
         writer,
+        calls: calls.clone(),
     };
     let grace = Duration::from_millis(cfg.shutdown.grace_ms);
     let task = tokio::spawn(async move {
         let mut stop_server = stop_rx.clone();
-        let tasks = background.spawn(stop_rx, audit_rx);
+        let mut tasks = background.spawn(stop_rx.clone(), audit_rx);
+        tasks.push(tokio::spawn(calls.clone().run_timers(stop_rx)));
         server
             .run(
                 async move {
@@ -229,6 +257,9 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         for t in tasks {
             let _ = t.await;
         }
+        // Every link is closed, so every call has ended: write the last records.
+        let _ = records_stop_tx.send(true);
+        let _ = records_task.await;
         background.writer.flush_locations(&background.store).await;
         background.store.close().await;
         info!("controller stopped");
@@ -266,6 +297,7 @@ struct Background {
     hlr: Arc<HlrCache>,
     vlr: Arc<Vlr>,
     writer: Arc<WriteBehind>,
+    calls: Arc<CallService>,
 }
 
 impl Background {
@@ -278,13 +310,16 @@ impl Background {
         let r = &self.cfg.registration;
         let mut tasks = Vec::new();
 
-        let (store, hlr) = (self.store.clone(), self.hlr.clone());
+        let (store, hlr, calls) = (self.store.clone(), self.hlr.clone(), self.calls.clone());
         tasks.push(every(r.hlr_refresh_ms, stop.clone(), move || {
-            let (store, hlr) = (store.clone(), hlr.clone());
+            let (store, hlr, calls) = (store.clone(), hlr.clone(), calls.clone());
             async move {
                 match hlr.refresh(&store).await {
                     Ok(0) => {}
-                    Ok(n) => info!(changes = n, "HLR changes applied to the cache"),
+                    Ok(n) => {
+                        info!(changes = n, "HLR changes applied to the cache");
+                        calls.sync_sites();
+                    }
                     Err(e) => warn!(error = %e, "following HLR changes failed"),
                 }
             }
@@ -292,14 +327,21 @@ impl Background {
 
         // Expired challenges are kept a while longer (at least 5 s) so that a late answer
         // is told "challenge expired" rather than "no challenge pending".
-        let (vlr, period) = (self.vlr.clone(), r.periodic_registration_ms as i64);
+        let (vlr, period, calls) = (
+            self.vlr.clone(),
+            r.periodic_registration_ms as i64,
+            self.calls.clone(),
+        );
         let keep_expired = (r.challenge_timeout_ms as i64).max(5000);
         let sweep_ms = (r.periodic_registration_ms / 10).clamp(10, 1000);
         tasks.push(every(sweep_ms, stop.clone(), move || {
-            let vlr = vlr.clone();
+            let (vlr, calls) = (vlr.clone(), calls.clone());
             async move {
                 let now = mono_ms();
                 let expired = vlr.expire(now - period);
+                for (_, unit) in &expired {
+                    calls.unit_gone(unit.tmsi);
+                }
                 if !expired.is_empty() {
                     info!(
                         units = expired.len(),

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use dashmap::DashMap;
 
 use crate::link::SiteKeys;
-use crate::protocol::{Imei, Imsi, SiteId, SiteKey};
+use crate::protocol::{Imei, Imsi, SiteId, SiteKey, Unit};
 use crate::store::{Site, Store, StoreError, Subscriber};
 
 /// The cache.
@@ -18,6 +18,7 @@ use crate::store::{Site, Store, StoreError, Subscriber};
 pub struct HlrCache {
     subscribers: DashMap<Imsi, Arc<Subscriber>>,
     by_imei: DashMap<Imei, Imsi>,
+    by_unit: DashMap<Unit, Imsi>,
     sites: DashMap<SiteId, Site>,
     audit_seen: AtomicI64,
 }
@@ -79,6 +80,7 @@ impl HlrCache {
             None => {
                 if let Some((_, old)) = self.subscribers.remove(&imsi) {
                     self.by_imei.remove(&old.imei);
+                    self.by_unit.remove(&old.unit);
                 }
             }
         }
@@ -96,13 +98,29 @@ impl HlrCache {
 
     /// Puts a subscriber in the cache (also used by in-process writers).
     pub fn put(&self, s: Subscriber) {
-        let (imsi, imei) = (s.imsi, s.imei);
+        let (imsi, imei, unit) = (s.imsi, s.imei, s.unit);
         if let Some(old) = self.subscribers.insert(imsi, Arc::new(s)) {
             if old.imei != imei {
                 self.by_imei.remove_if(&old.imei, |_, i| *i == imsi);
             }
+            if old.unit != unit {
+                self.by_unit.remove_if(&old.unit, |_, i| *i == imsi);
+            }
         }
         self.by_imei.insert(imei, imsi);
+        self.by_unit.insert(unit, imsi);
+    }
+
+    /// The IMSI of the subscriber with this fleet and member.
+    pub fn imsi_for_unit(&self, unit: &Unit) -> Option<Imsi> {
+        self.by_unit.get(unit).map(|i| *i)
+    }
+
+    /// Every site.
+    pub fn sites(&self) -> Vec<Site> {
+        let mut v: Vec<Site> = self.sites.iter().map(|e| e.value().clone()).collect();
+        v.sort_by_key(|s| s.id);
+        v
     }
 
     /// A subscriber by IMSI.

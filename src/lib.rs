@@ -15,6 +15,7 @@
 //! - [`config`]: the one typed configuration, with defaults.
 //! - [`logging`]: tracing setup (human-readable or JSON).
 
+pub mod calls;
 pub mod config;
 pub mod controller;
 pub mod core;

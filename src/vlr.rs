@@ -7,7 +7,9 @@
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 
-use crate::protocol::{Imsi, SiteId, TalkgroupId, TalkgroupList, Tmsi};
+use std::collections::HashMap;
+
+use crate::protocol::{FleetId, Imsi, SiteId, TalkgroupId, TalkgroupList, Tmsi};
 
 /// A unit's affiliation, stored without heap allocation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,6 +57,8 @@ pub struct VlrUnit {
     pub tmsi: Tmsi,
     /// The site it is registered at.
     pub site: SiteId,
+    /// Its fleet (its talkgroups are the fleet's).
+    pub fleet: FleetId,
     /// Its talkgroups.
     pub affiliation: Affiliation,
     /// When it was last heard from, on the controller's monotonic clock (ms).
@@ -97,6 +101,7 @@ impl std::fmt::Debug for VlrUnit {
         f.debug_struct("VlrUnit")
             .field("tmsi", &self.tmsi)
             .field("site", &self.site)
+            .field("fleet", &self.fleet)
             .field("affiliation", &self.affiliation)
             .field("last_activity_ms", &self.last_activity_ms)
             .finish_non_exhaustive()
@@ -128,6 +133,9 @@ pub struct Vlr {
     by_imsi: DashMap<Imsi, VlrUnit>,
     by_tmsi: DashMap<Tmsi, Imsi>,
     challenges: DashMap<(SiteId, u32), Challenge>,
+    /// Per talkgroup, how many affiliated units are registered at each site: where a
+    /// wide-area call must reach.
+    talkgroup_sites: DashMap<(FleetId, TalkgroupId), HashMap<SiteId, u32>>,
 }
 
 impl Vlr {
@@ -185,8 +193,10 @@ impl Vlr {
             }
         };
         unit.tmsi = tmsi;
+        self.index(&unit, 1);
         entry.insert(unit);
         if let Some(p) = &previous {
+            self.index(p, -1);
             self.by_tmsi.remove_if(&p.tmsi, |_, owner| *owner == imsi);
         }
         Ok((tmsi, previous))
@@ -194,7 +204,16 @@ impl Vlr {
 
     /// Applies `f` to a registered unit; `None` if it is not registered.
     pub fn update<R>(&self, imsi: &Imsi, f: impl FnOnce(&mut VlrUnit) -> R) -> Option<R> {
-        self.by_imsi.get_mut(imsi).map(|mut u| f(&mut u))
+        let mut u = self.by_imsi.get_mut(imsi)?;
+        let before = (u.site, u.affiliation);
+        let r = f(&mut u);
+        if (u.site, u.affiliation) != before {
+            let mut old = u.clone();
+            (old.site, old.affiliation) = before;
+            self.index(&old, -1);
+            self.index(&u, 1);
+        }
+        Some(r)
     }
 
     /// Removes the unit holding `tmsi` if it is registered at `site` (deregistration).
@@ -203,6 +222,7 @@ impl Vlr {
         let (imsi, unit) = self
             .by_imsi
             .remove_if(&imsi, |_, u| u.tmsi == tmsi && u.site == site)?;
+        self.index(&unit, -1);
         self.by_tmsi.remove_if(&tmsi, |_, owner| *owner == imsi);
         Some((imsi, unit))
     }
@@ -221,11 +241,35 @@ impl Vlr {
                 .by_imsi
                 .remove_if(&imsi, |_, u| u.last_activity_ms < cutoff_ms)
             {
+                self.index(&unit, -1);
                 self.by_tmsi.remove_if(&unit.tmsi, |_, owner| *owner == imsi);
                 out.push((imsi, unit));
             }
         }
         out
+    }
+
+    /// The sites where at least one unit affiliated to the talkgroup is registered.
+    pub fn talkgroup_sites(&self, fleet: FleetId, talkgroup: TalkgroupId) -> Vec<SiteId> {
+        let mut v: Vec<SiteId> = self
+            .talkgroup_sites
+            .get(&(fleet, talkgroup))
+            .map(|m| m.iter().filter(|(_, n)| **n > 0).map(|(s, _)| *s).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// Adds (`+1`) or removes (`-1`) a unit's affiliations from the talkgroup index.
+    fn index(&self, u: &VlrUnit, delta: i32) {
+        for tg in u.affiliation.all() {
+            let mut e = self.talkgroup_sites.entry((u.fleet, tg)).or_default();
+            let n = e.entry(u.site).or_insert(0);
+            *n = n.saturating_add_signed(delta);
+            if *n == 0 {
+                e.remove(&u.site);
+            }
+        }
     }
 
     /// Keeps a challenge until it is answered or swept; `false` if `max` are pending.
@@ -294,6 +338,7 @@ mod tests {
         VlrUnit {
             tmsi: Tmsi::new(1).unwrap(),
             site: SiteId::new(site).unwrap(),
+            fleet: FleetId::new(1).unwrap(),
             affiliation: Affiliation {
                 primary: TalkgroupId::new(1).unwrap(),
                 secondary: [None; 3],
@@ -344,12 +389,21 @@ mod tests {
         let gone = vlr.expire(200);
         assert_eq!(gone.len(), 1);
         assert_eq!(vlr.imsi_of(t1), None);
+        let tg1 = TalkgroupId::new(1).unwrap();
+        assert_eq!(
+            vlr.talkgroup_sites(FleetId::new(1).unwrap(), tg1),
+            vec![SiteId::new(1).unwrap()]
+        );
         assert!(
             vlr.deregister(t2, SiteId::new(2).unwrap()).is_none(),
             "wrong site"
         );
         assert!(vlr.deregister(t2, SiteId::new(1).unwrap()).is_some());
         assert!(vlr.is_empty());
+        assert!(
+            vlr.talkgroup_sites(FleetId::new(1).unwrap(), tg1).is_empty(),
+            "index not emptied"
+        );
         assert!(vlr.deregister(t2, SiteId::new(1).unwrap()).is_none());
     }
 

@@ -92,7 +92,6 @@ fn simulate(carriers: u8, rho: f64, classes: &[u8], calls: u64, seed: u64) -> Me
         wait: HashMap::new(),
     };
     let mut queued: std::collections::HashSet<u32> = Default::default();
-    let mut callers: HashMap<u32, Tmsi> = HashMap::new();
     // Warm-up: the first 2 % of calls are not counted.
     let warmup = calls / 50;
     t += rng.exp(1.0 / lambda);
@@ -128,8 +127,7 @@ fn simulate(carriers: u8, rho: f64, classes: &[u8], calls: u64, seed: u64) -> Me
             m.handle(Input::Request(req), now)
         } else {
             let call = CallId::new(arg).unwrap();
-            let tmsi = callers.remove(&arg).expect("a granted call ends once");
-            m.handle(Input::End { site, call, tmsi }, now)
+            m.handle(Input::End { site, call }, now)
         };
         for a in actions {
             let Action::Send(_, frame) = a else { continue };
@@ -152,7 +150,7 @@ fn simulate(carriers: u8, rho: f64, classes: &[u8], calls: u64, seed: u64) -> Me
                     } else {
                         queued.remove(&frame.txn);
                     }
-                    callers.insert(call.get(), tmsi);
+                    let _ = tmsi;
                     seq += 1;
                     let end = now as f64 + rng.exp(hold);
                     events.push(Reverse((end.round() as i64, seq, 1, call.get())));

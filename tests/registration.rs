@@ -539,24 +539,6 @@ async fn subscribers_added_while_running_can_register() {
 }
 
 #[tokio::test]
-async fn calls_are_still_not_supported() {
-    let db = TestDb::sqlite();
-    let c = controller(&db, config(&db)).await;
-    let mut g = gw(&c, 1).await;
-    let msg = Message::EmergencyCallReq {
-        tmsi: Tmsi::new(5).unwrap(),
-        talkgroup: tg(10),
-    };
-    let txn = g.request(msg).await.unwrap();
-    let denied = Message::Deny {
-        request: MessageType::EmergencyCallReq,
-        cause: Cause::ServiceNotSupported,
-    };
-    assert_eq!(next_service(&mut g).await.unwrap(), Frame::new(txn, denied));
-    c.stop().await;
-}
-
-#[tokio::test]
 async fn two_simultaneous_registrations_of_one_imsi_cannot_both_pass() {
     for db in TestDb::all().await {
         let c = controller(&db, config(&db)).await;

@@ -213,11 +213,9 @@ fn run(ops: Vec<Op>, emergency: EmergencyPolicy, mode: TrunkingMode) -> Result<(
             Op::Private { .. } => continue,
             Op::End { call_pick } if !calls.is_empty() => {
                 let call = calls[usize::from(call_pick) % calls.len()];
-                let tmsi = Tmsi::new(u32::from(call_pick % 24) + 1).unwrap();
                 Input::End {
-                    site: SiteId::new(1).unwrap(),
+                    site: SiteId::new(u16::from(call_pick % 3) + 1).unwrap(),
                     call,
-                    tmsi,
                 }
             }
             Op::Press { call_pick, unit } if !calls.is_empty() => {

@@ -54,6 +54,12 @@ pub enum Event {
         /// Where.
         site: SiteId,
     },
+    /// The unit's TMSI stopped working (deregistration, or a new registration gave it
+    /// another): calls and requests of that TMSI must end.
+    UnitGone {
+        /// The retired TMSI.
+        tmsi: Tmsi,
+    },
     /// A security-relevant fact for the audit log.
     Audit {
         /// e.g. `clone.suspected`.
@@ -203,6 +209,7 @@ impl Registrar {
         let unit = VlrUnit {
             tmsi: Tmsi::new(1).expect("in range"), // replaced by Vlr::register
             site,
+            fleet: sub.unit.fleet,
             affiliation: Affiliation::from_slice(primary, secondary),
             last_activity_ms: now,
             ck: c.ck,
@@ -240,7 +247,12 @@ impl Registrar {
             Ok(())
         };
         let tmsi = match self.vlr.register(sub.imsi, unit, || self.draw_tmsi(), check) {
-            Ok((tmsi, _)) => tmsi,
+            Ok((tmsi, previous)) => {
+                if let Some(p) = previous {
+                    events.push(Event::UnitGone { tmsi: p.tmsi });
+                }
+                tmsi
+            }
             Err(RegisterError::Refused(cause)) => {
                 return Outcome {
                     replies: vec![reg_reject(txn, cause)],
@@ -279,7 +291,7 @@ impl Registrar {
                         acked: MessageType::Deregister,
                     },
                 )],
-                events: vec![Event::Located { imsi, site }],
+                events: vec![Event::Located { imsi, site }, Event::UnitGone { tmsi }],
             },
             None => Outcome::reply(deny(txn, MessageType::Deregister, Cause::NotRegistered)),
         }

@@ -241,14 +241,13 @@ pub enum Input {
         /// The unit.
         tmsi: Tmsi,
     },
-    /// A party ends the call.
+    /// The gateway of a party's site ends the call (`CALL_END` from the gateway): only
+    /// the caller's site, or a private call's target site, may.
     End {
-        /// Site of the unit.
+        /// The site that ends it.
         site: SiteId,
         /// The call.
         call: CallId,
-        /// The unit.
-        tmsi: Tmsi,
     },
     /// A slot or carrier failed or came back.
     SlotStatus {
@@ -425,8 +424,8 @@ impl Trunking {
                 call,
                 tmsi,
             } => self.ptt_release(site, txn, call, tmsi, now, &mut out),
-            Input::End { call, tmsi, .. } => {
-                if self.calls.get(&call).is_some_and(|c| is_party(c, tmsi)) {
+            Input::End { site, call } => {
+                if self.calls.get(&call).is_some_and(|c| party_site(c, site)) {
                     self.end_call(call, Cause::Normal, false, now, &mut out);
                 }
             }
@@ -641,7 +640,7 @@ impl Trunking {
             // A full queue still takes an emergency: it displaces the newest lowest entry.
             let last = s.queue.keys().next_back().copied();
             match last {
-                Some(k) if class > k.0 .0 => {
+                Some(k) if class == EMERGENCY_CLASS && class > k.0 .0 => {
                     if let Some(Waiting::New {
                         req: bumped,
                         requested_ms: r,
@@ -1289,10 +1288,8 @@ impl Trunking {
     }
 }
 
-fn is_party(c: &Call, tmsi: Tmsi) -> bool {
-    c.req.caller.tmsi == tmsi
-        || c.talker == Some(tmsi)
-        || matches!(&c.req.kind, RequestKind::Private { target } if target.tmsi == tmsi)
+fn party_site(c: &Call, site: SiteId) -> bool {
+    c.req.caller.site == site || matches!(&c.req.kind, RequestKind::Private { target } if target.site == site)
 }
 
 fn grant_message(c: &Call) -> Message {

@@ -135,17 +135,21 @@ pub struct LinkServer {
 
 impl LinkServer {
     /// Binds the listen address of `cfg`.
+    ///
+    /// `links` is the registry the server keeps of up links; the caller may hold a
+    /// clone of it (the handler, to send to other sites).
     pub async fn bind(
         cfg: LinkConfig,
         keys: Arc<dyn SiteKeys>,
         handler: Arc<dyn Handler>,
+        links: Links,
     ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(cfg.listen).await?;
         let shared = Shared {
             cfg,
             keys,
             handler,
-            links: Links::default(),
+            links,
             next_conn: AtomicU64::new(1),
         };
         Ok(LinkServer {

@@ -489,6 +489,74 @@ impl Store {
         })
     }
 
+    /// Writes call detail records (batched by the controller); times are Unix ms.
+    pub async fn write_call_records(&self, batch: &[CallRecordRow]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        dispatch!(self, p => {
+            let mut tx = p.begin().await?;
+            for chunk in batch.chunks(CHUNK) {
+                let mut qb = QueryBuilder::new(
+                    "INSERT INTO call_records (call_id, call_type, caller_fleet, caller_member, target_kind, \
+                     target_fleet, target_id, sites, requested_at, granted_at, ended_at, end_cause, preempted, \
+                     emergency) ",
+                );
+                qb.push_values(chunk, |mut b, r| {
+                    b.push_bind(r.call_id)
+                        .push_bind(r.call_type.clone())
+                        .push_bind(r.caller_fleet)
+                        .push_bind(r.caller_member)
+                        .push_bind(r.target_kind.clone())
+                        .push_bind(r.target_fleet)
+                        .push_bind(r.target_id)
+                        .push_bind(r.sites.clone())
+                        .push_bind(r.requested_at)
+                        .push_bind(r.granted_at)
+                        .push_bind(r.ended_at)
+                        .push_bind(r.end_cause)
+                        .push_bind(r.preempted)
+                        .push_bind(r.emergency);
+                });
+                qb.build().execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// The newest `limit` call records, newest first.
+    pub async fn call_records(&self, limit: i64) -> Result<Vec<CallRecordRow>, StoreError> {
+        dispatch!(self, p => {
+            let rows = sqlx::query(
+                "SELECT call_id, call_type, caller_fleet, caller_member, target_kind, target_fleet, target_id, \
+                 sites, requested_at, granted_at, ended_at, end_cause, preempted, emergency \
+                 FROM call_records ORDER BY id DESC LIMIT $1",
+            )
+            .bind(limit)
+            .fetch_all(p)
+            .await?;
+            rows.iter().map(|r| -> Result<CallRecordRow, StoreError> {
+                Ok(CallRecordRow {
+                    call_id: r.try_get("call_id")?,
+                    call_type: r.try_get("call_type")?,
+                    caller_fleet: r.try_get("caller_fleet")?,
+                    caller_member: r.try_get("caller_member")?,
+                    target_kind: r.try_get("target_kind")?,
+                    target_fleet: r.try_get("target_fleet")?,
+                    target_id: r.try_get("target_id")?,
+                    sites: r.try_get("sites")?,
+                    requested_at: r.try_get("requested_at")?,
+                    granted_at: r.try_get("granted_at")?,
+                    ended_at: r.try_get("ended_at")?,
+                    end_cause: r.try_get("end_cause")?,
+                    preempted: r.try_get("preempted")?,
+                    emergency: r.try_get("emergency")?,
+                })
+            }).collect()
+        })
+    }
+
     /// Appends one audit entry.
     pub async fn audit(
         &self,

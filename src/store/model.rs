@@ -242,3 +242,36 @@ pub fn now_ms() -> i64 {
 pub fn valid_msisdn(s: &str) -> bool {
     (1..=15).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
 }
+
+/// A call detail record as stored (`call_records`): plain columns, times in Unix ms.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallRecordRow {
+    /// The call id the gateways saw.
+    pub call_id: i64,
+    /// `group`, `private` or `emergency`.
+    pub call_type: String,
+    /// Caller's fleet.
+    pub caller_fleet: i64,
+    /// Caller's member id.
+    pub caller_member: i64,
+    /// `unit` or `talkgroup`.
+    pub target_kind: String,
+    /// Target's fleet.
+    pub target_fleet: i64,
+    /// Target member or talkgroup id.
+    pub target_id: i64,
+    /// Sites that held a slot, comma-separated.
+    pub sites: String,
+    /// When requested.
+    pub requested_at: i64,
+    /// When granted (`None`: never; the queue wait is `granted_at - requested_at`).
+    pub granted_at: Option<i64>,
+    /// When ended or refused.
+    pub ended_at: i64,
+    /// Cause code (`PROTOCOL.md §6`).
+    pub end_cause: i64,
+    /// Ended by an emergency's preemption.
+    pub preempted: bool,
+    /// An emergency call.
+    pub emergency: bool,
+}

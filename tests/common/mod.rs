@@ -54,7 +54,7 @@ impl TestServer {
     /// Starts a server that knows sites 1 and 2 (keys `key(1)`, `key(2)`).
     pub async fn start(cfg: LinkConfig) -> Self {
         let keys: HashMap<SiteId, SiteKey> = [(site(1), key(1)), (site(2), key(2))].into();
-        let server = LinkServer::bind(cfg, Arc::new(keys), Arc::new(Unsupported))
+        let server = LinkServer::bind(cfg, Arc::new(keys), Arc::new(Unsupported), Links::default())
             .await
             .unwrap();
         let addr = server.local_addr().unwrap();

@@ -1,0 +1,388 @@
+//! The call services around the trunking state machine: checks each call request
+//! against the VLR and the HLR cache (registered, enabled, permitted, affiliated,
+//! target reachable), hands it to [`Trunking`], carries out its actions (frames to
+//! gateways, call records), and drives its timers. Runs inside the controller.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch, Notify};
+use tracing::{debug, warn};
+
+use crate::controller::mono_ms;
+use crate::core::trunking::{
+    Action, CallRecord, CallRequest, Input, Party, RequestKind, Trunking, TrunkingConfig,
+};
+use crate::hlr::HlrCache;
+use crate::link::Links;
+use crate::protocol::{CallScope, CallType, Cause, Frame, Message, MessageType, SiteId, Target, Tmsi, Unit};
+use crate::store::{now_ms, CallRecordRow, Store, Subscriber};
+use crate::vlr::{Vlr, VlrUnit};
+
+/// The call services.
+pub struct CallService {
+    core: Mutex<Trunking>,
+    hlr: Arc<HlrCache>,
+    vlr: Arc<Vlr>,
+    links: Links,
+    selected_area: Vec<SiteId>,
+    wake: Notify,
+    records: mpsc::UnboundedSender<CallRecord>,
+}
+
+impl CallService {
+    /// A service over the given registries; call records go to `records`.
+    pub fn new(
+        cfg: TrunkingConfig,
+        selected_area: Vec<SiteId>,
+        hlr: Arc<HlrCache>,
+        vlr: Arc<Vlr>,
+        links: Links,
+        records: mpsc::UnboundedSender<CallRecord>,
+    ) -> Self {
+        let svc = CallService {
+            core: Mutex::new(Trunking::new(cfg)),
+            hlr,
+            vlr,
+            links,
+            selected_area,
+            wake: Notify::new(),
+            records,
+        };
+        svc.sync_sites();
+        svc
+    }
+
+    fn core(&self) -> std::sync::MutexGuard<'_, Trunking> {
+        // A panic while holding the lock would be a bug; keep serving with the state as is.
+        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds sites the HLR has and the trunking machine does not know yet.
+    pub fn sync_sites(&self) {
+        let mut core = self.core();
+        for s in self.hlr.sites() {
+            if !core.has_site(s.id) {
+                core.add_site(s.id, s.carriers, s.slots_per_carrier);
+            }
+        }
+    }
+
+    /// Handles a call-family frame from `site`; `None` for any other message.
+    pub fn handle(&self, site: SiteId, frame: &Frame) -> Option<Vec<Frame>> {
+        let txn = frame.txn;
+        let input = match &frame.msg {
+            Message::GroupCallReq {
+                tmsi,
+                talkgroup,
+                scope,
+            } => self.group_request(site, txn, *tmsi, *talkgroup, Some(*scope)),
+            Message::EmergencyCallReq { tmsi, talkgroup } => {
+                self.group_request(site, txn, *tmsi, *talkgroup, None)
+            }
+            Message::PrivateCallReq { tmsi, target } => self.private_request(site, txn, *tmsi, *target),
+            Message::CallCancel { tmsi, request_txn } => Ok(Input::Cancel {
+                site,
+                txn,
+                tmsi: *tmsi,
+                request_txn: *request_txn,
+            }),
+            Message::PttPress { call, tmsi } => self.caller(site, *tmsi).map(|(_, _, sub)| Input::PttPress {
+                site,
+                txn,
+                call: *call,
+                party: party(*tmsi, &sub, site),
+            }),
+            Message::PttRelease { call, tmsi } => Ok(Input::PttRelease {
+                site,
+                txn,
+                call: *call,
+                tmsi: *tmsi,
+            }),
+            Message::CallEnd { call, .. } => Ok(Input::End { site, call: *call }),
+            Message::SiteStatus { carrier, slot, state } => Ok(Input::SlotStatus {
+                site,
+                carrier: *carrier,
+                slot: *slot,
+                state: *state,
+            }),
+            _ => return None,
+        };
+        let mut replies = Vec::new();
+        if let Message::SiteStatus { .. } = frame.msg {
+            replies.push(Frame::new(
+                txn,
+                Message::Ack {
+                    acked: MessageType::SiteStatus,
+                },
+            ));
+        }
+        match input {
+            Ok(input) => {
+                let actions = self.core().handle(input, mono_ms());
+                replies.extend(self.dispatch(Some(site), actions));
+            }
+            Err(cause) => {
+                let request = frame.msg.message_type();
+                replies.push(Frame::new(txn, Message::Deny { request, cause }));
+            }
+        }
+        Some(replies)
+    }
+
+    /// The site's link went down: its calls and requests are dealt with.
+    pub fn link_down(&self, site: SiteId) {
+        let actions = self.core().handle(Input::LinkDown(site), mono_ms());
+        self.dispatch(None, actions);
+    }
+
+    /// A unit left (deregistered, expired, or re-registered under a new TMSI).
+    pub fn unit_gone(&self, tmsi: Tmsi) {
+        let actions = self.core().handle(Input::UnitGone(tmsi), mono_ms());
+        self.dispatch(None, actions);
+    }
+
+    /// Runs the machine's timers until `stop` turns true.
+    pub async fn run_timers(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        loop {
+            let next = self.core().next_wakeup();
+            let sleep = match next {
+                Some(t) => Duration::from_millis((t - mono_ms()).max(0) as u64),
+                None => Duration::from_secs(3600),
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(sleep) => {}
+                _ = self.wake.notified() => continue,
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            let actions = self.core().tick(mono_ms());
+            self.dispatch(None, actions);
+        }
+    }
+
+    /// Carries out actions: frames for `origin` are returned (answers on the requesting
+    /// link, in order), others are queued on their site's link; records are written
+    /// behind.
+    fn dispatch(&self, origin: Option<SiteId>, actions: Vec<Action>) -> Vec<Frame> {
+        let mut replies = Vec::new();
+        for a in actions {
+            match a {
+                Action::Send(site, frame) if Some(site) == origin => replies.push(frame),
+                Action::Send(site, frame) => {
+                    if let Err(e) = self.links.send(site, frame) {
+                        debug!(error = %e, "frame for a site not delivered");
+                    }
+                }
+                Action::Record(r) => {
+                    if self.records.send(r).is_err() {
+                        warn!("call record writer stopped; record dropped");
+                    }
+                }
+            }
+        }
+        // A new deadline may be earlier than the one the timer task sleeps for.
+        self.wake.notify_one();
+        replies
+    }
+
+    /// The registered, enabled unit holding `tmsi` at `site`.
+    fn caller(
+        &self,
+        site: SiteId,
+        tmsi: Tmsi,
+    ) -> Result<(crate::protocol::Imsi, VlrUnit, Arc<Subscriber>), Cause> {
+        let imsi = self.vlr.imsi_of(tmsi).ok_or(Cause::NotRegistered)?;
+        let unit = self
+            .vlr
+            .get(&imsi)
+            .filter(|u| u.site == site && u.tmsi == tmsi)
+            .ok_or(Cause::NotRegistered)?;
+        let sub = self.hlr.subscriber(&imsi).ok_or(Cause::UnknownSubscriber)?;
+        if sub.inhibited {
+            return Err(Cause::UnitInhibited);
+        }
+        Ok((imsi, unit, sub))
+    }
+
+    /// A group call (`scope` given) or an emergency call (`scope` `None`: wide area).
+    fn group_request(
+        &self,
+        site: SiteId,
+        txn: u32,
+        tmsi: Tmsi,
+        talkgroup: crate::protocol::TalkgroupId,
+        scope: Option<CallScope>,
+    ) -> Result<Input, Cause> {
+        let (_, unit, sub) = self.caller(site, tmsi)?;
+        let emergency = scope.is_none();
+        let permitted = if emergency {
+            sub.permissions.emergency
+        } else {
+            sub.permissions.group_call
+        };
+        if !permitted {
+            return Err(Cause::ServiceNotPermitted);
+        }
+        if !sub.talkgroups.contains(&talkgroup) {
+            return Err(Cause::TalkgroupNotPermitted);
+        }
+        if !emergency && !unit.affiliation.all().any(|t| t == talkgroup) {
+            return Err(Cause::NotAffiliated);
+        }
+        let fleet = sub.unit.fleet;
+        let mut sites = match scope {
+            Some(CallScope::Local) => vec![],
+            Some(CallScope::SelectedArea) => self.selected_area.clone(),
+            Some(CallScope::WideArea) | None => self.vlr.talkgroup_sites(fleet, talkgroup),
+        };
+        sites.retain(|s| *s != site && self.links.is_connected(*s));
+        Ok(Input::Request(CallRequest {
+            txn,
+            caller: party(tmsi, &sub, site),
+            priority: sub.priority,
+            kind: RequestKind::Group {
+                fleet,
+                talkgroup,
+                sites,
+                emergency,
+            },
+        }))
+    }
+
+    fn private_request(&self, site: SiteId, txn: u32, tmsi: Tmsi, target: Unit) -> Result<Input, Cause> {
+        let (_, _, sub) = self.caller(site, tmsi)?;
+        if !sub.permissions.private_call {
+            return Err(Cause::ServiceNotPermitted);
+        }
+        let target_imsi = self.hlr.imsi_for_unit(&target).ok_or(Cause::InvalidTarget)?;
+        let target_sub = self.hlr.subscriber(&target_imsi).ok_or(Cause::InvalidTarget)?;
+        if target_sub.inhibited {
+            return Err(Cause::TargetUnreachable);
+        }
+        if !target_sub.permissions.private_call {
+            return Err(Cause::ServiceNotPermitted);
+        }
+        let there = self.vlr.get(&target_imsi).ok_or(Cause::TargetUnreachable)?;
+        if !self.links.is_connected(there.site) {
+            return Err(Cause::TargetUnreachable);
+        }
+        Ok(Input::Request(CallRequest {
+            txn,
+            caller: party(tmsi, &sub, site),
+            priority: sub.priority,
+            kind: RequestKind::Private {
+                target: Party {
+                    tmsi: there.tmsi,
+                    unit: target,
+                    site: there.site,
+                },
+            },
+        }))
+    }
+}
+
+fn party(tmsi: Tmsi, sub: &Subscriber, site: SiteId) -> Party {
+    Party {
+        tmsi,
+        unit: sub.unit,
+        site,
+    }
+}
+
+/// A record as stored: monotonic times turned into Unix ms.
+pub fn record_row(r: &CallRecord) -> CallRecordRow {
+    let offset = now_ms() - mono_ms();
+    let (target_kind, target_fleet, target_id) = match r.target {
+        Target::Unit(u) => ("unit", u.fleet.get(), u.member.get()),
+        Target::Talkgroup { fleet, talkgroup } => ("talkgroup", fleet.get(), talkgroup.get()),
+    };
+    CallRecordRow {
+        call_id: i64::from(r.call.get()),
+        call_type: match r.call_type {
+            CallType::Group => "group",
+            CallType::Private => "private",
+            CallType::Emergency => "emergency",
+        }
+        .into(),
+        caller_fleet: i64::from(r.caller.fleet.get()),
+        caller_member: i64::from(r.caller.member.get()),
+        target_kind: target_kind.into(),
+        target_fleet: i64::from(target_fleet),
+        target_id: i64::from(target_id),
+        sites: r
+            .sites
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+        requested_at: r.requested_ms + offset,
+        granted_at: r.granted_ms.map(|g| g + offset),
+        ended_at: r.ended_ms + offset,
+        end_cause: i64::from(r.end_cause.code()),
+        preempted: r.preempted,
+        emergency: r.emergency,
+    }
+}
+
+/// Writes records behind, in batches, until the sender side is dropped and drained;
+/// on a database error the batch is kept and retried.
+pub async fn write_records(
+    store: Store,
+    mut rx: mpsc::UnboundedReceiver<CallRecord>,
+    flush: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut pending: Vec<CallRecordRow> = Vec::new();
+    let mut stopping = false;
+    let mut failures = 0u32;
+    loop {
+        if !stopping {
+            // Gather what arrives within one flush interval.
+            let deadline = tokio::time::sleep(flush);
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    r = rx.recv() => match r {
+                        Some(r) => {
+                            pending.push(record_row(&r));
+                            if pending.len() >= 2000 { break; }
+                        }
+                        None => { stopping = true; break; }
+                    },
+                    _ = &mut deadline => break,
+                    _ = stop.wait_for(|s| *s) => { stopping = true; break; }
+                }
+            }
+        }
+        if stopping {
+            // Everything already sent goes into the final flush.
+            while let Ok(r) = rx.try_recv() {
+                pending.push(record_row(&r));
+            }
+        }
+        if !pending.is_empty() {
+            match store.write_call_records(&pending).await {
+                Ok(()) => {
+                    pending.clear();
+                    failures = 0;
+                }
+                Err(e) => {
+                    failures += 1;
+                    warn!(error = %e, records = pending.len(), "writing call records failed; will retry");
+                    if stopping && failures >= 50 {
+                        tracing::error!(
+                            records = pending.len(),
+                            "call records could not be written at shutdown"
+                        );
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            }
+        }
+        if stopping {
+            return;
+        }
+    }
+}
