@@ -83,6 +83,13 @@ queue_timeout_ms = 30000
 # The sites of a "selected area" group call (besides the caller's).
 selected_area = []
 
+[messaging]
+# Short data not delivered (acknowledged by the recipient) within this age is dropped, in ms.
+short_data_ttl_ms = 86400000
+# A call alert or status message to a unit not acknowledged by its gateway within this
+# time is reported to the sender as "target unreachable", in ms.
+delivery_timeout_ms = 5000
+
 [registration]
 # How long a unit has to answer an authentication challenge, in ms.
 challenge_timeout_ms = 10000
@@ -119,6 +126,27 @@ pub struct Config {
     pub registration: RegistrationConfig,
     /// Calls and slots.
     pub trunking: TrunkingSection,
+    /// Call alert, status messages, short data.
+    pub messaging: MessagingConfig,
+}
+
+/// `[messaging]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MessagingConfig {
+    /// Short-data lifetime, ms.
+    pub short_data_ttl_ms: u64,
+    /// Delivery acknowledgement deadline, ms.
+    pub delivery_timeout_ms: u64,
+}
+
+impl Default for MessagingConfig {
+    fn default() -> Self {
+        MessagingConfig {
+            short_data_ttl_ms: 86_400_000,
+            delivery_timeout_ms: 5000,
+        }
+    }
 }
 
 /// `[trunking]`.
@@ -442,7 +470,13 @@ impl Config {
         // Upper bounds keep every deadline computation far from overflow.
         const TEN_MIN: u64 = 600_000;
         const HOUR: u64 = 3_600_000;
-        let limits: [(&str, u64, u64); 14] = [
+        let m = &self.messaging;
+        if m.short_data_ttl_ms == 0 || m.delivery_timeout_ms == 0 {
+            return bad("messaging.short_data_ttl_ms and delivery_timeout_ms must be above 0");
+        }
+        let limits: [(&str, u64, u64); 16] = [
+            ("messaging.short_data_ttl_ms", m.short_data_ttl_ms, 30 * 24 * HOUR),
+            ("messaging.delivery_timeout_ms", m.delivery_timeout_ms, TEN_MIN),
             ("trunking.hang_time_ms", t.hang_time_ms, TEN_MIN),
             ("trunking.quasi_hang_time_ms", t.quasi_hang_time_ms, TEN_MIN),
             ("trunking.max_call_ms", t.max_call_ms, 24 * HOUR),

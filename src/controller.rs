@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::core::registration::{Event, OsEntropy, Registrar};
 use crate::hlr::HlrCache;
 use crate::link::{deny_unsupported, Handler, LinkServer, Links};
+use crate::messaging::Messaging;
 use crate::protocol::{Frame, Imsi, Message, SiteId};
 use crate::store::{now_ms, Store, StoreError};
 use crate::vlr::Vlr;
@@ -45,6 +46,7 @@ pub enum StartError {
 struct Services {
     registrar: Registrar,
     calls: Arc<CallService>,
+    messaging: Arc<Messaging>,
     writer: Arc<WriteBehind>,
 }
 
@@ -59,12 +61,16 @@ impl Handler for Services {
             for e in out.events {
                 match e {
                     Event::UnitGone { tmsi } => self.calls.unit_gone(tmsi),
+                    Event::Attached { imsi, tmsi, site } => self.messaging.attached(imsi, tmsi, site),
                     e => self.writer.event(e),
                 }
             }
             return out.replies;
         }
         if let Some(replies) = self.calls.handle(site, &frame) {
+            return replies;
+        }
+        if let Some(replies) = self.messaging.handle(site, &frame, mono_ms()) {
             return replies;
         }
         if is_gateway_answer(&frame.msg) {
@@ -111,7 +117,7 @@ impl WriteBehind {
     fn event(&self, e: Event) {
         match e {
             Event::Located { imsi, site } => self.located(imsi, site, now_ms()),
-            Event::UnitGone { .. } => {}
+            Event::UnitGone { .. } | Event::Attached { .. } => {}
             Event::Audit {
                 action,
                 object,
@@ -213,9 +219,18 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         links.clone(),
         records_tx,
     ));
+    let messaging = Arc::new(Messaging::new(
+        hlr.clone(),
+        vlr.clone(),
+        links.clone(),
+        store.clone(),
+        Duration::from_millis(cfg.messaging.short_data_ttl_ms),
+        Duration::from_millis(cfg.messaging.delivery_timeout_ms),
+    ));
     let services = Arc::new(Services {
         registrar,
         calls: calls.clone(),
+        messaging: messaging.clone(),
         writer: writer.clone(),
     });
     let server = LinkServer::bind(cfg.link.clone(), hlr.clone(), services, links.clone())
@@ -240,6 +255,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         vlr: vlr.clone(),
         writer,
         calls: calls.clone(),
+        messaging,
     };
     let grace = Duration::from_millis(cfg.shutdown.grace_ms);
     let task = tokio::spawn(async move {
@@ -298,6 +314,7 @@ struct Background {
     vlr: Arc<Vlr>,
     writer: Arc<WriteBehind>,
     calls: Arc<CallService>,
+    messaging: Arc<Messaging>,
 }
 
 impl Background {
@@ -350,6 +367,13 @@ impl Background {
                 }
                 vlr.sweep_challenges(now - keep_expired);
             }
+        }));
+
+        let messaging = self.messaging.clone();
+        let sweep = self.cfg.messaging.delivery_timeout_ms.clamp(10, 1000);
+        tasks.push(every(sweep, stop.clone(), move || {
+            let messaging = messaging.clone();
+            async move { messaging.sweep(mono_ms()).await }
         }));
 
         let (store, writer) = (self.store.clone(), self.writer.clone());

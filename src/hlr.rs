@@ -10,7 +10,7 @@ use std::sync::Arc;
 use dashmap::DashMap;
 
 use crate::link::SiteKeys;
-use crate::protocol::{Imei, Imsi, SiteId, SiteKey, Unit};
+use crate::protocol::{FleetId, Imei, Imsi, SiteId, SiteKey, TalkgroupId, Unit};
 use crate::store::{Site, Store, StoreError, Subscriber};
 
 /// The cache.
@@ -114,6 +114,16 @@ impl HlrCache {
     /// The IMSI of the subscriber with this fleet and member.
     pub fn imsi_for_unit(&self, unit: &Unit) -> Option<Imsi> {
         self.by_unit.get(unit).map(|i| *i)
+    }
+
+    /// Every subscriber of `fleet` permitted on `talkgroup` (a scan, for group-addressed
+    /// short data).
+    pub fn talkgroup_members(&self, fleet: FleetId, talkgroup: TalkgroupId) -> Vec<Imsi> {
+        self.subscribers
+            .iter()
+            .filter(|e| e.unit.fleet == fleet && e.talkgroups.contains(&talkgroup))
+            .map(|e| *e.key())
+            .collect()
     }
 
     /// Every site.

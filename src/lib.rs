@@ -22,6 +22,7 @@ pub mod core;
 pub mod hlr;
 pub mod link;
 pub mod logging;
+pub mod messaging;
 pub mod protocol;
 pub mod sim;
 pub mod store;

@@ -260,6 +260,16 @@ impl Vlr {
         v
     }
 
+    /// Every registered unit affiliated to the talkgroup: (IMSI, TMSI, site). A scan of
+    /// the VLR, for the rare group-addressed status message.
+    pub fn affiliated_units(&self, fleet: FleetId, talkgroup: TalkgroupId) -> Vec<(Imsi, Tmsi, SiteId)> {
+        self.by_imsi
+            .iter()
+            .filter(|e| e.fleet == fleet && e.affiliation.all().any(|t| t == talkgroup))
+            .map(|e| (*e.key(), e.tmsi, e.site))
+            .collect()
+    }
+
     /// Adds (`+1`) or removes (`-1`) a unit's affiliations from the talkgroup index.
     fn index(&self, u: &VlrUnit, delta: i32) {
         for tg in u.affiliation.all() {

@@ -54,6 +54,16 @@ pub enum Event {
         /// Where.
         site: SiteId,
     },
+    /// The unit is on the air at `site` under `tmsi` (after a registration or location
+    /// update): messages stored for it can be delivered.
+    Attached {
+        /// The unit.
+        imsi: Imsi,
+        /// Its TMSI now.
+        tmsi: Tmsi,
+        /// Where.
+        site: SiteId,
+    },
     /// The unit's TMSI stopped working (deregistration, or a new registration gave it
     /// another): calls and requests of that TMSI must end.
     UnitGone {
@@ -262,6 +272,11 @@ impl Registrar {
             Err(RegisterError::NoTmsi) => return reject(txn, Cause::Unspecified),
         };
         events.push(Event::Located { imsi: sub.imsi, site });
+        events.push(Event::Attached {
+            imsi: sub.imsi,
+            tmsi,
+            site,
+        });
         let answer = match c.procedure {
             Procedure::Register => Message::RegAccept {
                 imsi: sub.imsi,

@@ -1,0 +1,349 @@
+//! Call alert, status messages and short data: the services that use no traffic slot.
+//!
+//! - Call alert and status to a unit: sent to the unit's site; the sender hears `ACK`
+//!   once that gateway acknowledges, or `DENY` "target unreachable" after
+//!   `messaging.delivery_timeout_ms`. A status to a talkgroup goes to every affiliated
+//!   unit on the air and is acknowledged to the sender once sent.
+//! - Short data is stored and forwarded: written to the HLR database (one row per
+//!   recipient) before the sender hears `ACK`, delivered when the recipient is (or next
+//!   becomes) registered, removed only when its gateway sends `SHORT_DATA_ACK`, dropped
+//!   after `messaging.short_data_ttl_ms`. Nothing is lost across a restart.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use tracing::{debug, info, warn};
+
+use crate::hlr::HlrCache;
+use crate::link::Links;
+use crate::protocol::{
+    Cause, Frame, Imsi, Message, MessageId, MessageType, ShortData, SiteId, Target, Tmsi, Unit,
+    CONTROLLER_TXN_BASE,
+};
+use crate::store::{now_ms, Store};
+use crate::vlr::Vlr;
+
+/// A delivery waiting for its gateway's acknowledgement.
+#[derive(Clone, Copy, Debug)]
+struct Waiting {
+    /// Where and on which transaction the sender asked.
+    origin: (SiteId, u32),
+    request: MessageType,
+    deadline_ms: i64,
+}
+
+/// The messaging services.
+pub struct Messaging {
+    hlr: Arc<HlrCache>,
+    vlr: Arc<Vlr>,
+    links: Links,
+    store: Store,
+    ttl_ms: i64,
+    timeout_ms: i64,
+    /// (target site, controller txn) → the alert or status waiting for its ACK.
+    waiting: DashMap<(SiteId, u32), Waiting>,
+    next_txn: AtomicU32,
+}
+
+impl Messaging {
+    /// The services over the given registries and store.
+    pub fn new(
+        hlr: Arc<HlrCache>,
+        vlr: Arc<Vlr>,
+        links: Links,
+        store: Store,
+        ttl: Duration,
+        timeout: Duration,
+    ) -> Self {
+        Messaging {
+            hlr,
+            vlr,
+            links,
+            store,
+            ttl_ms: ttl.as_millis() as i64,
+            timeout_ms: timeout.as_millis() as i64,
+            waiting: DashMap::new(),
+            next_txn: AtomicU32::new(0),
+        }
+    }
+
+    /// A controller transaction id from a range of its own (`0xA000_0000..`), so that
+    /// acknowledgements cannot be confused with those of other procedures.
+    fn txn(&self) -> u32 {
+        (CONTROLLER_TXN_BASE | 0x2000_0000) + (self.next_txn.fetch_add(1, Ordering::Relaxed) & 0x0FFF_FFFF)
+    }
+
+    /// Handles a messaging frame from `site`; `None` for any other message.
+    pub fn handle(self: &Arc<Self>, site: SiteId, frame: &Frame, now: i64) -> Option<Vec<Frame>> {
+        let txn = frame.txn;
+        let ty = frame.msg.message_type();
+        let deny = |cause| vec![Frame::new(txn, Message::Deny { request: ty, cause })];
+        let out = match &frame.msg {
+            Message::CallAlertReq { tmsi, target } => match self.sender(site, *tmsi) {
+                Err(c) => deny(c),
+                Ok(source) => match self.unit_on_air(*target) {
+                    Err(c) => deny(c),
+                    Ok((to_tmsi, to_site)) => {
+                        let msg = Message::CallAlert {
+                            tmsi: to_tmsi,
+                            caller: source,
+                        };
+                        self.deliver_awaiting_ack(to_site, msg, (site, txn), ty, now)
+                            .map_or_else(deny, |()| vec![])
+                    }
+                },
+            },
+            Message::StatusReq { tmsi, target, code } => match self.sender(site, *tmsi) {
+                Err(c) => deny(c),
+                Ok(source) => self.status(site, txn, source, *target, *code, now),
+            },
+            Message::ShortDataReq { tmsi, target, data } => match self.sender(site, *tmsi) {
+                Err(c) => deny(c),
+                Ok(source) => self.short_data(site, txn, source, *target, data.clone()),
+            },
+            Message::Ack {
+                acked: MessageType::CallAlert | MessageType::StatusDelivery,
+            } => {
+                if let Some((_, w)) = self.waiting.remove(&(site, txn)) {
+                    let ack = Frame::new(w.origin.1, Message::Ack { acked: w.request });
+                    self.send(w.origin.0, ack);
+                }
+                vec![]
+            }
+            Message::ShortDataAck { id } => {
+                let (this, id) = (self.clone(), id.get());
+                tokio::spawn(async move {
+                    match this.store.remove_short_data(id as i64).await {
+                        Ok(true) => debug!(id, "short data delivered"),
+                        Ok(false) => debug!(id, "short data acknowledged twice"),
+                        Err(e) => warn!(error = %e, id, "removing delivered short data failed"),
+                    }
+                });
+                vec![]
+            }
+            _ => return None,
+        };
+        Some(out)
+    }
+
+    /// The unit is on the air: deliver what is stored for it.
+    pub fn attached(self: &Arc<Self>, imsi: Imsi, tmsi: Tmsi, site: SiteId) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            match this.store.pending_short_data(imsi).await {
+                Ok(msgs) => {
+                    for (id, source, payload) in msgs {
+                        let (Some(id), Some(data)) = (MessageId::new(id as u64), ShortData::new(payload))
+                        else {
+                            continue;
+                        };
+                        let msg = Message::ShortDataDelivery {
+                            id,
+                            tmsi,
+                            source,
+                            data,
+                        };
+                        this.send(site, Frame::new(this.txn(), msg));
+                    }
+                }
+                Err(e) => warn!(error = %e, %imsi, "reading stored short data failed"),
+            }
+        });
+    }
+
+    /// Times out unacknowledged deliveries and drops expired short data.
+    pub async fn sweep(&self, now: i64) {
+        let late: Vec<(SiteId, u32)> = self
+            .waiting
+            .iter()
+            .filter(|e| e.deadline_ms <= now)
+            .map(|e| *e.key())
+            .collect();
+        for k in late {
+            if let Some((_, w)) = self.waiting.remove(&k) {
+                let deny = Message::Deny {
+                    request: w.request,
+                    cause: Cause::TargetUnreachable,
+                };
+                self.send(w.origin.0, Frame::new(w.origin.1, deny));
+            }
+        }
+        match self.store.expire_short_data(now_ms()).await {
+            Ok(0) => {}
+            Ok(n) => info!(messages = n, "undelivered short data expired"),
+            Err(e) => warn!(error = %e, "expiring short data failed"),
+        }
+    }
+
+    fn send(&self, site: SiteId, frame: Frame) {
+        if let Err(e) = self.links.send(site, frame) {
+            debug!(error = %e, "message for a site not delivered");
+        }
+    }
+
+    /// The registered, enabled sender at `site`.
+    fn sender(&self, site: SiteId, tmsi: Tmsi) -> Result<Unit, Cause> {
+        let imsi = self.vlr.imsi_of(tmsi).ok_or(Cause::NotRegistered)?;
+        self.vlr
+            .get(&imsi)
+            .filter(|u| u.site == site)
+            .ok_or(Cause::NotRegistered)?;
+        let sub = self.hlr.subscriber(&imsi).ok_or(Cause::UnknownSubscriber)?;
+        if sub.inhibited {
+            return Err(Cause::UnitInhibited);
+        }
+        Ok(sub.unit)
+    }
+
+    /// The TMSI and site of a provisioned unit that is registered now.
+    fn unit_on_air(&self, unit: Unit) -> Result<(Tmsi, SiteId), Cause> {
+        let imsi = self.hlr.imsi_for_unit(&unit).ok_or(Cause::InvalidTarget)?;
+        let u = self.vlr.get(&imsi).ok_or(Cause::TargetUnreachable)?;
+        Ok((u.tmsi, u.site))
+    }
+
+    fn deliver_awaiting_ack(
+        &self,
+        to_site: SiteId,
+        msg: Message,
+        origin: (SiteId, u32),
+        request: MessageType,
+        now: i64,
+    ) -> Result<(), Cause> {
+        let txn = self.txn();
+        self.waiting.insert(
+            (to_site, txn),
+            Waiting {
+                origin,
+                request,
+                deadline_ms: now + self.timeout_ms,
+            },
+        );
+        self.links.send(to_site, Frame::new(txn, msg)).map_err(|_| {
+            self.waiting.remove(&(to_site, txn));
+            Cause::TargetUnreachable
+        })
+    }
+
+    fn status(
+        &self,
+        site: SiteId,
+        txn: u32,
+        source: Unit,
+        target: Target,
+        code: u16,
+        now: i64,
+    ) -> Vec<Frame> {
+        let ty = MessageType::StatusReq;
+        match target {
+            Target::Unit(u) => match self.unit_on_air(u) {
+                Err(cause) => vec![Frame::new(txn, Message::Deny { request: ty, cause })],
+                Ok((tmsi, to_site)) => {
+                    let msg = Message::StatusDelivery { tmsi, source, code };
+                    match self.deliver_awaiting_ack(to_site, msg, (site, txn), ty, now) {
+                        Ok(()) => vec![],
+                        Err(cause) => vec![Frame::new(txn, Message::Deny { request: ty, cause })],
+                    }
+                }
+            },
+            Target::Talkgroup { fleet, talkgroup } => {
+                if fleet != source.fleet {
+                    return vec![Frame::new(
+                        txn,
+                        Message::Deny {
+                            request: ty,
+                            cause: Cause::InvalidTarget,
+                        },
+                    )];
+                }
+                for (_, tmsi, to_site) in self.vlr.affiliated_units(fleet, talkgroup) {
+                    self.send(
+                        to_site,
+                        Frame::new(self.txn(), Message::StatusDelivery { tmsi, source, code }),
+                    );
+                }
+                vec![Frame::new(txn, Message::Ack { acked: ty })]
+            }
+        }
+    }
+
+    /// Stores the message for every recipient, then acknowledges and delivers to those
+    /// on the air.
+    fn short_data(
+        self: &Arc<Self>,
+        site: SiteId,
+        txn: u32,
+        source: Unit,
+        target: Target,
+        data: ShortData,
+    ) -> Vec<Frame> {
+        let ty = MessageType::ShortDataReq;
+        let recipients: Vec<Imsi> = match target {
+            Target::Unit(u) => match self.hlr.imsi_for_unit(&u) {
+                Some(i) => vec![i],
+                None => {
+                    return vec![Frame::new(
+                        txn,
+                        Message::Deny {
+                            request: ty,
+                            cause: Cause::InvalidTarget,
+                        },
+                    )]
+                }
+            },
+            Target::Talkgroup { fleet, talkgroup } if fleet == source.fleet => {
+                self.hlr.talkgroup_members(fleet, talkgroup)
+            }
+            Target::Talkgroup { .. } => {
+                return vec![Frame::new(
+                    txn,
+                    Message::Deny {
+                        request: ty,
+                        cause: Cause::InvalidTarget,
+                    },
+                )]
+            }
+        };
+        let this = self.clone();
+        let expires = now_ms() + self.ttl_ms;
+        tokio::spawn(async move {
+            match this
+                .store
+                .store_short_data(&recipients, source, data.as_bytes(), expires)
+                .await
+            {
+                Ok(ids) => {
+                    this.send(site, Frame::new(txn, Message::Ack { acked: ty }));
+                    for (imsi, id) in recipients.iter().zip(ids) {
+                        let (Some(u), Some(id)) = (this.vlr.get(imsi), MessageId::new(id as u64)) else {
+                            continue;
+                        };
+                        let msg = Message::ShortDataDelivery {
+                            id,
+                            tmsi: u.tmsi,
+                            source,
+                            data: data.clone(),
+                        };
+                        this.send(u.site, Frame::new(this.txn(), msg));
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, "storing short data failed");
+                    this.send(
+                        site,
+                        Frame::new(
+                            txn,
+                            Message::Deny {
+                                request: ty,
+                                cause: Cause::Unspecified,
+                            },
+                        ),
+                    );
+                }
+            }
+        });
+        vec![]
+    }
+}

@@ -1,0 +1,371 @@
+//! Call alert, status messages and store-and-forward short data over the real link,
+//! against a real HLR (SQLite, and PostgreSQL for the restart test when available).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use trunkd::config::{Config, MessagingConfig, RegistrationConfig};
+use trunkd::controller::{start, Running};
+use trunkd::link::gateway::GatewayLink;
+use trunkd::protocol::{
+    Cause, FleetId, Frame, Identity, Imsi, MemberId, Message, MessageType, ShortData, TalkgroupId, Target,
+    Tmsi, Unit,
+};
+use trunkd::sim::{accepted_tmsi, register};
+
+fn unit(n: u16) -> Unit {
+    Unit {
+        fleet: FleetId::new(100).unwrap(),
+        member: MemberId::new(n).unwrap(),
+    }
+}
+
+fn imsi(n: u64) -> Imsi {
+    Imsi::parse(&format!("00101{n:010}")).unwrap()
+}
+
+fn config(db: &TestDb) -> Config {
+    Config {
+        link: fast_config(),
+        database: db.database_config(),
+        registration: RegistrationConfig {
+            location_flush_ms: 50,
+            hlr_refresh_ms: 50,
+            ..RegistrationConfig::default()
+        },
+        messaging: MessagingConfig {
+            delivery_timeout_ms: 300,
+            ..MessagingConfig::default()
+        },
+        ..Config::default()
+    }
+}
+
+async fn provision(db: &TestDb) {
+    let store = db.open().await;
+    provision_basics(&store).await;
+    for n in 1..=4 {
+        store
+            .add_subscriber("t", new_subscriber(n), "00101")
+            .await
+            .unwrap();
+    }
+    store.close().await;
+}
+
+async fn gw(c: &Running, n: u16) -> GatewayLink {
+    GatewayLink::connect(c.link_addr, site(n), &key(n as u8))
+        .await
+        .unwrap()
+}
+
+async fn reg(g: &mut GatewayLink, n: u8) -> Tmsi {
+    let f = register(g, Identity::Imsi(imsi(u64::from(n))), &radio_keys(n))
+        .await
+        .unwrap();
+    accepted_tmsi(&f).unwrap()
+}
+
+async fn until(g: &mut GatewayLink, mut pred: impl FnMut(&Frame) -> bool) -> Frame {
+    loop {
+        let f = next_service(g).await.unwrap();
+        if pred(&f) {
+            return f;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_call_alert_is_acknowledged_once_the_callees_gateway_has_it() {
+    let db = TestDb::sqlite();
+    provision(&db).await;
+    let c = start(config(&db)).await.unwrap();
+    let mut g1 = gw(&c, 1).await;
+    let mut g2 = gw(&c, 2).await;
+    let t1 = reg(&mut g1, 1).await;
+    let t2 = reg(&mut g2, 2).await;
+    let txn = g1
+        .request(Message::CallAlertReq {
+            tmsi: t1,
+            target: unit(2),
+        })
+        .await
+        .unwrap();
+    let alert = until(&mut g2, |f| matches!(f.msg, Message::CallAlert { .. })).await;
+    assert_eq!(
+        alert.msg,
+        Message::CallAlert {
+            tmsi: t2,
+            caller: unit(1)
+        }
+    );
+    g2.send(Frame::new(
+        alert.txn,
+        Message::Ack {
+            acked: MessageType::CallAlert,
+        },
+    ))
+    .await
+    .unwrap();
+    let ack = until(&mut g1, |f| f.txn == txn).await;
+    assert_eq!(
+        ack.msg,
+        Message::Ack {
+            acked: MessageType::CallAlertReq
+        }
+    );
+    // A unit that is not on the air cannot be paged.
+    let txn = g1
+        .request(Message::CallAlertReq {
+            tmsi: t1,
+            target: unit(3),
+        })
+        .await
+        .unwrap();
+    let f = until(&mut g1, |f| f.txn == txn).await;
+    assert_eq!(
+        f.msg,
+        Message::Deny {
+            request: MessageType::CallAlertReq,
+            cause: Cause::TargetUnreachable
+        }
+    );
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn an_unacknowledged_alert_is_reported_unreachable() {
+    let db = TestDb::sqlite();
+    provision(&db).await;
+    let c = start(config(&db)).await.unwrap();
+    let mut g1 = gw(&c, 1).await;
+    let mut g2 = gw(&c, 2).await;
+    let t1 = reg(&mut g1, 1).await;
+    reg(&mut g2, 2).await;
+    let txn = g1
+        .request(Message::CallAlertReq {
+            tmsi: t1,
+            target: unit(2),
+        })
+        .await
+        .unwrap();
+    until(&mut g2, |f| matches!(f.msg, Message::CallAlert { .. })).await; // never acknowledged
+    let f = until(&mut g1, |f| f.txn == txn).await;
+    assert_eq!(
+        f.msg,
+        Message::Deny {
+            request: MessageType::CallAlertReq,
+            cause: Cause::TargetUnreachable
+        }
+    );
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn status_messages_to_a_unit_and_to_a_talkgroup() {
+    let db = TestDb::sqlite();
+    provision(&db).await;
+    let c = start(config(&db)).await.unwrap();
+    let mut g1 = gw(&c, 1).await;
+    let mut g2 = gw(&c, 2).await;
+    let t1 = reg(&mut g1, 1).await;
+    let (t2, t3) = (reg(&mut g2, 2).await, reg(&mut g2, 3).await);
+    let txn = g1
+        .request(Message::StatusReq {
+            tmsi: t1,
+            target: Target::Unit(unit(2)),
+            code: 42,
+        })
+        .await
+        .unwrap();
+    let d = until(&mut g2, |f| matches!(f.msg, Message::StatusDelivery { .. })).await;
+    assert_eq!(
+        d.msg,
+        Message::StatusDelivery {
+            tmsi: t2,
+            source: unit(1),
+            code: 42
+        }
+    );
+    g2.send(Frame::new(
+        d.txn,
+        Message::Ack {
+            acked: MessageType::StatusDelivery,
+        },
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        until(&mut g1, |f| f.txn == txn).await.msg,
+        Message::Ack {
+            acked: MessageType::StatusReq
+        }
+    );
+    // Talkgroup 10: every affiliated unit on the air hears it (units 2 and 3 at site 2, 1 itself).
+    let target = Target::Talkgroup {
+        fleet: FleetId::new(100).unwrap(),
+        talkgroup: TalkgroupId::new(10).unwrap(),
+    };
+    let txn = g1
+        .request(Message::StatusReq {
+            tmsi: t1,
+            target,
+            code: 7,
+        })
+        .await
+        .unwrap();
+    let mut heard = Vec::new();
+    for _ in 0..2 {
+        let d = until(&mut g2, |f| {
+            matches!(f.msg, Message::StatusDelivery { code: 7, .. })
+        })
+        .await;
+        let Message::StatusDelivery { tmsi, .. } = d.msg else {
+            unreachable!()
+        };
+        heard.push(tmsi);
+    }
+    heard.sort();
+    let mut want = vec![t2, t3];
+    want.sort();
+    assert_eq!(heard, want);
+    let ack = until(&mut g1, |f| f.txn == txn).await;
+    assert_eq!(
+        ack.msg,
+        Message::Ack {
+            acked: MessageType::StatusReq
+        }
+    );
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn short_data_is_stored_delivered_and_removed_on_acknowledgement() {
+    let db = TestDb::sqlite();
+    provision(&db).await;
+    let c = start(config(&db)).await.unwrap();
+    let mut g1 = gw(&c, 1).await;
+    let mut g2 = gw(&c, 2).await;
+    let t1 = reg(&mut g1, 1).await;
+    let t2 = reg(&mut g2, 2).await;
+    let data = ShortData::new(b"meet at gate 4".to_vec()).unwrap();
+    let msg = Message::ShortDataReq {
+        tmsi: t1,
+        target: Target::Unit(unit(2)),
+        data: data.clone(),
+    };
+    let txn = g1.request(msg).await.unwrap();
+    assert_eq!(
+        until(&mut g1, |f| f.txn == txn).await.msg,
+        Message::Ack {
+            acked: MessageType::ShortDataReq
+        }
+    );
+    let d = until(&mut g2, |f| matches!(f.msg, Message::ShortDataDelivery { .. })).await;
+    let Message::ShortDataDelivery {
+        id,
+        tmsi,
+        source,
+        data: got,
+    } = d.msg
+    else {
+        unreachable!()
+    };
+    assert_eq!((tmsi, source, got), (t2, unit(1), data));
+    assert_eq!(
+        c.store.pending_short_data(imsi(2)).await.unwrap().len(),
+        1,
+        "kept until acknowledged"
+    );
+    g2.send(Frame::new(d.txn, Message::ShortDataAck { id }))
+        .await
+        .unwrap();
+    let mut gone = false;
+    for _ in 0..100 {
+        if c.store.pending_short_data(imsi(2)).await.unwrap().is_empty() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(gone, "acknowledged short data was not removed");
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn short_data_for_a_unit_that_is_off_survives_a_restart() {
+    for db in TestDb::all().await {
+        provision(&db).await;
+        let c = start(config(&db)).await.unwrap();
+        let mut g1 = gw(&c, 1).await;
+        let t1 = reg(&mut g1, 1).await;
+        let data = ShortData::new(vec![1, 2, 3]).unwrap();
+        let msg = Message::ShortDataReq {
+            tmsi: t1,
+            target: Target::Unit(unit(3)),
+            data: data.clone(),
+        };
+        let txn = g1.request(msg).await.unwrap();
+        // The ACK comes only once the message is on disk.
+        assert_eq!(
+            until(&mut g1, |f| f.txn == txn).await.msg,
+            Message::Ack {
+                acked: MessageType::ShortDataReq
+            }
+        );
+        drop(g1);
+        c.stop().await;
+
+        let c = start(config(&db)).await.unwrap();
+        let mut g2 = gw(&c, 2).await;
+        let t3 = reg(&mut g2, 3).await;
+        let d = until(&mut g2, |f| matches!(f.msg, Message::ShortDataDelivery { .. })).await;
+        let Message::ShortDataDelivery { tmsi, data: got, .. } = d.msg else {
+            unreachable!()
+        };
+        assert_eq!((tmsi, got), (t3, data), "{}", db.name);
+        c.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn undelivered_short_data_expires() {
+    let db = TestDb::sqlite();
+    provision(&db).await;
+    let mut cfg = config(&db);
+    cfg.messaging.short_data_ttl_ms = 100;
+    let c = start(cfg).await.unwrap();
+    let mut g1 = gw(&c, 1).await;
+    let t1 = reg(&mut g1, 1).await;
+    let msg = Message::ShortDataReq {
+        tmsi: t1,
+        target: Target::Unit(unit(4)),
+        data: ShortData::new(vec![9]).unwrap(),
+    };
+    let txn = g1.request(msg).await.unwrap();
+    until(&mut g1, |f| f.txn == txn).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Unit 4 comes on the air: nothing is delivered, the message is gone.
+    let mut g2 = gw(&c, 2).await;
+    reg(&mut g2, 4).await;
+    assert!(c.store.pending_short_data(imsi(4)).await.unwrap().is_empty());
+    let keepalive = g2.request(Message::Keepalive).await.unwrap();
+    loop {
+        let f = tokio::time::timeout(PATIENCE, g2.recv())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert!(
+            !matches!(f.msg, Message::ShortDataDelivery { .. }),
+            "expired message delivered"
+        );
+        if f.txn == keepalive && f.msg == Message::KeepaliveAck {
+            break;
+        }
+    }
+    c.stop().await;
+}
