@@ -37,48 +37,55 @@ fn machine() -> Trunking {
 /// oldest running call there, keeping about 9 of 11 slots busy per site.
 #[divan::bench(sample_count = 10)]
 fn requests_and_ends(bencher: divan::Bencher) {
-    bencher.counter(divan::counter::ItemsCount::new(EVENTS)).with_inputs(machine).bench_local_values(|mut m| {
-        let fleet = FleetId::new(1).unwrap();
-        let mut running: Vec<std::collections::VecDeque<CallId>> = vec![Default::default(); SITES as usize];
-        let mut now = 0i64;
-        for i in 0..EVENTS {
-            now += 1;
-            let s = (i % SITES as usize) as u16 + 1;
-            let site = SiteId::new(s).unwrap();
-            let q = &mut running[s as usize - 1];
-            let actions = if q.len() >= 9 {
-                let call = q.pop_front().unwrap();
-                m.handle(Input::End { site, call }, now)
-            } else {
-                let n = (i % 60_000) as u32 + 1;
-                m.handle(
-                    Input::Request(CallRequest {
-                        txn: n,
-                        caller: Party {
-                            tmsi: Tmsi::new(n).unwrap(),
-                            unit: Unit { fleet, member: MemberId::new((n % 65_535) as u16 + 1).unwrap() },
-                            site,
-                        },
-                        priority: (i % 16) as u8,
-                        kind: RequestKind::Group {
-                            fleet,
-                            talkgroup: TalkgroupId::new((n % 65_535) as u16 + 1).unwrap(),
-                            sites: vec![],
-                            emergency: false,
-                        },
-                    }),
-                    now,
-                )
-            };
-            for a in &actions {
-                if let Action::Send(_, f) = a {
-                    if let Message::ChannelGrant { call, .. } = f.msg {
-                        running[s as usize - 1].push_back(call);
+    bencher
+        .counter(divan::counter::ItemsCount::new(EVENTS))
+        .with_inputs(machine)
+        .bench_local_values(|mut m| {
+            let fleet = FleetId::new(1).unwrap();
+            let mut running: Vec<std::collections::VecDeque<CallId>> =
+                vec![Default::default(); SITES as usize];
+            let mut now = 0i64;
+            for i in 0..EVENTS {
+                now += 1;
+                let s = (i % SITES as usize) as u16 + 1;
+                let site = SiteId::new(s).unwrap();
+                let q = &mut running[s as usize - 1];
+                let actions = if q.len() >= 9 {
+                    let call = q.pop_front().unwrap();
+                    m.handle(Input::End { site, call }, now)
+                } else {
+                    let n = (i % 60_000) as u32 + 1;
+                    m.handle(
+                        Input::Request(CallRequest {
+                            txn: n,
+                            caller: Party {
+                                tmsi: Tmsi::new(n).unwrap(),
+                                unit: Unit {
+                                    fleet,
+                                    member: MemberId::new((n % 65_535) as u16 + 1).unwrap(),
+                                },
+                                site,
+                            },
+                            priority: (i % 16) as u8,
+                            kind: RequestKind::Group {
+                                fleet,
+                                talkgroup: TalkgroupId::new((n % 65_535) as u16 + 1).unwrap(),
+                                sites: vec![],
+                                emergency: false,
+                            },
+                        }),
+                        now,
+                    )
+                };
+                for a in &actions {
+                    if let Action::Send(_, f) = a {
+                        if let Message::ChannelGrant { call, .. } = f.msg {
+                            running[s as usize - 1].push_back(call);
+                        }
                     }
                 }
+                divan::black_box(actions);
             }
-            divan::black_box(actions);
-        }
-        m
-    });
+            m
+        });
 }

@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use crate::protocol::{
     CallId, CallType, Carrier, Cause, FleetId, Frame, Message, MessageType, QueuePosition, ResourceState,
     SiteGrant, SiteId, Slot, SlotSelector, TalkgroupId, Target, Tmsi, Unit, CONTROLLER_TXN_BASE,
+    MAX_GRANT_SITES,
 };
 
 /// How a free slot is chosen among the free ones of a site.
@@ -160,9 +161,12 @@ impl CallRequest {
             RequestKind::Group { sites, .. } => sites.clone(),
             RequestKind::Private { target } => vec![target.site],
         };
+        v.sort();
+        v.dedup();
         v.retain(|s| *s != self.caller.site);
         v.insert(0, self.caller.site);
-        v.dedup();
+        // A grant lists at most MAX_GRANT_SITES sites (PROTOCOL.md §5.3).
+        v.truncate(MAX_GRANT_SITES);
         v
     }
 }
@@ -590,6 +594,13 @@ impl Trunking {
     fn join_existing(&mut self, id: CallId, req: CallRequest, now: i64, out: &mut Vec<Action>) {
         let site = req.caller.site;
         let has_site = self.calls.get(&id).is_some_and(|c| c.slots.contains_key(&site));
+        let full = self
+            .calls
+            .get(&id)
+            .is_some_and(|c| c.slots.len() >= MAX_GRANT_SITES);
+        if !has_site && full {
+            return self.refuse(&req, Cause::Busy, now, now, out);
+        }
         if !has_site {
             match self.allocate(site, id) {
                 Some(cs) => {

@@ -375,7 +375,7 @@ pub enum Message {
 }
 
 /// Most site grants one `CHANNEL_GRANT` may carry.
-pub const MAX_GRANT_SITES: usize = 32;
+pub const MAX_GRANT_SITES: usize = 255;
 
 /// A payload that does not decode, naming the field (`PROTOCOL.md §2.3`).
 #[derive(Clone, Copy, PartialEq, Eq, Debug, thiserror::Error)]

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use trunkd::core::auth::unit_response;
 use trunkd::link::gateway::GatewayLink;
-use trunkd::protocol::{Cause, FleetId, Frame, Identity, Imei, Message, SiteId, SiteKey, TalkgroupId};
+use trunkd::protocol::{
+    Cause, FleetId, Frame, Identity, Imei, Message, SiteId, SiteKey, TalkgroupId, Tmsi, Unit,
+};
 use trunkd::store::{Fleet, Secret128, Site, Store, Talkgroup};
 
 /// Members per simulated fleet.
@@ -102,16 +104,23 @@ fn private_file(path: &Path) -> anyhow::Result<std::fs::File> {
         .with_context(|| format!("creating {}", path.display()))
 }
 
-struct SimUnit {
-    imei: Imei,
-    k: Secret128,
-    opc: Secret128,
+/// A simulated radio: its identity and keys.
+pub struct SimUnit {
+    /// Equipment identity.
+    pub imei: Imei,
+    /// Dispatch address.
+    pub unit: Unit,
+    /// K.
+    pub k: Secret128,
+    /// OPc.
+    pub opc: Secret128,
 }
 
-/// What one gateway measured.
+/// What the gateways measured while registering.
 #[derive(Default)]
-struct GatewayReport {
-    accepted: usize,
+pub struct GatewayReport {
+    /// Units accepted.
+    pub accepted: usize,
     rejected: HashMap<Cause, usize>,
     latencies_us: Vec<u32>,
 }
@@ -124,13 +133,32 @@ pub async fn register(
     window: usize,
     limit: Option<usize>,
 ) -> anyhow::Result<()> {
+    let (sites, per_site) = load_fleet(dir, limit)?;
+    let total: usize = per_site.iter().map(Vec::len).sum();
+    println!(
+        "{} gateways; registering {total} units, window {window} per gateway",
+        sites.len()
+    );
+    let started = Instant::now();
+    let (_, report) = register_all(server, &sites, per_site, window).await?;
+    print_report(&report, total, started.elapsed());
+    Ok(())
+}
+
+/// The sites and their keys, and the units of `dir/units.csv` shared out among them in
+/// contiguous blocks.
+pub fn load_fleet(dir: &Path, limit: Option<usize>) -> anyhow::Result<(Sites, Vec<Vec<SimUnit>>)> {
     let sites = read_sites(&dir.join("sites.csv"))?;
+    if sites.is_empty() {
+        bail!("sites.csv lists no site");
+    }
     let file = std::fs::File::open(dir.join("units.csv")).context("units.csv")?;
     let rows = trunkd::store::csv::parse_subscribers(std::io::BufReader::new(file))?;
     let mut units: Vec<SimUnit> = rows
         .into_iter()
         .map(|(_, s)| SimUnit {
             imei: s.imei,
+            unit: s.unit,
             k: s.k,
             opc: s.opc,
         })
@@ -138,40 +166,53 @@ pub async fn register(
     if let Some(l) = limit {
         units.truncate(l);
     }
-    let total = units.len();
+    // Contiguous blocks: a fleet's units (consecutive in the file) share a site or two,
+    // as an organisation's radios share a region.
     let mut per_site: Vec<Vec<SimUnit>> = (0..sites.len()).map(|_| Vec::new()).collect();
+    let n = units.len().max(1);
     for (i, u) in units.into_iter().enumerate() {
-        per_site[i % sites.len()].push(u);
+        per_site[i * sites.len() / n].push(u);
     }
+    Ok((sites, per_site))
+}
+
+/// Site ids with their link keys.
+pub type Sites = Vec<(SiteId, SiteKey)>;
+
+/// A gateway with its registered units (and their TMSIs, `None` if refused).
+pub type Registered = (GatewayLink, Vec<SimUnit>, Vec<Option<Tmsi>>);
+
+/// Connects one gateway per site and registers its units.
+pub async fn register_all(
+    server: SocketAddr,
+    sites: &[(SiteId, SiteKey)],
+    per_site: Vec<Vec<SimUnit>>,
+    window: usize,
+) -> anyhow::Result<(Vec<Registered>, GatewayReport)> {
     let mut links = Vec::new();
-    for (site, key) in &sites {
+    for (site, key) in sites {
         links.push(
             GatewayLink::connect(server, *site, key)
                 .await
                 .with_context(|| format!("site {site}"))?,
         );
     }
-    println!(
-        "{} gateways connected; registering {total} units, window {window} per gateway",
-        links.len()
-    );
-    let started = Instant::now();
     let mut tasks = Vec::new();
     for (link, units) in links.into_iter().zip(per_site) {
         tasks.push(tokio::spawn(run_gateway(link, units, window)));
     }
     let mut report = GatewayReport::default();
+    let mut out = Vec::new();
     for t in tasks {
-        let r = t.await??;
+        let (link, units, tmsis, r) = t.await??;
         report.accepted += r.accepted;
         for (c, n) in r.rejected {
             *report.rejected.entry(c).or_default() += n;
         }
         report.latencies_us.extend(r.latencies_us);
+        out.push((link, units, tmsis));
     }
-    let elapsed = started.elapsed();
-    print_report(&report, total, elapsed);
-    Ok(())
+    Ok((out, report))
 }
 
 fn read_sites(path: &Path) -> anyhow::Result<Vec<(SiteId, SiteKey)>> {
@@ -198,8 +239,9 @@ async fn run_gateway(
     mut link: GatewayLink,
     units: Vec<SimUnit>,
     window: usize,
-) -> anyhow::Result<GatewayReport> {
+) -> anyhow::Result<(GatewayLink, Vec<SimUnit>, Vec<Option<Tmsi>>, GatewayReport)> {
     let mut report = GatewayReport::default();
+    let mut tmsis = vec![None; units.len()];
     let mut in_flight: HashMap<u32, (usize, Instant)> = HashMap::new();
     let mut next = 0;
     let mut done = 0;
@@ -228,8 +270,9 @@ async fn run_gateway(
                 link.send(Frame::new(frame.txn, Message::AuthResponse { res }))
                     .await?;
             }
-            Message::RegAccept { .. } => {
+            Message::RegAccept { tmsi, .. } => {
                 in_flight.remove(&frame.txn);
+                tmsis[i] = Some(tmsi);
                 report.accepted += 1;
                 report
                     .latencies_us
@@ -244,7 +287,7 @@ async fn run_gateway(
             other => bail!("unexpected answer {other:?}"),
         }
     }
-    Ok(report)
+    Ok((link, units, tmsis, report))
 }
 
 fn print_report(r: &GatewayReport, total: usize, elapsed: Duration) {

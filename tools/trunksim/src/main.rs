@@ -1,6 +1,7 @@
 //! trunksim: simulated base-station gateways (and, in later versions, the radios behind
 //! them) that drive trunkd over the real link protocol.
 
+mod calls;
 mod load;
 
 use std::net::SocketAddr;
@@ -73,6 +74,45 @@ enum Command {
         #[arg(long)]
         limit: Option<usize>,
     },
+    /// Register a provisioned fleet, then offer call load: group, private and emergency
+    /// calls with Poisson arrivals and exponential holding times, PTT within calls, some
+    /// units moving between sites; reports grants, queueing, denials by cause,
+    /// preemptions, grant latency and P(wait) against Erlang C.
+    Calls {
+        /// Directory written by `trunksim provision`.
+        #[arg(long, default_value = "sim")]
+        dir: PathBuf,
+        /// The controller's link address.
+        #[arg(long, default_value = "127.0.0.1:7300")]
+        server: SocketAddr,
+        /// Use only the first N units.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Offered load per site, in Erlang.
+        #[arg(long, default_value_t = 8.0)]
+        erlang: f64,
+        /// Mean holding time, ms.
+        #[arg(long, default_value_t = 2000)]
+        hold_ms: u64,
+        /// How long to offer load, seconds.
+        #[arg(long, default_value_t = 20.0)]
+        duration: f64,
+        /// Share of private calls.
+        #[arg(long, default_value_t = 0.6)]
+        private_share: f64,
+        /// Share of emergency calls.
+        #[arg(long, default_value_t = 0.01)]
+        emergency_share: f64,
+        /// Share of finished calls after which the caller moves to the next site.
+        #[arg(long, default_value_t = 0.05)]
+        move_share: f64,
+        /// Traffic slots per site for the Erlang C comparison (carriers x slots - 1).
+        #[arg(long, default_value_t = 11)]
+        slots: u32,
+        /// Seed of the random streams.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 #[tokio::main]
@@ -124,6 +164,31 @@ async fn main() -> anyhow::Result<()> {
             window,
             limit,
         } => load::register(&dir, server, window.max(1), limit).await,
+        Command::Calls {
+            dir,
+            server,
+            limit,
+            erlang,
+            hold_ms,
+            duration,
+            private_share,
+            emergency_share,
+            move_share,
+            slots,
+            seed,
+        } => {
+            let load = calls::CallLoad {
+                erlang_per_site: erlang,
+                hold: Duration::from_millis(hold_ms.max(1)),
+                duration: Duration::from_secs_f64(duration.max(0.1)),
+                private_share,
+                emergency_share,
+                move_share,
+                slots_per_site: slots,
+                seed,
+            };
+            calls::run(&dir, server, limit, load).await
+        }
     }
 }
 

@@ -1,0 +1,500 @@
+//! The call-load scenario: registered units at every site make group, private and
+//! emergency calls with Poisson arrivals and exponential holding times at a chosen
+//! offered load per site, press and release PTT within their calls, and some move to
+//! another site between calls (location update there). Reports grants, queued, denied
+//! by cause, preempted, request-to-grant latency percentiles and the measured
+//! probability of waiting next to Erlang C.
+
+use std::collections::{BinaryHeap, HashMap};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use trunkd::core::auth::unit_response;
+use trunkd::link::gateway::GatewayLink;
+use trunkd::protocol::{
+    CallId, CallScope, Cause, Frame, LocationReason, Message, MessageType, TalkgroupId, Tmsi,
+};
+
+use crate::load::{load_fleet, register_all, SimUnit};
+
+/// Scenario settings.
+pub struct CallLoad {
+    /// Offered load per site, Erlang.
+    pub erlang_per_site: f64,
+    /// Mean holding time.
+    pub hold: Duration,
+    /// How long to offer load.
+    pub duration: Duration,
+    /// Share of private calls (the rest: group, less emergencies).
+    pub private_share: f64,
+    /// Share of emergency calls.
+    pub emergency_share: f64,
+    /// Share of finished calls after which the caller moves to the next site.
+    pub move_share: f64,
+    /// Traffic slots per site (carriers × slots − 1), for the Erlang C comparison.
+    pub slots_per_site: u32,
+    /// Seed of the random streams.
+    pub seed: u64,
+}
+
+/// SplitMix64.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn unit(&mut self) -> f64 {
+        ((self.next() >> 11) as f64 + 1.0) / (1u64 << 53) as f64
+    }
+    fn exp(&mut self, mean: f64) -> f64 {
+        -mean * self.unit().ln()
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// Totals over all gateways.
+#[derive(Default)]
+struct Report {
+    requests: u64,
+    granted: u64,
+    queued: u64,
+    preempted: u64,
+    moves: u64,
+    no_idle_unit: u64,
+    denied: HashMap<Cause, u64>,
+    ended: HashMap<Cause, u64>,
+    latency_us: Vec<u32>,
+}
+
+impl Report {
+    fn merge(&mut self, o: Report) {
+        self.requests += o.requests;
+        self.granted += o.granted;
+        self.queued += o.queued;
+        self.preempted += o.preempted;
+        self.moves += o.moves;
+        self.no_idle_unit += o.no_idle_unit;
+        for (c, n) in o.denied {
+            *self.denied.entry(c).or_default() += n;
+        }
+        for (c, n) in o.ended {
+            *self.ended.entry(c).or_default() += n;
+        }
+        self.latency_us.extend(o.latency_us);
+    }
+}
+
+/// A unit that moves hands its keys to the next site's gateway through this board.
+type Movers = Arc<Mutex<HashMap<usize, Vec<(SimUnit, Tmsi)>>>>;
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Arrival,
+    Release(CallId),
+    Press(CallId),
+    End(CallId),
+}
+
+/// Registers the fleet of `dir`, then offers the call load and prints the report.
+pub async fn run(dir: &Path, server: SocketAddr, limit: Option<usize>, load: CallLoad) -> anyhow::Result<()> {
+    let (sites, per_site) = load_fleet(dir, limit)?;
+    let total: usize = per_site.iter().map(Vec::len).sum();
+    println!("registering {total} units at {} sites", sites.len());
+    let (gateways, reg) = register_all(server, &sites, per_site, 32).await?;
+    if reg.accepted == 0 {
+        bail!("no unit registered");
+    }
+    println!(
+        "{} registered; offering {:.1} Erlang per site for {:?}",
+        reg.accepted, load.erlang_per_site, load.duration
+    );
+    let load = Arc::new(load);
+    let movers: Movers = Arc::default();
+    let n_sites = gateways.len();
+    let mut tasks = Vec::new();
+    for (i, (link, units, tmsis)) in gateways.into_iter().enumerate() {
+        let next_site = (i + 1) % n_sites;
+        let units: Vec<(SimUnit, Tmsi)> = units
+            .into_iter()
+            .zip(tmsis)
+            .filter_map(|(u, t)| t.map(|t| (u, t)))
+            .collect();
+        tasks.push(tokio::spawn(gateway(
+            link,
+            units,
+            i,
+            next_site,
+            load.clone(),
+            movers.clone(),
+        )));
+    }
+    let started = Instant::now();
+    let mut report = Report::default();
+    for t in tasks {
+        report.merge(t.await??);
+    }
+    print_report(&report, &load, n_sites, started.elapsed());
+    Ok(())
+}
+
+struct Pending {
+    unit: usize,
+    target: Option<usize>,
+    sent: Instant,
+    queued: bool,
+}
+
+struct Active {
+    caller: usize,
+    target: Option<usize>,
+}
+
+/// One site: arrivals, PTT and ends for the units registered there.
+async fn gateway(
+    mut link: GatewayLink,
+    mut units: Vec<(SimUnit, Tmsi)>,
+    me: usize,
+    next_site: usize,
+    load: Arc<CallLoad>,
+    movers: Movers,
+) -> anyhow::Result<Report> {
+    let mut rng = Rng(load.seed ^ (me as u64).wrapping_mul(0x2545_F491_4F6C_DD1D));
+    let mut report = Report::default();
+    let mut idle: Vec<usize> = (0..units.len()).collect();
+    let mut pending: HashMap<u32, Pending> = HashMap::new();
+    let mut active: HashMap<CallId, Active> = HashMap::new();
+    let mut arriving: HashMap<u32, (SimUnit, Tmsi)> = HashMap::new();
+    let mut timers: BinaryHeap<std::cmp::Reverse<(Instant, Timer)>> = BinaryHeap::new();
+    let hold = load.hold.as_secs_f64();
+    let rate = load.erlang_per_site / hold;
+    let start = Instant::now();
+    let stop_at = start + load.duration;
+    let mut next_arrival = start + Duration::from_secs_f64(rng.exp(1.0 / rate));
+    timers.push(std::cmp::Reverse((next_arrival, Timer::Arrival)));
+    let mut keepalive = tokio::time::interval(link.keepalive_interval());
+    let mut check_movers = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        let now = Instant::now();
+        if now >= stop_at && pending.is_empty() && active.is_empty() {
+            break;
+        }
+        if now > stop_at + load.hold * 10 {
+            break; // calls still open long after the end: give up on them
+        }
+        let due = timers
+            .peek()
+            .map(|t| t.0 .0)
+            .unwrap_or(now + Duration::from_secs(1));
+        tokio::select! {
+            _ = tokio::time::sleep_until(due.into()) => {
+                let Some(std::cmp::Reverse((_, timer))) = timers.pop() else { continue };
+                match timer {
+                    Timer::Arrival => {
+                        if now < stop_at {
+                            next_arrival += Duration::from_secs_f64(rng.exp(1.0 / rate));
+                            timers.push(std::cmp::Reverse((next_arrival, Timer::Arrival)));
+                            arrive(&mut link, &mut rng, &load, &units, &mut idle, &mut pending, &mut report).await?;
+                        }
+                    }
+                    Timer::Release(call) => {
+                        if let Some(a) = active.get(&call) {
+                            let tmsi = units[a.caller].1;
+                            link.request(Message::PttRelease { call, tmsi }).await?;
+                            timers.push(std::cmp::Reverse((Instant::now() + Duration::from_millis(50), Timer::Press(call))));
+                        }
+                    }
+                    Timer::Press(call) => {
+                        if let Some(a) = active.get(&call) {
+                            let tmsi = units[a.caller].1;
+                            link.request(Message::PttPress { call, tmsi }).await?;
+                        }
+                    }
+                    Timer::End(call) => {
+                        if active.contains_key(&call) {
+                            link.request(Message::CallEnd { call, cause: Cause::Normal }).await?;
+                        }
+                    }
+                }
+            }
+            _ = keepalive.tick() => link.keepalive().await?,
+            _ = check_movers.tick() => {
+                let incoming = movers.lock().map(|mut m| m.remove(&me).unwrap_or_default()).unwrap_or_default();
+                for (unit, tmsi) in incoming {
+                    let txn = link.request(Message::LocationUpdate { tmsi, reason: LocationReason::SiteChange }).await?;
+                    arriving.insert(txn, (unit, tmsi));
+                }
+            }
+            f = link.recv_service() => {
+                let f = f?;
+                if let Some((unit, _)) = arriving.get(&f.txn) {
+                    match f.msg {
+                        Message::AuthChallenge { rand } => {
+                            let res = unit_response(&unit.k, &unit.opc, &rand);
+                            link.send(Frame::new(f.txn, Message::AuthResponse { res })).await?;
+                        }
+                        Message::LocationAccept { tmsi } => {
+                            let (unit, _) = arriving.remove(&f.txn).expect("present");
+                            units.push((unit, tmsi));
+                            idle.push(units.len() - 1);
+                            report.moves += 1;
+                        }
+                        _ => { arriving.remove(&f.txn); }
+                    }
+                    continue;
+                }
+                on_frame(f, &mut rng, &load, &units, &mut idle, &mut pending, &mut active, &mut timers, &mut report, |caller| {
+                    // Some callers move to the next site once their call is over.
+                    if load.move_share > 0.0 && next_site != me {
+                        Some(caller)
+                    } else {
+                        None
+                    }
+                }, &movers, next_site)?;
+            }
+        }
+    }
+    Ok(report)
+}
+
+async fn arrive(
+    link: &mut GatewayLink,
+    rng: &mut Rng,
+    load: &CallLoad,
+    units: &[(SimUnit, Tmsi)],
+    idle: &mut Vec<usize>,
+    pending: &mut HashMap<u32, Pending>,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    if idle.is_empty() {
+        report.no_idle_unit += 1;
+        return Ok(());
+    }
+    let caller = idle.swap_remove(rng.below(idle.len()));
+    let tmsi = units[caller].1;
+    let pick = rng.unit();
+    let (msg, target) = if pick < load.emergency_share {
+        (
+            Message::EmergencyCallReq {
+                tmsi,
+                talkgroup: TalkgroupId::new(1).expect("1"),
+            },
+            None,
+        )
+    } else if pick < load.emergency_share + load.private_share && !idle.is_empty() {
+        let target = idle.swap_remove(rng.below(idle.len()));
+        (
+            Message::PrivateCallReq {
+                tmsi,
+                target: units[target].0.unit,
+            },
+            Some(target),
+        )
+    } else {
+        let tg = TalkgroupId::new(1 + (rng.next() % 2) as u16).expect("1..=2");
+        (
+            Message::GroupCallReq {
+                tmsi,
+                talkgroup: tg,
+                scope: CallScope::Local,
+            },
+            None,
+        )
+    };
+    let txn = link.request(msg).await?;
+    report.requests += 1;
+    pending.insert(
+        txn,
+        Pending {
+            unit: caller,
+            target,
+            sent: Instant::now(),
+            queued: false,
+        },
+    );
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn on_frame(
+    f: Frame,
+    rng: &mut Rng,
+    load: &CallLoad,
+    units: &[(SimUnit, Tmsi)],
+    idle: &mut Vec<usize>,
+    pending: &mut HashMap<u32, Pending>,
+    active: &mut HashMap<CallId, Active>,
+    timers: &mut BinaryHeap<std::cmp::Reverse<(Instant, Timer)>>,
+    report: &mut Report,
+    mover: impl Fn(usize) -> Option<usize>,
+    movers: &Movers,
+    next_site: usize,
+) -> anyhow::Result<()> {
+    let release = |idle: &mut Vec<usize>, a: Active, rng: &mut Rng| {
+        let moving = rng.unit() < load.move_share;
+        match (moving, mover(a.caller)) {
+            (true, Some(c)) => {
+                if let Ok(mut m) = movers.lock() {
+                    m.entry(next_site)
+                        .or_default()
+                        .push((clone_unit(&units[c].0), units[c].1));
+                }
+            }
+            _ => idle.push(a.caller),
+        }
+        if let Some(t) = a.target {
+            idle.push(t);
+        }
+    };
+    match f.msg {
+        Message::Queued { .. } => {
+            if let Some(p) = pending.get_mut(&f.txn) {
+                p.queued = true;
+            }
+        }
+        Message::ChannelGrant { call, .. } => {
+            let Some(p) = pending.remove(&f.txn) else {
+                return Ok(());
+            };
+            report.granted += 1;
+            if p.queued {
+                report.queued += 1;
+            }
+            report
+                .latency_us
+                .push(p.sent.elapsed().as_micros().min(u32::MAX as u128) as u32);
+            if active.contains_key(&call) {
+                // Joined a call already running on the talkgroup: this unit just listens.
+                idle.push(p.unit);
+                return Ok(());
+            }
+            active.insert(
+                call,
+                Active {
+                    caller: p.unit,
+                    target: p.target,
+                },
+            );
+            let hold = Duration::from_secs_f64(rng.exp(load.hold.as_secs_f64()));
+            let now = Instant::now();
+            timers.push(std::cmp::Reverse((now + hold / 2, Timer::Release(call))));
+            timers.push(std::cmp::Reverse((now + hold, Timer::End(call))));
+        }
+        Message::Deny { request, cause } => {
+            if matches!(
+                request,
+                MessageType::GroupCallReq | MessageType::PrivateCallReq | MessageType::EmergencyCallReq
+            ) {
+                if let Some(p) = pending.remove(&f.txn) {
+                    *report.denied.entry(cause).or_default() += 1;
+                    idle.push(p.unit);
+                    if let Some(t) = p.target {
+                        idle.push(t);
+                    }
+                }
+            }
+        }
+        Message::CallEnd { call, cause } => {
+            if let Some(a) = active.remove(&call) {
+                *report.ended.entry(cause).or_default() += 1;
+                release(idle, a, rng);
+            }
+        }
+        Message::Preempted { call, .. } => {
+            if let Some(a) = active.remove(&call) {
+                report.preempted += 1;
+                release(idle, a, rng);
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn clone_unit(u: &SimUnit) -> SimUnit {
+    SimUnit {
+        imei: u.imei,
+        unit: u.unit,
+        k: u.k.clone(),
+        opc: u.opc.clone(),
+    }
+}
+
+fn erlang_c(c: u32, a: f64) -> f64 {
+    if a >= f64::from(c) {
+        return 1.0;
+    }
+    let mut term = 1.0;
+    let mut sum = 0.0;
+    for k in 0..c {
+        if k > 0 {
+            term *= a / f64::from(k);
+        }
+        sum += term;
+    }
+    let last = term * a / f64::from(c) * f64::from(c) / (f64::from(c) - a);
+    last / (sum + last)
+}
+
+fn print_report(r: &Report, load: &CallLoad, sites: usize, elapsed: Duration) {
+    let mut lat = r.latency_us.clone();
+    lat.sort_unstable();
+    let pct = |p: f64| {
+        if lat.is_empty() {
+            0.0
+        } else {
+            f64::from(lat[((p / 100.0) * (lat.len() - 1) as f64).round() as usize]) / 1000.0
+        }
+    };
+    let secs = elapsed.as_secs_f64();
+    println!("sites:              {sites}");
+    println!("elapsed:            {secs:.1} s");
+    println!("requests:           {}", r.requests);
+    println!(
+        "granted:            {} ({:.0} call setups/s)",
+        r.granted,
+        r.granted as f64 / secs
+    );
+    println!("queued first:       {}", r.queued);
+    println!("preempted:          {}", r.preempted);
+    println!("moved to next site: {}", r.moves);
+    println!("no idle unit:       {} arrivals skipped", r.no_idle_unit);
+    let mut denied: Vec<_> = r.denied.iter().collect();
+    denied.sort_by_key(|(c, _)| c.code());
+    for (c, n) in denied {
+        println!("denied:             {n} ({c})");
+    }
+    let mut ended: Vec<_> = r.ended.iter().collect();
+    ended.sort_by_key(|(c, _)| c.code());
+    for (c, n) in ended {
+        println!("ended:              {n} ({c})");
+    }
+    println!(
+        "request to grant:   p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  max {:.3} ms",
+        pct(50.0),
+        pct(99.0),
+        pct(99.9),
+        pct(100.0)
+    );
+    let measured = if r.granted > 0 {
+        r.queued as f64 / r.granted as f64
+    } else {
+        0.0
+    };
+    println!(
+        "P(wait):            measured {:.4}, Erlang C {:.4} (c = {}, A = {:.2} Erlang per site)",
+        measured,
+        erlang_c(load.slots_per_site, load.erlang_per_site),
+        load.slots_per_site,
+        load.erlang_per_site
+    );
+}
