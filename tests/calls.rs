@@ -801,3 +801,43 @@ async fn every_call_leaves_a_record() {
         store.close().await;
     }
 }
+
+#[tokio::test]
+async fn a_selected_area_call_reaches_the_configured_sites() {
+    let db = TestDb::sqlite();
+    let t = TrunkingSection {
+        selected_area: vec![2],
+        ..TrunkingSection::default()
+    };
+    let c = controller(&db, t).await;
+    let mut g1 = gw(&c, 1).await;
+    let mut g2 = gw(&c, 2).await;
+    let t1 = reg(&mut g1, 1).await;
+    let (_, f) = group_call(&mut g1, t1, 11, CallScope::SelectedArea).await;
+    let (call, sites) = grant_of(&f);
+    assert_eq!(sites.iter().map(|s| s.0).collect::<Vec<_>>(), vec![1, 2]);
+    let f2 = until(&mut g2, |f| matches!(f.msg, Message::ChannelGrant { .. })).await;
+    assert_eq!(grant_of(&f2).0, call);
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn re_registering_ends_the_calls_of_the_old_tmsi() {
+    let db = TestDb::sqlite();
+    let c = controller(&db, TrunkingSection::default()).await;
+    let mut g = gw(&c, 1).await;
+    let t1 = reg(&mut g, 1).await;
+    let (_, f) = group_call(&mut g, t1, 10, CallScope::Local).await;
+    let (call, _) = grant_of(&f);
+    // The radio restarts and registers again: its old TMSI and its call are gone.
+    reg(&mut g, 1).await;
+    let end = until(&mut g, |f| matches!(f.msg, Message::CallEnd { .. })).await;
+    assert_eq!(
+        end.msg,
+        Message::CallEnd {
+            call,
+            cause: Cause::PartyDeregistered
+        }
+    );
+    c.stop().await;
+}

@@ -1324,3 +1324,103 @@ fn grant_message(c: &Call) -> Message {
 fn qpos(p: usize) -> QueuePosition {
     QueuePosition::new(p.clamp(1, usize::from(u16::MAX)) as u16).expect("clamped into range")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::MemberId;
+
+    fn machine(policy: SlotPolicy) -> Trunking {
+        let mut m = Trunking::new(TrunkingConfig {
+            slot_policy: policy,
+            emergency: EmergencyPolicy::Preempt,
+            mode: TrunkingMode::Transmission,
+            hang_time_ms: 0,
+            quasi_hang_time_ms: 0,
+            max_call_ms: 60_000,
+            queue_depth: 4,
+            queue_timeout_ms: None,
+        });
+        m.add_site(SiteId::new(1).unwrap(), 2, 6);
+        m
+    }
+
+    fn request(n: u16) -> Input {
+        let fleet = FleetId::new(1).unwrap();
+        Input::Request(CallRequest {
+            txn: u32::from(n),
+            caller: Party {
+                tmsi: Tmsi::new(u32::from(n)).unwrap(),
+                unit: Unit {
+                    fleet,
+                    member: MemberId::new(n).unwrap(),
+                },
+                site: SiteId::new(1).unwrap(),
+            },
+            priority: 0,
+            kind: RequestKind::Group {
+                fleet,
+                talkgroup: TalkgroupId::new(n).unwrap(),
+                sites: vec![],
+                emergency: false,
+            },
+        })
+    }
+
+    fn carriers_granted(m: &mut Trunking, calls: u16) -> Vec<u8> {
+        (1..=calls)
+            .flat_map(|n| m.handle(request(n), 0))
+            .filter_map(|a| match a {
+                Action::Send(
+                    _,
+                    Frame {
+                        msg: Message::ChannelGrant { sites, .. },
+                        ..
+                    },
+                ) => Some(sites[0].carrier.get()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn least_loaded_spreads_calls_over_carriers() {
+        assert_eq!(
+            carriers_granted(&mut machine(SlotPolicy::LeastLoaded), 4),
+            vec![0, 1, 0, 1]
+        );
+    }
+
+    #[test]
+    fn pack_fills_the_first_carrier_first() {
+        // Carrier 0 has five traffic slots (slot 0 is the control channel).
+        assert_eq!(
+            carriers_granted(&mut machine(SlotPolicy::Pack), 6),
+            vec![0, 0, 0, 0, 0, 1]
+        );
+    }
+
+    #[test]
+    fn the_control_slot_is_never_granted_even_when_all_else_is_busy() {
+        let mut m = machine(SlotPolicy::Pack);
+        let actions: Vec<Action> = (1..=12).flat_map(|n| m.handle(request(n), 0)).collect();
+        let grants = actions
+            .iter()
+            .filter(|a| {
+                matches!(
+                    a,
+                    Action::Send(
+                        _,
+                        Frame {
+                            msg: Message::ChannelGrant { .. },
+                            ..
+                        }
+                    )
+                )
+            })
+            .count();
+        assert_eq!(grants, 11);
+        assert_eq!(m.queue_len(SiteId::new(1).unwrap()), 1);
+        m.check_invariants().unwrap();
+    }
+}
