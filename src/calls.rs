@@ -3,6 +3,7 @@
 //! target reachable), hands it to [`Trunking`], carries out its actions (frames to
 //! gateways, call records), and drives its timers. Runs inside the controller.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,6 +28,8 @@ pub struct CallService {
     links: Links,
     selected_area: Vec<SiteId>,
     wake: Notify,
+    /// The deadline the timer task sleeps until (`i64::MAX`: none).
+    armed: AtomicI64,
     records: mpsc::UnboundedSender<CallRecord>,
 }
 
@@ -47,6 +50,7 @@ impl CallService {
             links,
             selected_area,
             wake: Notify::new(),
+            armed: AtomicI64::new(i64::MAX),
             records,
         };
         svc.sync_sites();
@@ -119,7 +123,7 @@ impl CallService {
         }
         match input {
             Ok(input) => {
-                let actions = self.core().handle(input, mono_ms());
+                let actions = self.run(input);
                 replies.extend(self.dispatch(Some(site), actions));
             }
             Err(cause) => {
@@ -132,13 +136,13 @@ impl CallService {
 
     /// The site's link went down: its calls and requests are dealt with.
     pub fn link_down(&self, site: SiteId) {
-        let actions = self.core().handle(Input::LinkDown(site), mono_ms());
+        let actions = self.run(Input::LinkDown(site));
         self.dispatch(None, actions);
     }
 
     /// A unit left (deregistered, expired, or re-registered under a new TMSI).
     pub fn unit_gone(&self, tmsi: Tmsi) {
-        let actions = self.core().handle(Input::UnitGone(tmsi), mono_ms());
+        let actions = self.run(Input::UnitGone(tmsi));
         self.dispatch(None, actions);
     }
 
@@ -146,6 +150,7 @@ impl CallService {
     pub async fn run_timers(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         loop {
             let next = self.core().next_wakeup();
+            self.armed.store(next.unwrap_or(i64::MAX), Ordering::SeqCst);
             let sleep = match next {
                 Some(t) => Duration::from_millis((t - mono_ms()).max(0) as u64),
                 None => Duration::from_secs(3600),
@@ -180,9 +185,21 @@ impl CallService {
                 }
             }
         }
-        // A new deadline may be earlier than the one the timer task sleeps for.
-        self.wake.notify_one();
         replies
+    }
+
+    /// Feeds one input to the machine; wakes the timer task if the machine's next
+    /// deadline is now earlier than the one it sleeps for.
+    fn run(&self, input: Input) -> Vec<Action> {
+        let (actions, next) = {
+            let mut core = self.core();
+            let actions = core.handle(input, mono_ms());
+            (actions, core.next_wakeup())
+        };
+        if next.is_some_and(|n| n < self.armed.load(Ordering::SeqCst)) {
+            self.wake.notify_one();
+        }
+        actions
     }
 
     /// The registered, enabled unit holding `tmsi` at `site`.

@@ -147,7 +147,23 @@ async fn finish_handshake_failure(framed: &mut Conn, shared: &Shared, end: End, 
 
 /// Writes one frame within the write timeout.
 async fn send(framed: &mut Conn, shared: &Shared, frame: Frame) -> Result<(), End> {
-    match timeout(shared.cfg.write_timeout(), framed.send(frame)).await {
+    send_all(framed, shared, std::iter::once(frame)).await
+}
+
+/// Writes frames with one flush at the end (one system call for a burst), within the
+/// write timeout.
+async fn send_all(
+    framed: &mut Conn,
+    shared: &Shared,
+    frames: impl IntoIterator<Item = Frame>,
+) -> Result<(), End> {
+    let write = async {
+        for f in frames {
+            framed.feed(f).await?;
+        }
+        SinkExt::<Frame>::flush(framed).await
+    };
+    match timeout(shared.cfg.write_timeout(), write).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(End::WriteFailed(format!("write failed: {e}"))),
         Err(_) => Err(End::WriteFailed(format!(
@@ -247,7 +263,15 @@ async fn accepted(
                 if let Err(e) = send(&mut framed, &shared, ka).await { break e; }
             }
             Some(frame) = rx.recv() => {
-                if let Err(e) = send(&mut framed, &shared, frame).await { break e; }
+                // Whatever else is already queued goes out with it.
+                let mut burst = vec![frame];
+                while burst.len() < 64 {
+                    match rx.try_recv() {
+                        Ok(f) => burst.push(f),
+                        Err(_) => break,
+                    }
+                }
+                if let Err(e) = send_all(&mut framed, &shared, burst).await { break e; }
             }
             item = framed.next() => {
                 let replies = match item {
@@ -263,14 +287,9 @@ async fn accepted(
                         Err(end) => break end,
                     },
                 };
-                let mut failed = None;
-                for r in replies {
-                    if let Err(e) = send(&mut framed, &shared, r).await {
-                        failed = Some(e);
-                        break;
-                    }
+                if !replies.is_empty() {
+                    if let Err(e) = send_all(&mut framed, &shared, replies).await { break e; }
                 }
-                if let Some(e) = failed { break e; }
                 if link.malformed_in_row >= cfg.max_malformed_in_row {
                     let why = format!("{} malformed frames in a row", link.malformed_in_row);
                     break End::Close(Cause::TooManyMalformed, why);
