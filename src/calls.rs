@@ -3,6 +3,7 @@
 //! target reachable), hands it to [`Trunking`], carries out its actions (frames to
 //! gateways, call records), and drives its timers. Runs inside the controller.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,7 +17,10 @@ use crate::core::trunking::{
 };
 use crate::hlr::HlrCache;
 use crate::link::Links;
-use crate::protocol::{CallScope, CallType, Cause, Frame, Message, MessageType, SiteId, Target, Tmsi, Unit};
+use crate::protocol::{
+    CallScope, CallType, Carrier, Cause, Frame, Message, MessageType, ResourceState, SiteId, Slot,
+    SlotSelector, Target, Tmsi, Unit,
+};
 use crate::store::{now_ms, CallRecordRow, Store, Subscriber};
 use crate::vlr::{Vlr, VlrUnit};
 
@@ -30,6 +34,8 @@ pub struct CallService {
     wake: Notify,
     /// The deadline the timer task sleeps until (`i64::MAX`: none).
     armed: AtomicI64,
+    /// Operator slot faults already applied to the machine.
+    operator_faults: Mutex<HashSet<(SiteId, u8, u8)>>,
     records: mpsc::UnboundedSender<CallRecord>,
 }
 
@@ -51,6 +57,7 @@ impl CallService {
             selected_area,
             wake: Notify::new(),
             armed: AtomicI64::new(i64::MAX),
+            operator_faults: Mutex::new(HashSet::new()),
             records,
         };
         svc.sync_sites();
@@ -64,12 +71,45 @@ impl CallService {
 
     /// Adds sites the HLR has and the trunking machine does not know yet.
     pub fn sync_sites(&self) {
-        let mut core = self.core();
-        for s in self.hlr.sites() {
-            if !core.has_site(s.id) {
-                core.add_site(s.id, s.carriers, s.slots_per_carrier);
+        {
+            let mut core = self.core();
+            for s in self.hlr.sites() {
+                if !core.has_site(s.id) {
+                    core.add_site(s.id, s.carriers, s.slots_per_carrier);
+                }
             }
         }
+        // Slots operators took out of service or put back since the last look.
+        let wanted: HashSet<(SiteId, u8, u8)> = self.hlr.slot_faults().into_iter().collect();
+        let (new, gone): (Vec<_>, Vec<_>) = {
+            let applied = self.operator_faults.lock().unwrap_or_else(|e| e.into_inner());
+            (
+                wanted.difference(&applied).copied().collect(),
+                applied.difference(&wanted).copied().collect(),
+            )
+        };
+        for (faults, state) in [(new, ResourceState::Faulty), (gone, ResourceState::InService)] {
+            for (site, carrier, slot) in faults {
+                let Some(carrier) = Carrier::new(carrier) else {
+                    continue;
+                };
+                let slot = match slot {
+                    255 => SlotSelector::WholeCarrier,
+                    s => match Slot::new(s) {
+                        Some(s) => SlotSelector::Slot(s),
+                        None => continue,
+                    },
+                };
+                let actions = self.run(Input::SlotStatus {
+                    site,
+                    carrier,
+                    slot,
+                    state,
+                });
+                self.dispatch(None, actions);
+            }
+        }
+        *self.operator_faults.lock().unwrap_or_else(|e| e.into_inner()) = wanted;
     }
 
     /// Handles a call-family frame from `site`; `None` for any other message.

@@ -20,6 +20,8 @@ pub struct HlrCache {
     by_imei: DashMap<Imei, Imsi>,
     by_unit: DashMap<Unit, Imsi>,
     sites: DashMap<SiteId, Site>,
+    /// Slots operators took out of service: (site, carrier, slot or 255 = carrier).
+    slot_faults: std::sync::Mutex<Vec<(SiteId, u8, u8)>>,
     audit_seen: AtomicI64,
 }
 
@@ -93,6 +95,8 @@ impl HlrCache {
         for s in sites {
             self.sites.insert(s.id, s);
         }
+        let faults = store.slot_faults().await?;
+        *self.slot_faults.lock().unwrap_or_else(|e| e.into_inner()) = faults;
         Ok(())
     }
 
@@ -124,6 +128,11 @@ impl HlrCache {
             .filter(|e| e.unit.fleet == fleet && e.talkgroups.contains(&talkgroup))
             .map(|e| *e.key())
             .collect()
+    }
+
+    /// Slots operators took out of service: (site, carrier, slot or 255 = whole carrier).
+    pub fn slot_faults(&self) -> Vec<(SiteId, u8, u8)> {
+        self.slot_faults.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Every site.

@@ -115,6 +115,24 @@ enum SiteCommand {
         #[arg(long, env = "TRUNKD_SITE_KEY", hide_env_values = true)]
         key: Option<String>,
     },
+    /// Take a slot (or with no --slot, a whole carrier) out of service; a running
+    /// controller moves or ends the calls on it and grants it no more.
+    Fault(SlotArgs),
+    /// Put a slot (or whole carrier) back in service.
+    Restore(SlotArgs),
+}
+
+#[derive(Args)]
+struct SlotArgs {
+    /// Site id.
+    #[arg(long)]
+    id: u16,
+    /// Carrier index, 0..=63.
+    #[arg(long)]
+    carrier: u8,
+    /// Slot 0..=5; omit for the whole carrier.
+    #[arg(long)]
+    slot: Option<u8>,
 }
 
 #[derive(Subcommand)]
@@ -301,6 +319,29 @@ async fn run_admin(cfg: &Config, store: &Store, command: Command) -> anyhow::Res
                     key.to_hex()
                 );
             }
+        }
+        Command::Site(cmd @ (SiteCommand::Fault(_) | SiteCommand::Restore(_))) => {
+            let (a, faulty) = match cmd {
+                SiteCommand::Fault(a) => (a, true),
+                SiteCommand::Restore(a) => (a, false),
+                SiteCommand::Add { .. } => unreachable!("matched above"),
+            };
+            let id = SiteId::new(a.id).context("site id must be 1..=4095")?;
+            if a.carrier > 63 || a.slot.is_some_and(|s| s > 5) {
+                bail!("carrier must be 0..=63 and slot 0..=5");
+            }
+            store
+                .set_slot_fault(&actor, id, a.carrier, a.slot.unwrap_or(255), faulty)
+                .await?;
+            let what = a
+                .slot
+                .map_or("whole carrier".to_string(), |s| format!("slot {s}"));
+            let state = if faulty {
+                "out of service"
+            } else {
+                "back in service"
+            };
+            println!("site {id} carrier {} {what} {state}", a.carrier);
         }
         Command::Subscriber(SubscriberCommand::Add(a)) => {
             let (new, generated) = new_subscriber(a)?;

@@ -841,3 +841,41 @@ async fn re_registering_ends_the_calls_of_the_old_tmsi() {
     );
     c.stop().await;
 }
+
+#[tokio::test]
+async fn an_operator_can_take_a_slot_out_of_service_and_back() {
+    for db in TestDb::all().await {
+        let c = controller(&db, TrunkingSection::default()).await;
+        let mut g = gw(&c, 1).await;
+        let (t1, t2) = (reg(&mut g, 1).await, reg(&mut g, 2).await);
+        let (_, f) = group_call(&mut g, t1, 10, CallScope::Local).await;
+        let (call, sites) = grant_of(&f);
+        let (_, car, sl) = sites[0];
+        // The operator (another process: the CLI) marks the call's slot faulty.
+        let other = db.open().await;
+        other
+            .set_slot_fault("cli:op", site(1), car, sl, true)
+            .await
+            .unwrap();
+        let moved = until(&mut g, |f| matches!(f.msg, Message::ChannelGrant { .. })).await;
+        let (same, new_sites) = grant_of(&moved);
+        assert_eq!(same, call, "{}", db.name);
+        assert_ne!(new_sites[0], sites[0]);
+        // With the other traffic slot busy and this one out of service, a request waits...
+        let (r, f) = group_call(&mut g, t2, 11, CallScope::Local).await;
+        assert!(matches!(f.msg, Message::Queued { .. }), "{}: {f:?}", db.name);
+        // ... until the operator puts the slot back.
+        other
+            .set_slot_fault("cli:op", site(1), car, sl, false)
+            .await
+            .unwrap();
+        let granted = until(&mut g, |f| f.txn == r).await;
+        assert!(
+            matches!(granted.msg, Message::ChannelGrant { .. }),
+            "{}: {granted:?}",
+            db.name
+        );
+        other.close().await;
+        c.stop().await;
+    }
+}

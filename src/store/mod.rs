@@ -624,6 +624,69 @@ impl Store {
         Ok(n)
     }
 
+    /// Takes a slot (`slot` 0..=5) or a whole carrier (`slot` 255) out of service
+    /// (`faulty`), or puts it back.
+    pub async fn set_slot_fault(
+        &self,
+        actor: &str,
+        site: SiteId,
+        carrier: u8,
+        slot: u8,
+        faulty: bool,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        dispatch!(self, p => {
+            let mut tx = p.begin().await?;
+            let known: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sites WHERE id = $1")
+                .bind(i64::from(site.get()))
+                .fetch_one(&mut *tx)
+                .await?;
+            if known == 0 {
+                return Err(StoreError::NotFound(format!("site {site} does not exist")));
+            }
+            if faulty {
+                sqlx::query(
+                    "INSERT INTO slot_faults (site_id, carrier, slot, since) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (site_id, carrier, slot) DO NOTHING",
+                )
+                .bind(i64::from(site.get()))
+                .bind(i64::from(carrier))
+                .bind(i64::from(slot))
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            } else {
+                sqlx::query("DELETE FROM slot_faults WHERE site_id = $1 AND carrier = $2 AND slot = $3")
+                    .bind(i64::from(site.get()))
+                    .bind(i64::from(carrier))
+                    .bind(i64::from(slot))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let action = if faulty { "site.slot_faulty" } else { "site.slot_restored" };
+            let detail = format!("carrier {carrier} slot {}", if slot == 255 { "all".to_string() } else { slot.to_string() });
+            audit_in(&mut tx, now, actor, action, &format!("site:{site}"), &detail).await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Every slot an operator took out of service: (site, carrier, slot or 255).
+    pub async fn slot_faults(&self) -> Result<Vec<(SiteId, u8, u8)>, StoreError> {
+        dispatch!(self, p => {
+            let rows = sqlx::query("SELECT site_id, carrier, slot FROM slot_faults ORDER BY site_id, carrier, slot")
+                .fetch_all(p)
+                .await?;
+            rows.iter().map(|r| -> Result<(SiteId, u8, u8), StoreError> {
+                Ok((
+                    site_id(r.try_get("site_id")?)?,
+                    r.try_get::<i64, _>("carrier")? as u8,
+                    r.try_get::<i64, _>("slot")? as u8,
+                ))
+            }).collect()
+        })
+    }
+
     /// Appends one audit entry.
     pub async fn audit(
         &self,
