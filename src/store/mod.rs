@@ -635,15 +635,17 @@ impl Store {
         faulty: bool,
     ) -> Result<(), StoreError> {
         let now = now_ms();
+        // Checked before the transaction: on SQLite a transaction that reads and then
+        // writes can fail at once if another connection wrote in between.
+        let known: i64 = dispatch!(self, p => sqlx::query_scalar("SELECT COUNT(*) FROM sites WHERE id = $1")
+            .bind(i64::from(site.get()))
+            .fetch_one(p)
+            .await?);
+        if known == 0 {
+            return Err(StoreError::NotFound(format!("site {site} does not exist")));
+        }
         dispatch!(self, p => {
             let mut tx = p.begin().await?;
-            let known: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sites WHERE id = $1")
-                .bind(i64::from(site.get()))
-                .fetch_one(&mut *tx)
-                .await?;
-            if known == 0 {
-                return Err(StoreError::NotFound(format!("site {site} does not exist")));
-            }
             if faulty {
                 sqlx::query(
                     "INSERT INTO slot_faults (site_id, carrier, slot, since) VALUES ($1, $2, $3, $4) \
