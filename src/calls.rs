@@ -100,13 +100,12 @@ impl CallService {
                         None => continue,
                     },
                 };
-                let actions = self.run(Input::SlotStatus {
+                self.run(Input::SlotStatus {
                     site,
                     carrier,
                     slot,
                     state,
                 });
-                self.dispatch(None, actions);
             }
         }
         *self.operator_faults.lock().unwrap_or_else(|e| e.into_inner()) = wanted;
@@ -163,8 +162,7 @@ impl CallService {
         }
         match input {
             Ok(input) => {
-                let actions = self.run(input);
-                replies.extend(self.dispatch(Some(site), actions));
+                self.run(input);
             }
             Err(cause) => {
                 let request = frame.msg.message_type();
@@ -176,21 +174,36 @@ impl CallService {
 
     /// The site's link went down: its calls and requests are dealt with.
     pub fn link_down(&self, site: SiteId) {
-        let actions = self.run(Input::LinkDown(site));
-        self.dispatch(None, actions);
+        self.run(Input::LinkDown(site));
     }
 
     /// A unit left (deregistered, expired, or re-registered under a new TMSI).
     pub fn unit_gone(&self, tmsi: Tmsi) {
-        let actions = self.run(Input::UnitGone(tmsi));
-        self.dispatch(None, actions);
+        self.run(Input::UnitGone(tmsi));
+    }
+
+    /// The unit now answers to `new` (location update).
+    pub fn tmsi_changed(&self, old: Tmsi, new: Tmsi) {
+        self.run(Input::TmsiChanged { old, new });
+    }
+
+    /// Controller shutdown: ends every call and refuses every waiting request.
+    pub fn end_all(&self) {
+        let mut core = self.core();
+        let actions = core.end_all(Cause::ShuttingDown, mono_ms());
+        self.dispatch(actions);
     }
 
     /// Runs the machine's timers until `stop` turns true.
     pub async fn run_timers(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         loop {
-            let next = self.core().next_wakeup();
-            self.armed.store(next.unwrap_or(i64::MAX), Ordering::SeqCst);
+            let next = {
+                // Stored under the lock, so that run() cannot miss an earlier deadline.
+                let core = self.core();
+                let next = core.next_wakeup();
+                self.armed.store(next.unwrap_or(i64::MAX), Ordering::SeqCst);
+                next
+            };
             let sleep = match next {
                 Some(t) => Duration::from_millis((t - mono_ms()).max(0) as u64),
                 None => Duration::from_secs(3600),
@@ -200,19 +213,18 @@ impl CallService {
                 _ = self.wake.notified() => continue,
                 _ = stop.wait_for(|s| *s) => return,
             }
-            let actions = self.core().tick(mono_ms());
-            self.dispatch(None, actions);
+            let mut core = self.core();
+            let actions = core.tick(mono_ms());
+            self.dispatch(actions);
         }
     }
 
-    /// Carries out actions: frames for `origin` are returned (answers on the requesting
-    /// link, in order), others are queued on their site's link; records are written
+    /// Carries out actions: frames are queued on their site's link (callers hold the
+    /// machine's lock, which keeps each link's frames in order); records are written
     /// behind.
-    fn dispatch(&self, origin: Option<SiteId>, actions: Vec<Action>) -> Vec<Frame> {
-        let mut replies = Vec::new();
+    fn dispatch(&self, actions: Vec<Action>) {
         for a in actions {
             match a {
-                Action::Send(site, frame) if Some(site) == origin => replies.push(frame),
                 Action::Send(site, frame) => {
                     if let Err(e) = self.links.send(site, frame) {
                         debug!(error = %e, "frame for a site not delivered");
@@ -225,21 +237,23 @@ impl CallService {
                 }
             }
         }
-        replies
     }
 
     /// Feeds one input to the machine; wakes the timer task if the machine's next
     /// deadline is now earlier than the one it sleeps for.
-    fn run(&self, input: Input) -> Vec<Action> {
-        let (actions, next) = {
-            let mut core = self.core();
-            let actions = core.handle(input, mono_ms());
-            (actions, core.next_wakeup())
-        };
-        if next.is_some_and(|n| n < self.armed.load(Ordering::SeqCst)) {
+    ///
+    /// Its frames are queued on the sites' links while the machine is still locked, so
+    /// each gateway receives the machine's output in the order it was produced.
+    fn run(&self, input: Input) {
+        let mut core = self.core();
+        let actions = core.handle(input, mono_ms());
+        if core
+            .next_wakeup()
+            .is_some_and(|n| n < self.armed.load(Ordering::SeqCst))
+        {
             self.wake.notify_one();
         }
-        actions
+        self.dispatch(actions);
     }
 
     /// The registered, enabled unit holding `tmsi` at `site`.

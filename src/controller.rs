@@ -61,6 +61,7 @@ impl Handler for Services {
             for e in out.events {
                 match e {
                     Event::UnitGone { tmsi } => self.calls.unit_gone(tmsi),
+                    Event::TmsiChanged { old, new } => self.calls.tmsi_changed(old, new),
                     Event::Attached { imsi, tmsi, site } => self.messaging.attached(imsi, tmsi, site),
                     e => self.writer.event(e),
                 }
@@ -117,7 +118,7 @@ impl WriteBehind {
     fn event(&self, e: Event) {
         match e {
             Event::Located { imsi, site } => self.located(imsi, site, now_ms()),
-            Event::UnitGone { .. } | Event::Attached { .. } => {}
+            Event::UnitGone { .. } | Event::TmsiChanged { .. } | Event::Attached { .. } => {}
             Event::Audit {
                 action,
                 object,
@@ -273,7 +274,9 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         for t in tasks {
             let _ = t.await;
         }
-        // Every link is closed, so every call has ended: write the last records.
+        // Every link is closed (or its session aborted): end what is left so that every
+        // call and request has its record, then write the last records.
+        calls.end_all();
         let _ = records_stop_tx.send(true);
         let _ = records_task.await;
         background.writer.flush_locations(&background.store).await;

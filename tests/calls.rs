@@ -879,3 +879,54 @@ async fn an_operator_can_take_a_slot_out_of_service_and_back() {
         c.stop().await;
     }
 }
+
+#[tokio::test]
+async fn a_location_update_mid_call_keeps_the_call() {
+    let db = TestDb::sqlite();
+    let c = controller(&db, TrunkingSection::default()).await;
+    let mut g = gw(&c, 1).await;
+    let t1 = reg(&mut g, 1).await;
+    let (_, f) = group_call(&mut g, t1, 10, CallScope::Local).await;
+    let (call, _) = grant_of(&f);
+    // A periodic location update renews the TMSI; the call goes on under the new one.
+    let lu = Message::LocationUpdate {
+        tmsi: t1,
+        reason: trunkd::protocol::LocationReason::Periodic,
+    };
+    let (_, f) = trunkd::sim::authenticate(&mut g, lu, &radio_keys(1))
+        .await
+        .unwrap();
+    let t1_new = accepted_tmsi(&f).unwrap();
+    let press = g
+        .request(Message::PttRelease { call, tmsi: t1_new })
+        .await
+        .unwrap();
+    let f = until(&mut g, |f| {
+        f.txn == press || matches!(f.msg, Message::CallEnd { .. })
+    })
+    .await;
+    assert_eq!(
+        f.msg,
+        Message::Ack {
+            acked: MessageType::PttRelease
+        },
+        "the call ended on the location update"
+    );
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn only_a_unit_at_a_site_of_the_call_may_take_the_floor() {
+    let db = TestDb::sqlite();
+    let c = controller(&db, TrunkingSection::default()).await;
+    let mut g1 = gw(&c, 1).await;
+    let mut g2 = gw(&c, 2).await;
+    let t1 = reg(&mut g1, 1).await;
+    let t2 = reg(&mut g2, 2).await;
+    let (_, f) = group_call(&mut g1, t1, 11, CallScope::Local).await;
+    let (call, _) = grant_of(&f);
+    let press = g2.request(Message::PttPress { call, tmsi: t2 }).await.unwrap();
+    let f = until(&mut g2, |f| f.txn == press).await;
+    assert_eq!(f.msg, deny(MessageType::PttPress, Cause::InvalidTarget));
+    c.stop().await;
+}

@@ -54,6 +54,13 @@ pub enum Event {
         /// Where.
         site: SiteId,
     },
+    /// A location update gave the unit a new TMSI: its calls and requests follow it.
+    TmsiChanged {
+        /// The TMSI that stopped working.
+        old: Tmsi,
+        /// The new one.
+        new: Tmsi,
+    },
     /// The unit is on the air at `site` under `tmsi` (after a registration or location
     /// update): messages stored for it can be delivered.
     Attached {
@@ -259,7 +266,14 @@ impl Registrar {
         let tmsi = match self.vlr.register(sub.imsi, unit, || self.draw_tmsi(), check) {
             Ok((tmsi, previous)) => {
                 if let Some(p) = previous {
-                    events.push(Event::UnitGone { tmsi: p.tmsi });
+                    events.push(match c.procedure {
+                        // A moving unit keeps its calls; a unit powering on again does not.
+                        Procedure::LocationUpdate => Event::TmsiChanged {
+                            old: p.tmsi,
+                            new: tmsi,
+                        },
+                        Procedure::Register => Event::UnitGone { tmsi: p.tmsi },
+                    });
                 }
                 tmsi
             }

@@ -266,8 +266,16 @@ pub enum Input {
     },
     /// The site's link went down.
     LinkDown(SiteId),
-    /// The unit left (deregistered, expired, re-registered under a new TMSI).
+    /// The unit left (deregistered, expired, powered on again under a new TMSI).
     UnitGone(Tmsi),
+    /// The unit stays on the air under a new TMSI (location update): its calls and
+    /// requests follow it.
+    TmsiChanged {
+        /// The TMSI that stopped working.
+        old: Tmsi,
+        /// The unit's TMSI now.
+        new: Tmsi,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -299,7 +307,7 @@ struct Call {
     id: CallId,
     req: CallRequest,
     slots: BTreeMap<SiteId, (Carrier, Slot)>,
-    talker: Option<Tmsi>,
+    talker: Option<Party>,
     requested_ms: i64,
     granted_ms: i64,
     /// Bumped whenever the hang timer is re-armed; stale timers are ignored.
@@ -441,6 +449,7 @@ impl Trunking {
             } => self.slot_status(site, carrier, slot, state, now, &mut out),
             Input::LinkDown(site) => self.link_down(site, now, &mut out),
             Input::UnitGone(tmsi) => self.unit_gone(tmsi, now, &mut out),
+            Input::TmsiChanged { old, new } => self.tmsi_changed(old, new),
         }
         self.serve_deferred(now, &mut out);
         out
@@ -515,17 +524,45 @@ impl Trunking {
     }
 
     fn request(&mut self, req: CallRequest, now: i64, out: &mut Vec<Action>) {
+        self.admit(req, now, now, out, false);
+    }
+
+    /// Decides a request: refuse, join or take over a running talkgroup call, start,
+    /// preempt, or queue. A request served from the queue (`from_queue`) is decided
+    /// again the same way, since the situation may have changed while it waited.
+    fn admit(
+        &mut self,
+        req: CallRequest,
+        requested_ms: i64,
+        now: i64,
+        out: &mut Vec<Action>,
+        from_queue: bool,
+    ) {
         let site = req.caller.site;
         if !self.sites.contains_key(&site) {
-            return self.refuse(&req, Cause::InvalidTarget, now, now, out);
+            return self.refuse(&req, Cause::InvalidTarget, requested_ms, now, out);
         }
         if self.busy.contains_key(&req.caller.tmsi) && !req.emergency() {
-            return self.refuse(&req, Cause::Busy, now, now, out);
+            return self.refuse(&req, Cause::Busy, requested_ms, now, out);
         }
         if let RequestKind::Private { target } = &req.kind {
             if self.busy.contains_key(&target.tmsi) {
-                return self.refuse(&req, Cause::TargetBusy, now, now, out);
+                return self.refuse(&req, Cause::TargetBusy, requested_ms, now, out);
             }
+        }
+        if let Some(caller_call) = self.busy.get(&req.caller.tmsi).copied() {
+            // An emergency from a unit in another call leaves that call first, and its
+            // other waiting requests go (ending the call serves the queue, which must
+            // not start another call of this unit).
+            self.drop_queued_of(req.caller.tmsi, Cause::Cancelled, now, out);
+            if self
+                .calls
+                .get(&caller_call)
+                .is_some_and(|c| party_tmsi(c, req.caller.tmsi))
+            {
+                self.end_call(caller_call, Cause::Normal, false, now, out);
+            }
+            self.busy.remove(&req.caller.tmsi);
         }
         if let RequestKind::Group {
             fleet,
@@ -539,31 +576,30 @@ impl Trunking {
                 if *emergency && !existing_emergency {
                     return self.take_over(existing, req, now, out);
                 }
-                return self.join_existing(existing, req, now, out);
+                return self.join_existing(existing, req, requested_ms, now, out, from_queue);
             }
         }
-        if let Some(caller_call) = self.busy.get(&req.caller.tmsi).copied() {
-            // An emergency from a unit in another call leaves that call first.
-            if self
-                .calls
-                .get(&caller_call)
-                .is_some_and(|c| c.req.caller.tmsi == req.caller.tmsi)
-            {
-                self.end_call(caller_call, Cause::Normal, false, now, out);
-            } else {
-                self.busy.remove(&req.caller.tmsi);
+        if let RequestKind::Private { target } = &req.kind {
+            // Both ends need a slot; the target's site is not queued for.
+            if target.site != site && self.free_slots(target.site) == 0 {
+                return self.refuse(&req, Cause::Busy, requested_ms, now, out);
             }
         }
         if self.free_slots(site) > 0 {
-            return self.start_call(req, now, now, None, out);
+            return self.start_call(req, requested_ms, now, None, out);
         }
         if req.emergency()
             && self.cfg.emergency == EmergencyPolicy::Preempt
             && self.preempt_at(site, now, out)
         {
-            return self.start_call(req, now, now, None, out);
+            return self.start_call(req, requested_ms, now, None, out);
         }
-        self.enqueue(req, now, now, out);
+        if from_queue {
+            // Cannot happen (a request is served only when its site has a free slot),
+            // but never loop: refuse rather than queue again.
+            return self.refuse(&req, Cause::Busy, requested_ms, now, out);
+        }
+        self.enqueue(req, requested_ms, now, out);
     }
 
     /// An emergency takes over the talkgroup's running call: that call ends with
@@ -591,24 +627,44 @@ impl Trunking {
 
     /// A request for a talkgroup whose call is running joins that call: the caller's
     /// site is added (if a slot is free) and the caller gets the call's grant.
-    fn join_existing(&mut self, id: CallId, req: CallRequest, now: i64, out: &mut Vec<Action>) {
+    fn join_existing(
+        &mut self,
+        id: CallId,
+        req: CallRequest,
+        requested_ms: i64,
+        now: i64,
+        out: &mut Vec<Action>,
+        from_queue: bool,
+    ) {
         let site = req.caller.site;
         let has_site = self.calls.get(&id).is_some_and(|c| c.slots.contains_key(&site));
-        let full = self
-            .calls
-            .get(&id)
-            .is_some_and(|c| c.slots.len() >= MAX_GRANT_SITES);
-        if !has_site && full {
-            return self.refuse(&req, Cause::Busy, now, now, out);
-        }
         if !has_site {
-            match self.allocate(site, id) {
-                Some(cs) => {
-                    if let Some(c) = self.calls.get_mut(&id) {
-                        c.slots.insert(site, cs);
-                    }
+            if self
+                .calls
+                .get(&id)
+                .is_some_and(|c| c.slots.len() >= MAX_GRANT_SITES)
+            {
+                return self.refuse(&req, Cause::Busy, requested_ms, now, out);
+            }
+            if self.free_slots(site) == 0
+                && !(req.emergency()
+                    && self.cfg.emergency == EmergencyPolicy::Preempt
+                    && self.preempt_at(site, now, out))
+            {
+                if from_queue {
+                    return self.refuse(&req, Cause::Busy, requested_ms, now, out);
                 }
-                None => return self.refuse(&req, Cause::Busy, now, now, out),
+                return self.enqueue(req, requested_ms, now, out);
+            }
+            // Preemption may have ended the very call being joined.
+            if !self.calls.contains_key(&id) {
+                return self.admit(req, requested_ms, now, out, from_queue);
+            }
+            let Some(cs) = self.allocate(site, id) else {
+                return self.refuse(&req, Cause::Busy, requested_ms, now, out);
+            };
+            if let Some(c) = self.calls.get_mut(&id) {
+                c.slots.insert(site, cs);
             }
         }
         let Some(c) = self.calls.get(&id) else { return };
@@ -811,7 +867,7 @@ impl Trunking {
         }
         let call = Call {
             id,
-            talker: Some(req.caller.tmsi),
+            talker: Some(req.caller),
             req,
             slots,
             requested_ms,
@@ -895,9 +951,7 @@ impl Trunking {
             let Some((_, w)) = s.queue.pop_first() else { break };
             served_any = true;
             match w {
-                Waiting::New {
-                    req, requested_ms, ..
-                } => self.start_call(req, requested_ms, now, None, out),
+                Waiting::New { req, requested_ms } => self.admit(req, requested_ms, now, out, true),
                 Waiting::Join(call) => {
                     if self.calls.get(&call).is_none_or(|c| c.slots.contains_key(&site)) {
                         continue;
@@ -954,7 +1008,9 @@ impl Trunking {
         }
         self.busy.retain(|_, c| *c != id);
         if let RequestKind::Group { fleet, talkgroup, .. } = &call.req.kind {
-            self.by_talkgroup.remove(&(*fleet, *talkgroup));
+            if self.by_talkgroup.get(&(*fleet, *talkgroup)) == Some(&id) {
+                self.by_talkgroup.remove(&(*fleet, *talkgroup));
+            }
         }
         let msg = if preempted {
             Message::Preempted { call: id, cause }
@@ -1028,21 +1084,27 @@ impl Trunking {
     }
 
     fn ptt_press(&mut self, site: SiteId, txn: u32, id: CallId, party: Party, out: &mut Vec<Action>) {
-        let Some(call) = self.calls.get_mut(&id) else {
+        // Only a unit at a site of the call may talk on it; on a private call, only its
+        // two parties.
+        let allowed = |c: &Call| {
+            c.slots.contains_key(&site)
+                && (!matches!(c.req.kind, RequestKind::Private { .. }) || party_tmsi(c, party.tmsi))
+        };
+        let Some(call) = self.calls.get_mut(&id).filter(|c| allowed(c)) else {
             let deny = Message::Deny {
                 request: MessageType::PttPress,
                 cause: Cause::InvalidTarget,
             };
             return out.push(Action::Send(site, Frame::new(txn, deny)));
         };
-        if call.talker.is_some_and(|t| t != party.tmsi) {
+        if call.talker.is_some_and(|t| t.tmsi != party.tmsi) {
             let deny = Message::Deny {
                 request: MessageType::PttPress,
                 cause: Cause::Busy,
             };
             return out.push(Action::Send(site, Frame::new(txn, deny)));
         }
-        call.talker = Some(party.tmsi);
+        call.talker = Some(party);
         call.hang_gen += 1;
         let msg = Message::PttGrant {
             call: id,
@@ -1076,7 +1138,7 @@ impl Trunking {
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
-        if call.talker != Some(tmsi) {
+        if call.talker.map(|t| t.tmsi) != Some(tmsi) {
             return;
         }
         call.talker = None;
@@ -1200,7 +1262,8 @@ impl Trunking {
         // lost site's slots).
         let mut to_end = Vec::new();
         for id in affected {
-            let c = &self.calls[&id];
+            // Releasing a lost talker may already have ended the call.
+            let Some(c) = self.calls.get(&id) else { continue };
             let party_there = c.req.caller.site == site
                 || matches!(&c.req.kind, RequestKind::Private { target } if target.site == site);
             if party_there {
@@ -1209,17 +1272,123 @@ impl Trunking {
                 self.set_slot(site, cs, SlotState::Free);
             }
         }
+        // Talkers there can no longer release PTT.
+        self.talker_gone(|t| t.site == site, Cause::PartyLinkLost, now, out);
         for id in to_end {
             self.end_call(id, Cause::PartyLinkLost, false, now, out);
         }
     }
 
+    /// Ends every call and refuses every waiting request with `cause` (controller
+    /// shutdown), so that each leaves its record.
+    pub fn end_all(&mut self, cause: Cause, now: i64) -> Vec<Action> {
+        let mut out = Vec::new();
+        let calls: Vec<CallId> = self.calls.keys().copied().collect();
+        for id in calls {
+            self.end_call_inner(id, cause, false, now, &mut out, false);
+        }
+        let sites: Vec<SiteId> = self.sites.keys().copied().collect();
+        for site in sites {
+            let queue = self
+                .sites
+                .get_mut(&site)
+                .map(|s| std::mem::take(&mut s.queue))
+                .unwrap_or_default();
+            for w in queue.into_values() {
+                if let Waiting::New { req, requested_ms } = w {
+                    self.refuse(&req, cause, requested_ms, now, &mut out);
+                }
+            }
+        }
+        out
+    }
+
+    /// The talker of calls matching `gone` can no longer release PTT: release it for them.
+    fn talker_gone(&mut self, gone: impl Fn(&Party) -> bool, cause: Cause, now: i64, out: &mut Vec<Action>) {
+        let talking: Vec<CallId> = self
+            .calls
+            .values()
+            .filter(|c| c.talker.is_some_and(|t| gone(&t)))
+            .map(|c| c.id)
+            .collect();
+        for id in talking {
+            let hang = match self.cfg.mode {
+                TrunkingMode::Transmission => {
+                    self.end_call(id, cause, false, now, out);
+                    continue;
+                }
+                TrunkingMode::Message => self.cfg.hang_time_ms,
+                TrunkingMode::QuasiTransmission => self.cfg.quasi_hang_time_ms,
+            };
+            if let Some(c) = self.calls.get_mut(&id) {
+                c.talker = None;
+                c.hang_gen += 1;
+                let gen = c.hang_gen;
+                self.timers.insert((now + hang, Timer::Hang { call: id, gen }));
+            }
+        }
+    }
+
+    /// Refuses every waiting request of the unit with `cause`.
+    fn drop_queued_of(&mut self, tmsi: Tmsi, cause: Cause, now: i64, out: &mut Vec<Action>) {
+        let sites: Vec<SiteId> = self.sites.keys().copied().collect();
+        for site in sites {
+            let Some(s) = self.sites.get_mut(&site) else {
+                continue;
+            };
+            let keys: Vec<_> = s
+                .queue
+                .iter()
+                .filter(|(_, w)| matches!(w, Waiting::New { req, .. } if req.caller.tmsi == tmsi))
+                .map(|(k, _)| *k)
+                .collect();
+            for k in &keys {
+                if let Some(Waiting::New { req, requested_ms }) =
+                    self.sites.get_mut(&site).and_then(|s| s.queue.remove(k))
+                {
+                    self.refuse(&req, cause, requested_ms, now, out);
+                }
+            }
+            if !keys.is_empty() {
+                self.send_positions(site, out);
+            }
+        }
+    }
+
+    fn tmsi_changed(&mut self, old: Tmsi, new: Tmsi) {
+        if let Some(c) = self.busy.remove(&old) {
+            self.busy.insert(new, c);
+        }
+        let renew = |p: &mut Party| {
+            if p.tmsi == old {
+                p.tmsi = new;
+            }
+        };
+        for c in self.calls.values_mut() {
+            renew(&mut c.req.caller);
+            if let RequestKind::Private { target } = &mut c.req.kind {
+                renew(target);
+            }
+            if let Some(t) = &mut c.talker {
+                renew(t);
+            }
+        }
+        for s in self.sites.values_mut() {
+            for w in s.queue.values_mut() {
+                if let Waiting::New { req, .. } = w {
+                    renew(&mut req.caller);
+                    if let RequestKind::Private { target } = &mut req.kind {
+                        renew(target);
+                    }
+                }
+            }
+        }
+    }
+
     fn unit_gone(&mut self, tmsi: Tmsi, now: i64, out: &mut Vec<Action>) {
+        self.talker_gone(|t| t.tmsi == tmsi, Cause::PartyDeregistered, now, out);
         if let Some(id) = self.busy.get(&tmsi).copied() {
-            let c = &self.calls[&id];
-            let party = c.req.caller.tmsi == tmsi
-                || matches!(&c.req.kind, RequestKind::Private { target } if target.tmsi == tmsi);
-            if party {
+            if self.calls.get(&id).is_some_and(|c| party_tmsi(c, tmsi)) {
                 self.end_call(id, Cause::PartyDeregistered, false, now, out);
             } else {
                 self.busy.remove(&tmsi);
@@ -1294,9 +1463,37 @@ impl Trunking {
             if held.get(&c.id).copied().unwrap_or(0) != c.slots.len() {
                 return Err(format!("call {} slot count mismatch", c.id));
             }
+            if let RequestKind::Group { fleet, talkgroup, .. } = &c.req.kind {
+                if self.by_talkgroup.get(&(*fleet, *talkgroup)) != Some(&c.id) {
+                    return Err(format!(
+                        "call {} on talkgroup {talkgroup} is not the talkgroup's call",
+                        c.id
+                    ));
+                }
+            }
+            if self.busy.get(&c.req.caller.tmsi) != Some(&c.id) {
+                return Err(format!("caller of call {} not marked busy in it", c.id));
+            }
+        }
+        for (tmsi, id) in &self.busy {
+            if !self.calls.get(id).is_some_and(|c| party_tmsi(c, *tmsi)) {
+                return Err(format!(
+                    "unit {tmsi} marked busy in call {id} it is not a party of"
+                ));
+            }
+        }
+        for ((_, tg), id) in &self.by_talkgroup {
+            if !self.calls.contains_key(id) {
+                return Err(format!("talkgroup {tg} points at ended call {id}"));
+            }
         }
         Ok(())
     }
+}
+
+/// Whether `tmsi` is the call's caller or private target.
+fn party_tmsi(c: &Call, tmsi: Tmsi) -> bool {
+    c.req.caller.tmsi == tmsi || matches!(&c.req.kind, RequestKind::Private { target } if target.tmsi == tmsi)
 }
 
 fn party_site(c: &Call, site: SiteId) -> bool {
