@@ -44,6 +44,9 @@ pub struct Messaging {
     timeout_ms: i64,
     /// (target site, controller txn) → the alert or status waiting for its ACK.
     waiting: DashMap<(SiteId, u32), Waiting>,
+    /// Short data sent out and not yet acknowledged: message id → the site it went to.
+    /// Only that site's acknowledgement removes the message.
+    delivered: DashMap<u64, SiteId>,
     next_txn: AtomicU32,
 }
 
@@ -65,6 +68,7 @@ impl Messaging {
             ttl_ms: ttl.as_millis() as i64,
             timeout_ms: timeout.as_millis() as i64,
             waiting: DashMap::new(),
+            delivered: DashMap::new(),
             next_txn: AtomicU32::new(0),
         }
     }
@@ -113,7 +117,12 @@ impl Messaging {
                 vec![]
             }
             Message::ShortDataAck { id } => {
-                let (this, id) = (self.clone(), id.get());
+                let id = id.get();
+                if self.delivered.remove_if(&id, |_, to| *to == site).is_none() {
+                    debug!(id, %site, "short data acknowledged by a site it was not sent to; ignored");
+                    return Some(vec![]);
+                }
+                let this = self.clone();
                 tokio::spawn(async move {
                     match this.store.remove_short_data(id as i64).await {
                         Ok(true) => debug!(id, "short data delivered"),
@@ -145,6 +154,7 @@ impl Messaging {
                             source,
                             data,
                         };
+                        this.delivered.insert(id.get(), site);
                         this.send(site, Frame::new(this.txn(), msg));
                     }
                 }
@@ -326,6 +336,7 @@ impl Messaging {
                             source,
                             data: data.clone(),
                         };
+                        this.delivered.insert(id.get(), u.site);
                         this.send(u.site, Frame::new(this.txn(), msg));
                     }
                 }

@@ -369,3 +369,32 @@ async fn undelivered_short_data_expires() {
     }
     c.stop().await;
 }
+
+#[tokio::test]
+async fn only_the_recipients_gateway_can_acknowledge_short_data() {
+    let db = TestDb::sqlite();
+    provision(&db).await;
+    let c = start(config(&db)).await.unwrap();
+    let mut g1 = gw(&c, 1).await;
+    let mut g2 = gw(&c, 2).await;
+    let t1 = reg(&mut g1, 1).await;
+    reg(&mut g2, 2).await;
+    let msg = Message::ShortDataReq {
+        tmsi: t1,
+        target: Target::Unit(unit(2)),
+        data: ShortData::new(vec![7]).unwrap(),
+    };
+    let txn = g1.request(msg).await.unwrap();
+    until(&mut g1, |f| f.txn == txn).await;
+    let d = until(&mut g2, |f| matches!(f.msg, Message::ShortDataDelivery { .. })).await;
+    let Message::ShortDataDelivery { id, .. } = d.msg else {
+        unreachable!()
+    };
+    // Site 1 claims the delivery: ignored.
+    g1.send(Frame::new(d.txn, Message::ShortDataAck { id }))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(c.store.pending_short_data(imsi(2)).await.unwrap().len(), 1);
+    c.stop().await;
+}
