@@ -285,15 +285,11 @@ async fn a_wide_area_call_starts_without_a_full_site_and_adds_it_when_a_slot_fre
     let mut g1 = gw(&c, 1).await;
     let mut g2 = gw(&c, 2).await;
     let t1 = reg(&mut g1, 1).await;
-    let (t2, t3, t4) = (
-        reg(&mut g2, 2).await,
-        reg(&mut g2, 3).await,
-        reg(&mut g2, 4).await,
-    );
+    let (t2, t3) = (reg(&mut g2, 2).await, reg(&mut g2, 3).await);
+    reg(&mut g2, 4).await;
     // Fill site 2's two traffic slots with a private call 3 -> 4 ... and a local call by 2 on 11.
     let (_, f) = private_call(&mut g2, t3, 4).await;
     let (blocker, _) = grant_of(&f);
-    let _ = t4;
     let (_, f) = group_call(&mut g2, t2, 11, CallScope::Local).await;
     grant_of(&f);
     // Wide-area call on 10 from site 1: starts at site 1 only.
@@ -325,7 +321,8 @@ async fn private_calls_and_a_busy_target() {
     let c = controller(&db, TrunkingSection::default()).await;
     let mut g1 = gw(&c, 1).await;
     let mut g2 = gw(&c, 2).await;
-    let (t1, t3) = (reg(&mut g1, 1).await, reg(&mut g1, 3).await);
+    let t1 = reg(&mut g1, 1).await;
+    let t3 = reg(&mut g1, 3).await;
     reg(&mut g2, 2).await;
     let (_, f) = private_call(&mut g1, t1, 2).await;
     let (call, sites) = grant_of(&f);
@@ -386,13 +383,12 @@ async fn the_busy_queue_orders_by_priority_tells_positions_and_serves_when_a_slo
         }
     );
     // A slot frees: the higher priority is served first, the other moves up.
-    let txn = g
-        .request(Message::PttRelease {
-            call: first,
-            tmsi: t[0],
-        })
-        .await
-        .unwrap();
+    g.request(Message::PttRelease {
+        call: first,
+        tmsi: t[0],
+    })
+    .await
+    .unwrap();
     let f = until(&mut g, |f| f.txn == r5).await;
     assert!(matches!(f.msg, Message::ChannelGrant { .. }), "{f:?}");
     let f = until(&mut g, |f| f.txn == r3).await;
@@ -402,7 +398,6 @@ async fn the_busy_queue_orders_by_priority_tells_positions_and_serves_when_a_slo
             position: trunkd::protocol::QueuePosition::new(1).unwrap()
         }
     );
-    let _ = txn;
     // Unit 3 withdraws its request.
     let cancel = g
         .request(Message::CallCancel {
@@ -475,7 +470,7 @@ async fn an_emergency_preempts_the_lowest_priority_call() {
     let (_, f) = group_call(&mut g, t[0], 10, CallScope::Local).await; // priority 1
     let (low, _) = grant_of(&f);
     let (_, f) = group_call(&mut g, t[1], 11, CallScope::Local).await; // priority 2
-    let (high, _) = grant_of(&f);
+    grant_of(&f); // priority 2: kept
     let txn = g
         .request(Message::EmergencyCallReq {
             tmsi: t[2],
@@ -497,7 +492,7 @@ async fn an_emergency_preempts_the_lowest_priority_call() {
         panic!("{f:?}")
     };
     assert_eq!(call_type, CallType::Emergency);
-    let _ = high;
+
     c.stop().await;
 }
 
@@ -665,7 +660,8 @@ async fn a_partys_lost_link_or_power_off_ends_the_call() {
     let c = controller(&db, TrunkingSection::default()).await;
     let mut g1 = gw(&c, 1).await;
     let mut g2 = gw(&c, 2).await;
-    let (t1, t3) = (reg(&mut g1, 1).await, reg(&mut g1, 3).await);
+    let t1 = reg(&mut g1, 1).await;
+    reg(&mut g1, 3).await;
     let (t2, _t4) = (reg(&mut g2, 2).await, reg(&mut g2, 4).await);
     // 1 -> 2 across sites; site 1's gateway goes away.
     let (_, f) = private_call(&mut g1, t1, 2).await;
@@ -680,7 +676,6 @@ async fn a_partys_lost_link_or_power_off_ends_the_call() {
             cause: Cause::PartyLinkLost
         }
     );
-    let _ = t3;
     // 2 -> 4 at site 2; unit 4 powers off.
     let (_, f) = private_call(&mut g2, t2, 4).await;
     let (call, _) = grant_of(&f);

@@ -84,8 +84,8 @@ fn simulate(carriers: u8, rho: f64, classes: &[u8], calls: u64, seed: u64) -> Me
     let mut seq = 0u64;
     let mut t = 0.0f64;
     let mut arrived = 0u64;
-    // txn → (arrival time, class, caller tmsi)
-    let mut pending: HashMap<u32, (i64, u8, Tmsi)> = HashMap::new();
+    // txn → (arrival time, class)
+    let mut pending: HashMap<u32, (i64, u8)> = HashMap::new();
     let mut out = Measured {
         calls: 0,
         waited: 0,
@@ -108,7 +108,7 @@ fn simulate(carriers: u8, rho: f64, classes: &[u8], calls: u64, seed: u64) -> Me
             let class = classes[(rng.next_u64() % classes.len() as u64) as usize];
             let tmsi = Tmsi::new(txn).unwrap();
             let member = MemberId::new((arrived % 65_535) as u16 + 1).unwrap();
-            pending.insert(txn, (now, class, tmsi));
+            pending.insert(txn, (now, class));
             let req = CallRequest {
                 txn,
                 caller: Party {
@@ -136,8 +136,7 @@ fn simulate(carriers: u8, rho: f64, classes: &[u8], calls: u64, seed: u64) -> Me
                     queued.insert(frame.txn);
                 }
                 Message::ChannelGrant { call, .. } => {
-                    let (arrival, class, tmsi) =
-                        pending.remove(&frame.txn).expect("grant for a pending request");
+                    let (arrival, class) = pending.remove(&frame.txn).expect("grant for a pending request");
                     let n = u64::from(frame.txn);
                     if n > warmup {
                         out.calls += 1;
@@ -150,7 +149,6 @@ fn simulate(carriers: u8, rho: f64, classes: &[u8], calls: u64, seed: u64) -> Me
                     } else {
                         queued.remove(&frame.txn);
                     }
-                    let _ = tmsi;
                     seq += 1;
                     let end = now as f64 + rng.exp(hold);
                     events.push(Reverse((end.round() as i64, seq, 1, call.get())));
