@@ -801,6 +801,18 @@ impl Trunking {
             cause,
         };
         out.push(Action::Send(req.caller.site, Frame::new(req.txn, deny)));
+        self.record_unserved(req, cause, requested_ms, now, out);
+    }
+
+    /// The record of a request that never got a slot.
+    fn record_unserved(
+        &mut self,
+        req: &CallRequest,
+        cause: Cause,
+        requested_ms: i64,
+        now: i64,
+        out: &mut Vec<Action>,
+    ) {
         let call = self.new_call_id();
         out.push(Action::Record(CallRecord {
             call,
@@ -1236,20 +1248,7 @@ impl Trunking {
             None => vec![],
         };
         for (req, requested_ms) in gone {
-            let call = self.new_call_id();
-            out.push(Action::Record(CallRecord {
-                call,
-                call_type: req.call_type(),
-                caller: req.caller.unit,
-                target: req.target(),
-                sites: vec![],
-                requested_ms,
-                granted_ms: None,
-                ended_ms: now,
-                end_cause: Cause::PartyLinkLost,
-                preempted: false,
-                emergency: req.emergency(),
-            }));
+            self.record_unserved(&req, Cause::PartyLinkLost, requested_ms, now, out);
         }
         let affected: Vec<CallId> = self
             .calls
@@ -1407,20 +1406,7 @@ impl Trunking {
                     req, requested_ms, ..
                 }) = self.sites.get_mut(&site).and_then(|s| s.queue.remove(k))
                 {
-                    let call = self.new_call_id();
-                    out.push(Action::Record(CallRecord {
-                        call,
-                        call_type: req.call_type(),
-                        caller: req.caller.unit,
-                        target: req.target(),
-                        sites: vec![],
-                        requested_ms,
-                        granted_ms: None,
-                        ended_ms: now,
-                        end_cause: Cause::PartyDeregistered,
-                        preempted: false,
-                        emergency: req.emergency(),
-                    }));
+                    self.record_unserved(&req, Cause::PartyDeregistered, requested_ms, now, out);
                 }
             }
             if !keys.is_empty() {
