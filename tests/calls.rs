@@ -122,16 +122,6 @@ async fn next(g: &mut GatewayLink) -> Frame {
     next_service(g).await.unwrap()
 }
 
-/// Reads until a frame satisfying `pred` arrives (others are skipped).
-async fn until(g: &mut GatewayLink, mut pred: impl FnMut(&Frame) -> bool) -> Frame {
-    loop {
-        let f = next(g).await;
-        if pred(&f) {
-            return f;
-        }
-    }
-}
-
 fn grant_of(f: &Frame) -> (CallId, Vec<(u16, u8, u8)>) {
     match &f.msg {
         Message::ChannelGrant { call, sites, .. } => (

@@ -68,15 +68,6 @@ async fn reg(g: &mut GatewayLink, n: u8) -> Tmsi {
     accepted_tmsi(&f).unwrap()
 }
 
-async fn until(g: &mut GatewayLink, mut pred: impl FnMut(&Frame) -> bool) -> Frame {
-    loop {
-        let f = next_service(g).await.unwrap();
-        if pred(&f) {
-            return f;
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_call_alert_is_acknowledged_once_the_callees_gateway_has_it() {
     let db = TestDb::sqlite();

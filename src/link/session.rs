@@ -188,6 +188,18 @@ impl Link {
         self.next_txn = if t == u32::MAX { CONTROLLER_TXN_BASE } else { t + 1 };
         t
     }
+
+    /// Counts a malformed frame and returns the answers to send.
+    fn malformed(&mut self, answers: Vec<Frame>) -> Vec<Frame> {
+        self.malformed_in_row += 1;
+        answers
+    }
+
+    /// A keepalive or its answer arrived: the peer is alive and in step.
+    fn alive(&mut self, shared: &Shared) {
+        self.malformed_in_row = 0;
+        self.keepalive_deadline = Instant::now() + shared.cfg.keepalive_deadline();
+    }
 }
 
 async fn accepted(
@@ -313,14 +325,6 @@ async fn accepted(
     info!("link down");
 }
 
-impl Link {
-    /// Counts a malformed frame and returns the answers to send.
-    fn malformed(&mut self, answers: Vec<Frame>) -> Vec<Frame> {
-        self.malformed_in_row += 1;
-        answers
-    }
-}
-
 /// Handles one well-formed frame on an accepted link; `Err` ends the link.
 fn on_frame(link: &mut Link, shared: &Shared, frame: Frame) -> Result<Vec<Frame>, End> {
     let ty = frame.msg.message_type();
@@ -366,13 +370,5 @@ fn on_frame(link: &mut Link, shared: &Shared, frame: Frame) -> Result<Vec<Frame>
             link.malformed_in_row = 0;
             Ok(shared.handler.handle(link.site, frame))
         }
-    }
-}
-
-impl Link {
-    /// A keepalive or its answer arrived: the peer is alive and in step.
-    fn alive(&mut self, shared: &Shared) {
-        self.malformed_in_row = 0;
-        self.keepalive_deadline = Instant::now() + shared.cfg.keepalive_deadline();
     }
 }

@@ -17,7 +17,7 @@ use trunkd::config::LinkConfig;
 use trunkd::link::codec::FrameCodec;
 use trunkd::link::gateway::GatewayLink;
 use trunkd::link::{LinkServer, Links, Unsupported};
-use trunkd::protocol::{Cause, Frame, Message, SiteId, SiteKey, MAX_PAYLOAD};
+use trunkd::protocol::{Frame, SiteId, SiteKey, MAX_PAYLOAD};
 
 /// Generous upper bound for anything a test waits for; never a performance threshold.
 pub const PATIENCE: Duration = Duration::from_secs(10);
@@ -134,8 +134,15 @@ pub async fn next_service(link: &mut GatewayLink) -> Result<Frame, trunkd::link:
         .expect("controller went silent")
 }
 
-pub fn close(cause: Cause) -> Message {
-    Message::LinkClose { cause }
+/// Reads until a well-formed frame satisfying `pred` arrives (others, keepalives
+/// included, are skipped).
+pub async fn until(link: &mut GatewayLink, mut pred: impl FnMut(&Frame) -> bool) -> Frame {
+    loop {
+        let f = next_service(link).await.unwrap();
+        if pred(&f) {
+            return f;
+        }
+    }
 }
 
 /// A fresh, empty HLR database: an SQLite file in a temporary directory, or a new

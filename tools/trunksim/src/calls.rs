@@ -18,6 +18,8 @@ use trunkd::protocol::{
     CallId, CallScope, Cause, Frame, LocationReason, Message, MessageType, TalkgroupId, Tmsi,
 };
 
+use trunkd::sim::{erlang_c, SplitMix64 as Rng};
+
 use crate::load::{load_fleet, register_all, SimUnit};
 
 /// Scenario settings.
@@ -38,28 +40,6 @@ pub struct CallLoad {
     pub slots_per_site: u32,
     /// Seed of the random streams.
     pub seed: u64,
-}
-
-/// SplitMix64.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn unit(&mut self) -> f64 {
-        ((self.next() >> 11) as f64 + 1.0) / (1u64 << 53) as f64
-    }
-    fn exp(&mut self, mean: f64) -> f64 {
-        -mean * self.unit().ln()
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
 }
 
 /// Totals over all gateways.
@@ -300,7 +280,7 @@ async fn arrive(
             Some(target),
         )
     } else {
-        let tg = TalkgroupId::new(1 + (rng.next() % 2) as u16).expect("1..=2");
+        let tg = TalkgroupId::new(1 + (rng.next_u64() % 2) as u16).expect("1..=2");
         (
             Message::GroupCallReq {
                 tmsi,
@@ -427,22 +407,6 @@ fn clone_unit(u: &SimUnit) -> SimUnit {
         k: u.k.clone(),
         opc: u.opc.clone(),
     }
-}
-
-fn erlang_c(c: u32, a: f64) -> f64 {
-    if a >= f64::from(c) {
-        return 1.0;
-    }
-    let mut term = 1.0;
-    let mut sum = 0.0;
-    for k in 0..c {
-        if k > 0 {
-            term *= a / f64::from(k);
-        }
-        sum += term;
-    }
-    let last = term * a / f64::from(c) * f64::from(c) / (f64::from(c) - a);
-    last / (sum + last)
 }
 
 fn print_report(r: &Report, load: &CallLoad, sites: usize, elapsed: Duration) {
