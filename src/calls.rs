@@ -408,27 +408,24 @@ pub async fn write_records(
     let mut failures = 0u32;
     loop {
         if !stopping {
-            // Gather what arrives within one flush interval.
-            let deadline = tokio::time::sleep(flush);
-            tokio::pin!(deadline);
-            loop {
-                tokio::select! {
-                    r = rx.recv() => match r {
-                        Some(r) => {
-                            pending.push(record_row(&r));
-                            if pending.len() >= 2000 { break; }
-                        }
-                        None => { stopping = true; break; }
-                    },
-                    _ = &mut deadline => break,
-                    _ = stop.wait_for(|s| *s) => { stopping = true; break; }
-                }
+            // Sleep through one flush interval, then take everything that arrived: a
+            // record costs no wake-up of its own.
+            tokio::select! {
+                _ = tokio::time::sleep(flush) => {}
+                _ = stop.wait_for(|s| *s) => stopping = true,
             }
         }
-        if stopping {
-            // Everything already sent goes into the final flush.
-            while let Ok(r) = rx.try_recv() {
-                pending.push(record_row(&r));
+        loop {
+            if pending.len() % 256 == 255 {
+                tokio::task::yield_now().await; // a long batch does not hold up the links
+            }
+            match rx.try_recv() {
+                Ok(r) => pending.push(record_row(&r)),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    stopping = true;
+                    break;
+                }
             }
         }
         if !pending.is_empty() {

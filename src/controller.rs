@@ -228,6 +228,9 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         Duration::from_millis(cfg.messaging.short_data_ttl_ms),
         Duration::from_millis(cfg.messaging.delivery_timeout_ms),
     ));
+    for imsi in store.short_data_recipients().await? {
+        messaging.mail_stored(imsi);
+    }
     let services = Arc::new(Services {
         registrar,
         calls: calls.clone(),

@@ -9,7 +9,7 @@
 //!   becomes) registered, removed only when its gateway sends `SHORT_DATA_ACK`, dropped
 //!   after `messaging.short_data_ttl_ms`. Nothing is lost across a restart.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,6 +47,11 @@ pub struct Messaging {
     /// Short data sent out and not yet acknowledged: message id → the site it went to.
     /// Only that site's acknowledgement removes the message.
     delivered: DashMap<u64, SiteId>,
+    /// Recipients that may have short data stored, with the number of the last store
+    /// for them: a registration looks in the database only for these. An entry goes
+    /// when a look finds nothing and no store for the recipient came after it began.
+    mailbox: DashMap<Imsi, u64>,
+    stores: AtomicU64,
     next_txn: AtomicU32,
 }
 
@@ -69,8 +74,17 @@ impl Messaging {
             timeout_ms: timeout.as_millis() as i64,
             waiting: DashMap::new(),
             delivered: DashMap::new(),
+            mailbox: DashMap::new(),
+            stores: AtomicU64::new(0),
             next_txn: AtomicU32::new(0),
         }
+    }
+
+    /// Notes that short data is stored for `imsi` (on start-up, for what the database
+    /// holds; afterwards, once a store is written).
+    pub fn mail_stored(&self, imsi: Imsi) {
+        self.mailbox
+            .insert(imsi, self.stores.fetch_add(1, Ordering::SeqCst));
     }
 
     /// A controller transaction id from a range of its own (`0xA000_0000..`), so that
@@ -139,10 +153,16 @@ impl Messaging {
 
     /// The unit is on the air: deliver what is stored for it.
     pub fn attached(self: &Arc<Self>, imsi: Imsi, tmsi: Tmsi, site: SiteId) {
+        let Some(looked_after) = self.mailbox.get(&imsi).map(|n| *n) else {
+            return; // nothing stored: no database round trip for this registration
+        };
         let this = self.clone();
         tokio::spawn(async move {
             match this.store.pending_short_data(imsi).await {
                 Ok(msgs) => {
+                    if msgs.is_empty() {
+                        this.mailbox.remove_if(&imsi, |_, n| *n == looked_after);
+                    }
                     for (id, source, payload) in msgs {
                         let (Some(id), Some(data)) = (MessageId::new(id as u64), ShortData::new(payload))
                         else {
@@ -325,6 +345,9 @@ impl Messaging {
                 .await
             {
                 Ok(ids) => {
+                    for imsi in &recipients {
+                        this.mail_stored(*imsi);
+                    }
                     this.send(site, Frame::new(txn, Message::Ack { acked: ty }));
                     for (imsi, id) in recipients.iter().zip(ids) {
                         let (Some(u), Some(id)) = (this.vlr.get(imsi), MessageId::new(id as u64)) else {

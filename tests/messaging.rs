@@ -322,6 +322,38 @@ async fn short_data_for_a_unit_that_is_off_survives_a_restart() {
 }
 
 #[tokio::test]
+async fn short_data_waits_for_a_unit_that_registers_later() {
+    let db = TestDb::sqlite();
+    provision(&db).await;
+    let c = start(config(&db)).await.unwrap();
+    let mut g1 = gw(&c, 1).await;
+    let t1 = reg(&mut g1, 1).await;
+    let data = ShortData::new(b"call base".to_vec()).unwrap();
+    let msg = Message::ShortDataReq {
+        tmsi: t1,
+        target: Target::Unit(unit(3)),
+        data: data.clone(),
+    };
+    let txn = g1.request(msg).await.unwrap();
+    until(&mut g1, |f| f.txn == txn).await;
+    // Unit 3 powers on afterwards, on the same running controller.
+    let mut g2 = gw(&c, 2).await;
+    let t3 = reg(&mut g2, 3).await;
+    let d = until(&mut g2, |f| matches!(f.msg, Message::ShortDataDelivery { .. })).await;
+    let Message::ShortDataDelivery {
+        id, tmsi, data: got, ..
+    } = d.msg
+    else {
+        unreachable!()
+    };
+    assert_eq!((tmsi, got), (t3, data));
+    g2.send(Frame::new(d.txn, Message::ShortDataAck { id }))
+        .await
+        .unwrap();
+    c.stop().await;
+}
+
+#[tokio::test]
 async fn undelivered_short_data_expires() {
     let db = TestDb::sqlite();
     provision(&db).await;

@@ -1015,10 +1015,19 @@ impl Trunking {
         for (site, cs) in &call.slots {
             self.set_slot(*site, *cs, SlotState::Free);
         }
-        for s in self.sites.values_mut() {
+        for s in self.sites.values_mut().filter(|s| !s.queue.is_empty()) {
             s.queue.retain(|_, w| !matches!(w, Waiting::Join(c) if *c == id));
         }
-        self.busy.retain(|_, c| *c != id);
+        // Only a call's parties are ever marked busy in it (checked by the invariants).
+        let mut parties = vec![call.req.caller.tmsi];
+        if let RequestKind::Private { target } = &call.req.kind {
+            parties.push(target.tmsi);
+        }
+        for tmsi in parties {
+            if self.busy.get(&tmsi) == Some(&id) {
+                self.busy.remove(&tmsi);
+            }
+        }
         if let RequestKind::Group { fleet, talkgroup, .. } = &call.req.kind {
             if self.by_talkgroup.get(&(*fleet, *talkgroup)) == Some(&id) {
                 self.by_talkgroup.remove(&(*fleet, *talkgroup));

@@ -131,6 +131,20 @@ impl GatewayLink {
         Ok(txn)
     }
 
+    /// Queues `msg` as a new transaction and returns its id; it is written at the next
+    /// [`flush`](Self::flush) (or sooner, when the write buffer fills). Several frames
+    /// then cost one write.
+    pub async fn queue_request(&mut self, msg: Message) -> Result<u32, GatewayError> {
+        let txn = self.next_txn();
+        self.framed.feed(Frame::new(txn, msg)).await?;
+        Ok(txn)
+    }
+
+    /// Writes every queued frame.
+    pub async fn flush(&mut self) -> Result<(), GatewayError> {
+        Ok(SinkExt::<Frame>::flush(&mut self.framed).await?)
+    }
+
     /// The next frame from the controller, well-formed or not; `None` at end of stream.
     pub async fn recv(&mut self) -> Option<Result<Result<Frame, FrameError>, LinkReadError>> {
         self.framed.next().await

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, timeout, Instant};
@@ -15,7 +15,8 @@ use tracing::{debug, info, info_span, warn, Instrument};
 use super::codec::{FrameCodec, LinkReadError};
 use super::server::{LinkHandle, Shared};
 use crate::protocol::{
-    is_gateway_txn, verify_link_mac, Cause, Direction, Frame, Message, SiteId, CONTROLLER_TXN_BASE,
+    is_gateway_txn, verify_link_mac, Cause, Direction, Frame, FrameError, Message, SiteId,
+    CONTROLLER_TXN_BASE,
 };
 
 type Conn = Framed<TcpStream, FrameCodec>;
@@ -249,11 +250,17 @@ async fn accepted(
         cfg.keepalive_interval(),
     );
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Made once, not per loop turn: a frame costs no timer or waker registration.
+    // The keepalive deadline moves forward in `link`; the timer catches up when it fires.
+    let deadline = sleep_until(link.keepalive_deadline);
+    let stopping = stop.changed();
+    let superseded = superseded.cancelled();
+    tokio::pin!(deadline, stopping, superseded);
 
     let end = loop {
         tokio::select! {
             biased;
-            _ = stop.changed() => {
+            _ = &mut stopping => {
                 // Finish in-flight work: send what is already queued for this gateway.
                 rx.close();
                 let mut failed = None;
@@ -265,8 +272,12 @@ async fn accepted(
                 }
                 break failed.unwrap_or(End::Close(Cause::ShuttingDown, "controller shutting down".into()));
             }
-            _ = superseded.cancelled() => break End::Close(Cause::Superseded, "a newer link for this site was accepted".into()),
-            _ = sleep_until(link.keepalive_deadline) => {
+            _ = &mut superseded => break End::Close(Cause::Superseded, "a newer link for this site was accepted".into()),
+            _ = &mut deadline => {
+                if Instant::now() < link.keepalive_deadline {
+                    deadline.as_mut().reset(link.keepalive_deadline);
+                    continue;
+                }
                 let why = format!("no keepalive for {} intervals", cfg.keepalive_misses);
                 break End::Close(Cause::KeepaliveTimeout, why);
             }
@@ -277,7 +288,7 @@ async fn accepted(
             Some(frame) = rx.recv() => {
                 // Whatever else is already queued goes out with it.
                 let mut burst = vec![frame];
-                while burst.len() < 64 {
+                while burst.len() < BURST {
                     match rx.try_recv() {
                         Ok(f) => burst.push(f),
                         Err(_) => break,
@@ -286,26 +297,11 @@ async fn accepted(
                 if let Err(e) = send_all(&mut framed, &shared, burst).await { break e; }
             }
             item = framed.next() => {
-                let replies = match item {
-                    None => break End::PeerGone("peer closed the connection".into()),
-                    Some(Err(LinkReadError::Io(e))) => break End::PeerGone(format!("read failed: {e}")),
-                    Some(Err(LinkReadError::Stream(e))) => break End::Close(e.cause(), e.to_string()),
-                    Some(Ok(Err(e))) => {
-                        debug!(error = %e, "malformed frame");
-                        link.malformed(vec![e.answer()])
-                    }
-                    Some(Ok(Ok(frame))) => match on_frame(&mut link, &shared, frame) {
-                        Ok(replies) => replies,
-                        Err(end) => break end,
-                    },
-                };
-                if !replies.is_empty() {
-                    if let Err(e) = send_all(&mut framed, &shared, replies).await { break e; }
+                let (out, end) = read_burst(&mut framed, &mut link, &shared, &mut rx, item);
+                if !out.is_empty() {
+                    if let Err(e) = send_all(&mut framed, &shared, out).await { break e; }
                 }
-                if link.malformed_in_row >= cfg.max_malformed_in_row {
-                    let why = format!("{} malformed frames in a row", link.malformed_in_row);
-                    break End::Close(Cause::TooManyMalformed, why);
-                }
+                if let Some(end) = end { break end; }
             }
         }
     };
@@ -323,6 +319,56 @@ async fn accepted(
         shared.handler.link_down(site);
     }
     info!("link down");
+}
+
+/// Most frames read and handled before one write: a burst of frames costs one flush.
+const BURST: usize = 64;
+
+/// Handles `first` and the frames already readable after it (up to [`BURST`]), and
+/// returns what to send, in order: each frame's replies, then what handling it queued
+/// for this link. `Some(End)` ends the link once that is sent.
+fn read_burst(
+    framed: &mut Conn,
+    link: &mut Link,
+    shared: &Shared,
+    rx: &mut mpsc::Receiver<Frame>,
+    first: Option<Result<Result<Frame, FrameError>, LinkReadError>>,
+) -> (Vec<Frame>, Option<End>) {
+    let mut out = Vec::new();
+    let mut item = first;
+    for handled in 1.. {
+        let replies = match item {
+            None => return (out, Some(End::PeerGone("peer closed the connection".into()))),
+            Some(Err(LinkReadError::Io(e))) => {
+                return (out, Some(End::PeerGone(format!("read failed: {e}"))))
+            }
+            Some(Err(LinkReadError::Stream(e))) => return (out, Some(End::Close(e.cause(), e.to_string()))),
+            Some(Ok(Err(e))) => {
+                debug!(error = %e, "malformed frame");
+                link.malformed(vec![e.answer()])
+            }
+            Some(Ok(Ok(frame))) => match on_frame(link, shared, frame) {
+                Ok(replies) => replies,
+                Err(end) => return (out, Some(end)),
+            },
+        };
+        out.extend(replies);
+        while let Ok(f) = rx.try_recv() {
+            out.push(f);
+        }
+        if link.malformed_in_row >= shared.cfg.max_malformed_in_row {
+            let why = format!("{} malformed frames in a row", link.malformed_in_row);
+            return (out, Some(End::Close(Cause::TooManyMalformed, why)));
+        }
+        if handled == BURST {
+            break;
+        }
+        match framed.next().now_or_never() {
+            Some(next) => item = next,
+            None => break,
+        }
+    }
+    (out, None)
 }
 
 /// Handles one well-formed frame on an accepted link; `Err` ends the link.

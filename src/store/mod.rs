@@ -590,6 +590,18 @@ impl Store {
         Ok(ids)
     }
 
+    /// The recipients that have short data stored.
+    pub async fn short_data_recipients(&self) -> Result<Vec<Imsi>, StoreError> {
+        dispatch!(self, p => {
+            let rows = sqlx::query("SELECT DISTINCT recipient_imsi FROM short_data")
+                .fetch_all(p)
+                .await?;
+            rows.iter()
+                .map(|r| Imsi::parse(&r.try_get::<String, _>("recipient_imsi")?).map_err(|_| corrupt("imsi")))
+                .collect()
+        })
+    }
+
     /// Short data waiting for `imsi`, oldest first: (id, source, payload).
     pub async fn pending_short_data(&self, imsi: Imsi) -> Result<Vec<(i64, Unit, Vec<u8>)>, StoreError> {
         dispatch!(self, p => {

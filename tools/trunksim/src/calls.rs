@@ -11,6 +11,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::sync::mpsc;
+
 use anyhow::bail;
 use trunkd::core::auth::unit_response;
 use trunkd::link::gateway::GatewayLink;
@@ -20,7 +22,7 @@ use trunkd::protocol::{
 
 use trunkd::sim::{erlang_c, SplitMix64 as Rng};
 
-use crate::load::{load_fleet, register_all, SimUnit};
+use crate::load::{latency_line, load_fleet, register_all, SimUnit};
 
 /// Scenario settings.
 pub struct CallLoad {
@@ -53,7 +55,10 @@ struct Report {
     no_idle_unit: u64,
     denied: HashMap<Cause, u64>,
     ended: HashMap<Cause, u64>,
-    latency_us: Vec<u32>,
+    /// Request to grant of the calls granted at once: the server's setup path.
+    at_once_us: Vec<u32>,
+    /// Request to grant of the calls that waited in a busy queue first.
+    waited_us: Vec<u32>,
 }
 
 impl Report {
@@ -70,7 +75,8 @@ impl Report {
         for (c, n) in o.ended {
             *self.ended.entry(c).or_default() += n;
         }
-        self.latency_us.extend(o.latency_us);
+        self.at_once_us.extend(o.at_once_us);
+        self.waited_us.extend(o.waited_us);
     }
 }
 
@@ -83,6 +89,67 @@ enum Timer {
     Release(CallId),
     Press(CallId),
     End(CallId),
+}
+
+/// How often the clock looks for newly scheduled events while it waits.
+const CLOCK_QUANTUM: Duration = Duration::from_micros(100);
+
+/// Fires the scenario's timed events (arrivals, PTT, call ends) at their own instants,
+/// on a thread of its own. tokio's timer wheel has a 1 ms granularity: it would bunch
+/// every event due within a millisecond, at every gateway at once, into one burst,
+/// which real radios, not sharing a clock, never produce. This clock sleeps at most
+/// [`CLOCK_QUANTUM`] at a time.
+#[derive(Clone)]
+struct Clock {
+    tx: std::sync::mpsc::Sender<(Instant, usize, Timer)>,
+    gateway: usize,
+}
+
+impl Clock {
+    /// Starts the clock thread; `gateways[i]` receives gateway `i`'s events. The
+    /// thread ends once every [`Clock`] is dropped.
+    fn start(gateways: Vec<mpsc::UnboundedSender<Timer>>) -> Clock {
+        let (tx, rx) = std::sync::mpsc::channel::<(Instant, usize, Timer)>();
+        std::thread::spawn(move || {
+            let mut due = BinaryHeap::new();
+            loop {
+                loop {
+                    match rx.try_recv() {
+                        Ok(e) => due.push(std::cmp::Reverse(e)),
+                        Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                        Err(std::sync::mpsc::TryRecvError::Disconnected) => return,
+                    }
+                }
+                let now = Instant::now();
+                while let Some(&std::cmp::Reverse((at, gateway, timer))) = due.peek() {
+                    if at > now {
+                        break;
+                    }
+                    due.pop();
+                    // A gateway that has finished no longer listens.
+                    let _ = gateways[gateway].send(timer);
+                }
+                let nap = due.peek().map_or(CLOCK_QUANTUM, |e| {
+                    e.0 .0.saturating_duration_since(now).min(CLOCK_QUANTUM)
+                });
+                std::thread::sleep(nap);
+            }
+        });
+        Clock { tx, gateway: 0 }
+    }
+
+    /// This clock, for gateway `gateway`.
+    fn of(&self, gateway: usize) -> Clock {
+        Clock {
+            tx: self.tx.clone(),
+            gateway,
+        }
+    }
+
+    /// Fires `timer` at `at`.
+    fn at(&self, at: Instant, timer: Timer) {
+        let _ = self.tx.send((at, self.gateway, timer));
+    }
 }
 
 /// Registers the fleet of `dir`, then offers the call load and prints the report.
@@ -101,8 +168,10 @@ pub async fn run(dir: &Path, server: SocketAddr, limit: Option<usize>, load: Cal
     let load = Arc::new(load);
     let movers: Movers = Arc::default();
     let n_sites = gateways.len();
+    let (fire, events): (Vec<_>, Vec<_>) = (0..n_sites).map(|_| mpsc::unbounded_channel()).unzip();
+    let clock = Clock::start(fire);
     let mut tasks = Vec::new();
-    for (i, (link, units, tmsis)) in gateways.into_iter().enumerate() {
+    for ((i, (link, units, tmsis)), events) in gateways.into_iter().enumerate().zip(events) {
         let next_site = (i + 1) % n_sites;
         let units: Vec<(SimUnit, Tmsi)> = units
             .into_iter()
@@ -116,8 +185,10 @@ pub async fn run(dir: &Path, server: SocketAddr, limit: Option<usize>, load: Cal
             next_site,
             load.clone(),
             movers.clone(),
+            (clock.of(i), events),
         )));
     }
+    drop(clock);
     let started = Instant::now();
     let mut report = Report::default();
     for t in tasks {
@@ -147,6 +218,7 @@ async fn gateway(
     next_site: usize,
     load: Arc<CallLoad>,
     movers: Movers,
+    (clock, mut events): (Clock, mpsc::UnboundedReceiver<Timer>),
 ) -> anyhow::Result<Report> {
     let mut rng = Rng(load.seed ^ (me as u64).wrapping_mul(0x2545_F491_4F6C_DD1D));
     let mut report = Report::default();
@@ -154,13 +226,12 @@ async fn gateway(
     let mut pending: HashMap<u32, Pending> = HashMap::new();
     let mut active: HashMap<CallId, Active> = HashMap::new();
     let mut arriving: HashMap<u32, (SimUnit, Tmsi)> = HashMap::new();
-    let mut timers: BinaryHeap<std::cmp::Reverse<(Instant, Timer)>> = BinaryHeap::new();
     let hold = load.hold.as_secs_f64();
     let rate = load.erlang_per_site / hold;
     let start = Instant::now();
     let stop_at = start + load.duration;
     let mut next_arrival = start + Duration::from_secs_f64(rng.exp(1.0 / rate));
-    timers.push(std::cmp::Reverse((next_arrival, Timer::Arrival)));
+    clock.at(next_arrival, Timer::Arrival);
     let mut keepalive = tokio::time::interval(link.keepalive_interval());
     let mut check_movers = tokio::time::interval(Duration::from_millis(100));
     loop {
@@ -171,40 +242,42 @@ async fn gateway(
         if now > stop_at + load.hold * 10 {
             break; // calls still open long after the end: give up on them
         }
-        let due = timers
-            .peek()
-            .map(|t| t.0 .0)
-            .unwrap_or(now + Duration::from_secs(1));
         tokio::select! {
-            _ = tokio::time::sleep_until(due.into()) => {
-                let Some(std::cmp::Reverse((_, timer))) = timers.pop() else { continue };
-                match timer {
-                    Timer::Arrival => {
-                        if now < stop_at {
-                            next_arrival += Duration::from_secs_f64(rng.exp(1.0 / rate));
-                            timers.push(std::cmp::Reverse((next_arrival, Timer::Arrival)));
-                            arrive(&mut link, &mut rng, &load, &units, &mut idle, &mut pending, &mut report).await?;
+            Some(first) = events.recv() => {
+                // This event and every other already due, then one write for all.
+                let mut timer = Some(first);
+                while let Some(t) = timer {
+                    let now = Instant::now();
+                    match t {
+                        Timer::Arrival => {
+                            if now < stop_at {
+                                next_arrival += Duration::from_secs_f64(rng.exp(1.0 / rate));
+                                clock.at(next_arrival, Timer::Arrival);
+                                arrive(&mut link, &mut rng, &load, &units, &mut idle, &mut pending, &mut report).await?;
+                            }
+                        }
+                        Timer::Release(call) => {
+                            if let Some(a) = active.get(&call) {
+                                let tmsi = units[a.caller].1;
+                                link.queue_request(Message::PttRelease { call, tmsi }).await?;
+                                clock.at(now + Duration::from_millis(50), Timer::Press(call));
+                            }
+                        }
+                        Timer::Press(call) => {
+                            if let Some(a) = active.get(&call) {
+                                let tmsi = units[a.caller].1;
+                                link.queue_request(Message::PttPress { call, tmsi }).await?;
+                            }
+                        }
+                        Timer::End(call) => {
+                            if active.contains_key(&call) {
+                                link.queue_request(Message::CallEnd { call, cause: Cause::Normal }).await?;
+                            }
                         }
                     }
-                    Timer::Release(call) => {
-                        if let Some(a) = active.get(&call) {
-                            let tmsi = units[a.caller].1;
-                            link.request(Message::PttRelease { call, tmsi }).await?;
-                            timers.push(std::cmp::Reverse((Instant::now() + Duration::from_millis(50), Timer::Press(call))));
-                        }
-                    }
-                    Timer::Press(call) => {
-                        if let Some(a) = active.get(&call) {
-                            let tmsi = units[a.caller].1;
-                            link.request(Message::PttPress { call, tmsi }).await?;
-                        }
-                    }
-                    Timer::End(call) => {
-                        if active.contains_key(&call) {
-                            link.request(Message::CallEnd { call, cause: Cause::Normal }).await?;
-                        }
-                    }
+                    timer = events.try_recv().ok();
                 }
+                link.flush().await?;
             }
             _ = keepalive.tick() => link.keepalive().await?,
             _ = check_movers.tick() => {
@@ -232,7 +305,7 @@ async fn gateway(
                     }
                     continue;
                 }
-                on_frame(f, &mut rng, &load, &units, &mut idle, &mut pending, &mut active, &mut timers, &mut report, |caller| {
+                on_frame(f, &mut rng, &load, &units, &mut idle, &mut pending, &mut active, &clock, &mut report, |caller| {
                     // Some callers move to the next site once their call is over.
                     if load.move_share > 0.0 && next_site != me {
                         Some(caller)
@@ -290,7 +363,7 @@ async fn arrive(
             None,
         )
     };
-    let txn = link.request(msg).await?;
+    let txn = link.queue_request(msg).await?;
     report.requests += 1;
     pending.insert(
         txn,
@@ -313,7 +386,7 @@ fn on_frame(
     idle: &mut Vec<usize>,
     pending: &mut HashMap<u32, Pending>,
     active: &mut HashMap<CallId, Active>,
-    timers: &mut BinaryHeap<std::cmp::Reverse<(Instant, Timer)>>,
+    clock: &Clock,
     report: &mut Report,
     mover: impl Fn(usize) -> Option<usize>,
     movers: &Movers,
@@ -346,12 +419,13 @@ fn on_frame(
                 return Ok(());
             };
             report.granted += 1;
+            let us = p.sent.elapsed().as_micros().min(u32::MAX as u128) as u32;
             if p.queued {
                 report.queued += 1;
+                report.waited_us.push(us);
+            } else {
+                report.at_once_us.push(us);
             }
-            report
-                .latency_us
-                .push(p.sent.elapsed().as_micros().min(u32::MAX as u128) as u32);
             if active.contains_key(&call) {
                 // Joined a call already running on the talkgroup: this unit just listens.
                 idle.push(p.unit);
@@ -366,8 +440,8 @@ fn on_frame(
             );
             let hold = Duration::from_secs_f64(rng.exp(load.hold.as_secs_f64()));
             let now = Instant::now();
-            timers.push(std::cmp::Reverse((now + hold / 2, Timer::Release(call))));
-            timers.push(std::cmp::Reverse((now + hold, Timer::End(call))));
+            clock.at(now + hold / 2, Timer::Release(call));
+            clock.at(now + hold, Timer::End(call));
         }
         Message::Deny { request, cause } => {
             if matches!(
@@ -410,15 +484,6 @@ fn clone_unit(u: &SimUnit) -> SimUnit {
 }
 
 fn print_report(r: &Report, load: &CallLoad, sites: usize, elapsed: Duration) {
-    let mut lat = r.latency_us.clone();
-    lat.sort_unstable();
-    let pct = |p: f64| {
-        if lat.is_empty() {
-            0.0
-        } else {
-            f64::from(lat[((p / 100.0) * (lat.len() - 1) as f64).round() as usize]) / 1000.0
-        }
-    };
     let secs = elapsed.as_secs_f64();
     println!("sites:              {sites}");
     println!("elapsed:            {secs:.1} s");
@@ -442,13 +507,12 @@ fn print_report(r: &Report, load: &CallLoad, sites: usize, elapsed: Duration) {
     for (c, n) in ended {
         println!("ended:              {n} ({c})");
     }
-    println!(
-        "request to grant:   p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  max {:.3} ms",
-        pct(50.0),
-        pct(99.0),
-        pct(99.9),
-        pct(100.0)
-    );
+    // Request to grant, all grants, then split: granted at once (the server's own
+    // latency) and after a wait in a busy queue (queueing, as Erlang C predicts).
+    let all: Vec<u32> = r.at_once_us.iter().chain(&r.waited_us).copied().collect();
+    latency_line("request to grant:", &all);
+    latency_line("  granted at once:", &r.at_once_us);
+    latency_line("  after queueing:", &r.waited_us);
     let measured = if r.granted > 0 {
         r.queued as f64 / r.granted as f64
     } else {

@@ -291,15 +291,6 @@ async fn run_gateway(
 }
 
 fn print_report(r: &GatewayReport, total: usize, elapsed: Duration) {
-    let mut lat = r.latencies_us.clone();
-    lat.sort_unstable();
-    let pct = |p: f64| -> f64 {
-        if lat.is_empty() {
-            return 0.0;
-        }
-        let idx = ((p / 100.0) * (lat.len() - 1) as f64).round() as usize;
-        f64::from(lat[idx]) / 1000.0
-    };
     println!("units:        {total}");
     println!("accepted:     {}", r.accepted);
     let mut rejected: Vec<_> = r.rejected.iter().collect();
@@ -312,11 +303,26 @@ fn print_report(r: &GatewayReport, total: usize, elapsed: Duration) {
         "rate:         {:.0} registrations/s",
         total as f64 / elapsed.as_secs_f64()
     );
+    latency_line("latency:", &r.latencies_us);
+}
+
+/// Prints one line of latency percentiles (p50, p99, p99.9, max) in ms.
+pub fn latency_line(label: &str, us: &[u32]) {
+    let mut lat = us.to_vec();
+    lat.sort_unstable();
+    let pct = |p: f64| {
+        if lat.is_empty() {
+            0.0
+        } else {
+            f64::from(lat[((p / 100.0) * (lat.len() - 1) as f64).round() as usize]) / 1000.0
+        }
+    };
     println!(
-        "latency ms:   p50 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
+        "{label:<20}p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  max {:.3} ms  ({} samples)",
         pct(50.0),
         pct(99.0),
         pct(99.9),
-        pct(100.0)
+        pct(100.0),
+        lat.len()
     );
 }
