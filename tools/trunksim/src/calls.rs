@@ -91,64 +91,92 @@ enum Timer {
     End(CallId),
 }
 
-/// How often the clock looks for newly scheduled events while it waits.
-const CLOCK_QUANTUM: Duration = Duration::from_micros(100);
+/// After firing, the clock naps at least this long, so that at high load it wakes for
+/// a handful of events at a time; an event fires at most this late.
+const CLOCK_NAP: Duration = Duration::from_micros(100);
 
 /// Fires the scenario's timed events (arrivals, PTT, call ends) at their own instants,
 /// on a thread of its own. tokio's timer wheel has a 1 ms granularity: it would bunch
 /// every event due within a millisecond, at every gateway at once, into one burst,
-/// which real radios, not sharing a clock, never produce. This clock sleeps at most
-/// [`CLOCK_QUANTUM`] at a time.
+/// which real radios, not sharing a clock, never produce.
 #[derive(Clone)]
 struct Clock {
-    tx: std::sync::mpsc::Sender<(Instant, usize, Timer)>,
+    shared: Arc<(Mutex<ClockState>, std::sync::Condvar)>,
     gateway: usize,
 }
 
+#[derive(Default)]
+struct ClockState {
+    due: BinaryHeap<std::cmp::Reverse<(Instant, usize, Timer)>>,
+    stopped: bool,
+}
+
 impl Clock {
-    /// Starts the clock thread; `gateways[i]` receives gateway `i`'s events. The
-    /// thread ends once every [`Clock`] is dropped.
+    /// Starts the clock thread; `gateways[i]` receives gateway `i`'s events.
     fn start(gateways: Vec<mpsc::UnboundedSender<Timer>>) -> Clock {
-        let (tx, rx) = std::sync::mpsc::channel::<(Instant, usize, Timer)>();
+        let shared: Arc<(Mutex<ClockState>, std::sync::Condvar)> = Arc::default();
+        let clock = Clock {
+            shared: shared.clone(),
+            gateway: 0,
+        };
         std::thread::spawn(move || {
-            let mut due = BinaryHeap::new();
-            loop {
-                loop {
-                    match rx.try_recv() {
-                        Ok(e) => due.push(std::cmp::Reverse(e)),
-                        Err(std::sync::mpsc::TryRecvError::Empty) => break,
-                        Err(std::sync::mpsc::TryRecvError::Disconnected) => return,
-                    }
-                }
+            let (state, wake) = &*shared;
+            let mut fired = Vec::new();
+            let Ok(mut st) = state.lock() else { return };
+            while !st.stopped {
                 let now = Instant::now();
-                while let Some(&std::cmp::Reverse((at, gateway, timer))) = due.peek() {
+                while let Some(&std::cmp::Reverse((at, gateway, timer))) = st.due.peek() {
                     if at > now {
                         break;
                     }
-                    due.pop();
+                    st.due.pop();
+                    fired.push((gateway, timer));
+                }
+                drop(st);
+                for (gateway, timer) in fired.drain(..) {
                     // A gateway that has finished no longer listens.
                     let _ = gateways[gateway].send(timer);
                 }
-                let nap = due.peek().map_or(CLOCK_QUANTUM, |e| {
-                    e.0 .0.saturating_duration_since(now).min(CLOCK_QUANTUM)
+                let Ok(guard) = state.lock() else { return };
+                let nap = guard.due.peek().map_or(Duration::from_secs(1), |e| {
+                    e.0 .0.saturating_duration_since(Instant::now()).max(CLOCK_NAP)
                 });
-                std::thread::sleep(nap);
+                st = match wake.wait_timeout(guard, nap) {
+                    Ok((g, _)) => g,
+                    Err(_) => return,
+                };
             }
         });
-        Clock { tx, gateway: 0 }
+        clock
     }
 
     /// This clock, for gateway `gateway`.
     fn of(&self, gateway: usize) -> Clock {
         Clock {
-            tx: self.tx.clone(),
+            shared: self.shared.clone(),
             gateway,
         }
     }
 
-    /// Fires `timer` at `at`.
+    /// Fires `timer` at `at`; wakes the clock only if that is before everything else.
     fn at(&self, at: Instant, timer: Timer) {
-        let _ = self.tx.send((at, self.gateway, timer));
+        let (state, wake) = &*self.shared;
+        if let Ok(mut st) = state.lock() {
+            let earliest = st.due.peek().is_none_or(|e| at < e.0 .0);
+            st.due.push(std::cmp::Reverse((at, self.gateway, timer)));
+            if earliest {
+                wake.notify_one();
+            }
+        }
+    }
+
+    /// Ends the clock thread.
+    fn stop(&self) {
+        let (state, wake) = &*self.shared;
+        if let Ok(mut st) = state.lock() {
+            st.stopped = true;
+        }
+        wake.notify_one();
     }
 }
 
@@ -188,12 +216,12 @@ pub async fn run(dir: &Path, server: SocketAddr, limit: Option<usize>, load: Cal
             (clock.of(i), events),
         )));
     }
-    drop(clock);
     let started = Instant::now();
     let mut report = Report::default();
     for t in tasks {
         report.merge(t.await??);
     }
+    clock.stop();
     print_report(&report, &load, n_sites, started.elapsed());
     Ok(())
 }
