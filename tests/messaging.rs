@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::*;
 use trunkd::config::{Config, MessagingConfig, RegistrationConfig};
 use trunkd::controller::{start, Running};
-use trunkd::link::gateway::GatewayLink;
+use trunkd::link::gateway::{GatewayError, GatewayLink};
 use trunkd::protocol::{
     Cause, FleetId, Frame, Identity, Imsi, MemberId, Message, MessageType, ShortData, TalkgroupId, Target,
     Tmsi, Unit,
@@ -229,6 +229,50 @@ async fn status_messages_to_a_unit_and_to_a_talkgroup() {
             acked: MessageType::StatusReq
         }
     );
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn a_gateway_whose_queue_overflows_is_closed_rather_than_left_missing_frames() {
+    let db = TestDb::sqlite();
+    provision(&db).await;
+    let mut cfg = config(&db);
+    cfg.link.outbound_queue = 1;
+    let c = start(cfg).await.unwrap();
+    let mut g1 = gw(&c, 1).await;
+    let mut g2 = gw(&c, 2).await;
+    let t1 = reg(&mut g1, 1).await;
+    reg(&mut g2, 2).await;
+    reg(&mut g2, 3).await;
+    // A status to talkgroup 10 queues two deliveries for site 2 at once; its queue holds one.
+    let target = Target::Talkgroup {
+        fleet: FleetId::new(100).unwrap(),
+        talkgroup: TalkgroupId::new(10).unwrap(),
+    };
+    g1.request(Message::StatusReq {
+        tmsi: t1,
+        target,
+        code: 7,
+    })
+    .await
+    .unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match g2.recv_service().await {
+                Ok(_) => continue,
+                Err(e) => return e,
+            }
+        }
+    })
+    .await
+    .expect("site 2's link was not closed");
+    assert!(
+        matches!(closed, GatewayError::Closed(Cause::PeerNotReading)),
+        "{closed:?}"
+    );
+    // The gateway comes back in step.
+    let mut g2 = gw(&c, 2).await;
+    reg(&mut g2, 2).await;
     c.stop().await;
 }
 

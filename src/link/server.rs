@@ -70,6 +70,9 @@ pub(super) struct LinkHandle {
     pub(super) conn: u64,
     pub(super) tx: mpsc::Sender<Frame>,
     pub(super) superseded: CancellationToken,
+    /// Cancelled when a frame found the outbound queue full: the link is closed rather
+    /// than left to lose frames.
+    pub(super) overrun: CancellationToken,
 }
 
 /// The connected sites; cheap to clone.
@@ -84,8 +87,8 @@ pub enum SendError {
     /// The site has no link up.
     #[error("site {0} is not connected")]
     NotConnected(SiteId),
-    /// The link's outbound queue is full.
-    #[error("outbound queue of site {0} is full")]
+    /// The link's outbound queue is full: the frame is not sent and the link closes.
+    #[error("outbound queue of site {0} is full; closing its link")]
     QueueFull(SiteId),
 }
 
@@ -102,11 +105,16 @@ impl Links {
         v
     }
 
-    /// Queues `frame` for the gateway of `site` without waiting.
+    /// Queues `frame` for the gateway of `site` without waiting. A gateway whose queue
+    /// is full is not keeping up: its link is closed (`PROTOCOL.md §2.4`), so that it
+    /// reconnects in step instead of silently missing frames.
     pub fn send(&self, site: SiteId, frame: Frame) -> Result<(), SendError> {
         let h = self.map.get(&site).ok_or(SendError::NotConnected(site))?;
         h.tx.try_send(frame).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => SendError::QueueFull(site),
+            mpsc::error::TrySendError::Full(_) => {
+                h.overrun.cancel();
+                SendError::QueueFull(site)
+            }
             mpsc::error::TrySendError::Closed(_) => SendError::NotConnected(site),
         })
     }

@@ -224,10 +224,12 @@ async fn accepted(
     }
     let (tx, mut rx) = mpsc::channel(cfg.outbound_queue);
     let superseded = CancellationToken::new();
+    let overrun = CancellationToken::new();
     let handle = LinkHandle {
         conn,
         tx,
         superseded: superseded.clone(),
+        overrun: overrun.clone(),
     };
     if let Some(old) = shared.links.map.insert(site, handle) {
         info!(
@@ -255,7 +257,8 @@ async fn accepted(
     let deadline = sleep_until(link.keepalive_deadline);
     let stopping = stop.changed();
     let superseded = superseded.cancelled();
-    tokio::pin!(deadline, stopping, superseded);
+    let overrun = overrun.cancelled();
+    tokio::pin!(deadline, stopping, superseded, overrun);
 
     let end = loop {
         tokio::select! {
@@ -273,6 +276,10 @@ async fn accepted(
                 break failed.unwrap_or(End::Close(Cause::ShuttingDown, "controller shutting down".into()));
             }
             _ = &mut superseded => break End::Close(Cause::Superseded, "a newer link for this site was accepted".into()),
+            _ = &mut overrun => {
+                let why = format!("{} frames queued for the gateway and not yet written", cfg.outbound_queue);
+                break End::Close(Cause::PeerNotReading, why);
+            }
             _ = &mut deadline => {
                 if Instant::now() < link.keepalive_deadline {
                     deadline.as_mut().reset(link.keepalive_deadline);
