@@ -89,6 +89,9 @@ short_data_ttl_ms = 86400000
 # A call alert or status message to a unit not acknowledged by its gateway within this
 # time is reported to the sender as "target unreachable", in ms.
 delivery_timeout_ms = 5000
+# Short data being written to the database at once; more is refused "busy" until one is
+# stored (1..=100000).
+max_short_data_in_flight = 256
 
 [registration]
 # How long a unit has to answer an authentication challenge, in ms.
@@ -138,6 +141,8 @@ pub struct MessagingConfig {
     pub short_data_ttl_ms: u64,
     /// Delivery acknowledgement deadline, ms.
     pub delivery_timeout_ms: u64,
+    /// Short data stores in progress at once.
+    pub max_short_data_in_flight: usize,
 }
 
 impl Default for MessagingConfig {
@@ -145,6 +150,7 @@ impl Default for MessagingConfig {
         MessagingConfig {
             short_data_ttl_ms: 86_400_000,
             delivery_timeout_ms: 5000,
+            max_short_data_in_flight: 256,
         }
     }
 }
@@ -471,11 +477,18 @@ impl Config {
         const TEN_MIN: u64 = 600_000;
         const HOUR: u64 = 3_600_000;
         let m = &self.messaging;
-        if m.short_data_ttl_ms == 0 || m.delivery_timeout_ms == 0 {
-            return bad("messaging.short_data_ttl_ms and delivery_timeout_ms must be above 0");
+        if m.short_data_ttl_ms == 0 || m.delivery_timeout_ms == 0 || m.max_short_data_in_flight == 0 {
+            return bad(
+                "messaging.short_data_ttl_ms, delivery_timeout_ms and max_short_data_in_flight must be above 0",
+            );
         }
-        let limits: [(&str, u64, u64); 16] = [
+        let limits: [(&str, u64, u64); 17] = [
             ("messaging.short_data_ttl_ms", m.short_data_ttl_ms, 30 * 24 * HOUR),
+            (
+                "messaging.max_short_data_in_flight",
+                m.max_short_data_in_flight as u64,
+                100_000,
+            ),
             ("messaging.delivery_timeout_ms", m.delivery_timeout_ms, TEN_MIN),
             ("trunking.hang_time_ms", t.hang_time_ms, TEN_MIN),
             ("trunking.quasi_hang_time_ms", t.quasi_hang_time_ms, TEN_MIN),

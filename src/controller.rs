@@ -227,6 +227,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         store.clone(),
         Duration::from_millis(cfg.messaging.short_data_ttl_ms),
         Duration::from_millis(cfg.messaging.delivery_timeout_ms),
+        cfg.messaging.max_short_data_in_flight,
     ));
     for imsi in store.short_data_recipients().await? {
         messaging.mail_stored(imsi);

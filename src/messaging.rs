@@ -7,13 +7,16 @@
 //! - Short data is stored and forwarded: written to the HLR database (one row per
 //!   recipient) before the sender hears `ACK`, delivered when the recipient is (or next
 //!   becomes) registered, removed only when its gateway sends `SHORT_DATA_ACK`, dropped
-//!   after `messaging.short_data_ttl_ms`. Nothing is lost across a restart.
+//!   after `messaging.short_data_ttl_ms`. Nothing is lost across a restart. At most
+//!   `messaging.max_short_data_in_flight` are being written at once; beyond that the
+//!   sender hears `DENY` "busy".
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
+use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
 use crate::hlr::HlrCache;
@@ -52,6 +55,9 @@ pub struct Messaging {
     /// when a look finds nothing and no store for the recipient came after it began.
     mailbox: DashMap<Imsi, u64>,
     stores: AtomicU64,
+    /// One permit per short data being written; none left: the request is refused "busy"
+    /// rather than queued without bound.
+    store_slots: Arc<Semaphore>,
     next_txn: AtomicU32,
 }
 
@@ -64,6 +70,7 @@ impl Messaging {
         store: Store,
         ttl: Duration,
         timeout: Duration,
+        stores_in_flight: usize,
     ) -> Self {
         Messaging {
             hlr,
@@ -76,6 +83,7 @@ impl Messaging {
             delivered: DashMap::new(),
             mailbox: DashMap::new(),
             stores: AtomicU64::new(0),
+            store_slots: Arc::new(Semaphore::new(stores_in_flight)),
             next_txn: AtomicU32::new(0),
         }
     }
@@ -336,9 +344,20 @@ impl Messaging {
                 )]
             }
         };
+        let Ok(slot) = self.store_slots.clone().try_acquire_owned() else {
+            debug!("too many short data stores in flight; refused busy");
+            return vec![Frame::new(
+                txn,
+                Message::Deny {
+                    request: ty,
+                    cause: Cause::Busy,
+                },
+            )];
+        };
         let this = self.clone();
         let expires = now_ms() + self.ttl_ms;
         tokio::spawn(async move {
+            let _slot = slot;
             match this
                 .store
                 .store_short_data(&recipients, source, data.as_bytes(), expires)

@@ -277,6 +277,60 @@ async fn a_gateway_whose_queue_overflows_is_closed_rather_than_left_missing_fram
 }
 
 #[tokio::test]
+async fn short_data_beyond_the_stores_in_flight_is_refused_busy() {
+    let db = TestDb::sqlite();
+    provision(&db).await;
+    let mut cfg = config(&db);
+    cfg.messaging.max_short_data_in_flight = 1;
+    let c = start(cfg).await.unwrap();
+    let mut g1 = gw(&c, 1).await;
+    let t1 = reg(&mut g1, 1).await;
+    let req = |n: u8| Message::ShortDataReq {
+        tmsi: t1,
+        target: Target::Unit(unit(3)),
+        data: ShortData::new(vec![n]).unwrap(),
+    };
+    // Two requests in one write: the controller reads both before the first is stored.
+    let first = g1.queue_request(req(1)).await.unwrap();
+    let second = g1.queue_request(req(2)).await.unwrap();
+    g1.flush().await.unwrap();
+    let mut answers = Vec::new();
+    while answers.len() < 2 {
+        let f = until(&mut g1, |f| f.txn == first || f.txn == second).await;
+        answers.push((f.txn, f.msg));
+    }
+    answers.sort_by_key(|(txn, _)| *txn);
+    assert_eq!(
+        answers,
+        vec![
+            (
+                first,
+                Message::Ack {
+                    acked: MessageType::ShortDataReq
+                }
+            ),
+            (
+                second,
+                Message::Deny {
+                    request: MessageType::ShortDataReq,
+                    cause: Cause::Busy
+                }
+            ),
+        ]
+    );
+    // Once the first is stored, the next is taken again.
+    let third = g1.request(req(3)).await.unwrap();
+    assert_eq!(
+        until(&mut g1, |f| f.txn == third).await.msg,
+        Message::Ack {
+            acked: MessageType::ShortDataReq
+        }
+    );
+    assert_eq!(c.store.pending_short_data(imsi(3)).await.unwrap().len(), 2);
+    c.stop().await;
+}
+
+#[tokio::test]
 async fn short_data_is_stored_delivered_and_removed_on_acknowledgement() {
     let db = TestDb::sqlite();
     provision(&db).await;
