@@ -395,8 +395,9 @@ pub fn record_row(r: &CallRecord) -> CallRecordRow {
     }
 }
 
-/// Writes records behind, in batches, until the sender side is dropped and drained;
-/// on a database error the batch is kept and retried.
+/// Writes records behind, one batch per `flush` interval, until `stop` turns true (or
+/// every sender is dropped); then writes what was sent before and returns. On a
+/// database error the batch is kept and retried.
 pub async fn write_records(
     store: Store,
     mut rx: mpsc::UnboundedReceiver<CallRecord>,

@@ -40,7 +40,8 @@ max_payload_len = 2048
 max_malformed_in_row = 8
 # Time allowed to write one frame to a gateway before the link is closed, in ms.
 write_timeout_ms = 5000
-# Frames that may wait to be sent on one link; one more closes the link (peer not reading).
+# Frames that may wait to be sent on one link. A frame of a call that finds the queue full
+# closes the link (peer not reading); bulk deliveries wait for room instead.
 outbound_queue = 1024
 
 [shutdown]

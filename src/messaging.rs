@@ -183,7 +183,7 @@ impl Messaging {
                             data,
                         };
                         this.delivered.insert(id.get(), site);
-                        this.send(site, Frame::new(this.txn(), msg));
+                        this.send_paced(site, Frame::new(this.txn(), msg)).await;
                     }
                 }
                 Err(e) => warn!(error = %e, %imsi, "reading stored short data failed"),
@@ -217,6 +217,16 @@ impl Messaging {
 
     fn send(&self, site: SiteId, frame: Frame) {
         if let Err(e) = self.links.send(site, frame) {
+            debug!(error = %e, "message for a site not delivered");
+        }
+    }
+
+    /// Queues a frame for `site`, waiting while its link's queue is full: for what the
+    /// spawned tasks send (the many frames of a talkgroup status, a talkgroup's short
+    /// data or a unit's stored short data, and the answers after them), which must not
+    /// overflow a link that is keeping up.
+    async fn send_paced(&self, site: SiteId, frame: Frame) {
+        if let Err(e) = self.links.send_wait(site, frame).await {
             debug!(error = %e, "message for a site not delivered");
         }
     }
@@ -266,7 +276,7 @@ impl Messaging {
     }
 
     fn status(
-        &self,
+        self: &Arc<Self>,
         site: SiteId,
         txn: u32,
         source: Unit,
@@ -296,13 +306,19 @@ impl Messaging {
                         },
                     )];
                 }
-                for (_, tmsi, to_site) in self.vlr.affiliated_units(fleet, talkgroup) {
-                    self.send(
-                        to_site,
-                        Frame::new(self.txn(), Message::StatusDelivery { tmsi, source, code }),
-                    );
-                }
-                vec![Frame::new(txn, Message::Ack { acked: ty })]
+                // A talkgroup can have more members at a site than its link queues: the
+                // deliveries wait for room, then the sender hears ACK.
+                let units = self.vlr.affiliated_units(fleet, talkgroup);
+                let this = self.clone();
+                tokio::spawn(async move {
+                    for (_, tmsi, to_site) in units {
+                        let msg = Message::StatusDelivery { tmsi, source, code };
+                        this.send_paced(to_site, Frame::new(this.txn(), msg)).await;
+                    }
+                    this.send_paced(site, Frame::new(txn, Message::Ack { acked: ty }))
+                        .await;
+                });
+                vec![]
             }
         }
     }
@@ -367,7 +383,8 @@ impl Messaging {
                     for imsi in &recipients {
                         this.mail_stored(*imsi);
                     }
-                    this.send(site, Frame::new(txn, Message::Ack { acked: ty }));
+                    this.send_paced(site, Frame::new(txn, Message::Ack { acked: ty }))
+                        .await;
                     for (imsi, id) in recipients.iter().zip(ids) {
                         let (Some(u), Some(id)) = (this.vlr.get(imsi), MessageId::new(id as u64)) else {
                             continue;
@@ -379,21 +396,16 @@ impl Messaging {
                             data: data.clone(),
                         };
                         this.delivered.insert(id.get(), u.site);
-                        this.send(u.site, Frame::new(this.txn(), msg));
+                        this.send_paced(u.site, Frame::new(this.txn(), msg)).await;
                     }
                 }
                 Err(e) => {
                     warn!(error = %e, "storing short data failed");
-                    this.send(
-                        site,
-                        Frame::new(
-                            txn,
-                            Message::Deny {
-                                request: ty,
-                                cause: Cause::Unspecified,
-                            },
-                        ),
-                    );
+                    let deny = Message::Deny {
+                        request: ty,
+                        cause: Cause::Unspecified,
+                    };
+                    this.send_paced(site, Frame::new(txn, deny)).await;
                 }
             }
         });

@@ -4,7 +4,9 @@
 mod common;
 
 use common::*;
+use trunkd::config::LinkConfig;
 use trunkd::link::gateway::{GatewayError, GatewayLink};
+use trunkd::link::SendError;
 use trunkd::protocol::{
     link_mac, Cause, Frame, FrameError, Message, MessageType, TalkgroupId, Tmsi, CONTROLLER_TXN_BASE,
 };
@@ -453,6 +455,46 @@ async fn frames_queued_for_a_site_are_sent_before_the_shutdown_close() {
         next_service(&mut gw).await,
         Err(GatewayError::Closed(Cause::ShuttingDown))
     ));
+}
+
+#[tokio::test]
+async fn a_link_whose_queue_overflows_is_closed_rather_than_left_missing_frames() {
+    let cfg = LinkConfig {
+        outbound_queue: 1,
+        ..fast_config()
+    };
+    let srv = TestServer::start(cfg).await;
+    let mut gw = srv.gateway(1).await;
+    for _ in 0..100 {
+        if srv.links.is_connected(site(1)) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let inhibit = Frame::new(
+        CONTROLLER_TXN_BASE + 100,
+        Message::Inhibit {
+            tmsi: Tmsi::new(7).unwrap(),
+        },
+    );
+    // Two frames queued with nothing awaited between them: the link cannot write in
+    // between, and its queue holds one.
+    assert_eq!(srv.links.send(site(1), inhibit.clone()), Ok(()));
+    assert_eq!(
+        srv.links.send(site(1), inhibit),
+        Err(SendError::QueueFull(site(1)))
+    );
+    let closed = loop {
+        match next_service(&mut gw).await {
+            Ok(_) => continue,
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        matches!(closed, GatewayError::Closed(Cause::PeerNotReading)),
+        "{closed:?}"
+    );
+    assert!(!srv.links.is_connected(site(1)));
 }
 
 #[test]

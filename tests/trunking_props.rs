@@ -53,6 +53,10 @@ enum Op {
     Gone {
         unit: u8,
     },
+    /// The unit's TMSI changes (a location update), then it leaves under the new one.
+    Renumber {
+        unit: u8,
+    },
     LinkDown {
         site: u8,
     },
@@ -72,6 +76,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (1..4u8, 0..2u8, 0..6u8, any::<bool>()).prop_map(|(site, carrier, slot, faulty)| Op::Fault { site, carrier, slot, faulty }),
         1 => (0..24u8, any::<u8>()).prop_map(|(caller, txn_pick)| Op::Cancel { caller, txn_pick }),
         1 => (0..24u8).prop_map(|unit| Op::Gone { unit }),
+        1 => (0..24u8).prop_map(|unit| Op::Renumber { unit }),
         1 => (1..4u8).prop_map(|site| Op::LinkDown { site }),
         2 => (0..20_000u16).prop_map(|ms| Op::Advance { ms }),
     ]
@@ -264,6 +269,20 @@ fn run(ops: Vec<Op>, emergency: EmergencyPolicy, mode: TrunkingMode) -> Result<(
             }
             Op::Cancel { .. } => continue,
             Op::Gone { unit } => Input::UnitGone(party(unit).tmsi),
+            Op::Renumber { unit } => {
+                let new = Tmsi::new(1000 + u32::from(unit)).unwrap();
+                let actions = m.handle(
+                    Input::TmsiChanged {
+                        old: party(unit).tmsi,
+                        new,
+                    },
+                    now,
+                );
+                model.apply(&actions).map_err(TestCaseError::fail)?;
+                collect(&actions, &mut calls, &mut records)?;
+                m.check_invariants().map_err(TestCaseError::fail)?;
+                Input::UnitGone(new)
+            }
             Op::LinkDown { site } => {
                 // The site cannot be told: its slots are released silently.
                 let site = SiteId::new(u16::from(site)).unwrap();

@@ -1028,6 +1028,10 @@ impl Trunking {
                 self.busy.remove(&tmsi);
             }
         }
+        debug_assert!(
+            self.busy.values().all(|c| *c != id),
+            "a unit other than a party was busy in call {id}"
+        );
         if let RequestKind::Group { fleet, talkgroup, .. } = &call.req.kind {
             if self.by_talkgroup.get(&(*fleet, *talkgroup)) == Some(&id) {
                 self.by_talkgroup.remove(&(*fleet, *talkgroup));

@@ -107,7 +107,8 @@ impl Links {
 
     /// Queues `frame` for the gateway of `site` without waiting. A gateway whose queue
     /// is full is not keeping up: its link is closed (`PROTOCOL.md §2.4`), so that it
-    /// reconnects in step instead of silently missing frames.
+    /// reconnects in step instead of silently missing frames. Producers of many frames
+    /// at once use [`send_wait`](Self::send_wait).
     pub fn send(&self, site: SiteId, frame: Frame) -> Result<(), SendError> {
         let h = self.map.get(&site).ok_or(SendError::NotConnected(site))?;
         h.tx.try_send(frame).map_err(|e| match e {
@@ -117,6 +118,18 @@ impl Links {
             }
             mpsc::error::TrySendError::Closed(_) => SendError::NotConnected(site),
         })
+    }
+
+    /// Queues `frame` for the gateway of `site`, waiting while its queue is full. The
+    /// wait ends when the link writes (or, if the gateway stops reading, when the link
+    /// closes after `link.write_timeout_ms`).
+    pub async fn send_wait(&self, site: SiteId, frame: Frame) -> Result<(), SendError> {
+        let tx = self
+            .map
+            .get(&site)
+            .map(|h| h.tx.clone())
+            .ok_or(SendError::NotConnected(site))?;
+        tx.send(frame).await.map_err(|_| SendError::NotConnected(site))
     }
 }
 

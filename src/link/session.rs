@@ -256,9 +256,9 @@ async fn accepted(
     // The keepalive deadline moves forward in `link`; the timer catches up when it fires.
     let deadline = sleep_until(link.keepalive_deadline);
     let stopping = stop.changed();
-    let superseded = superseded.cancelled();
-    let overrun = overrun.cancelled();
-    tokio::pin!(deadline, stopping, superseded, overrun);
+    let on_superseded = superseded.cancelled();
+    let on_overrun = overrun.cancelled();
+    tokio::pin!(deadline, stopping, on_superseded, on_overrun);
 
     let end = loop {
         tokio::select! {
@@ -275,8 +275,8 @@ async fn accepted(
                 }
                 break failed.unwrap_or(End::Close(Cause::ShuttingDown, "controller shutting down".into()));
             }
-            _ = &mut superseded => break End::Close(Cause::Superseded, "a newer link for this site was accepted".into()),
-            _ = &mut overrun => {
+            _ = &mut on_superseded => break End::Close(Cause::Superseded, "a newer link for this site was accepted".into()),
+            _ = &mut on_overrun => {
                 let why = format!("{} frames queued for the gateway and not yet written", cfg.outbound_queue);
                 break End::Close(Cause::PeerNotReading, why);
             }
@@ -304,7 +304,8 @@ async fn accepted(
                 if let Err(e) = send_all(&mut framed, &shared, burst).await { break e; }
             }
             item = framed.next() => {
-                let (out, end) = read_burst(&mut framed, &mut link, &shared, &mut rx, item);
+                let ending = || superseded.is_cancelled() || overrun.is_cancelled();
+                let (out, end) = read_burst(&mut framed, &mut link, &shared, &mut rx, item, ending);
                 if !out.is_empty() {
                     if let Err(e) = send_all(&mut framed, &shared, out).await { break e; }
                 }
@@ -313,6 +314,12 @@ async fn accepted(
         }
     };
 
+    // The site is down for everyone else before the last write, which a gateway that
+    // does not read can hold up for the write timeout.
+    let removed = shared.links.map.remove_if(&site, |_, h| h.conn == conn).is_some();
+    if removed {
+        shared.handler.link_down(site);
+    }
     match end {
         End::Close(cause, why) => {
             info!(%cause, reason = %why, "closing link");
@@ -321,25 +328,23 @@ async fn accepted(
         End::PeerGone(why) => info!(reason = %why, "link ended by peer"),
         End::WriteFailed(why) => warn!(reason = %why, "link dropped"),
     }
-    let removed = shared.links.map.remove_if(&site, |_, h| h.conn == conn).is_some();
-    if removed {
-        shared.handler.link_down(site);
-    }
     info!("link down");
 }
 
 /// Most frames read and handled before one write: a burst of frames costs one flush.
 const BURST: usize = 64;
 
-/// Handles `first` and the frames already readable after it (up to [`BURST`]), and
-/// returns what to send, in order: each frame's replies, then what handling it queued
-/// for this link. `Some(End)` ends the link once that is sent.
+/// Handles `first` and the frames already readable after it (up to [`BURST`], and not
+/// once `ending()` says the link is closing), and returns what to send, in order: each
+/// frame's replies, then what handling it queued for this link. `Some(End)` ends the
+/// link once that is sent.
 fn read_burst(
     framed: &mut Conn,
     link: &mut Link,
     shared: &Shared,
     rx: &mut mpsc::Receiver<Frame>,
     first: Option<Result<Result<Frame, FrameError>, LinkReadError>>,
+    ending: impl Fn() -> bool,
 ) -> (Vec<Frame>, Option<End>) {
     let mut out = Vec::new();
     let mut item = first;
@@ -367,7 +372,7 @@ fn read_burst(
             let why = format!("{} malformed frames in a row", link.malformed_in_row);
             return (out, Some(End::Close(Cause::TooManyMalformed, why)));
         }
-        if handled == BURST {
+        if handled == BURST || ending() {
             break;
         }
         match framed.next().now_or_never() {
