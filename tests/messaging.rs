@@ -68,6 +68,35 @@ async fn reg(g: &mut GatewayLink, n: u8) -> Tmsi {
     accepted_tmsi(&f).unwrap()
 }
 
+/// Sends status `code` from `tmsi` to talkgroup 10 of fleet 100; returns its transaction.
+async fn status_to_talkgroup_10(g: &mut GatewayLink, tmsi: Tmsi, code: u16) -> u32 {
+    let target = Target::Talkgroup {
+        fleet: FleetId::new(100).unwrap(),
+        talkgroup: TalkgroupId::new(10).unwrap(),
+    };
+    g.request(Message::StatusReq { tmsi, target, code })
+        .await
+        .unwrap()
+}
+
+/// The recipients of the next `n` deliveries of status `code` at `g`, sorted.
+async fn status_heard(g: &mut GatewayLink, code: u16, n: usize) -> Vec<Tmsi> {
+    let mut heard = Vec::new();
+    for _ in 0..n {
+        let d = until(
+            g,
+            |f| matches!(f.msg, Message::StatusDelivery { code: c, .. } if c == code),
+        )
+        .await;
+        let Message::StatusDelivery { tmsi, .. } = d.msg else {
+            unreachable!()
+        };
+        heard.push(tmsi);
+    }
+    heard.sort();
+    heard
+}
+
 #[tokio::test]
 async fn a_call_alert_is_acknowledged_once_the_callees_gateway_has_it() {
     let db = TestDb::sqlite();
@@ -195,33 +224,10 @@ async fn status_messages_to_a_unit_and_to_a_talkgroup() {
         }
     );
     // Talkgroup 10: every affiliated unit on the air hears it (units 2 and 3 at site 2, 1 itself).
-    let target = Target::Talkgroup {
-        fleet: FleetId::new(100).unwrap(),
-        talkgroup: TalkgroupId::new(10).unwrap(),
-    };
-    let txn = g1
-        .request(Message::StatusReq {
-            tmsi: t1,
-            target,
-            code: 7,
-        })
-        .await
-        .unwrap();
-    let mut heard = Vec::new();
-    for _ in 0..2 {
-        let d = until(&mut g2, |f| {
-            matches!(f.msg, Message::StatusDelivery { code: 7, .. })
-        })
-        .await;
-        let Message::StatusDelivery { tmsi, .. } = d.msg else {
-            unreachable!()
-        };
-        heard.push(tmsi);
-    }
-    heard.sort();
+    let txn = status_to_talkgroup_10(&mut g1, t1, 7).await;
     let mut want = vec![t2, t3];
     want.sort();
-    assert_eq!(heard, want);
+    assert_eq!(status_heard(&mut g2, 7, 2).await, want);
     let ack = until(&mut g1, |f| f.txn == txn).await;
     assert_eq!(
         ack.msg,
@@ -244,30 +250,10 @@ async fn a_talkgroup_status_larger_than_a_link_queue_waits_for_room() {
     let t1 = reg(&mut g1, 1).await;
     let (t2, t3) = (reg(&mut g2, 2).await, reg(&mut g2, 3).await);
     // Two deliveries for site 2, whose queue holds one: both arrive, the link stays up.
-    let target = Target::Talkgroup {
-        fleet: FleetId::new(100).unwrap(),
-        talkgroup: TalkgroupId::new(10).unwrap(),
-    };
-    let txn = g1
-        .request(Message::StatusReq {
-            tmsi: t1,
-            target,
-            code: 7,
-        })
-        .await
-        .unwrap();
-    let mut heard = Vec::new();
-    for _ in 0..2 {
-        let d = until(&mut g2, |f| matches!(f.msg, Message::StatusDelivery { .. })).await;
-        let Message::StatusDelivery { tmsi, .. } = d.msg else {
-            unreachable!()
-        };
-        heard.push(tmsi);
-    }
-    heard.sort();
+    let txn = status_to_talkgroup_10(&mut g1, t1, 7).await;
     let mut want = vec![t2, t3];
     want.sort();
-    assert_eq!(heard, want);
+    assert_eq!(status_heard(&mut g2, 7, 2).await, want);
     assert_eq!(
         until(&mut g1, |f| f.txn == txn).await.msg,
         Message::Ack {
