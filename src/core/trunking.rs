@@ -668,12 +668,7 @@ impl Trunking {
             }
         }
         let Some(c) = self.calls.get(&id) else { return };
-        let f = Frame {
-            txn: req.txn,
-            emergency: c.req.emergency(),
-            msg: grant_message(c),
-        };
-        out.push(Action::Send(site, f));
+        out.push(Action::Send(site, grant_frame(c, req.txn)));
     }
 
     /// Ends the lowest-priority non-emergency call holding a slot at `site`; `true` if
@@ -969,15 +964,7 @@ impl Trunking {
                         continue;
                     }
                     if let Some(cs) = self.allocate(site, call) {
-                        let txn = self.txn();
-                        let c = self.calls.get_mut(&call).expect("checked");
-                        c.slots.insert(site, cs);
-                        let f = Frame {
-                            txn,
-                            emergency: c.req.emergency(),
-                            msg: grant_message(c),
-                        };
-                        out.push(Action::Send(site, f));
+                        self.grant_at(call, site, cs, out);
                     }
                 }
             }
@@ -1225,6 +1212,15 @@ impl Trunking {
         }
     }
 
+    /// Gives call `id` the slot `cs` at `site` (newly, or instead of a failed one) and
+    /// sends the call's grant there on a transaction of the controller's.
+    fn grant_at(&mut self, id: CallId, site: SiteId, cs: (Carrier, Slot), out: &mut Vec<Action>) {
+        let txn = self.txn();
+        let c = self.calls.get_mut(&id).expect("the caller checked the call");
+        c.slots.insert(site, cs);
+        out.push(Action::Send(site, grant_frame(c, txn)));
+    }
+
     /// The call's slot at `site` failed: move it to a free slot there, or end it.
     fn move_call(&mut self, site: SiteId, id: CallId, now: i64, out: &mut Vec<Action>) {
         let Some(old) = self.calls.get(&id).and_then(|c| c.slots.get(&site).copied()) else {
@@ -1233,15 +1229,7 @@ impl Trunking {
         match self.allocate(site, id) {
             Some(cs) => {
                 self.set_slot(site, old, SlotState::Faulty);
-                let txn = self.txn();
-                let c = self.calls.get_mut(&id).expect("checked");
-                c.slots.insert(site, cs);
-                let f = Frame {
-                    txn,
-                    emergency: c.req.emergency(),
-                    msg: grant_message(c),
-                };
-                out.push(Action::Send(site, f));
+                self.grant_at(id, site, cs, out);
             }
             None => self.end_call(id, Cause::SlotFaulty, false, now, out),
         }
@@ -1497,6 +1485,15 @@ fn party_tmsi(c: &Call, tmsi: Tmsi) -> bool {
 
 fn party_site(c: &Call, site: SiteId) -> bool {
     c.req.caller.site == site || matches!(&c.req.kind, RequestKind::Private { target } if target.site == site)
+}
+
+/// The call's grant on transaction `txn`.
+fn grant_frame(c: &Call, txn: u32) -> Frame {
+    Frame {
+        txn,
+        emergency: c.req.emergency(),
+        msg: grant_message(c),
+    }
 }
 
 fn grant_message(c: &Call) -> Message {
