@@ -12,26 +12,11 @@ use trunkd::controller::{start, Running};
 use trunkd::core::trunking::{EmergencyPolicy, TrunkingMode};
 use trunkd::link::gateway::GatewayLink;
 use trunkd::protocol::{
-    CallId, CallScope, CallType, Carrier, Cause, FleetId, Frame, Identity, Imsi, MemberId, Message,
-    MessageType, ResourceState, Slot, SlotSelector, TalkgroupId, Tmsi, Unit,
+    CallId, CallScope, CallType, Carrier, Cause, FleetId, Frame, Message, MessageType, ResourceState, Slot,
+    SlotSelector, Tmsi,
 };
-use trunkd::sim::{accepted_tmsi, register};
+use trunkd::sim::accepted_tmsi;
 use trunkd::store::{Fleet, Site, Talkgroup};
-
-fn tg(n: u16) -> TalkgroupId {
-    TalkgroupId::new(n).unwrap()
-}
-
-fn unit(n: u16) -> Unit {
-    Unit {
-        fleet: FleetId::new(100).unwrap(),
-        member: MemberId::new(n).unwrap(),
-    }
-}
-
-fn imsi(n: u64) -> Imsi {
-    Imsi::parse(&format!("00101{n:010}")).unwrap()
-}
 
 fn config(db: &TestDb, t: TrunkingSection) -> Config {
     Config {
@@ -102,19 +87,6 @@ async fn controller(db: &TestDb, t: TrunkingSection) -> Running {
     }
     store.close().await;
     start(config(db, t)).await.unwrap()
-}
-
-async fn gw(c: &Running, n: u16) -> GatewayLink {
-    GatewayLink::connect(c.link_addr, site(n), &key(n as u8))
-        .await
-        .unwrap()
-}
-
-async fn reg(g: &mut GatewayLink, n: u8) -> Tmsi {
-    let f = register(g, Identity::Imsi(imsi(u64::from(n))), &radio_keys(n))
-        .await
-        .unwrap();
-    accepted_tmsi(&f).unwrap_or_else(|| panic!("unit {n} not registered: {f:?}"))
 }
 
 /// The next frame on `g` that is not a keepalive.

@@ -7,24 +7,9 @@ use std::time::Duration;
 
 use common::*;
 use trunkd::config::{Config, MessagingConfig, RegistrationConfig};
-use trunkd::controller::{start, Running};
+use trunkd::controller::start;
 use trunkd::link::gateway::GatewayLink;
-use trunkd::protocol::{
-    Cause, FleetId, Frame, Identity, Imsi, MemberId, Message, MessageType, ShortData, TalkgroupId, Target,
-    Tmsi, Unit,
-};
-use trunkd::sim::{accepted_tmsi, register};
-
-fn unit(n: u16) -> Unit {
-    Unit {
-        fleet: FleetId::new(100).unwrap(),
-        member: MemberId::new(n).unwrap(),
-    }
-}
-
-fn imsi(n: u64) -> Imsi {
-    Imsi::parse(&format!("00101{n:010}")).unwrap()
-}
+use trunkd::protocol::{Cause, FleetId, Frame, Message, MessageType, ShortData, TalkgroupId, Target, Tmsi};
 
 fn config(db: &TestDb) -> Config {
     Config {
@@ -53,19 +38,6 @@ async fn provision(db: &TestDb) {
             .unwrap();
     }
     store.close().await;
-}
-
-async fn gw(c: &Running, n: u16) -> GatewayLink {
-    GatewayLink::connect(c.link_addr, site(n), &key(n as u8))
-        .await
-        .unwrap()
-}
-
-async fn reg(g: &mut GatewayLink, n: u8) -> Tmsi {
-    let f = register(g, Identity::Imsi(imsi(u64::from(n))), &radio_keys(n))
-        .await
-        .unwrap();
-    accepted_tmsi(&f).unwrap()
 }
 
 /// Sends status `code` from `tmsi` to talkgroup 10 of fleet 100; returns its transaction.

@@ -10,10 +10,7 @@ use std::time::Duration;
 use common::*;
 use trunkd::config::{Config, RegistrationConfig};
 use trunkd::controller::{start, Running};
-use trunkd::link::gateway::GatewayLink;
-use trunkd::protocol::{
-    Cause, Frame, Identity, Imsi, LocationReason, Message, MessageType, TalkgroupId, TalkgroupList, Tmsi,
-};
+use trunkd::protocol::{Cause, Frame, Identity, LocationReason, Message, MessageType, TalkgroupList, Tmsi};
 use trunkd::sim::{accepted_tmsi, authenticate, register};
 
 fn config(db: &TestDb) -> Config {
@@ -43,20 +40,6 @@ async fn controller(db: &TestDb, cfg: Config) -> Running {
     }
     store.close().await;
     start(cfg).await.unwrap()
-}
-
-async fn gw(c: &Running, n: u16) -> GatewayLink {
-    GatewayLink::connect(c.link_addr, site(n), &key(n as u8))
-        .await
-        .unwrap()
-}
-
-fn imsi(n: u64) -> Imsi {
-    Imsi::parse(&format!("00101{n:010}")).unwrap()
-}
-
-fn tg(n: u16) -> TalkgroupId {
-    TalkgroupId::new(n).unwrap()
 }
 
 fn reject(cause: Cause) -> Message {

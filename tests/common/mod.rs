@@ -258,24 +258,51 @@ pub async fn provision_basics(store: &trunkd::store::Store) {
     }
 }
 
+/// Member `n` of fleet 100.
+pub fn unit(n: u16) -> trunkd::protocol::Unit {
+    trunkd::protocol::Unit {
+        fleet: trunkd::protocol::FleetId::new(100).unwrap(),
+        member: trunkd::protocol::MemberId::new(n).unwrap(),
+    }
+}
+
+/// The IMSI the HLR gives the `n`th subscriber added under prefix 00101.
+pub fn imsi(n: u64) -> trunkd::protocol::Imsi {
+    trunkd::protocol::Imsi::parse(&format!("00101{n:010}")).unwrap()
+}
+
+pub fn tg(n: u16) -> trunkd::protocol::TalkgroupId {
+    trunkd::protocol::TalkgroupId::new(n).unwrap()
+}
+
+/// An authenticated gateway link for site `n` (key `key(n)`) to a running controller.
+pub async fn gw(c: &trunkd::controller::Running, n: u16) -> GatewayLink {
+    GatewayLink::connect(c.link_addr, site(n), &key(n as u8))
+        .await
+        .unwrap()
+}
+
+/// Registers subscriber `n` (by IMSI) through `g`; its TMSI.
+pub async fn reg(g: &mut GatewayLink, n: u8) -> trunkd::protocol::Tmsi {
+    let id = trunkd::protocol::Identity::Imsi(imsi(u64::from(n)));
+    let f = trunkd::sim::register(g, id, &radio_keys(n)).await.unwrap();
+    trunkd::sim::accepted_tmsi(&f).unwrap_or_else(|| panic!("unit {n} not registered: {f:?}"))
+}
+
 /// Subscriber `n` of fleet 100: member n, IMEI from n, keys `radio_keys(n)`,
 /// talkgroups 10, 11, 12.
 pub fn new_subscriber(n: u8) -> trunkd::store::NewSubscriber {
-    use trunkd::protocol::{FleetId, MemberId, TalkgroupId, Unit};
     let keys = radio_keys(n);
     trunkd::store::NewSubscriber {
         imei: imei(35_000_000_000_000 + u64::from(n)),
         imsi: None,
         msisdn: None,
-        unit: Unit {
-            fleet: FleetId::new(100).unwrap(),
-            member: MemberId::new(n.into()).unwrap(),
-        },
+        unit: unit(n.into()),
         individual: None,
         k: keys.k,
         opc: keys.opc,
         priority: 1,
         permissions: trunkd::store::Permissions::ALL,
-        talkgroups: [10, 11, 12].map(|t| TalkgroupId::new(t).unwrap()).to_vec(),
+        talkgroups: [10, 11, 12].map(tg).to_vec(),
     }
 }
