@@ -313,10 +313,7 @@ async fn the_busy_queue_orders_by_priority_tells_positions_and_serves_when_a_slo
     )
     .await;
     let mut g = gw(&c, 1).await;
-    let mut t = Vec::new();
-    for n in 1..=6 {
-        t.push(reg(&mut g, n).await);
-    }
+    let t = reg_all(&mut g, 6).await;
     // Two traffic slots: units 1 and 2 take them (local calls on 10 and 11).
     let (_, f) = group_call(&mut g, t[0], 10, CallScope::Local).await;
     let (first, _) = grant_of(&f);
@@ -401,10 +398,7 @@ async fn a_request_waiting_too_long_is_denied_busy_and_a_full_queue_refuses() {
     };
     let c = controller(&db, t).await;
     let mut g = gw(&c, 1).await;
-    let mut t = Vec::new();
-    for n in 1..=6 {
-        t.push(reg(&mut g, n).await);
-    }
+    let t = reg_all(&mut g, 6).await;
     group_call(&mut g, t[0], 10, CallScope::Local).await;
     group_call(&mut g, t[1], 11, CallScope::Local).await;
     let (r, f) = private_call(&mut g, t[2], 4).await;
@@ -425,10 +419,7 @@ async fn an_emergency_preempts_the_lowest_priority_call() {
     )
     .await;
     let mut g = gw(&c, 1).await;
-    let mut t = Vec::new();
-    for n in 1..=3 {
-        t.push(reg(&mut g, n).await);
-    }
+    let t = reg_all(&mut g, 3).await;
     let (_, f) = group_call(&mut g, t[0], 10, CallScope::Local).await; // priority 1
     let (low, _) = grant_of(&f);
     let (_, f) = group_call(&mut g, t[1], 11, CallScope::Local).await; // priority 2
@@ -467,10 +458,7 @@ async fn with_queue_head_an_emergency_waits_first_in_line() {
     )
     .await;
     let mut g = gw(&c, 1).await;
-    let mut t = Vec::new();
-    for n in 1..=5 {
-        t.push(reg(&mut g, n).await);
-    }
+    let t = reg_all(&mut g, 5).await;
     group_call(&mut g, t[0], 10, CallScope::Local).await;
     group_call(&mut g, t[1], 11, CallScope::Local).await;
     let (r, f) = private_call(&mut g, t[3], 5).await; // priority 4 waits
@@ -713,10 +701,7 @@ async fn every_call_leaves_a_record() {
         )
         .await;
         let mut g = gw(&c, 1).await;
-        let mut t = Vec::new();
-        for n in 1..=3 {
-            t.push(reg(&mut g, n).await);
-        }
+        let t = reg_all(&mut g, 3).await;
         let (_, f) = group_call(&mut g, t[0], 10, CallScope::Local).await;
         let (call, _) = grant_of(&f);
         g.request(Message::PttRelease { call, tmsi: t[0] }).await.unwrap();

@@ -289,6 +289,15 @@ pub async fn reg(g: &mut GatewayLink, n: u8) -> trunkd::protocol::Tmsi {
     trunkd::sim::accepted_tmsi(&f).unwrap_or_else(|| panic!("unit {n} not registered: {f:?}"))
 }
 
+/// Registers subscribers 1..=`n` through `g`; their TMSIs in that order.
+pub async fn reg_all(g: &mut GatewayLink, n: u8) -> Vec<trunkd::protocol::Tmsi> {
+    let mut tmsis = Vec::new();
+    for i in 1..=n {
+        tmsis.push(reg(g, i).await);
+    }
+    tmsis
+}
+
 /// Subscriber `n` of fleet 100: member n, IMEI from n, keys `radio_keys(n)`,
 /// talkgroups 10, 11, 12.
 pub fn new_subscriber(n: u8) -> trunkd::store::NewSubscriber {
