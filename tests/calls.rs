@@ -132,10 +132,6 @@ async fn private_call(g: &mut GatewayLink, tmsi: Tmsi, target: u16) -> (u32, Fra
     (txn, f)
 }
 
-fn deny(request: MessageType, cause: Cause) -> Message {
-    Message::Deny { request, cause }
-}
-
 #[tokio::test]
 async fn a_local_group_call_is_granted_and_ends_at_ptt_release_in_transmission_trunking() {
     let db = TestDb::sqlite();

@@ -40,10 +40,7 @@ async fn handshake_with_the_right_key_brings_the_link_up() {
     assert_eq!(answer.txn, txn);
     assert_eq!(
         answer.msg,
-        Message::Deny {
-            request: MessageType::GroupCallReq,
-            cause: Cause::ServiceNotSupported
-        }
+        deny(MessageType::GroupCallReq, Cause::ServiceNotSupported)
     );
 }
 

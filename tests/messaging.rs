@@ -117,13 +117,7 @@ async fn a_call_alert_is_acknowledged_once_the_callees_gateway_has_it() {
         .await
         .unwrap();
     let f = until(&mut g1, |f| f.txn == txn).await;
-    assert_eq!(
-        f.msg,
-        Message::Deny {
-            request: MessageType::CallAlertReq,
-            cause: Cause::TargetUnreachable
-        }
-    );
+    assert_eq!(f.msg, deny(MessageType::CallAlertReq, Cause::TargetUnreachable));
     c.stop().await;
 }
 
@@ -145,13 +139,7 @@ async fn an_unacknowledged_alert_is_reported_unreachable() {
         .unwrap();
     until(&mut g2, |f| matches!(f.msg, Message::CallAlert { .. })).await; // never acknowledged
     let f = until(&mut g1, |f| f.txn == txn).await;
-    assert_eq!(
-        f.msg,
-        Message::Deny {
-            request: MessageType::CallAlertReq,
-            cause: Cause::TargetUnreachable
-        }
-    );
+    assert_eq!(f.msg, deny(MessageType::CallAlertReq, Cause::TargetUnreachable));
     c.stop().await;
 }
 
@@ -269,13 +257,7 @@ async fn short_data_beyond_the_stores_in_flight_is_refused_busy() {
                     acked: MessageType::ShortDataReq
                 }
             ),
-            (
-                second,
-                Message::Deny {
-                    request: MessageType::ShortDataReq,
-                    cause: Cause::Busy
-                }
-            ),
+            (second, deny(MessageType::ShortDataReq, Cause::Busy)),
         ]
     );
     // Once the first is stored, the next is taken again.

@@ -379,10 +379,7 @@ async fn deregistration_removes_the_unit() {
     assert!(c.vlr.is_empty());
     assert_eq!(c.vlr.imsi_of(t), None);
     let txn = g.request(Message::Deregister { tmsi: t }).await.unwrap();
-    let denied = Message::Deny {
-        request: MessageType::Deregister,
-        cause: Cause::NotRegistered,
-    };
+    let denied = deny(MessageType::Deregister, Cause::NotRegistered);
     assert_eq!(next_service(&mut g).await.unwrap(), Frame::new(txn, denied));
     c.stop().await;
 }
@@ -425,10 +422,7 @@ async fn affiliation_only_to_permitted_talkgroups() {
         })
         .await
         .unwrap();
-    let denied = Message::Deny {
-        request: MessageType::Affiliate,
-        cause: Cause::TalkgroupNotPermitted,
-    };
+    let denied = deny(MessageType::Affiliate, Cause::TalkgroupNotPermitted);
     assert_eq!(next_service(&mut g).await.unwrap(), Frame::new(txn, denied));
     assert_eq!(
         c.vlr.get(&imsi(1)).unwrap().affiliation.to_list(),
@@ -443,10 +437,7 @@ async fn affiliation_only_to_permitted_talkgroups() {
         })
         .await
         .unwrap();
-    let denied = Message::Deny {
-        request: MessageType::Affiliate,
-        cause: Cause::NotRegistered,
-    };
+    let denied = deny(MessageType::Affiliate, Cause::NotRegistered);
     assert_eq!(next_service(&mut g).await.unwrap(), Frame::new(txn, denied));
     c.stop().await;
 }
@@ -599,10 +590,7 @@ async fn an_inhibited_unit_already_on_the_air_is_refused_service() {
         })
         .await
         .unwrap();
-    let denied = Message::Deny {
-        request: MessageType::Affiliate,
-        cause: Cause::UnitInhibited,
-    };
+    let denied = deny(MessageType::Affiliate, Cause::UnitInhibited);
     assert_eq!(next_service(&mut g).await.unwrap(), Frame::new(txn, denied));
     c.stop().await;
 }
@@ -620,10 +608,7 @@ async fn only_the_units_own_site_can_deregister_it() {
     )
     .unwrap();
     let txn = g2.request(Message::Deregister { tmsi: t }).await.unwrap();
-    let denied = Message::Deny {
-        request: MessageType::Deregister,
-        cause: Cause::NotRegistered,
-    };
+    let denied = deny(MessageType::Deregister, Cause::NotRegistered);
     assert_eq!(next_service(&mut g2).await.unwrap(), Frame::new(txn, denied));
     assert_eq!(c.vlr.len(), 1);
     c.stop().await;

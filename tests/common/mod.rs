@@ -258,6 +258,14 @@ pub async fn provision_basics(store: &trunkd::store::Store) {
     }
 }
 
+/// The DENY of a `request` with `cause`.
+pub fn deny(
+    request: trunkd::protocol::MessageType,
+    cause: trunkd::protocol::Cause,
+) -> trunkd::protocol::Message {
+    trunkd::protocol::Message::Deny { request, cause }
+}
+
 /// Member `n` of fleet 100.
 pub fn unit(n: u16) -> trunkd::protocol::Unit {
     trunkd::protocol::Unit {
