@@ -30,6 +30,7 @@ fn machine() -> Trunking {
     for s in 1..=SITES {
         m.add_site(SiteId::new(s).unwrap(), 2, 6);
     }
+    m.add_call_ids(1..u64::MAX);
     m
 }
 

@@ -4,7 +4,7 @@
 //! gateways, call records), and drives its timers. Runs inside the controller.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -37,7 +37,15 @@ pub struct CallService {
     /// Operator slot faults already applied to the machine.
     operator_faults: Mutex<HashSet<(SiteId, u8, u8)>>,
     records: mpsc::UnboundedSender<CallRecord>,
+    /// Woken when the machine runs low on call ids.
+    ids_low: Notify,
+    /// Set once the controller is stopping: new requests are refused "shutting down".
+    stopping: AtomicBool,
 }
+
+/// Call ids reserved from the database at a time; another block is fetched when fewer
+/// than half a block are left, so calls never wait on the database for an id.
+pub const CALL_ID_BLOCK: u64 = 65_536;
 
 impl CallService {
     /// A service over the given registries; call records go to `records`.
@@ -59,6 +67,8 @@ impl CallService {
             armed: AtomicI64::new(i64::MAX),
             operator_faults: Mutex::new(HashSet::new()),
             records,
+            ids_low: Notify::new(),
+            stopping: AtomicBool::new(false),
         };
         svc.sync_sites();
         svc
@@ -114,6 +124,22 @@ impl CallService {
     /// Handles a call-family frame from `site`; `None` for any other message.
     pub fn handle(&self, site: SiteId, frame: &Frame) -> Option<Vec<Frame>> {
         let txn = frame.txn;
+        let request = matches!(
+            frame.msg,
+            Message::GroupCallReq { .. } | Message::PrivateCallReq { .. } | Message::EmergencyCallReq { .. }
+        );
+        if request && self.stopping.load(Ordering::SeqCst) {
+            let deny = Message::Deny {
+                request: frame.msg.message_type(),
+                cause: Cause::ShuttingDown,
+            };
+            let emergency = matches!(frame.msg, Message::EmergencyCallReq { .. });
+            return Some(vec![Frame {
+                txn,
+                emergency,
+                msg: deny,
+            }]);
+        }
         let input = match &frame.msg {
             Message::GroupCallReq {
                 tmsi,
@@ -166,7 +192,12 @@ impl CallService {
             }
             Err(cause) => {
                 let request = frame.msg.message_type();
-                replies.push(Frame::new(txn, Message::Deny { request, cause }));
+                replies.push(Frame {
+                    txn,
+                    // Refusals of an emergency request carry the flag (PROTOCOL.md §2.1).
+                    emergency: request == MessageType::EmergencyCallReq,
+                    msg: Message::Deny { request, cause },
+                });
             }
         }
         Some(replies)
@@ -182,13 +213,22 @@ impl CallService {
         self.run(Input::UnitGone(tmsi));
     }
 
+    /// An operator inhibited the unit: its calls end with "unit inhibited".
+    pub fn unit_inhibited(&self, tmsi: Tmsi) {
+        self.run(Input::UnitInhibited(tmsi));
+    }
+
     /// The unit now answers to `new` (location update).
     pub fn tmsi_changed(&self, old: Tmsi, new: Tmsi) {
         self.run(Input::TmsiChanged { old, new });
     }
 
-    /// Controller shutdown: ends every call and refuses every waiting request.
+    /// Controller shutdown: from now on new requests are refused "shutting down"; every
+    /// call ends and every waiting request is refused with that cause. Called while the
+    /// links are still up, so that each gateway hears it before `LINK_CLOSE`, and again
+    /// once they are closed for anything that slipped in.
     pub fn end_all(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
         let mut core = self.core();
         let actions = core.end_all(Cause::ShuttingDown, mono_ms());
         self.dispatch(actions);
@@ -239,6 +279,35 @@ impl CallService {
         }
     }
 
+    /// Gives the machine call ids reserved from the database.
+    pub fn add_call_ids(&self, ids: std::ops::Range<u64>) {
+        self.core().add_call_ids(ids);
+    }
+
+    /// Keeps the machine supplied with call ids until `stop` turns true: whenever it runs
+    /// low, reserves another block from the database (retrying while it is unavailable).
+    pub async fn refill_call_ids(self: Arc<Self>, store: Store, mut stop: watch::Receiver<bool>) {
+        loop {
+            if self.core().call_ids_left() >= CALL_ID_BLOCK / 2 {
+                tokio::select! {
+                    _ = self.ids_low.notified() => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                continue;
+            }
+            match store.reserve_call_ids(CALL_ID_BLOCK).await {
+                Ok(ids) => self.add_call_ids(ids),
+                Err(e) => {
+                    warn!(error = %e, left = self.core().call_ids_left(), "reserving call ids failed; will retry");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = stop.wait_for(|s| *s) => return,
+                    }
+                }
+            }
+        }
+    }
+
     /// Feeds one input to the machine; wakes the timer task if the machine's next
     /// deadline is now earlier than the one it sleeps for.
     ///
@@ -252,6 +321,9 @@ impl CallService {
             .is_some_and(|n| n < self.armed.load(Ordering::SeqCst))
         {
             self.wake.notify_one();
+        }
+        if core.call_ids_left() < CALL_ID_BLOCK / 2 {
+            self.ids_low.notify_one();
         }
         self.dispatch(actions);
     }
@@ -286,13 +358,16 @@ impl CallService {
     ) -> Result<Input, Cause> {
         let (_, unit, sub) = self.caller(site, tmsi)?;
         let emergency = scope.is_none();
-        let permitted = if emergency {
-            sub.permissions.emergency
+        let request = if emergency {
+            MessageType::EmergencyCallReq
         } else {
-            sub.permissions.group_call
+            MessageType::GroupCallReq
         };
-        if !permitted {
+        if !sub.permissions.allows(request) {
             return Err(Cause::ServiceNotPermitted);
+        }
+        if !self.hlr.talkgroup_exists(sub.unit.fleet, talkgroup) {
+            return Err(Cause::InvalidTarget);
         }
         if !sub.talkgroups.contains(&talkgroup) {
             return Err(Cause::TalkgroupNotPermitted);
@@ -322,7 +397,7 @@ impl CallService {
 
     fn private_request(&self, site: SiteId, txn: u32, tmsi: Tmsi, target: Unit) -> Result<Input, Cause> {
         let (_, _, sub) = self.caller(site, tmsi)?;
-        if !sub.permissions.private_call {
+        if !sub.permissions.allows(MessageType::PrivateCallReq) {
             return Err(Cause::ServiceNotPermitted);
         }
         let target_imsi = self.hlr.imsi_for_unit(&target).ok_or(Cause::InvalidTarget)?;
@@ -330,7 +405,7 @@ impl CallService {
         if target_sub.inhibited {
             return Err(Cause::TargetUnreachable);
         }
-        if !target_sub.permissions.private_call {
+        if !target_sub.permissions.allows(MessageType::PrivateCallReq) {
             return Err(Cause::ServiceNotPermitted);
         }
         let there = self.vlr.get(&target_imsi).ok_or(Cause::TargetUnreachable)?;
@@ -368,7 +443,7 @@ pub fn record_row(r: &CallRecord) -> CallRecordRow {
         Target::Talkgroup { fleet, talkgroup } => ("talkgroup", fleet.get(), talkgroup.get()),
     };
     CallRecordRow {
-        call_id: i64::from(r.call.get()),
+        call_id: r.call.map_or(0, |c| i64::from(c.get())),
         call_type: match r.call_type {
             CallType::Group => "group",
             CallType::Private => "private",

@@ -93,6 +93,12 @@ delivery_timeout_ms = 5000
 # Short data being written to the database at once; more is refused "busy" until one is
 # stored (1..=100000).
 max_short_data_in_flight = 256
+# An INHIBIT or ENABLE to a unit (PROTOCOL.md §5.4) not acknowledged by its gateway within
+# this time is sent again, in ms.
+radio_command_timeout_ms = 5000
+# How many times an INHIBIT or ENABLE is sent before it is given up (1..=10); an inhibited
+# unit leaves the VLR then, acknowledged or not, and the audit log says which.
+radio_command_attempts = 3
 
 [registration]
 # How long a unit has to answer an authentication challenge, in ms.
@@ -144,6 +150,11 @@ pub struct MessagingConfig {
     pub delivery_timeout_ms: u64,
     /// Short data stores in progress at once.
     pub max_short_data_in_flight: usize,
+    /// How long the controller waits for `INHIBIT_ACK` / `ENABLE_ACK` before sending
+    /// the command again, ms.
+    pub radio_command_timeout_ms: u64,
+    /// How many times an `INHIBIT` or `ENABLE` is sent before it is given up.
+    pub radio_command_attempts: u32,
 }
 
 impl Default for MessagingConfig {
@@ -152,6 +163,8 @@ impl Default for MessagingConfig {
             short_data_ttl_ms: 86_400_000,
             delivery_timeout_ms: 5000,
             max_short_data_in_flight: 256,
+            radio_command_timeout_ms: 5000,
+            radio_command_attempts: 3,
         }
     }
 }
@@ -478,12 +491,24 @@ impl Config {
         const TEN_MIN: u64 = 600_000;
         const HOUR: u64 = 3_600_000;
         let m = &self.messaging;
-        if m.short_data_ttl_ms == 0 || m.delivery_timeout_ms == 0 || m.max_short_data_in_flight == 0 {
+        if m.short_data_ttl_ms == 0
+            || m.delivery_timeout_ms == 0
+            || m.max_short_data_in_flight == 0
+            || m.radio_command_timeout_ms == 0
+            || m.radio_command_attempts == 0
+        {
             return bad(
-                "messaging.short_data_ttl_ms, delivery_timeout_ms and max_short_data_in_flight must be above 0",
+                "messaging.short_data_ttl_ms, delivery_timeout_ms, max_short_data_in_flight, \
+                 radio_command_timeout_ms and radio_command_attempts must be above 0",
             );
         }
-        let limits: [(&str, u64, u64); 17] = [
+        let limits: [(&str, u64, u64); 19] = [
+            ("messaging.radio_command_timeout_ms", m.radio_command_timeout_ms, TEN_MIN),
+            (
+                "messaging.radio_command_attempts",
+                u64::from(m.radio_command_attempts),
+                10,
+            ),
             ("messaging.short_data_ttl_ms", m.short_data_ttl_ms, 30 * 24 * HOUR),
             (
                 "messaging.max_short_data_in_flight",

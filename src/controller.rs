@@ -13,13 +13,14 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
-use crate::calls::{write_records, CallService};
+use crate::calls::{write_records, CallService, CALL_ID_BLOCK};
 use crate::config::Config;
 use crate::core::registration::{Event, OsEntropy, Registrar};
 use crate::hlr::HlrCache;
 use crate::link::{deny_unsupported, Handler, LinkServer, Links};
 use crate::messaging::Messaging;
-use crate::protocol::{Frame, Imsi, Message, SiteId};
+use crate::remote::RemoteControl;
+use crate::protocol::{Frame, Imsi, Message, SiteId, Tmsi};
 use crate::store::{now_ms, Store, StoreError};
 use crate::vlr::Vlr;
 
@@ -47,6 +48,7 @@ struct Services {
     registrar: Registrar,
     calls: Arc<CallService>,
     messaging: Arc<Messaging>,
+    remote: Arc<RemoteControl>,
     writer: Arc<WriteBehind>,
 }
 
@@ -72,6 +74,9 @@ impl Handler for Services {
             return replies;
         }
         if let Some(replies) = self.messaging.handle(site, &frame, mono_ms()) {
+            return replies;
+        }
+        if let Some(replies) = self.remote.handle(site, &frame) {
             return replies;
         }
         if is_gateway_answer(&frame.msg) {
@@ -110,14 +115,14 @@ pub fn mono_ms() -> i64 {
 
 /// Work done behind the answers: last locations (coalesced per unit) and audit entries.
 struct WriteBehind {
-    locations: DashMap<Imsi, (SiteId, i64)>,
+    locations: DashMap<Imsi, (SiteId, Tmsi, i64)>,
     audit: mpsc::Sender<(String, String, String)>,
 }
 
 impl WriteBehind {
     fn event(&self, e: Event) {
         match e {
-            Event::Located { imsi, site } => self.located(imsi, site, now_ms()),
+            Event::Located { imsi, site, tmsi } => self.located(imsi, site, tmsi, now_ms()),
             Event::UnitGone { .. } | Event::TmsiChanged { .. } | Event::Attached { .. } => {}
             Event::Audit {
                 action,
@@ -133,26 +138,26 @@ impl WriteBehind {
     }
 
     /// Keeps the newest sighting of a unit until the next flush.
-    fn located(&self, imsi: Imsi, site: SiteId, at_ms: i64) {
+    fn located(&self, imsi: Imsi, site: SiteId, tmsi: Tmsi, at_ms: i64) {
         self.locations
             .entry(imsi)
             .and_modify(|v| {
-                if at_ms >= v.1 {
-                    *v = (site, at_ms)
+                if at_ms >= v.2 {
+                    *v = (site, tmsi, at_ms)
                 }
             })
-            .or_insert((site, at_ms));
+            .or_insert((site, tmsi, at_ms));
     }
 
     /// Writes every pending location; on failure they are kept for the next flush.
     async fn flush_locations(&self, store: &Store) {
         let keys: Vec<Imsi> = self.locations.iter().map(|e| *e.key()).collect();
-        let batch: Vec<(Imsi, SiteId, i64)> = keys
+        let batch: Vec<(Imsi, SiteId, Tmsi, i64)> = keys
             .iter()
             .filter_map(|k| {
                 self.locations
                     .remove(k)
-                    .map(|(imsi, (site, at))| (imsi, site, at))
+                    .map(|(imsi, (site, tmsi, at))| (imsi, site, tmsi, at))
             })
             .collect();
         if batch.is_empty() {
@@ -160,8 +165,8 @@ impl WriteBehind {
         }
         if let Err(e) = store.write_locations(&batch).await {
             warn!(error = %e, units = batch.len(), "writing last locations failed; will retry");
-            for (imsi, site, at) in batch {
-                self.located(imsi, site, at);
+            for (imsi, site, tmsi, at) in batch {
+                self.located(imsi, site, tmsi, at);
             }
         }
     }
@@ -229,13 +234,24 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         Duration::from_millis(cfg.messaging.delivery_timeout_ms),
         cfg.messaging.max_short_data_in_flight,
     ));
+    calls.add_call_ids(store.reserve_call_ids(CALL_ID_BLOCK).await?);
     for imsi in store.short_data_recipients().await? {
         messaging.mail_stored(imsi);
     }
+    let remote = Arc::new(RemoteControl::new(
+        vlr.clone(),
+        links.clone(),
+        store.clone(),
+        calls.clone(),
+        writer.audit.clone(),
+        cfg.messaging.radio_command_timeout_ms,
+        cfg.messaging.radio_command_attempts,
+    ));
     let services = Arc::new(Services {
         registrar,
         calls: calls.clone(),
         messaging: messaging.clone(),
+        remote: remote.clone(),
         writer: writer.clone(),
     });
     let server = LinkServer::bind(cfg.link.clone(), hlr.clone(), services, links.clone())
@@ -261,16 +277,24 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         writer,
         calls: calls.clone(),
         messaging,
+        remote,
     };
     let grace = Duration::from_millis(cfg.shutdown.grace_ms);
     let task = tokio::spawn(async move {
         let mut stop_server = stop_rx.clone();
         let mut tasks = background.spawn(stop_rx.clone(), audit_rx);
-        tasks.push(tokio::spawn(calls.clone().run_timers(stop_rx)));
+        tasks.push(tokio::spawn(calls.clone().run_timers(stop_rx.clone())));
+        tasks.push(tokio::spawn(
+            calls.clone().refill_call_ids(background.store.clone(), stop_rx),
+        ));
+        let ending = calls.clone();
         server
             .run(
                 async move {
                     stopped(&mut stop_server).await;
+                    // Every gateway hears the end of its calls and requests before
+                    // LINK_CLOSE "shutting down" (PROTOCOL.md §2.4).
+                    ending.end_all();
                 },
                 grace,
             )
@@ -322,6 +346,7 @@ struct Background {
     writer: Arc<WriteBehind>,
     calls: Arc<CallService>,
     messaging: Arc<Messaging>,
+    remote: Arc<RemoteControl>,
 }
 
 impl Background {
@@ -334,9 +359,14 @@ impl Background {
         let r = &self.cfg.registration;
         let mut tasks = Vec::new();
 
-        let (store, hlr, calls) = (self.store.clone(), self.hlr.clone(), self.calls.clone());
+        let (store, hlr, calls, remote) = (
+            self.store.clone(),
+            self.hlr.clone(),
+            self.calls.clone(),
+            self.remote.clone(),
+        );
         tasks.push(every(r.hlr_refresh_ms, stop.clone(), move || {
-            let (store, hlr, calls) = (store.clone(), hlr.clone(), calls.clone());
+            let (store, hlr, calls, remote) = (store.clone(), hlr.clone(), calls.clone(), remote.clone());
             async move {
                 match hlr.refresh(&store).await {
                     Ok(0) => {}
@@ -346,7 +376,18 @@ impl Background {
                     }
                     Err(e) => warn!(error = %e, "following HLR changes failed"),
                 }
+                // Inhibits and enables go over the air (PROTOCOL.md §5.4).
+                for (imsi, inhibited) in hlr.take_inhibit_changes() {
+                    remote.changed(imsi, inhibited, mono_ms()).await;
+                }
             }
+        }));
+
+        let remote = self.remote.clone();
+        let sweep = self.cfg.messaging.radio_command_timeout_ms.clamp(10, 1000);
+        tasks.push(every(sweep, stop.clone(), move || {
+            remote.sweep(mono_ms());
+            async {}
         }));
 
         // Expired challenges are kept a while longer (at least 5 s) so that a late answer

@@ -20,9 +20,13 @@ pub struct HlrCache {
     by_imei: DashMap<Imei, Imsi>,
     by_unit: DashMap<Unit, Imsi>,
     sites: DashMap<SiteId, Site>,
+    /// Talkgroups that exist, per fleet.
+    talkgroups: DashMap<(FleetId, TalkgroupId), ()>,
     /// Slots operators took out of service: (site, carrier, slot or 255 = carrier).
     slot_faults: std::sync::Mutex<Vec<(SiteId, u8, u8)>>,
     audit_seen: AtomicI64,
+    /// Subscribers whose inhibited state changed (IMSI, inhibited now), not yet taken.
+    inhibit_changes: std::sync::Mutex<Vec<(Imsi, bool)>>,
 }
 
 impl HlrCache {
@@ -32,6 +36,7 @@ impl HlrCache {
         let high = store.audit_high_water().await?;
         cache.reload_subscribers(store).await?;
         cache.reload_sites(store).await?;
+        cache.reload_talkgroups(store).await?;
         cache.audit_seen.store(high, Ordering::SeqCst);
         Ok(cache)
     }
@@ -47,6 +52,7 @@ impl HlrCache {
             };
             let mut full_reload = false;
             let mut sites = false;
+            let mut talkgroups = false;
             for e in &entries {
                 if let Some(imsi) = e.object.strip_prefix("subscriber:") {
                     if let Ok(imsi) = Imsi::parse(imsi) {
@@ -56,6 +62,8 @@ impl HlrCache {
                     full_reload = true;
                 } else if e.object.starts_with("site:") {
                     sites = true;
+                } else if e.object.starts_with("talkgroup:") || e.object.starts_with("fleet:") {
+                    talkgroups = true;
                 }
             }
             if full_reload {
@@ -63,6 +71,9 @@ impl HlrCache {
             }
             if sites {
                 self.reload_sites(store).await?;
+            }
+            if talkgroups {
+                self.reload_talkgroups(store).await?;
             }
             applied += entries.len();
             self.audit_seen.store(last, Ordering::SeqCst);
@@ -100,10 +111,32 @@ impl HlrCache {
         Ok(())
     }
 
+    async fn reload_talkgroups(&self, store: &Store) -> Result<(), StoreError> {
+        let all = store.talkgroups().await?;
+        self.talkgroups
+            .retain(|k, _| all.iter().any(|t| (t.fleet, t.id) == *k));
+        for t in all {
+            self.talkgroups.insert((t.fleet, t.id), ());
+        }
+        Ok(())
+    }
+
+    /// Whether `talkgroup` exists in `fleet`.
+    pub fn talkgroup_exists(&self, fleet: FleetId, talkgroup: TalkgroupId) -> bool {
+        self.talkgroups.contains_key(&(fleet, talkgroup))
+    }
+
     /// Puts a subscriber in the cache (also used by in-process writers).
     pub fn put(&self, s: Subscriber) {
         let (imsi, imei, unit) = (s.imsi, s.imei, s.unit);
+        let inhibited = s.inhibited;
         if let Some(old) = self.subscribers.insert(imsi, Arc::new(s)) {
+            if old.inhibited != inhibited {
+                self.inhibit_changes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((imsi, inhibited));
+            }
             if old.imei != imei {
                 self.by_imei.remove_if(&old.imei, |_, i| *i == imsi);
             }
@@ -113,6 +146,12 @@ impl HlrCache {
         }
         self.by_imei.insert(imei, imsi);
         self.by_unit.insert(unit, imsi);
+    }
+
+    /// Subscribers inhibited or enabled since the last call (IMSI, inhibited now), in
+    /// the order the changes were applied.
+    pub fn take_inhibit_changes(&self) -> Vec<(Imsi, bool)> {
+        std::mem::take(&mut *self.inhibit_changes.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// The IMSI of the subscriber with this fleet and member.

@@ -11,6 +11,8 @@
 //! - [`hlr`]: the in-memory cache of the HLR that the hot path reads.
 //! - [`vlr`]: the in-memory registry of units on the air.
 //! - [`controller`]: wires store, cache, VLR, core and link together and runs them.
+//! - [`calls`], [`messaging`], [`remote`]: the services behind the link: calls and
+//!   slots, messages without a slot, and inhibit/enable over the air.
 //! - [`sim`]: the radio side of registration, for `trunksim` and tests.
 //! - [`config`]: the one typed configuration, with defaults.
 //! - [`logging`]: tracing setup (human-readable or JSON).
@@ -24,6 +26,7 @@ pub mod link;
 pub mod logging;
 pub mod messaging;
 pub mod protocol;
+pub mod remote;
 pub mod sim;
 pub mod store;
 pub mod vlr;

@@ -107,9 +107,9 @@ impl Messaging {
         let ty = frame.msg.message_type();
         let deny = |cause| vec![Frame::new(txn, Message::Deny { request: ty, cause })];
         let out = match &frame.msg {
-            Message::CallAlertReq { tmsi, target } => match self.sender(site, *tmsi) {
+            Message::CallAlertReq { tmsi, target } => match self.sender(site, *tmsi, ty) {
                 Err(c) => deny(c),
-                Ok(source) => match self.unit_on_air(*target) {
+                Ok((_, source)) => match self.unit_on_air(*target) {
                     Err(c) => deny(c),
                     Ok((to_tmsi, to_site)) => {
                         let msg = Message::CallAlert {
@@ -121,13 +121,13 @@ impl Messaging {
                     }
                 },
             },
-            Message::StatusReq { tmsi, target, code } => match self.sender(site, *tmsi) {
+            Message::StatusReq { tmsi, target, code } => match self.sender(site, *tmsi, ty) {
                 Err(c) => deny(c),
-                Ok(source) => self.status(site, txn, source, *target, *code, now),
+                Ok(sender) => self.status(site, txn, sender, *target, *code, now),
             },
-            Message::ShortDataReq { tmsi, target, data } => match self.sender(site, *tmsi) {
+            Message::ShortDataReq { tmsi, target, data } => match self.sender(site, *tmsi, ty) {
                 Err(c) => deny(c),
-                Ok(source) => self.short_data(site, txn, source, *target, data.clone()),
+                Ok(sender) => self.short_data(site, txn, sender, *target, data.clone()),
             },
             Message::Ack {
                 acked: MessageType::CallAlert | MessageType::StatusDelivery,
@@ -231,8 +231,9 @@ impl Messaging {
         }
     }
 
-    /// The registered, enabled sender at `site`.
-    fn sender(&self, site: SiteId, tmsi: Tmsi) -> Result<Unit, Cause> {
+    /// The registered, enabled sender at `site`, permitted to make `request`
+    /// (`PROTOCOL.md §5.6`): its IMSI and dispatch address.
+    fn sender(&self, site: SiteId, tmsi: Tmsi, request: MessageType) -> Result<(Imsi, Unit), Cause> {
         let imsi = self.vlr.imsi_of(tmsi).ok_or(Cause::NotRegistered)?;
         self.vlr
             .get(&imsi)
@@ -242,7 +243,16 @@ impl Messaging {
         if sub.inhibited {
             return Err(Cause::UnitInhibited);
         }
-        Ok(sub.unit)
+        if !sub.permissions.allows(request) {
+            return Err(Cause::ServiceNotPermitted);
+        }
+        Ok((imsi, sub.unit))
+    }
+
+    /// Whether `talkgroup` exists in the sender's own fleet (a message to another
+    /// fleet's talkgroup, or to none, is refused "invalid target").
+    fn own_talkgroup(&self, source: Unit, fleet: crate::protocol::FleetId, talkgroup: crate::protocol::TalkgroupId) -> bool {
+        fleet == source.fleet && self.hlr.talkgroup_exists(fleet, talkgroup)
     }
 
     /// The TMSI and site of a provisioned unit that is registered now.
@@ -279,7 +289,7 @@ impl Messaging {
         self: &Arc<Self>,
         site: SiteId,
         txn: u32,
-        source: Unit,
+        (sender, source): (Imsi, Unit),
         target: Target,
         code: u16,
         now: i64,
@@ -297,7 +307,7 @@ impl Messaging {
                 }
             },
             Target::Talkgroup { fleet, talkgroup } => {
-                if fleet != source.fleet {
+                if !self.own_talkgroup(source, fleet, talkgroup) {
                     return vec![Frame::new(
                         txn,
                         Message::Deny {
@@ -307,8 +317,10 @@ impl Messaging {
                     )];
                 }
                 // A talkgroup can have more members at a site than its link queues: the
-                // deliveries wait for room, then the sender hears ACK.
-                let units = self.vlr.affiliated_units(fleet, talkgroup);
+                // deliveries wait for room, then the sender hears ACK. The sender gets
+                // no copy of its own status.
+                let mut units = self.vlr.affiliated_units(fleet, talkgroup);
+                units.retain(|(imsi, _, _)| *imsi != sender);
                 let this = self.clone();
                 tokio::spawn(async move {
                     for (_, tmsi, to_site) in units {
@@ -329,7 +341,7 @@ impl Messaging {
         self: &Arc<Self>,
         site: SiteId,
         txn: u32,
-        source: Unit,
+        (sender, source): (Imsi, Unit),
         target: Target,
         data: ShortData,
     ) -> Vec<Frame> {
@@ -347,8 +359,11 @@ impl Messaging {
                     )]
                 }
             },
-            Target::Talkgroup { fleet, talkgroup } if fleet == source.fleet => {
-                self.hlr.talkgroup_members(fleet, talkgroup)
+            Target::Talkgroup { fleet, talkgroup } if self.own_talkgroup(source, fleet, talkgroup) => {
+                // Every member but the sender.
+                let mut members = self.hlr.talkgroup_members(fleet, talkgroup);
+                members.retain(|imsi| *imsi != sender);
+                members
             }
             Target::Talkgroup { .. } => {
                 return vec![Frame::new(

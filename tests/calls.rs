@@ -532,11 +532,11 @@ async fn message_trunking_holds_the_slot_for_a_reply_then_ends_on_hang_time() {
             talker: unit(2)
         }
     );
-    // Someone else pressing while unit 2 talks is refused.
+    // Someone else pressing while unit 2 talks is refused: the floor is taken.
     let busy = g.request(Message::PttPress { call, tmsi: t1 }).await.unwrap();
     assert_eq!(
         until(&mut g, |f| f.txn == busy).await.msg,
-        deny(MessageType::PttPress, Cause::Busy)
+        deny(MessageType::PttPress, Cause::FloorTaken)
     );
     g.request(Message::PttRelease { call, tmsi: t2 }).await.unwrap();
     let end = until(&mut g, |f| matches!(f.msg, Message::CallEnd { .. })).await;
@@ -707,7 +707,7 @@ async fn every_call_leaves_a_record() {
         let (_, f) = group_call(&mut g, t[1], 11, CallScope::Local).await;
         grant_of(&f);
         let store = c.store.clone();
-        c.stop().await; // the shutdown flush writes the still-open call's record
+        c.stop().await; // shutdown ends the still-open call and writes its record
         let store = {
             drop(store);
             db.open().await
@@ -732,7 +732,7 @@ async fn every_call_leaves_a_record() {
             .unwrap();
         assert_eq!(
             cut.end_cause,
-            i64::from(Cause::PartyLinkLost.code()),
+            i64::from(Cause::ShuttingDown.code()),
             "{}: {cut:?}",
             db.name
         );

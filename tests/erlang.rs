@@ -46,6 +46,7 @@ fn simulate(carriers: u8, rho: f64, classes: &[u8], calls: u64, seed: u64) -> Me
     let fleet = FleetId::new(1).unwrap();
     let mut m = Trunking::new(cfg);
     m.add_site(site, carriers, 6);
+    m.add_call_ids(1..u64::MAX);
     let mut rng = Rng(seed);
     // (time, seq, event): event 0 = arrival, 1 = end of call `arg`.
     let mut events: BinaryHeap<Reverse<(i64, u64, u8, u32)>> = BinaryHeap::new();

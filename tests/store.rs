@@ -234,13 +234,19 @@ async fn last_locations_upsert_and_never_go_back_in_time() {
             .await
             .unwrap();
         assert_eq!(store.last_location(s.imsi).await.unwrap(), None);
-        store.write_locations(&[(s.imsi, site(1), 1000)]).await.unwrap();
-        store.write_locations(&[(s.imsi, site(2), 2000)]).await.unwrap();
-        store.write_locations(&[(s.imsi, site(1), 1500)]).await.unwrap();
+        store.write_locations(&[(s.imsi, site(1), trunkd::protocol::Tmsi::new(7).unwrap(), 1000)]).await.unwrap();
+        store.write_locations(&[(s.imsi, site(2), trunkd::protocol::Tmsi::new(8).unwrap(), 2000)]).await.unwrap();
+        store.write_locations(&[(s.imsi, site(1), trunkd::protocol::Tmsi::new(9).unwrap(), 1500)]).await.unwrap();
         assert_eq!(
             store.last_location(s.imsi).await.unwrap(),
             Some((site(2), 2000)),
             "{}",
+            db.name
+        );
+        assert_eq!(
+            store.last_tmsi(s.imsi).await.unwrap().map(|t| t.get()),
+            Some(8),
+            "the TMSI of the newest sighting ({})",
             db.name
         );
         store.close().await;
@@ -282,4 +288,24 @@ async fn the_sqlite_file_is_private() {
         .mode();
     assert_eq!(mode & 0o077, 0, "database readable by others: {mode:o}");
     store.close().await;
+}
+
+#[tokio::test]
+async fn call_id_blocks_never_overlap_across_reopens_and_concurrent_reservations() {
+    for db in TestDb::all().await {
+        let a = db.open().await;
+        let first = a.reserve_call_ids(100).await.unwrap();
+        assert_eq!(first, 1..101, "{}: a new database starts at 1", db.name);
+        // A second controller on the same database, reserving at the same time.
+        let b = db.open().await;
+        let (x, y) = tokio::join!(a.reserve_call_ids(50), b.reserve_call_ids(50));
+        let (x, y) = (x.unwrap(), y.unwrap());
+        assert!(x.end <= y.start || y.end <= x.start, "{}: {x:?} and {y:?} overlap", db.name);
+        assert!(x.start >= 101 && y.start >= 101, "{}", db.name);
+        a.close().await;
+        b.close().await;
+        // After a restart numbering goes on where it stopped.
+        let c = db.open().await;
+        assert_eq!(c.reserve_call_ids(1).await.unwrap(), 201..202, "{}", db.name);
+    }
 }

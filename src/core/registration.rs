@@ -53,6 +53,8 @@ pub enum Event {
         imsi: Imsi,
         /// Where.
         site: SiteId,
+        /// Its TMSI there.
+        tmsi: Tmsi,
     },
     /// A location update gave the unit a new TMSI: its calls and requests follow it.
     TmsiChanged {
@@ -285,7 +287,11 @@ impl Registrar {
             }
             Err(RegisterError::NoTmsi) => return reject(txn, Cause::Unspecified),
         };
-        events.push(Event::Located { imsi: sub.imsi, site });
+        events.push(Event::Located {
+            imsi: sub.imsi,
+            site,
+            tmsi,
+        });
         events.push(Event::Attached {
             imsi: sub.imsi,
             tmsi,
@@ -320,7 +326,7 @@ impl Registrar {
                         acked: MessageType::Deregister,
                     },
                 )],
-                events: vec![Event::Located { imsi, site }, Event::UnitGone { tmsi }],
+                events: vec![Event::Located { imsi, site, tmsi }, Event::UnitGone { tmsi }],
             },
             None => Outcome::reply(deny(txn, MessageType::Deregister, Cause::NotRegistered)),
         }
@@ -337,7 +343,16 @@ impl Registrar {
         if sub.inhibited {
             return Outcome::reply(deny(txn, ty, Cause::UnitInhibited));
         }
+        if !sub.permissions.allows(ty) {
+            return Outcome::reply(deny(txn, ty, Cause::ServiceNotPermitted));
+        }
         let wanted = Affiliation::from_list(list);
+        if wanted
+            .all()
+            .any(|tg| !self.hlr.talkgroup_exists(sub.unit.fleet, tg))
+        {
+            return Outcome::reply(deny(txn, ty, Cause::InvalidTarget));
+        }
         if wanted.all().any(|tg| !sub.talkgroups.contains(&tg)) {
             return Outcome::reply(deny(txn, ty, Cause::TalkgroupNotPermitted));
         }

@@ -12,7 +12,8 @@
 //! affiliation before it hands a request to this machine.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::ops::Range;
 
 use crate::protocol::{
     CallId, CallType, Carrier, Cause, FleetId, Frame, Message, MessageType, QueuePosition, ResourceState,
@@ -174,8 +175,8 @@ impl CallRequest {
 /// One call's accounting record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CallRecord {
-    /// The call (for a request never granted: the id it would have had).
-    pub call: CallId,
+    /// The call (`None` for a request never granted: it had no call).
+    pub call: Option<CallId>,
     /// Kind of call.
     pub call_type: CallType,
     /// Who asked.
@@ -268,6 +269,9 @@ pub enum Input {
     LinkDown(SiteId),
     /// The unit left (deregistered, expired, powered on again under a new TMSI).
     UnitGone(Tmsi),
+    /// An operator inhibited the unit: its calls end and its requests go, with cause
+    /// "unit inhibited".
+    UnitInhibited(Tmsi),
     /// The unit stays on the air under a new TMSI (location update): its calls and
     /// requests follow it.
     TmsiChanged {
@@ -297,8 +301,13 @@ struct SiteRes {
 
 #[derive(Clone, Debug)]
 enum Waiting {
-    /// A new call's request waits at its caller's site.
-    New { req: CallRequest, requested_ms: i64 },
+    /// A new call's request waits at its caller's site; `told` is the queue position
+    /// its gateway last heard (`QUEUED` or `QUEUE_UPDATE`).
+    New {
+        req: CallRequest,
+        requested_ms: i64,
+        told: usize,
+    },
     /// A started wide-area call waits for a slot at this (non-caller) site.
     Join(CallId),
 }
@@ -333,7 +342,8 @@ pub struct Trunking {
     /// Due time → timer. Max-duration timers are removed when their call ends; hang and
     /// queue timers are checked for staleness when they fire.
     timers: BTreeSet<(i64, Timer)>,
-    next_call: u32,
+    /// Call ids not used yet, in blocks (see [`Trunking::add_call_ids`]).
+    call_ids: VecDeque<Range<u64>>,
     next_seq: u64,
     next_txn: u32,
     /// Sites whose freed slots must be offered to their queues before returning.
@@ -350,7 +360,7 @@ impl Trunking {
             busy: HashMap::new(),
             by_talkgroup: HashMap::new(),
             timers: BTreeSet::new(),
-            next_call: 1,
+            call_ids: VecDeque::new(),
             next_seq: 0,
             next_txn: CONTROLLER_TXN_BASE | 0x4000_0000,
             deferred_serve: Vec::new(),
@@ -448,7 +458,8 @@ impl Trunking {
                 state,
             } => self.slot_status(site, carrier, slot, state, now, &mut out),
             Input::LinkDown(site) => self.link_down(site, now, &mut out),
-            Input::UnitGone(tmsi) => self.unit_gone(tmsi, now, &mut out),
+            Input::UnitGone(tmsi) => self.unit_gone(tmsi, Cause::PartyDeregistered, now, &mut out),
+            Input::UnitInhibited(tmsi) => self.unit_gone(tmsi, Cause::UnitInhibited, now, &mut out),
             Input::TmsiChanged { old, new } => self.tmsi_changed(old, new),
         }
         self.serve_deferred(now, &mut out);
@@ -513,12 +524,33 @@ impl Trunking {
         t
     }
 
-    fn new_call_id(&mut self) -> CallId {
+    /// Hands the machine call ids to use: numbers of the shared call counter
+    /// (`Store::reserve_call_ids`), each mapped onto the wire's 32-bit space by
+    /// [`wire_call_id`]. Blocks are used in the order given.
+    pub fn add_call_ids(&mut self, ids: Range<u64>) {
+        if !ids.is_empty() {
+            self.call_ids.push_back(ids);
+        }
+    }
+
+    /// How many call ids the machine has left; at none, new calls are refused "busy".
+    pub fn call_ids_left(&self) -> u64 {
+        self.call_ids.iter().map(|r| r.end - r.start).sum()
+    }
+
+    /// The next unused call id, skipping any still held by a running call (after the
+    /// 32-bit space wrapped); `None` when the machine has run out.
+    fn new_call_id(&mut self) -> Option<CallId> {
         loop {
-            let id = CallId::new(self.next_call).unwrap_or(CallId::new(1).expect("1 is valid"));
-            self.next_call = self.next_call.checked_add(1).unwrap_or(1);
-            if !self.calls.contains_key(&id) {
-                return id;
+            let block = self.call_ids.front_mut()?;
+            let n = block.start;
+            block.start += 1;
+            if block.is_empty() {
+                self.call_ids.pop_front();
+            }
+            match wire_call_id(n) {
+                Some(id) if !self.calls.contains_key(&id) => return Some(id),
+                _ => continue,
             }
         }
     }
@@ -697,7 +729,9 @@ impl Trunking {
         let site = req.caller.site;
         let depth = self.cfg.queue_depth;
         let class = req.class();
-        let s = self.sites.get_mut(&site).expect("checked by caller");
+        let Some(s) = self.sites.get_mut(&site) else {
+            return self.refuse(&req, Cause::InvalidTarget, requested_ms, now, out);
+        };
         if s.queue.len() >= depth {
             // A full queue still takes an emergency: it displaces the newest lowest entry.
             let last = s.queue.keys().next_back().copied();
@@ -717,68 +751,45 @@ impl Trunking {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        let txn = req.txn;
-        let s = self.sites.get_mut(&site).expect("checked");
-        s.queue
-            .insert((Reverse(class), seq), Waiting::New { req, requested_ms });
-        let position = s
-            .queue
-            .keys()
-            .position(|k| *k == (Reverse(class), seq))
-            .unwrap_or(0)
-            + 1;
+        let (txn, emergency) = (req.txn, req.emergency());
+        let Some(s) = self.sites.get_mut(&site) else {
+            return self.refuse(&req, Cause::InvalidTarget, requested_ms, now, out);
+        };
+        let key = (Reverse(class), seq);
+        let position = s.queue.range(..key).count() + 1;
+        s.queue.insert(
+            key,
+            Waiting::New {
+                req,
+                requested_ms,
+                told: position,
+            },
+        );
         if let Some(t) = self.cfg.queue_timeout_ms {
             self.timers
                 .insert((now + t, Timer::QueueTimeout { site, class, seq }));
         }
-        out.push(Action::Send(
-            site,
-            Frame::new(
-                txn,
-                Message::Queued {
-                    position: qpos(position),
-                },
-            ),
-        ));
-        self.send_positions_after(site, (Reverse(class), seq), out);
+        let queued = Message::Queued {
+            position: qpos(position),
+        };
+        send(out, site, txn, emergency, queued);
+        // Those behind it moved down one.
+        self.send_positions(site, out);
     }
 
-    /// Tells every waiting request behind `key` its new position.
-    fn send_positions_after(&self, site: SiteId, key: (Reverse<u8>, u64), out: &mut Vec<Action>) {
-        let Some(s) = self.sites.get(&site) else { return };
-        let mut position = 0;
-        for (k, w) in &s.queue {
-            position += 1;
-            if *k > key {
-                if let Waiting::New { req, .. } = w {
-                    out.push(Action::Send(
-                        site,
-                        Frame::new(
-                            req.txn,
-                            Message::QueueUpdate {
-                                position: qpos(position),
-                            },
-                        ),
-                    ));
+    /// Tells every waiting request at `site` whose position changed (up or down) since
+    /// its gateway last heard it its new position (`QUEUE_UPDATE`).
+    fn send_positions(&mut self, site: SiteId, out: &mut Vec<Action>) {
+        let Some(s) = self.sites.get_mut(&site) else { return };
+        for (i, w) in s.queue.values_mut().enumerate() {
+            if let Waiting::New { req, told, .. } = w {
+                if *told != i + 1 {
+                    *told = i + 1;
+                    let update = Message::QueueUpdate {
+                        position: qpos(i + 1),
+                    };
+                    send(out, site, req.txn, req.emergency(), update);
                 }
-            }
-        }
-    }
-
-    /// Tells every waiting request at `site` its position (after removals).
-    fn send_positions(&self, site: SiteId, out: &mut Vec<Action>) {
-        let Some(s) = self.sites.get(&site) else { return };
-        for (i, w) in s.queue.values().enumerate() {
-            if let Waiting::New { req, .. } = w {
-                out.push(Action::Send(
-                    site,
-                    Frame::new(
-                        req.txn,
-                        Message::QueueUpdate {
-                            position: qpos(i + 1),
-                        },
-                    ),
-                ));
             }
         }
     }
@@ -795,7 +806,7 @@ impl Trunking {
             request: req.request_type(),
             cause,
         };
-        out.push(Action::Send(req.caller.site, Frame::new(req.txn, deny)));
+        send(out, req.caller.site, req.txn, req.emergency(), deny);
         self.record_unserved(req, cause, requested_ms, now, out);
     }
 
@@ -808,9 +819,8 @@ impl Trunking {
         now: i64,
         out: &mut Vec<Action>,
     ) {
-        let call = self.new_call_id();
         out.push(Action::Record(CallRecord {
-            call,
+            call: None,
             call_type: req.call_type(),
             caller: req.caller.unit,
             target: req.target(),
@@ -834,9 +844,17 @@ impl Trunking {
         reuse: Option<BTreeMap<SiteId, (Carrier, Slot)>>,
         out: &mut Vec<Action>,
     ) {
-        let id = self.new_call_id();
-        let mut slots = BTreeMap::new();
         let reuse = reuse.unwrap_or_default();
+        let Some(id) = self.new_call_id() else {
+            // Out of call ids (the counter in the database could not be reached for a
+            // long while): refuse, and give back the slots of a taken-over call.
+            for (site, cs) in reuse {
+                self.set_slot(site, cs, SlotState::Free);
+                self.deferred_serve.push(site);
+            }
+            return self.refuse(&req, Cause::Busy, requested_ms, now, out);
+        };
+        let mut slots = BTreeMap::new();
         for site in req.sites() {
             if let Some(&cs) = reuse.get(&site) {
                 self.set_slot(site, cs, SlotState::Busy(id));
@@ -890,14 +908,7 @@ impl Trunking {
         self.calls.insert(id, call);
         for site in sites {
             let t = if site == caller_site { txn } else { self.txn() };
-            out.push(Action::Send(
-                site,
-                Frame {
-                    txn: t,
-                    emergency,
-                    msg: grant.clone(),
-                },
-            ));
+            send(out, site, t, emergency, grant.clone());
         }
         for site in to_serve {
             self.serve(site, now, out);
@@ -958,7 +969,7 @@ impl Trunking {
             let Some((_, w)) = s.queue.pop_first() else { break };
             served_any = true;
             match w {
-                Waiting::New { req, requested_ms } => self.admit(req, requested_ms, now, out, true),
+                Waiting::New { req, requested_ms, .. } => self.admit(req, requested_ms, now, out, true),
                 Waiting::Join(call) => {
                     if self.calls.get(&call).is_none_or(|c| c.slots.contains_key(&site)) {
                         continue;
@@ -1031,10 +1042,10 @@ impl Trunking {
         };
         for site in call.slots.keys() {
             let txn = self.txn();
-            out.push(Action::Send(*site, Frame::new(txn, msg.clone())));
+            send(out, *site, txn, call.req.emergency(), msg.clone());
         }
         out.push(Action::Record(CallRecord {
-            call: id,
+            call: Some(id),
             call_type: call.req.call_type(),
             caller: call.req.caller.unit,
             target: call.req.target(),
@@ -1073,15 +1084,10 @@ impl Trunking {
             Some(Waiting::New {
                 req, requested_ms, ..
             }) => {
-                out.push(Action::Send(
-                    site,
-                    Frame::new(
-                        txn,
-                        Message::Ack {
-                            acked: MessageType::CallCancel,
-                        },
-                    ),
-                ));
+                let ack = Message::Ack {
+                    acked: MessageType::CallCancel,
+                };
+                send(out, site, txn, req.emergency(), ack);
                 self.refuse(&req, Cause::Cancelled, requested_ms, now, out);
                 self.send_positions(site, out);
             }
@@ -1090,7 +1096,7 @@ impl Trunking {
                     request: MessageType::CallCancel,
                     cause: Cause::InvalidTarget,
                 };
-                out.push(Action::Send(site, Frame::new(txn, deny)));
+                send(out, site, txn, false, deny);
             }
         }
     }
@@ -1107,14 +1113,17 @@ impl Trunking {
                 request: MessageType::PttPress,
                 cause: Cause::InvalidTarget,
             };
-            return out.push(Action::Send(site, Frame::new(txn, deny)));
+            let emergency = self.calls.get(&id).is_some_and(|c| c.req.emergency());
+            return send(out, site, txn, emergency, deny);
         };
+        let emergency = call.req.emergency();
         if call.talker.is_some_and(|t| t.tmsi != party.tmsi) {
+            // Someone else holds the floor (PROTOCOL.md §5.3, floor control).
             let deny = Message::Deny {
                 request: MessageType::PttPress,
-                cause: Cause::Busy,
+                cause: Cause::FloorTaken,
             };
-            return out.push(Action::Send(site, Frame::new(txn, deny)));
+            return send(out, site, txn, emergency, deny);
         }
         call.talker = Some(party);
         call.hang_gen += 1;
@@ -1125,7 +1134,7 @@ impl Trunking {
         let sites: Vec<SiteId> = call.slots.keys().copied().collect();
         for s in sites {
             let t = if s == site { txn } else { self.txn() };
-            out.push(Action::Send(s, Frame::new(t, msg.clone())));
+            send(out, s, t, emergency, msg.clone());
         }
     }
 
@@ -1138,15 +1147,11 @@ impl Trunking {
         now: i64,
         out: &mut Vec<Action>,
     ) {
-        out.push(Action::Send(
-            site,
-            Frame::new(
-                txn,
-                Message::Ack {
-                    acked: MessageType::PttRelease,
-                },
-            ),
-        ));
+        let ack = Message::Ack {
+            acked: MessageType::PttRelease,
+        };
+        let emergency = self.calls.get(&id).is_some_and(|c| c.req.emergency());
+        send(out, site, txn, emergency, ack);
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
@@ -1191,7 +1196,7 @@ impl Trunking {
         let mut hit_calls = Vec::new();
         for sl in slots {
             let idx = usize::from(carrier.get()) * usize::from(spc) + usize::from(sl);
-            let s = self.sites.get_mut(&site).expect("checked");
+            let Some(s) = self.sites.get_mut(&site) else { return };
             let cur = s.slots[idx];
             s.slots[idx] = match (cur, state) {
                 (SlotState::Control, _) => SlotState::Control,
@@ -1216,7 +1221,10 @@ impl Trunking {
     /// sends the call's grant there on a transaction of the controller's.
     fn grant_at(&mut self, id: CallId, site: SiteId, cs: (Carrier, Slot), out: &mut Vec<Action>) {
         let txn = self.txn();
-        let c = self.calls.get_mut(&id).expect("the caller checked the call");
+        let Some(c) = self.calls.get_mut(&id) else {
+            // No such call (cannot happen: callers look it up first): the slot stays free.
+            return self.set_slot(site, cs, SlotState::Free);
+        };
         c.slots.insert(site, cs);
         out.push(Action::Send(site, grant_frame(c, txn)));
     }
@@ -1242,7 +1250,7 @@ impl Trunking {
             Some(s) => std::mem::take(&mut s.queue)
                 .into_values()
                 .filter_map(|w| match w {
-                    Waiting::New { req, requested_ms } => Some((req, requested_ms)),
+                    Waiting::New { req, requested_ms, .. } => Some((req, requested_ms)),
                     Waiting::Join(_) => None,
                 })
                 .collect(),
@@ -1295,7 +1303,7 @@ impl Trunking {
                 .map(|s| std::mem::take(&mut s.queue))
                 .unwrap_or_default();
             for w in queue.into_values() {
-                if let Waiting::New { req, requested_ms } = w {
+                if let Waiting::New { req, requested_ms, .. } = w {
                     self.refuse(&req, cause, requested_ms, now, &mut out);
                 }
             }
@@ -1343,7 +1351,7 @@ impl Trunking {
                 .map(|(k, _)| *k)
                 .collect();
             for k in &keys {
-                if let Some(Waiting::New { req, requested_ms }) =
+                if let Some(Waiting::New { req, requested_ms, .. }) =
                     self.sites.get_mut(&site).and_then(|s| s.queue.remove(k))
                 {
                     self.refuse(&req, cause, requested_ms, now, out);
@@ -1385,18 +1393,21 @@ impl Trunking {
         }
     }
 
-    fn unit_gone(&mut self, tmsi: Tmsi, now: i64, out: &mut Vec<Action>) {
-        self.talker_gone(|t| t.tmsi == tmsi, Cause::PartyDeregistered, now, out);
+    /// The unit can take part no more (`cause`: it left, or was inhibited): it loses the
+    /// floor, its calls end and its waiting requests go.
+    fn unit_gone(&mut self, tmsi: Tmsi, cause: Cause, now: i64, out: &mut Vec<Action>) {
+        self.talker_gone(|t| t.tmsi == tmsi, cause, now, out);
         if let Some(id) = self.busy.get(&tmsi).copied() {
             if self.calls.get(&id).is_some_and(|c| party_tmsi(c, tmsi)) {
-                self.end_call(id, Cause::PartyDeregistered, false, now, out);
+                self.end_call(id, cause, false, now, out);
             } else {
                 self.busy.remove(&tmsi);
             }
         }
         let sites: Vec<SiteId> = self.sites.keys().copied().collect();
         for site in sites {
-            let keys: Vec<_> = self.sites[&site]
+            let Some(s) = self.sites.get(&site) else { continue };
+            let keys: Vec<_> = s
                 .queue
                 .iter()
                 .filter(|(_, w)| matches!(w, Waiting::New { req, .. } if req.caller.tmsi == tmsi))
@@ -1407,7 +1418,7 @@ impl Trunking {
                     req, requested_ms, ..
                 }) = self.sites.get_mut(&site).and_then(|s| s.queue.remove(k))
                 {
-                    self.record_unserved(&req, Cause::PartyDeregistered, requested_ms, now, out);
+                    self.record_unserved(&req, cause, requested_ms, now, out);
                 }
             }
             if !keys.is_empty() {
@@ -1478,6 +1489,12 @@ impl Trunking {
     }
 }
 
+/// Queues `msg` for `site` on transaction `txn`, with the EMERGENCY flag when it belongs
+/// to an emergency call or request (`PROTOCOL.md §2.1`).
+fn send(out: &mut Vec<Action>, site: SiteId, txn: u32, emergency: bool, msg: Message) {
+    out.push(Action::Send(site, Frame { txn, emergency, msg }));
+}
+
 /// Whether `tmsi` is the call's caller or private target.
 fn party_tmsi(c: &Call, tmsi: Tmsi) -> bool {
     c.req.caller.tmsi == tmsi || matches!(&c.req.kind, RequestKind::Private { target } if target.tmsi == tmsi)
@@ -1514,6 +1531,12 @@ fn grant_message(c: &Call) -> Message {
     }
 }
 
+/// The wire call id of number `n` (1, 2, …) of the shared call counter: 1..=0xFFFF_FFFF,
+/// starting again at 1 after 4,294,967,295 calls (`PROTOCOL.md §4`, call id).
+pub fn wire_call_id(n: u64) -> Option<CallId> {
+    CallId::new((n.saturating_sub(1) % u64::from(u32::MAX)) as u32 + 1)
+}
+
 fn qpos(p: usize) -> QueuePosition {
     QueuePosition::new(p.clamp(1, usize::from(u16::MAX)) as u16).expect("clamped into range")
 }
@@ -1535,7 +1558,31 @@ mod tests {
             queue_timeout_ms: None,
         });
         m.add_site(SiteId::new(1).unwrap(), 2, 6);
+        m.add_call_ids(1..u64::MAX);
         m
+    }
+
+    #[test]
+    fn call_ids_wrap_into_the_32_bit_space_and_skip_running_calls() {
+        let wire = |n| wire_call_id(n).map(CallId::get);
+        assert_eq!(wire(1), Some(1));
+        assert_eq!(wire(u64::from(u32::MAX)), Some(u32::MAX));
+        assert_eq!(wire(u64::from(u32::MAX) + 1), Some(1));
+        let mut m = machine(SlotPolicy::Pack);
+        m.call_ids.clear();
+        m.add_call_ids(5..6);
+        m.add_call_ids(u64::from(u32::MAX) + 5..u64::from(u32::MAX) + 7);
+        let granted = carriers_granted(&mut m, 1);
+        assert_eq!(granted.len(), 1);
+        // Number 2^32+4 maps onto id 5, still in use: skipped for 6.
+        assert_eq!(m.new_call_id().map(|c| c.get()), Some(6));
+        assert_eq!(m.new_call_id(), None);
+        // Out of ids: a request is refused busy, not granted.
+        let out = m.handle(request(2), 0);
+        assert!(out.iter().any(|a| matches!(
+            a,
+            Action::Send(_, Frame { msg: Message::Deny { cause: Cause::Busy, .. }, .. })
+        )));
     }
 
     fn request(n: u16) -> Input {

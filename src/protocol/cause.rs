@@ -125,6 +125,8 @@ causes! {
     ShortDataExpired = 0x5C, "short data expired";
     /// No such fleet, member or talkgroup.
     InvalidTarget = 0x5D, "invalid target";
+    /// PTT while another unit holds the call's floor.
+    FloorTaken = 0x5E, "floor taken";
 }
 
 impl Cause {

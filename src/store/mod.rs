@@ -25,7 +25,7 @@ use sqlx::{PgPool, QueryBuilder, Row, SqlitePool};
 
 pub use model::*;
 
-use crate::protocol::{FleetId, Imei, Imsi, IndividualId, MemberId, SiteId, SiteKey, TalkgroupId, Unit};
+use crate::protocol::{FleetId, Imei, Imsi, IndividualId, MemberId, SiteId, SiteKey, TalkgroupId, Tmsi, Unit};
 
 /// A store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -453,19 +453,24 @@ impl Store {
     }
 
     /// Records where units were last seen (write-behind batches from the controller).
-    pub async fn write_locations(&self, batch: &[(Imsi, SiteId, i64)]) -> Result<(), StoreError> {
+    /// Each entry: the unit, the site, the TMSI it had there, and when (Unix ms).
+    pub async fn write_locations(&self, batch: &[(Imsi, SiteId, Tmsi, i64)]) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
         }
         dispatch!(self, p => {
             let mut tx = p.begin().await?;
             for chunk in batch.chunks(CHUNK) {
-                let mut qb = QueryBuilder::new("INSERT INTO last_location (imsi, site_id, seen_at) ");
-                qb.push_values(chunk, |mut b, (imsi, site, at)| {
-                    b.push_bind(imsi.to_string()).push_bind(i64::from(site.get())).push_bind(*at);
+                let mut qb = QueryBuilder::new("INSERT INTO last_location (imsi, site_id, tmsi, seen_at) ");
+                qb.push_values(chunk, |mut b, (imsi, site, tmsi, at)| {
+                    b.push_bind(imsi.to_string())
+                        .push_bind(i64::from(site.get()))
+                        .push_bind(i64::from(tmsi.get()))
+                        .push_bind(*at);
                 });
                 qb.push(
-                    " ON CONFLICT (imsi) DO UPDATE SET site_id = excluded.site_id, seen_at = excluded.seen_at \
+                    " ON CONFLICT (imsi) DO UPDATE SET site_id = excluded.site_id, tmsi = excluded.tmsi, \
+                     seen_at = excluded.seen_at \
                      WHERE excluded.seen_at >= last_location.seen_at",
                 );
                 qb.build().execute(&mut *tx).await?;
@@ -487,6 +492,33 @@ impl Store {
                 Some(r) => Ok(Some((site_id(r.try_get("site_id")?)?, r.try_get("seen_at")?))),
             }
         })
+    }
+
+    /// The TMSI a unit had where it was last seen (`None`: never seen, or seen before
+    /// TMSIs were kept).
+    pub async fn last_tmsi(&self, imsi: Imsi) -> Result<Option<Tmsi>, StoreError> {
+        let tmsi: Option<Option<i64>> = dispatch!(self, p => {
+            sqlx::query_scalar("SELECT tmsi FROM last_location WHERE imsi = $1")
+                .bind(imsi.to_string())
+                .fetch_optional(p)
+                .await?
+        });
+        Ok(tmsi.flatten().and_then(|t| u32::try_from(t).ok()).and_then(Tmsi::new))
+    }
+
+    /// Reserves `n` numbers of the call counter shared by every controller on this
+    /// database (`call_id_counter`); returns them as a range. Never hands out a number
+    /// twice, across restarts and controllers.
+    pub async fn reserve_call_ids(&self, n: u64) -> Result<std::ops::Range<u64>, StoreError> {
+        let n = i64::try_from(n).map_err(|_| corrupt("call id block size"))?;
+        let end: i64 = dispatch!(self, p => {
+            sqlx::query_scalar("UPDATE call_id_counter SET next_id = next_id + $1 WHERE id = 1 RETURNING next_id")
+                .bind(n)
+                .fetch_one(p)
+                .await?
+        });
+        let end = u64::try_from(end).map_err(|_| corrupt("call counter"))?;
+        Ok(end.saturating_sub(n as u64)..end)
     }
 
     /// Writes call detail records (batched by the controller); times are Unix ms.

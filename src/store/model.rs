@@ -80,6 +80,23 @@ impl Permissions {
         interconnect: true,
     };
 
+    /// Whether these permissions allow the gateway request `request`
+    /// (`PROTOCOL.md §5.6`, the one table of which request needs which permission):
+    /// group calls and affiliation need `group`, private calls and call alerts
+    /// `private`, emergency calls `emergency`, status messages and short data `data`.
+    /// `interconnect` gates no request of protocol v1. Every other request (registration,
+    /// PTT, cancel, deregistration) needs none.
+    pub fn allows(&self, request: crate::protocol::MessageType) -> bool {
+        use crate::protocol::MessageType as T;
+        match request {
+            T::GroupCallReq | T::Affiliate => self.group_call,
+            T::PrivateCallReq | T::CallAlertReq => self.private_call,
+            T::EmergencyCallReq => self.emergency,
+            T::StatusReq | T::ShortDataReq => self.short_data,
+            _ => true,
+        }
+    }
+
     /// Parses a `;`- or `,`-separated list of `group`, `private`, `emergency`, `data`,
     /// `interconnect`, or `all`, or `none`.
     pub fn parse(s: &str) -> Result<Self, String> {

@@ -1,0 +1,233 @@
+//! Remote inhibit and enable over the air ("stun" and "revive", `PROTOCOL.md §5.4`).
+//!
+//! The HLR is written first (by `trunkd subscriber inhibit` / `enable`, or any other
+//! writer); the controller learns of the change by following the audit log and then:
+//!
+//! - **inhibit**: ends the unit's calls and requests with "unit inhibited" at once, and
+//!   sends `INHIBIT` with the unit's TMSI to its site. The unit leaves the VLR when its
+//!   gateway answers `INHIBIT_ACK`, or after `messaging.radio_command_attempts` sends
+//!   `messaging.radio_command_timeout_ms` apart went unanswered.
+//! - **enable**: sends `ENABLE` to the unit's last known site, with the TMSI it had there
+//!   (a stunned radio still answers to it), retried the same way. The unit then
+//!   registers again by itself.
+//!
+//! Every command is tracked (sent, acknowledged, unacknowledged, or not sent because the
+//! unit could not be addressed), and its outcome is written to the audit log.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::calls::CallService;
+use crate::link::Links;
+use crate::protocol::{Frame, Imsi, Message, SiteId, Tmsi, CONTROLLER_TXN_BASE};
+use crate::store::Store;
+use crate::vlr::Vlr;
+
+/// An audit entry for the controller's audit writer: (action, object, detail).
+pub type AuditEntry = (String, String, String);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Inhibit,
+    Enable,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Inhibit => "inhibit",
+            Kind::Enable => "enable",
+        }
+    }
+
+    fn message(self, tmsi: Tmsi) -> Message {
+        match self {
+            Kind::Inhibit => Message::Inhibit { tmsi },
+            Kind::Enable => Message::Enable { tmsi },
+        }
+    }
+}
+
+/// A command sent and not yet acknowledged.
+#[derive(Clone, Copy, Debug)]
+struct Pending {
+    imsi: Imsi,
+    tmsi: Tmsi,
+    kind: Kind,
+    /// Sends so far.
+    sent: u32,
+    deadline_ms: i64,
+}
+
+/// The radio commands in flight.
+pub struct RemoteControl {
+    vlr: Arc<Vlr>,
+    links: Links,
+    store: Store,
+    calls: Arc<CallService>,
+    audit: mpsc::Sender<AuditEntry>,
+    timeout_ms: i64,
+    attempts: u32,
+    /// (site, controller transaction) → the command sent there.
+    pending: DashMap<(SiteId, u32), Pending>,
+    next_txn: AtomicU32,
+}
+
+impl RemoteControl {
+    /// Commands over the given registries; outcomes go to `audit`.
+    pub fn new(
+        vlr: Arc<Vlr>,
+        links: Links,
+        store: Store,
+        calls: Arc<CallService>,
+        audit: mpsc::Sender<AuditEntry>,
+        timeout_ms: u64,
+        attempts: u32,
+    ) -> Self {
+        RemoteControl {
+            vlr,
+            links,
+            store,
+            calls,
+            audit,
+            timeout_ms: timeout_ms as i64,
+            attempts: attempts.max(1),
+            pending: DashMap::new(),
+            next_txn: AtomicU32::new(0),
+        }
+    }
+
+    /// A controller transaction id from a range of its own (`0xB000_0000..`), apart from
+    /// those of calls and messaging.
+    fn txn(&self) -> u32 {
+        (CONTROLLER_TXN_BASE | 0x3000_0000) + (self.next_txn.fetch_add(1, Ordering::Relaxed) & 0x0FFF_FFFF)
+    }
+
+    fn audit(&self, kind: Kind, outcome: &str, imsi: Imsi, detail: String) {
+        let action = format!("subscriber.{}.{outcome}", kind.name());
+        info!(%imsi, %action, %detail, "radio command");
+        let entry = (action, format!("subscriber:{imsi}"), detail);
+        if self.audit.try_send(entry).is_err() {
+            warn!("audit queue full: entry kept in the log only");
+        }
+    }
+
+    /// The HLR now says `imsi` is inhibited (`true`) or enabled (`false`).
+    pub async fn changed(&self, imsi: Imsi, inhibited: bool, now_ms: i64) {
+        // A newer command supersedes one still in flight for the unit.
+        self.pending.retain(|_, p| p.imsi != imsi);
+        let on_air = self.vlr.get(&imsi);
+        if inhibited {
+            let Some(unit) = on_air else {
+                let why = "not registered: nothing sent (registrations are refused)".to_string();
+                return self.audit(Kind::Inhibit, "not_sent", imsi, why);
+            };
+            self.calls.unit_inhibited(unit.tmsi);
+            self.send_new(Kind::Inhibit, imsi, unit.tmsi, unit.site, now_ms);
+            return;
+        }
+        let target = match on_air {
+            Some(unit) => Some((unit.site, unit.tmsi)),
+            None => match self.last_seen(imsi).await {
+                Ok(t) => t,
+                Err(e) => {
+                    let why = format!("last location unreadable: {e}; nothing sent");
+                    return self.audit(Kind::Enable, "not_sent", imsi, why);
+                }
+            },
+        };
+        match target {
+            Some((site, tmsi)) => self.send_new(Kind::Enable, imsi, tmsi, site, now_ms),
+            None => {
+                let why = "no last known site and TMSI: nothing sent".to_string();
+                self.audit(Kind::Enable, "not_sent", imsi, why)
+            }
+        }
+    }
+
+    async fn last_seen(&self, imsi: Imsi) -> Result<Option<(SiteId, Tmsi)>, crate::store::StoreError> {
+        let Some((site, _)) = self.store.last_location(imsi).await? else {
+            return Ok(None);
+        };
+        Ok(self.store.last_tmsi(imsi).await?.map(|t| (site, t)))
+    }
+
+    fn send_new(&self, kind: Kind, imsi: Imsi, tmsi: Tmsi, site: SiteId, now_ms: i64) {
+        let p = Pending {
+            imsi,
+            tmsi,
+            kind,
+            sent: 0,
+            deadline_ms: now_ms,
+        };
+        self.send(site, self.txn(), p, now_ms);
+    }
+
+    /// Sends (again) and keeps the command until its answer or its next deadline. A
+    /// site without a link up counts as a send that went unanswered.
+    fn send(&self, site: SiteId, txn: u32, mut p: Pending, now_ms: i64) {
+        p.sent += 1;
+        p.deadline_ms = now_ms + self.timeout_ms;
+        self.pending.insert((site, txn), p);
+        if let Err(e) = self.links.send(site, Frame::new(txn, p.kind.message(p.tmsi))) {
+            debug!(error = %e, kind = p.kind.name(), "radio command not delivered; will retry");
+        }
+    }
+
+    /// Handles `INHIBIT_ACK` and `ENABLE_ACK` from `site`; `None` for other messages.
+    pub fn handle(&self, site: SiteId, frame: &Frame) -> Option<Vec<Frame>> {
+        let (kind, tmsi) = match frame.msg {
+            Message::InhibitAck { tmsi } => (Kind::Inhibit, tmsi),
+            Message::EnableAck { tmsi } => (Kind::Enable, tmsi),
+            _ => return None,
+        };
+        let matching = |_: &(SiteId, u32), p: &Pending| p.kind == kind && p.tmsi == tmsi;
+        let Some((_, p)) = self.pending.remove_if(&(site, frame.txn), matching) else {
+            debug!(%site, txn = frame.txn, "acknowledgement of no command in flight; ignored");
+            return Some(vec![]);
+        };
+        let detail = format!("site {site} acknowledged after {} send(s)", p.sent);
+        if kind == Kind::Inhibit {
+            self.leave_vlr(p.tmsi, site);
+        }
+        self.audit(kind, "acknowledged", p.imsi, detail);
+        Some(vec![])
+    }
+
+    /// The inhibited unit leaves the VLR (its calls already ended).
+    fn leave_vlr(&self, tmsi: Tmsi, site: SiteId) {
+        if self.vlr.deregister(tmsi, site).is_some() {
+            self.calls.unit_gone(tmsi);
+        }
+    }
+
+    /// Sends again what is due, and gives up commands sent `attempts` times.
+    pub fn sweep(&self, now_ms: i64) {
+        let due: Vec<(SiteId, u32)> = self
+            .pending
+            .iter()
+            .filter(|e| e.deadline_ms <= now_ms)
+            .map(|e| *e.key())
+            .collect();
+        for key in due {
+            let Some((_, p)) = self.pending.remove_if(&key, |_, p| p.deadline_ms <= now_ms) else {
+                continue;
+            };
+            let (site, txn) = key;
+            if p.sent < self.attempts {
+                // A retry repeats the command on its own transaction id.
+                self.send(site, txn, p, now_ms);
+                continue;
+            }
+            let detail = format!("no acknowledgement from site {site} after {} send(s)", p.sent);
+            if p.kind == Kind::Inhibit {
+                self.leave_vlr(p.tmsi, site);
+            }
+            self.audit(p.kind, "unacknowledged", p.imsi, detail);
+        }
+    }
+}
