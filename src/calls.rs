@@ -192,10 +192,16 @@ impl CallService {
             }
             Err(cause) => {
                 let request = frame.msg.message_type();
+                // Refusals of an emergency request, or of PTT on an emergency call,
+                // carry the flag (PROTOCOL.md §2.1).
+                let emergency = match frame.msg {
+                    Message::EmergencyCallReq { .. } => true,
+                    Message::PttPress { call, .. } => self.core().is_emergency_call(call),
+                    _ => false,
+                };
                 replies.push(Frame {
                     txn,
-                    // Refusals of an emergency request carry the flag (PROTOCOL.md §2.1).
-                    emergency: request == MessageType::EmergencyCallReq,
+                    emergency,
                     msg: Message::Deny { request, cause },
                 });
             }

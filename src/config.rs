@@ -503,7 +503,11 @@ impl Config {
             );
         }
         let limits: [(&str, u64, u64); 19] = [
-            ("messaging.radio_command_timeout_ms", m.radio_command_timeout_ms, TEN_MIN),
+            (
+                "messaging.radio_command_timeout_ms",
+                m.radio_command_timeout_ms,
+                TEN_MIN,
+            ),
             (
                 "messaging.radio_command_attempts",
                 u64::from(m.radio_command_attempts),

@@ -19,8 +19,8 @@ use crate::core::registration::{Event, OsEntropy, Registrar};
 use crate::hlr::HlrCache;
 use crate::link::{deny_unsupported, Handler, LinkServer, Links};
 use crate::messaging::Messaging;
-use crate::remote::RemoteControl;
 use crate::protocol::{Frame, Imsi, Message, SiteId, Tmsi};
+use crate::remote::RemoteControl;
 use crate::store::{now_ms, Store, StoreError};
 use crate::vlr::Vlr;
 

@@ -251,13 +251,21 @@ impl Messaging {
 
     /// Whether `talkgroup` exists in the sender's own fleet (a message to another
     /// fleet's talkgroup, or to none, is refused "invalid target").
-    fn own_talkgroup(&self, source: Unit, fleet: crate::protocol::FleetId, talkgroup: crate::protocol::TalkgroupId) -> bool {
+    fn own_talkgroup(
+        &self,
+        source: Unit,
+        fleet: crate::protocol::FleetId,
+        talkgroup: crate::protocol::TalkgroupId,
+    ) -> bool {
         fleet == source.fleet && self.hlr.talkgroup_exists(fleet, talkgroup)
     }
 
     /// The TMSI and site of a provisioned unit that is registered now.
     fn unit_on_air(&self, unit: Unit) -> Result<(Tmsi, SiteId), Cause> {
         let imsi = self.hlr.imsi_for_unit(&unit).ok_or(Cause::InvalidTarget)?;
+        if self.hlr.subscriber(&imsi).is_none_or(|s| s.inhibited) {
+            return Err(Cause::TargetUnreachable);
+        }
         let u = self.vlr.get(&imsi).ok_or(Cause::TargetUnreachable)?;
         Ok((u.tmsi, u.site))
     }
@@ -416,9 +424,10 @@ impl Messaging {
                 }
                 Err(e) => {
                     warn!(error = %e, "storing short data failed");
+                    // Retryable: the sender may try again (PROTOCOL.md §5.3).
                     let deny = Message::Deny {
                         request: ty,
-                        cause: Cause::Unspecified,
+                        cause: Cause::Busy,
                     };
                     this.send_paced(site, Frame::new(txn, deny)).await;
                 }

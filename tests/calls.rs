@@ -7,135 +7,17 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use trunkd::config::{Config, RegistrationConfig, TrunkingSection};
-use trunkd::controller::{start, Running};
+use trunkd::config::TrunkingSection;
 use trunkd::core::trunking::{EmergencyPolicy, TrunkingMode};
-use trunkd::link::gateway::GatewayLink;
 use trunkd::protocol::{
-    CallId, CallScope, CallType, Carrier, Cause, FleetId, Frame, Message, MessageType, ResourceState, Slot,
-    SlotSelector, Tmsi,
+    CallScope, CallType, Carrier, Cause, Frame, Message, MessageType, ResourceState, Slot, SlotSelector, Tmsi,
 };
 use trunkd::sim::accepted_tmsi;
-use trunkd::store::{Fleet, Site, Talkgroup};
-
-fn config(db: &TestDb, t: TrunkingSection) -> Config {
-    Config {
-        link: fast_config(),
-        database: db.database_config(),
-        registration: RegistrationConfig {
-            location_flush_ms: 50,
-            hlr_refresh_ms: 50,
-            ..RegistrationConfig::default()
-        },
-        trunking: t,
-        ..Config::default()
-    }
-}
-
-fn trunking(mode: TrunkingMode, emergency: EmergencyPolicy) -> TrunkingSection {
-    TrunkingSection {
-        mode,
-        emergency,
-        hang_time_ms: 400,
-        quasi_hang_time_ms: 200,
-        ..TrunkingSection::default()
-    }
-}
-
-/// Fleet 100 (talkgroups 10..=14), sites 1 and 2 with one 3-slot carrier each (two
-/// traffic slots), subscribers 1..=8 (talkgroups 10, 11, 12; priority = member id).
-async fn controller(db: &TestDb, t: TrunkingSection) -> Running {
-    let store = db.open().await;
-    let fleet = FleetId::new(100).unwrap();
-    store
-        .add_fleet(
-            "t",
-            &Fleet {
-                id: fleet,
-                name: "Police".into(),
-            },
-        )
-        .await
-        .unwrap();
-    for n in 10..=14 {
-        store
-            .add_talkgroup(
-                "t",
-                &Talkgroup {
-                    fleet,
-                    id: tg(n),
-                    name: format!("TG{n}"),
-                },
-            )
-            .await
-            .unwrap();
-    }
-    for n in 1..=2u16 {
-        let s = Site {
-            id: site(n),
-            name: format!("S{n}"),
-            carriers: 1,
-            slots_per_carrier: 3,
-            key: key(n as u8),
-        };
-        store.add_site("t", &s).await.unwrap();
-    }
-    for n in 1..=8u8 {
-        let mut s = new_subscriber(n);
-        s.priority = n;
-        store.add_subscriber("t", s, "00101").await.unwrap();
-    }
-    store.close().await;
-    start(config(db, t)).await.unwrap()
-}
-
-/// The next frame on `g` that is not a keepalive.
-async fn next(g: &mut GatewayLink) -> Frame {
-    next_service(g).await.unwrap()
-}
-
-fn grant_of(f: &Frame) -> (CallId, Vec<(u16, u8, u8)>) {
-    match &f.msg {
-        Message::ChannelGrant { call, sites, .. } => (
-            *call,
-            sites
-                .iter()
-                .map(|s| (s.site.get(), s.carrier.get(), s.slot.get()))
-                .collect(),
-        ),
-        other => panic!("expected a grant, got {other:?}"),
-    }
-}
-
-async fn group_call(g: &mut GatewayLink, tmsi: Tmsi, talkgroup: u16, scope: CallScope) -> (u32, Frame) {
-    let txn = g
-        .request(Message::GroupCallReq {
-            tmsi,
-            talkgroup: tg(talkgroup),
-            scope,
-        })
-        .await
-        .unwrap();
-    let f = until(g, |f| f.txn == txn).await;
-    (txn, f)
-}
-
-async fn private_call(g: &mut GatewayLink, tmsi: Tmsi, target: u16) -> (u32, Frame) {
-    let txn = g
-        .request(Message::PrivateCallReq {
-            tmsi,
-            target: unit(target),
-        })
-        .await
-        .unwrap();
-    let f = until(g, |f| f.txn == txn).await;
-    (txn, f)
-}
 
 #[tokio::test]
 async fn a_local_group_call_is_granted_and_ends_at_ptt_release_in_transmission_trunking() {
     let db = TestDb::sqlite();
-    let c = controller(
+    let c = call_controller(
         &db,
         trunking(TrunkingMode::Transmission, EmergencyPolicy::Preempt),
     )
@@ -178,7 +60,7 @@ async fn a_local_group_call_is_granted_and_ends_at_ptt_release_in_transmission_t
 #[tokio::test]
 async fn requests_are_checked_against_registration_permission_and_affiliation() {
     let db = TestDb::sqlite();
-    let c = controller(&db, TrunkingSection::default()).await;
+    let c = call_controller(&db, TrunkingSection::default()).await;
     let mut g = gw(&c, 1).await;
     let t1 = reg(&mut g, 1).await;
     // Talkgroup 13 exists but unit 1 may not use it.
@@ -214,7 +96,7 @@ async fn requests_are_checked_against_registration_permission_and_affiliation() 
 #[tokio::test]
 async fn a_wide_area_call_reaches_every_site_with_an_affiliated_member() {
     let db = TestDb::sqlite();
-    let c = controller(&db, TrunkingSection::default()).await;
+    let c = call_controller(&db, TrunkingSection::default()).await;
     let mut g1 = gw(&c, 1).await;
     let mut g2 = gw(&c, 2).await;
     let t1 = reg(&mut g1, 1).await;
@@ -235,7 +117,7 @@ async fn a_wide_area_call_reaches_every_site_with_an_affiliated_member() {
 #[tokio::test]
 async fn a_wide_area_call_starts_without_a_full_site_and_adds_it_when_a_slot_frees() {
     let db = TestDb::sqlite();
-    let c = controller(
+    let c = call_controller(
         &db,
         trunking(TrunkingMode::Transmission, EmergencyPolicy::QueueHead),
     )
@@ -276,7 +158,7 @@ async fn a_wide_area_call_starts_without_a_full_site_and_adds_it_when_a_slot_fre
 #[tokio::test]
 async fn private_calls_and_a_busy_target() {
     let db = TestDb::sqlite();
-    let c = controller(&db, TrunkingSection::default()).await;
+    let c = call_controller(&db, TrunkingSection::default()).await;
     let mut g1 = gw(&c, 1).await;
     let mut g2 = gw(&c, 2).await;
     let t1 = reg(&mut g1, 1).await;
@@ -303,7 +185,7 @@ async fn private_calls_and_a_busy_target() {
 #[tokio::test]
 async fn the_busy_queue_orders_by_priority_tells_positions_and_serves_when_a_slot_frees() {
     let db = TestDb::sqlite();
-    let c = controller(
+    let c = call_controller(
         &db,
         trunking(TrunkingMode::Transmission, EmergencyPolicy::QueueHead),
     )
@@ -392,7 +274,7 @@ async fn a_request_waiting_too_long_is_denied_busy_and_a_full_queue_refuses() {
         queue_depth: 1,
         ..trunking(TrunkingMode::Transmission, EmergencyPolicy::QueueHead)
     };
-    let c = controller(&db, t).await;
+    let c = call_controller(&db, t).await;
     let mut g = gw(&c, 1).await;
     let t = reg_all(&mut g, 6).await;
     group_call(&mut g, t[0], 10, CallScope::Local).await;
@@ -409,7 +291,7 @@ async fn a_request_waiting_too_long_is_denied_busy_and_a_full_queue_refuses() {
 #[tokio::test]
 async fn an_emergency_preempts_the_lowest_priority_call() {
     let db = TestDb::sqlite();
-    let c = controller(
+    let c = call_controller(
         &db,
         trunking(TrunkingMode::Transmission, EmergencyPolicy::Preempt),
     )
@@ -448,7 +330,7 @@ async fn an_emergency_preempts_the_lowest_priority_call() {
 #[tokio::test]
 async fn with_queue_head_an_emergency_waits_first_in_line() {
     let db = TestDb::sqlite();
-    let c = controller(
+    let c = call_controller(
         &db,
         trunking(TrunkingMode::Transmission, EmergencyPolicy::QueueHead),
     )
@@ -486,7 +368,7 @@ async fn with_queue_head_an_emergency_waits_first_in_line() {
 #[tokio::test]
 async fn an_emergency_takes_over_its_talkgroups_call() {
     let db = TestDb::sqlite();
-    let c = controller(&db, TrunkingSection::default()).await;
+    let c = call_controller(&db, TrunkingSection::default()).await;
     let mut g = gw(&c, 1).await;
     let (t1, t2) = (reg(&mut g, 1).await, reg(&mut g, 2).await);
     let (_, f) = group_call(&mut g, t1, 10, CallScope::Local).await;
@@ -516,7 +398,7 @@ async fn an_emergency_takes_over_its_talkgroups_call() {
 #[tokio::test]
 async fn message_trunking_holds_the_slot_for_a_reply_then_ends_on_hang_time() {
     let db = TestDb::sqlite();
-    let c = controller(&db, trunking(TrunkingMode::Message, EmergencyPolicy::Preempt)).await;
+    let c = call_controller(&db, trunking(TrunkingMode::Message, EmergencyPolicy::Preempt)).await;
     let mut g = gw(&c, 1).await;
     let (t1, t2) = (reg(&mut g, 1).await, reg(&mut g, 2).await);
     let (_, f) = group_call(&mut g, t1, 10, CallScope::Local).await;
@@ -553,7 +435,7 @@ async fn message_trunking_holds_the_slot_for_a_reply_then_ends_on_hang_time() {
 #[tokio::test]
 async fn quasi_transmission_trunking_ends_after_its_short_hang_time() {
     let db = TestDb::sqlite();
-    let c = controller(
+    let c = call_controller(
         &db,
         trunking(TrunkingMode::QuasiTransmission, EmergencyPolicy::Preempt),
     )
@@ -584,7 +466,7 @@ async fn a_call_reaching_the_maximum_duration_ends() {
         max_call_ms: 200,
         ..TrunkingSection::default()
     };
-    let c = controller(&db, t).await;
+    let c = call_controller(&db, t).await;
     let mut g = gw(&c, 1).await;
     let t1 = reg(&mut g, 1).await;
     let (_, f) = group_call(&mut g, t1, 10, CallScope::Local).await;
@@ -603,7 +485,7 @@ async fn a_call_reaching_the_maximum_duration_ends() {
 #[tokio::test]
 async fn a_partys_lost_link_or_power_off_ends_the_call() {
     let db = TestDb::sqlite();
-    let c = controller(&db, TrunkingSection::default()).await;
+    let c = call_controller(&db, TrunkingSection::default()).await;
     let mut g1 = gw(&c, 1).await;
     let mut g2 = gw(&c, 2).await;
     let t1 = reg(&mut g1, 1).await;
@@ -650,7 +532,7 @@ async fn a_partys_lost_link_or_power_off_ends_the_call() {
 #[tokio::test]
 async fn a_faulty_slot_moves_its_call_or_ends_it() {
     let db = TestDb::sqlite();
-    let c = controller(&db, TrunkingSection::default()).await;
+    let c = call_controller(&db, TrunkingSection::default()).await;
     let mut g = gw(&c, 1).await;
     let (t1, t2) = (reg(&mut g, 1).await, reg(&mut g, 2).await);
     let (_, f) = group_call(&mut g, t1, 10, CallScope::Local).await;
@@ -691,7 +573,7 @@ async fn a_faulty_slot_moves_its_call_or_ends_it() {
 #[tokio::test]
 async fn every_call_leaves_a_record() {
     for db in TestDb::all().await {
-        let c = controller(
+        let c = call_controller(
             &db,
             trunking(TrunkingMode::Transmission, EmergencyPolicy::Preempt),
         )
@@ -747,7 +629,7 @@ async fn a_selected_area_call_reaches_the_configured_sites() {
         selected_area: vec![2],
         ..TrunkingSection::default()
     };
-    let c = controller(&db, t).await;
+    let c = call_controller(&db, t).await;
     let mut g1 = gw(&c, 1).await;
     let mut g2 = gw(&c, 2).await;
     let t1 = reg(&mut g1, 1).await;
@@ -762,7 +644,7 @@ async fn a_selected_area_call_reaches_the_configured_sites() {
 #[tokio::test]
 async fn re_registering_ends_the_calls_of_the_old_tmsi() {
     let db = TestDb::sqlite();
-    let c = controller(&db, TrunkingSection::default()).await;
+    let c = call_controller(&db, TrunkingSection::default()).await;
     let mut g = gw(&c, 1).await;
     let t1 = reg(&mut g, 1).await;
     let (_, f) = group_call(&mut g, t1, 10, CallScope::Local).await;
@@ -783,7 +665,7 @@ async fn re_registering_ends_the_calls_of_the_old_tmsi() {
 #[tokio::test]
 async fn an_operator_can_take_a_slot_out_of_service_and_back() {
     for db in TestDb::all().await {
-        let c = controller(&db, TrunkingSection::default()).await;
+        let c = call_controller(&db, TrunkingSection::default()).await;
         let mut g = gw(&c, 1).await;
         let (t1, t2) = (reg(&mut g, 1).await, reg(&mut g, 2).await);
         let (_, f) = group_call(&mut g, t1, 10, CallScope::Local).await;
@@ -821,7 +703,7 @@ async fn an_operator_can_take_a_slot_out_of_service_and_back() {
 #[tokio::test]
 async fn a_location_update_mid_call_keeps_the_call() {
     let db = TestDb::sqlite();
-    let c = controller(&db, TrunkingSection::default()).await;
+    let c = call_controller(&db, TrunkingSection::default()).await;
     let mut g = gw(&c, 1).await;
     let t1 = reg(&mut g, 1).await;
     let (_, f) = group_call(&mut g, t1, 10, CallScope::Local).await;
@@ -856,7 +738,7 @@ async fn a_location_update_mid_call_keeps_the_call() {
 #[tokio::test]
 async fn only_a_unit_at_a_site_of_the_call_may_take_the_floor() {
     let db = TestDb::sqlite();
-    let c = controller(&db, TrunkingSection::default()).await;
+    let c = call_controller(&db, TrunkingSection::default()).await;
     let mut g1 = gw(&c, 1).await;
     let mut g2 = gw(&c, 2).await;
     let t1 = reg(&mut g1, 1).await;

@@ -118,12 +118,16 @@ async fn every_challenge_is_fresh() {
 async fn anything_but_hello_first_is_rejected() {
     let srv = TestServer::start(fast_config()).await;
     let mut raw = srv.raw().await;
-    raw.send(Frame::new(1, Message::Keepalive)).await;
+    raw.send(Frame::new(5, Message::Keepalive)).await;
+    // On the offending frame's own transaction id (PROTOCOL.md §2.3).
     assert_eq!(
-        raw.next().await.unwrap().msg,
-        Message::LinkReject {
-            cause: Cause::UnexpectedMessage
-        }
+        raw.next().await.unwrap(),
+        Frame::new(
+            5,
+            Message::LinkReject {
+                cause: Cause::UnexpectedMessage
+            }
+        )
     );
     raw.expect_eof().await;
 }

@@ -234,9 +234,18 @@ async fn last_locations_upsert_and_never_go_back_in_time() {
             .await
             .unwrap();
         assert_eq!(store.last_location(s.imsi).await.unwrap(), None);
-        store.write_locations(&[(s.imsi, site(1), trunkd::protocol::Tmsi::new(7).unwrap(), 1000)]).await.unwrap();
-        store.write_locations(&[(s.imsi, site(2), trunkd::protocol::Tmsi::new(8).unwrap(), 2000)]).await.unwrap();
-        store.write_locations(&[(s.imsi, site(1), trunkd::protocol::Tmsi::new(9).unwrap(), 1500)]).await.unwrap();
+        store
+            .write_locations(&[(s.imsi, site(1), trunkd::protocol::Tmsi::new(7).unwrap(), 1000)])
+            .await
+            .unwrap();
+        store
+            .write_locations(&[(s.imsi, site(2), trunkd::protocol::Tmsi::new(8).unwrap(), 2000)])
+            .await
+            .unwrap();
+        store
+            .write_locations(&[(s.imsi, site(1), trunkd::protocol::Tmsi::new(9).unwrap(), 1500)])
+            .await
+            .unwrap();
         assert_eq!(
             store.last_location(s.imsi).await.unwrap(),
             Some((site(2), 2000)),
@@ -300,7 +309,11 @@ async fn call_id_blocks_never_overlap_across_reopens_and_concurrent_reservations
         let b = db.open().await;
         let (x, y) = tokio::join!(a.reserve_call_ids(50), b.reserve_call_ids(50));
         let (x, y) = (x.unwrap(), y.unwrap());
-        assert!(x.end <= y.start || y.end <= x.start, "{}: {x:?} and {y:?} overlap", db.name);
+        assert!(
+            x.end <= y.start || y.end <= x.start,
+            "{}: {x:?} and {y:?} overlap",
+            db.name
+        );
         assert!(x.start >= 101 && y.start >= 101, "{}", db.name);
         a.close().await;
         b.close().await;

@@ -413,6 +413,11 @@ impl Trunking {
             .map_or(0, |s| s.slots.iter().filter(|x| **x == SlotState::Free).count())
     }
 
+    /// Whether `call` is a running emergency call.
+    pub fn is_emergency_call(&self, call: CallId) -> bool {
+        self.calls.get(&call).is_some_and(|c| c.req.emergency())
+    }
+
     /// The call a unit is busy in.
     pub fn call_of(&self, tmsi: Tmsi) -> Option<CallId> {
         self.busy.get(&tmsi).copied()
@@ -780,7 +785,9 @@ impl Trunking {
     /// Tells every waiting request at `site` whose position changed (up or down) since
     /// its gateway last heard it its new position (`QUEUE_UPDATE`).
     fn send_positions(&mut self, site: SiteId, out: &mut Vec<Action>) {
-        let Some(s) = self.sites.get_mut(&site) else { return };
+        let Some(s) = self.sites.get_mut(&site) else {
+            return;
+        };
         for (i, w) in s.queue.values_mut().enumerate() {
             if let Waiting::New { req, told, .. } = w {
                 if *told != i + 1 {
@@ -969,7 +976,9 @@ impl Trunking {
             let Some((_, w)) = s.queue.pop_first() else { break };
             served_any = true;
             match w {
-                Waiting::New { req, requested_ms, .. } => self.admit(req, requested_ms, now, out, true),
+                Waiting::New {
+                    req, requested_ms, ..
+                } => self.admit(req, requested_ms, now, out, true),
                 Waiting::Join(call) => {
                     if self.calls.get(&call).is_none_or(|c| c.slots.contains_key(&site)) {
                         continue;
@@ -1113,8 +1122,7 @@ impl Trunking {
                 request: MessageType::PttPress,
                 cause: Cause::InvalidTarget,
             };
-            let emergency = self.calls.get(&id).is_some_and(|c| c.req.emergency());
-            return send(out, site, txn, emergency, deny);
+            return send(out, site, txn, self.is_emergency_call(id), deny);
         };
         let emergency = call.req.emergency();
         if call.talker.is_some_and(|t| t.tmsi != party.tmsi) {
@@ -1150,8 +1158,7 @@ impl Trunking {
         let ack = Message::Ack {
             acked: MessageType::PttRelease,
         };
-        let emergency = self.calls.get(&id).is_some_and(|c| c.req.emergency());
-        send(out, site, txn, emergency, ack);
+        send(out, site, txn, self.is_emergency_call(id), ack);
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
@@ -1196,7 +1203,9 @@ impl Trunking {
         let mut hit_calls = Vec::new();
         for sl in slots {
             let idx = usize::from(carrier.get()) * usize::from(spc) + usize::from(sl);
-            let Some(s) = self.sites.get_mut(&site) else { return };
+            let Some(s) = self.sites.get_mut(&site) else {
+                return;
+            };
             let cur = s.slots[idx];
             s.slots[idx] = match (cur, state) {
                 (SlotState::Control, _) => SlotState::Control,
@@ -1250,7 +1259,9 @@ impl Trunking {
             Some(s) => std::mem::take(&mut s.queue)
                 .into_values()
                 .filter_map(|w| match w {
-                    Waiting::New { req, requested_ms, .. } => Some((req, requested_ms)),
+                    Waiting::New {
+                        req, requested_ms, ..
+                    } => Some((req, requested_ms)),
                     Waiting::Join(_) => None,
                 })
                 .collect(),
@@ -1303,7 +1314,10 @@ impl Trunking {
                 .map(|s| std::mem::take(&mut s.queue))
                 .unwrap_or_default();
             for w in queue.into_values() {
-                if let Waiting::New { req, requested_ms, .. } = w {
+                if let Waiting::New {
+                    req, requested_ms, ..
+                } = w
+                {
                     self.refuse(&req, cause, requested_ms, now, &mut out);
                 }
             }
@@ -1351,8 +1365,9 @@ impl Trunking {
                 .map(|(k, _)| *k)
                 .collect();
             for k in &keys {
-                if let Some(Waiting::New { req, requested_ms, .. }) =
-                    self.sites.get_mut(&site).and_then(|s| s.queue.remove(k))
+                if let Some(Waiting::New {
+                    req, requested_ms, ..
+                }) = self.sites.get_mut(&site).and_then(|s| s.queue.remove(k))
                 {
                     self.refuse(&req, cause, requested_ms, now, out);
                 }
@@ -1418,7 +1433,12 @@ impl Trunking {
                     req, requested_ms, ..
                 }) = self.sites.get_mut(&site).and_then(|s| s.queue.remove(k))
                 {
-                    self.record_unserved(&req, cause, requested_ms, now, out);
+                    if cause == Cause::UnitInhibited {
+                        // Still on the air until its gateway stuns it: told, and recorded.
+                        self.refuse(&req, cause, requested_ms, now, out);
+                    } else {
+                        self.record_unserved(&req, cause, requested_ms, now, out);
+                    }
                 }
             }
             if !keys.is_empty() {
@@ -1581,7 +1601,16 @@ mod tests {
         let out = m.handle(request(2), 0);
         assert!(out.iter().any(|a| matches!(
             a,
-            Action::Send(_, Frame { msg: Message::Deny { cause: Cause::Busy, .. }, .. })
+            Action::Send(
+                _,
+                Frame {
+                    msg: Message::Deny {
+                        cause: Cause::Busy,
+                        ..
+                    },
+                    ..
+                }
+            )
         )));
     }
 

@@ -25,7 +25,9 @@ use sqlx::{PgPool, QueryBuilder, Row, SqlitePool};
 
 pub use model::*;
 
-use crate::protocol::{FleetId, Imei, Imsi, IndividualId, MemberId, SiteId, SiteKey, TalkgroupId, Tmsi, Unit};
+use crate::protocol::{
+    FleetId, Imei, Imsi, IndividualId, MemberId, SiteId, SiteKey, TalkgroupId, Tmsi, Unit,
+};
 
 /// A store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -503,7 +505,10 @@ impl Store {
                 .fetch_optional(p)
                 .await?
         });
-        Ok(tmsi.flatten().and_then(|t| u32::try_from(t).ok()).and_then(Tmsi::new))
+        Ok(tmsi
+            .flatten()
+            .and_then(|t| u32::try_from(t).ok())
+            .and_then(Tmsi::new))
     }
 
     /// Reserves `n` numbers of the call counter shared by every controller on this

@@ -225,6 +225,12 @@ pub fn imei(body: u64) -> trunkd::protocol::Imei {
 
 /// Fleet 100 with talkgroups 10..=14, sites 1 and 2 (keys `key(1)`, `key(2)`).
 pub async fn provision_basics(store: &trunkd::store::Store) {
+    provision_fleet(store, 2, 6).await;
+}
+
+/// Fleet 100 with talkgroups 10..=14, sites 1 and 2 (keys `key(1)`, `key(2)`) with
+/// `carriers` × `slots` slots each.
+pub async fn provision_fleet(store: &trunkd::store::Store, carriers: u8, slots: u8) {
     use trunkd::protocol::{FleetId, TalkgroupId};
     use trunkd::store::{Fleet, Site, Talkgroup};
     let fleet = FleetId::new(100).unwrap();
@@ -250,8 +256,8 @@ pub async fn provision_basics(store: &trunkd::store::Store) {
         let s = Site {
             id: site(n),
             name: format!("Site {n}"),
-            carriers: 2,
-            slots_per_carrier: 6,
+            carriers,
+            slots_per_carrier: slots,
             key: key(n as u8),
         };
         store.add_site("test", &s).await.unwrap();
@@ -322,4 +328,102 @@ pub fn new_subscriber(n: u8) -> trunkd::store::NewSubscriber {
         permissions: trunkd::store::Permissions::ALL,
         talkgroups: [10, 11, 12].map(tg).to_vec(),
     }
+}
+
+// ---- Calls: a controller with small sites, and the requests the call tests make. ----
+
+use trunkd::config::{Config, RegistrationConfig, TrunkingSection};
+use trunkd::controller::Running;
+use trunkd::core::trunking::{EmergencyPolicy, TrunkingMode};
+use trunkd::protocol::{CallId, CallScope, Frame as WireFrame, Message, Tmsi};
+
+pub fn call_config(db: &TestDb, t: TrunkingSection) -> Config {
+    Config {
+        link: fast_config(),
+        database: db.database_config(),
+        registration: RegistrationConfig {
+            location_flush_ms: 50,
+            hlr_refresh_ms: 50,
+            ..RegistrationConfig::default()
+        },
+        trunking: t,
+        ..Config::default()
+    }
+}
+
+pub fn trunking(mode: TrunkingMode, emergency: EmergencyPolicy) -> TrunkingSection {
+    TrunkingSection {
+        mode,
+        emergency,
+        hang_time_ms: 400,
+        quasi_hang_time_ms: 200,
+        ..TrunkingSection::default()
+    }
+}
+
+/// Fleet 100 (talkgroups 10..=14), sites 1 and 2 with one 3-slot carrier each (two
+/// traffic slots), subscribers 1..=8 (talkgroups 10, 11, 12; priority = member id).
+pub async fn call_controller(db: &TestDb, t: TrunkingSection) -> Running {
+    provision_calls(db).await;
+    trunkd::controller::start(call_config(db, t)).await.unwrap()
+}
+
+/// What [`call_controller`] provisions, for a test that starts its own controller.
+pub async fn provision_calls(db: &TestDb) {
+    let store = db.open().await;
+    provision_fleet(&store, 1, 3).await;
+    for n in 1..=8u8 {
+        let mut s = new_subscriber(n);
+        s.priority = n;
+        store.add_subscriber("t", s, "00101").await.unwrap();
+    }
+    store.close().await;
+}
+
+/// The next frame on `g` that is not a keepalive.
+pub async fn next(g: &mut GatewayLink) -> WireFrame {
+    next_service(g).await.unwrap()
+}
+
+pub fn grant_of(f: &WireFrame) -> (CallId, Vec<(u16, u8, u8)>) {
+    match &f.msg {
+        Message::ChannelGrant { call, sites, .. } => (
+            *call,
+            sites
+                .iter()
+                .map(|s| (s.site.get(), s.carrier.get(), s.slot.get()))
+                .collect(),
+        ),
+        other => panic!("expected a grant, got {other:?}"),
+    }
+}
+
+pub async fn group_call(
+    g: &mut GatewayLink,
+    tmsi: Tmsi,
+    talkgroup: u16,
+    scope: CallScope,
+) -> (u32, WireFrame) {
+    let txn = g
+        .request(Message::GroupCallReq {
+            tmsi,
+            talkgroup: tg(talkgroup),
+            scope,
+        })
+        .await
+        .unwrap();
+    let f = until(g, |f| f.txn == txn).await;
+    (txn, f)
+}
+
+pub async fn private_call(g: &mut GatewayLink, tmsi: Tmsi, target: u16) -> (u32, WireFrame) {
+    let txn = g
+        .request(Message::PrivateCallReq {
+            tmsi,
+            target: unit(target),
+        })
+        .await
+        .unwrap();
+    let f = until(g, |f| f.txn == txn).await;
+    (txn, f)
 }
