@@ -752,3 +752,31 @@ async fn an_unanswered_inhibit_is_sent_again_on_its_transaction_then_the_unit_le
     assert!(more.is_err(), "{more:?}");
     c.stop().await;
 }
+
+#[tokio::test]
+async fn a_location_update_within_the_clone_window_is_a_move_not_a_clone() {
+    let db = TestDb::sqlite();
+    let c = call_controller(&db, TrunkingSection::default()).await; // clone window 2 s
+    let (mut g1, mut g2) = (gw(&c, 1).await, gw(&c, 2).await);
+    let t1 = reg(&mut g1, 1).await;
+    let moved = Message::LocationUpdate {
+        tmsi: t1,
+        reason: trunkd::protocol::LocationReason::SiteChange,
+    };
+    let (_, f) = trunkd::sim::authenticate(&mut g2, moved, &radio_keys(1))
+        .await
+        .unwrap();
+    assert!(matches!(f.msg, Message::LocationAccept { .. }), "{f:?}");
+    assert_eq!(c.vlr.get(&imsi(1)).unwrap().site, site(2));
+    // A power-on registration at site 1 now, within the window, is a suspected clone.
+    let f = trunkd::sim::register(&mut g1, Identity::Imsi(imsi(1)), &radio_keys(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        f.msg,
+        Message::RegReject {
+            cause: Cause::CloneSuspected
+        }
+    );
+    c.stop().await;
+}
