@@ -4,7 +4,7 @@
 //! gateways, call records), and drives its timers. Runs inside the controller.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,6 +41,10 @@ pub struct CallService {
     ids_low: Notify,
     /// Set once the controller is stopping: new requests are refused "shutting down".
     stopping: AtomicBool,
+    /// Records handed to the writer and not yet written.
+    unwritten: AtomicUsize,
+    /// At this many unwritten records new (non-emergency) requests are refused "busy".
+    max_unwritten: usize,
 }
 
 /// Call ids reserved from the database at a time; another block is fetched when fewer
@@ -56,6 +60,7 @@ impl CallService {
         vlr: Arc<Vlr>,
         links: Links,
         records: mpsc::UnboundedSender<CallRecord>,
+        max_unwritten: usize,
     ) -> Self {
         let svc = CallService {
             core: Mutex::new(Trunking::new(cfg)),
@@ -69,6 +74,8 @@ impl CallService {
             records,
             ids_low: Notify::new(),
             stopping: AtomicBool::new(false),
+            unwritten: AtomicUsize::new(0),
+            max_unwritten,
         };
         svc.sync_sites();
         svc
@@ -128,12 +135,23 @@ impl CallService {
             frame.msg,
             Message::GroupCallReq { .. } | Message::PrivateCallReq { .. } | Message::EmergencyCallReq { .. }
         );
-        if request && self.stopping.load(Ordering::SeqCst) {
+        let emergency = matches!(frame.msg, Message::EmergencyCallReq { .. });
+        let refuse = if !request {
+            None
+        } else if self.stopping.load(Ordering::SeqCst) {
+            Some(Cause::ShuttingDown)
+        } else if !emergency && self.unwritten.load(Ordering::Relaxed) >= self.max_unwritten {
+            // The database is not keeping up with the call records: no new call until
+            // it does, so that no record is ever dropped (emergencies still go).
+            Some(Cause::Busy)
+        } else {
+            None
+        };
+        if let Some(cause) = refuse {
             let deny = Message::Deny {
                 request: frame.msg.message_type(),
-                cause: Cause::ShuttingDown,
+                cause,
             };
-            let emergency = matches!(frame.msg, Message::EmergencyCallReq { .. });
             return Some(vec![Frame {
                 txn,
                 emergency,
@@ -277,12 +295,19 @@ impl CallService {
                     }
                 }
                 Action::Record(r) => {
+                    self.unwritten.fetch_add(1, Ordering::Relaxed);
                     if self.records.send(r).is_err() {
                         warn!("call record writer stopped; record dropped");
                     }
                 }
             }
         }
+    }
+
+    /// The calls in progress, as journal rows (see [`write_records`]).
+    fn open_call_rows(&self) -> Vec<CallRecordRow> {
+        let open = self.core().open_calls(mono_ms(), Cause::ControllerRestart);
+        open.iter().map(record_row).collect()
     }
 
     /// Gives the machine call ids reserved from the database.
@@ -479,13 +504,22 @@ pub fn record_row(r: &CallRecord) -> CallRecordRow {
 /// Writes records behind, one batch per `flush` interval, until `stop` turns true (or
 /// every sender is dropped); then writes what was sent before and returns. On a
 /// database error the batch is kept and retried.
+///
+/// Each write also keeps the journal of calls in progress (`open_calls`) in step, in
+/// the same transaction: a call granted since the last write gets its row, a call that
+/// ended loses it as its record is written, and the journal's mark moves to now. After
+/// a crash, [`Store::recover_open_calls`] turns what the journal still holds into
+/// records. What a crash can lose is what one flush interval gathered.
 pub async fn write_records(
     store: Store,
+    calls: Arc<CallService>,
     mut rx: mpsc::UnboundedReceiver<CallRecord>,
     flush: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut pending: Vec<CallRecordRow> = Vec::new();
+    // Call ids with a journal row written.
+    let mut journaled: HashSet<i64> = HashSet::new();
     let mut stopping = false;
     let mut failures = 0u32;
     loop {
@@ -497,6 +531,9 @@ pub async fn write_records(
                 _ = stop.wait_for(|s| *s) => stopping = true,
             }
         }
+        // The calls in progress first, then the records: a call missing from the
+        // snapshot ended before it, so its record is already in the channel.
+        let open = calls.open_call_rows();
         loop {
             if pending.len() % 256 == 255 {
                 tokio::task::yield_now().await; // a long batch does not hold up the links
@@ -510,25 +547,40 @@ pub async fn write_records(
                 }
             }
         }
-        if !pending.is_empty() {
-            match store.write_call_records(&pending).await {
-                Ok(()) => {
-                    pending.clear();
-                    failures = 0;
+        let ended: HashSet<i64> = pending.iter().map(|r| r.call_id).filter(|id| *id != 0).collect();
+        let still_open: HashSet<i64> = open
+            .iter()
+            .map(|r| r.call_id)
+            .filter(|id| !ended.contains(id))
+            .collect();
+        let opened: Vec<CallRecordRow> = open
+            .into_iter()
+            .filter(|r| still_open.contains(&r.call_id) && !journaled.contains(&r.call_id))
+            .collect();
+        let closed: Vec<i64> = journaled.difference(&still_open).copied().collect();
+        let written = pending.len();
+        match store
+            .write_call_journal(&pending, &opened, &closed, Some(now_ms()))
+            .await
+        {
+            Ok(()) => {
+                pending.clear();
+                journaled = still_open;
+                failures = 0;
+                calls.unwritten.fetch_sub(written, Ordering::Relaxed);
+            }
+            Err(e) => {
+                failures += 1;
+                warn!(error = %e, records = pending.len(), "writing call records failed; will retry");
+                if stopping && failures >= 50 {
+                    tracing::error!(
+                        records = pending.len(),
+                        "call records could not be written at shutdown"
+                    );
+                    return;
                 }
-                Err(e) => {
-                    failures += 1;
-                    warn!(error = %e, records = pending.len(), "writing call records failed; will retry");
-                    if stopping && failures >= 50 {
-                        tracing::error!(
-                            records = pending.len(),
-                            "call records could not be written at shutdown"
-                        );
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue;
-                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
             }
         }
         if stopping {

@@ -83,6 +83,10 @@ queue_depth = 32
 queue_timeout_ms = 30000
 # The sites of a "selected area" group call (besides the caller's).
 selected_area = []
+# Call records waiting to be written (the database is slow or down) at which new call
+# requests are refused "busy" until the records are written, so that none is dropped;
+# emergency calls are never refused for it (1..=10000000).
+max_unwritten_records = 100000
 
 [messaging]
 # Short data not delivered (acknowledged by the recipient) within this age is dropped, in ms.
@@ -191,6 +195,8 @@ pub struct TrunkingSection {
     pub queue_timeout_ms: u64,
     /// Sites of a selected-area call.
     pub selected_area: Vec<u16>,
+    /// Call records not yet written at which new requests are refused "busy".
+    pub max_unwritten_records: usize,
 }
 
 impl Default for TrunkingSection {
@@ -205,6 +211,7 @@ impl Default for TrunkingSection {
             queue_depth: 32,
             queue_timeout_ms: 30_000,
             selected_area: vec![],
+            max_unwritten_records: 100_000,
         }
     }
 }
@@ -479,8 +486,11 @@ impl Config {
             return bad("registration.imsi_prefix must be 5 or 6 digits (MCC + MNC)");
         }
         let t = &self.trunking;
-        if t.queue_depth == 0 || t.max_call_ms == 0 {
-            return bad("trunking.queue_depth and max_call_ms must be above 0");
+        if t.queue_depth == 0 || t.max_call_ms == 0 || t.max_unwritten_records == 0 {
+            return bad("trunking.queue_depth, max_call_ms and max_unwritten_records must be above 0");
+        }
+        if t.max_unwritten_records > 10_000_000 {
+            return bad("trunking.max_unwritten_records must be at most 10000000");
         }
         if let Some(s) = t.selected_area.iter().find(|s| SiteId::new(**s).is_none()) {
             return Err(ConfigError::Invalid(format!(

@@ -19,7 +19,7 @@ use crate::core::registration::{Event, OsEntropy, Registrar};
 use crate::hlr::HlrCache;
 use crate::link::{deny_unsupported, Handler, LinkServer, Links};
 use crate::messaging::Messaging;
-use crate::protocol::{Frame, Imsi, Message, SiteId, Tmsi};
+use crate::protocol::{Cause, Frame, Imsi, Message, SiteId, Tmsi};
 use crate::remote::RemoteControl;
 use crate::store::{now_ms, Store, StoreError};
 use crate::vlr::Vlr;
@@ -191,6 +191,16 @@ pub struct Running {
 /// Opens the HLR, loads the cache and starts serving.
 pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let store = Store::open(&cfg.database.url, &cfg.database.data_dir).await?;
+    // Calls that were in progress when a controller on this database crashed.
+    let recovered = store
+        .recover_open_calls(i64::from(Cause::ControllerRestart.code()))
+        .await?;
+    if recovered > 0 {
+        warn!(
+            calls = recovered,
+            "calls in progress at the last unclean stop recorded as ended by a controller restart"
+        );
+    }
     let hlr = Arc::new(HlrCache::load(&store).await?);
     info!(
         backend = store.backend(),
@@ -224,6 +234,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         vlr.clone(),
         links.clone(),
         records_tx,
+        cfg.trunking.max_unwritten_records,
     ));
     let messaging = Arc::new(Messaging::new(
         hlr.clone(),
@@ -267,7 +278,13 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let (records_stop_tx, records_stop_rx) = watch::channel(false);
     let flush = Duration::from_millis(cfg.registration.location_flush_ms);
-    let records_task = tokio::spawn(write_records(store.clone(), records_rx, flush, records_stop_rx));
+    let records_task = tokio::spawn(write_records(
+        store.clone(),
+        calls.clone(),
+        records_rx,
+        flush,
+        records_stop_rx,
+    ));
 
     let background = Background {
         cfg: cfg.clone(),

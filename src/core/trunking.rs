@@ -413,6 +413,27 @@ impl Trunking {
             .map_or(0, |s| s.slots.iter().filter(|x| **x == SlotState::Free).count())
     }
 
+    /// Every call in progress as the record it would get if it ended now (`now`, with
+    /// `cause`): for the journal of calls in progress.
+    pub fn open_calls(&self, now: i64, cause: Cause) -> Vec<CallRecord> {
+        self.calls
+            .values()
+            .map(|c| CallRecord {
+                call: Some(c.id),
+                call_type: c.req.call_type(),
+                caller: c.req.caller.unit,
+                target: c.req.target(),
+                sites: c.slots.keys().copied().collect(),
+                requested_ms: c.requested_ms,
+                granted_ms: Some(c.granted_ms),
+                ended_ms: now,
+                end_cause: cause,
+                preempted: false,
+                emergency: c.req.emergency(),
+            })
+            .collect()
+    }
+
     /// Whether `call` is a running emergency call.
     pub fn is_emergency_call(&self, call: CallId) -> bool {
         self.calls.get(&call).is_some_and(|c| c.req.emergency())

@@ -73,6 +73,9 @@ causes! {
     ConnectionLimit = 0x26, "connection limit";
     /// The controller could not write to the link in time.
     PeerNotReading = 0x27, "peer not reading";
+    /// Call records only: the call was in progress when the controller stopped without
+    /// a clean shutdown (a crash); written when it starts again.
+    ControllerRestart = 0x28, "controller restart";
     /// A request this controller does not implement.
     ServiceNotSupported = 0x30, "service not supported";
     /// The unit lacks the permission for the service.

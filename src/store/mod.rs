@@ -526,14 +526,24 @@ impl Store {
         Ok(end.saturating_sub(n as u64)..end)
     }
 
-    /// Writes call detail records (batched by the controller); times are Unix ms.
-    pub async fn write_call_records(&self, batch: &[CallRecordRow]) -> Result<(), StoreError> {
-        if batch.is_empty() {
+    /// One write of the call record writer, in one transaction: the records of `ended`
+    /// calls and requests; the journal rows of calls `opened` since the last write (in
+    /// progress: their `ended_at` and `end_cause` are ignored); the journal rows of
+    /// `closed` calls removed (their records are in `ended`, now or before); and, with
+    /// `mark`, the time at which every call left in the journal was still in progress.
+    pub async fn write_call_journal(
+        &self,
+        ended: &[CallRecordRow],
+        opened: &[CallRecordRow],
+        closed: &[i64],
+        mark: Option<i64>,
+    ) -> Result<(), StoreError> {
+        if ended.is_empty() && opened.is_empty() && closed.is_empty() && mark.is_none() {
             return Ok(());
         }
         dispatch!(self, p => {
             let mut tx = p.begin().await?;
-            for chunk in batch.chunks(CHUNK) {
+            for chunk in ended.chunks(CHUNK) {
                 let mut qb = QueryBuilder::new(
                     "INSERT INTO call_records (call_id, call_type, caller_fleet, caller_member, target_kind, \
                      target_fleet, target_id, sites, requested_at, granted_at, ended_at, end_cause, preempted, \
@@ -557,9 +567,78 @@ impl Store {
                 });
                 qb.build().execute(&mut *tx).await?;
             }
+            for chunk in closed.chunks(CHUNK) {
+                let mut qb = QueryBuilder::new("DELETE FROM open_calls WHERE call_id IN (");
+                let mut ids = qb.separated(", ");
+                for id in chunk {
+                    ids.push_bind(*id);
+                }
+                qb.push(")");
+                qb.build().execute(&mut *tx).await?;
+            }
+            for chunk in opened.chunks(CHUNK) {
+                let mut qb = QueryBuilder::new(
+                    "INSERT INTO open_calls (call_id, call_type, caller_fleet, caller_member, target_kind, \
+                     target_fleet, target_id, sites, requested_at, granted_at, emergency) ",
+                );
+                qb.push_values(chunk, |mut b, r| {
+                    b.push_bind(r.call_id)
+                        .push_bind(r.call_type.clone())
+                        .push_bind(r.caller_fleet)
+                        .push_bind(r.caller_member)
+                        .push_bind(r.target_kind.clone())
+                        .push_bind(r.target_fleet)
+                        .push_bind(r.target_id)
+                        .push_bind(r.sites.clone())
+                        .push_bind(r.requested_at)
+                        .push_bind(r.granted_at.unwrap_or(r.requested_at))
+                        .push_bind(r.emergency);
+                });
+                // A call id seen again after the 32-bit space wrapped replaces its stale row.
+                qb.push(
+                    " ON CONFLICT (call_id) DO UPDATE SET call_type = excluded.call_type, \
+                     caller_fleet = excluded.caller_fleet, caller_member = excluded.caller_member, \
+                     target_kind = excluded.target_kind, target_fleet = excluded.target_fleet, \
+                     target_id = excluded.target_id, sites = excluded.sites, \
+                     requested_at = excluded.requested_at, granted_at = excluded.granted_at, \
+                     emergency = excluded.emergency",
+                );
+                qb.build().execute(&mut *tx).await?;
+            }
+            if let Some(at) = mark {
+                sqlx::query("UPDATE journal_mark SET at = $1 WHERE id = 1")
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             tx.commit().await?;
         });
         Ok(())
+    }
+
+    /// After a crash: every call the journal still holds gets its record, ended at the
+    /// last time it was known to be in progress (never before its grant), with `cause`;
+    /// the journal is emptied. Returns how many records were written.
+    pub async fn recover_open_calls(&self, cause: i64) -> Result<u64, StoreError> {
+        dispatch!(self, p => {
+            let mut tx = p.begin().await?;
+            let n = sqlx::query(
+                "INSERT INTO call_records (call_id, call_type, caller_fleet, caller_member, target_kind, \
+                 target_fleet, target_id, sites, requested_at, granted_at, ended_at, end_cause, preempted, \
+                 emergency) \
+                 SELECT o.call_id, o.call_type, o.caller_fleet, o.caller_member, o.target_kind, o.target_fleet, \
+                 o.target_id, o.sites, o.requested_at, o.granted_at, \
+                 CASE WHEN m.at > o.granted_at THEN m.at ELSE o.granted_at END, $1, FALSE, o.emergency \
+                 FROM open_calls o CROSS JOIN journal_mark m WHERE m.id = 1",
+            )
+            .bind(cause)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            sqlx::query("DELETE FROM open_calls").execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(n)
+        })
     }
 
     /// The newest `limit` call records, newest first.

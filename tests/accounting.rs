@@ -1,0 +1,160 @@
+//! Call accounting that survives a crash and never drops a record: a `kill -9` of the
+//! real binary in the middle of a call, and new requests refused "busy" while the
+//! records cannot be written.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use trunkd::config::TrunkingSection;
+use trunkd::controller::start;
+use trunkd::core::trunking::{EmergencyPolicy, TrunkingMode};
+use trunkd::link::gateway::GatewayLink;
+use trunkd::protocol::{CallScope, Cause, Message, MessageType};
+
+/// Starts `trunkd serve` on `db`'s embedded database; the child and its link address.
+async fn serve(db: &TestDb) -> (Child, std::net::SocketAddr) {
+    let config = db.dir.path().join("trunkd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[link]\nlisten = \"127.0.0.1:0\"\n[database]\ndata_dir = {:?}\n\
+             [registration]\nlocation_flush_ms = 50\n",
+            db.dir.path()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trunkd"))
+        .arg("--config")
+        .arg(&config)
+        .arg("serve")
+        .env_remove("RUST_LOG")
+        .env_remove("DATABASE_URL")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = tokio::time::timeout(PATIENCE, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(rest) = line
+                .split("addr=")
+                .nth(1)
+                .filter(|_| line.contains("link server listening"))
+            {
+                return rest.split_whitespace().next().unwrap().parse().unwrap();
+            }
+        }
+        panic!("trunkd exited before listening");
+    })
+    .await
+    .expect("trunkd did not start");
+    // Keep draining its log so that it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, addr)
+}
+
+#[tokio::test]
+async fn a_call_in_progress_at_a_kill_9_gets_a_record_when_the_controller_starts_again() {
+    let db = TestDb::sqlite();
+    provision_calls(&db).await;
+    let (mut child, addr) = serve(&db).await;
+    let mut g = GatewayLink::connect(addr, site(1), &key(1)).await.unwrap();
+    let t = reg_all(&mut g, 2).await;
+    let (_, f) = group_call(&mut g, t[0], 10, CallScope::Local).await;
+    let (running, _) = grant_of(&f);
+    let (_, f) = group_call(&mut g, t[1], 11, CallScope::Local).await;
+    let (ended, _) = grant_of(&f);
+    g.request(Message::CallEnd {
+        call: ended,
+        cause: Cause::Normal,
+    })
+    .await
+    .unwrap();
+    until(&mut g, |f| matches!(f.msg, Message::CallEnd { .. })).await;
+    // Once the ended call's record is written, so is the running call's journal entry
+    // (the same write or an earlier one).
+    let store = db.open().await;
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            let records = store.call_records(10).await.unwrap();
+            if records.iter().any(|r| r.call_id == i64::from(ended.get())) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the ended call's record was never written");
+    store.close().await;
+
+    child.kill().await.unwrap(); // SIGKILL: no clean shutdown, no CALL_END
+    drop(g);
+
+    let c = start(call_config(&db, TrunkingSection::default())).await.unwrap();
+    c.stop().await;
+    let store = db.open().await;
+    let records = store.call_records(10).await.unwrap();
+    let restart = records
+        .iter()
+        .find(|r| r.call_id == i64::from(running.get()))
+        .unwrap_or_else(|| panic!("no record of the call in progress: {records:?}"));
+    assert_eq!(restart.end_cause, i64::from(Cause::ControllerRestart.code()));
+    let granted = restart.granted_at.unwrap();
+    assert!(restart.ended_at >= granted, "{restart:?}");
+    let normal = records
+        .iter()
+        .find(|r| r.call_id == i64::from(ended.get()))
+        .unwrap();
+    assert_eq!(normal.end_cause, i64::from(Cause::Normal.code()));
+    assert_eq!(records.len(), 2, "each call recorded once: {records:?}");
+    store.close().await;
+}
+
+#[tokio::test]
+async fn while_records_cannot_be_written_new_calls_are_refused_busy_and_none_is_lost() {
+    let db = TestDb::sqlite();
+    provision_calls(&db).await;
+    let mut cfg = call_config(
+        &db,
+        trunking(TrunkingMode::Transmission, EmergencyPolicy::Preempt),
+    );
+    // The writer sleeps through the whole test: records pile up unwritten.
+    cfg.registration.location_flush_ms = 3_600_000;
+    cfg.trunking.max_unwritten_records = 2;
+    let c = start(cfg).await.unwrap();
+    let mut g = gw(&c, 1).await;
+    let t = reg_all(&mut g, 3).await;
+    // Two calls, each ended by its PTT release: two records waiting.
+    for _ in 0..2 {
+        let (_, f) = group_call(&mut g, t[0], 10, CallScope::Local).await;
+        let (call, _) = grant_of(&f);
+        g.request(Message::PttRelease { call, tmsi: t[0] }).await.unwrap();
+        until(&mut g, |f| matches!(f.msg, Message::CallEnd { .. })).await;
+    }
+    // A burst beyond the bound is refused "busy"...
+    for n in [1, 2] {
+        let (_, f) = group_call(&mut g, t[n], 11, CallScope::Local).await;
+        assert_eq!(f.msg, deny(MessageType::GroupCallReq, Cause::Busy));
+    }
+    // ...but an emergency still goes through.
+    let txn = g
+        .request(Message::EmergencyCallReq {
+            tmsi: t[2],
+            talkgroup: tg(12),
+        })
+        .await
+        .unwrap();
+    grant_of(&until(&mut g, |f| f.txn == txn).await);
+    c.stop().await;
+    // Every call has its record once the writer could write.
+    let store = db.open().await;
+    let records = store.call_records(10).await.unwrap();
+    assert_eq!(records.len(), 3, "{records:?}");
+    store.close().await;
+}
