@@ -97,6 +97,9 @@ delivery_timeout_ms = 5000
 # Short data being written to the database at once; more is refused "busy" until one is
 # stored (1..=100000).
 max_short_data_in_flight = 256
+# Statuses to a talkgroup being delivered at once (each waits for room on the links of
+# its recipients' sites); more are refused "busy" until one is done (1..=100000).
+max_status_fanouts_in_flight = 64
 # An INHIBIT or ENABLE to a unit (PROTOCOL.md §5.4) not acknowledged by its gateway within
 # this time is sent again, in ms.
 radio_command_timeout_ms = 5000
@@ -154,6 +157,8 @@ pub struct MessagingConfig {
     pub delivery_timeout_ms: u64,
     /// Short data stores in progress at once.
     pub max_short_data_in_flight: usize,
+    /// Talkgroup statuses being fanned out at once.
+    pub max_status_fanouts_in_flight: usize,
     /// How long the controller waits for `INHIBIT_ACK` / `ENABLE_ACK` before sending
     /// the command again, ms.
     pub radio_command_timeout_ms: u64,
@@ -167,6 +172,7 @@ impl Default for MessagingConfig {
             short_data_ttl_ms: 86_400_000,
             delivery_timeout_ms: 5000,
             max_short_data_in_flight: 256,
+            max_status_fanouts_in_flight: 64,
             radio_command_timeout_ms: 5000,
             radio_command_attempts: 3,
         }
@@ -504,15 +510,22 @@ impl Config {
         if m.short_data_ttl_ms == 0
             || m.delivery_timeout_ms == 0
             || m.max_short_data_in_flight == 0
+            || m.max_status_fanouts_in_flight == 0
             || m.radio_command_timeout_ms == 0
             || m.radio_command_attempts == 0
         {
             return bad(
                 "messaging.short_data_ttl_ms, delivery_timeout_ms, max_short_data_in_flight, \
-                 radio_command_timeout_ms and radio_command_attempts must be above 0",
+                 max_status_fanouts_in_flight, radio_command_timeout_ms and radio_command_attempts \
+                 must be above 0",
             );
         }
-        let limits: [(&str, u64, u64); 19] = [
+        let limits: [(&str, u64, u64); 20] = [
+            (
+                "messaging.max_status_fanouts_in_flight",
+                m.max_status_fanouts_in_flight as u64,
+                100_000,
+            ),
             (
                 "messaging.radio_command_timeout_ms",
                 m.radio_command_timeout_ms,

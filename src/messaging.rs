@@ -28,6 +28,10 @@ use crate::protocol::{
 use crate::store::{now_ms, Store};
 use crate::vlr::Vlr;
 
+/// How many of a unit's stored messages are delivered before their acknowledgements are
+/// waited for.
+pub const STORED_PAGE: i64 = 32;
+
 /// A delivery waiting for its gateway's acknowledgement.
 #[derive(Clone, Copy, Debug)]
 struct Waiting {
@@ -58,6 +62,8 @@ pub struct Messaging {
     /// One permit per short data being written; none left: the request is refused "busy"
     /// rather than queued without bound.
     store_slots: Arc<Semaphore>,
+    /// One permit per talkgroup status being fanned out; none left: refused "busy".
+    fanout_slots: Arc<Semaphore>,
     next_txn: AtomicU32,
 }
 
@@ -71,6 +77,7 @@ impl Messaging {
         ttl: Duration,
         timeout: Duration,
         stores_in_flight: usize,
+        fanouts_in_flight: usize,
     ) -> Self {
         Messaging {
             hlr,
@@ -84,6 +91,7 @@ impl Messaging {
             mailbox: DashMap::new(),
             stores: AtomicU64::new(0),
             store_slots: Arc::new(Semaphore::new(stores_in_flight)),
+            fanout_slots: Arc::new(Semaphore::new(fanouts_in_flight)),
             next_txn: AtomicU32::new(0),
         }
     }
@@ -159,36 +167,65 @@ impl Messaging {
         Some(out)
     }
 
-    /// The unit is on the air: deliver what is stored for it.
+    /// The unit is on the air: deliver what is stored for it, [`STORED_PAGE`] messages
+    /// at a time; the next ones go once those are acknowledged, and if they are not
+    /// within the delivery timeout (or the unit left or moved meanwhile), the rest waits
+    /// for the unit's next registration.
     pub fn attached(self: &Arc<Self>, imsi: Imsi, tmsi: Tmsi, site: SiteId) {
         let Some(looked_after) = self.mailbox.get(&imsi).map(|n| *n) else {
             return; // nothing stored: no database round trip for this registration
         };
         let this = self.clone();
         tokio::spawn(async move {
-            match this.store.pending_short_data(imsi).await {
-                Ok(msgs) => {
-                    if msgs.is_empty() {
-                        this.mailbox.remove_if(&imsi, |_, n| *n == looked_after);
-                    }
-                    for (id, source, payload) in msgs {
-                        let (Some(id), Some(data)) = (MessageId::new(id as u64), ShortData::new(payload))
-                        else {
-                            continue;
-                        };
-                        let msg = Message::ShortDataDelivery {
-                            id,
-                            tmsi,
-                            source,
-                            data,
-                        };
-                        this.delivered.insert(id.get(), site);
-                        this.send_paced(site, Frame::new(this.txn(), msg)).await;
-                    }
+            let mut after = 0;
+            loop {
+                let page = match this.store.pending_short_data_page(imsi, after, STORED_PAGE).await {
+                    Ok(page) => page,
+                    Err(e) => return warn!(error = %e, %imsi, "reading stored short data failed"),
+                };
+                if page.is_empty() && after == 0 {
+                    this.mailbox.remove_if(&imsi, |_, n| *n == looked_after);
                 }
-                Err(e) => warn!(error = %e, %imsi, "reading stored short data failed"),
+                let full = page.len() as i64 == STORED_PAGE;
+                let mut sent = Vec::new();
+                for (id, source, payload) in page {
+                    after = id;
+                    let (Some(id), Some(data)) = (MessageId::new(id as u64), ShortData::new(payload)) else {
+                        continue;
+                    };
+                    let msg = Message::ShortDataDelivery {
+                        id,
+                        tmsi,
+                        source,
+                        data,
+                    };
+                    this.delivered.insert(id.get(), site);
+                    sent.push(id.get());
+                    this.send_paced(site, Frame::new(this.txn(), msg)).await;
+                }
+                let still_here = |this: &Self| {
+                    this.vlr
+                        .get(&imsi)
+                        .is_some_and(|u| u.tmsi == tmsi && u.site == site)
+                };
+                if !full || !this.acknowledged(&sent).await || !still_here(&this) {
+                    return;
+                }
             }
         });
+    }
+
+    /// Waits until every message of `ids` is acknowledged; `false` if the delivery
+    /// timeout passes first.
+    async fn acknowledged(&self, ids: &[u64]) -> bool {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(self.timeout_ms as u64);
+        while ids.iter().any(|id| self.delivered.contains_key(id)) {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
     }
 
     /// Times out unacknowledged deliveries and drops expired short data.
@@ -327,10 +364,21 @@ impl Messaging {
                 // A talkgroup can have more members at a site than its link queues: the
                 // deliveries wait for room, then the sender hears ACK. The sender gets
                 // no copy of its own status.
+                let Ok(slot) = self.fanout_slots.clone().try_acquire_owned() else {
+                    debug!("too many talkgroup statuses in flight; refused busy");
+                    return vec![Frame::new(
+                        txn,
+                        Message::Deny {
+                            request: ty,
+                            cause: Cause::Busy,
+                        },
+                    )];
+                };
                 let mut units = self.vlr.affiliated_units(fleet, talkgroup);
                 units.retain(|(imsi, _, _)| *imsi != sender);
                 let this = self.clone();
                 tokio::spawn(async move {
+                    let _slot = slot;
                     for (_, tmsi, to_site) in units {
                         let msg = Message::StatusDelivery { tmsi, source, code };
                         this.send_paced(to_site, Frame::new(this.txn(), msg)).await;

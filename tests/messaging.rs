@@ -461,3 +461,100 @@ async fn only_the_recipients_gateway_can_acknowledge_short_data() {
     assert_eq!(c.store.pending_short_data(imsi(2)).await.unwrap().len(), 1);
     c.stop().await;
 }
+
+#[tokio::test]
+async fn talkgroup_statuses_beyond_the_fanouts_in_flight_are_refused_busy_and_none_is_left_unanswered() {
+    let db = TestDb::sqlite();
+    provision(&db).await;
+    let mut cfg = config(&db);
+    cfg.messaging.max_status_fanouts_in_flight = 2;
+    let c = start(cfg).await.unwrap();
+    let mut g = gw(&c, 1).await;
+    let t = reg_all(&mut g, 3).await;
+    // A burst of five in one write: the controller reads them all before a fan-out ends.
+    let target = Target::Talkgroup {
+        fleet: FleetId::new(100).unwrap(),
+        talkgroup: TalkgroupId::new(10).unwrap(),
+    };
+    let mut burst = Vec::new();
+    for code in 1..=5 {
+        let status = Message::StatusReq {
+            tmsi: t[0],
+            target,
+            code,
+        };
+        burst.push(g.queue_request(status).await.unwrap());
+    }
+    g.flush().await.unwrap();
+    let (mut acked, mut busy) = (0, 0);
+    for _ in 0..burst.len() {
+        let f = until(&mut g, |f| burst.contains(&f.txn)).await;
+        match f.msg {
+            Message::Ack { .. } => acked += 1,
+            m if m == deny(MessageType::StatusReq, Cause::Busy) => busy += 1,
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert_eq!(
+        (acked, busy),
+        (2, 3),
+        "two fan-outs at a time, the rest refused busy"
+    );
+    // Once they are done, the next is taken again.
+    let again = status_to_talkgroup_10(&mut g, t[0], 9).await;
+    assert_eq!(
+        until(&mut g, |f| f.txn == again).await.msg,
+        Message::Ack {
+            acked: MessageType::StatusReq
+        }
+    );
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn a_units_stored_short_data_is_delivered_a_page_at_a_time_as_it_is_acknowledged() {
+    let db = TestDb::sqlite();
+    provision(&db).await;
+    let mut cfg = config(&db);
+    cfg.messaging.delivery_timeout_ms = 5000;
+    let c = start(cfg).await.unwrap();
+    let mut g = gw(&c, 1).await;
+    let t1 = reg(&mut g, 1).await;
+    let total = trunkd::messaging::STORED_PAGE as usize + 8;
+    for n in 0..total {
+        let msg = Message::ShortDataReq {
+            tmsi: t1,
+            target: Target::Unit(unit(2)),
+            data: ShortData::new((n as u16).to_be_bytes().to_vec()).unwrap(),
+        };
+        let txn = g.request(msg).await.unwrap();
+        assert!(matches!(
+            until(&mut g, |f| f.txn == txn).await.msg,
+            Message::Ack { .. }
+        ));
+    }
+    // Unit 2 comes on the air: the first page arrives, and no more until it is acknowledged.
+    reg(&mut g, 2).await;
+    let is_delivery = |f: &Frame| matches!(f.msg, Message::ShortDataDelivery { .. });
+    let mut page = Vec::new();
+    for _ in 0..trunkd::messaging::STORED_PAGE {
+        page.push(until(&mut g, is_delivery).await);
+    }
+    let more = tokio::time::timeout(Duration::from_millis(300), until(&mut g, is_delivery)).await;
+    assert!(
+        more.is_err(),
+        "a delivery beyond the page before any acknowledgement"
+    );
+    for f in page {
+        let Message::ShortDataDelivery { id, .. } = f.msg else {
+            unreachable!()
+        };
+        g.send(Frame::new(f.txn, Message::ShortDataAck { id }))
+            .await
+            .unwrap();
+    }
+    for _ in 0..8 {
+        until(&mut g, is_delivery).await;
+    }
+    c.stop().await;
+}

@@ -720,13 +720,26 @@ impl Store {
 
     /// Short data waiting for `imsi`, oldest first: (id, source, payload).
     pub async fn pending_short_data(&self, imsi: Imsi) -> Result<Vec<(i64, Unit, Vec<u8>)>, StoreError> {
+        self.pending_short_data_page(imsi, 0, i64::MAX).await
+    }
+
+    /// At most `limit` of the messages [`Store::pending_short_data`] gives, those with
+    /// an id above `after`.
+    pub async fn pending_short_data_page(
+        &self,
+        imsi: Imsi,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, Unit, Vec<u8>)>, StoreError> {
         dispatch!(self, p => {
             let rows = sqlx::query(
                 "SELECT id, source_fleet, source_member, payload FROM short_data \
-                 WHERE recipient_imsi = $1 AND expires_at > $2 ORDER BY id",
+                 WHERE recipient_imsi = $1 AND expires_at > $2 AND id > $3 ORDER BY id LIMIT $4",
             )
             .bind(imsi.to_string())
             .bind(now_ms())
+            .bind(after)
+            .bind(limit)
             .fetch_all(p)
             .await?;
             rows.iter().map(|r| -> Result<(i64, Unit, Vec<u8>), StoreError> {
