@@ -241,10 +241,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         vlr.clone(),
         links.clone(),
         store.clone(),
-        Duration::from_millis(cfg.messaging.short_data_ttl_ms),
-        Duration::from_millis(cfg.messaging.delivery_timeout_ms),
-        cfg.messaging.max_short_data_in_flight,
-        cfg.messaging.max_status_fanouts_in_flight,
+        &cfg.messaging,
     ));
     calls.add_call_ids(store.reserve_call_ids(CALL_ID_BLOCK).await?);
     for imsi in store.short_data_recipients().await? {

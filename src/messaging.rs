@@ -19,6 +19,7 @@ use dashmap::DashMap;
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
+use crate::config::MessagingConfig;
 use crate::hlr::HlrCache;
 use crate::link::Links;
 use crate::protocol::{
@@ -69,29 +70,20 @@ pub struct Messaging {
 
 impl Messaging {
     /// The services over the given registries and store.
-    pub fn new(
-        hlr: Arc<HlrCache>,
-        vlr: Arc<Vlr>,
-        links: Links,
-        store: Store,
-        ttl: Duration,
-        timeout: Duration,
-        stores_in_flight: usize,
-        fanouts_in_flight: usize,
-    ) -> Self {
+    pub fn new(hlr: Arc<HlrCache>, vlr: Arc<Vlr>, links: Links, store: Store, cfg: &MessagingConfig) -> Self {
         Messaging {
             hlr,
             vlr,
             links,
             store,
-            ttl_ms: ttl.as_millis() as i64,
-            timeout_ms: timeout.as_millis() as i64,
+            ttl_ms: cfg.short_data_ttl_ms as i64,
+            timeout_ms: cfg.delivery_timeout_ms as i64,
             waiting: DashMap::new(),
             delivered: DashMap::new(),
             mailbox: DashMap::new(),
             stores: AtomicU64::new(0),
-            store_slots: Arc::new(Semaphore::new(stores_in_flight)),
-            fanout_slots: Arc::new(Semaphore::new(fanouts_in_flight)),
+            store_slots: Arc::new(Semaphore::new(cfg.max_short_data_in_flight)),
+            fanout_slots: Arc::new(Semaphore::new(cfg.max_status_fanouts_in_flight)),
             next_txn: AtomicU32::new(0),
         }
     }
