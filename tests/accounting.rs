@@ -158,3 +158,80 @@ async fn while_records_cannot_be_written_new_calls_are_refused_busy_and_none_is_
     assert_eq!(records.len(), 3, "{records:?}");
     store.close().await;
 }
+
+/// Measures what a `kill -9` under load loses (BENCHMARKS.md): private calls as fast as
+/// one gateway can make them against the real binary, a SIGKILL mid-load, a restart,
+/// then the calls the gateway saw granted against the records. Prints the figures.
+/// `cargo test --release --test accounting -- --ignored --nocapture kill_9_under_load`
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+#[ignore = "a measurement, not a test: run it by name"]
+async fn kill_9_under_load() {
+    let db = TestDb::sqlite();
+    let store = db.open().await;
+    provision_fleet(&store, 4, 6).await; // 23 traffic slots a site
+    for n in 1..=40u8 {
+        store.add_subscriber("t", new_subscriber(n), "00101").await.unwrap();
+    }
+    store.close().await;
+    let (mut child, addr) = serve(&db).await;
+    let mut g = GatewayLink::connect(addr, site(1), &key(1)).await.unwrap();
+    let t = reg_all(&mut g, 40).await;
+    let (mut granted, mut ended) = (0u64, 0u64);
+    let started = std::time::Instant::now();
+    let kill_at = Duration::from_millis(3000);
+    'load: loop {
+        // Twenty private calls at once, each ended by the gateway as soon as it is granted.
+        let mut open = 0;
+        for pair in 0..20 {
+            let call = Message::PrivateCallReq {
+                tmsi: t[2 * pair],
+                target: unit(2 * pair as u16 + 2),
+            };
+            g.queue_request(call).await.unwrap();
+            open += 1;
+        }
+        g.flush().await.unwrap();
+        while open > 0 {
+            if started.elapsed() >= kill_at {
+                break 'load;
+            }
+            let Ok(f) = next_service(&mut g).await else { break 'load };
+            match f.msg {
+                Message::ChannelGrant { call, .. } => {
+                    granted += 1;
+                    let end = Message::CallEnd {
+                        call,
+                        cause: Cause::Normal,
+                    };
+                    g.request(end).await.unwrap();
+                }
+                Message::CallEnd { .. } => {
+                    ended += 1;
+                    open -= 1;
+                }
+                Message::Deny { .. } => open -= 1,
+                _ => {}
+            }
+        }
+    }
+    child.kill().await.unwrap();
+    let secs = started.elapsed().as_secs_f64();
+    let c = start(call_config(&db, TrunkingSection::default())).await.unwrap();
+    c.stop().await;
+    let store = db.open().await;
+    let records = store.call_records(i64::MAX).await.unwrap();
+    let recorded = records.iter().filter(|r| r.granted_at.is_some()).count() as u64;
+    let restart = records
+        .iter()
+        .filter(|r| r.end_cause == i64::from(Cause::ControllerRestart.code()))
+        .count();
+    println!(
+        "load {secs:.1} s: {granted} calls granted ({:.0}/s), {ended} ended as the gateway saw; \
+         {recorded} recorded after the restart ({restart} as 'controller restart'); \
+         lost: {} ({:.0} ms of grants)",
+        granted as f64 / secs,
+        granted.saturating_sub(recorded),
+        granted.saturating_sub(recorded) as f64 / (granted as f64 / secs) * 1000.0
+    );
+    store.close().await;
+}
