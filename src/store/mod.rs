@@ -61,6 +61,9 @@ pub enum ImportError {
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Reading the file failed.
+    #[error("reading the file: {0}")]
+    Read(std::io::Error),
 }
 
 /// The HLR database.
