@@ -216,7 +216,7 @@ async fn a_csv_import_with_one_bad_row_writes_nothing() {
     std::fs::write(&file, format!("{header}{}{}{}", row(1, 1), row(2, 2), row(3, 1))).unwrap();
     let err = cli.fails(&["subscriber", "import", file.to_str().unwrap()]).await;
     assert!(
-        err.contains("line 4") && err.contains("member 1 already exists"),
+        err.contains("line 4: member 1 of fleet 100 duplicates line 2"),
         "{err}"
     );
     assert!(err.contains("nothing imported"), "{err}");

@@ -81,16 +81,21 @@ async fn a_subscriber_gets_an_imsi_and_individual_id_and_reads_back_without_secr
             "{shown}"
         );
         // Unique IMEI, member within fleet.
+        // One subscriber is not a file: its errors name no line.
         let again = store.add_subscriber("t", new_subscriber(1), "00101").await;
         assert!(
-            matches!(again, Err(ImportError::Row { line: 1, .. })),
+            matches!(&again, Err(StoreError::Conflict(e)) if e == &format!("IMEI {} is already provisioned", a.imei)),
             "{}: {again:?}",
             db.name
         );
         let mut same_member = new_subscriber(3);
         same_member.unit.member = MemberId::new(1).unwrap();
         let e = store.add_subscriber("t", same_member, "00101").await.unwrap_err();
-        assert!(e.to_string().contains("member 1 already exists"), "{e}");
+        assert_eq!(e.to_string(), "member 1 of fleet 100 is already provisioned");
+        let mut no_tg = new_subscriber(3);
+        no_tg.talkgroups = vec![TalkgroupId::new(99).unwrap()];
+        let e = store.add_subscriber("t", no_tg, "00101").await.unwrap_err();
+        assert_eq!(e.to_string(), "talkgroup 99 does not exist in fleet 100");
         store.close().await;
     }
 }
@@ -124,7 +129,10 @@ async fn an_import_is_all_or_nothing() {
         let rows = parse_subscribers(text.as_bytes()).unwrap();
         let e = store.import_subscribers("t", rows, "00101").await.unwrap_err();
         assert!(matches!(&e, ImportError::Row { line: 5, .. }), "{}: {e}", db.name);
-        assert!(e.to_string().contains("already provisioned"), "{e}");
+        assert!(
+            e.to_string().ends_with(&format!("IMEI {dup} duplicates line 2")),
+            "{e}"
+        );
         assert!(
             store.load_subscribers(None).await.unwrap().is_empty(),
             "{}: something was written",
@@ -158,11 +166,13 @@ async fn an_import_is_all_or_nothing() {
             csv_row(2, None),
             csv_row(3, None)
         );
-        let imsis = store
+        let done = store
             .import_subscribers("t", parse_subscribers(text.as_bytes()).unwrap(), "00101")
             .await
             .unwrap();
-        assert_eq!(imsis.len(), 3);
+        assert_eq!(done.len(), 3);
+        assert_eq!(done[2].imsi, imsi(3), "{}", db.name);
+        assert_eq!((done[2].line, done[2].imsi_assigned), (4, true));
         assert_eq!(
             store.load_subscribers(None).await.unwrap().len(),
             3,
@@ -282,4 +292,126 @@ async fn the_sqlite_file_is_private() {
         .mode();
     assert_eq!(mode & 0o077, 0, "database readable by others: {mode:o}");
     store.close().await;
+}
+
+/// Imports `lines` (joined with `end`, a blank line after the header) and returns the
+/// error, or what was stored.
+async fn import_lines(
+    store: &trunkd::store::Store,
+    lines: &[String],
+    end: &str,
+) -> Result<Vec<trunkd::store::Provisioned>, ImportError> {
+    let mut text = format!("{}{end}{end}", HEADER.trim_end());
+    for l in lines {
+        text += &format!("{}{end}", l.trim_end());
+    }
+    let rows = parse_subscribers(text.as_bytes())?;
+    store.import_subscribers("t", rows, "00101").await
+}
+
+#[tokio::test]
+async fn every_kind_of_row_error_names_the_right_line_in_lf_and_crlf_files() {
+    for db in TestDb::all().await {
+        let store = db.open().await;
+        provision_basics(&store).await;
+        let stored = store
+            .add_subscriber("t", new_subscriber(9), "00101")
+            .await
+            .unwrap();
+        // Lines: 1 header, 2 blank, 3.. the rows.
+        let good = |n| csv_row(n, None);
+        let cases: Vec<(Vec<String>, String)> = vec![
+            (
+                vec![good(1), good(2), good(3).replace("100,3,", "100,x,")],
+                "line 5: member must be 1..=65535".into(),
+            ),
+            (
+                vec![
+                    good(1),
+                    good(2),
+                    csv_row(3, Some(&new_subscriber(1).imei.to_string())),
+                ],
+                format!("line 5: IMEI {} duplicates line 3", new_subscriber(1).imei),
+            ),
+            (
+                vec![good(1), good(2), csv_row(3, Some(&stored.imei.to_string()))],
+                format!("line 5: IMEI {} is already provisioned", stored.imei),
+            ),
+            (
+                vec![good(1), good(2), good(3).replace(",100,3,", ",101,3,")],
+                "line 5: fleet 101 does not exist".into(),
+            ),
+            (
+                vec![good(1), good(2), good(3).replace("10;11", "10;99")],
+                "line 5: talkgroup 99 does not exist in fleet 100".into(),
+            ),
+            (
+                vec![good(1), good(2), good(3).replace("10;11", "10;")],
+                "line 5: talkgroup list `10;` has an empty item".into(),
+            ),
+            (
+                vec![good(1), good(2), good(3).replace(",,,100,3,", ",,,100,1,")],
+                "line 5: member 1 of fleet 100 duplicates line 3".into(),
+            ),
+        ];
+        for end in ["\n", "\r\n"] {
+            for (lines, want) in &cases {
+                let e = import_lines(&store, lines, end).await.unwrap_err();
+                assert_eq!(&e.to_string(), want, "{} {end:?}", db.name);
+            }
+        }
+        assert_eq!(
+            store.load_subscribers(None).await.unwrap().len(),
+            1,
+            "{}",
+            db.name
+        );
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn assigned_imsis_and_individual_ids_avoid_those_given_later_in_the_file() {
+    for db in TestDb::all().await {
+        let store = db.open().await;
+        provision_basics(&store).await;
+        // Row 1 gets an IMSI and individual id assigned; row 2 names the ones row 1
+        // would otherwise have got.
+        let given = csv_row(2, None).replace(",,,100,2,,", &format!(",{},,100,2,1,", imsi(1)));
+        let done = import_lines(&store, &[csv_row(1, None), given], "\n")
+            .await
+            .unwrap();
+        assert_eq!(done[0].imsi, imsi(2), "{}", db.name);
+        assert_eq!(done[0].individual.get(), 2, "{}", db.name);
+        assert!(done[0].imsi_assigned && done[0].individual_assigned);
+        assert_eq!((done[1].imsi, done[1].individual.get()), (imsi(1), 1));
+        assert!(!done[1].imsi_assigned && !done[1].individual_assigned);
+        // The next one continues above the highest in use.
+        let next = store
+            .add_subscriber("t", new_subscriber(3), "00101")
+            .await
+            .unwrap();
+        assert_eq!((next.imsi, next.individual.get()), (imsi(3), 3), "{}", db.name);
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn concurrent_adds_each_get_their_own_imsi() {
+    for db in TestDb::all().await {
+        let store = db.open().await;
+        provision_basics(&store).await;
+        let adds = (1..=8).map(|n| {
+            let store = store.clone();
+            tokio::spawn(async move { store.add_subscriber("t", new_subscriber(n), "00101").await })
+        });
+        let mut imsis = Vec::new();
+        for a in adds {
+            imsis.push(a.await.unwrap().unwrap().imsi);
+        }
+        imsis.sort();
+        imsis.dedup();
+        assert_eq!(imsis, (1..=8).map(imsi).collect::<Vec<_>>(), "{}", db.name);
+        store.close().await;
+    }
 }

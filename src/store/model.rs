@@ -182,6 +182,23 @@ pub struct NewSubscriber {
     pub talkgroups: Vec<TalkgroupId>,
 }
 
+/// What provisioning stored for one subscriber: its identities, given or assigned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Provisioned {
+    /// Line of the row in the imported file (0 for `subscriber add`).
+    pub line: u64,
+    /// Equipment identity.
+    pub imei: Imei,
+    /// Subscriber identity.
+    pub imsi: Imsi,
+    /// Dispatch identity.
+    pub individual: IndividualId,
+    /// The IMSI was assigned (the row gave none).
+    pub imsi_assigned: bool,
+    /// The individual id was assigned (the row gave none).
+    pub individual_assigned: bool,
+}
+
 /// A fleet.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Fleet {
