@@ -415,3 +415,57 @@ async fn concurrent_adds_each_get_their_own_imsi() {
         store.close().await;
     }
 }
+
+#[tokio::test]
+async fn names_keys_and_slots_that_cannot_be_right_are_refused() {
+    use trunkd::store::Site;
+    for db in TestDb::all().await {
+        let store = db.open().await;
+        provision_basics(&store).await;
+        let blank = Fleet {
+            id: FleetId::new(7).unwrap(),
+            name: "  ".into(),
+        };
+        let e = store.add_fleet("t", &blank).await.unwrap_err();
+        assert!(matches!(e, StoreError::Invalid(_)), "{e:?}");
+        let tg = Talkgroup {
+            fleet: FleetId::new(100).unwrap(),
+            id: TalkgroupId::new(20).unwrap(),
+            name: String::new(),
+        };
+        assert!(matches!(
+            store.add_talkgroup("t", &tg).await,
+            Err(StoreError::Invalid(_))
+        ));
+        let zero = Site {
+            id: site(3),
+            name: "South".into(),
+            carriers: 1,
+            slots_per_carrier: 6,
+            key: trunkd::protocol::SiteKey::from_bytes([0; 32]),
+        };
+        let e = store.add_site("t", &zero).await.unwrap_err().to_string();
+        assert!(e.contains("all zeros"), "{e}");
+        // Sites 1 and 2 have 2 carriers of 6 slots.
+        for (carrier, slot, why) in [
+            (2, 0, "no carrier 2"),
+            (1, 6, "no slot 6"),
+            (0, 0, "control channel"),
+        ] {
+            for faulty in [true, false] {
+                let e = store
+                    .set_slot_fault("t", site(1), carrier, slot, faulty)
+                    .await
+                    .unwrap_err();
+                assert!(
+                    matches!(&e, StoreError::Invalid(m) if m.contains(why)),
+                    "{}: {e:?}",
+                    db.name
+                );
+            }
+        }
+        store.set_slot_fault("t", site(1), 1, 5, true).await.unwrap();
+        assert_eq!(store.slot_faults().await.unwrap(), [(site(1), 1, 5)]);
+        store.close().await;
+    }
+}

@@ -176,6 +176,7 @@ impl Store {
 
     /// Adds a fleet.
     pub async fn add_fleet(&self, actor: &str, fleet: &Fleet) -> Result<(), StoreError> {
+        rules::name("fleet", &fleet.name)?;
         let now = now_ms();
         dispatch!(self, p => {
             let mut tx = p.begin().await?;
@@ -194,6 +195,7 @@ impl Store {
 
     /// Adds a talkgroup to an existing fleet.
     pub async fn add_talkgroup(&self, actor: &str, tg: &Talkgroup) -> Result<(), StoreError> {
+        rules::name("talkgroup", &tg.name)?;
         let now = now_ms();
         if !self.fleet_exists(tg.fleet).await? {
             return Err(StoreError::NotFound(format!("fleet {} does not exist", tg.fleet)));
@@ -225,6 +227,7 @@ impl Store {
 
     /// Adds a site with its link key.
     pub async fn add_site(&self, actor: &str, site: &Site) -> Result<(), StoreError> {
+        rules::site(site)?;
         let now = now_ms();
         dispatch!(self, p => {
             let mut tx = p.begin().await?;
@@ -554,7 +557,8 @@ impl Store {
     }
 
     /// Takes a slot (`slot` 0..=5) or a whole carrier (`slot` 255) out of service
-    /// (`faulty`), or puts it back.
+    /// (`faulty`), or puts it back. The site must have the carrier and slot, and the
+    /// control channel (carrier 0 slot 0) is refused (`rules::slot_target`).
     pub async fn set_slot_fault(
         &self,
         actor: &str,
@@ -566,13 +570,14 @@ impl Store {
         let now = now_ms();
         // Checked before the transaction: on SQLite a transaction that reads and then
         // writes can fail at once if another connection wrote in between.
-        let known: i64 = dispatch!(self, p => sqlx::query_scalar("SELECT COUNT(*) FROM sites WHERE id = $1")
+        let shape: Option<(i64, i64)> = dispatch!(self, p => sqlx::query_as("SELECT carriers, slots_per_carrier FROM sites WHERE id = $1")
             .bind(i64::from(site.get()))
-            .fetch_one(p)
+            .fetch_optional(p)
             .await?);
-        if known == 0 {
+        let Some((carriers, slots)) = shape else {
             return Err(StoreError::NotFound(format!("site {site} does not exist")));
-        }
+        };
+        rules::slot_target(site, (carriers, slots), carrier, slot)?;
         dispatch!(self, p => {
             let mut tx = p.begin().await?;
             if faulty {
