@@ -469,3 +469,143 @@ async fn names_keys_and_slots_that_cannot_be_right_are_refused() {
         store.close().await;
     }
 }
+
+#[tokio::test]
+async fn listing_fleets_talkgroups_and_pages_of_subscribers() {
+    for db in TestDb::all().await {
+        let store = db.open().await;
+        provision_basics(&store).await;
+        let other = Fleet {
+            id: FleetId::new(200).unwrap(),
+            name: "Fire".into(),
+        };
+        store.add_fleet("t", &other).await.unwrap();
+        let tg = Talkgroup {
+            fleet: other.id,
+            id: TalkgroupId::new(10).unwrap(),
+            name: "Fireground".into(),
+        };
+        store.add_talkgroup("t", &tg).await.unwrap();
+        let fleets = store.fleets().await.unwrap();
+        assert_eq!(fleets.iter().map(|f| f.id.get()).collect::<Vec<_>>(), [100, 200]);
+        assert_eq!(store.talkgroups_of(Some(other.id)).await.unwrap(), [tg]);
+        assert_eq!(store.talkgroups_of(None).await.unwrap().len(), 6);
+        for n in 1..=5 {
+            let mut s = new_subscriber(n);
+            if n % 2 == 0 {
+                s.unit.fleet = other.id;
+                s.talkgroups = vec![TalkgroupId::new(10).unwrap()];
+            }
+            store.add_subscriber("t", s, "00101").await.unwrap();
+        }
+        let first = store.subscribers_page(None, None, 2).await.unwrap();
+        assert_eq!(
+            first.iter().map(|s| s.imsi).collect::<Vec<_>>(),
+            [imsi(1), imsi(2)]
+        );
+        assert_eq!(
+            first[1].talkgroups,
+            [TalkgroupId::new(10).unwrap()],
+            "{}",
+            db.name
+        );
+        let rest = store.subscribers_page(None, Some(imsi(2)), 10).await.unwrap();
+        assert_eq!(
+            rest.iter().map(|s| s.imsi).collect::<Vec<_>>(),
+            [imsi(3), imsi(4), imsi(5)]
+        );
+        assert_eq!(rest[0].talkgroups.len(), 3, "{}", db.name);
+        let fire = store
+            .subscribers_page(Some(other.id), Some(imsi(2)), 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            fire.iter().map(|s| s.imsi).collect::<Vec<_>>(),
+            [imsi(4)],
+            "{}",
+            db.name
+        );
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn removals_refuse_while_something_depends_and_reach_a_running_cache() {
+    use trunkd::hlr::HlrCache;
+    use trunkd::link::SiteKeys as _;
+    for db in TestDb::all().await {
+        let store = db.open().await;
+        provision_basics(&store).await;
+        let fleet = FleetId::new(100).unwrap();
+        let sub = store
+            .add_subscriber("t", new_subscriber(1), "00101")
+            .await
+            .unwrap();
+        store.write_locations(&[(sub.imsi, site(1), 1000)]).await.unwrap();
+        store
+            .store_short_data(&[sub.imsi], unit(2), b"hello", i64::MAX)
+            .await
+            .unwrap();
+        store.set_slot_fault("t", site(2), 1, 3, true).await.unwrap();
+        let cache = HlrCache::load(&store).await.unwrap();
+        assert!(cache.subscriber(&sub.imsi).is_some() && cache.site(site(2)).is_some());
+
+        let e = store.remove_fleet("t", fleet).await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "fleet 100 still has 5 talkgroups and 1 subscribers; remove them first",
+            "{}",
+            db.name
+        );
+        let e = store.remove_talkgroup("t", fleet, tg(11)).await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "talkgroup 11 of fleet 100 is permitted to 1 subscribers; remove them first",
+            "{}",
+            db.name
+        );
+        store.remove_talkgroup("t", fleet, tg(14)).await.unwrap();
+        assert!(matches!(
+            store.remove_talkgroup("t", fleet, tg(14)).await,
+            Err(StoreError::NotFound(_))
+        ));
+
+        store.remove_subscriber("t", sub.imsi).await.unwrap();
+        assert!(store.subscriber(sub.imsi).await.unwrap().is_none());
+        assert_eq!(store.last_location(sub.imsi).await.unwrap(), None, "{}", db.name);
+        assert!(store.pending_short_data(sub.imsi).await.unwrap().is_empty());
+        assert!(matches!(
+            store.remove_subscriber("t", sub.imsi).await,
+            Err(StoreError::NotFound(_))
+        ));
+
+        store.remove_site("t", site(2)).await.unwrap();
+        assert_eq!(store.sites().await.unwrap().len(), 1);
+        assert!(store.slot_faults().await.unwrap().is_empty(), "{}", db.name);
+
+        for t in [10, 11, 12, 13] {
+            store.remove_talkgroup("t", fleet, tg(t)).await.unwrap();
+        }
+        store.remove_fleet("t", fleet).await.unwrap();
+        assert!(store.fleets().await.unwrap().is_empty());
+
+        // A running controller's cache follows the audit log.
+        cache.refresh(&store).await.unwrap();
+        assert!(cache.subscriber(&sub.imsi).is_none(), "{}", db.name);
+        assert!(cache.imsi_for_imei(&sub.imei).is_none());
+        assert!(cache.site(site(2)).is_none() && cache.site_key(site(2)).is_none());
+        assert!(cache.slot_faults().is_empty());
+        let audit = store.audit_since(0, 1000).await.unwrap();
+        let removals: Vec<(&str, &str)> = audit
+            .iter()
+            .filter(|a| a.action.ends_with(".remove"))
+            .map(|a| (a.action.as_str(), a.object.as_str()))
+            .collect();
+        let subscriber = format!("subscriber:{}", sub.imsi);
+        assert_eq!(removals[0], ("talkgroup.remove", "talkgroup:100/14"));
+        assert_eq!(removals[1], ("subscriber.remove", subscriber.as_str()));
+        assert_eq!(removals[2], ("site.remove", "site:2"));
+        assert_eq!(removals.last(), Some(&("fleet.remove", "fleet:100")));
+        store.close().await;
+    }
+}

@@ -111,6 +111,7 @@ macro_rules! bind_args {
     }};
 }
 
+mod admin;
 mod import;
 
 /// Largest rows per multi-row INSERT (keeps within both backends' parameter limits).
@@ -273,18 +274,7 @@ impl Store {
 
     /// Every talkgroup.
     pub async fn talkgroups(&self) -> Result<Vec<Talkgroup>, StoreError> {
-        dispatch!(self, p => {
-            let rows = sqlx::query("SELECT fleet_id, id, name FROM talkgroups ORDER BY fleet_id, id")
-                .fetch_all(p)
-                .await?;
-            rows.iter().map(|r| -> Result<Talkgroup, StoreError> {
-                Ok(Talkgroup {
-                    fleet: fleet_id(r.try_get("fleet_id")?)?,
-                    id: talkgroup_id(r.try_get("id")?)?,
-                    name: r.try_get("name")?,
-                })
-            }).collect()
-        })
+        self.talkgroups_of(None).await
     }
 
     /// One subscriber, or `None`.
@@ -295,25 +285,49 @@ impl Store {
 
     /// Every subscriber (with `only`, just that one), with their talkgroups.
     pub async fn load_subscribers(&self, only: Option<Imsi>) -> Result<Vec<Subscriber>, StoreError> {
-        let filter = only.map(|i| i.to_string());
-        let where_sub = if filter.is_some() { " WHERE imsi = $1" } else { "" };
+        let only: Vec<(&str, Arg)> = only
+            .map(|i| ("imsi =", Arg::Text(i.to_string())))
+            .into_iter()
+            .collect();
+        self.select_subscribers(&only, None).await
+    }
+
+    /// The subscribers that meet every condition (an SQL comparison such as `fleet_id =`
+    /// and its value), in IMSI order, at most `limit`, with their talkgroups.
+    async fn select_subscribers(
+        &self,
+        conds: &[(&str, Arg)],
+        limit: Option<i64>,
+    ) -> Result<Vec<Subscriber>, StoreError> {
+        let mut clause = String::new();
+        for (i, (cond, _)) in conds.iter().enumerate() {
+            clause += &format!("{} {cond} ${}", if i == 0 { " WHERE" } else { " AND" }, i + 1);
+        }
+        clause += " ORDER BY imsi";
+        if limit.is_some() {
+            clause += &format!(" LIMIT ${}", conds.len() + 1);
+        }
+        let args: Vec<Arg> = conds
+            .iter()
+            .map(|(_, a)| a.clone())
+            .chain(limit.map(Arg::Int))
+            .collect();
         let sql_sub = format!(
             "SELECT imsi, imei, msisdn, fleet_id, member_id, individual_id, k, opc, priority, perm_group, \
              perm_private, perm_emergency, perm_short_data, perm_interconnect, inhibited, created_at, updated_at \
-             FROM subscribers{where_sub} ORDER BY imsi"
+             FROM subscribers{clause}"
         );
+        let tg_filter = if args.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE imsi IN (SELECT imsi FROM subscribers{clause})")
+        };
         let sql_tg = format!(
-            "SELECT imsi, talkgroup_id FROM subscriber_talkgroups{where_sub} ORDER BY imsi, position"
+            "SELECT imsi, talkgroup_id FROM subscriber_talkgroups{tg_filter} ORDER BY imsi, position"
         );
         dispatch!(self, p => {
-            let mut q = sqlx::query(&sql_sub);
-            let mut qt = sqlx::query(&sql_tg);
-            if let Some(f) = &filter {
-                q = q.bind(f.clone());
-                qt = qt.bind(f.clone());
-            }
-            let rows = q.fetch_all(p).await?;
-            let tg_rows = qt.fetch_all(p).await?;
+            let rows = bind_args!(sqlx::query(&sql_sub), &args).fetch_all(p).await?;
+            let tg_rows = bind_args!(sqlx::query(&sql_tg), &args).fetch_all(p).await?;
             let mut tgs: std::collections::HashMap<String, Vec<TalkgroupId>> = Default::default();
             for r in &tg_rows {
                 tgs.entry(r.try_get("imsi")?).or_default().push(talkgroup_id(r.try_get("talkgroup_id")?)?);
