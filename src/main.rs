@@ -581,7 +581,7 @@ async fn run_admin(cfg: &Config, store: &Store, command: Command, out: &mut Out)
             let page = store.subscribers_page(fleet, after, limit).await?;
             outln!(
                 out,
-                "{:<15} {:<15} {:<15} {:<11} {:<10} {:<3} {:<9} {:<36} talkgroups",
+                "{:<15} {:<15} {:<15} {:<12} {:<10} {:<3} {:<9} {:<41} talkgroups",
                 "imsi",
                 "imei",
                 "msisdn",
@@ -594,7 +594,7 @@ async fn run_admin(cfg: &Config, store: &Store, command: Command, out: &mut Out)
             for s in &page {
                 outln!(
                     out,
-                    "{:<15} {:<15} {:<15} {:<11} {:<10} {:<3} {:<9} {:<36} {}",
+                    "{:<15} {:<15} {:<15} {:<12} {:<10} {:<3} {:<9} {:<41} {}",
                     s.imsi,
                     s.imei,
                     s.msisdn.as_deref().unwrap_or("-"),
