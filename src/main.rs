@@ -1,16 +1,23 @@
 //! The `trunkd` command line: parses arguments and calls into the library.
 
+use std::io::Write;
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
+use std::str::FromStr;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use tracing::info;
 
 use trunkd::config::{Config, LogFormat, DEFAULT_TOML};
-use trunkd::protocol::{FleetId, Imei, Imsi, IndividualId, MemberId, SiteId, SiteKey, TalkgroupId, Unit};
+use trunkd::protocol::{
+    Carrier, FleetId, Imei, Imsi, IndividualId, MemberId, SiteId, SiteKey, Slot, TalkgroupId, Unit,
+};
 use trunkd::store::csv::{parse_subscribers, parse_talkgroups};
-use trunkd::store::{Fleet, NewSubscriber, Permissions, Secret128, Site, Store, Talkgroup};
+use trunkd::store::{
+    rules, Fleet, NewSubscriber, Permissions, Provisioned, Secret128, Site, Store, Subscriber, Talkgroup,
+};
 
 #[derive(Parser)]
 #[command(
@@ -71,11 +78,19 @@ enum FleetCommand {
     /// Add a fleet.
     Add {
         /// Fleet id, 1..=65535.
-        #[arg(long)]
-        id: u16,
-        /// Name.
+        #[arg(long, value_parser = ranged(FleetId::new, FleetId::MIN, FleetId::MAX))]
+        id: FleetId,
+        /// Name (not blank).
         #[arg(long)]
         name: String,
+    },
+    /// List the fleets.
+    List,
+    /// Remove a fleet; refused while it has talkgroups or subscribers.
+    Remove {
+        /// Fleet id, 1..=65535.
+        #[arg(long, value_parser = ranged(FleetId::new, FleetId::MIN, FleetId::MAX))]
+        id: FleetId,
     },
 }
 
@@ -83,15 +98,30 @@ enum FleetCommand {
 enum TalkgroupCommand {
     /// Add a talkgroup to a fleet.
     Add {
-        /// Fleet id.
-        #[arg(long)]
-        fleet: u16,
+        /// Fleet id, 1..=65535.
+        #[arg(long, value_parser = ranged(FleetId::new, FleetId::MIN, FleetId::MAX))]
+        fleet: FleetId,
         /// Talkgroup id within the fleet, 1..=65535.
-        #[arg(long)]
-        id: u16,
-        /// Name.
+        #[arg(long, value_parser = ranged(TalkgroupId::new, TalkgroupId::MIN, TalkgroupId::MAX))]
+        id: TalkgroupId,
+        /// Name (not blank).
         #[arg(long)]
         name: String,
+    },
+    /// List the talkgroups (of one fleet with --fleet).
+    List {
+        /// Only this fleet's, 1..=65535.
+        #[arg(long, value_parser = ranged(FleetId::new, FleetId::MIN, FleetId::MAX))]
+        fleet: Option<FleetId>,
+    },
+    /// Remove a talkgroup; refused while a subscriber is permitted on it.
+    Remove {
+        /// Fleet id, 1..=65535.
+        #[arg(long, value_parser = ranged(FleetId::new, FleetId::MIN, FleetId::MAX))]
+        fleet: FleetId,
+        /// Talkgroup id within the fleet, 1..=65535.
+        #[arg(long, value_parser = ranged(TalkgroupId::new, TalkgroupId::MIN, TalkgroupId::MAX))]
+        id: TalkgroupId,
     },
 }
 
@@ -100,16 +130,16 @@ enum SiteCommand {
     /// Add a site. Without --key a random key is generated and printed once.
     Add {
         /// Site id, 1..=4095.
-        #[arg(long)]
-        id: u16,
-        /// Name.
+        #[arg(long, value_parser = ranged(SiteId::new, SiteId::MIN, SiteId::MAX))]
+        id: SiteId,
+        /// Name (not blank).
         #[arg(long)]
         name: String,
-        /// Carriers at the site.
-        #[arg(long, default_value_t = 1)]
+        /// Carriers at the site, 1..=64.
+        #[arg(long, default_value_t = 1, value_parser = within(rules::CARRIERS))]
         carriers: u8,
         /// TDMA slots per carrier: 6, 4, 3 or 2.
-        #[arg(long, default_value_t = 6)]
+        #[arg(long, default_value_t = 6, value_parser = slots_per_carrier)]
         slots: u8,
         /// The link's pre-shared key, 64 hex digits (better: TRUNKD_SITE_KEY).
         #[arg(long, env = "TRUNKD_SITE_KEY", hide_env_values = true)]
@@ -120,18 +150,28 @@ enum SiteCommand {
     Fault(SlotArgs),
     /// Put a slot (or whole carrier) back in service.
     Restore(SlotArgs),
+    /// List the sites, their shape and what is out of service (never their keys).
+    List,
+    /// Remove a site with its out-of-service slots; a running controller stops
+    /// accepting its gateway.
+    Remove {
+        /// Site id, 1..=4095.
+        #[arg(long, value_parser = ranged(SiteId::new, SiteId::MIN, SiteId::MAX))]
+        id: SiteId,
+    },
 }
 
 #[derive(Args)]
 struct SlotArgs {
-    /// Site id.
-    #[arg(long)]
-    id: u16,
-    /// Carrier index, 0..=63.
-    #[arg(long)]
+    /// Site id, 1..=4095.
+    #[arg(long, value_parser = ranged(SiteId::new, SiteId::MIN, SiteId::MAX))]
+    id: SiteId,
+    /// Carrier index, 0..=63 (below the site's carriers).
+    #[arg(long, value_parser = within(Carrier::MIN..=Carrier::MAX))]
     carrier: u8,
-    /// Slot 0..=5; omit for the whole carrier.
-    #[arg(long)]
+    /// Slot 0..=5 (below the site's slots per carrier; not carrier 0 slot 0, the control
+    /// channel); omit for the whole carrier.
+    #[arg(long, value_parser = within(Slot::MIN..=Slot::MAX))]
     slot: Option<u8>,
 }
 
@@ -144,10 +184,33 @@ enum SubscriberCommand {
         /// IMSI, 15 digits.
         imsi: String,
     },
-    /// Import subscribers from a CSV file, all or nothing (format in the README).
+    /// Import subscribers from a CSV file, all or nothing (format in the README), and
+    /// print the IMSIs and individual ids it assigned.
     Import {
         /// The CSV file.
         file: PathBuf,
+        /// Write the assigned identities (CSV: line,imei,imsi,individual_id) to this
+        /// file instead of printing them.
+        #[arg(long, value_name = "FILE")]
+        assigned: Option<PathBuf>,
+    },
+    /// List subscribers by IMSI, a page at a time (never their keys).
+    List {
+        /// Only this fleet's, 1..=65535.
+        #[arg(long, value_parser = ranged(FleetId::new, FleetId::MIN, FleetId::MAX))]
+        fleet: Option<FleetId>,
+        /// Start after this IMSI (the last one of the previous page).
+        #[arg(long, value_parser = imsi)]
+        after: Option<Imsi>,
+        /// At most this many, 1..=10000.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        limit: u32,
+    },
+    /// Remove a subscriber with its talkgroups, last location and stored short data.
+    Remove {
+        /// IMSI, 15 digits.
+        #[arg(value_parser = imsi)]
+        imsi: Imsi,
     },
     /// Inhibit (stun) a subscriber: it is refused service.
     Inhibit {
@@ -172,15 +235,15 @@ struct SubscriberAdd {
     /// Telephone number, up to 15 digits.
     #[arg(long)]
     msisdn: Option<String>,
-    /// Fleet id.
-    #[arg(long)]
-    fleet: u16,
-    /// Member id within the fleet.
-    #[arg(long)]
-    member: u16,
-    /// Individual (dispatch) id; assigned when omitted.
-    #[arg(long)]
-    individual_id: Option<u32>,
+    /// Fleet id, 1..=65535.
+    #[arg(long, value_parser = ranged(FleetId::new, FleetId::MIN, FleetId::MAX))]
+    fleet: FleetId,
+    /// Member id within the fleet, 1..=65535.
+    #[arg(long, value_parser = ranged(MemberId::new, MemberId::MIN, MemberId::MAX))]
+    member: MemberId,
+    /// Individual (dispatch) id, 1..=16777215; assigned when omitted.
+    #[arg(long, value_parser = ranged(IndividualId::new, IndividualId::MIN, IndividualId::MAX))]
+    individual_id: Option<IndividualId>,
     /// Authentication key K, 32 hex digits (better: TRUNKD_K). Generated when omitted.
     #[arg(long, env = "TRUNKD_K", hide_env_values = true)]
     k: Option<String>,
@@ -188,7 +251,7 @@ struct SubscriberAdd {
     #[arg(long, env = "TRUNKD_OPC", hide_env_values = true)]
     opc: Option<String>,
     /// Priority level 0..=15.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = within(rules::PRIORITIES))]
     priority: u8,
     /// Permissions: group, private, emergency, data, interconnect, all or none (`;` or `,`).
     #[arg(long, default_value = "group,private,emergency,data")]
@@ -198,21 +261,104 @@ struct SubscriberAdd {
     talkgroups: String,
 }
 
+/// Parses a value of one of the protocol's ranged id types, stating the range when refused.
+fn ranged<T, R>(
+    new: fn(R) -> Option<T>,
+    min: R,
+    max: R,
+) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static
+where
+    T: 'static,
+    R: FromStr + std::fmt::Display + Copy + Send + Sync + 'static,
+{
+    move |s| {
+        s.parse()
+            .ok()
+            .and_then(new)
+            .ok_or_else(|| format!("must be {min}..={max}"))
+    }
+}
+
+/// Parses a number within `range`.
+fn within(range: RangeInclusive<u8>) -> impl Fn(&str) -> Result<u8, String> + Clone + Send + Sync + 'static {
+    move |s| {
+        s.parse()
+            .ok()
+            .filter(|v| range.contains(v))
+            .ok_or_else(|| format!("must be {}..={}", range.start(), range.end()))
+    }
+}
+
+fn slots_per_carrier(s: &str) -> Result<u8, String> {
+    let n = s.parse().map_err(|_| "must be 6, 4, 3 or 2".to_string())?;
+    rules::slots_per_carrier(n).map_err(|e| e.to_string())?;
+    Ok(n)
+}
+
+fn imsi(s: &str) -> Result<Imsi, String> {
+    Imsi::parse(s).map_err(|e| e.to_string())
+}
+
+/// Standard output for what commands print, buffered. A reader that goes away early
+/// (`trunkd subscriber list | head -3`) ends the command quietly: the write fails with
+/// `BrokenPipe` (Rust ignores SIGPIPE), which becomes [`OutputClosed`] and exit status 0,
+/// where `println!` would panic.
+struct Out(std::io::BufWriter<std::io::Stdout>);
+
+/// Standard output was closed by its reader.
+#[derive(Debug, thiserror::Error)]
+#[error("standard output was closed")]
+struct OutputClosed;
+
+impl Out {
+    fn text(&mut self, text: std::fmt::Arguments) -> anyhow::Result<()> {
+        self.0.write_fmt(text).map_err(output_error)
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        self.0.flush().map_err(output_error)
+    }
+}
+
+fn output_error(e: std::io::Error) -> anyhow::Error {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        OutputClosed.into()
+    } else {
+        anyhow::Error::new(e).context("writing to standard output")
+    }
+}
+
+/// Writes one line to an [`Out`], returning from the function if the reader is gone.
+macro_rules! outln {
+    ($out:expr, $($arg:tt)*) => {
+        $out.text(format_args!("{}\n", format_args!($($arg)*)))?
+    };
+}
+
 fn main() -> anyhow::Result<()> {
+    let mut out = Out(std::io::BufWriter::new(std::io::stdout()));
+    match run(&mut out).and_then(|()| out.flush()) {
+        Err(e) if e.is::<OutputClosed>() => Ok(()),
+        other => other,
+    }
+}
+
+fn run(out: &mut Out) -> anyhow::Result<()> {
     let cli = Cli::parse();
     let cfg = || Config::load(cli.config.as_deref());
     match cli.command {
         Command::Config(ConfigCommand::Default) => {
-            print!("{DEFAULT_TOML}");
+            out.text(format_args!("{DEFAULT_TOML}"))?;
             Ok(())
         }
         Command::Config(ConfigCommand::Check) => {
             cfg()?;
-            println!("configuration ok");
+            outln!(out, "configuration ok");
             Ok(())
         }
         Command::Config(ConfigCommand::Keygen) => {
-            println!(
+            outln!(
+                out,
                 "{}",
                 SiteKey::generate()
                     .context("reading the OS random generator")?
@@ -233,7 +379,7 @@ fn main() -> anyhow::Result<()> {
         }
         other => {
             let cfg = cfg()?;
-            runtime()?.block_on(admin(cfg, other))
+            runtime()?.block_on(admin(cfg, other, out))
         }
     }
 }
@@ -258,29 +404,46 @@ fn actor() -> String {
     )
 }
 
-async fn admin(cfg: Config, command: Command) -> anyhow::Result<()> {
+async fn admin(cfg: Config, command: Command, out: &mut Out) -> anyhow::Result<()> {
     let store = Store::open(&cfg.database.url, &cfg.database.data_dir).await?;
-    let result = run_admin(&cfg, &store, command).await;
+    let result = run_admin(&cfg, &store, command, out).await;
     store.close().await;
     result
 }
 
-async fn run_admin(cfg: &Config, store: &Store, command: Command) -> anyhow::Result<()> {
+async fn run_admin(cfg: &Config, store: &Store, command: Command, out: &mut Out) -> anyhow::Result<()> {
     let actor = actor();
     match command {
-        Command::Migrate => println!("migrations applied ({})", store.backend()),
+        Command::Migrate => outln!(out, "migrations applied ({})", store.backend()),
         Command::Fleet(FleetCommand::Add { id, name }) => {
-            let id = FleetId::new(id).context("fleet id must be 1..=65535")?;
             store.add_fleet(&actor, &Fleet { id, name }).await?;
-            println!("fleet {id} added");
+            outln!(out, "fleet {id} added");
+        }
+        Command::Fleet(FleetCommand::List) => {
+            outln!(out, "{:<6} name", "id");
+            for f in store.fleets().await? {
+                outln!(out, "{:<6} {}", f.id, f.name);
+            }
+        }
+        Command::Fleet(FleetCommand::Remove { id }) => {
+            store.remove_fleet(&actor, id).await?;
+            outln!(out, "fleet {id} removed");
         }
         Command::Talkgroup(TalkgroupCommand::Add { fleet, id, name }) => {
-            let fleet = FleetId::new(fleet).context("fleet id must be 1..=65535")?;
-            let id = TalkgroupId::new(id).context("talkgroup id must be 1..=65535")?;
             store
                 .add_talkgroup(&actor, &Talkgroup { fleet, id, name })
                 .await?;
-            println!("talkgroup {id} added to fleet {fleet}");
+            outln!(out, "talkgroup {id} added to fleet {fleet}");
+        }
+        Command::Talkgroup(TalkgroupCommand::List { fleet }) => {
+            outln!(out, "{:<6} {:<6} name", "fleet", "id");
+            for t in store.talkgroups_of(fleet).await? {
+                outln!(out, "{:<6} {:<6} {}", t.fleet, t.id, t.name);
+            }
+        }
+        Command::Talkgroup(TalkgroupCommand::Remove { fleet, id }) => {
+            store.remove_talkgroup(&actor, fleet, id).await?;
+            outln!(out, "talkgroup {id} removed from fleet {fleet}");
         }
         Command::Site(SiteCommand::Add {
             id,
@@ -289,13 +452,6 @@ async fn run_admin(cfg: &Config, store: &Store, command: Command) -> anyhow::Res
             slots,
             key,
         }) => {
-            let id = SiteId::new(id).context("site id must be 1..=4095")?;
-            if !(1..=64).contains(&carriers) {
-                bail!("carriers must be 1..=64");
-            }
-            if ![2, 3, 4, 6].contains(&slots) {
-                bail!("slots per carrier must be 6, 4, 3 or 2");
-            }
             let (key, generated) = match key {
                 Some(k) => (SiteKey::from_hex(&k)?, false),
                 None => (SiteKey::generate()?, true),
@@ -312,26 +468,69 @@ async fn run_admin(cfg: &Config, store: &Store, command: Command) -> anyhow::Res
                     },
                 )
                 .await?;
-            println!("site {id} added");
+            outln!(out, "site {id} added");
             if generated {
-                println!(
+                outln!(
+                    out,
                     "link key (shown once; configure it on the site's gateway): {}",
                     key.to_hex()
                 );
             }
         }
+        Command::Site(SiteCommand::List) => {
+            let faults = store.slot_faults().await?;
+            outln!(
+                out,
+                "{:<5} {:<8} {:<6} {:<16} name",
+                "id",
+                "carriers",
+                "slots",
+                "out of service"
+            );
+            for s in store.sites().await? {
+                let down: Vec<String> = faults
+                    .iter()
+                    .filter(|(site, _, _)| *site == s.id)
+                    .map(|&(_, c, slot)| match slot {
+                        rules::WHOLE_CARRIER => format!("c{c}"),
+                        slot => format!("c{c}s{slot}"),
+                    })
+                    .collect();
+                let down = if down.is_empty() {
+                    "-".to_string()
+                } else {
+                    down.join(",")
+                };
+                outln!(
+                    out,
+                    "{:<5} {:<8} {:<6} {:<16} {}",
+                    s.id,
+                    s.carriers,
+                    s.slots_per_carrier,
+                    down,
+                    s.name
+                );
+            }
+        }
+        Command::Site(SiteCommand::Remove { id }) => {
+            store.remove_site(&actor, id).await?;
+            outln!(out, "site {id} removed");
+        }
         Command::Site(cmd @ (SiteCommand::Fault(_) | SiteCommand::Restore(_))) => {
             let (a, faulty) = match cmd {
                 SiteCommand::Fault(a) => (a, true),
                 SiteCommand::Restore(a) => (a, false),
-                SiteCommand::Add { .. } => unreachable!("matched above"),
+                _ => unreachable!("matched above"),
             };
-            let id = SiteId::new(a.id).context("site id must be 1..=4095")?;
-            if a.carrier > 63 || a.slot.is_some_and(|s| s > 5) {
-                bail!("carrier must be 0..=63 and slot 0..=5");
-            }
+            let id = a.id;
             store
-                .set_slot_fault(&actor, id, a.carrier, a.slot.unwrap_or(255), faulty)
+                .set_slot_fault(
+                    &actor,
+                    id,
+                    a.carrier,
+                    a.slot.unwrap_or(rules::WHOLE_CARRIER),
+                    faulty,
+                )
                 .await?;
             let what = a
                 .slot
@@ -341,20 +540,22 @@ async fn run_admin(cfg: &Config, store: &Store, command: Command) -> anyhow::Res
             } else {
                 "back in service"
             };
-            println!("site {id} carrier {} {what} {state}", a.carrier);
+            outln!(out, "site {id} carrier {} {what} {state}", a.carrier);
         }
         Command::Subscriber(SubscriberCommand::Add(a)) => {
             let (new, generated) = new_subscriber(a)?;
             let sub = store
                 .add_subscriber(&actor, new, &cfg.registration.imsi_prefix)
                 .await?;
-            println!(
+            outln!(
+                out,
                 "subscriber added: imsi {} individual id {}",
-                sub.imsi, sub.individual
+                sub.imsi,
+                sub.individual
             );
             if generated {
-                println!("k   (shown once): {}", sub.k.to_hex());
-                println!("opc (shown once): {}", sub.opc.to_hex());
+                outln!(out, "k   (shown once): {}", sub.k.to_hex());
+                outln!(out, "opc (shown once): {}", sub.opc.to_hex());
             }
         }
         Command::Subscriber(SubscriberCommand::Show { imsi }) => {
@@ -362,48 +563,154 @@ async fn run_admin(cfg: &Config, store: &Store, command: Command) -> anyhow::Res
             let Some(s) = store.subscriber(imsi).await? else {
                 bail!("subscriber {imsi} does not exist")
             };
-            println!("imsi:          {}", s.imsi);
-            println!("imei:          {}", s.imei);
-            println!("msisdn:        {}", s.msisdn.as_deref().unwrap_or("-"));
-            println!("fleet/member:  {}/{}", s.unit.fleet, s.unit.member);
-            println!("individual id: {}", s.individual);
-            println!("priority:      {}", s.priority);
-            println!("permissions:   {}", s.permissions);
-            let tgs: Vec<String> = s.talkgroups.iter().map(|t| t.to_string()).collect();
-            println!("talkgroups:    {}", tgs.join(","));
-            println!(
-                "state:         {}",
-                if s.inhibited { "inhibited" } else { "enabled" }
-            );
+            outln!(out, "imsi:          {}", s.imsi);
+            outln!(out, "imei:          {}", s.imei);
+            outln!(out, "msisdn:        {}", s.msisdn.as_deref().unwrap_or("-"));
+            outln!(out, "fleet/member:  {}/{}", s.unit.fleet, s.unit.member);
+            outln!(out, "individual id: {}", s.individual);
+            outln!(out, "priority:      {}", s.priority);
+            outln!(out, "permissions:   {}", s.permissions);
+            outln!(out, "talkgroups:    {}", talkgroup_list(&s));
+            outln!(out, "state:         {}", state(&s));
             match store.last_location(imsi).await? {
-                Some((site, at)) => println!("last seen:     site {site} at {at} (unix ms)"),
-                None => println!("last seen:     never"),
+                Some((site, at)) => outln!(out, "last seen:     site {site} at {at} (unix ms)"),
+                None => outln!(out, "last seen:     never"),
             }
         }
-        Command::Subscriber(SubscriberCommand::Import { file }) => {
-            let f = std::fs::File::open(&file).with_context(|| format!("opening {}", file.display()))?;
-            let rows = parse_subscribers(std::io::BufReader::new(f))
-                .with_context(|| format!("{}: nothing imported", file.display()))?;
-            let n = rows.len();
-            store
-                .import_subscribers(&actor, rows, &cfg.registration.imsi_prefix)
-                .await
-                .with_context(|| format!("{}: nothing imported", file.display()))?;
-            println!("imported {n} subscribers");
+        Command::Subscriber(SubscriberCommand::List { fleet, after, limit }) => {
+            let page = store.subscribers_page(fleet, after, limit).await?;
+            outln!(
+                out,
+                "{:<15} {:<15} {:<15} {:<12} {:<10} {:<3} {:<9} {:<41} talkgroups",
+                "imsi",
+                "imei",
+                "msisdn",
+                "fleet/member",
+                "individual",
+                "pri",
+                "state",
+                "permissions"
+            );
+            for s in &page {
+                outln!(
+                    out,
+                    "{:<15} {:<15} {:<15} {:<12} {:<10} {:<3} {:<9} {:<41} {}",
+                    s.imsi,
+                    s.imei,
+                    s.msisdn.as_deref().unwrap_or("-"),
+                    format!("{}/{}", s.unit.fleet, s.unit.member),
+                    s.individual,
+                    s.priority,
+                    state(s),
+                    s.permissions,
+                    talkgroup_list(s)
+                );
+            }
+            if let Some(last) = page.last().filter(|_| page.len() == limit as usize) {
+                let fleet = fleet.map_or(String::new(), |f| format!(" --fleet {f}"));
+                eprintln!(
+                    "more may follow: trunkd subscriber list{fleet} --limit {limit} --after {}",
+                    last.imsi
+                );
+            }
+        }
+        Command::Subscriber(SubscriberCommand::Import { file, assigned }) => {
+            import(cfg, store, &actor, &file, assigned, out).await?;
+        }
+        Command::Subscriber(SubscriberCommand::Remove { imsi }) => {
+            store.remove_subscriber(&actor, imsi).await?;
+            outln!(out, "subscriber {imsi} removed");
         }
         Command::Subscriber(SubscriberCommand::Inhibit { imsi }) => {
             store
                 .set_inhibited(&actor, Imsi::parse(&imsi).context("imsi")?, true)
                 .await?;
-            println!("subscriber {imsi} inhibited");
+            outln!(out, "subscriber {imsi} inhibited");
         }
         Command::Subscriber(SubscriberCommand::Enable { imsi }) => {
             store
                 .set_inhibited(&actor, Imsi::parse(&imsi).context("imsi")?, false)
                 .await?;
-            println!("subscriber {imsi} enabled");
+            outln!(out, "subscriber {imsi} enabled");
         }
         Command::Serve { .. } | Command::Config(_) => unreachable!("handled in main"),
+    }
+    Ok(())
+}
+
+fn talkgroup_list(s: &Subscriber) -> String {
+    let tgs: Vec<String> = s.talkgroups.iter().map(|t| t.to_string()).collect();
+    tgs.join(",")
+}
+
+fn state(s: &Subscriber) -> &'static str {
+    if s.inhibited {
+        "inhibited"
+    } else {
+        "enabled"
+    }
+}
+
+/// `subscriber import`: all or nothing, then the identities it assigned, printed or
+/// written to `assigned` (created before the import, so a bad path imports nothing).
+async fn import(
+    cfg: &Config,
+    store: &Store,
+    actor: &str,
+    file: &std::path::Path,
+    assigned: Option<PathBuf>,
+    out: &mut Out,
+) -> anyhow::Result<()> {
+    let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+    let mut assigned_file = match &assigned {
+        Some(path) => Some(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        )),
+        None => None,
+    };
+    let rows = parse_subscribers(std::io::BufReader::new(f))
+        .with_context(|| format!("{}: nothing imported", file.display()))?;
+    let done = store
+        .import_subscribers(actor, rows, &cfg.registration.imsi_prefix)
+        .await
+        .with_context(|| format!("{}: nothing imported", file.display()))?;
+    let new: Vec<&Provisioned> = done
+        .iter()
+        .filter(|p| p.imsi_assigned || p.individual_assigned)
+        .collect();
+    outln!(out, "imported {} subscribers", done.len());
+    let header = "line,imei,imsi,individual_id";
+    let row = |p: &Provisioned| format!("{},{},{},{}", p.line, p.imei, p.imsi, p.individual);
+    match (&mut assigned_file, assigned) {
+        (Some(w), Some(path)) => {
+            let mut write = || -> std::io::Result<()> {
+                writeln!(w, "{header}")?;
+                for p in &new {
+                    writeln!(w, "{}", row(p))?;
+                }
+                w.flush()
+            };
+            write().with_context(|| {
+                format!(
+                    "imported, but writing {} failed; `trunkd subscriber list` shows them",
+                    path.display()
+                )
+            })?;
+            outln!(
+                out,
+                "{} assigned identities written to {}",
+                new.len(),
+                path.display()
+            );
+        }
+        _ if !new.is_empty() => {
+            outln!(out, "assigned identities:");
+            outln!(out, "{header}");
+            for p in &new {
+                outln!(out, "{}", row(p));
+            }
+        }
+        _ => {}
     }
     Ok(())
 }
@@ -426,13 +733,10 @@ fn new_subscriber(a: SubscriberAdd) -> anyhow::Result<(NewSubscriber, bool)> {
         imsi: a.imsi.as_deref().map(Imsi::parse).transpose().context("imsi")?,
         msisdn: a.msisdn,
         unit: Unit {
-            fleet: FleetId::new(a.fleet).context("fleet must be 1..=65535")?,
-            member: MemberId::new(a.member).context("member must be 1..=65535")?,
+            fleet: a.fleet,
+            member: a.member,
         },
-        individual: a
-            .individual_id
-            .map(|i| IndividualId::new(i).context("individual id must be 1..=16777215"))
-            .transpose()?,
+        individual: a.individual_id,
         k,
         opc,
         priority: a.priority,

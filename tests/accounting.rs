@@ -170,7 +170,10 @@ async fn kill_9_under_load() {
     let store = db.open().await;
     provision_fleet(&store, 4, 6).await; // 23 traffic slots a site
     for n in 1..=40u8 {
-        store.add_subscriber("t", new_subscriber(n), "00101").await.unwrap();
+        store
+            .add_subscriber("t", new_subscriber(n), "00101")
+            .await
+            .unwrap();
     }
     store.close().await;
     let (mut child, addr) = serve(&db).await;
@@ -195,7 +198,9 @@ async fn kill_9_under_load() {
             if started.elapsed() >= kill_at {
                 break 'load;
             }
-            let Ok(f) = next_service(&mut g).await else { break 'load };
+            let Ok(f) = next_service(&mut g).await else {
+                break 'load;
+            };
             match f.msg {
                 Message::ChannelGrant { call, .. } => {
                     granted += 1;

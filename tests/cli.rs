@@ -216,17 +216,44 @@ async fn a_csv_import_with_one_bad_row_writes_nothing() {
     std::fs::write(&file, format!("{header}{}{}{}", row(1, 1), row(2, 2), row(3, 1))).unwrap();
     let err = cli.fails(&["subscriber", "import", file.to_str().unwrap()]).await;
     assert!(
-        err.contains("line 4") && err.contains("member 1 already exists"),
+        err.contains("line 4: member 1 of fleet 100 duplicates line 2"),
         "{err}"
     );
     assert!(err.contains("nothing imported"), "{err}");
     cli.fails(&["subscriber", "show", "001010000000001"]).await;
     std::fs::write(&file, format!("{header}{}{}{}", row(1, 1), row(2, 2), row(3, 3))).unwrap();
-    assert!(cli
-        .ok(&["subscriber", "import", file.to_str().unwrap()])
-        .await
-        .contains("imported 3"));
+    let out = cli.ok(&["subscriber", "import", file.to_str().unwrap()]).await;
+    // The identities it assigned, by line.
+    assert!(out.starts_with("imported 3 subscribers\n"), "{out}");
+    let assigned = format!("4,{},001010000000003,3\n", imei(35_000_000_000_003));
+    assert!(
+        out.contains("line,imei,imsi,individual_id\n") && out.ends_with(&assigned),
+        "{out}"
+    );
     cli.ok(&["subscriber", "show", "001010000000003"]).await;
+
+    // With --assigned they go to a file; CRLF line ends count lines as LF ones do.
+    let listing = cli.dir.path().join("assigned.csv");
+    let crlf = format!("{header}{}{}", row(4, 4), row(5, 5)).replace('\n', "\r\n");
+    std::fs::write(&file, crlf).unwrap();
+    let args = [
+        "subscriber",
+        "import",
+        file.to_str().unwrap(),
+        "--assigned",
+        listing.to_str().unwrap(),
+    ];
+    let out = cli.ok(&args).await;
+    assert!(out.contains("2 assigned identities written to"), "{out}");
+    let written = std::fs::read_to_string(&listing).unwrap();
+    assert_eq!(
+        written.lines().nth(2),
+        Some(format!("3,{},001010000000005,5", imei(35_000_000_000_005)).as_str())
+    );
+    // The same file again: line 2 duplicates the database.
+    let err = cli.fails(&args[..3]).await;
+    let want = format!("line 2: IMEI {} is already provisioned", imei(35_000_000_000_004));
+    assert!(err.contains(&want), "{err}");
 }
 
 #[tokio::test]
@@ -354,4 +381,208 @@ async fn serve_stops_cleanly_on_sigterm_and_never_logs_keys() {
     ] {
         assert!(!lower.contains(&secret), "a secret reached the log");
     }
+}
+
+/// A subscriber CSV with members `members` of fleet 100 on talkgroups 10 and 11.
+fn units_csv(members: std::ops::RangeInclusive<u16>) -> String {
+    let mut text =
+        "imei,imsi,msisdn,fleet,member,individual_id,k,opc,priority,permissions,talkgroups\n".to_string();
+    for m in members {
+        let keys = radio_keys(m as u8);
+        text += &format!(
+            "{},,,100,{m},,{},{},2,all,10;11\n",
+            imei(35_000_000_000_000 + u64::from(m)),
+            keys.k.to_hex(),
+            keys.opc.to_hex()
+        );
+    }
+    text
+}
+
+impl Cli {
+    /// Fleet 100 with talkgroups 10 and 11, and subscribers `members` imported.
+    async fn provisioned(members: std::ops::RangeInclusive<u16>) -> Cli {
+        let cli = Cli::new();
+        cli.ok(&["fleet", "add", "--id", "100", "--name", "Police"]).await;
+        for (id, name) in [("10", "Dispatch"), ("11", "Tactical")] {
+            cli.ok(&["talkgroup", "add", "--fleet", "100", "--id", id, "--name", name])
+                .await;
+        }
+        let file = cli.dir.path().join("units.csv");
+        std::fs::write(&file, units_csv(members)).unwrap();
+        cli.ok(&["subscriber", "import", file.to_str().unwrap()]).await;
+        cli
+    }
+}
+
+#[tokio::test]
+async fn listing_and_removing_from_the_command_line() {
+    let cli = Cli::provisioned(1..=3).await;
+    let key_hex = key(1).to_hex();
+    cli.ok(&[
+        "site",
+        "add",
+        "--id",
+        "1",
+        "--name",
+        "North",
+        "--carriers",
+        "2",
+        "--key",
+        &key_hex,
+    ])
+    .await;
+    cli.ok(&["site", "fault", "--id", "1", "--carrier", "1", "--slot", "2"])
+        .await;
+    cli.ok(&["fleet", "add", "--id", "200", "--name", "Fire"]).await;
+
+    let fleets = cli.ok(&["fleet", "list"]).await;
+    assert!(
+        fleets.contains("100    Police\n") && fleets.contains("200    Fire\n"),
+        "{fleets}"
+    );
+    let tgs = cli.ok(&["talkgroup", "list", "--fleet", "100"]).await;
+    assert_eq!(tgs.lines().count(), 3, "{tgs}");
+    assert!(tgs.contains("Tactical"), "{tgs}");
+    assert_eq!(
+        cli.ok(&["talkgroup", "list", "--fleet", "200"])
+            .await
+            .lines()
+            .count(),
+        1
+    );
+    let sites = cli.ok(&["site", "list"]).await;
+    assert!(sites.contains("North") && sites.contains("c1s2"), "{sites}");
+    assert!(
+        !sites.to_lowercase().contains(&key_hex),
+        "site list printed a key"
+    );
+
+    let out = cli
+        .cmd()
+        .args(["subscriber", "list", "--fleet", "100", "--limit", "2"])
+        .output()
+        .await
+        .unwrap();
+    let (page, hint) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(page.lines().count(), 3, "{page}");
+    assert!(
+        page.contains("001010000000002") && !page.contains("001010000000003"),
+        "{page}"
+    );
+    assert!(hint.contains("--after 001010000000002"), "{hint}");
+    let rest = cli
+        .ok(&["subscriber", "list", "--after", "001010000000002"])
+        .await;
+    assert!(
+        rest.contains("001010000000003") && rest.lines().count() == 2,
+        "{rest}"
+    );
+    for m in 1..=3 {
+        let keys = radio_keys(m);
+        for secret in [keys.k.to_hex(), keys.opc.to_hex()] {
+            assert!(
+                !page.contains(&secret) && !rest.contains(&secret),
+                "subscriber list printed a key"
+            );
+        }
+    }
+
+    let err = cli.fails(&["fleet", "remove", "--id", "100"]).await;
+    assert!(err.contains("still has 2 talkgroups and 3 subscribers"), "{err}");
+    let err = cli
+        .fails(&["talkgroup", "remove", "--fleet", "100", "--id", "11"])
+        .await;
+    assert!(err.contains("permitted to 3 subscribers"), "{err}");
+    for imsi in ["001010000000001", "001010000000002", "001010000000003"] {
+        cli.ok(&["subscriber", "remove", imsi]).await;
+    }
+    let err = cli.fails(&["subscriber", "show", "001010000000001"]).await;
+    assert!(err.contains("does not exist"), "{err}");
+    for id in ["10", "11"] {
+        cli.ok(&["talkgroup", "remove", "--fleet", "100", "--id", id])
+            .await;
+    }
+    cli.ok(&["fleet", "remove", "--id", "100"]).await;
+    cli.ok(&["site", "remove", "--id", "1"]).await;
+    assert_eq!(cli.ok(&["site", "list"]).await.lines().count(), 1);
+    assert!(!cli.ok(&["fleet", "list"]).await.contains("Police"));
+    let err = cli.fails(&["site", "remove", "--id", "1"]).await;
+    assert!(err.contains("site 1 does not exist"), "{err}");
+}
+
+#[tokio::test]
+async fn admin_commands_refuse_what_cannot_be_right() {
+    let cli = Cli::provisioned(1..=1).await;
+    cli.ok(&["site", "add", "--id", "1", "--name", "North"]).await;
+    // Arguments separated by `|`.
+    let zero_key = format!("site|add|--id|2|--name|X|--key|{}", "0".repeat(64));
+    let refusals = [
+        ("fleet|add|--id|0|--name|X", "1..=65535"),
+        ("fleet|add|--id|65536|--name|X", "1..=65535"),
+        ("fleet|add|--id|7|--name| ", "needs a name"),
+        ("talkgroup|add|--fleet|100|--id|12|--name|", "needs a name"),
+        ("site|add|--id|4096|--name|X", "1..=4095"),
+        ("site|add|--id|2|--name|X|--slots|5", "6, 4, 3 or 2"),
+        ("site|add|--id|2|--name|X|--carriers|65", "1..=64"),
+        (zero_key.as_str(), "all zeros"),
+        ("site|fault|--id|1|--carrier|1", "no carrier 1"),
+        ("site|fault|--id|1|--carrier|0|--slot|0", "control channel"),
+        ("site|restore|--id|1|--carrier|0|--slot|6", "0..=5"),
+        ("subscriber|list|--limit|0", "1..=10000"),
+    ];
+    for (args, why) in refusals {
+        let args: Vec<&str> = args.split('|').collect();
+        let err = cli.fails(&args).await;
+        assert!(err.contains(why), "{args:?}: {err}");
+    }
+    assert_eq!(cli.ok(&["site", "list"]).await.lines().count(), 2);
+    // One subscriber is not a file: no line numbers.
+    let add = |tgs: &'static str, member: &'static str| {
+        let mut c = cli.cmd();
+        c.args([
+            "subscriber",
+            "add",
+            "--imei",
+            &imei(35_000_000_000_009).to_string(),
+        ])
+        .args(["--fleet", "100", "--member", member, "--talkgroups", tgs]);
+        c
+    };
+    for (tgs, member, why) in [
+        ("10,", "9", "talkgroup list `10,` has an empty item"),
+        ("10,12", "9", "talkgroup 12 does not exist in fleet 100"),
+        ("10", "1", "member 1 of fleet 100 is already provisioned"),
+    ] {
+        let out = add(tgs, member).output().await.unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(why), "{err}");
+        assert!(!err.contains("line"), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn a_listing_into_a_closed_pipe_ends_quietly() {
+    // Far more than a pipe holds, so trunkd is still writing when the reader leaves.
+    let cli = Cli::provisioned(1..=3000).await;
+    let mut child = cli
+        .cmd()
+        .args(["subscriber", "list", "--limit", "10000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(lines.next_line().await.unwrap().unwrap().starts_with("imsi"));
+    drop(lines);
+    let out = tokio::time::timeout(PATIENCE, child.wait_with_output())
+        .await
+        .expect("trunkd did not exit")
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {err}", out.status);
+    assert!(err.is_empty(), "{err}");
 }

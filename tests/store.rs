@@ -81,16 +81,21 @@ async fn a_subscriber_gets_an_imsi_and_individual_id_and_reads_back_without_secr
             "{shown}"
         );
         // Unique IMEI, member within fleet.
+        // One subscriber is not a file: its errors name no line.
         let again = store.add_subscriber("t", new_subscriber(1), "00101").await;
         assert!(
-            matches!(again, Err(ImportError::Row { line: 1, .. })),
+            matches!(&again, Err(StoreError::Conflict(e)) if e == &format!("IMEI {} is already provisioned", a.imei)),
             "{}: {again:?}",
             db.name
         );
         let mut same_member = new_subscriber(3);
         same_member.unit.member = MemberId::new(1).unwrap();
         let e = store.add_subscriber("t", same_member, "00101").await.unwrap_err();
-        assert!(e.to_string().contains("member 1 already exists"), "{e}");
+        assert_eq!(e.to_string(), "member 1 of fleet 100 is already provisioned");
+        let mut no_tg = new_subscriber(3);
+        no_tg.talkgroups = vec![TalkgroupId::new(99).unwrap()];
+        let e = store.add_subscriber("t", no_tg, "00101").await.unwrap_err();
+        assert_eq!(e.to_string(), "talkgroup 99 does not exist in fleet 100");
         store.close().await;
     }
 }
@@ -124,7 +129,10 @@ async fn an_import_is_all_or_nothing() {
         let rows = parse_subscribers(text.as_bytes()).unwrap();
         let e = store.import_subscribers("t", rows, "00101").await.unwrap_err();
         assert!(matches!(&e, ImportError::Row { line: 5, .. }), "{}: {e}", db.name);
-        assert!(e.to_string().contains("already provisioned"), "{e}");
+        assert!(
+            e.to_string().ends_with(&format!("IMEI {dup} duplicates line 2")),
+            "{e}"
+        );
         assert!(
             store.load_subscribers(None).await.unwrap().is_empty(),
             "{}: something was written",
@@ -158,11 +166,13 @@ async fn an_import_is_all_or_nothing() {
             csv_row(2, None),
             csv_row(3, None)
         );
-        let imsis = store
+        let done = store
             .import_subscribers("t", parse_subscribers(text.as_bytes()).unwrap(), "00101")
             .await
             .unwrap();
-        assert_eq!(imsis.len(), 3);
+        assert_eq!(done.len(), 3);
+        assert_eq!(done[2].imsi, imsi(3), "{}", db.name);
+        assert_eq!((done[2].line, done[2].imsi_assigned), (4, true));
         assert_eq!(
             store.load_subscribers(None).await.unwrap().len(),
             3,
@@ -320,5 +330,324 @@ async fn call_id_blocks_never_overlap_across_reopens_and_concurrent_reservations
         // After a restart numbering goes on where it stopped.
         let c = db.open().await;
         assert_eq!(c.reserve_call_ids(1).await.unwrap(), 201..202, "{}", db.name);
+    }
+}
+
+/// Imports `lines` (joined with `end`, a blank line after the header) and returns the
+/// error, or what was stored.
+async fn import_lines(
+    store: &trunkd::store::Store,
+    lines: &[String],
+    end: &str,
+) -> Result<Vec<trunkd::store::Provisioned>, ImportError> {
+    let mut text = format!("{}{end}{end}", HEADER.trim_end());
+    for l in lines {
+        text += &format!("{}{end}", l.trim_end());
+    }
+    let rows = parse_subscribers(text.as_bytes())?;
+    store.import_subscribers("t", rows, "00101").await
+}
+
+#[tokio::test]
+async fn every_kind_of_row_error_names_the_right_line_in_lf_and_crlf_files() {
+    for db in TestDb::all().await {
+        let store = db.open().await;
+        provision_basics(&store).await;
+        let stored = store
+            .add_subscriber("t", new_subscriber(9), "00101")
+            .await
+            .unwrap();
+        // Lines: 1 header, 2 blank, 3.. the rows.
+        let good = |n| csv_row(n, None);
+        let cases: Vec<(Vec<String>, String)> = vec![
+            (
+                vec![good(1), good(2), good(3).replace("100,3,", "100,x,")],
+                "line 5: member must be 1..=65535".into(),
+            ),
+            (
+                vec![
+                    good(1),
+                    good(2),
+                    csv_row(3, Some(&new_subscriber(1).imei.to_string())),
+                ],
+                format!("line 5: IMEI {} duplicates line 3", new_subscriber(1).imei),
+            ),
+            (
+                vec![good(1), good(2), csv_row(3, Some(&stored.imei.to_string()))],
+                format!("line 5: IMEI {} is already provisioned", stored.imei),
+            ),
+            (
+                vec![good(1), good(2), good(3).replace(",100,3,", ",101,3,")],
+                "line 5: fleet 101 does not exist".into(),
+            ),
+            (
+                vec![good(1), good(2), good(3).replace("10;11", "10;99")],
+                "line 5: talkgroup 99 does not exist in fleet 100".into(),
+            ),
+            (
+                vec![good(1), good(2), good(3).replace("10;11", "10;")],
+                "line 5: talkgroup list `10;` has an empty item".into(),
+            ),
+            (
+                vec![good(1), good(2), good(3).replace(",,,100,3,", ",,,100,1,")],
+                "line 5: member 1 of fleet 100 duplicates line 3".into(),
+            ),
+        ];
+        for end in ["\n", "\r\n"] {
+            for (lines, want) in &cases {
+                let e = import_lines(&store, lines, end).await.unwrap_err();
+                assert_eq!(&e.to_string(), want, "{} {end:?}", db.name);
+            }
+        }
+        assert_eq!(
+            store.load_subscribers(None).await.unwrap().len(),
+            1,
+            "{}",
+            db.name
+        );
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn assigned_imsis_and_individual_ids_avoid_those_given_later_in_the_file() {
+    for db in TestDb::all().await {
+        let store = db.open().await;
+        provision_basics(&store).await;
+        // Row 1 gets an IMSI and individual id assigned; row 2 names the ones row 1
+        // would otherwise have got.
+        let given = csv_row(2, None).replace(",,,100,2,,", &format!(",{},,100,2,1,", imsi(1)));
+        let done = import_lines(&store, &[csv_row(1, None), given], "\n")
+            .await
+            .unwrap();
+        assert_eq!(done[0].imsi, imsi(2), "{}", db.name);
+        assert_eq!(done[0].individual.get(), 2, "{}", db.name);
+        assert!(done[0].imsi_assigned && done[0].individual_assigned);
+        assert_eq!((done[1].imsi, done[1].individual.get()), (imsi(1), 1));
+        assert!(!done[1].imsi_assigned && !done[1].individual_assigned);
+        // The next one continues above the highest in use.
+        let next = store
+            .add_subscriber("t", new_subscriber(3), "00101")
+            .await
+            .unwrap();
+        assert_eq!((next.imsi, next.individual.get()), (imsi(3), 3), "{}", db.name);
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn concurrent_adds_each_get_their_own_imsi() {
+    for db in TestDb::all().await {
+        let store = db.open().await;
+        provision_basics(&store).await;
+        let adds = (1..=8).map(|n| {
+            let store = store.clone();
+            tokio::spawn(async move { store.add_subscriber("t", new_subscriber(n), "00101").await })
+        });
+        let mut imsis = Vec::new();
+        for a in adds {
+            imsis.push(a.await.unwrap().unwrap().imsi);
+        }
+        imsis.sort();
+        imsis.dedup();
+        assert_eq!(imsis, (1..=8).map(imsi).collect::<Vec<_>>(), "{}", db.name);
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn names_keys_and_slots_that_cannot_be_right_are_refused() {
+    use trunkd::store::Site;
+    for db in TestDb::all().await {
+        let store = db.open().await;
+        provision_basics(&store).await;
+        let blank = Fleet {
+            id: FleetId::new(7).unwrap(),
+            name: "  ".into(),
+        };
+        let e = store.add_fleet("t", &blank).await.unwrap_err();
+        assert!(matches!(e, StoreError::Invalid(_)), "{e:?}");
+        let tg = Talkgroup {
+            fleet: FleetId::new(100).unwrap(),
+            id: TalkgroupId::new(20).unwrap(),
+            name: String::new(),
+        };
+        assert!(matches!(
+            store.add_talkgroup("t", &tg).await,
+            Err(StoreError::Invalid(_))
+        ));
+        let zero = Site {
+            id: site(3),
+            name: "South".into(),
+            carriers: 1,
+            slots_per_carrier: 6,
+            key: trunkd::protocol::SiteKey::from_bytes([0; 32]),
+        };
+        let e = store.add_site("t", &zero).await.unwrap_err().to_string();
+        assert!(e.contains("all zeros"), "{e}");
+        // Sites 1 and 2 have 2 carriers of 6 slots.
+        for (carrier, slot, why) in [
+            (2, 0, "no carrier 2"),
+            (1, 6, "no slot 6"),
+            (0, 0, "control channel"),
+        ] {
+            for faulty in [true, false] {
+                let e = store
+                    .set_slot_fault("t", site(1), carrier, slot, faulty)
+                    .await
+                    .unwrap_err();
+                assert!(
+                    matches!(&e, StoreError::Invalid(m) if m.contains(why)),
+                    "{}: {e:?}",
+                    db.name
+                );
+            }
+        }
+        store.set_slot_fault("t", site(1), 1, 5, true).await.unwrap();
+        assert_eq!(store.slot_faults().await.unwrap(), [(site(1), 1, 5)]);
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn listing_fleets_talkgroups_and_pages_of_subscribers() {
+    for db in TestDb::all().await {
+        let store = db.open().await;
+        provision_basics(&store).await;
+        let other = Fleet {
+            id: FleetId::new(200).unwrap(),
+            name: "Fire".into(),
+        };
+        store.add_fleet("t", &other).await.unwrap();
+        let tg = Talkgroup {
+            fleet: other.id,
+            id: TalkgroupId::new(10).unwrap(),
+            name: "Fireground".into(),
+        };
+        store.add_talkgroup("t", &tg).await.unwrap();
+        let fleets = store.fleets().await.unwrap();
+        assert_eq!(fleets.iter().map(|f| f.id.get()).collect::<Vec<_>>(), [100, 200]);
+        assert_eq!(store.talkgroups_of(Some(other.id)).await.unwrap(), [tg]);
+        assert_eq!(store.talkgroups_of(None).await.unwrap().len(), 6);
+        for n in 1..=5 {
+            let mut s = new_subscriber(n);
+            if n % 2 == 0 {
+                s.unit.fleet = other.id;
+                s.talkgroups = vec![TalkgroupId::new(10).unwrap()];
+            }
+            store.add_subscriber("t", s, "00101").await.unwrap();
+        }
+        let first = store.subscribers_page(None, None, 2).await.unwrap();
+        assert_eq!(
+            first.iter().map(|s| s.imsi).collect::<Vec<_>>(),
+            [imsi(1), imsi(2)]
+        );
+        assert_eq!(
+            first[1].talkgroups,
+            [TalkgroupId::new(10).unwrap()],
+            "{}",
+            db.name
+        );
+        let rest = store.subscribers_page(None, Some(imsi(2)), 10).await.unwrap();
+        assert_eq!(
+            rest.iter().map(|s| s.imsi).collect::<Vec<_>>(),
+            [imsi(3), imsi(4), imsi(5)]
+        );
+        assert_eq!(rest[0].talkgroups.len(), 3, "{}", db.name);
+        let fire = store
+            .subscribers_page(Some(other.id), Some(imsi(2)), 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            fire.iter().map(|s| s.imsi).collect::<Vec<_>>(),
+            [imsi(4)],
+            "{}",
+            db.name
+        );
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn removals_refuse_while_something_depends_and_reach_a_running_cache() {
+    use trunkd::hlr::HlrCache;
+    use trunkd::link::SiteKeys as _;
+    for db in TestDb::all().await {
+        let store = db.open().await;
+        provision_basics(&store).await;
+        let fleet = FleetId::new(100).unwrap();
+        let sub = store
+            .add_subscriber("t", new_subscriber(1), "00101")
+            .await
+            .unwrap();
+        store
+            .write_locations(&[(sub.imsi, site(1), trunkd::protocol::Tmsi::new(7).unwrap(), 1000)])
+            .await
+            .unwrap();
+        store
+            .store_short_data(&[sub.imsi], unit(2), b"hello", i64::MAX)
+            .await
+            .unwrap();
+        store.set_slot_fault("t", site(2), 1, 3, true).await.unwrap();
+        let cache = HlrCache::load(&store).await.unwrap();
+        assert!(cache.subscriber(&sub.imsi).is_some() && cache.site(site(2)).is_some());
+
+        let e = store.remove_fleet("t", fleet).await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "fleet 100 still has 5 talkgroups and 1 subscribers; remove them first",
+            "{}",
+            db.name
+        );
+        let e = store.remove_talkgroup("t", fleet, tg(11)).await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "talkgroup 11 of fleet 100 is permitted to 1 subscribers; remove them first",
+            "{}",
+            db.name
+        );
+        store.remove_talkgroup("t", fleet, tg(14)).await.unwrap();
+        assert!(matches!(
+            store.remove_talkgroup("t", fleet, tg(14)).await,
+            Err(StoreError::NotFound(_))
+        ));
+
+        store.remove_subscriber("t", sub.imsi).await.unwrap();
+        assert!(store.subscriber(sub.imsi).await.unwrap().is_none());
+        assert_eq!(store.last_location(sub.imsi).await.unwrap(), None, "{}", db.name);
+        assert!(store.pending_short_data(sub.imsi).await.unwrap().is_empty());
+        assert!(matches!(
+            store.remove_subscriber("t", sub.imsi).await,
+            Err(StoreError::NotFound(_))
+        ));
+
+        store.remove_site("t", site(2)).await.unwrap();
+        assert_eq!(store.sites().await.unwrap().len(), 1);
+        assert!(store.slot_faults().await.unwrap().is_empty(), "{}", db.name);
+
+        for t in [10, 11, 12, 13] {
+            store.remove_talkgroup("t", fleet, tg(t)).await.unwrap();
+        }
+        store.remove_fleet("t", fleet).await.unwrap();
+        assert!(store.fleets().await.unwrap().is_empty());
+
+        // A running controller's cache follows the audit log.
+        cache.refresh(&store).await.unwrap();
+        assert!(cache.subscriber(&sub.imsi).is_none(), "{}", db.name);
+        assert!(cache.imsi_for_imei(&sub.imei).is_none());
+        assert!(cache.site(site(2)).is_none() && cache.site_key(site(2)).is_none());
+        assert!(cache.slot_faults().is_empty());
+        let audit = store.audit_since(0, 1000).await.unwrap();
+        let removals: Vec<(&str, &str)> = audit
+            .iter()
+            .filter(|a| a.action.ends_with(".remove"))
+            .map(|a| (a.action.as_str(), a.object.as_str()))
+            .collect();
+        let subscriber = format!("subscriber:{}", sub.imsi);
+        assert_eq!(removals[0], ("talkgroup.remove", "talkgroup:100/14"));
+        assert_eq!(removals[1], ("subscriber.remove", subscriber.as_str()));
+        assert_eq!(removals[2], ("site.remove", "site:2"));
+        assert_eq!(removals.last(), Some(&("fleet.remove", "fleet:100")));
+        store.close().await;
     }
 }

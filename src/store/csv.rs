@@ -1,146 +1,254 @@
 //! The subscriber CSV format for `trunkd subscriber import` (documented in the README,
 //! example in `examples/subscribers.csv`).
 //!
-//! Header (required, this order not required):
+//! The first line names the columns, in any order and any letter case:
 //! `imei,imsi,msisdn,fleet,member,individual_id,k,opc,priority,permissions,talkgroups`.
-//! `imsi`, `msisdn` and `individual_id` may be empty (IMSI and individual id are then
-//! assigned). `k` and `opc` are 32 hex digits. `permissions` and `talkgroups` are
-//! `;`-separated lists; the first talkgroup is the unit's default primary.
+//! `imsi`, `msisdn` and `individual_id` may be left out or left empty (IMSI and
+//! individual id are then assigned); a column that is not one of these, or one named
+//! twice, refuses the file. `k` and `opc` are 32 hex digits. `permissions` and
+//! `talkgroups` are `;`-separated lists with no empty item; the first talkgroup is the
+//! unit's default primary. A row whose every field is empty (as spreadsheets write
+//! after the last row) is skipped.
+//!
+//! Line numbers count the lines of the file as an editor shows them (the header is
+//! line 1), whether lines end in LF or CRLF and whatever blank lines come between.
 
 use std::io::Read;
 
-use serde::Deserialize;
+use ::csv::ByteRecord;
 
-use super::model::{NewSubscriber, Permissions, Secret128};
+use super::model::{list_items, NewSubscriber, Permissions, Secret128};
 use super::ImportError;
 use crate::protocol::{FleetId, Imei, Imsi, IndividualId, MemberId, TalkgroupId, Unit};
 
-#[derive(Deserialize)]
-struct Row {
-    imei: String,
-    #[serde(default)]
-    imsi: String,
-    #[serde(default)]
-    msisdn: String,
-    fleet: String,
-    member: String,
-    #[serde(default)]
-    individual_id: String,
-    k: String,
-    opc: String,
-    priority: String,
-    permissions: String,
-    talkgroups: String,
+/// The columns of the format.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Column {
+    Imei,
+    Imsi,
+    Msisdn,
+    Fleet,
+    Member,
+    IndividualId,
+    K,
+    Opc,
+    Priority,
+    Permissions,
+    Talkgroups,
+}
+
+impl Column {
+    const ALL: [Column; 11] = [
+        Column::Imei,
+        Column::Imsi,
+        Column::Msisdn,
+        Column::Fleet,
+        Column::Member,
+        Column::IndividualId,
+        Column::K,
+        Column::Opc,
+        Column::Priority,
+        Column::Permissions,
+        Column::Talkgroups,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Column::Imei => "imei",
+            Column::Imsi => "imsi",
+            Column::Msisdn => "msisdn",
+            Column::Fleet => "fleet",
+            Column::Member => "member",
+            Column::IndividualId => "individual_id",
+            Column::K => "k",
+            Column::Opc => "opc",
+            Column::Priority => "priority",
+            Column::Permissions => "permissions",
+            Column::Talkgroups => "talkgroups",
+        }
+    }
+
+    /// Whether the header must name it (the others are assigned or absent when missing).
+    fn required(self) -> bool {
+        !matches!(self, Column::Imsi | Column::Msisdn | Column::IndividualId)
+    }
+}
+
+/// Where each column is in a row, from the header.
+struct Layout {
+    at: [Option<usize>; Column::ALL.len()],
+    width: usize,
+}
+
+impl Layout {
+    fn from_header(header: &ByteRecord) -> Result<Layout, String> {
+        let mut at = [None; Column::ALL.len()];
+        for (i, raw) in header.iter().enumerate() {
+            let n = i + 1;
+            let name =
+                std::str::from_utf8(raw).map_err(|_| format!("the name of column {n} is not valid UTF-8"))?;
+            if name.is_empty() {
+                return Err(format!("column {n} of the header has no name"));
+            }
+            let Some(col) = Column::ALL
+                .into_iter()
+                .find(|c| c.name().eq_ignore_ascii_case(name))
+            else {
+                let known: Vec<&str> = Column::ALL.iter().map(|c| c.name()).collect();
+                return Err(format!(
+                    "unknown column `{name}` (the columns are {})",
+                    known.join(", ")
+                ));
+            };
+            if at[col as usize].replace(i).is_some() {
+                return Err(format!("column `{}` is named twice", col.name()));
+            }
+        }
+        if let Some(missing) = Column::ALL
+            .into_iter()
+            .find(|c| c.required() && at[*c as usize].is_none())
+        {
+            return Err(format!("header lacks the `{}` column", missing.name()));
+        }
+        Ok(Layout {
+            at,
+            width: header.len(),
+        })
+    }
+
+    /// The text of `col` in `row` (empty when the header has no such column).
+    fn field<'r>(&self, row: &'r ByteRecord, col: Column) -> Result<&'r str, String> {
+        let Some(raw) = self.at[col as usize].and_then(|i| row.get(i)) else {
+            return Ok("");
+        };
+        std::str::from_utf8(raw).map_err(|_| format!("column `{}` is not valid UTF-8", col.name()))
+    }
+}
+
+/// Maps a byte offset of the input to its line number.
+struct Lines<'a> {
+    data: &'a [u8],
+    /// Offsets of every `\n`.
+    ends: Vec<usize>,
+}
+
+impl<'a> Lines<'a> {
+    fn new(data: &'a [u8]) -> Self {
+        let ends = data
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b'\n')
+            .map(|(i, _)| i)
+            .collect();
+        Lines { data, ends }
+    }
+
+    /// The line where the record read from `start` begins. The reader reports the offset
+    /// where it began to look, which can be before the line ends it had still to skip
+    /// (the `\n` of a CRLF, blank lines).
+    fn of(&self, start: u64) -> u64 {
+        let mut at = usize::try_from(start).unwrap_or(usize::MAX).min(self.data.len());
+        while matches!(self.data.get(at), Some(b'\r' | b'\n')) {
+            at += 1;
+        }
+        self.ends.partition_point(|&e| e < at) as u64 + 1
+    }
+}
+
+/// Reads the next record; `None` at the end.
+fn next_record(
+    reader: &mut ::csv::Reader<&[u8]>,
+    record: &mut ByteRecord,
+    lines: &Lines,
+) -> Result<Option<u64>, ImportError> {
+    let line = |pos: Option<&::csv::Position>| lines.of(pos.map_or(0, |p| p.byte()));
+    match reader.read_byte_record(record) {
+        Ok(false) => Ok(None),
+        Ok(true) => Ok(Some(line(record.position()))),
+        Err(e) => Err(ImportError::Row {
+            line: line(e.position()),
+            reason: e.to_string(),
+        }),
+    }
 }
 
 /// Parses a whole CSV file; the first bad row stops it with its line number.
-pub fn parse_subscribers(input: impl Read) -> Result<Vec<(u64, NewSubscriber)>, ImportError> {
+pub fn parse_subscribers(mut input: impl Read) -> Result<Vec<(u64, NewSubscriber)>, ImportError> {
+    let mut data = Vec::new();
+    input.read_to_end(&mut data).map_err(ImportError::Read)?;
+    // Spreadsheet programs start UTF-8 files with a byte-order mark.
+    let data = data.strip_prefix("\u{feff}".as_bytes()).unwrap_or(&data);
+    let lines = Lines::new(data);
     let mut reader = ::csv::ReaderBuilder::new()
         .trim(::csv::Trim::All)
         .flexible(true)
-        .from_reader(input);
-    let headers = reader
-        .headers()
-        .map_err(|e| ImportError::Row {
+        .has_headers(false)
+        .from_reader(data);
+    let mut record = ByteRecord::new();
+    let Some(line) = next_record(&mut reader, &mut record, &lines)? else {
+        return Err(ImportError::Row {
             line: 1,
-            reason: e.to_string(),
-        })?
-        .clone();
-    for needed in [
-        "imei",
-        "fleet",
-        "member",
-        "k",
-        "opc",
-        "priority",
-        "permissions",
-        "talkgroups",
-    ] {
-        if !headers.iter().any(|h| h == needed) {
-            return Err(ImportError::Row {
-                line: 1,
-                reason: format!("header lacks the `{needed}` column"),
-            });
-        }
-    }
+            reason: "the file is empty; its first line must name the columns".into(),
+        });
+    };
+    let layout = Layout::from_header(&record).map_err(|reason| ImportError::Row { line, reason })?;
     let mut out = Vec::new();
-    let mut record = ::csv::StringRecord::new();
-    loop {
-        match reader.read_record(&mut record) {
-            Ok(false) => break,
-            Ok(true) => {}
-            Err(e) => {
-                let line = e.position().map_or(reader.position().line(), |p| p.line());
-                return Err(ImportError::Row {
-                    line,
-                    reason: csv_reason(&e),
-                });
-            }
+    while let Some(line) = next_record(&mut reader, &mut record, &lines)? {
+        if record.iter().all(<[u8]>::is_empty) {
+            continue;
         }
-        let line = record.position().map_or(reader.position().line(), |p| p.line());
-        if record.len() != headers.len() {
-            let reason = format!("has {} fields, the header has {}", record.len(), headers.len());
-            return Err(ImportError::Row { line, reason });
-        }
-        let row: Row = record.deserialize(Some(&headers)).map_err(|e| ImportError::Row {
-            line,
-            reason: csv_reason(&e),
-        })?;
-        let sub = convert(row).map_err(|reason| ImportError::Row { line, reason })?;
-        out.push((line, sub));
+        let row = if record.len() == layout.width {
+            convert(&layout, &record)
+        } else {
+            Err(format!(
+                "has {} fields, the header has {}",
+                record.len(),
+                layout.width
+            ))
+        };
+        out.push((line, row.map_err(|reason| ImportError::Row { line, reason })?));
     }
     Ok(out)
 }
 
-fn csv_reason(e: &::csv::Error) -> String {
-    match e.kind() {
-        ::csv::ErrorKind::Utf8 { .. } => "is not valid UTF-8".into(),
-        ::csv::ErrorKind::Deserialize { err, .. } => err.to_string(),
-        _ => e.to_string(),
-    }
-}
-
-fn convert(r: Row) -> Result<NewSubscriber, String> {
-    let imei = Imei::parse(&r.imei).map_err(|e| format!("imei: {e}"))?;
-    let imsi = if r.imsi.is_empty() {
-        None
-    } else {
-        Some(Imsi::parse(&r.imsi).map_err(|e| format!("imsi: {e}"))?)
+fn convert(layout: &Layout, row: &ByteRecord) -> Result<NewSubscriber, String> {
+    let field = |c| layout.field(row, c);
+    let imei = Imei::parse(field(Column::Imei)?).map_err(|e| format!("imei: {e}"))?;
+    let imsi = match field(Column::Imsi)? {
+        "" => None,
+        s => Some(Imsi::parse(s).map_err(|e| format!("imsi: {e}"))?),
     };
-    let msisdn = (!r.msisdn.is_empty()).then_some(r.msisdn);
-    let fleet = r
-        .fleet
+    let msisdn = Some(field(Column::Msisdn)?)
+        .filter(|m| !m.is_empty())
+        .map(str::to_string);
+    let fleet = field(Column::Fleet)?
         .parse()
         .ok()
         .and_then(FleetId::new)
         .ok_or("fleet must be 1..=65535")?;
-    let member = r
-        .member
+    let member = field(Column::Member)?
         .parse()
         .ok()
         .and_then(MemberId::new)
         .ok_or("member must be 1..=65535")?;
-    let individual = if r.individual_id.is_empty() {
-        None
-    } else {
-        Some(
-            r.individual_id
-                .parse()
+    let individual = match field(Column::IndividualId)? {
+        "" => None,
+        s => Some(
+            s.parse()
                 .ok()
                 .and_then(IndividualId::new)
                 .ok_or("individual_id must be 1..=16777215")?,
-        )
+        ),
     };
-    let k = Secret128::from_hex(&r.k).ok_or("k must be 32 hex digits")?;
-    let opc = Secret128::from_hex(&r.opc).ok_or("opc must be 32 hex digits")?;
-    let priority: u8 = r
-        .priority
+    let k = Secret128::from_hex(field(Column::K)?).ok_or("k must be 32 hex digits")?;
+    let opc = Secret128::from_hex(field(Column::Opc)?).ok_or("opc must be 32 hex digits")?;
+    let priority: u8 = field(Column::Priority)?
         .parse()
         .ok()
         .filter(|p| *p <= 15)
         .ok_or("priority must be 0..=15")?;
-    let permissions = Permissions::parse(&r.permissions)?;
-    let talkgroups = parse_talkgroups(&r.talkgroups)?;
+    let permissions = Permissions::parse(field(Column::Permissions)?)?;
+    let talkgroups = parse_talkgroups(field(Column::Talkgroups)?)?;
     Ok(NewSubscriber {
         imei,
         imsi,
@@ -155,11 +263,10 @@ fn convert(r: Row) -> Result<NewSubscriber, String> {
     })
 }
 
-/// Parses a `;`- or `,`-separated talkgroup list.
+/// Parses a `;`- or `,`-separated talkgroup list; an empty item (`10;`) is refused.
 pub fn parse_talkgroups(s: &str) -> Result<Vec<TalkgroupId>, String> {
-    s.split([';', ','])
-        .map(str::trim)
-        .filter(|w| !w.is_empty())
+    list_items(s, "talkgroup")?
+        .into_iter()
         .map(|w| {
             w.parse()
                 .ok()
@@ -173,13 +280,27 @@ pub fn parse_talkgroups(s: &str) -> Result<Vec<TalkgroupId>, String> {
 mod tests {
     use super::*;
 
-    const HEADER: &str =
-        "imei,imsi,msisdn,fleet,member,individual_id,k,opc,priority,permissions,talkgroups\n";
-    const GOOD: &str = "490154203237518,,,100,1,,465b5ce8b199b49faa5f0a2ee238a6bc,cd63cb71954a9f4e48a5994e37a02baf,5,group;private,10;11\n";
+    const HEADER: &str = "imei,imsi,msisdn,fleet,member,individual_id,k,opc,priority,permissions,talkgroups";
+    const GOOD: &str = "490154203237518,,,100,1,,465b5ce8b199b49faa5f0a2ee238a6bc,cd63cb71954a9f4e48a5994e37a02baf,5,group;private,10;11";
+
+    /// The lines joined with `end` (LF or CRLF), ending in one too.
+    fn file(lines: &[&str], end: &str) -> Vec<u8> {
+        lines
+            .iter()
+            .map(|l| format!("{l}{end}"))
+            .collect::<String>()
+            .into_bytes()
+    }
+
+    fn error(lines: &[&str], end: &str) -> String {
+        parse_subscribers(file(lines, end).as_slice())
+            .map(|rows| format!("parsed {} rows", rows.len()))
+            .unwrap_or_else(|e| e.to_string())
+    }
 
     #[test]
     fn parses_a_good_row() {
-        let rows = parse_subscribers(format!("{HEADER}{GOOD}").as_bytes()).unwrap();
+        let rows = parse_subscribers(file(&[HEADER, GOOD], "\n").as_slice()).unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].0, 2);
         assert_eq!(rows[0].1.talkgroups.len(), 2);
@@ -196,15 +317,85 @@ mod tests {
     }
 
     #[test]
-    fn bad_rows_name_their_line_and_reason() {
+    fn every_row_error_names_its_line_with_lf_and_crlf() {
         let bad_k = GOOD.replace("465b5ce8b199b49faa5f0a2ee238a6bc", "xyz");
-        let e = parse_subscribers(format!("{HEADER}{GOOD}{bad_k}").as_bytes()).unwrap_err();
-        assert_eq!(e.to_string(), "line 3: k must be 32 hex digits");
-        let e = parse_subscribers(format!("{HEADER}{GOOD}{GOOD}1,2\n").as_bytes()).unwrap_err();
-        assert!(e.to_string().starts_with("line 4: has 2 fields"), "{e}");
-        let e = parse_subscribers(format!("{HEADER}{}", GOOD.replace(",5,", ",16,")).as_bytes()).unwrap_err();
-        assert_eq!(e.to_string(), "line 2: priority must be 0..=15");
-        let e = parse_subscribers("imei,fleet\n".as_bytes()).unwrap_err();
-        assert!(e.to_string().contains("line 1"), "{e}");
+        let cut = GOOD.replace("10;11", "10;");
+        let empty_perm = GOOD.replace("group;private", "group;;private");
+        let priority = GOOD.replace(",5,", ",16,");
+        for end in ["\n", "\r\n"] {
+            let cases: [(&[&str], &str); 5] = [
+                (&[HEADER, GOOD, &bad_k], "line 3: k must be 32 hex digits"),
+                (
+                    &[HEADER, GOOD, GOOD, "1,2"],
+                    "line 4: has 2 fields, the header has 11",
+                ),
+                (&[HEADER, &priority], "line 2: priority must be 0..=15"),
+                (
+                    &[HEADER, GOOD, &cut],
+                    "line 3: talkgroup list `10;` has an empty item",
+                ),
+                (
+                    &[HEADER, &empty_perm],
+                    "line 2: permission list `group;;private` has an empty item",
+                ),
+            ];
+            for (lines, want) in cases {
+                assert_eq!(error(lines, end), want, "{end:?}");
+            }
+            // Blank lines count too.
+            assert_eq!(
+                error(&[HEADER, "", GOOD, "", "", &bad_k], end),
+                "line 6: k must be 32 hex digits",
+                "{end:?}"
+            );
+            let mut latin1 = file(&[HEADER, GOOD], end);
+            latin1.extend_from_slice(b"490154203237526,,M\xfcller,100,2,,465b5ce8b199b49faa5f0a2ee238a6bc,cd63cb71954a9f4e48a5994e37a02baf,5,all,10");
+            let e = parse_subscribers(latin1.as_slice()).unwrap_err().to_string();
+            assert_eq!(e, "line 3: column `msisdn` is not valid UTF-8", "{end:?}");
+        }
+    }
+
+    #[test]
+    fn rows_keep_their_line_numbers_with_crlf() {
+        let rows = parse_subscribers(file(&[HEADER, "", GOOD, GOOD], "\r\n").as_slice()).unwrap();
+        assert_eq!(rows.iter().map(|r| r.0).collect::<Vec<_>>(), [3, 4]);
+    }
+
+    #[test]
+    fn header_names_match_in_any_case_and_unknown_ones_are_refused() {
+        let upper = HEADER.to_uppercase();
+        let rows =
+            parse_subscribers(file(&[&upper, &GOOD.replacen(",,", ",001010000000007,", 1)], "\n").as_slice())
+                .unwrap();
+        assert_eq!(
+            rows[0].1.imsi.map(|i| i.to_string()).as_deref(),
+            Some("001010000000007")
+        );
+        let e = error(&[&format!("{HEADER},colour"), &format!("{GOOD},red")], "\n");
+        assert!(e.starts_with("line 1: unknown column `colour`"), "{e}");
+        let e = error(&[&format!("{HEADER},IMEI")], "\n");
+        assert_eq!(e, "line 1: column `imei` is named twice");
+        let e = error(&[&format!("{HEADER},")], "\n");
+        assert_eq!(e, "line 1: column 12 of the header has no name");
+        let e = error(&["imei,fleet"], "\n");
+        assert_eq!(e, "line 1: header lacks the `member` column");
+        assert!(error(&[], "\n").starts_with("line 1: the file is empty"));
+    }
+
+    #[test]
+    fn a_byte_order_mark_and_trailing_empty_rows_are_harmless() {
+        let mut bytes = "\u{feff}".as_bytes().to_vec();
+        bytes.extend(file(&[HEADER, GOOD, ",,,,,,,,,,", ",,,,,,,,,,"], "\r\n"));
+        let rows = parse_subscribers(bytes.as_slice()).unwrap();
+        assert_eq!(rows.len(), 1);
+    }
+
+    #[test]
+    fn lists_refuse_empty_items() {
+        assert_eq!(parse_talkgroups("10,11").unwrap().len(), 2);
+        assert!(parse_talkgroups("10,").unwrap_err().contains("empty item"));
+        assert!(parse_talkgroups(";10").unwrap_err().contains("empty item"));
+        assert!(Permissions::parse("").unwrap_err().contains("none"));
+        assert_eq!(Permissions::parse("none").unwrap(), Permissions::default());
     }
 }

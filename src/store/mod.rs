@@ -13,8 +13,8 @@
 
 pub mod csv;
 pub mod model;
+pub mod rules;
 
-use std::collections::HashSet;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -47,6 +47,9 @@ pub enum StoreError {
     /// No such record.
     #[error("{0}")]
     NotFound(String),
+    /// The value cannot be right (an empty name, a slot the site does not have, ...).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// A bulk import was refused; nothing of it was written.
@@ -63,6 +66,9 @@ pub enum ImportError {
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Reading the file failed.
+    #[error("reading the file: {0}")]
+    Read(std::io::Error),
 }
 
 /// The HLR database.
@@ -85,6 +91,30 @@ macro_rules! dispatch {
         }
     };
 }
+
+/// A bound value of a query built at run time (text or integer column).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Arg {
+    Int(i64),
+    Text(String),
+}
+
+/// Binds `args` in order to a query of either backend.
+macro_rules! bind_args {
+    ($q:expr, $args:expr) => {{
+        let mut q = $q;
+        for a in $args {
+            q = match a {
+                Arg::Int(v) => q.bind(*v),
+                Arg::Text(v) => q.bind(v.clone()),
+            };
+        }
+        q
+    }};
+}
+
+mod admin;
+mod import;
 
 /// Largest rows per multi-row INSERT (keeps within both backends' parameter limits).
 const CHUNK: usize = 400;
@@ -149,6 +179,7 @@ impl Store {
 
     /// Adds a fleet.
     pub async fn add_fleet(&self, actor: &str, fleet: &Fleet) -> Result<(), StoreError> {
+        rules::name("fleet", &fleet.name)?;
         let now = now_ms();
         dispatch!(self, p => {
             let mut tx = p.begin().await?;
@@ -167,6 +198,7 @@ impl Store {
 
     /// Adds a talkgroup to an existing fleet.
     pub async fn add_talkgroup(&self, actor: &str, tg: &Talkgroup) -> Result<(), StoreError> {
+        rules::name("talkgroup", &tg.name)?;
         let now = now_ms();
         if !self.fleet_exists(tg.fleet).await? {
             return Err(StoreError::NotFound(format!("fleet {} does not exist", tg.fleet)));
@@ -198,6 +230,7 @@ impl Store {
 
     /// Adds a site with its link key.
     pub async fn add_site(&self, actor: &str, site: &Site) -> Result<(), StoreError> {
+        rules::site(site)?;
         let now = now_ms();
         dispatch!(self, p => {
             let mut tx = p.begin().await?;
@@ -243,130 +276,7 @@ impl Store {
 
     /// Every talkgroup.
     pub async fn talkgroups(&self) -> Result<Vec<Talkgroup>, StoreError> {
-        dispatch!(self, p => {
-            let rows = sqlx::query("SELECT fleet_id, id, name FROM talkgroups ORDER BY fleet_id, id")
-                .fetch_all(p)
-                .await?;
-            rows.iter().map(|r| -> Result<Talkgroup, StoreError> {
-                Ok(Talkgroup {
-                    fleet: fleet_id(r.try_get("fleet_id")?)?,
-                    id: talkgroup_id(r.try_get("id")?)?,
-                    name: r.try_get("name")?,
-                })
-            }).collect()
-        })
-    }
-
-    /// Provisions one subscriber (the import path with one row) and returns it as stored.
-    pub async fn add_subscriber(
-        &self,
-        actor: &str,
-        new: NewSubscriber,
-        imsi_prefix: &str,
-    ) -> Result<Subscriber, ImportError> {
-        let imsis = self
-            .import_subscribers(actor, vec![(1, new)], imsi_prefix)
-            .await?;
-        let imsi = imsis[0];
-        let sub = self.subscriber(imsi).await?;
-        sub.ok_or_else(|| StoreError::NotFound(format!("subscriber {imsi} vanished")).into())
-    }
-
-    /// Imports subscribers all-or-nothing: every row is checked (identities, uniqueness
-    /// within the batch and against the database, fleets and talkgroups) before anything
-    /// is written, and the whole batch is written in one transaction. Returns the IMSIs
-    /// in row order (assigned ones included).
-    pub async fn import_subscribers(
-        &self,
-        actor: &str,
-        rows: Vec<(u64, NewSubscriber)>,
-        imsi_prefix: &str,
-    ) -> Result<Vec<Imsi>, ImportError> {
-        let existing = self.existing_keys().await?;
-        let planned = plan_import(rows, &existing, imsi_prefix)?;
-        let now = now_ms();
-        let count = planned.len();
-        dispatch!(self, p => {
-            let mut tx = p.begin().await.map_err(StoreError::from)?;
-            for chunk in planned.chunks(CHUNK) {
-                let mut qb = QueryBuilder::new(
-                    "INSERT INTO subscribers (imsi, imei, msisdn, fleet_id, member_id, individual_id, k, opc, \
-                     priority, perm_group, perm_private, perm_emergency, perm_short_data, perm_interconnect, \
-                     inhibited, created_at, updated_at) ",
-                );
-                qb.push_values(chunk, |mut b, (imsi, individual, s)| {
-                    b.push_bind(imsi.to_string())
-                        .push_bind(s.imei.to_string())
-                        .push_bind(s.msisdn.clone())
-                        .push_bind(i64::from(s.unit.fleet.get()))
-                        .push_bind(i64::from(s.unit.member.get()))
-                        .push_bind(i64::from(individual.get()))
-                        .push_bind(s.k.expose().to_vec())
-                        .push_bind(s.opc.expose().to_vec())
-                        .push_bind(i64::from(s.priority))
-                        .push_bind(s.permissions.group_call)
-                        .push_bind(s.permissions.private_call)
-                        .push_bind(s.permissions.emergency)
-                        .push_bind(s.permissions.short_data)
-                        .push_bind(s.permissions.interconnect)
-                        .push_bind(false)
-                        .push_bind(now)
-                        .push_bind(now);
-                });
-                qb.build().execute(&mut *tx).await.map_err(StoreError::from)?;
-            }
-            let tg_rows: Vec<(Imsi, FleetId, TalkgroupId, i64)> = planned
-                .iter()
-                .flat_map(|(imsi, _, s)| {
-                    s.talkgroups.iter().enumerate().map(move |(i, tg)| (*imsi, s.unit.fleet, *tg, i as i64))
-                })
-                .collect();
-            for chunk in tg_rows.chunks(CHUNK) {
-                let mut qb =
-                    QueryBuilder::new("INSERT INTO subscriber_talkgroups (imsi, fleet_id, talkgroup_id, position) ");
-                qb.push_values(chunk, |mut b, (imsi, fleet, tg, pos)| {
-                    b.push_bind(imsi.to_string())
-                        .push_bind(i64::from(fleet.get()))
-                        .push_bind(i64::from(tg.get()))
-                        .push_bind(*pos);
-                });
-                qb.build().execute(&mut *tx).await.map_err(StoreError::from)?;
-            }
-            let (action, object) = if count == 1 {
-                ("subscriber.add", format!("subscriber:{}", planned[0].0))
-            } else {
-                ("subscriber.import", "subscribers".to_string())
-            };
-            audit_in(&mut tx, now, actor, action, &object, &format!("{count} subscribers")).await?;
-            tx.commit().await.map_err(StoreError::from)?;
-        });
-        Ok(planned.into_iter().map(|(imsi, _, _)| imsi).collect())
-    }
-
-    /// Every identity already taken, to check an import against.
-    async fn existing_keys(&self) -> Result<ExistingKeys, StoreError> {
-        let mut k = ExistingKeys::default();
-        dispatch!(self, p => {
-            let rows = sqlx::query("SELECT imsi, imei, msisdn, fleet_id, member_id, individual_id FROM subscribers")
-                .fetch_all(p)
-                .await?;
-            for r in &rows {
-                k.imsi.insert(r.try_get("imsi")?);
-                k.imei.insert(r.try_get("imei")?);
-                if let Some(m) = r.try_get::<Option<String>, _>("msisdn")? {
-                    k.msisdn.insert(m);
-                }
-                k.unit.insert((r.try_get::<i64, _>("fleet_id")?, r.try_get::<i64, _>("member_id")?));
-                k.individual.insert(r.try_get::<i64, _>("individual_id")?);
-            }
-            for r in sqlx::query("SELECT fleet_id, id FROM talkgroups").fetch_all(p).await? {
-                k.talkgroups.insert((r.try_get::<i64, _>("fleet_id")?, r.try_get::<i64, _>("id")?));
-            }
-            for r in sqlx::query("SELECT id FROM fleets").fetch_all(p).await? {
-                k.fleets.insert(r.try_get::<i64, _>("id")?);
-            }
-        });
-        Ok(k)
+        self.talkgroups_of(None).await
     }
 
     /// One subscriber, or `None`.
@@ -377,25 +287,49 @@ impl Store {
 
     /// Every subscriber (with `only`, just that one), with their talkgroups.
     pub async fn load_subscribers(&self, only: Option<Imsi>) -> Result<Vec<Subscriber>, StoreError> {
-        let filter = only.map(|i| i.to_string());
-        let where_sub = if filter.is_some() { " WHERE imsi = $1" } else { "" };
+        let only: Vec<(&str, Arg)> = only
+            .map(|i| ("imsi =", Arg::Text(i.to_string())))
+            .into_iter()
+            .collect();
+        self.select_subscribers(&only, None).await
+    }
+
+    /// The subscribers that meet every condition (an SQL comparison such as `fleet_id =`
+    /// and its value), in IMSI order, at most `limit`, with their talkgroups.
+    async fn select_subscribers(
+        &self,
+        conds: &[(&str, Arg)],
+        limit: Option<i64>,
+    ) -> Result<Vec<Subscriber>, StoreError> {
+        let mut clause = String::new();
+        for (i, (cond, _)) in conds.iter().enumerate() {
+            clause += &format!("{} {cond} ${}", if i == 0 { " WHERE" } else { " AND" }, i + 1);
+        }
+        clause += " ORDER BY imsi";
+        if limit.is_some() {
+            clause += &format!(" LIMIT ${}", conds.len() + 1);
+        }
+        let args: Vec<Arg> = conds
+            .iter()
+            .map(|(_, a)| a.clone())
+            .chain(limit.map(Arg::Int))
+            .collect();
         let sql_sub = format!(
             "SELECT imsi, imei, msisdn, fleet_id, member_id, individual_id, k, opc, priority, perm_group, \
              perm_private, perm_emergency, perm_short_data, perm_interconnect, inhibited, created_at, updated_at \
-             FROM subscribers{where_sub} ORDER BY imsi"
+             FROM subscribers{clause}"
         );
+        let tg_filter = if args.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE imsi IN (SELECT imsi FROM subscribers{clause})")
+        };
         let sql_tg = format!(
-            "SELECT imsi, talkgroup_id FROM subscriber_talkgroups{where_sub} ORDER BY imsi, position"
+            "SELECT imsi, talkgroup_id FROM subscriber_talkgroups{tg_filter} ORDER BY imsi, position"
         );
         dispatch!(self, p => {
-            let mut q = sqlx::query(&sql_sub);
-            let mut qt = sqlx::query(&sql_tg);
-            if let Some(f) = &filter {
-                q = q.bind(f.clone());
-                qt = qt.bind(f.clone());
-            }
-            let rows = q.fetch_all(p).await?;
-            let tg_rows = qt.fetch_all(p).await?;
+            let rows = bind_args!(sqlx::query(&sql_sub), &args).fetch_all(p).await?;
+            let tg_rows = bind_args!(sqlx::query(&sql_tg), &args).fetch_all(p).await?;
             let mut tgs: std::collections::HashMap<String, Vec<TalkgroupId>> = Default::default();
             for r in &tg_rows {
                 tgs.entry(r.try_get("imsi")?).or_default().push(talkgroup_id(r.try_get("talkgroup_id")?)?);
@@ -766,7 +700,8 @@ impl Store {
     }
 
     /// Takes a slot (`slot` 0..=5) or a whole carrier (`slot` 255) out of service
-    /// (`faulty`), or puts it back.
+    /// (`faulty`), or puts it back. The site must have the carrier and slot, and the
+    /// control channel (carrier 0 slot 0) is refused (`rules::slot_target`).
     pub async fn set_slot_fault(
         &self,
         actor: &str,
@@ -778,13 +713,14 @@ impl Store {
         let now = now_ms();
         // Checked before the transaction: on SQLite a transaction that reads and then
         // writes can fail at once if another connection wrote in between.
-        let known: i64 = dispatch!(self, p => sqlx::query_scalar("SELECT COUNT(*) FROM sites WHERE id = $1")
+        let shape: Option<(i64, i64)> = dispatch!(self, p => sqlx::query_as("SELECT carriers, slots_per_carrier FROM sites WHERE id = $1")
             .bind(i64::from(site.get()))
-            .fetch_one(p)
+            .fetch_optional(p)
             .await?);
-        if known == 0 {
+        let Some((carriers, slots)) = shape else {
             return Err(StoreError::NotFound(format!("site {site} does not exist")));
-        }
+        };
+        rules::slot_target(site, (carriers, slots), carrier, slot)?;
         dispatch!(self, p => {
             let mut tx = p.begin().await?;
             if faulty {
@@ -966,120 +902,6 @@ fn restrict_file(file: &Path) {
     }
     #[cfg(not(unix))]
     let _ = file;
-}
-
-/// Identities already in the database.
-#[derive(Default)]
-struct ExistingKeys {
-    imsi: HashSet<String>,
-    imei: HashSet<String>,
-    msisdn: HashSet<String>,
-    unit: HashSet<(i64, i64)>,
-    individual: HashSet<i64>,
-    fleets: HashSet<i64>,
-    talkgroups: HashSet<(i64, i64)>,
-}
-
-/// Checks every row and assigns missing IMSIs and individual ids; the first problem
-/// names its line.
-fn plan_import(
-    rows: Vec<(u64, NewSubscriber)>,
-    existing: &ExistingKeys,
-    imsi_prefix: &str,
-) -> Result<Vec<(Imsi, IndividualId, NewSubscriber)>, ImportError> {
-    let mut imsi = existing.imsi.clone();
-    let mut imei = existing.imei.clone();
-    let mut msisdn = existing.msisdn.clone();
-    let mut unit = existing.unit.clone();
-    let mut individual = existing.individual.clone();
-    let mut next_individual = existing.individual.iter().max().copied().unwrap_or(0) + 1;
-    let mut next_msin = next_msin(&imsi, imsi_prefix);
-    let mut out = Vec::with_capacity(rows.len());
-    for (line, s) in rows {
-        let err = |reason: String| ImportError::Row { line, reason };
-        if !s.imei.luhn_ok() {
-            return Err(err(format!("IMEI {} fails its Luhn check digit", s.imei)));
-        }
-        if !imei.insert(s.imei.to_string()) {
-            return Err(err(format!("IMEI {} is already provisioned", s.imei)));
-        }
-        if let Some(m) = &s.msisdn {
-            if !valid_msisdn(m) {
-                return Err(err(format!("MSISDN `{m}` must be 1 to 15 digits")));
-            }
-            if !msisdn.insert(m.clone()) {
-                return Err(err(format!("MSISDN {m} is already provisioned")));
-            }
-        }
-        let fleet = i64::from(s.unit.fleet.get());
-        if !existing.fleets.contains(&fleet) {
-            return Err(err(format!("fleet {fleet} does not exist")));
-        }
-        if !unit.insert((fleet, i64::from(s.unit.member.get()))) {
-            return Err(err(format!(
-                "member {} already exists in fleet {fleet}",
-                s.unit.member
-            )));
-        }
-        if s.priority > 15 {
-            return Err(err(format!("priority {} is outside 0..=15", s.priority)));
-        }
-        if s.talkgroups.is_empty() {
-            return Err(err("a subscriber needs at least one talkgroup".into()));
-        }
-        let mut seen = HashSet::new();
-        for tg in &s.talkgroups {
-            if !existing.talkgroups.contains(&(fleet, i64::from(tg.get()))) {
-                return Err(err(format!("talkgroup {tg} does not exist in fleet {fleet}")));
-            }
-            if !seen.insert(*tg) {
-                return Err(err(format!("talkgroup {tg} is listed twice")));
-            }
-        }
-        let the_imsi = match s.imsi {
-            Some(i) => i,
-            None => loop {
-                let candidate = next_msin
-                    .next()
-                    .ok_or_else(|| err("no free IMSI left under the prefix".into()))?;
-                if !imsi.contains(&candidate.to_string()) {
-                    break candidate;
-                }
-            },
-        };
-        if !imsi.insert(the_imsi.to_string()) {
-            return Err(err(format!("IMSI {the_imsi} is already provisioned")));
-        }
-        let the_individual = match s.individual {
-            Some(i) => i,
-            None => {
-                let i = IndividualId::new(next_individual as u32)
-                    .ok_or_else(|| err("no free individual id left".into()))?;
-                next_individual += 1;
-                i
-            }
-        };
-        if !individual.insert(i64::from(the_individual.get())) {
-            return Err(err(format!("individual id {the_individual} is already in use")));
-        }
-        next_individual = next_individual.max(i64::from(the_individual.get()) + 1);
-        out.push((the_imsi, the_individual, s));
-    }
-    Ok(out)
-}
-
-/// IMSIs under `prefix` after the highest one in use.
-fn next_msin(existing: &HashSet<String>, prefix: &str) -> impl Iterator<Item = Imsi> {
-    let width = 15 - prefix.len();
-    let start = existing
-        .iter()
-        .filter(|i| i.starts_with(prefix))
-        .filter_map(|i| i[prefix.len()..].parse::<u64>().ok())
-        .max()
-        .map_or(1, |m| m + 1);
-    let limit = 10u64.pow(width as u32);
-    let prefix = prefix.to_string();
-    (start..limit).filter_map(move |n| Imsi::parse(&format!("{prefix}{n:0width$}")).ok())
 }
 
 /// Checks an IMSI prefix (MCC + MNC): 5 or 6 digits.

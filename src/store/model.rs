@@ -99,9 +99,13 @@ impl Permissions {
 
     /// Parses a `;`- or `,`-separated list of `group`, `private`, `emergency`, `data`,
     /// `interconnect`, or `all`, or `none`.
+    /// An empty text or an empty item (`group;`) is refused: write `none` for none.
     pub fn parse(s: &str) -> Result<Self, String> {
         let mut p = Permissions::default();
-        for word in s.split([';', ',']).map(str::trim).filter(|w| !w.is_empty()) {
+        if s.trim().is_empty() {
+            return Err("permissions are empty (write `none` for no permissions)".into());
+        }
+        for word in list_items(s, "permission")? {
             match word {
                 "all" => p = Permissions::ALL,
                 "none" => {}
@@ -195,6 +199,23 @@ pub struct NewSubscriber {
     pub talkgroups: Vec<TalkgroupId>,
 }
 
+/// What provisioning stored for one subscriber: its identities, given or assigned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Provisioned {
+    /// Line of the row in the imported file (0 for `subscriber add`).
+    pub line: u64,
+    /// Equipment identity.
+    pub imei: Imei,
+    /// Subscriber identity.
+    pub imsi: Imsi,
+    /// Dispatch identity.
+    pub individual: IndividualId,
+    /// The IMSI was assigned (the row gave none).
+    pub imsi_assigned: bool,
+    /// The individual id was assigned (the row gave none).
+    pub individual_assigned: bool,
+}
+
 /// A fleet.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Fleet {
@@ -253,6 +274,20 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// The items of a `;`- or `,`-separated list, trimmed. An empty item (`10;`, `10;;11`)
+/// is refused, naming the list: it is how a file cut short or a stray separator looks.
+/// An empty text is an empty list.
+pub fn list_items<'a>(s: &'a str, what: &str) -> Result<Vec<&'a str>, String> {
+    if s.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let items: Vec<&str> = s.split([';', ',']).map(str::trim).collect();
+    if items.iter().any(|w| w.is_empty()) {
+        return Err(format!("{what} list `{s}` has an empty item"));
+    }
+    Ok(items)
 }
 
 /// Checks an MSISDN: 1 to 15 decimal digits.
