@@ -99,6 +99,9 @@ max_short_data_in_flight = 256
 challenge_timeout_ms = 10000
 # Most challenges waiting for an answer at once; more registrations are refused "busy".
 max_pending_challenges = 200000
+# Most challenges waiting for an answer at once at one site (1..=max_pending_challenges);
+# more registrations at that site are refused "busy", so one site cannot starve the others.
+max_pending_challenges_per_site = 10000
 # Periodic registration: a unit not heard from for this long leaves the VLR, in ms.
 periodic_registration_ms = 1800000
 # The same IMSI authenticating at two sites closer together than this is a suspected
@@ -239,6 +242,8 @@ pub struct RegistrationConfig {
     pub challenge_timeout_ms: u64,
     /// Most pending challenges.
     pub max_pending_challenges: usize,
+    /// Most pending challenges of one site.
+    pub max_pending_challenges_per_site: usize,
     /// Periodic registration period, ms.
     pub periodic_registration_ms: u64,
     /// Clone detection window, ms.
@@ -258,6 +263,7 @@ impl Default for RegistrationConfig {
         RegistrationConfig {
             challenge_timeout_ms: 10_000,
             max_pending_challenges: 200_000,
+            max_pending_challenges_per_site: 10_000,
             periodic_registration_ms: 1_800_000,
             clone_window_ms: 2000,
             refuse_clones: true,
@@ -274,6 +280,7 @@ impl RegistrationConfig {
         crate::core::registration::RegistrationPolicy {
             challenge_timeout_ms: self.challenge_timeout_ms as i64,
             max_pending_challenges: self.max_pending_challenges,
+            max_pending_challenges_per_site: self.max_pending_challenges_per_site,
             clone_window_ms: self.clone_window_ms as i64,
             refuse_clones: self.refuse_clones,
         }
@@ -459,6 +466,11 @@ impl Config {
         if r.challenge_timeout_ms == 0 || r.max_pending_challenges == 0 || r.periodic_registration_ms == 0 {
             return bad("registration.challenge_timeout_ms, max_pending_challenges and periodic_registration_ms must be above 0");
         }
+        if !(1..=r.max_pending_challenges).contains(&r.max_pending_challenges_per_site) {
+            return bad(
+                "registration.max_pending_challenges_per_site must be within 1..=max_pending_challenges",
+            );
+        }
         if r.location_flush_ms == 0 || r.hlr_refresh_ms == 0 {
             return bad("registration.location_flush_ms and hlr_refresh_ms must be above 0");
         }
@@ -561,5 +573,10 @@ mod tests {
         );
         let e = Config::from_toml("[registration]\nimsi_prefix = \"12\"\n").unwrap_err();
         assert!(e.to_string().contains("imsi_prefix"), "{e}");
+        let e = Config::from_toml(
+            "[registration]\nmax_pending_challenges = 10\nmax_pending_challenges_per_site = 11\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("max_pending_challenges_per_site"), "{e}");
     }
 }
