@@ -25,9 +25,18 @@ pub const DEFAULT_TOML: &str = r#"# trunkd configuration. Every field is optiona
 [link]
 # Address the site-gateway link server listens on (PROTOCOL.md §1).
 listen = "0.0.0.0:7300"
-# Most simultaneous gateway connections, handshaking ones included. A connection over
-# the cap gets LINK_REJECT "connection limit" and is closed at once.
+# Most simultaneous gateway connections, handshaking ones included. Of these,
+# max_handshakes are for connections still in the handshake and the rest are kept for
+# linked gateways (one per site), which strangers can therefore never crowd out
+# (PROTOCOL.md §3.2).
 max_connections = 1024
+# Most connections in the handshake at once (1..max_connections). A newcomer always gets
+# a place: when they are all taken, the oldest connection of the source holding the most
+# is closed with LINK_REJECT "connection limit".
+max_handshakes = 128
+# Most connections in the handshake from one IPv4 address or IPv6 /64 (1..=max_handshakes).
+# A newcomer from a source at this share takes the place of that source's oldest one.
+max_handshakes_per_address = 16
 # Time a new connection has to complete the handshake (PROTOCOL.md §3), in ms.
 handshake_timeout_ms = 5000
 # Keepalive interval announced in LINK_ACCEPT, in ms (100..=600000).
@@ -295,6 +304,10 @@ pub struct LinkConfig {
     pub listen: SocketAddr,
     /// Connection cap, handshaking connections included.
     pub max_connections: usize,
+    /// Places for connections in the handshake (the rest of the cap is for links).
+    pub max_handshakes: usize,
+    /// Places in the handshake per IPv4 address or IPv6 /64.
+    pub max_handshakes_per_address: usize,
     /// Handshake deadline from accept, ms.
     pub handshake_timeout_ms: u64,
     /// Keepalive interval, ms.
@@ -316,6 +329,8 @@ impl Default for LinkConfig {
         LinkConfig {
             listen: "0.0.0.0:7300".parse().expect("valid literal"),
             max_connections: 1024,
+            max_handshakes: 128,
+            max_handshakes_per_address: 16,
             handshake_timeout_ms: 5000,
             keepalive_interval_ms: 5000,
             keepalive_misses: 3,
@@ -328,6 +343,10 @@ impl Default for LinkConfig {
 }
 
 impl LinkConfig {
+    /// Room for linked gateways: the connection cap less the handshake places.
+    pub fn max_links(&self) -> usize {
+        self.max_connections.saturating_sub(self.max_handshakes)
+    }
     /// Handshake deadline.
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_millis(self.handshake_timeout_ms)
@@ -446,6 +465,12 @@ impl Config {
         let bad = |m: &str| Err(ConfigError::Invalid(m.to_string()));
         if l.max_connections == 0 {
             return bad("link.max_connections must be at least 1");
+        }
+        if l.max_handshakes == 0 || l.max_handshakes >= l.max_connections {
+            return bad("link.max_handshakes must be within 1..max_connections, leaving room for links");
+        }
+        if !(1..=l.max_handshakes).contains(&l.max_handshakes_per_address) {
+            return bad("link.max_handshakes_per_address must be within 1..=max_handshakes");
         }
         if !(100..=600_000).contains(&l.keepalive_interval_ms) {
             return bad("link.keepalive_interval_ms must be within 100..=600000");
@@ -573,6 +598,11 @@ mod tests {
         );
         let e = Config::from_toml("[registration]\nimsi_prefix = \"12\"\n").unwrap_err();
         assert!(e.to_string().contains("imsi_prefix"), "{e}");
+        let e = Config::from_toml("[link]\nmax_connections = 100\nmax_handshakes = 100\n").unwrap_err();
+        assert!(e.to_string().contains("max_handshakes must be"), "{e}");
+        let e =
+            Config::from_toml("[link]\nmax_handshakes = 8\nmax_handshakes_per_address = 9\n").unwrap_err();
+        assert!(e.to_string().contains("max_handshakes_per_address"), "{e}");
         let e = Config::from_toml(
             "[registration]\nmax_pending_challenges = 10\nmax_pending_challenges_per_site = 11\n",
         )
