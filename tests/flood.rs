@@ -25,9 +25,9 @@ use trunkd::link::gateway::GatewayLink;
 use trunkd::protocol::{Cause, Frame, Message, MAX_PAYLOAD};
 
 /// Longest a flood runs, whatever happens to the test.
-const FLOOD_MAX_TIME: Duration = Duration::from_secs(60);
+const FLOOD_MAX_TIME: Duration = Duration::from_secs(30);
 /// Most connections a flood opens in all.
-const FLOOD_MAX_CONNECTIONS: u64 = 1_000_000;
+const FLOOD_MAX_CONNECTIONS: u64 = 500_000;
 
 /// What the strangers of a flood counted.
 #[derive(Default)]
@@ -78,7 +78,8 @@ impl Flood {
         self.counts.evicted.load(Ordering::Relaxed)
     }
 
-    /// Waits until the controller has evicted `n` strangers: the handshake budget is full.
+    /// Waits until the controller has evicted `n` strangers in all (the first evictions
+    /// show that the handshake budget is full).
     async fn until_evicted(&self, n: u64) {
         let deadline = Instant::now() + PATIENCE;
         while self.evicted() < n {
@@ -201,17 +202,16 @@ async fn gateway_links_and_registers_through(hello: bool) {
     let lines_before = LOG_LINES.load(Ordering::Relaxed);
     let flood = Flood::start(c.link_addr, 500, hello);
     flood.until_evicted(1000).await;
-    let before = flood.evicted();
     let (mut g, attempts, took) = link_through(c.link_addr).await;
     reg(&mut g, 1).await;
-    let during = flood.evicted() - before;
+    // The flood, going on before the gateway connected, still goes on now.
+    flood.until_evicted(flood.evicted() + 100).await;
     let (opened, evicted, failed) = flood.stop();
     let lines = LOG_LINES.load(Ordering::Relaxed) - lines_before;
     eprintln!(
         "linked after {attempts} attempts in {took:?}; flood: {opened} connections, \
          {evicted} evicted, {failed} failed connects; {lines} log lines"
     );
-    assert!(during > 0, "the flood stopped before the gateway was through");
     // Refusals are logged once per source and period, then summarised: thousands of
     // evictions make a handful of lines, not one each.
     assert!(lines < evicted / 10, "{lines} log lines for {evicted} evictions");
