@@ -177,7 +177,12 @@ impl fmt::Display for Tally {
 impl Tally {
     fn add(&mut self, reason: &str) {
         self.count += 1;
-        *self.reasons.entry(reason.to_string()).or_default() += 1;
+        match self.reasons.get_mut(reason) {
+            Some(n) => *n += 1,
+            None => {
+                self.reasons.insert(reason.to_string(), 1);
+            }
+        }
     }
 }
 

@@ -84,9 +84,9 @@ pub(super) async fn run(
 }
 
 /// A site proven by its key links if it has a link already (the newer one supersedes it)
-/// or if fewer than `max_links` are up (`PROTOCOL.md §3.2`). Two handshakes completing at
-/// the same instant may both see the last place free: the overshoot is bounded by the
-/// handshake budget, which the connection cap includes.
+/// or if fewer than `max_links` are up (`PROTOCOL.md §3.2`). Handshakes completing at the
+/// same instant may all see the last place free: the overshoot is at most their number,
+/// itself below the handshake budget.
 fn room_for_link(shared: &Shared, site: SiteId) -> Result<(), End> {
     let max = shared.cfg.max_links();
     if shared.links.is_connected(site) || shared.links.map.len() < max {
