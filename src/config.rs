@@ -25,9 +25,18 @@ pub const DEFAULT_TOML: &str = r#"# trunkd configuration. Every field is optiona
 [link]
 # Address the site-gateway link server listens on (PROTOCOL.md §1).
 listen = "0.0.0.0:7300"
-# Most simultaneous gateway connections, handshaking ones included. A connection over
-# the cap gets LINK_REJECT "connection limit" and is closed at once.
+# Most simultaneous gateway connections, handshaking ones included. Of these,
+# max_handshakes are for connections still in the handshake and the rest are kept for
+# linked gateways (one per site), which strangers can therefore never crowd out
+# (PROTOCOL.md §3.2).
 max_connections = 1024
+# Most connections in the handshake at once (1..max_connections). A newcomer always gets
+# a place: when they are all taken, the oldest connection of the source holding the most
+# is closed with LINK_REJECT "connection limit".
+max_handshakes = 128
+# Most connections in the handshake from one IPv4 address or IPv6 /64 (1..=max_handshakes).
+# A newcomer from a source at this share takes the place of that source's oldest one.
+max_handshakes_per_address = 16
 # Time a new connection has to complete the handshake (PROTOCOL.md §3), in ms.
 handshake_timeout_ms = 5000
 # Keepalive interval announced in LINK_ACCEPT, in ms (100..=600000).
@@ -112,6 +121,9 @@ radio_command_attempts = 3
 challenge_timeout_ms = 10000
 # Most challenges waiting for an answer at once; more registrations are refused "busy".
 max_pending_challenges = 200000
+# Most challenges waiting for an answer at once at one site (1..=max_pending_challenges);
+# more registrations at that site are refused "busy", so one site cannot starve the others.
+max_pending_challenges_per_site = 10000
 # Periodic registration: a unit not heard from for this long leaves the VLR, in ms.
 periodic_registration_ms = 1800000
 # The same IMSI authenticating at two sites closer together than this is a suspected
@@ -265,6 +277,8 @@ pub struct RegistrationConfig {
     pub challenge_timeout_ms: u64,
     /// Most pending challenges.
     pub max_pending_challenges: usize,
+    /// Most pending challenges of one site.
+    pub max_pending_challenges_per_site: usize,
     /// Periodic registration period, ms.
     pub periodic_registration_ms: u64,
     /// Clone detection window, ms.
@@ -284,6 +298,7 @@ impl Default for RegistrationConfig {
         RegistrationConfig {
             challenge_timeout_ms: 10_000,
             max_pending_challenges: 200_000,
+            max_pending_challenges_per_site: 10_000,
             periodic_registration_ms: 1_800_000,
             clone_window_ms: 2000,
             refuse_clones: true,
@@ -300,6 +315,7 @@ impl RegistrationConfig {
         crate::core::registration::RegistrationPolicy {
             challenge_timeout_ms: self.challenge_timeout_ms as i64,
             max_pending_challenges: self.max_pending_challenges,
+            max_pending_challenges_per_site: self.max_pending_challenges_per_site,
             clone_window_ms: self.clone_window_ms as i64,
             refuse_clones: self.refuse_clones,
         }
@@ -314,6 +330,10 @@ pub struct LinkConfig {
     pub listen: SocketAddr,
     /// Connection cap, handshaking connections included.
     pub max_connections: usize,
+    /// Places for connections in the handshake (the rest of the cap is for links).
+    pub max_handshakes: usize,
+    /// Places in the handshake per IPv4 address or IPv6 /64.
+    pub max_handshakes_per_address: usize,
     /// Handshake deadline from accept, ms.
     pub handshake_timeout_ms: u64,
     /// Keepalive interval, ms.
@@ -335,6 +355,8 @@ impl Default for LinkConfig {
         LinkConfig {
             listen: "0.0.0.0:7300".parse().expect("valid literal"),
             max_connections: 1024,
+            max_handshakes: 128,
+            max_handshakes_per_address: 16,
             handshake_timeout_ms: 5000,
             keepalive_interval_ms: 5000,
             keepalive_misses: 3,
@@ -347,6 +369,10 @@ impl Default for LinkConfig {
 }
 
 impl LinkConfig {
+    /// Room for linked gateways: the connection cap less the handshake places.
+    pub fn max_links(&self) -> usize {
+        self.max_connections.saturating_sub(self.max_handshakes)
+    }
     /// Handshake deadline.
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_millis(self.handshake_timeout_ms)
@@ -466,6 +492,12 @@ impl Config {
         if l.max_connections == 0 {
             return bad("link.max_connections must be at least 1");
         }
+        if l.max_handshakes == 0 || l.max_handshakes >= l.max_connections {
+            return bad("link.max_handshakes must be within 1..max_connections, leaving room for links");
+        }
+        if !(1..=l.max_handshakes).contains(&l.max_handshakes_per_address) {
+            return bad("link.max_handshakes_per_address must be within 1..=max_handshakes");
+        }
         if !(100..=600_000).contains(&l.keepalive_interval_ms) {
             return bad("link.keepalive_interval_ms must be within 100..=600000");
         }
@@ -484,6 +516,11 @@ impl Config {
         let r = &self.registration;
         if r.challenge_timeout_ms == 0 || r.max_pending_challenges == 0 || r.periodic_registration_ms == 0 {
             return bad("registration.challenge_timeout_ms, max_pending_challenges and periodic_registration_ms must be above 0");
+        }
+        if !(1..=r.max_pending_challenges).contains(&r.max_pending_challenges_per_site) {
+            return bad(
+                "registration.max_pending_challenges_per_site must be within 1..=max_pending_challenges",
+            );
         }
         if r.location_flush_ms == 0 || r.hlr_refresh_ms == 0 {
             return bad("registration.location_flush_ms and hlr_refresh_ms must be above 0");
@@ -613,5 +650,15 @@ mod tests {
         );
         let e = Config::from_toml("[registration]\nimsi_prefix = \"12\"\n").unwrap_err();
         assert!(e.to_string().contains("imsi_prefix"), "{e}");
+        let e = Config::from_toml("[link]\nmax_connections = 100\nmax_handshakes = 100\n").unwrap_err();
+        assert!(e.to_string().contains("max_handshakes must be"), "{e}");
+        let e =
+            Config::from_toml("[link]\nmax_handshakes = 8\nmax_handshakes_per_address = 9\n").unwrap_err();
+        assert!(e.to_string().contains("max_handshakes_per_address"), "{e}");
+        let e = Config::from_toml(
+            "[registration]\nmax_pending_challenges = 10\nmax_pending_challenges_per_site = 11\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("max_pending_challenges_per_site"), "{e}");
     }
 }

@@ -8,6 +8,7 @@ use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::protocol::{FleetId, Imsi, SiteId, TalkgroupId, TalkgroupList, Tmsi};
 
@@ -132,7 +133,10 @@ pub enum RegisterError<E> {
 pub struct Vlr {
     by_imsi: DashMap<Imsi, VlrUnit>,
     by_tmsi: DashMap<Tmsi, Imsi>,
-    challenges: DashMap<(SiteId, u32), Challenge>,
+    /// Per site, its challenges by transaction id.
+    challenges: DashMap<SiteId, HashMap<u32, Challenge>>,
+    /// How many challenges `challenges` holds in all.
+    pending: AtomicUsize,
     /// Per talkgroup, how many affiliated units are registered at each site: where a
     /// wide-area call must reach.
     talkgroup_sites: DashMap<(FleetId, TalkgroupId), HashMap<SiteId, u32>>,
@@ -282,35 +286,71 @@ impl Vlr {
         }
     }
 
-    /// Keeps a challenge until it is answered or swept; `false` if `max` are pending.
-    pub fn put_challenge(&self, site: SiteId, txn: u32, c: Challenge, max: usize) -> bool {
-        if self.challenges.len() >= max {
+    /// Keeps a challenge until it is answered or swept; `false` if `max` are pending in
+    /// all or `max_per_site` at `site` (a challenge for a `(site, txn)` that has one
+    /// already replaces it, and is always kept).
+    pub fn put_challenge(
+        &self,
+        site: SiteId,
+        txn: u32,
+        c: Challenge,
+        max: usize,
+        max_per_site: usize,
+    ) -> bool {
+        let mut at_site = self.challenges.entry(site).or_default();
+        if let Some(old) = at_site.get_mut(&txn) {
+            *old = c;
+            return true;
+        }
+        if at_site.len() >= max_per_site {
             return false;
         }
-        self.challenges.insert((site, txn), c);
+        let counted = self
+            .pending
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            });
+        if counted.is_err() {
+            return false;
+        }
+        at_site.insert(txn, c);
         true
     }
 
     /// Takes the challenge of `(site, txn)`: a challenge answers once.
     pub fn take_challenge(&self, site: SiteId, txn: u32) -> Option<Challenge> {
-        self.challenges.remove(&(site, txn)).map(|(_, c)| c)
+        let c = self.challenges.get_mut(&site)?.remove(&txn)?;
+        self.pending.fetch_sub(1, Ordering::Relaxed);
+        Some(c)
     }
 
     /// Drops challenges that expired before `cutoff_ms`, bounding memory; returns how many.
     pub fn sweep_challenges(&self, cutoff_ms: i64) -> usize {
-        let before = self.challenges.len();
-        self.challenges.retain(|_, c| c.expires_ms >= cutoff_ms);
-        before.saturating_sub(self.challenges.len())
+        let mut dropped = 0;
+        for mut at_site in self.challenges.iter_mut() {
+            let before = at_site.len();
+            at_site.retain(|_, c| c.expires_ms >= cutoff_ms);
+            dropped += before - at_site.len();
+        }
+        self.pending.fetch_sub(dropped, Ordering::Relaxed);
+        dropped
     }
 
     /// Drops every challenge of `site` (its link went down: nobody can answer them).
     pub fn drop_challenges(&self, site: SiteId) {
-        self.challenges.retain(|(s, _), _| *s != site);
+        if let Some((_, at_site)) = self.challenges.remove(&site) {
+            self.pending.fetch_sub(at_site.len(), Ordering::Relaxed);
+        }
     }
 
     /// Challenges waiting for an answer.
     pub fn pending_challenges(&self) -> usize {
-        self.challenges.len()
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    /// Challenges waiting for an answer at `site`.
+    pub fn pending_challenges_at(&self, site: SiteId) -> usize {
+        self.challenges.get(&site).map_or(0, |m| m.len())
     }
 }
 
@@ -417,24 +457,59 @@ mod tests {
         assert!(vlr.deregister(t2, SiteId::new(1).unwrap()).is_none());
     }
 
-    #[test]
-    fn a_challenge_answers_once_and_pending_ones_are_capped() {
-        let vlr = Vlr::new();
-        let s = SiteId::new(1).unwrap();
-        let c = Challenge {
+    /// A challenge of unit 1 that expires at 1000 ms.
+    fn challenge() -> Challenge {
+        Challenge {
             imsi: imsi(1),
             xres: [1; 8],
             ck: [0; 16],
             ik: [0; 16],
             expires_ms: 1000,
             procedure: Procedure::Register,
-        };
-        assert!(vlr.put_challenge(s, 7, c.clone(), 1));
-        assert!(!vlr.put_challenge(s, 8, c.clone(), 1));
+        }
+    }
+
+    #[test]
+    fn a_challenge_answers_once_and_pending_ones_are_capped() {
+        let vlr = Vlr::new();
+        let s = SiteId::new(1).unwrap();
+        let c = challenge();
+        assert!(vlr.put_challenge(s, 7, c.clone(), 1, 1));
+        assert!(!vlr.put_challenge(s, 8, c.clone(), 1, 1));
         assert_eq!(vlr.take_challenge(s, 7), Some(c.clone()));
         assert_eq!(vlr.take_challenge(s, 7), None);
-        assert!(vlr.put_challenge(s, 9, c, 1));
+        assert!(vlr.put_challenge(s, 9, c, 1, 1));
         assert_eq!(vlr.sweep_challenges(2000), 1);
+        assert_eq!(vlr.pending_challenges(), 0);
+    }
+
+    #[test]
+    fn a_site_at_its_share_of_challenges_leaves_room_for_the_others() {
+        let vlr = Vlr::new();
+        let (a, b) = (SiteId::new(1).unwrap(), SiteId::new(2).unwrap());
+        let c = challenge();
+        for txn in 1..=3 {
+            assert!(vlr.put_challenge(a, txn, c.clone(), 5, 3));
+        }
+        assert!(
+            !vlr.put_challenge(a, 4, c.clone(), 5, 3),
+            "site 1 is at its share"
+        );
+        assert!(
+            vlr.put_challenge(a, 2, c.clone(), 5, 3),
+            "a replacement takes no room"
+        );
+        assert!(vlr.put_challenge(b, 1, c.clone(), 5, 3));
+        assert!(vlr.put_challenge(b, 2, c.clone(), 5, 3));
+        assert!(!vlr.put_challenge(b, 3, c.clone(), 5, 3), "the total is reached");
+        assert_eq!(
+            (vlr.pending_challenges_at(a), vlr.pending_challenges_at(b)),
+            (3, 2)
+        );
+        vlr.drop_challenges(a);
+        assert_eq!(vlr.pending_challenges(), 2);
+        assert!(vlr.put_challenge(b, 3, c, 5, 3));
+        assert_eq!(vlr.sweep_challenges(2000), 3);
         assert_eq!(vlr.pending_challenges(), 0);
     }
 }

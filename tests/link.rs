@@ -1,5 +1,6 @@
 //! The site link over real TCP (`PROTOCOL.md §2.3`, §3): handshake, keys, keepalive,
-//! duplicate links, bad input, silent peers, the connection cap and graceful shutdown.
+//! duplicate links, bad input, silent peers, the handshake budget, room for links and
+//! graceful shutdown.
 
 mod common;
 
@@ -25,13 +26,7 @@ async fn handshake_with_the_right_key_brings_the_link_up() {
     let mut gw = srv.gateway(1).await;
     assert_eq!(gw.keepalive_interval().as_millis(), 200);
     assert_eq!(gw.misses(), 3);
-    // Wait until the server registered the link (accept is sent just before).
-    for _ in 0..100 {
-        if srv.links.is_connected(site(1)) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    srv.until_linked(1).await;
     assert_eq!(srv.links.connected(), vec![site(1)]);
 
     // A service this controller does not implement yet is denied, on the same transaction.
@@ -379,36 +374,92 @@ async fn a_half_sent_frame_does_not_hold_the_handshake_open() {
     );
 }
 
-#[tokio::test]
-async fn connections_over_the_cap_are_refused() {
-    let cfg = trunkd::config::LinkConfig {
-        max_connections: 2,
-        handshake_timeout_ms: 3000,
+/// Fast settings with `max_connections`, `max_handshakes` and `max_handshakes_per_address`
+/// as given, and a handshake timeout no test here reaches.
+fn budget(connections: usize, handshakes: usize, per_address: usize) -> LinkConfig {
+    LinkConfig {
+        max_connections: connections,
+        max_handshakes: handshakes,
+        max_handshakes_per_address: per_address,
+        handshake_timeout_ms: 5000,
         ..fast_config()
-    };
-    let srv = TestServer::start(cfg).await;
-    let _a = srv.gateway(1).await;
-    let b = srv.raw().await; // handshaking connections count too
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    let mut c = srv.raw().await;
-    assert_eq!(
-        c.next().await.unwrap().msg,
-        Message::LinkReject {
-            cause: Cause::ConnectionLimit
-        }
-    );
-    c.expect_eof().await;
-    // Freeing a place lets the next one in.
-    drop(b);
-    let mut admitted = false;
-    for _ in 0..100 {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        if GatewayLink::connect(srv.addr, site(2), &key(2)).await.is_ok() {
-            admitted = true;
-            break;
-        }
     }
-    assert!(admitted, "a freed place was never reused");
+}
+
+/// The frame a connection evicted from the handshake, or refused a link, receives.
+fn connection_limit(txn: u32) -> Option<Frame> {
+    Some(Frame::new(
+        txn,
+        Message::LinkReject {
+            cause: Cause::ConnectionLimit,
+        },
+    ))
+}
+
+#[tokio::test]
+async fn a_newcomer_takes_the_place_of_the_oldest_silent_connection() {
+    let srv = TestServer::start(budget(4, 2, 2)).await;
+    // `a` said hello and was challenged; `b` and `c` are silent.
+    let mut a = srv.raw().await;
+    let nonce = a.hello(5, 1).await;
+    let mut b = srv.raw().await;
+    let mut c = srv.raw().await;
+    // The budget is full: `c` took the place of `b` (silent), not of the older `a`.
+    assert_eq!(b.next().await, connection_limit(0));
+    b.expect_eof().await;
+    // A gateway takes the place of `c`, the oldest silent one, and links.
+    let _gw = srv.gateway(2).await;
+    assert_eq!(c.next().await, connection_limit(0));
+    // `a` kept its place all along and links too.
+    a.respond(5, 1, &nonce).await;
+}
+
+#[tokio::test]
+async fn an_evicted_challenged_connection_is_told_on_its_transaction() {
+    let srv = TestServer::start(budget(4, 1, 1)).await;
+    let mut a = srv.raw().await;
+    a.hello(9, 1).await;
+    let _b = srv.raw().await;
+    assert_eq!(a.next().await, connection_limit(9));
+    a.expect_eof().await;
+}
+
+#[tokio::test]
+async fn a_flooding_address_only_evicts_its_own_connections() {
+    let srv = TestServer::start(budget(8, 4, 2)).await;
+    let mut quiet = srv.raw_from([127, 0, 0, 3]).await;
+    let mut flood = Vec::new();
+    for _ in 0..10 {
+        flood.push(srv.raw_from([127, 0, 0, 2]).await);
+    }
+    // All but the last two of the flood were evicted, oldest first.
+    for raw in &mut flood[..8] {
+        assert_eq!(raw.next().await, connection_limit(0));
+    }
+    // The other address still holds its place and links on it.
+    let nonce = quiet.hello(1, 1).await;
+    quiet.respond(1, 1, &nonce).await;
+}
+
+#[tokio::test]
+async fn links_have_room_of_their_own_and_a_linked_site_can_always_relink() {
+    // One place for links, two for handshakes.
+    let srv = TestServer::start(budget(3, 2, 2)).await;
+    let _a = srv.gateway(1).await;
+    srv.until_linked(1).await;
+    // Strangers filling the handshake places do not take the link's place.
+    let _idle = [srv.raw().await, srv.raw().await];
+    let err = GatewayLink::connect(srv.addr, site(2), &key(2))
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(err, GatewayError::Rejected(Cause::ConnectionLimit)),
+        "{err}"
+    );
+    // Site 1 reconnecting replaces its own link: it needs no further place.
+    let _a2 = srv.gateway(1).await;
+    assert_eq!(srv.links.connected(), vec![site(1)]);
 }
 
 #[tokio::test]
@@ -466,12 +517,7 @@ async fn a_link_whose_queue_overflows_is_closed_rather_than_left_missing_frames(
     };
     let srv = TestServer::start(cfg).await;
     let mut gw = srv.gateway(1).await;
-    for _ in 0..100 {
-        if srv.links.is_connected(site(1)) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    srv.until_linked(1).await;
     let inhibit = Frame::new(
         CONTROLLER_TXN_BASE + 100,
         Message::Inhibit {

@@ -644,3 +644,28 @@ async fn answers_from_a_gateway_are_not_denied() {
     }
     c.stop().await;
 }
+
+#[tokio::test]
+async fn a_site_at_its_share_of_challenges_does_not_hold_up_another_sites_registrations() {
+    let db = TestDb::sqlite();
+    let mut cfg = config(&db);
+    cfg.registration.max_pending_challenges_per_site = 2;
+    let c = controller(&db, cfg).await;
+    let mut noisy = gw(&c, 1).await;
+    // Site 1 asks for three registrations and answers no challenge.
+    let mut answers = Vec::new();
+    for n in 1..=3 {
+        let identity = Identity::Imsi(imsi(n));
+        let txn = noisy.request(Message::RegRequest { identity }).await.unwrap();
+        let f = next_service(&mut noisy).await.unwrap();
+        assert_eq!(f.txn, txn);
+        answers.push(f.msg);
+    }
+    assert!(matches!(answers[0], Message::AuthChallenge { .. }));
+    assert!(matches!(answers[1], Message::AuthChallenge { .. }));
+    assert_eq!(answers[2], reject(Cause::Busy));
+    // Site 2 registers as usual meanwhile.
+    let mut quiet = gw(&c, 2).await;
+    reg(&mut quiet, 3).await;
+    c.stop().await;
+}

@@ -22,6 +22,8 @@ pub struct RegistrationPolicy {
     pub challenge_timeout_ms: i64,
     /// Most challenges waiting at once; more are refused "busy".
     pub max_pending_challenges: usize,
+    /// Most challenges waiting at once at one site; more there are refused "busy".
+    pub max_pending_challenges_per_site: usize,
     /// Activity from two sites closer together than this flags a possible clone, ms.
     pub clone_window_ms: i64,
     /// Whether the second registration of a suspected clone is refused.
@@ -196,10 +198,14 @@ impl Registrar {
             expires_ms: now + self.policy.challenge_timeout_ms,
             procedure,
         };
-        if !self
-            .vlr
-            .put_challenge(site, txn, c, self.policy.max_pending_challenges)
-        {
+        let p = &self.policy;
+        if !self.vlr.put_challenge(
+            site,
+            txn,
+            c,
+            p.max_pending_challenges,
+            p.max_pending_challenges_per_site,
+        ) {
             return reject(txn, Cause::Busy);
         }
         Outcome::reply(Frame::new(txn, Message::AuthChallenge { rand }))

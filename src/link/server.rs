@@ -1,20 +1,22 @@
-//! The link server: accepts gateway connections up to the cap, runs one session task
-//! per connection, tracks which sites are up, and shuts down gracefully.
+//! The link server: admits gateway connections into the handshake within its budget
+//! (`PROTOCOL.md §3.2`), runs one session task per connection, tracks which sites are
+//! up, logs refused handshakes as periodic summaries, and shuts down gracefully.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use dashmap::DashMap;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::session;
+use super::admission::{Admission, Refusals, Source};
+use super::session::{self, Pending};
 use crate::config::LinkConfig;
 use crate::protocol::{Cause, Frame, Message, SiteId, SiteKey};
 
@@ -139,6 +141,10 @@ pub(super) struct Shared {
     pub(super) keys: Arc<dyn SiteKeys>,
     pub(super) handler: Arc<dyn Handler>,
     pub(super) links: Links,
+    /// The connections in the handshake; the handle cancels an evicted one.
+    pub(super) admission: Mutex<Admission<CancellationToken>>,
+    /// Handshakes that ended without a link since the last summary.
+    pub(super) refusals: Mutex<Refusals>,
     next_conn: AtomicU64,
 }
 
@@ -147,6 +153,20 @@ impl Shared {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
     }
 }
+
+/// Locks `m`; the bookkeeping behind it stays usable even if a holder panicked.
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Connections the kernel may hold for `accept` (it caps this at `net.core.somaxconn`).
+/// Under a flood the queue is what lets a gateway's connection in: once it is full the
+/// kernel drops new connection attempts, and each drop costs the gateway a TCP
+/// retransmission (a second, then longer) before its handshake can even start.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// How often refused handshakes are summarised in the log.
+const REFUSAL_PERIOD: Duration = Duration::from_secs(10);
 
 /// The TCP server for site gateways (`PROTOCOL.md §3`).
 pub struct LinkServer {
@@ -165,8 +185,17 @@ impl LinkServer {
         handler: Arc<dyn Handler>,
         links: Links,
     ) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(cfg.listen).await?;
+        let socket = if cfg.listen.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(cfg.listen)?;
+        let listener = socket.listen(LISTEN_BACKLOG)?;
         let shared = Shared {
+            admission: Mutex::new(Admission::new(cfg.max_handshakes, cfg.max_handshakes_per_address)),
+            refusals: Mutex::new(Refusals::default()),
             cfg,
             keys,
             handler,
@@ -195,31 +224,35 @@ impl LinkServer {
     pub async fn run(self, shutdown: impl Future<Output = ()>, grace: Duration) {
         let LinkServer { listener, shared } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
-        let permits = Arc::new(Semaphore::new(shared.cfg.max_connections));
         let mut sessions = JoinSet::new();
         info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "link server listening");
+        let mut summary =
+            tokio::time::interval_at(tokio::time::Instant::now() + REFUSAL_PERIOD, REFUSAL_PERIOD);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => match permits.clone().try_acquire_owned() {
-                        Ok(permit) => {
-                            let shared = shared.clone();
-                            let stop = stop_rx.clone();
-                            sessions.spawn(async move {
-                                session::run(stream, peer, shared, stop).await;
-                                drop(permit);
-                            });
+                    Ok((stream, peer)) => {
+                        let conn = shared.next_conn();
+                        let evict = CancellationToken::new();
+                        let pending = Pending { conn, src: Source::of(peer.ip()), evict: evict.clone() };
+                        let evicted = lock(&shared.admission).admit(conn, pending.src, evict);
+                        sessions.spawn(session::run(stream, peer, pending, shared.clone(), stop_rx.clone()));
+                        if let Some(evicted) = evicted {
+                            evicted.cancel();
+                            // Under pressure, let the sessions run before the next accept, so
+                            // that a gateway's handshake moves on while strangers pile up.
+                            tokio::task::yield_now().await;
                         }
-                        Err(_) => refuse_over_cap(stream, peer, shared.cfg.max_connections),
-                    },
+                    }
                     Err(e) => {
                         // Typically EMFILE: back off instead of spinning.
                         warn!(error = %e, "accept failed");
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 },
+                _ = summary.tick() => log_refusals(&shared),
                 Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
             }
         }
@@ -239,15 +272,16 @@ impl LinkServer {
     }
 }
 
-/// Over the cap: one non-blocking attempt to say why, then close.
-fn refuse_over_cap(stream: TcpStream, peer: SocketAddr, cap: usize) {
-    warn!(%peer, cap, "connection refused: connection limit reached");
-    let reject = Frame::new(
-        0,
-        Message::LinkReject {
-            cause: Cause::ConnectionLimit,
-        },
-    )
-    .to_bytes();
-    let _ = stream.try_write(&reject);
+/// Logs the period's summary of handshakes that ended without a link, one line per
+/// source that had more than the one already logged in full.
+fn log_refusals(shared: &Shared) {
+    let (named, others) = lock(&shared.refusals).take();
+    let handshaking = lock(&shared.admission).pending();
+    let secs = REFUSAL_PERIOD.as_secs();
+    for (source, tally) in named {
+        warn!(%source, reasons = %tally, handshaking, "{} connections from {source} refused or ended before linking in the last {secs} s", tally.count);
+    }
+    if others.count > 0 {
+        warn!(reasons = %others, handshaking, "{} connections from further sources refused or ended before linking in the last {secs} s", others.count);
+    }
 }

@@ -1,5 +1,6 @@
-//! One gateway connection: the handshake (`PROTOCOL.md §3`), then the accepted link's
-//! loop of requests, keepalives (§3.1), outbound frames and closing (§2.4).
+//! One gateway connection: the handshake (`PROTOCOL.md §3`) within its place in the
+//! handshake budget (§3.2), then the accepted link's loop of requests, keepalives (§3.1),
+//! outbound frames and closing (§2.4).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,8 +13,9 @@ use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
+use super::admission::Source;
 use super::codec::{FrameCodec, LinkReadError};
-use super::server::{LinkHandle, Shared};
+use super::server::{lock, LinkHandle, Shared};
 use crate::protocol::{
     is_gateway_txn, verify_link_mac, Cause, Direction, Frame, FrameError, Message, SiteId,
     CONTROLLER_TXN_BASE,
@@ -32,13 +34,24 @@ enum End {
     WriteFailed(String),
 }
 
+/// A connection's place in the handshake budget.
+pub(super) struct Pending {
+    /// The connection's id (grows with accept order).
+    pub(super) conn: u64,
+    /// Where it comes from.
+    pub(super) src: Source,
+    /// Cancelled when a newer connection took its place.
+    pub(super) evict: CancellationToken,
+}
+
 pub(super) async fn run(
     stream: TcpStream,
     peer: SocketAddr,
+    pending: Pending,
     shared: Arc<Shared>,
     stop: watch::Receiver<bool>,
 ) {
-    let conn = shared.next_conn();
+    let conn = pending.conn;
     let span = info_span!("link", conn, %peer, site = tracing::field::Empty);
     async move {
         let _ = stream.set_nodelay(true);
@@ -47,23 +60,42 @@ pub(super) async fn run(
         debug!("connection accepted");
         // The transaction of the first well-formed frame: a LINK_REJECT answers it.
         let mut first_txn = 0;
-        let handshake = timeout(
-            shared.cfg.handshake_timeout(),
-            handshake(&mut framed, &shared, &mut stop, &mut first_txn),
-        )
-        .await;
-        let (site, txn) = match handshake {
-            Ok(Ok(up)) => up,
-            Ok(Err(end)) => return finish_handshake_failure(&mut framed, &shared, end, first_txn).await,
-            Err(_) => {
-                let end = End::Close(Cause::HandshakeTimeout, "handshake not complete in time".into());
-                return finish_handshake_failure(&mut framed, &shared, end, first_txn).await;
-            }
+        let handshake = tokio::select! {
+            biased;
+            _ = pending.evict.cancelled() => Err(End::Close(
+                Cause::ConnectionLimit,
+                "a newer connection took this one's place in the handshake".into(),
+            )),
+            done = timeout(
+                shared.cfg.handshake_timeout(),
+                handshake(&mut framed, &shared, &pending, &mut stop, &mut first_txn),
+            ) => done.unwrap_or_else(|_| {
+                Err(End::Close(Cause::HandshakeTimeout, "handshake not complete in time".into()))
+            }),
         };
-        accepted(framed, conn, site, txn, shared, stop).await;
+        lock(&shared.admission).finish(conn, pending.src);
+        match handshake.and_then(|(site, txn)| room_for_link(&shared, site).map(|()| (site, txn))) {
+            Ok((site, txn)) => accepted(framed, conn, site, txn, shared, stop).await,
+            Err(end) => refuse(&framed, &shared, pending.src, end, first_txn),
+        }
     }
     .instrument(span)
     .await
+}
+
+/// A site proven by its key links if it has a link already (the newer one supersedes it)
+/// or if fewer than `max_links` are up (`PROTOCOL.md §3.2`). Handshakes completing at the
+/// same instant may all see the last place free: the overshoot is at most their number,
+/// itself below the handshake budget.
+fn room_for_link(shared: &Shared, site: SiteId) -> Result<(), End> {
+    let max = shared.cfg.max_links();
+    if shared.links.is_connected(site) || shared.links.map.len() < max {
+        return Ok(());
+    }
+    Err(End::Close(
+        Cause::ConnectionLimit,
+        format!("{max} links up, no room for another"),
+    ))
 }
 
 /// Reads the next frame during the handshake; every problem is a reason to reject.
@@ -85,6 +117,7 @@ async fn next_handshake_frame(framed: &mut Conn, stop: &mut watch::Receiver<bool
 async fn handshake(
     framed: &mut Conn,
     shared: &Shared,
+    pending: &Pending,
     stop: &mut watch::Receiver<bool>,
     first_txn: &mut u32,
 ) -> Result<(SiteId, u32), End> {
@@ -113,6 +146,7 @@ async fn handshake(
     };
     let mut nonce = [0u8; 32];
     getrandom::fill(&mut nonce).map_err(|e| End::Close(Cause::Unspecified, format!("CSPRNG failed: {e}")))?;
+    lock(&shared.admission).challenged(pending.conn, pending.src);
     send(framed, shared, Frame::new(txn, Message::LinkChallenge { nonce })).await?;
     let response = next_handshake_frame(framed, stop).await?;
     let Message::LinkResponse { mac } = response.msg else {
@@ -134,14 +168,35 @@ async fn handshake(
     Ok((site, txn))
 }
 
-async fn finish_handshake_failure(framed: &mut Conn, shared: &Shared, end: End, txn: u32) {
+/// Ends a connection that did not link: one attempt to send `LINK_REJECT` answering
+/// `txn` without waiting (a stranger that does not read cannot hold its socket open), and
+/// a log line for the first such end from `src` in the logging period; the rest of that
+/// period's go into the server's summary.
+fn refuse(framed: &Conn, shared: &Shared, src: Source, end: End, txn: u32) {
+    let reason = match &end {
+        End::Close(cause, _) => cause.to_string(),
+        End::PeerGone(_) => "closed by peer".into(),
+        End::WriteFailed(_) => "write failed".into(),
+    };
+    let first = lock(&shared.refusals).record(src, &reason);
     match end {
         End::Close(cause, why) => {
-            warn!(%cause, reason = %why, "link rejected");
-            let _ = send(framed, shared, Frame::new(txn, Message::LinkReject { cause })).await;
+            if first {
+                warn!(%cause, reason = %why, "link rejected (more from this source are summarised)");
+            } else {
+                debug!(%cause, reason = %why, "link rejected");
+            }
+            // Only if nothing is half-written, so that the reject is a whole frame.
+            if framed.write_buffer().is_empty() {
+                let reject = Frame::new(txn, Message::LinkReject { cause }).to_bytes();
+                let _ = framed.get_ref().try_write(&reject);
+            }
+        }
+        End::PeerGone(why) | End::WriteFailed(why) if first => {
+            info!(reason = %why, "connection ended during handshake")
         }
         End::PeerGone(why) | End::WriteFailed(why) => {
-            info!(reason = %why, "connection ended during handshake")
+            debug!(reason = %why, "connection ended during handshake")
         }
     }
 }

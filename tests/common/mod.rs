@@ -17,7 +17,7 @@ use trunkd::config::LinkConfig;
 use trunkd::link::codec::FrameCodec;
 use trunkd::link::gateway::GatewayLink;
 use trunkd::link::{LinkServer, Links, Unsupported};
-use trunkd::protocol::{Frame, SiteId, SiteKey, MAX_PAYLOAD};
+use trunkd::protocol::{link_mac, Frame, Message, SiteId, SiteKey, MAX_PAYLOAD};
 
 /// Generous upper bound for anything a test waits for; never a performance threshold.
 pub const PATIENCE: Duration = Duration::from_secs(10);
@@ -87,8 +87,28 @@ impl TestServer {
             .unwrap()
     }
 
+    /// Waits (a bounded while) until the server lists site `n` as linked: `LINK_ACCEPT`
+    /// is sent just before the link is registered.
+    pub async fn until_linked(&self, n: u16) {
+        for _ in 0..100 {
+            if self.links.is_connected(site(n)) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     pub async fn raw(&self) -> Raw {
         let s = TcpStream::connect(self.addr).await.unwrap();
+        Raw(Framed::new(s, FrameCodec::new(MAX_PAYLOAD)))
+    }
+
+    /// A raw connection from another loopback address (Linux answers all of 127/8), for
+    /// tests of the per-address handshake share.
+    pub async fn raw_from(&self, ip: [u8; 4]) -> Raw {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind(SocketAddr::from((ip, 0))).unwrap();
+        let s = sock.connect(self.addr).await.unwrap();
         Raw(Framed::new(s, FrameCodec::new(MAX_PAYLOAD)))
     }
 }
@@ -116,6 +136,37 @@ impl Raw {
             Some(Ok(Ok(f))) => Some(f),
             Some(Ok(Err(e))) => panic!("controller sent a malformed frame: {e}"),
         }
+    }
+
+    /// Sends `LINK_HELLO` for site `n` on `txn`; the nonce of the challenge it gets.
+    pub async fn hello(&mut self, txn: u32, n: u16) -> [u8; 32] {
+        self.send(Frame::new(txn, Message::LinkHello { site: site(n) }))
+            .await;
+        match self.next().await {
+            Some(Frame {
+                msg: Message::LinkChallenge { nonce },
+                ..
+            }) => nonce,
+            other => panic!("expected a challenge, got {other:?}"),
+        }
+    }
+
+    /// Answers the challenge `nonce` with site `n`'s key (`key(n)`) and asserts the link
+    /// is accepted.
+    pub async fn respond(&mut self, txn: u32, n: u16, nonce: &[u8; 32]) {
+        let mac = link_mac(&key(n as u8), nonce, site(n));
+        self.send(Frame::new(txn, Message::LinkResponse { mac })).await;
+        let answer = self.next().await;
+        assert!(
+            matches!(
+                answer,
+                Some(Frame {
+                    msg: Message::LinkAccept { .. },
+                    ..
+                })
+            ),
+            "expected LINK_ACCEPT, got {answer:?}"
+        );
     }
 
     /// Asserts the controller closes the connection with nothing more to say.
@@ -335,7 +386,7 @@ pub fn new_subscriber(n: u8) -> trunkd::store::NewSubscriber {
 use trunkd::config::{Config, RegistrationConfig, TrunkingSection};
 use trunkd::controller::Running;
 use trunkd::core::trunking::{EmergencyPolicy, TrunkingMode};
-use trunkd::protocol::{CallId, CallScope, Frame as WireFrame, Message, Tmsi};
+use trunkd::protocol::{CallId, CallScope, Tmsi};
 
 pub fn call_config(db: &TestDb, t: TrunkingSection) -> Config {
     Config {
@@ -381,11 +432,11 @@ pub async fn provision_calls(db: &TestDb) {
 }
 
 /// The next frame on `g` that is not a keepalive.
-pub async fn next(g: &mut GatewayLink) -> WireFrame {
+pub async fn next(g: &mut GatewayLink) -> Frame {
     next_service(g).await.unwrap()
 }
 
-pub fn grant_of(f: &WireFrame) -> (CallId, Vec<(u16, u8, u8)>) {
+pub fn grant_of(f: &Frame) -> (CallId, Vec<(u16, u8, u8)>) {
     match &f.msg {
         Message::ChannelGrant { call, sites, .. } => (
             *call,
@@ -398,12 +449,7 @@ pub fn grant_of(f: &WireFrame) -> (CallId, Vec<(u16, u8, u8)>) {
     }
 }
 
-pub async fn group_call(
-    g: &mut GatewayLink,
-    tmsi: Tmsi,
-    talkgroup: u16,
-    scope: CallScope,
-) -> (u32, WireFrame) {
+pub async fn group_call(g: &mut GatewayLink, tmsi: Tmsi, talkgroup: u16, scope: CallScope) -> (u32, Frame) {
     let txn = g
         .request(Message::GroupCallReq {
             tmsi,
@@ -416,7 +462,7 @@ pub async fn group_call(
     (txn, f)
 }
 
-pub async fn private_call(g: &mut GatewayLink, tmsi: Tmsi, target: u16) -> (u32, WireFrame) {
+pub async fn private_call(g: &mut GatewayLink, tmsi: Tmsi, target: u16) -> (u32, Frame) {
     let txn = g
         .request(Message::PrivateCallReq {
             tmsi,
