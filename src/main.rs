@@ -60,7 +60,8 @@ enum Command {
 enum ConfigCommand {
     /// Print the full default configuration file, with a comment per field.
     Default,
-    /// Check the configuration (file and TRUNKD_* overrides) and report the first problem.
+    /// Check the configuration (file, TRUNKD_* overrides, DATABASE_URL, RUST_LOG) as
+    /// `serve` would, and report the first problem.
     Check,
     /// Print a fresh random 32-byte key as 64 hex digits.
     Keygen,
@@ -198,8 +199,32 @@ struct SubscriberAdd {
     talkgroups: String,
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {}", one_line(&e));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// An error and its causes on one line, each said once: a library error that wraps a
+/// cause often repeats the cause's text in its own.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain().map(|c| c.to_string()) {
+        if !line.contains(&cause) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&cause);
+        }
+    }
+    line
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     let cfg = || Config::load(cli.config.as_deref());
     match cli.command {
         Command::Config(ConfigCommand::Default) => {
@@ -207,7 +232,8 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Config(ConfigCommand::Check) => {
-            cfg()?;
+            // The same checks as `serve` makes before it opens the database.
+            trunkd::logging::filter(&cfg()?.log)?;
             println!("configuration ok");
             Ok(())
         }

@@ -19,9 +19,9 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{PgPool, QueryBuilder, Row, SqlitePool};
+use sqlx::{ConnectOptions, Connection, PgPool, QueryBuilder, Row, SqlitePool};
 
 pub use model::*;
 
@@ -91,12 +91,21 @@ impl Store {
     /// Opens the database named by `url`, or the SQLite file `trunkd.db` in `data_dir`
     /// when `url` is empty, creating it on first use, then applies pending migrations.
     pub async fn open(url: &str, data_dir: &Path) -> Result<Store, StoreError> {
-        let store = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let store = if url_backend(url).map_err(StoreError::Open)? == "postgres" {
+            let opts = PgConnectOptions::from_str(url)?;
+            // sqlx's error does not say where it tried; the URL may hold a password.
+            let place = format!("PostgreSQL at {}:{}", opts.get_host(), opts.get_port());
+            let unreachable = |e: sqlx::Error| StoreError::Open(format!("cannot connect to {place}: {e}"));
+            // One direct connection first: the pool would retry a refused connection
+            // until its timeout and then report only that it timed out.
+            let probe = opts.connect().await.map_err(unreachable)?;
+            probe.close().await.map_err(unreachable)?;
             let pool = PgPoolOptions::new()
                 .max_connections(8)
                 .acquire_timeout(Duration::from_secs(10))
-                .connect(url)
-                .await?;
+                .connect_with(opts)
+                .await
+                .map_err(unreachable)?;
             Store::Postgres(pool)
         } else {
             let opts = if url.is_empty() {
@@ -951,6 +960,32 @@ fn next_msin(existing: &HashSet<String>, prefix: &str) -> impl Iterator<Item = I
     let limit = 10u64.pow(width as u32);
     let prefix = prefix.to_string();
     (start..limit).filter_map(move |n| Imsi::parse(&format!("{prefix}{n:0width$}")).ok())
+}
+
+/// The backend a database URL selects (`sqlite` or `postgres`): empty or `sqlite:` for
+/// SQLite, `postgres:` or `postgresql:` for PostgreSQL. Anything else is refused naming
+/// only its scheme, never the rest of the URL (which may hold a password).
+pub fn url_backend(url: &str) -> Result<&'static str, String> {
+    if url.is_empty() {
+        return Ok("sqlite");
+    }
+    let scheme = url.split_once(':').map(|(s, _)| s).filter(|s| {
+        !s.is_empty()
+            && s.len() <= 20
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+    });
+    match scheme.map(str::to_ascii_lowercase).as_deref() {
+        Some("sqlite") => Ok("sqlite"),
+        Some("postgres" | "postgresql") => Ok("postgres"),
+        Some(other) => Err(format!(
+            "unsupported scheme `{other}:`; use sqlite:, postgres: or postgresql:, \
+             or leave it empty for the embedded SQLite file in database.data_dir"
+        )),
+        None => Err("not a URL; use sqlite://FILE, postgres://USER@HOST/DB, \
+             or leave it empty for the embedded SQLite file in database.data_dir"
+            .into()),
+    }
 }
 
 /// Checks an IMSI prefix (MCC + MNC): 5 or 6 digits.
