@@ -20,6 +20,7 @@ use crate::hlr::HlrCache;
 use crate::link::{deny_unsupported, Handler, LinkServer, Links};
 use crate::messaging::Messaging;
 use crate::protocol::{Frame, Imsi, Message, SiteId};
+use crate::store::health::DbHealth;
 use crate::store::{now_ms, Store, StoreError};
 use crate::vlr::Vlr;
 
@@ -112,6 +113,7 @@ pub fn mono_ms() -> i64 {
 struct WriteBehind {
     locations: DashMap<Imsi, (SiteId, i64)>,
     audit: mpsc::Sender<(String, String, String)>,
+    health: Arc<DbHealth>,
 }
 
 impl WriteBehind {
@@ -158,8 +160,8 @@ impl WriteBehind {
         if batch.is_empty() {
             return;
         }
-        if let Err(e) = store.write_locations(&batch).await {
-            warn!(error = %e, units = batch.len(), "writing last locations failed; will retry");
+        let written = store.write_locations(&batch).await;
+        if self.health.report("writing last locations", written).is_none() {
             for (imsi, site, at) in batch {
                 self.located(imsi, site, at);
             }
@@ -195,9 +197,11 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let vlr = Arc::new(Vlr::new());
     let links = Links::default();
     let (audit_tx, audit_rx) = mpsc::channel(10_000);
+    let health = Arc::new(DbHealth::default());
     let writer = Arc::new(WriteBehind {
         locations: DashMap::new(),
         audit: audit_tx,
+        health: health.clone(),
     });
     let registrar = Registrar::new(
         hlr.clone(),
@@ -220,15 +224,18 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         links.clone(),
         records_tx,
     ));
-    let messaging = Arc::new(Messaging::new(
-        hlr.clone(),
-        vlr.clone(),
-        links.clone(),
-        store.clone(),
-        Duration::from_millis(cfg.messaging.short_data_ttl_ms),
-        Duration::from_millis(cfg.messaging.delivery_timeout_ms),
-        cfg.messaging.max_short_data_in_flight,
-    ));
+    let messaging = Arc::new(
+        Messaging::new(
+            hlr.clone(),
+            vlr.clone(),
+            links.clone(),
+            store.clone(),
+            Duration::from_millis(cfg.messaging.short_data_ttl_ms),
+            Duration::from_millis(cfg.messaging.delivery_timeout_ms),
+            cfg.messaging.max_short_data_in_flight,
+        )
+        .reporting_to(health.clone()),
+    );
     for imsi in store.short_data_recipients().await? {
         messaging.mail_stored(imsi);
     }
@@ -335,16 +342,16 @@ impl Background {
         let mut tasks = Vec::new();
 
         let (store, hlr, calls) = (self.store.clone(), self.hlr.clone(), self.calls.clone());
+        let health = self.writer.health.clone();
         tasks.push(every(r.hlr_refresh_ms, stop.clone(), move || {
-            let (store, hlr, calls) = (store.clone(), hlr.clone(), calls.clone());
+            let (store, hlr, calls, health) = (store.clone(), hlr.clone(), calls.clone(), health.clone());
             async move {
-                match hlr.refresh(&store).await {
-                    Ok(0) => {}
-                    Ok(n) => {
+                match health.report("following HLR changes", hlr.refresh(&store).await) {
+                    None | Some(0) => {}
+                    Some(n) => {
                         info!(changes = n, "HLR changes applied to the cache");
                         calls.sync_sites();
                     }
-                    Err(e) => warn!(error = %e, "following HLR changes failed"),
                 }
             }
         }));
@@ -390,6 +397,7 @@ impl Background {
         }));
 
         let store = self.store.clone();
+        let health = self.writer.health.clone();
         let mut stop_audit = stop;
         tasks.push(tokio::spawn(async move {
             loop {
@@ -407,12 +415,15 @@ impl Background {
                 // retry rather than lose the entry.
                 for attempt in 1..=AUDIT_ATTEMPTS {
                     match store.audit("controller", &action, &object, &detail).await {
-                        Ok(()) => break,
+                        Ok(()) => {
+                            health.succeeded();
+                            break;
+                        }
                         Err(e) if attempt == AUDIT_ATTEMPTS => {
                             error!(error = %e, %action, %object, %detail, "audit entry could not be written");
                         }
                         Err(e) => {
-                            warn!(error = %e, attempt, "writing an audit entry failed; retrying");
+                            health.failed("writing an audit entry", &e);
                             tokio::time::sleep(Duration::from_secs(1)).await;
                         }
                     }

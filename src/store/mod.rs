@@ -12,6 +12,7 @@
 //! any read output of trunkd.
 
 pub mod csv;
+pub mod health;
 pub mod model;
 
 use std::collections::HashSet;
