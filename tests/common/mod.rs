@@ -162,12 +162,23 @@ impl TestDb {
         }
     }
 
-    /// `None` when `TEST_DATABASE_URL` is not set.
+    /// `None` when `TEST_DATABASE_URL` is not set; the first time in a test binary, it
+    /// says on stderr that the PostgreSQL runs were skipped and how to enable them.
     pub async fn postgres() -> Option<TestDb> {
         use sqlx::Connection;
-        let base = std::env::var("TEST_DATABASE_URL")
-            .ok()
-            .filter(|u| !u.is_empty())?;
+        static SKIPPED: std::sync::Once = std::sync::Once::new();
+        let Some(base) = std::env::var("TEST_DATABASE_URL").ok().filter(|u| !u.is_empty()) else {
+            // Straight to the stream: the test harness would capture eprintln!.
+            SKIPPED.call_once(|| {
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "PostgreSQL skipped: set TEST_DATABASE_URL (e.g. \
+                     postgres://postgres@127.0.0.1:5432/postgres) to run these tests against it too"
+                );
+            });
+            return None;
+        };
         let db = format!(
             "trunkd_test_{}",
             hex::encode(&SiteKey::generate().unwrap().expose()[..8])
