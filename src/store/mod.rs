@@ -157,43 +157,15 @@ impl Store {
 
     /// Adds a fleet.
     pub async fn add_fleet(&self, actor: &str, fleet: &Fleet) -> Result<(), StoreError> {
-        let now = now_ms();
-        dispatch!(self, p => {
-            let mut tx = p.begin().await?;
-            let r = sqlx::query("INSERT INTO fleets (id, name, created_at) VALUES ($1, $2, $3)")
-                .bind(i64::from(fleet.id.get()))
-                .bind(&fleet.name)
-                .bind(now)
-                .execute(&mut *tx)
-                .await;
-            conflict(r, || format!("fleet {} already exists", fleet.id))?;
-            audit_in(&mut tx, now, actor, "fleet.add", &format!("fleet:{}", fleet.id), &fleet.name).await?;
-            tx.commit().await?;
-        });
-        Ok(())
+        self.add_all(actor, std::slice::from_ref(fleet), &[], &[]).await
     }
 
     /// Adds a talkgroup to an existing fleet.
     pub async fn add_talkgroup(&self, actor: &str, tg: &Talkgroup) -> Result<(), StoreError> {
-        let now = now_ms();
         if !self.fleet_exists(tg.fleet).await? {
             return Err(StoreError::NotFound(format!("fleet {} does not exist", tg.fleet)));
         }
-        dispatch!(self, p => {
-            let mut tx = p.begin().await?;
-            let r = sqlx::query("INSERT INTO talkgroups (fleet_id, id, name, created_at) VALUES ($1, $2, $3, $4)")
-                .bind(i64::from(tg.fleet.get()))
-                .bind(i64::from(tg.id.get()))
-                .bind(&tg.name)
-                .bind(now)
-                .execute(&mut *tx)
-                .await;
-            conflict(r, || format!("talkgroup {} already exists in fleet {}", tg.id, tg.fleet))?;
-            let object = format!("talkgroup:{}/{}", tg.fleet, tg.id);
-            audit_in(&mut tx, now, actor, "talkgroup.add", &object, &tg.name).await?;
-            tx.commit().await?;
-        });
-        Ok(())
+        self.add_all(actor, &[], std::slice::from_ref(tg), &[]).await
     }
 
     async fn fleet_exists(&self, fleet: FleetId) -> Result<bool, StoreError> {
@@ -206,25 +178,62 @@ impl Store {
 
     /// Adds a site with its link key.
     pub async fn add_site(&self, actor: &str, site: &Site) -> Result<(), StoreError> {
+        self.add_all(actor, &[], &[], std::slice::from_ref(site)).await
+    }
+
+    /// Adds fleets, then talkgroups (of those fleets or existing ones), then sites, all or
+    /// nothing: in one transaction, each with its audit entry. The first conflict (an id
+    /// that exists) rejects the whole batch, naming it.
+    pub async fn add_all(
+        &self,
+        actor: &str,
+        fleets: &[Fleet],
+        talkgroups: &[Talkgroup],
+        sites: &[Site],
+    ) -> Result<(), StoreError> {
         let now = now_ms();
         dispatch!(self, p => {
             let mut tx = p.begin().await?;
-            let r = sqlx::query(
-                "INSERT INTO sites (id, name, carriers, slots_per_carrier, link_key, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(i64::from(site.id.get()))
-            .bind(&site.name)
-            .bind(i64::from(site.carriers))
-            .bind(i64::from(site.slots_per_carrier))
-            .bind(site.key.expose().to_vec())
-            .bind(now)
-            .bind(now)
-            .execute(&mut *tx)
-            .await;
-            conflict(r, || format!("site {} already exists", site.id))?;
-            let detail = format!("name={} carriers={} slots={}", site.name, site.carriers, site.slots_per_carrier);
-            audit_in(&mut tx, now, actor, "site.add", &format!("site:{}", site.id), &detail).await?;
+            for fleet in fleets {
+                let r = sqlx::query("INSERT INTO fleets (id, name, created_at) VALUES ($1, $2, $3)")
+                    .bind(i64::from(fleet.id.get()))
+                    .bind(&fleet.name)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await;
+                conflict(r, || format!("fleet {} already exists", fleet.id))?;
+                audit_in(&mut tx, now, actor, "fleet.add", &format!("fleet:{}", fleet.id), &fleet.name).await?;
+            }
+            for tg in talkgroups {
+                let r = sqlx::query("INSERT INTO talkgroups (fleet_id, id, name, created_at) VALUES ($1, $2, $3, $4)")
+                    .bind(i64::from(tg.fleet.get()))
+                    .bind(i64::from(tg.id.get()))
+                    .bind(&tg.name)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await;
+                conflict(r, || format!("talkgroup {} already exists in fleet {}", tg.id, tg.fleet))?;
+                let object = format!("talkgroup:{}/{}", tg.fleet, tg.id);
+                audit_in(&mut tx, now, actor, "talkgroup.add", &object, &tg.name).await?;
+            }
+            for site in sites {
+                let r = sqlx::query(
+                    "INSERT INTO sites (id, name, carriers, slots_per_carrier, link_key, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(i64::from(site.id.get()))
+                .bind(&site.name)
+                .bind(i64::from(site.carriers))
+                .bind(i64::from(site.slots_per_carrier))
+                .bind(site.key.expose().to_vec())
+                .bind(now)
+                .bind(now)
+                .execute(&mut *tx)
+                .await;
+                conflict(r, || format!("site {} already exists", site.id))?;
+                let detail = format!("name={} carriers={} slots={}", site.name, site.carriers, site.slots_per_carrier);
+                audit_in(&mut tx, now, actor, "site.add", &format!("site:{}", site.id), &detail).await?;
+            }
             tx.commit().await?;
         });
         Ok(())
