@@ -512,6 +512,7 @@ pub fn record_row(r: &CallRecord) -> CallRecordRow {
 /// records. What a crash can lose is what one flush interval gathered.
 pub async fn write_records(
     store: Store,
+    health: Arc<crate::store::health::DbHealth>,
     calls: Arc<CallService>,
     mut rx: mpsc::UnboundedReceiver<CallRecord>,
     flush: Duration,
@@ -559,19 +560,19 @@ pub async fn write_records(
             .collect();
         let closed: Vec<i64> = journaled.difference(&still_open).copied().collect();
         let written = pending.len();
-        match store
+        let result = store
             .write_call_journal(&pending, &opened, &closed, Some(now_ms()))
-            .await
-        {
-            Ok(()) => {
+            .await;
+        match health.report("writing call records", result) {
+            Some(()) => {
                 pending.clear();
                 journaled = still_open;
                 failures = 0;
                 calls.unwritten.fetch_sub(written, Ordering::Relaxed);
             }
-            Err(e) => {
+            None => {
+                // Kept and retried; the outage is logged once by `health`.
                 failures += 1;
-                warn!(error = %e, records = pending.len(), "writing call records failed; will retry");
                 if stopping && failures >= 50 {
                     tracing::error!(
                         records = pending.len(),

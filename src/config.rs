@@ -435,19 +435,64 @@ impl Default for LogConfig {
     }
 }
 
-/// A configuration that cannot be used, with the reason.
+/// A configuration that cannot be used, with the reason. The message names the field as
+/// the user wrote it: `link.listen` in a file, `TRUNKD_LINK__LISTEN` in the environment.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file or environment did not parse.
     #[error("configuration: {0}")]
-    Parse(#[from] Box<figment::Error>),
+    Parse(String),
     /// A value is out of its range.
     #[error("configuration: {0}")]
     Invalid(String),
 }
 
+impl From<figment::Error> for ConfigError {
+    fn from(e: figment::Error) -> Self {
+        ConfigError::Parse(describe(&e))
+    }
+}
+
+/// Variables with the `TRUNKD_` prefix that belong to the command line, not to `Config`.
+const COMMAND_LINE_VARS: [&str; 4] = ["TRUNKD_CONFIG", "TRUNKD_SITE_KEY", "TRUNKD_K", "TRUNKD_OPC"];
+
+/// One figment error as `KEY: what is wrong (where)`, with the key as its source spells
+/// it. figment's own text prefixes the profile (`default.link.lisen`), which no user wrote.
+fn describe(e: &figment::Error) -> String {
+    let from_env = e
+        .metadata
+        .as_ref()
+        .is_some_and(|m| m.name.contains("environment"));
+    let key = if from_env {
+        let upper: Vec<String> = e.path.iter().map(|k| k.to_ascii_uppercase()).collect();
+        format!("TRUNKD_{}", upper.join("__"))
+    } else {
+        e.path.join(".")
+    };
+    let place = match e.metadata.as_ref().and_then(|m| m.source.as_ref()) {
+        _ if from_env => " (environment variable)".to_string(),
+        Some(figment::Source::File(f)) => format!(" (in {})", f.display()),
+        _ => String::new(),
+    };
+    let what = match &e.kind {
+        figment::error::Kind::UnknownField(found, expected) => {
+            format!(
+                "unknown field `{found}`; the fields here are {}",
+                expected.join(", ")
+            )
+        }
+        kind => kind.to_string(),
+    };
+    if key.is_empty() {
+        format!("{what}{place}")
+    } else {
+        format!("{key}: {what}{place}")
+    }
+}
+
 impl Config {
-    /// Loads defaults, then `file` if given, then `TRUNKD_*` environment overrides.
+    /// Loads defaults, then `file` if given, then `TRUNKD_*` environment overrides and
+    /// `DATABASE_URL`, and validates the result: what `serve` and `config check` use.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = file {
@@ -459,36 +504,52 @@ impl Config {
             }
             fig = fig.merge(Toml::file_exact(path));
         }
-        let mut cfg = Self::from_figment(
-            fig.merge(
+        if let Some((var, _)) = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v)))
+            .find(|(k, _)| {
+                k.starts_with("TRUNKD_") && !k.contains("__") && !COMMAND_LINE_VARS.contains(&k.as_str())
+            })
+        {
+            return Err(ConfigError::Invalid(format!(
+                "{var} is not a configuration variable: fields are set as TRUNKD_<SECTION>__<FIELD> \
+                 (two underscores, e.g. TRUNKD_LINK__LISTEN)"
+            )));
+        }
+        let mut cfg: Config = fig
+            .merge(
                 Env::prefixed("TRUNKD_")
                     .filter(|k| k.as_str().contains("__"))
                     .split("__"),
-            ),
-        )?;
+            )
+            .extract()?;
         if let Ok(url) = std::env::var("DATABASE_URL") {
             if !url.is_empty() {
                 cfg.database.url = url;
             }
         }
-        Ok(cfg)
-    }
-
-    /// Parses a TOML text over the defaults (no environment), for tests and tools.
-    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        Self::from_figment(Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(text)))
-    }
-
-    fn from_figment(fig: Figment) -> Result<Config, ConfigError> {
-        let cfg: Config = fig.extract().map_err(Box::new)?;
         cfg.validate()?;
         Ok(cfg)
     }
 
-    /// Checks ranges and cross-field rules.
+    /// Parses a TOML text over the defaults (no environment) and validates it, for tests
+    /// and tools.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(text))
+            .extract()?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks ranges, cross-field rules, the database URL's scheme and the log filter:
+    /// everything `serve` would refuse or misread before it opens the database.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let l = &self.link;
         let bad = |m: &str| Err(ConfigError::Invalid(m.to_string()));
+        crate::store::url_backend(&self.database.url)
+            .map_err(|e| ConfigError::Invalid(format!("database.url (or DATABASE_URL): {e}")))?;
+        crate::logging::check_filter(&self.log.level)
+            .map_err(|e| ConfigError::Invalid(format!("log.level: {e}")))?;
         if l.max_connections == 0 {
             return bad("link.max_connections must be at least 1");
         }

@@ -21,6 +21,7 @@ use crate::link::{deny_unsupported, Handler, LinkServer, Links};
 use crate::messaging::Messaging;
 use crate::protocol::{Cause, Frame, Imsi, Message, SiteId, Tmsi};
 use crate::remote::RemoteControl;
+use crate::store::health::DbHealth;
 use crate::store::{now_ms, Store, StoreError};
 use crate::vlr::Vlr;
 
@@ -117,6 +118,7 @@ pub fn mono_ms() -> i64 {
 struct WriteBehind {
     locations: DashMap<Imsi, (SiteId, Tmsi, i64)>,
     audit: mpsc::Sender<(String, String, String)>,
+    health: Arc<DbHealth>,
 }
 
 impl WriteBehind {
@@ -163,8 +165,8 @@ impl WriteBehind {
         if batch.is_empty() {
             return;
         }
-        if let Err(e) = store.write_locations(&batch).await {
-            warn!(error = %e, units = batch.len(), "writing last locations failed; will retry");
+        let written = store.write_locations(&batch).await;
+        if self.health.report("writing last locations", written).is_none() {
             for (imsi, site, tmsi, at) in batch {
                 self.located(imsi, site, tmsi, at);
             }
@@ -210,9 +212,11 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let vlr = Arc::new(Vlr::new());
     let links = Links::default();
     let (audit_tx, audit_rx) = mpsc::channel(10_000);
+    let health = Arc::new(DbHealth::default());
     let writer = Arc::new(WriteBehind {
         locations: DashMap::new(),
         audit: audit_tx,
+        health: health.clone(),
     });
     let registrar = Registrar::new(
         hlr.clone(),
@@ -236,13 +240,16 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         records_tx,
         cfg.trunking.max_unwritten_records,
     ));
-    let messaging = Arc::new(Messaging::new(
-        hlr.clone(),
-        vlr.clone(),
-        links.clone(),
-        store.clone(),
-        &cfg.messaging,
-    ));
+    let messaging = Arc::new(
+        Messaging::new(
+            hlr.clone(),
+            vlr.clone(),
+            links.clone(),
+            store.clone(),
+            &cfg.messaging,
+        )
+        .reporting_to(health.clone()),
+    );
     calls.add_call_ids(store.reserve_call_ids(CALL_ID_BLOCK).await?);
     for imsi in store.short_data_recipients().await? {
         messaging.mail_stored(imsi);
@@ -278,6 +285,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let flush = Duration::from_millis(cfg.registration.location_flush_ms);
     let records_task = tokio::spawn(write_records(
         store.clone(),
+        health.clone(),
         calls.clone(),
         records_rx,
         flush,
@@ -380,16 +388,22 @@ impl Background {
             self.calls.clone(),
             self.remote.clone(),
         );
+        let health = self.writer.health.clone();
         tasks.push(every(r.hlr_refresh_ms, stop.clone(), move || {
-            let (store, hlr, calls, remote) = (store.clone(), hlr.clone(), calls.clone(), remote.clone());
+            let (store, hlr, calls, remote, health) = (
+                store.clone(),
+                hlr.clone(),
+                calls.clone(),
+                remote.clone(),
+                health.clone(),
+            );
             async move {
-                match hlr.refresh(&store).await {
-                    Ok(0) => {}
-                    Ok(n) => {
+                match health.report("following HLR changes", hlr.refresh(&store).await) {
+                    None | Some(0) => {}
+                    Some(n) => {
                         info!(changes = n, "HLR changes applied to the cache");
                         calls.sync_sites();
                     }
-                    Err(e) => warn!(error = %e, "following HLR changes failed"),
                 }
                 // Inhibits and enables go over the air (PROTOCOL.md §5.4).
                 for (imsi, inhibited) in hlr.take_inhibit_changes() {
@@ -446,6 +460,7 @@ impl Background {
         }));
 
         let store = self.store.clone();
+        let health = self.writer.health.clone();
         let mut stop_audit = stop;
         tasks.push(tokio::spawn(async move {
             loop {
@@ -463,12 +478,15 @@ impl Background {
                 // retry rather than lose the entry.
                 for attempt in 1..=AUDIT_ATTEMPTS {
                     match store.audit("controller", &action, &object, &detail).await {
-                        Ok(()) => break,
+                        Ok(()) => {
+                            health.succeeded();
+                            break;
+                        }
                         Err(e) if attempt == AUDIT_ATTEMPTS => {
                             error!(error = %e, %action, %object, %detail, "audit entry could not be written");
                         }
                         Err(e) => {
-                            warn!(error = %e, attempt, "writing an audit entry failed; retrying");
+                            health.failed("writing an audit entry", &e);
                             tokio::time::sleep(Duration::from_secs(1)).await;
                         }
                     }

@@ -67,7 +67,8 @@ enum Command {
 enum ConfigCommand {
     /// Print the full default configuration file, with a comment per field.
     Default,
-    /// Check the configuration (file and TRUNKD_* overrides) and report the first problem.
+    /// Check the configuration (file, TRUNKD_* overrides, DATABASE_URL, RUST_LOG) as
+    /// `serve` would, and report the first problem.
     Check,
     /// Print a fresh random 32-byte key as 64 hex digits.
     Keygen,
@@ -335,16 +336,34 @@ macro_rules! outln {
     };
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let mut out = Out(std::io::BufWriter::new(std::io::stdout()));
-    match run(&mut out).and_then(|()| out.flush()) {
-        Err(e) if e.is::<OutputClosed>() => Ok(()),
-        other => other,
+    match run(Cli::parse(), &mut out).and_then(|()| out.flush()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if e.is::<OutputClosed>() => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {}", one_line(&e));
+            std::process::ExitCode::FAILURE
+        }
     }
 }
 
-fn run(out: &mut Out) -> anyhow::Result<()> {
-    let cli = Cli::parse();
+/// An error and its causes on one line, each said once: a library error that wraps a
+/// cause often repeats the cause's text in its own.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain().map(|c| c.to_string()) {
+        if !line.contains(&cause) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&cause);
+        }
+    }
+    line
+}
+
+fn run(cli: Cli, out: &mut Out) -> anyhow::Result<()> {
     let cfg = || Config::load(cli.config.as_deref());
     match cli.command {
         Command::Config(ConfigCommand::Default) => {
@@ -352,7 +371,8 @@ fn run(out: &mut Out) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Config(ConfigCommand::Check) => {
-            cfg()?;
+            // The same checks as `serve` makes before it opens the database.
+            trunkd::logging::filter(&cfg()?.log)?;
             outln!(out, "configuration ok");
             Ok(())
         }

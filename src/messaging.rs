@@ -8,8 +8,9 @@
 //!   recipient) before the sender hears `ACK`, delivered when the recipient is (or next
 //!   becomes) registered, removed only when its gateway sends `SHORT_DATA_ACK`, dropped
 //!   after `messaging.short_data_ttl_ms`. Nothing is lost across a restart. At most
-//!   `messaging.max_short_data_in_flight` are being written at once; beyond that the
-//!   sender hears `DENY` "busy".
+//!   `messaging.max_short_data_in_flight` are being written at once; beyond that, or
+//!   when the database fails to store it, the sender hears `DENY` "busy" and may send it
+//!   again.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use tokio::sync::Semaphore;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::config::MessagingConfig;
 use crate::hlr::HlrCache;
@@ -26,6 +27,7 @@ use crate::protocol::{
     Cause, Frame, Imsi, Message, MessageId, MessageType, ShortData, SiteId, Target, Tmsi, Unit,
     CONTROLLER_TXN_BASE,
 };
+use crate::store::health::DbHealth;
 use crate::store::{now_ms, Store};
 use crate::vlr::Vlr;
 
@@ -66,6 +68,7 @@ pub struct Messaging {
     /// One permit per talkgroup status being fanned out; none left: refused "busy".
     fanout_slots: Arc<Semaphore>,
     next_txn: AtomicU32,
+    health: Arc<DbHealth>,
 }
 
 impl Messaging {
@@ -85,7 +88,15 @@ impl Messaging {
             store_slots: Arc::new(Semaphore::new(cfg.max_short_data_in_flight)),
             fanout_slots: Arc::new(Semaphore::new(cfg.max_status_fanouts_in_flight)),
             next_txn: AtomicU32::new(0),
+            health: Arc::default(),
         }
+    }
+
+    /// Reports the database operations of these services to `health` (the controller's
+    /// shared tracker) rather than to a tracker of their own.
+    pub fn reporting_to(mut self, health: Arc<DbHealth>) -> Self {
+        self.health = health;
+        self
     }
 
     /// Notes that short data is stored for `imsi` (on start-up, for what the database
@@ -146,10 +157,11 @@ impl Messaging {
                 }
                 let this = self.clone();
                 tokio::spawn(async move {
-                    match this.store.remove_short_data(id as i64).await {
-                        Ok(true) => debug!(id, "short data delivered"),
-                        Ok(false) => debug!(id, "short data acknowledged twice"),
-                        Err(e) => warn!(error = %e, id, "removing delivered short data failed"),
+                    let removed = this.store.remove_short_data(id as i64).await;
+                    match this.health.report("removing delivered short data", removed) {
+                        Some(true) => debug!(id, "short data delivered"),
+                        Some(false) => debug!(id, "short data acknowledged twice"),
+                        None => debug!(id, "delivered short data not removed"),
                     }
                 });
                 vec![]
@@ -171,9 +183,9 @@ impl Messaging {
         tokio::spawn(async move {
             let mut after = 0;
             loop {
-                let page = match this.store.pending_short_data_page(imsi, after, STORED_PAGE).await {
-                    Ok(page) => page,
-                    Err(e) => return warn!(error = %e, %imsi, "reading stored short data failed"),
+                let page = this.store.pending_short_data_page(imsi, after, STORED_PAGE).await;
+                let Some(page) = this.health.report("reading stored short data", page) else {
+                    return debug!(%imsi, "stored short data not read");
                 };
                 if page.is_empty() && after == 0 {
                     this.mailbox.remove_if(&imsi, |_, n| *n == looked_after);
@@ -237,10 +249,10 @@ impl Messaging {
                 self.send(w.origin.0, Frame::new(w.origin.1, deny));
             }
         }
-        match self.store.expire_short_data(now_ms()).await {
-            Ok(0) => {}
-            Ok(n) => info!(messages = n, "undelivered short data expired"),
-            Err(e) => warn!(error = %e, "expiring short data failed"),
+        let expired = self.store.expire_short_data(now_ms()).await;
+        match self.health.report("expiring short data", expired) {
+            None | Some(0) => {}
+            Some(n) => info!(messages = n, "undelivered short data expired"),
         }
     }
 
@@ -437,12 +449,12 @@ impl Messaging {
         let expires = now_ms() + self.ttl_ms;
         tokio::spawn(async move {
             let _slot = slot;
-            match this
+            let stored = this
                 .store
                 .store_short_data(&recipients, source, data.as_bytes(), expires)
-                .await
-            {
-                Ok(ids) => {
+                .await;
+            match this.health.report("storing short data", stored) {
+                Some(ids) => {
                     for imsi in &recipients {
                         this.mail_stored(*imsi);
                     }
@@ -462,9 +474,8 @@ impl Messaging {
                         this.send_paced(u.site, Frame::new(this.txn(), msg)).await;
                     }
                 }
-                Err(e) => {
-                    warn!(error = %e, "storing short data failed");
-                    // Retryable: the sender may try again (PROTOCOL.md §5.3).
+                None => {
+                    // Nothing was stored: the radio may send it again (PROTOCOL.md §5.1).
                     let deny = Message::Deny {
                         request: ty,
                         cause: Cause::Busy,

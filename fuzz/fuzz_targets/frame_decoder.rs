@@ -11,7 +11,7 @@
 //! The first input byte picks the receiver's payload limit, so lower configured limits
 //! (`link.max_payload_len`) are exercised too.
 //!
-//! Run (nightly): `cargo fuzz run frame_decoder` from the repository root.
+//! Run (nightly): `cargo fuzz run frame_decoder` from `fuzz/`.
 
 #![no_main]
 

@@ -12,6 +12,7 @@
 //! any read output of trunkd.
 
 pub mod csv;
+pub mod health;
 pub mod model;
 pub mod rules;
 
@@ -19,9 +20,9 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{PgPool, QueryBuilder, Row, SqlitePool};
+use sqlx::{ConnectOptions, Connection, PgPool, QueryBuilder, Row, SqlitePool};
 
 pub use model::*;
 
@@ -123,12 +124,21 @@ impl Store {
     /// Opens the database named by `url`, or the SQLite file `trunkd.db` in `data_dir`
     /// when `url` is empty, creating it on first use, then applies pending migrations.
     pub async fn open(url: &str, data_dir: &Path) -> Result<Store, StoreError> {
-        let store = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let store = if url_backend(url).map_err(StoreError::Open)? == "postgres" {
+            let opts = PgConnectOptions::from_str(url)?;
+            // sqlx's error does not say where it tried; the URL may hold a password.
+            let place = format!("PostgreSQL at {}:{}", opts.get_host(), opts.get_port());
+            let unreachable = |e: sqlx::Error| StoreError::Open(format!("cannot connect to {place}: {e}"));
+            // One direct connection first: the pool would retry a refused connection
+            // until its timeout and then report only that it timed out.
+            let probe = opts.connect().await.map_err(unreachable)?;
+            probe.close().await.map_err(unreachable)?;
             let pool = PgPoolOptions::new()
                 .max_connections(8)
                 .acquire_timeout(Duration::from_secs(10))
-                .connect(url)
-                .await?;
+                .connect_with(opts)
+                .await
+                .map_err(unreachable)?;
             Store::Postgres(pool)
         } else {
             let opts = if url.is_empty() {
@@ -179,45 +189,15 @@ impl Store {
 
     /// Adds a fleet.
     pub async fn add_fleet(&self, actor: &str, fleet: &Fleet) -> Result<(), StoreError> {
-        rules::name("fleet", &fleet.name)?;
-        let now = now_ms();
-        dispatch!(self, p => {
-            let mut tx = p.begin().await?;
-            let r = sqlx::query("INSERT INTO fleets (id, name, created_at) VALUES ($1, $2, $3)")
-                .bind(i64::from(fleet.id.get()))
-                .bind(&fleet.name)
-                .bind(now)
-                .execute(&mut *tx)
-                .await;
-            conflict(r, || format!("fleet {} already exists", fleet.id))?;
-            audit_in(&mut tx, now, actor, "fleet.add", &format!("fleet:{}", fleet.id), &fleet.name).await?;
-            tx.commit().await?;
-        });
-        Ok(())
+        self.add_all(actor, std::slice::from_ref(fleet), &[], &[]).await
     }
 
     /// Adds a talkgroup to an existing fleet.
     pub async fn add_talkgroup(&self, actor: &str, tg: &Talkgroup) -> Result<(), StoreError> {
-        rules::name("talkgroup", &tg.name)?;
-        let now = now_ms();
         if !self.fleet_exists(tg.fleet).await? {
             return Err(StoreError::NotFound(format!("fleet {} does not exist", tg.fleet)));
         }
-        dispatch!(self, p => {
-            let mut tx = p.begin().await?;
-            let r = sqlx::query("INSERT INTO talkgroups (fleet_id, id, name, created_at) VALUES ($1, $2, $3, $4)")
-                .bind(i64::from(tg.fleet.get()))
-                .bind(i64::from(tg.id.get()))
-                .bind(&tg.name)
-                .bind(now)
-                .execute(&mut *tx)
-                .await;
-            conflict(r, || format!("talkgroup {} already exists in fleet {}", tg.id, tg.fleet))?;
-            let object = format!("talkgroup:{}/{}", tg.fleet, tg.id);
-            audit_in(&mut tx, now, actor, "talkgroup.add", &object, &tg.name).await?;
-            tx.commit().await?;
-        });
-        Ok(())
+        self.add_all(actor, &[], std::slice::from_ref(tg), &[]).await
     }
 
     async fn fleet_exists(&self, fleet: FleetId) -> Result<bool, StoreError> {
@@ -230,26 +210,72 @@ impl Store {
 
     /// Adds a site with its link key.
     pub async fn add_site(&self, actor: &str, site: &Site) -> Result<(), StoreError> {
-        rules::site(site)?;
+        self.add_all(actor, &[], &[], std::slice::from_ref(site)).await
+    }
+
+    /// Adds fleets, then talkgroups (of those fleets or existing ones), then sites, all or
+    /// nothing: in one transaction, each with its audit entry. Each is checked against
+    /// [`rules`] first; the first conflict (an id that exists) rejects the whole batch,
+    /// naming it.
+    pub async fn add_all(
+        &self,
+        actor: &str,
+        fleets: &[Fleet],
+        talkgroups: &[Talkgroup],
+        sites: &[Site],
+    ) -> Result<(), StoreError> {
+        for fleet in fleets {
+            rules::name("fleet", &fleet.name)?;
+        }
+        for tg in talkgroups {
+            rules::name("talkgroup", &tg.name)?;
+        }
+        for site in sites {
+            rules::site(site)?;
+        }
         let now = now_ms();
         dispatch!(self, p => {
             let mut tx = p.begin().await?;
-            let r = sqlx::query(
-                "INSERT INTO sites (id, name, carriers, slots_per_carrier, link_key, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(i64::from(site.id.get()))
-            .bind(&site.name)
-            .bind(i64::from(site.carriers))
-            .bind(i64::from(site.slots_per_carrier))
-            .bind(site.key.expose().to_vec())
-            .bind(now)
-            .bind(now)
-            .execute(&mut *tx)
-            .await;
-            conflict(r, || format!("site {} already exists", site.id))?;
-            let detail = format!("name={} carriers={} slots={}", site.name, site.carriers, site.slots_per_carrier);
-            audit_in(&mut tx, now, actor, "site.add", &format!("site:{}", site.id), &detail).await?;
+            for fleet in fleets {
+                let r = sqlx::query("INSERT INTO fleets (id, name, created_at) VALUES ($1, $2, $3)")
+                    .bind(i64::from(fleet.id.get()))
+                    .bind(&fleet.name)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await;
+                conflict(r, || format!("fleet {} already exists", fleet.id))?;
+                audit_in(&mut tx, now, actor, "fleet.add", &format!("fleet:{}", fleet.id), &fleet.name).await?;
+            }
+            for tg in talkgroups {
+                let r = sqlx::query("INSERT INTO talkgroups (fleet_id, id, name, created_at) VALUES ($1, $2, $3, $4)")
+                    .bind(i64::from(tg.fleet.get()))
+                    .bind(i64::from(tg.id.get()))
+                    .bind(&tg.name)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await;
+                conflict(r, || format!("talkgroup {} already exists in fleet {}", tg.id, tg.fleet))?;
+                let object = format!("talkgroup:{}/{}", tg.fleet, tg.id);
+                audit_in(&mut tx, now, actor, "talkgroup.add", &object, &tg.name).await?;
+            }
+            for site in sites {
+                let r = sqlx::query(
+                    "INSERT INTO sites (id, name, carriers, slots_per_carrier, link_key, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(i64::from(site.id.get()))
+                .bind(&site.name)
+                .bind(i64::from(site.carriers))
+                .bind(i64::from(site.slots_per_carrier))
+                .bind(site.key.expose().to_vec())
+                .bind(now)
+                .bind(now)
+                .execute(&mut *tx)
+                .await;
+                conflict(r, || format!("site {} already exists", site.id))?;
+                let detail = format!("name={} carriers={} slots={}", site.name, site.carriers, site.slots_per_carrier);
+                audit_in(&mut tx, now, actor, "site.add", &format!("site:{}", site.id), &detail).await?;
+            }
             tx.commit().await?;
         });
         Ok(())
@@ -902,6 +928,32 @@ fn restrict_file(file: &Path) {
     }
     #[cfg(not(unix))]
     let _ = file;
+}
+
+/// The backend a database URL selects (`sqlite` or `postgres`): empty or `sqlite:` for
+/// SQLite, `postgres:` or `postgresql:` for PostgreSQL. Anything else is refused naming
+/// only its scheme, never the rest of the URL (which may hold a password).
+pub fn url_backend(url: &str) -> Result<&'static str, String> {
+    if url.is_empty() {
+        return Ok("sqlite");
+    }
+    let scheme = url.split_once(':').map(|(s, _)| s).filter(|s| {
+        !s.is_empty()
+            && s.len() <= 20
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+    });
+    match scheme.map(str::to_ascii_lowercase).as_deref() {
+        Some("sqlite") => Ok("sqlite"),
+        Some("postgres" | "postgresql") => Ok("postgres"),
+        Some(other) => Err(format!(
+            "unsupported scheme `{other}:`; use sqlite:, postgres: or postgresql:, \
+             or leave it empty for the embedded SQLite file in database.data_dir"
+        )),
+        None => Err("not a URL; use sqlite://FILE, postgres://USER@HOST/DB, \
+             or leave it empty for the embedded SQLite file in database.data_dir"
+            .into()),
+    }
 }
 
 /// Checks an IMSI prefix (MCC + MNC): 5 or 6 digits.

@@ -213,12 +213,23 @@ impl TestDb {
         }
     }
 
-    /// `None` when `TEST_DATABASE_URL` is not set.
+    /// `None` when `TEST_DATABASE_URL` is not set; the first time in a test binary, it
+    /// says on stderr that the PostgreSQL runs were skipped and how to enable them.
     pub async fn postgres() -> Option<TestDb> {
         use sqlx::Connection;
-        let base = std::env::var("TEST_DATABASE_URL")
-            .ok()
-            .filter(|u| !u.is_empty())?;
+        static SKIPPED: std::sync::Once = std::sync::Once::new();
+        let Some(base) = std::env::var("TEST_DATABASE_URL").ok().filter(|u| !u.is_empty()) else {
+            // Straight to the stream: the test harness would capture eprintln!.
+            SKIPPED.call_once(|| {
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "PostgreSQL skipped: set TEST_DATABASE_URL (e.g. \
+                     postgres://postgres@127.0.0.1:5432/postgres) to run these tests against it too"
+                );
+            });
+            return None;
+        };
         let db = format!(
             "trunkd_test_{}",
             hex::encode(&SiteKey::generate().unwrap().expose()[..8])
@@ -361,6 +372,82 @@ pub async fn reg_all(g: &mut GatewayLink, n: u8) -> Vec<trunkd::protocol::Tmsi> 
         tmsis.push(reg(g, i).await);
     }
     tmsis
+}
+
+/// Provisions `provision_basics` and subscribers 1..=`n` (`new_subscriber`) into `db`.
+pub async fn provision_units(db: &TestDb, n: u8) {
+    let store = db.open().await;
+    provision_basics(&store).await;
+    for i in 1..=n {
+        store
+            .add_subscriber("test", new_subscriber(i), "00101")
+            .await
+            .unwrap();
+    }
+    store.close().await;
+}
+
+/// A `trunkd` process whose log (stderr) is read line by line.
+pub struct LoggingChild {
+    pub child: tokio::process::Child,
+    pub lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>,
+    /// Every line read so far.
+    pub log: String,
+}
+
+impl LoggingChild {
+    /// Spawns `cmd` with its stderr piped, killed if the test ends first.
+    pub fn spawn(cmd: &mut tokio::process::Command) -> LoggingChild {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = cmd
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        LoggingChild {
+            child,
+            lines: tokio::io::BufReader::new(stderr).lines(),
+            log: String::new(),
+        }
+    }
+
+    /// Reads log lines until one contains `what`; panics if the process exits first.
+    pub async fn read_until(&mut self, what: &str) {
+        let (lines, log) = (&mut self.lines, &mut self.log);
+        tokio::time::timeout(PATIENCE * 3, async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                log.push_str(&line);
+                log.push('\n');
+                if line.contains(what) {
+                    return;
+                }
+            }
+            panic!("trunkd exited before logging {what:?}:\n{log}");
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no {what:?} in the log:\n{}", self.log));
+    }
+
+    /// Sends SIGTERM, waits for the exit and reads the rest of the log.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().unwrap().to_string();
+        tokio::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await
+            .unwrap();
+        let status = tokio::time::timeout(PATIENCE, self.child.wait())
+            .await
+            .expect("trunkd did not exit")
+            .unwrap();
+        while let Some(line) = self.lines.next_line().await.unwrap() {
+            self.log.push_str(&line);
+            self.log.push('\n');
+        }
+        status
+    }
 }
 
 /// Subscriber `n` of fleet 100: member n, IMEI from n, keys `radio_keys(n)`,

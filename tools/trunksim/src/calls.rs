@@ -54,7 +54,10 @@ struct Report {
     moves: u64,
     no_idle_unit: u64,
     denied: HashMap<Cause, u64>,
-    ended: HashMap<Cause, u64>,
+    /// Each call that ended, once, with its cause. A call that spans sites ends at each
+    /// of their gateways (a group call that units at two sites joined): keyed by call,
+    /// the merge counts it once.
+    ended: HashMap<CallId, Cause>,
     /// Request to grant of the calls granted at once: the server's setup path.
     at_once_us: Vec<u32>,
     /// Request to grant of the calls that waited in a busy queue first.
@@ -72,11 +75,20 @@ impl Report {
         for (c, n) in o.denied {
             *self.denied.entry(c).or_default() += n;
         }
-        for (c, n) in o.ended {
-            *self.ended.entry(c).or_default() += n;
-        }
+        self.ended.extend(o.ended);
         self.at_once_us.extend(o.at_once_us);
         self.waited_us.extend(o.waited_us);
+    }
+
+    /// Calls ended, by cause, in cause-code order.
+    fn ends_by_cause(&self) -> Vec<(Cause, u64)> {
+        let mut by_cause: HashMap<Cause, u64> = HashMap::new();
+        for cause in self.ended.values() {
+            *by_cause.entry(*cause).or_default() += 1;
+        }
+        let mut v: Vec<_> = by_cause.into_iter().collect();
+        v.sort_by_key(|(c, _)| c.code());
+        v
     }
 }
 
@@ -487,7 +499,7 @@ fn on_frame(
         }
         Message::CallEnd { call, cause } => {
             if let Some(a) = active.remove(&call) {
-                *report.ended.entry(cause).or_default() += 1;
+                report.ended.insert(call, cause);
                 release(idle, a, rng);
             }
         }
@@ -530,9 +542,7 @@ fn print_report(r: &Report, load: &CallLoad, sites: usize, elapsed: Duration) {
     for (c, n) in denied {
         println!("denied:             {n} ({c})");
     }
-    let mut ended: Vec<_> = r.ended.iter().collect();
-    ended.sort_by_key(|(c, _)| c.code());
-    for (c, n) in ended {
+    for (c, n) in r.ends_by_cause() {
         println!("ended:              {n} ({c})");
     }
     // Request to grant, all grants, then split: granted at once (the server's own
@@ -553,4 +563,24 @@ fn print_report(r: &Report, load: &CallLoad, sites: usize, elapsed: Duration) {
         load.slots_per_site,
         load.erlang_per_site
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_that_ends_at_two_gateways_is_counted_once() {
+        let call = |n| CallId::new(n).unwrap();
+        let (mut total, mut b) = (Report::default(), Report::default());
+        total.ended.insert(call(1), Cause::Normal);
+        b.ended.insert(call(1), Cause::Normal);
+        b.ended.insert(call(2), Cause::HangTimeExpired);
+        total.merge(Report::default());
+        total.merge(b);
+        assert_eq!(
+            total.ends_by_cause(),
+            vec![(Cause::Normal, 1), (Cause::HangTimeExpired, 1)]
+        );
+    }
 }

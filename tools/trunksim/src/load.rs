@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use trunkd::core::auth::unit_response;
-use trunkd::link::gateway::GatewayLink;
+use trunkd::link::gateway::{GatewayError, GatewayLink};
 use trunkd::protocol::{
     Cause, FleetId, Frame, Identity, Imei, Message, SiteId, SiteKey, TalkgroupId, Tmsi, Unit,
 };
@@ -27,7 +27,10 @@ pub fn unit_imei(i: usize) -> String {
 }
 
 /// Writes fleets, talkgroups and sites into the HLR, and `units.csv` (for
-/// `trunkd subscriber import`) and `sites.csv` (the gateways' keys) into `out`.
+/// `trunkd subscriber import`) and `sites.csv` (the gateways' keys) into `out`. All or
+/// nothing: the HLR rows go in one transaction, and the files are written only once it
+/// committed, so a refused run (an HLR that already holds one of the ids) leaves no
+/// trace and the next run can succeed.
 pub async fn provision(store: &Store, units: usize, sites: u16, out: &Path) -> anyhow::Result<()> {
     if units == 0 || sites == 0 {
         bail!("need at least one unit and one site");
@@ -36,42 +39,45 @@ pub async fn provision(store: &Store, units: usize, sites: u16, out: &Path) -> a
     if fleets > usize::from(u16::MAX) {
         bail!("at most {} units", usize::from(u16::MAX) * FLEET_SIZE);
     }
-    std::fs::create_dir_all(out)?;
-    let actor = "trunksim";
-    for f in 1..=fleets as u16 {
-        let id = FleetId::new(f).expect("1..");
-        store
-            .add_fleet(
-                actor,
-                &Fleet {
-                    id,
-                    name: format!("sim fleet {f}"),
-                },
-            )
-            .await?;
-        for t in 1..=TALKGROUPS {
-            let tg = Talkgroup {
-                fleet: id,
+    let fleet_rows: Vec<Fleet> = (1..=fleets as u16)
+        .map(|f| Fleet {
+            id: FleetId::new(f).expect("1.."),
+            name: format!("sim fleet {f}"),
+        })
+        .collect();
+    let talkgroups: Vec<Talkgroup> = fleet_rows
+        .iter()
+        .flat_map(|f| {
+            (1..=TALKGROUPS).map(|t| Talkgroup {
+                fleet: f.id,
                 id: TalkgroupId::new(t).expect("1.."),
                 name: format!("sim tg {t}"),
-            };
-            store.add_talkgroup(actor, &tg).await?;
-        }
-    }
-    let mut site_file = private_file(&out.join("sites.csv"))?;
-    writeln!(site_file, "id,key")?;
+            })
+        })
+        .collect();
+    let mut site_rows = Vec::new();
     for s in 1..=sites {
-        let id = SiteId::new(s).context("site ids must be within 1..=4095")?;
-        let key = SiteKey::generate()?;
-        let site = Site {
-            id,
+        site_rows.push(Site {
+            id: SiteId::new(s).context("site ids must be within 1..=4095")?,
             name: format!("sim site {s}"),
             carriers: 2,
             slots_per_carrier: 6,
-            key: key.clone(),
-        };
-        store.add_site(actor, &site).await?;
-        writeln!(site_file, "{s},{}", key.to_hex())?;
+            key: SiteKey::generate()?,
+        });
+    }
+    store
+        .add_all("trunksim", &fleet_rows, &talkgroups, &site_rows)
+        .await
+        .context(
+            "nothing provisioned; trunksim provision needs an HLR without those fleets and \
+             sites: give the simulation a data directory of its own (database.data_dir), or \
+             remove it to start over",
+        )?;
+    std::fs::create_dir_all(out)?;
+    let mut site_file = private_file(&out.join("sites.csv"))?;
+    writeln!(site_file, "id,key")?;
+    for site in &site_rows {
+        writeln!(site_file, "{},{}", site.id, site.key.to_hex())?;
     }
     let mut csv = std::io::BufWriter::new(private_file(&out.join("units.csv"))?);
     writeln!(
@@ -182,6 +188,30 @@ pub type Sites = Vec<(SiteId, SiteKey)>;
 /// A gateway with its registered units (and their TMSIs, `None` if refused).
 pub type Registered = (GatewayLink, Vec<SimUnit>, Vec<Option<Tmsi>>);
 
+/// How long a gateway waits for a controller that is still starting (`trunkd serve &`
+/// right before trunksim: loading a large HLR takes a few seconds).
+const STARTUP_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Links site `site`, waiting while nothing listens at `server` yet.
+async fn connect(server: SocketAddr, site: SiteId, key: &SiteKey) -> Result<GatewayLink, GatewayError> {
+    let give_up = Instant::now() + STARTUP_PATIENCE;
+    let mut said = false;
+    loop {
+        match GatewayLink::connect(server, site, key).await {
+            Err(GatewayError::Io(e))
+                if e.kind() == std::io::ErrorKind::ConnectionRefused && Instant::now() < give_up =>
+            {
+                if !said {
+                    eprintln!("waiting for the controller at {server}");
+                    said = true;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Connects one gateway per site and registers its units.
 pub async fn register_all(
     server: SocketAddr,
@@ -192,7 +222,7 @@ pub async fn register_all(
     let mut links = Vec::new();
     for (site, key) in sites {
         links.push(
-            GatewayLink::connect(server, *site, key)
+            connect(server, *site, key)
                 .await
                 .with_context(|| format!("site {site}"))?,
         );
@@ -325,4 +355,48 @@ pub fn latency_line(label: &str, us: &[u32]) {
         pct(100.0),
         lat.len()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_refused_provision_leaves_nothing_behind() {
+        let dir = std::env::temp_dir().join(format!("trunksim-provision-{}", std::process::id()));
+        let (data, out) = (dir.join("data"), dir.join("sim"));
+        let store = Store::open("", &data).await.unwrap();
+        // What the README's walkthrough leaves in its HLR: site 1.
+        let walkthrough_site = Site {
+            id: SiteId::new(1).unwrap(),
+            name: "North".into(),
+            carriers: 2,
+            slots_per_carrier: 6,
+            key: SiteKey::generate().unwrap(),
+        };
+        store.add_site("t", &walkthrough_site).await.unwrap();
+        let e = provision(&store, 1500, 3, &out).await.unwrap_err();
+        assert!(format!("{e:#}").contains("site 1 already exists"), "{e:#}");
+        assert!(
+            store.talkgroups().await.unwrap().is_empty(),
+            "fleets half-created"
+        );
+        assert_eq!(store.sites().await.unwrap().len(), 1);
+        assert!(!out.join("units.csv").exists());
+        store.close().await;
+
+        // A data directory of its own: provisioned, and a second run is refused whole.
+        let store = Store::open("", &dir.join("sim-data")).await.unwrap();
+        provision(&store, 1500, 3, &out).await.unwrap();
+        assert_eq!(
+            store.talkgroups().await.unwrap().len(),
+            2 * usize::from(TALKGROUPS)
+        );
+        let units = std::fs::read_to_string(out.join("units.csv")).unwrap();
+        assert_eq!(units.lines().count(), 1 + 1500);
+        assert!(provision(&store, 1500, 3, &out).await.is_err());
+        assert_eq!(std::fs::read_to_string(out.join("units.csv")).unwrap(), units);
+        store.close().await;
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
