@@ -86,13 +86,22 @@ impl CallService {
         self.core.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Adds sites the HLR has and the trunking machine does not know yet.
+    /// Adds sites the HLR has and the trunking machine does not know yet, and removes
+    /// those the HLR no longer has (closing their links).
     pub fn sync_sites(&self) {
         {
             let mut core = self.core();
-            for s in self.hlr.sites() {
+            let sites = self.hlr.sites();
+            for s in &sites {
                 if !core.has_site(s.id) {
                     core.add_site(s.id, s.carriers, s.slots_per_carrier);
+                }
+            }
+            for id in core.site_ids() {
+                if !sites.iter().any(|s| s.id == id) {
+                    let actions = core.remove_site(id, mono_ms());
+                    self.dispatch(actions);
+                    self.links.close_removed(id);
                 }
             }
         }

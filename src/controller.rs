@@ -16,7 +16,7 @@ use tracing::{debug, error, info, warn};
 use crate::calls::{write_records, CallService, CALL_ID_BLOCK};
 use crate::config::Config;
 use crate::core::registration::{Event, OsEntropy, Registrar};
-use crate::hlr::HlrCache;
+use crate::hlr::{HlrCache, SubscriberChange};
 use crate::link::{deny_unsupported, Handler, LinkServer, Links};
 use crate::messaging::Messaging;
 use crate::protocol::{Cause, Frame, Imsi, Message, SiteId, Tmsi};
@@ -382,17 +382,19 @@ impl Background {
         let r = &self.cfg.registration;
         let mut tasks = Vec::new();
 
-        let (store, hlr, calls, remote) = (
+        let (store, hlr, vlr, calls, remote) = (
             self.store.clone(),
             self.hlr.clone(),
+            self.vlr.clone(),
             self.calls.clone(),
             self.remote.clone(),
         );
         let health = self.writer.health.clone();
         tasks.push(every(r.hlr_refresh_ms, stop.clone(), move || {
-            let (store, hlr, calls, remote, health) = (
+            let (store, hlr, vlr, calls, remote, health) = (
                 store.clone(),
                 hlr.clone(),
+                vlr.clone(),
                 calls.clone(),
                 remote.clone(),
                 health.clone(),
@@ -405,9 +407,21 @@ impl Background {
                         calls.sync_sites();
                     }
                 }
-                // Inhibits and enables go over the air (PROTOCOL.md §5.4).
-                for (imsi, inhibited) in hlr.take_inhibit_changes() {
-                    remote.changed(imsi, inhibited, mono_ms()).await;
+                for change in hlr.take_changes() {
+                    match change {
+                        // Inhibits and enables go over the air (PROTOCOL.md §5.4).
+                        SubscriberChange::Inhibited(imsi, inhibited) => {
+                            remote.changed(imsi, inhibited, mono_ms()).await
+                        }
+                        // A removed subscriber leaves the air at once, and its calls end.
+                        SubscriberChange::Removed(imsi) => {
+                            if let Some(u) = vlr.get(&imsi) {
+                                if vlr.deregister(u.tmsi, u.site).is_some() {
+                                    calls.unit_gone(u.tmsi);
+                                }
+                            }
+                        }
+                    }
                 }
             }
         }));

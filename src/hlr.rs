@@ -25,8 +25,18 @@ pub struct HlrCache {
     /// Slots operators took out of service: (site, carrier, slot or 255 = carrier).
     slot_faults: std::sync::Mutex<Vec<(SiteId, u8, u8)>>,
     audit_seen: AtomicI64,
-    /// Subscribers whose inhibited state changed (IMSI, inhibited now), not yet taken.
-    inhibit_changes: std::sync::Mutex<Vec<(Imsi, bool)>>,
+    /// Changes to subscribers the running controller must act on, not yet taken.
+    changes: std::sync::Mutex<Vec<SubscriberChange>>,
+}
+
+/// A change to a subscriber that a running controller acts on (see
+/// [`HlrCache::take_changes`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubscriberChange {
+    /// Inhibited (`true`) or enabled again (`false`).
+    Inhibited(Imsi, bool),
+    /// Removed from the HLR.
+    Removed(Imsi),
 }
 
 impl HlrCache {
@@ -94,6 +104,7 @@ impl HlrCache {
                 if let Some((_, old)) = self.subscribers.remove(&imsi) {
                     self.by_imei.remove(&old.imei);
                     self.by_unit.remove(&old.unit);
+                    self.changed(SubscriberChange::Removed(imsi));
                 }
             }
         }
@@ -132,10 +143,7 @@ impl HlrCache {
         let inhibited = s.inhibited;
         if let Some(old) = self.subscribers.insert(imsi, Arc::new(s)) {
             if old.inhibited != inhibited {
-                self.inhibit_changes
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push((imsi, inhibited));
+                self.changed(SubscriberChange::Inhibited(imsi, inhibited));
             }
             if old.imei != imei {
                 self.by_imei.remove_if(&old.imei, |_, i| *i == imsi);
@@ -148,10 +156,14 @@ impl HlrCache {
         self.by_unit.insert(unit, imsi);
     }
 
-    /// Subscribers inhibited or enabled since the last call (IMSI, inhibited now), in
-    /// the order the changes were applied.
-    pub fn take_inhibit_changes(&self) -> Vec<(Imsi, bool)> {
-        std::mem::take(&mut *self.inhibit_changes.lock().unwrap_or_else(|e| e.into_inner()))
+    fn changed(&self, c: SubscriberChange) {
+        self.changes.lock().unwrap_or_else(|e| e.into_inner()).push(c);
+    }
+
+    /// Subscribers inhibited, enabled or removed since the last call, in the order the
+    /// changes were applied.
+    pub fn take_changes(&self) -> Vec<SubscriberChange> {
+        std::mem::take(&mut *self.changes.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// The IMSI of the subscriber with this fleet and member.

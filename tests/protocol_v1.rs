@@ -780,3 +780,52 @@ async fn a_location_update_within_the_clone_window_is_a_move_not_a_clone() {
     );
     c.stop().await;
 }
+
+#[tokio::test]
+async fn a_removed_subscriber_leaves_the_air_and_its_call_ends() {
+    let db = TestDb::sqlite();
+    let c = call_controller(&db, TrunkingSection::default()).await;
+    let mut g = gw(&c, 1).await;
+    let t = reg(&mut g, 1).await;
+    let (_, f) = group_call(&mut g, t, 10, CallScope::Local).await;
+    let (call, _) = grant_of(&f);
+    c.store.remove_subscriber("operator", imsi(1)).await.unwrap();
+    let end = until(&mut g, |f| matches!(f.msg, Message::CallEnd { .. })).await;
+    assert_eq!(
+        end.msg,
+        Message::CallEnd {
+            call,
+            cause: Cause::PartyDeregistered
+        }
+    );
+    eventually(|| c.vlr.get(&imsi(1)).is_none()).await;
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn a_site_removed_while_linked_ends_its_calls_and_is_closed_unknown_site() {
+    let db = TestDb::sqlite();
+    let c = call_controller(&db, TrunkingSection::default()).await;
+    let (mut g1, mut g2) = (gw(&c, 1).await, gw(&c, 2).await);
+    let t1 = reg(&mut g1, 1).await;
+    reg(&mut g2, 2).await;
+    let (_, f) = group_call(&mut g1, t1, 10, CallScope::WideArea).await;
+    let (call, sites) = grant_of(&f);
+    assert_eq!(sites.len(), 2, "{f:?}");
+    c.store.remove_site("operator", site(2)).await.unwrap();
+    let close = loop {
+        match next_service(&mut g2).await {
+            Ok(_) => continue,
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        matches!(close, GatewayError::Closed(Cause::UnknownSite)),
+        "{close:?}"
+    );
+    // The call goes on at site 1 without site 2, and the site cannot link again.
+    let probe = ask(&mut g1, Message::PttPress { call, tmsi: t1 }).await;
+    assert!(matches!(probe.msg, Message::PttGrant { .. }), "{probe:?}");
+    assert!(GatewayLink::connect(c.link_addr, site(2), &key(2)).await.is_err());
+    c.stop().await;
+}

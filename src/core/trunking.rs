@@ -383,6 +383,21 @@ impl Trunking {
         );
     }
 
+    /// Removes a site an operator took away: what its link going down would do (its
+    /// queue goes, calls with a party there end, other calls leave it), then the site.
+    pub fn remove_site(&mut self, id: SiteId, now: i64) -> Vec<Action> {
+        let mut out = Vec::new();
+        self.link_down(id, now, &mut out);
+        self.sites.remove(&id);
+        self.serve_deferred(now, &mut out);
+        out
+    }
+
+    /// The sites the machine knows, in id order.
+    pub fn site_ids(&self) -> Vec<SiteId> {
+        self.sites.keys().copied().collect()
+    }
+
     /// Whether the site is known.
     pub fn has_site(&self, id: SiteId) -> bool {
         self.sites.contains_key(&id)

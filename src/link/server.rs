@@ -75,6 +75,8 @@ pub(super) struct LinkHandle {
     /// Cancelled when a frame found the outbound queue full: the link is closed rather
     /// than left to lose frames.
     pub(super) overrun: CancellationToken,
+    /// Cancelled when an operator removed the site: the link is closed.
+    pub(super) removed: CancellationToken,
 }
 
 /// The connected sites; cheap to clone.
@@ -105,6 +107,13 @@ impl Links {
         let mut v: Vec<SiteId> = self.map.iter().map(|e| *e.key()).collect();
         v.sort();
         v
+    }
+
+    /// Closes the link of a site an operator removed (`LINK_CLOSE` "unknown site").
+    pub fn close_removed(&self, site: SiteId) {
+        if let Some(h) = self.map.get(&site) {
+            h.removed.cancel();
+        }
     }
 
     /// Queues `frame` for the gateway of `site` without waiting. A gateway whose queue

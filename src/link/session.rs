@@ -280,11 +280,13 @@ async fn accepted(
     let (tx, mut rx) = mpsc::channel(cfg.outbound_queue);
     let superseded = CancellationToken::new();
     let overrun = CancellationToken::new();
+    let removed = CancellationToken::new();
     let handle = LinkHandle {
         conn,
         tx,
         superseded: superseded.clone(),
         overrun: overrun.clone(),
+        removed: removed.clone(),
     };
     if let Some(old) = shared.links.map.insert(site, handle) {
         info!(
@@ -313,7 +315,8 @@ async fn accepted(
     let stopping = stop.changed();
     let on_superseded = superseded.cancelled();
     let on_overrun = overrun.cancelled();
-    tokio::pin!(deadline, stopping, on_superseded, on_overrun);
+    let on_removed = removed.cancelled();
+    tokio::pin!(deadline, stopping, on_superseded, on_overrun, on_removed);
 
     let end = loop {
         tokio::select! {
@@ -331,6 +334,7 @@ async fn accepted(
                 break failed.unwrap_or(End::Close(Cause::ShuttingDown, "controller shutting down".into()));
             }
             _ = &mut on_superseded => break End::Close(Cause::Superseded, "a newer link for this site was accepted".into()),
+            _ = &mut on_removed => break End::Close(Cause::UnknownSite, "the site was removed from the HLR".into()),
             _ = &mut on_overrun => {
                 let why = format!("{} frames queued for the gateway and not yet written", cfg.outbound_queue);
                 break End::Close(Cause::PeerNotReading, why);
@@ -359,7 +363,7 @@ async fn accepted(
                 if let Err(e) = send_all(&mut framed, &shared, burst).await { break e; }
             }
             item = framed.next() => {
-                let ending = || superseded.is_cancelled() || overrun.is_cancelled();
+                let ending = || superseded.is_cancelled() || overrun.is_cancelled() || removed.is_cancelled();
                 let (out, end) = read_burst(&mut framed, &mut link, &shared, &mut rx, item, ending);
                 if !out.is_empty() {
                     if let Err(e) = send_all(&mut framed, &shared, out).await { break e; }
