@@ -205,7 +205,9 @@ impl RemoteControl {
         }
     }
 
-    /// Sends again what is due, and gives up commands sent `attempts` times.
+    /// Sends again what is due, and gives up commands sent `attempts` times. An entry is
+    /// updated in place, so a newer command or an acknowledgement arriving meanwhile is
+    /// never undone.
     pub fn sweep(&self, now_ms: i64) {
         let due: Vec<(SiteId, u32)> = self
             .pending
@@ -214,15 +216,25 @@ impl RemoteControl {
             .map(|e| *e.key())
             .collect();
         for key in due {
-            let Some((_, p)) = self.pending.remove_if(&key, |_, p| p.deadline_ms <= now_ms) else {
-                continue;
-            };
             let (site, txn) = key;
-            if p.sent < self.attempts {
+            let resend = self.pending.get_mut(&key).and_then(|mut p| {
+                (p.deadline_ms <= now_ms && p.sent < self.attempts).then(|| {
+                    p.sent += 1;
+                    p.deadline_ms = now_ms + self.timeout_ms;
+                    *p
+                })
+            });
+            if let Some(p) = resend {
                 // A retry repeats the command on its own transaction id.
-                self.send(site, txn, p, now_ms);
+                if let Err(e) = self.links.send(site, Frame::new(txn, p.kind.message(p.tmsi))) {
+                    debug!(error = %e, kind = p.kind.name(), "radio command not delivered; will retry");
+                }
                 continue;
             }
+            let given_up = self
+                .pending
+                .remove_if(&key, |_, p| p.deadline_ms <= now_ms && p.sent >= self.attempts);
+            let Some((_, p)) = given_up else { continue };
             let detail = format!("no acknowledgement from site {site} after {} send(s)", p.sent);
             if p.kind == Kind::Inhibit {
                 self.leave_vlr(p.tmsi, site);

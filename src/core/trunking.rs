@@ -348,6 +348,8 @@ pub struct Trunking {
     next_txn: u32,
     /// Sites whose freed slots must be offered to their queues before returning.
     deferred_serve: Vec<SiteId>,
+    /// Set by [`Trunking::end_all`]: every later request is refused "shutting down".
+    stopping: bool,
 }
 
 impl Trunking {
@@ -364,6 +366,7 @@ impl Trunking {
             next_seq: 0,
             next_txn: CONTROLLER_TXN_BASE | 0x4000_0000,
             deferred_serve: Vec::new(),
+            stopping: false,
         }
     }
 
@@ -612,6 +615,9 @@ impl Trunking {
         from_queue: bool,
     ) {
         let site = req.caller.site;
+        if self.stopping {
+            return self.refuse(&req, Cause::ShuttingDown, requested_ms, now, out);
+        }
         if !self.sites.contains_key(&site) {
             return self.refuse(&req, Cause::InvalidTarget, requested_ms, now, out);
         }
@@ -797,7 +803,13 @@ impl Trunking {
             return self.refuse(&req, Cause::InvalidTarget, requested_ms, now, out);
         };
         let key = (Reverse(class), seq);
-        let position = s.queue.range(..key).count() + 1;
+        // Positions count requests only: a call waiting to join a site is not told.
+        let position = s
+            .queue
+            .range(..key)
+            .filter(|(_, w)| matches!(w, Waiting::New { .. }))
+            .count()
+            + 1;
         s.queue.insert(
             key,
             Waiting::New {
@@ -824,7 +836,8 @@ impl Trunking {
         let Some(s) = self.sites.get_mut(&site) else {
             return;
         };
-        for (i, w) in s.queue.values_mut().enumerate() {
+        let requests = s.queue.values_mut().filter(|w| matches!(w, Waiting::New { .. }));
+        for (i, w) in requests.enumerate() {
             if let Waiting::New { req, told, .. } = w {
                 if *told != i + 1 {
                     *told = i + 1;
@@ -1337,6 +1350,7 @@ impl Trunking {
     /// Ends every call and refuses every waiting request with `cause` (controller
     /// shutdown), so that each leaves its record.
     pub fn end_all(&mut self, cause: Cause, now: i64) -> Vec<Action> {
+        self.stopping = true;
         let mut out = Vec::new();
         let calls: Vec<CallId> = self.calls.keys().copied().collect();
         for id in calls {
@@ -1498,6 +1512,18 @@ impl Trunking {
                     }
                 }
             }
+            let requests = s.queue.values().filter_map(|w| match w {
+                Waiting::New { req, told, .. } => Some((req.txn, *told)),
+                Waiting::Join(_) => None,
+            });
+            for (i, (txn, told)) in requests.enumerate() {
+                if told != i + 1 {
+                    return Err(format!(
+                        "site {site}: request {txn} last told position {told}, is at {}",
+                        i + 1
+                    ));
+                }
+            }
             let free = s.slots.iter().filter(|x| **x == SlotState::Free).count();
             if free > 0 && !s.queue.is_empty() {
                 return Err(format!(
@@ -1616,6 +1642,41 @@ mod tests {
         m.add_site(SiteId::new(1).unwrap(), 2, 6);
         m.add_call_ids(1..u64::MAX);
         m
+    }
+
+    #[test]
+    fn after_end_all_every_request_is_refused_shutting_down() {
+        let mut m = machine(SlotPolicy::Pack);
+        m.handle(request(1), 0);
+        let ended = m.end_all(Cause::ShuttingDown, 1);
+        assert!(ended.iter().any(|a| matches!(
+            a,
+            Action::Send(
+                _,
+                Frame {
+                    msg: Message::CallEnd {
+                        cause: Cause::ShuttingDown,
+                        ..
+                    },
+                    ..
+                }
+            )
+        )));
+        let out = m.handle(request(2), 2);
+        assert!(out.iter().any(|a| matches!(
+            a,
+            Action::Send(
+                _,
+                Frame {
+                    msg: Message::Deny {
+                        cause: Cause::ShuttingDown,
+                        ..
+                    },
+                    ..
+                }
+            )
+        )));
+        assert_eq!(m.active_calls(), 0);
     }
 
     #[test]

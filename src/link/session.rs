@@ -334,7 +334,15 @@ async fn accepted(
                 break failed.unwrap_or(End::Close(Cause::ShuttingDown, "controller shutting down".into()));
             }
             _ = &mut on_superseded => break End::Close(Cause::Superseded, "a newer link for this site was accepted".into()),
-            _ = &mut on_removed => break End::Close(Cause::UnknownSite, "the site was removed from the HLR".into()),
+            _ = &mut on_removed => {
+                // What was queued for it (the end of its calls) goes out first.
+                let mut queued = Vec::new();
+                while let Ok(f) = rx.try_recv() {
+                    queued.push(f);
+                }
+                if let Err(e) = send_all(&mut framed, &shared, queued).await { break e; }
+                break End::Close(Cause::UnknownSite, "the site was removed from the HLR".into());
+            }
             _ = &mut on_overrun => {
                 let why = format!("{} frames queued for the gateway and not yet written", cfg.outbound_queue);
                 break End::Close(Cause::PeerNotReading, why);
