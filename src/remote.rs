@@ -156,23 +156,23 @@ impl RemoteControl {
         Ok(self.store.last_tmsi(imsi).await?.map(|t| (site, t)))
     }
 
+    /// Sends a new command and keeps it until its answer or its next deadline.
     fn send_new(&self, kind: Kind, imsi: Imsi, tmsi: Tmsi, site: SiteId, now_ms: i64) {
         let p = Pending {
             imsi,
             tmsi,
             kind,
-            sent: 0,
-            deadline_ms: now_ms,
+            sent: 1,
+            deadline_ms: now_ms + self.timeout_ms,
         };
-        self.send(site, self.txn(), p, now_ms);
+        let txn = self.txn();
+        self.pending.insert((site, txn), p);
+        self.transmit(site, txn, &p);
     }
 
-    /// Sends (again) and keeps the command until its answer or its next deadline. A
-    /// site without a link up counts as a send that went unanswered.
-    fn send(&self, site: SiteId, txn: u32, mut p: Pending, now_ms: i64) {
-        p.sent += 1;
-        p.deadline_ms = now_ms + self.timeout_ms;
-        self.pending.insert((site, txn), p);
+    /// Queues the command's frame for `site` (a site whose link is down counts as an
+    /// unanswered send).
+    fn transmit(&self, site: SiteId, txn: u32, p: &Pending) {
         if let Err(e) = self.links.send(site, Frame::new(txn, p.kind.message(p.tmsi))) {
             debug!(error = %e, kind = p.kind.name(), "radio command not delivered; will retry");
         }
@@ -226,9 +226,7 @@ impl RemoteControl {
             });
             if let Some(p) = resend {
                 // A retry repeats the command on its own transaction id.
-                if let Err(e) = self.links.send(site, Frame::new(txn, p.kind.message(p.tmsi))) {
-                    debug!(error = %e, kind = p.kind.name(), "radio command not delivered; will retry");
-                }
+                self.transmit(site, txn, &p);
                 continue;
             }
             let given_up = self

@@ -4,11 +4,9 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use trunkd::config::TrunkingSection;
 use trunkd::controller::start;
@@ -28,33 +26,17 @@ async fn serve(db: &TestDb) -> (Child, std::net::SocketAddr) {
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_trunkd"))
-        .arg("--config")
-        .arg(&config)
-        .arg("serve")
-        .env_remove("RUST_LOG")
-        .env_remove("DATABASE_URL")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = tokio::time::timeout(PATIENCE, async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(rest) = line
-                .split("addr=")
-                .nth(1)
-                .filter(|_| line.contains("link server listening"))
-            {
-                return rest.split_whitespace().next().unwrap().parse().unwrap();
-            }
-        }
-        panic!("trunkd exited before listening");
-    })
-    .await
-    .expect("trunkd did not start");
+    let mut trunkd = LoggingChild::spawn(
+        Command::new(env!("CARGO_BIN_EXE_trunkd"))
+            .arg("--config")
+            .arg(&config)
+            .arg("serve")
+            .env_remove("RUST_LOG")
+            .env_remove("DATABASE_URL"),
+    );
+    let addr = trunkd.link_addr().await;
     // Keep draining its log so that it never blocks on a full pipe.
+    let LoggingChild { child, mut lines, .. } = trunkd;
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     (child, addr)
 }

@@ -6,26 +6,15 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use trunkd::config::{Config, MessagingConfig, RegistrationConfig};
+use trunkd::config::{Config, TrunkingSection};
 use trunkd::controller::start;
 use trunkd::link::gateway::GatewayLink;
 use trunkd::protocol::{Cause, FleetId, Frame, Message, MessageType, ShortData, TalkgroupId, Target, Tmsi};
 
 fn config(db: &TestDb) -> Config {
-    Config {
-        link: fast_config(),
-        database: db.database_config(),
-        registration: RegistrationConfig {
-            location_flush_ms: 50,
-            hlr_refresh_ms: 50,
-            ..RegistrationConfig::default()
-        },
-        messaging: MessagingConfig {
-            delivery_timeout_ms: 300,
-            ..MessagingConfig::default()
-        },
-        ..Config::default()
-    }
+    let mut cfg = call_config(db, TrunkingSection::default());
+    cfg.messaging.delivery_timeout_ms = 300;
+    cfg
 }
 
 async fn provision(db: &TestDb) {

@@ -430,6 +430,18 @@ impl LoggingChild {
         .unwrap_or_else(|_| panic!("no {what:?} in the log:\n{}", self.log));
     }
 
+    /// Reads the log until the link server listens; the address it listens on.
+    pub async fn link_addr(&mut self) -> std::net::SocketAddr {
+        self.read_until("link server listening").await;
+        let line = self.log.lines().last().unwrap_or_default();
+        let addr = line
+            .split("addr=")
+            .nth(1)
+            .and_then(|a| a.split_whitespace().next());
+        addr.and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+    }
+
     /// Sends SIGTERM, waits for the exit and reads the rest of the log.
     pub async fn terminate(&mut self) -> std::process::ExitStatus {
         let pid = self.child.id().unwrap().to_string();
