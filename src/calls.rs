@@ -11,14 +11,17 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch, Notify};
 use tracing::{debug, warn};
 
+use crate::config::TrunkingSection;
 use crate::controller::mono_ms;
 use crate::core::trunking::{
-    Action, CallRecord, CallRequest, Input, Party, RequestKind, Trunking, TrunkingConfig,
+    Action, CallEvent, CallRecord, CallRequest, CallView, Input, Party, QueueEntry, RequestKind, SlotView,
+    Trunking, TrunkingConfig,
 };
+use crate::events::{EventBus, EventKind};
 use crate::hlr::HlrCache;
 use crate::link::Links;
 use crate::protocol::{
-    CallScope, CallType, Carrier, Cause, Frame, Message, MessageType, ResourceState, SiteId, Slot,
+    CallId, CallScope, CallType, Carrier, Cause, Frame, Message, MessageType, ResourceState, SiteId, Slot,
     SlotSelector, Target, Tmsi, Unit,
 };
 use crate::store::{now_ms, CallRecordRow, Store, Subscriber};
@@ -37,6 +40,7 @@ pub struct CallService {
     /// Operator slot faults already applied to the machine.
     operator_faults: Mutex<HashSet<(SiteId, u8, u8)>>,
     records: mpsc::UnboundedSender<CallRecord>,
+    events: Arc<EventBus>,
     /// Woken when the machine runs low on call ids.
     ids_low: Notify,
     /// Set once the controller is stopping: new requests are refused "shutting down".
@@ -52,18 +56,19 @@ pub struct CallService {
 pub const CALL_ID_BLOCK: u64 = 65_536;
 
 impl CallService {
-    /// A service over the given registries; call records go to `records`.
+    /// A service over the given registries, with the `[trunking]` settings; call
+    /// records go to `records`, events to `events`.
     pub fn new(
-        cfg: TrunkingConfig,
-        selected_area: Vec<SiteId>,
+        cfg: &TrunkingSection,
         hlr: Arc<HlrCache>,
         vlr: Arc<Vlr>,
         links: Links,
         records: mpsc::UnboundedSender<CallRecord>,
-        max_unwritten: usize,
+        events: Arc<EventBus>,
     ) -> Self {
+        let selected_area = cfg.selected_area.iter().filter_map(|s| SiteId::new(*s)).collect();
         let svc = CallService {
-            core: Mutex::new(Trunking::new(cfg)),
+            core: Mutex::new(Trunking::new(cfg.core())),
             hlr,
             vlr,
             links,
@@ -72,10 +77,11 @@ impl CallService {
             armed: AtomicI64::new(i64::MAX),
             operator_faults: Mutex::new(HashSet::new()),
             records,
+            events,
             ids_low: Notify::new(),
             stopping: AtomicBool::new(false),
             unwritten: AtomicUsize::new(0),
-            max_unwritten,
+            max_unwritten: cfg.max_unwritten_records,
         };
         svc.sync_sites();
         svc
@@ -236,6 +242,40 @@ impl CallService {
         Some(replies)
     }
 
+    /// An operator ends `call` (`CALL_END` 0x5F to its sites); `false`: no such call.
+    pub fn end_by_operator(&self, call: CallId) -> bool {
+        if !self.core().has_call(call) {
+            return false;
+        }
+        self.run(Input::OperatorEnd(call));
+        true
+    }
+
+    /// New trunking settings, in force for the next request.
+    pub fn set_config(&self, cfg: TrunkingConfig) {
+        self.core().set_config(cfg);
+    }
+
+    /// Every slot of `site` (`None`: no such site).
+    pub fn slot_map(&self, site: SiteId) -> Option<Vec<SlotView>> {
+        self.core().slot_map(site)
+    }
+
+    /// Every call in progress.
+    pub fn calls(&self) -> Vec<CallView> {
+        self.core().calls()
+    }
+
+    /// The requests waiting at `site`, in serving order.
+    pub fn queue(&self, site: SiteId) -> Vec<QueueEntry> {
+        self.core().queue(site)
+    }
+
+    /// Call records not written yet, and the number at which requests are refused.
+    pub fn unwritten_records(&self) -> (usize, usize) {
+        (self.unwritten.load(Ordering::Relaxed), self.max_unwritten)
+    }
+
     /// The site's link went down: its calls and requests are dealt with.
     pub fn link_down(&self, site: SiteId) {
         self.run(Input::LinkDown(site));
@@ -303,11 +343,14 @@ impl CallService {
                         debug!(error = %e, "frame for a site not delivered");
                     }
                 }
-                Action::Record(r) => {
-                    self.unwritten.fetch_add(1, Ordering::Relaxed);
-                    if self.records.send(r).is_err() {
-                        warn!("call record writer stopped; record dropped");
+                Action::Event(e) => {
+                    if let CallEvent::Ended(r) = &e {
+                        self.unwritten.fetch_add(1, Ordering::Relaxed);
+                        if self.records.send(r.clone()).is_err() {
+                            warn!("call record writer stopped; record dropped");
+                        }
                     }
+                    self.events.publish(EventKind::Call(e), now_ms());
                 }
             }
         }
@@ -475,9 +518,14 @@ fn party(tmsi: Tmsi, sub: &Subscriber, site: SiteId) -> Party {
     }
 }
 
+/// A time on the monotonic clock as Unix ms.
+pub fn unix_ms(mono: i64) -> i64 {
+    mono + now_ms() - mono_ms()
+}
+
 /// A record as stored: monotonic times turned into Unix ms.
 pub fn record_row(r: &CallRecord) -> CallRecordRow {
-    let offset = now_ms() - mono_ms();
+    let offset = unix_ms(0);
     let (target_kind, target_fleet, target_id) = match r.target {
         Target::Unit(u) => ("unit", u.fleet.get(), u.member.get()),
         Target::Talkgroup { fleet, talkgroup } => ("talkgroup", fleet.get(), talkgroup.get()),

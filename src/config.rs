@@ -21,6 +21,10 @@ pub const DEFAULT_TOML: &str = r#"# trunkd configuration. Every field is optiona
 # Environment variables override the file: TRUNKD_<SECTION>__<FIELD>, for example
 # TRUNKD_LINK__LISTEN=127.0.0.1:7300 or TRUNKD_LOG__FORMAT=json.
 # Sites and their link keys live in the HLR database: see `trunkd site add`.
+# System parameters (marked "system parameter" below) live in the database too: the values
+# here are written into a fresh database at the first start, and from then on the
+# database's values are in force (an operator changes them through the controller handle;
+# a config file that disagrees is reported at start and otherwise ignored).
 
 [link]
 # Address the site-gateway link server listens on (PROTOCOL.md §1).
@@ -73,22 +77,30 @@ data_dir = "trunkd-data"
 [trunking]
 # Which free slot a call gets: "least_loaded" (the carrier with the fewest busy slots,
 # spreading calls over carriers) or "pack" (the lowest carrier with a free slot).
+# (system parameter)
 slot_policy = "least_loaded"
 # An emergency at a site with no free slot: "preempt" (the lowest-priority
 # non-emergency call there is ended and its slot taken) or "queue_head".
+# (system parameter)
 emergency = "preempt"
 # "message" (the slot is held for hang_time_ms after each transmission),
 # "quasi_transmission" (held for quasi_hang_time_ms) or "transmission" (freed at PTT release).
+# (system parameter)
 mode = "message"
 # Message trunking hang time, in ms.
+# (system parameter)
 hang_time_ms = 10000
 # Quasi-transmission trunking hang time, in ms.
+# (system parameter)
 quasi_hang_time_ms = 3000
 # Longest call, in ms; the call is ended with "maximum call duration".
+# (system parameter)
 max_call_ms = 300000
 # Most requests waiting per site; more are denied "queue full".
+# (system parameter)
 queue_depth = 32
 # A request waiting longer is denied "busy", in ms; 0 waits until served or cancelled.
+# (system parameter)
 queue_timeout_ms = 30000
 # The sites of a "selected area" group call (besides the caller's).
 selected_area = []
@@ -118,6 +130,7 @@ radio_command_attempts = 3
 
 [registration]
 # How long a unit has to answer an authentication challenge, in ms.
+# (system parameter)
 challenge_timeout_ms = 10000
 # Most challenges waiting for an answer at once; more registrations are refused "busy".
 max_pending_challenges = 200000
@@ -125,11 +138,14 @@ max_pending_challenges = 200000
 # more registrations at that site are refused "busy", so one site cannot starve the others.
 max_pending_challenges_per_site = 10000
 # Periodic registration: a unit not heard from for this long leaves the VLR, in ms.
+# (system parameter)
 periodic_registration_ms = 1800000
 # The same IMSI authenticating at two sites closer together than this is a suspected
 # clone (logged and audited), in ms.
+# (system parameter)
 clone_window_ms = 2000
 # Whether the second registration of a suspected clone is refused.
+# (system parameter)
 refuse_clones = true
 # How often last known locations are written to the HLR (batched), in ms.
 location_flush_ms = 1000
@@ -137,6 +153,12 @@ location_flush_ms = 1000
 hlr_refresh_ms = 1000
 # MCC + MNC (5 or 6 digits) under which new IMSIs are assigned.
 imsi_prefix = "00101"
+
+[events]
+# Events kept for operators' listeners that reconnect: one that comes back within this
+# many events resumes where it left off, one that falls further behind must take a new
+# snapshot (16..=1000000).
+backlog = 65536
 "#;
 
 /// The whole configuration.
@@ -157,6 +179,22 @@ pub struct Config {
     pub trunking: TrunkingSection,
     /// Call alert, status messages, short data.
     pub messaging: MessagingConfig,
+    /// The event stream for operators.
+    pub events: EventsConfig,
+}
+
+/// `[events]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// Events kept for listeners that resume.
+    pub backlog: usize,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig { backlog: 65_536 }
+    }
 }
 
 /// `[messaging]`.
@@ -668,6 +706,9 @@ impl Config {
                 10_000_000,
             ),
         ];
+        if !(16..=1_000_000).contains(&self.events.backlog) {
+            return bad("events.backlog must be within 16..=1000000");
+        }
         for (name, value, max) in limits {
             if value > max {
                 return Err(ConfigError::Invalid(format!("{name} must be at most {max}")));

@@ -26,17 +26,19 @@ pub struct HlrCache {
     slot_faults: std::sync::Mutex<Vec<(SiteId, u8, u8)>>,
     audit_seen: AtomicI64,
     /// Changes to subscribers the running controller must act on, not yet taken.
-    changes: std::sync::Mutex<Vec<SubscriberChange>>,
+    changes: std::sync::Mutex<Vec<HlrChange>>,
 }
 
-/// A change to a subscriber that a running controller acts on (see
+/// A change in the HLR that a running controller acts on (see
 /// [`HlrCache::take_changes`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SubscriberChange {
+pub enum HlrChange {
     /// Inhibited (`true`) or enabled again (`false`).
     Inhibited(Imsi, bool),
     /// Removed from the HLR.
     Removed(Imsi),
+    /// System parameters were changed (by any controller on the database).
+    Parameters,
 }
 
 impl HlrCache {
@@ -63,6 +65,7 @@ impl HlrCache {
             let mut full_reload = false;
             let mut sites = false;
             let mut talkgroups = false;
+            let mut parameters = false;
             for e in &entries {
                 if let Some(imsi) = e.object.strip_prefix("subscriber:") {
                     if let Ok(imsi) = Imsi::parse(imsi) {
@@ -74,6 +77,8 @@ impl HlrCache {
                     sites = true;
                 } else if e.object.starts_with("talkgroup:") || e.object.starts_with("fleet:") {
                     talkgroups = true;
+                } else if e.object.starts_with("parameter:") {
+                    parameters = true;
                 }
             }
             if full_reload {
@@ -84,6 +89,9 @@ impl HlrCache {
             }
             if talkgroups {
                 self.reload_talkgroups(store).await?;
+            }
+            if parameters {
+                self.changed(HlrChange::Parameters);
             }
             applied += entries.len();
             self.audit_seen.store(last, Ordering::SeqCst);
@@ -104,7 +112,7 @@ impl HlrCache {
                 if let Some((_, old)) = self.subscribers.remove(&imsi) {
                     self.by_imei.remove(&old.imei);
                     self.by_unit.remove(&old.unit);
-                    self.changed(SubscriberChange::Removed(imsi));
+                    self.changed(HlrChange::Removed(imsi));
                 }
             }
         }
@@ -143,7 +151,7 @@ impl HlrCache {
         let inhibited = s.inhibited;
         if let Some(old) = self.subscribers.insert(imsi, Arc::new(s)) {
             if old.inhibited != inhibited {
-                self.changed(SubscriberChange::Inhibited(imsi, inhibited));
+                self.changed(HlrChange::Inhibited(imsi, inhibited));
             }
             if old.imei != imei {
                 self.by_imei.remove_if(&old.imei, |_, i| *i == imsi);
@@ -156,13 +164,13 @@ impl HlrCache {
         self.by_unit.insert(unit, imsi);
     }
 
-    fn changed(&self, c: SubscriberChange) {
+    fn changed(&self, c: HlrChange) {
         self.changes.lock().unwrap_or_else(|e| e.into_inner()).push(c);
     }
 
     /// Subscribers inhibited, enabled or removed since the last call, in the order the
     /// changes were applied.
-    pub fn take_changes(&self) -> Vec<SubscriberChange> {
+    pub fn take_changes(&self) -> Vec<HlrChange> {
         std::mem::take(&mut *self.changes.lock().unwrap_or_else(|e| e.into_inner()))
     }
 

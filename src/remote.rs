@@ -22,9 +22,11 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::calls::CallService;
+use crate::config::MessagingConfig;
+use crate::events::{EventBus, EventKind, LeaveReason, RadioCommand, RadioOutcome};
 use crate::link::Links;
 use crate::protocol::{Frame, Imsi, Message, SiteId, Tmsi, CONTROLLER_TXN_BASE};
-use crate::store::Store;
+use crate::store::{now_ms, Store};
 use crate::vlr::Vlr;
 
 /// An audit entry for the controller's audit writer: (action, object, detail).
@@ -70,6 +72,7 @@ pub struct RemoteControl {
     store: Store,
     calls: Arc<CallService>,
     audit: mpsc::Sender<AuditEntry>,
+    events: Arc<EventBus>,
     timeout_ms: i64,
     attempts: u32,
     /// (site, controller transaction) → the command sent there.
@@ -85,8 +88,8 @@ impl RemoteControl {
         store: Store,
         calls: Arc<CallService>,
         audit: mpsc::Sender<AuditEntry>,
-        timeout_ms: u64,
-        attempts: u32,
+        events: Arc<EventBus>,
+        cfg: &MessagingConfig,
     ) -> Self {
         RemoteControl {
             vlr,
@@ -94,8 +97,9 @@ impl RemoteControl {
             store,
             calls,
             audit,
-            timeout_ms: timeout_ms as i64,
-            attempts: attempts.max(1),
+            events,
+            timeout_ms: cfg.radio_command_timeout_ms as i64,
+            attempts: cfg.radio_command_attempts.max(1),
             pending: DashMap::new(),
             next_txn: AtomicU32::new(0),
         }
@@ -107,8 +111,24 @@ impl RemoteControl {
         (CONTROLLER_TXN_BASE | 0x3000_0000) + (self.next_txn.fetch_add(1, Ordering::Relaxed) & 0x0FFF_FFFF)
     }
 
-    fn audit(&self, kind: Kind, outcome: &str, imsi: Imsi, detail: String) {
-        let action = format!("subscriber.{}.{outcome}", kind.name());
+    /// Tells how a command ended: in the audit log and as an event.
+    fn audit(&self, kind: Kind, outcome: RadioOutcome, imsi: Imsi, detail: String) {
+        let name = match outcome {
+            RadioOutcome::Acknowledged => "acknowledged",
+            RadioOutcome::Unacknowledged => "unacknowledged",
+            RadioOutcome::NotSent => "not_sent",
+        };
+        let command = match kind {
+            Kind::Inhibit => RadioCommand::Inhibit,
+            Kind::Enable => RadioCommand::Enable,
+        };
+        let event = EventKind::RadioCommand {
+            imsi,
+            command,
+            outcome,
+        };
+        self.events.publish(event, now_ms());
+        let action = format!("subscriber.{}.{name}", kind.name());
         info!(%imsi, %action, %detail, "radio command");
         let entry = (action, format!("subscriber:{imsi}"), detail);
         if self.audit.try_send(entry).is_err() {
@@ -124,7 +144,7 @@ impl RemoteControl {
         if inhibited {
             let Some(unit) = on_air else {
                 let why = "not registered: nothing sent (registrations are refused)".to_string();
-                return self.audit(Kind::Inhibit, "not_sent", imsi, why);
+                return self.audit(Kind::Inhibit, RadioOutcome::NotSent, imsi, why);
             };
             self.calls.unit_inhibited(unit.tmsi);
             self.send_new(Kind::Inhibit, imsi, unit.tmsi, unit.site, now_ms);
@@ -136,7 +156,7 @@ impl RemoteControl {
                 Ok(t) => t,
                 Err(e) => {
                     let why = format!("last location unreadable: {e}; nothing sent");
-                    return self.audit(Kind::Enable, "not_sent", imsi, why);
+                    return self.audit(Kind::Enable, RadioOutcome::NotSent, imsi, why);
                 }
             },
         };
@@ -144,7 +164,7 @@ impl RemoteControl {
             Some((site, tmsi)) => self.send_new(Kind::Enable, imsi, tmsi, site, now_ms),
             None => {
                 let why = "no last known site and TMSI: nothing sent".to_string();
-                self.audit(Kind::Enable, "not_sent", imsi, why)
+                self.audit(Kind::Enable, RadioOutcome::NotSent, imsi, why)
             }
         }
     }
@@ -194,14 +214,20 @@ impl RemoteControl {
         if kind == Kind::Inhibit {
             self.leave_vlr(p.tmsi, site);
         }
-        self.audit(kind, "acknowledged", p.imsi, detail);
+        self.audit(kind, RadioOutcome::Acknowledged, p.imsi, detail);
         Some(vec![])
     }
 
     /// The inhibited unit leaves the VLR (its calls already ended).
     fn leave_vlr(&self, tmsi: Tmsi, site: SiteId) {
-        if self.vlr.deregister(tmsi, site).is_some() {
+        if let Some((imsi, _)) = self.vlr.deregister(tmsi, site) {
             self.calls.unit_gone(tmsi);
+            let event = EventKind::Deregistered {
+                imsi,
+                site,
+                reason: LeaveReason::Inhibited,
+            };
+            self.events.publish(event, now_ms());
         }
     }
 
@@ -237,7 +263,7 @@ impl RemoteControl {
             if p.kind == Kind::Inhibit {
                 self.leave_vlr(p.tmsi, site);
             }
-            self.audit(p.kind, "unacknowledged", p.imsi, detail);
+            self.audit(p.kind, RadioOutcome::Unacknowledged, p.imsi, detail);
         }
     }
 }

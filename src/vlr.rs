@@ -253,6 +253,25 @@ impl Vlr {
         out
     }
 
+    /// One page of registered units in IMSI order: at most `limit` of those after
+    /// `after` that `keep` accepts. A scan of the VLR, for operators' queries.
+    pub fn page(
+        &self,
+        after: Option<Imsi>,
+        limit: usize,
+        keep: impl Fn(&Imsi, &VlrUnit) -> bool,
+    ) -> Vec<(Imsi, VlrUnit)> {
+        let mut v: Vec<(Imsi, VlrUnit)> = self
+            .by_imsi
+            .iter()
+            .filter(|e| after.is_none_or(|a| *e.key() > a) && keep(e.key(), e.value()))
+            .map(|e| (*e.key(), e.value().clone()))
+            .collect();
+        v.sort_unstable_by_key(|(imsi, _)| *imsi);
+        v.truncate(limit);
+        v
+    }
+
     /// The sites where at least one unit affiliated to the talkgroup is registered.
     pub fn talkgroup_sites(&self, fleet: FleetId, talkgroup: TalkgroupId) -> Vec<SiteId> {
         let mut v: Vec<SiteId> = self

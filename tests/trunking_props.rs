@@ -4,12 +4,12 @@
 //! emergency behind a non-emergency) and no slot stays free while a request waits.
 //! `TRACE_OPS=1` prints every input and the actions it produced.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use proptest::prelude::*;
 use trunkd::core::trunking::{
-    Action, CallRequest, EmergencyPolicy, Input, Party, RequestKind, SlotPolicy, Trunking, TrunkingConfig,
-    TrunkingMode,
+    Action, CallEvent, CallRequest, EmergencyPolicy, Input, Party, RequestKind, SlotPolicy, Trunking,
+    TrunkingConfig, TrunkingMode,
 };
 use trunkd::protocol::{
     CallId, Carrier, FleetId, MemberId, Message, ResourceState, SiteId, Slot, SlotSelector, TalkgroupId,
@@ -174,6 +174,7 @@ fn run(ops: Vec<Op>, emergency: EmergencyPolicy, mode: TrunkingMode) -> Result<(
     let mut calls: Vec<CallId> = Vec::new();
     let mut model = Model::default();
     let mut records: HashMap<CallId, usize> = HashMap::new();
+    let mut events = Events::default();
     let fleet = FleetId::new(1).unwrap();
     for op in ops {
         txn += 1;
@@ -280,7 +281,7 @@ fn run(ops: Vec<Op>, emergency: EmergencyPolicy, mode: TrunkingMode) -> Result<(
                     now,
                 );
                 model.apply(&actions).map_err(TestCaseError::fail)?;
-                collect(&actions, &mut calls, &mut records)?;
+                collect(&actions, &mut calls, &mut records, &mut events)?;
                 m.check_invariants().map_err(TestCaseError::fail)?;
                 Input::UnitGone(new)
             }
@@ -297,7 +298,7 @@ fn run(ops: Vec<Op>, emergency: EmergencyPolicy, mode: TrunkingMode) -> Result<(
                 now += i64::from(ms);
                 let actions = m.tick(now);
                 model.apply(&actions).map_err(TestCaseError::fail)?;
-                collect(&actions, &mut calls, &mut records)?;
+                collect(&actions, &mut calls, &mut records, &mut events)?;
                 m.check_invariants().map_err(TestCaseError::fail)?;
                 continue;
             }
@@ -312,7 +313,7 @@ fn run(ops: Vec<Op>, emergency: EmergencyPolicy, mode: TrunkingMode) -> Result<(
             }
         }
         model.apply(&actions).map_err(TestCaseError::fail)?;
-        collect(&actions, &mut calls, &mut records)?;
+        collect(&actions, &mut calls, &mut records, &mut events)?;
         m.check_invariants().map_err(TestCaseError::fail)?;
         for s in 1..=3 {
             let classes = m.queue_classes(SiteId::new(s).unwrap());
@@ -332,10 +333,20 @@ fn run(ops: Vec<Op>, emergency: EmergencyPolicy, mode: TrunkingMode) -> Result<(
     Ok(())
 }
 
+/// What the machine's events said so far.
+#[derive(Default)]
+struct Events {
+    /// Requests waiting, by (site, txn), per `Queued` and `QueueLeft`.
+    waiting: HashSet<(SiteId, u32)>,
+    /// Calls with a `Granted` event.
+    granted: HashSet<CallId>,
+}
+
 fn collect(
     actions: &[Action],
     calls: &mut Vec<CallId>,
     records: &mut HashMap<CallId, usize>,
+    events: &mut Events,
 ) -> Result<(), TestCaseError> {
     for a in actions {
         match a {
@@ -346,7 +357,7 @@ fn collect(
                     }
                 }
             }
-            Action::Record(r) => {
+            Action::Event(CallEvent::Ended(r)) => {
                 // A request never granted had no call (and no id).
                 prop_assert_eq!(r.call.is_some(), r.granted_ms.is_some());
                 if let Some(call) = r.call {
@@ -355,6 +366,19 @@ fn collect(
                     prop_assert_eq!(*n, 1, "call {} recorded twice", call);
                 }
             }
+            Action::Event(CallEvent::Queued { site, txn, .. }) => {
+                prop_assert!(events.waiting.insert((*site, *txn)), "request queued twice");
+            }
+            Action::Event(CallEvent::QueueLeft { site, txn, .. }) => {
+                prop_assert!(
+                    events.waiting.remove(&(*site, *txn)),
+                    "a request left a queue it was not in"
+                );
+            }
+            Action::Event(CallEvent::Granted { call, .. }) => {
+                prop_assert!(events.granted.insert(*call), "call {} granted twice", call);
+            }
+            Action::Event(_) => {}
         }
     }
     Ok(())

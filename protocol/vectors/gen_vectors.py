@@ -190,6 +190,8 @@ calls = [
        "Deny { request: ShortDataReq, cause: ServiceNotPermitted }", 0x37, note="the unit lacks the data permission (§5.6)"),
     ok("call_end_shutting_down", frame("CallEnd", C, struct.pack(">IB", 1001, 0x25)),
        "CallEnd { call: CallId(1001), cause: ShuttingDown }", C, note="sent for every running call before LINK_CLOSE 0x25"),
+    ok("call_end_operator", frame("CallEnd", C, struct.pack(">IB", 1001, 0x5F)),
+       "CallEnd { call: CallId(1001), cause: OperatorEnded }", C, note="an operator ended the call (§5.3)"),
     # §2.1: every frame about an emergency carries the flag.
     ok("queued_emergency", frame("Queued", 0x33, struct.pack(">H", 1), flags=1), "Queued { position: QueuePosition(1) }", 0x33,
        emergency=True),

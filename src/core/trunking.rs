@@ -74,6 +74,72 @@ pub struct TrunkingConfig {
     pub queue_timeout_ms: Option<i64>,
 }
 
+/// What a slot is doing, as operators see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlotUse {
+    /// The control channel (carrier 0 slot 0): never granted.
+    Control,
+    /// Free to grant.
+    Free,
+    /// Carrying this call.
+    Busy(CallId),
+    /// Out of service (reported faulty, or taken out by an operator).
+    OutOfService,
+}
+
+/// One slot of a site.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlotView {
+    /// The carrier.
+    pub carrier: u8,
+    /// The slot on it.
+    pub slot: u8,
+    /// What it does.
+    pub state: SlotUse,
+}
+
+/// A call in progress, as operators see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallView {
+    /// The call.
+    pub call: CallId,
+    /// Kind of call.
+    pub call_type: CallType,
+    /// Who asked.
+    pub caller: Unit,
+    /// Whom.
+    pub target: Target,
+    /// Where it holds a slot: (site, carrier, slot).
+    pub slots: Vec<(SiteId, u8, u8)>,
+    /// Who holds the floor (`None`: in hang time).
+    pub talker: Option<Unit>,
+    /// Its priority level.
+    pub priority: u8,
+    /// When it was asked for, monotonic ms.
+    pub requested_ms: i64,
+    /// When it was granted, monotonic ms.
+    pub granted_ms: i64,
+}
+
+/// A request waiting in a site's busy queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueEntry {
+    /// Its position, 1 = next (what its gateway was last told).
+    pub position: usize,
+    /// The caller.
+    pub caller: Unit,
+    /// The request's transaction on the site's link.
+    pub txn: u32,
+    /// Kind of call asked for.
+    pub call_type: CallType,
+    /// Whom.
+    pub target: Target,
+    /// Its class: 16 = emergency, else the caller's priority level.
+    pub class: u8,
+    /// When it was asked for, monotonic ms.
+    pub requested_ms: i64,
+}
+
 /// Highest priority level a subscriber may have; emergencies rank above it.
 pub const MAX_PRIORITY: u8 = 15;
 const EMERGENCY_CLASS: u8 = MAX_PRIORITY + 1;
@@ -204,8 +270,96 @@ pub struct CallRecord {
 pub enum Action {
     /// Send `frame` to the gateway of `site`.
     Send(SiteId, Frame),
-    /// Write a call record (behind, batched).
-    Record(CallRecord),
+    /// Tell operators what happened; [`CallEvent::Ended`] is also the call record to
+    /// write (behind, batched).
+    Event(CallEvent),
+}
+
+/// Something that happened in the machine, in the order it happened. Every request
+/// ends in exactly one [`CallEvent::Ended`] (its call record), granted or not.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CallEvent {
+    /// A call started: it holds a slot at each of `sites` (the caller's first).
+    Granted {
+        /// The call.
+        call: CallId,
+        /// Kind of call.
+        call_type: CallType,
+        /// Who asked.
+        caller: Unit,
+        /// Whom.
+        target: Target,
+        /// Where it holds a slot.
+        sites: Vec<SiteId>,
+    },
+    /// A request waits in `site`'s busy queue.
+    Queued {
+        /// The caller's site.
+        site: SiteId,
+        /// The caller.
+        caller: Unit,
+        /// The request's transaction on that site's link.
+        txn: u32,
+        /// Its position, 1 = next to be served.
+        position: usize,
+        /// Whether it is an emergency request.
+        emergency: bool,
+    },
+    /// A waiting request's position changed (its gateway is told `QUEUE_UPDATE`).
+    QueueMoved {
+        /// The site.
+        site: SiteId,
+        /// The caller.
+        caller: Unit,
+        /// The request's transaction.
+        txn: u32,
+        /// Its new position.
+        position: usize,
+    },
+    /// A waiting request left the queue: served, refused, cancelled or lost; a
+    /// [`CallEvent::Granted`] or its [`CallEvent::Ended`] says which.
+    QueueLeft {
+        /// The site.
+        site: SiteId,
+        /// The caller.
+        caller: Unit,
+        /// The request's transaction.
+        txn: u32,
+    },
+    /// A request found `site`'s queue at its cap (`queue_depth`).
+    QueueFull {
+        /// The site.
+        site: SiteId,
+    },
+    /// An emergency call was asked for (before it is granted or queued).
+    Emergency {
+        /// The caller's site.
+        site: SiteId,
+        /// The caller.
+        caller: Unit,
+        /// The talkgroup.
+        target: Target,
+    },
+    /// `call` was ended to free a slot at `site` for an emergency.
+    Preempted {
+        /// The ended call.
+        call: CallId,
+        /// Where its slot was taken.
+        site: SiteId,
+    },
+    /// A call ended, or a request was refused without a call: its record.
+    Ended(CallRecord),
+    /// A traffic slot went out of service or came back.
+    SlotChanged {
+        /// The site.
+        site: SiteId,
+        /// The carrier.
+        carrier: Carrier,
+        /// The slot.
+        slot: Slot,
+        /// `true`: back in service.
+        in_service: bool,
+    },
 }
 
 /// Input from gateways and the service layer.
@@ -272,6 +426,8 @@ pub enum Input {
     /// An operator inhibited the unit: its calls end and its requests go, with cause
     /// "unit inhibited".
     UnitInhibited(Tmsi),
+    /// An operator ends the call (cause "ended by operator").
+    OperatorEnd(CallId),
     /// The unit stays on the air under a new TMSI (location update): its calls and
     /// requests follow it.
     TmsiChanged {
@@ -452,6 +608,96 @@ impl Trunking {
             .collect()
     }
 
+    /// Replaces the settings; in force for the next request and timer (calls running
+    /// keep the hang and maximum-duration timers they have).
+    pub fn set_config(&mut self, cfg: TrunkingConfig) {
+        self.cfg = cfg;
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &TrunkingConfig {
+        &self.cfg
+    }
+
+    /// Whether `call` is in progress.
+    pub fn has_call(&self, call: CallId) -> bool {
+        self.calls.contains_key(&call)
+    }
+
+    /// Every slot of `site`, carrier by carrier (`None`: no such site).
+    pub fn slot_map(&self, site: SiteId) -> Option<Vec<SlotView>> {
+        let s = self.sites.get(&site)?;
+        let spc = usize::from(s.slots_per_carrier);
+        Some(
+            s.slots
+                .iter()
+                .enumerate()
+                .map(|(i, st)| SlotView {
+                    carrier: (i / spc) as u8,
+                    slot: (i % spc) as u8,
+                    state: match st {
+                        SlotState::Control => SlotUse::Control,
+                        SlotState::Free => SlotUse::Free,
+                        SlotState::Busy(c) => SlotUse::Busy(*c),
+                        SlotState::Faulty | SlotState::FaultyBusy => SlotUse::OutOfService,
+                    },
+                })
+                .collect(),
+        )
+    }
+
+    /// Every call in progress, by id.
+    pub fn calls(&self) -> Vec<CallView> {
+        let mut v: Vec<CallView> = self
+            .calls
+            .values()
+            .map(|c| CallView {
+                call: c.id,
+                call_type: c.req.call_type(),
+                caller: c.req.caller.unit,
+                target: c.req.target(),
+                slots: c
+                    .slots
+                    .iter()
+                    .map(|(s, (carrier, slot))| (*s, carrier.get(), slot.get()))
+                    .collect(),
+                talker: c.talker.map(|t| t.unit),
+                priority: c.req.priority,
+                requested_ms: c.requested_ms,
+                granted_ms: c.granted_ms,
+            })
+            .collect();
+        v.sort_by_key(|c| c.call);
+        v
+    }
+
+    /// The requests waiting at `site`, in serving order (calls waiting to join the site
+    /// are not listed: they hold no position).
+    pub fn queue(&self, site: SiteId) -> Vec<QueueEntry> {
+        let Some(s) = self.sites.get(&site) else {
+            return vec![];
+        };
+        s.queue
+            .iter()
+            .filter_map(|((class, _), w)| match w {
+                Waiting::New {
+                    req,
+                    requested_ms,
+                    told,
+                } => Some(QueueEntry {
+                    position: *told,
+                    caller: req.caller.unit,
+                    txn: req.txn,
+                    call_type: req.call_type(),
+                    target: req.target(),
+                    class: class.0,
+                    requested_ms: *requested_ms,
+                }),
+                Waiting::Join(_) => None,
+            })
+            .collect()
+    }
+
     /// Whether `call` is a running emergency call.
     pub fn is_emergency_call(&self, call: CallId) -> bool {
         self.calls.get(&call).is_some_and(|c| c.req.emergency())
@@ -504,6 +750,7 @@ impl Trunking {
             Input::LinkDown(site) => self.link_down(site, now, &mut out),
             Input::UnitGone(tmsi) => self.unit_gone(tmsi, Cause::PartyDeregistered, now, &mut out),
             Input::UnitInhibited(tmsi) => self.unit_gone(tmsi, Cause::UnitInhibited, now, &mut out),
+            Input::OperatorEnd(call) => self.end_call(call, Cause::OperatorEnded, false, now, &mut out),
             Input::TmsiChanged { old, new } => self.tmsi_changed(old, new),
         }
         self.serve_deferred(now, &mut out);
@@ -542,6 +789,7 @@ impl Trunking {
                         req, requested_ms, ..
                     }) = removed
                     {
+                        left_queue(&mut out, site, &req);
                         self.refuse(&req, Cause::Busy, requested_ms, now, &mut out);
                         self.send_positions(site, &mut out);
                     }
@@ -600,6 +848,13 @@ impl Trunking {
     }
 
     fn request(&mut self, req: CallRequest, now: i64, out: &mut Vec<Action>) {
+        if req.emergency() {
+            out.push(Action::Event(CallEvent::Emergency {
+                site: req.caller.site,
+                caller: req.caller.unit,
+                target: req.target(),
+            }));
+        }
         self.admit(req, now, now, out, false);
     }
 
@@ -765,6 +1020,7 @@ impl Trunking {
                 if let Some(c) = self.calls.get(&v) {
                     self.deferred_serve.extend(c.slots.keys().filter(|s| **s != site));
                 }
+                out.push(Action::Event(CallEvent::Preempted { call: v, site }));
                 self.end_call_inner(v, Cause::Preempted, true, now, out, false);
                 true
             }
@@ -780,6 +1036,7 @@ impl Trunking {
             return self.refuse(&req, Cause::InvalidTarget, requested_ms, now, out);
         };
         if s.queue.len() >= depth {
+            out.push(Action::Event(CallEvent::QueueFull { site }));
             // A full queue still takes an emergency: it displaces the newest lowest entry.
             let last = s.queue.keys().next_back().copied();
             match last {
@@ -790,6 +1047,7 @@ impl Trunking {
                         ..
                     }) = s.queue.remove(&k)
                     {
+                        left_queue(out, site, &bumped);
                         self.refuse(&bumped, Cause::QueueFull, r, now, out);
                     }
                 }
@@ -798,7 +1056,7 @@ impl Trunking {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        let (txn, emergency) = (req.txn, req.emergency());
+        let (txn, emergency, caller) = (req.txn, req.emergency(), req.caller.unit);
         let Some(s) = self.sites.get_mut(&site) else {
             return self.refuse(&req, Cause::InvalidTarget, requested_ms, now, out);
         };
@@ -826,6 +1084,13 @@ impl Trunking {
             position: qpos(position),
         };
         send(out, site, txn, emergency, queued);
+        out.push(Action::Event(CallEvent::Queued {
+            site,
+            caller,
+            txn,
+            position,
+            emergency,
+        }));
         // Those behind it moved down one.
         self.send_positions(site, out);
     }
@@ -845,6 +1110,12 @@ impl Trunking {
                         position: qpos(i + 1),
                     };
                     send(out, site, req.txn, req.emergency(), update);
+                    out.push(Action::Event(CallEvent::QueueMoved {
+                        site,
+                        caller: req.caller.unit,
+                        txn: req.txn,
+                        position: i + 1,
+                    }));
                 }
             }
         }
@@ -875,7 +1146,7 @@ impl Trunking {
         now: i64,
         out: &mut Vec<Action>,
     ) {
-        out.push(Action::Record(CallRecord {
+        out.push(Action::Event(CallEvent::Ended(CallRecord {
             call: None,
             call_type: req.call_type(),
             caller: req.caller.unit,
@@ -887,7 +1158,7 @@ impl Trunking {
             end_cause: cause,
             preempted: false,
             emergency: req.emergency(),
-        }));
+        })));
     }
 
     /// Starts a call: a slot at the caller's site (given or free), slots at the other
@@ -961,11 +1232,19 @@ impl Trunking {
         let sites: Vec<SiteId> = call.slots.keys().copied().collect();
         let (caller_site, txn) = (call.req.caller.site, call.req.txn);
         let emergency = call.req.emergency();
+        let granted = CallEvent::Granted {
+            call: id,
+            call_type: call.req.call_type(),
+            caller: call.req.caller.unit,
+            target: call.req.target(),
+            sites: sites.clone(),
+        };
         self.calls.insert(id, call);
         for site in sites {
             let t = if site == caller_site { txn } else { self.txn() };
             send(out, site, t, emergency, grant.clone());
         }
+        out.push(Action::Event(granted));
         for site in to_serve {
             self.serve(site, now, out);
         }
@@ -1027,7 +1306,10 @@ impl Trunking {
             match w {
                 Waiting::New {
                     req, requested_ms, ..
-                } => self.admit(req, requested_ms, now, out, true),
+                } => {
+                    left_queue(out, site, &req);
+                    self.admit(req, requested_ms, now, out, true)
+                }
                 Waiting::Join(call) => {
                     if self.calls.get(&call).is_none_or(|c| c.slots.contains_key(&site)) {
                         continue;
@@ -1102,7 +1384,7 @@ impl Trunking {
             let txn = self.txn();
             send(out, *site, txn, call.req.emergency(), msg.clone());
         }
-        out.push(Action::Record(CallRecord {
+        out.push(Action::Event(CallEvent::Ended(CallRecord {
             call: Some(id),
             call_type: call.req.call_type(),
             caller: call.req.caller.unit,
@@ -1114,7 +1396,7 @@ impl Trunking {
             end_cause: cause,
             preempted,
             emergency: call.req.emergency(),
-        }));
+        })));
         if serve {
             for site in call.slots.keys() {
                 self.serve(*site, now, out);
@@ -1146,6 +1428,7 @@ impl Trunking {
                     acked: MessageType::CallCancel,
                 };
                 send(out, site, txn, req.emergency(), ack);
+                left_queue(out, site, &req);
                 self.refuse(&req, Cause::Cancelled, requested_ms, now, out);
                 self.send_positions(site, out);
             }
@@ -1256,7 +1539,7 @@ impl Trunking {
                 return;
             };
             let cur = s.slots[idx];
-            s.slots[idx] = match (cur, state) {
+            let new = match (cur, state) {
                 (SlotState::Control, _) => SlotState::Control,
                 (SlotState::Busy(c), ResourceState::Faulty) => {
                     hit_calls.push(c);
@@ -1266,6 +1549,18 @@ impl Trunking {
                 (SlotState::Faulty, ResourceState::InService) => SlotState::Free,
                 (other, _) => other,
             };
+            s.slots[idx] = new;
+            let faulty = |x: SlotState| matches!(x, SlotState::Faulty | SlotState::FaultyBusy);
+            if faulty(cur) != faulty(new) {
+                if let Some(slot) = Slot::new(sl) {
+                    out.push(Action::Event(CallEvent::SlotChanged {
+                        site,
+                        carrier,
+                        slot,
+                        in_service: !faulty(new),
+                    }));
+                }
+            }
         }
         for call in hit_calls {
             self.move_call(site, call, now, out);
@@ -1317,6 +1612,7 @@ impl Trunking {
             None => vec![],
         };
         for (req, requested_ms) in gone {
+            left_queue(out, site, &req);
             self.record_unserved(&req, Cause::PartyLinkLost, requested_ms, now, out);
         }
         let affected: Vec<CallId> = self
@@ -1368,6 +1664,7 @@ impl Trunking {
                     req, requested_ms, ..
                 } = w
                 {
+                    left_queue(&mut out, site, &req);
                     self.refuse(&req, cause, requested_ms, now, &mut out);
                 }
             }
@@ -1419,6 +1716,7 @@ impl Trunking {
                     req, requested_ms, ..
                 }) = self.sites.get_mut(&site).and_then(|s| s.queue.remove(k))
                 {
+                    left_queue(out, site, &req);
                     self.refuse(&req, cause, requested_ms, now, out);
                 }
             }
@@ -1483,6 +1781,7 @@ impl Trunking {
                     req, requested_ms, ..
                 }) = self.sites.get_mut(&site).and_then(|s| s.queue.remove(k))
                 {
+                    left_queue(out, site, &req);
                     if cause == Cause::UnitInhibited {
                         // Still on the air until its gateway stuns it: told, and recorded.
                         self.refuse(&req, cause, requested_ms, now, out);
@@ -1573,6 +1872,15 @@ impl Trunking {
 
 /// Queues `msg` for `site` on transaction `txn`, with the EMERGENCY flag when it belongs
 /// to an emergency call or request (`PROTOCOL.md §2.1`).
+/// Tells that `req` left `site`'s queue.
+fn left_queue(out: &mut Vec<Action>, site: SiteId, req: &CallRequest) {
+    out.push(Action::Event(CallEvent::QueueLeft {
+        site,
+        caller: req.caller.unit,
+        txn: req.txn,
+    }));
+}
+
 fn send(out: &mut Vec<Action>, site: SiteId, txn: u32, emergency: bool, msg: Message) {
     out.push(Action::Send(site, Frame { txn, emergency, msg }));
 }

@@ -130,6 +130,8 @@ causes! {
     InvalidTarget = 0x5D, "invalid target";
     /// PTT while another unit holds the call's floor.
     FloorTaken = 0x5E, "floor taken";
+    /// An operator ended the call (`CALL_END`).
+    OperatorEnded = 0x5F, "ended by operator";
 }
 
 impl Cause {

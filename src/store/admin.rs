@@ -6,7 +6,10 @@
 
 use sqlx::Row;
 
-use super::{audit_in, fleet_id, now_ms, talkgroup_id, Arg, Fleet, Store, StoreError, Subscriber, Talkgroup};
+use super::{
+    audit_in, fleet_id, now_ms, rules, talkgroup_id, Arg, Fleet, Permissions, Store, StoreError, Subscriber,
+    Talkgroup,
+};
 use crate::protocol::{FleetId, Imsi, SiteId, TalkgroupId};
 
 impl Store {
@@ -57,6 +60,68 @@ impl Store {
             conds.push(("imsi >", Arg::Text(a.to_string())));
         }
         self.select_subscribers(&conds, Some(limit.into())).await
+    }
+
+    /// Changes what a subscriber is authorised for: its priority level (0..=15) and its
+    /// permissions, each only when given; with an audit entry naming the change.
+    pub async fn set_authorization(
+        &self,
+        actor: &str,
+        imsi: Imsi,
+        priority: Option<u8>,
+        permissions: Option<Permissions>,
+    ) -> Result<(), StoreError> {
+        if let Some(p) = priority {
+            if !rules::PRIORITIES.contains(&p) {
+                return Err(StoreError::Invalid(format!("priority {p} is outside 0..=15")));
+            }
+        }
+        let now = now_ms();
+        let mut detail = Vec::new();
+        if let Some(p) = priority {
+            detail.push(format!("priority={p}"));
+        }
+        if let Some(p) = permissions {
+            detail.push(format!("permissions={p}"));
+        }
+        let detail = detail.join(" ");
+        dispatch!(self, p => {
+            let mut tx = p.begin().await?;
+            let current: Option<(i64, bool, bool, bool, bool, bool)> = sqlx::query_as(
+                "SELECT priority, perm_group, perm_private, perm_emergency, perm_short_data, perm_interconnect \
+                 FROM subscribers WHERE imsi = $1",
+            )
+            .bind(imsi.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some((cur_priority, g, pr, e, d, i)) = current else {
+                return Err(StoreError::NotFound(format!("subscriber {imsi} does not exist")));
+            };
+            let perms = permissions.unwrap_or(Permissions {
+                group_call: g,
+                private_call: pr,
+                emergency: e,
+                short_data: d,
+                interconnect: i,
+            });
+            sqlx::query(
+                "UPDATE subscribers SET priority = $1, perm_group = $2, perm_private = $3, perm_emergency = $4, \
+                 perm_short_data = $5, perm_interconnect = $6, updated_at = $7 WHERE imsi = $8",
+            )
+            .bind(priority.map_or(cur_priority, i64::from))
+            .bind(perms.group_call)
+            .bind(perms.private_call)
+            .bind(perms.emergency)
+            .bind(perms.short_data)
+            .bind(perms.interconnect)
+            .bind(now)
+            .bind(imsi.to_string())
+            .execute(&mut *tx)
+            .await?;
+            audit_in(&mut tx, now, actor, "subscriber.authorize", &format!("subscriber:{imsi}"), &detail).await?;
+            tx.commit().await?;
+        });
+        Ok(())
     }
 
     /// Removes a fleet; refused while it has talkgroups or subscribers.

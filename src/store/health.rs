@@ -73,6 +73,12 @@ impl DbHealth {
         }
     }
 
+    /// Whether the database is unavailable now, and for how many failed operations.
+    pub fn outage(&self) -> Option<u64> {
+        let outage = self.outage.lock().unwrap_or_else(PoisonError::into_inner);
+        outage.as_ref().map(|o| o.failures)
+    }
+
     /// Reports `result` for `task` and passes its value on.
     pub fn report<T, E: Display>(&self, task: &str, result: Result<T, E>) -> Option<T> {
         match result {

@@ -116,6 +116,7 @@ macro_rules! bind_args {
 
 mod admin;
 mod import;
+mod params;
 
 /// Largest rows per multi-row INSERT (keeps within both backends' parameter limits).
 const CHUNK: usize = 400;

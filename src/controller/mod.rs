@@ -1,11 +1,19 @@
 //! The running controller: opens the HLR, loads its cache, starts the link server with
 //! the registration state machine behind it, and runs the background work (HLR change
 //! following, periodic-registration expiry, challenge sweeping, write-behind of last
-//! locations and audit entries). Used by `trunkd serve` and by the integration tests.
+//! locations and audit entries). Used by `trunkd serve` and by the integration tests,
+//! which reach it through its [`ControllerHandle`].
+
+mod handle;
+
+pub use handle::{
+    ActiveCall, Alarm, Answer, Command, CommandError, ControllerHandle, LinkState, Outcome, Query,
+    QueryError, Snapshot, UnitFilter, UnitOnAir,
+};
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -16,9 +24,11 @@ use tracing::{debug, error, info, warn};
 use crate::calls::{write_records, CallService, CALL_ID_BLOCK};
 use crate::config::Config;
 use crate::core::registration::{Event, OsEntropy, Registrar};
-use crate::hlr::{HlrCache, SubscriberChange};
+use crate::events::{EventBus, EventKind, LeaveReason};
+use crate::hlr::{HlrCache, HlrChange};
 use crate::link::{deny_unsupported, Handler, LinkServer, Links};
 use crate::messaging::Messaging;
+use crate::params;
 use crate::protocol::{Cause, Frame, Imsi, Message, SiteId, Tmsi};
 use crate::remote::RemoteControl;
 use crate::store::health::DbHealth;
@@ -51,6 +61,7 @@ struct Services {
     messaging: Arc<Messaging>,
     remote: Arc<RemoteControl>,
     writer: Arc<WriteBehind>,
+    events: Arc<EventBus>,
 }
 
 impl Handler for Services {
@@ -88,10 +99,15 @@ impl Handler for Services {
         vec![deny_unsupported(&frame)]
     }
 
+    fn link_up(&self, site: SiteId) {
+        self.events.publish(EventKind::LinkUp { site }, now_ms());
+    }
+
     fn link_down(&self, site: SiteId) {
         // Nobody can answer that site's challenges any more.
         self.registrar.drop_challenges(site);
         self.calls.link_down(site);
+        self.events.publish(EventKind::LinkDown { site }, now_ms());
     }
 }
 
@@ -174,6 +190,137 @@ impl WriteBehind {
     }
 }
 
+/// The parts of a running controller, shared by its link handler, its background work
+/// and its handle.
+struct Node {
+    /// The configuration with the system parameters in force.
+    cfg: std::sync::RwLock<Config>,
+    store: Store,
+    hlr: Arc<HlrCache>,
+    vlr: Arc<Vlr>,
+    links: Links,
+    calls: Arc<CallService>,
+    messaging: Arc<Messaging>,
+    remote: Arc<RemoteControl>,
+    writer: Arc<WriteBehind>,
+    events: Arc<EventBus>,
+    health: Arc<DbHealth>,
+    /// Held while HLR changes are applied, so that the handle and the periodic follow
+    /// never apply the same change twice.
+    following: tokio::sync::Mutex<()>,
+}
+
+impl Node {
+    /// The configuration in force (system parameters included).
+    fn config(&self) -> Config {
+        self.cfg.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Puts new system parameters in force.
+    fn apply_config(&self, new: Config) {
+        self.calls.set_config(new.trunking.core());
+        *self.cfg.write().unwrap_or_else(PoisonError::into_inner) = new;
+    }
+
+    /// Applies what changed in the HLR since the last look (by this controller's handle
+    /// or by any other process on the database) to the running controller.
+    async fn follow_hlr(&self) {
+        let _one_at_a_time = self.following.lock().await;
+        match self
+            .health
+            .report("following HLR changes", self.hlr.refresh(&self.store).await)
+        {
+            None | Some(0) => {}
+            Some(n) => {
+                info!(changes = n, "HLR changes applied to the cache");
+                self.calls.sync_sites();
+            }
+        }
+        for change in self.hlr.take_changes() {
+            match change {
+                // Inhibits and enables go over the air (PROTOCOL.md §5.4).
+                HlrChange::Inhibited(imsi, inhibited) => {
+                    self.remote.changed(imsi, inhibited, mono_ms()).await
+                }
+                // A removed subscriber leaves the air at once, and its calls end.
+                HlrChange::Removed(imsi) => {
+                    if let Some(u) = self.vlr.get(&imsi) {
+                        if self.vlr.deregister(u.tmsi, u.site).is_some() {
+                            self.calls.unit_gone(u.tmsi);
+                            let event = EventKind::Deregistered {
+                                imsi,
+                                site: u.site,
+                                reason: LeaveReason::Removed,
+                            };
+                            self.events.publish(event, now_ms());
+                        }
+                    }
+                }
+                // Another controller on the database changed system parameters.
+                HlrChange::Parameters => self.load_parameters().await,
+            }
+        }
+    }
+
+    /// Units whose periodic registration ran out leave the air; expired challenges are
+    /// forgotten.
+    fn expire_registrations(&self, now: i64) {
+        let r = self
+            .cfg
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .registration
+            .clone();
+        let expired = self.vlr.expire(now - r.periodic_registration_ms as i64);
+        for (imsi, unit) in &expired {
+            self.calls.unit_gone(unit.tmsi);
+            let event = EventKind::Deregistered {
+                imsi: *imsi,
+                site: unit.site,
+                reason: LeaveReason::Expired,
+            };
+            self.events.publish(event, now_ms());
+        }
+        if !expired.is_empty() {
+            info!(
+                units = expired.len(),
+                "periodic registration expired; units left the VLR"
+            );
+        }
+        self.vlr
+            .sweep_challenges(now - (r.challenge_timeout_ms as i64).max(5000));
+    }
+
+    /// Puts the system parameters the database holds in force.
+    async fn load_parameters(&self) {
+        let Some(stored) = self
+            .health
+            .report("reading system parameters", self.store.parameters().await)
+        else {
+            return;
+        };
+        let mut cfg = self.config();
+        for (name, value) in stored {
+            match params::set(&cfg, &name, &value) {
+                Ok(new) => {
+                    if params::get(&new, &name) != params::get(&cfg, &name) {
+                        info!(%name, %value, "system parameter changed in the database");
+                        let event = EventKind::ParameterChanged {
+                            name: name.clone(),
+                            value: value.clone(),
+                            actor: "database".into(),
+                        };
+                        self.events.publish(event, now_ms());
+                    }
+                    cfg = new;
+                }
+                Err(e) => warn!(error = %e, "system parameter in the database ignored"),
+            }
+        }
+        self.apply_config(cfg);
+    }
+}
+
 /// A running controller.
 pub struct Running {
     /// Where gateways connect.
@@ -186,6 +333,7 @@ pub struct Running {
     pub hlr: Arc<HlrCache>,
     /// The HLR.
     pub store: Store,
+    handle: ControllerHandle,
     stop: Option<watch::Sender<bool>>,
     task: JoinHandle<()>,
 }
@@ -203,6 +351,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
             "calls in progress at the last unclean stop recorded as ended by a controller restart"
         );
     }
+    let cfg = parameters_in_force(&store, cfg).await?;
     let hlr = Arc::new(HlrCache::load(&store).await?);
     info!(
         backend = store.backend(),
@@ -211,6 +360,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     );
     let vlr = Arc::new(Vlr::new());
     let links = Links::default();
+    let events = Arc::new(EventBus::new(cfg.events.backlog));
     let (audit_tx, audit_rx) = mpsc::channel(10_000);
     let health = Arc::new(DbHealth::default());
     let writer = Arc::new(WriteBehind {
@@ -225,20 +375,13 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         Arc::new(OsEntropy),
     );
     let (records_tx, records_rx) = mpsc::unbounded_channel();
-    let selected_area = cfg
-        .trunking
-        .selected_area
-        .iter()
-        .filter_map(|s| SiteId::new(*s))
-        .collect();
     let calls = Arc::new(CallService::new(
-        cfg.trunking.core(),
-        selected_area,
+        &cfg.trunking,
         hlr.clone(),
         vlr.clone(),
         links.clone(),
         records_tx,
-        cfg.trunking.max_unwritten_records,
+        events.clone(),
     ));
     let messaging = Arc::new(
         Messaging::new(
@@ -260,8 +403,8 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         store.clone(),
         calls.clone(),
         writer.audit.clone(),
-        cfg.messaging.radio_command_timeout_ms,
-        cfg.messaging.radio_command_attempts,
+        events.clone(),
+        &cfg.messaging,
     ));
     let services = Arc::new(Services {
         registrar,
@@ -269,6 +412,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         messaging: messaging.clone(),
         remote: remote.clone(),
         writer: writer.clone(),
+        events: events.clone(),
     });
     let server = LinkServer::bind(cfg.link.clone(), hlr.clone(), services, links.clone())
         .await
@@ -292,23 +436,30 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         records_stop_rx,
     ));
 
-    let background = Background {
-        cfg: cfg.clone(),
-        store: store.clone(),
-        hlr: hlr.clone(),
-        vlr: vlr.clone(),
-        writer,
+    let grace = Duration::from_millis(cfg.shutdown.grace_ms);
+    let node = Arc::new(Node {
+        cfg: std::sync::RwLock::new(cfg),
+        store,
+        hlr,
+        vlr,
+        links,
         calls: calls.clone(),
         messaging,
         remote,
-    };
-    let grace = Duration::from_millis(cfg.shutdown.grace_ms);
+        writer,
+        events,
+        health,
+        following: tokio::sync::Mutex::new(()),
+    });
+    let background = Background { node: node.clone() };
     let task = tokio::spawn(async move {
         let mut stop_server = stop_rx.clone();
         let mut tasks = background.spawn(stop_rx.clone(), audit_rx);
         tasks.push(tokio::spawn(calls.clone().run_timers(stop_rx.clone())));
         tasks.push(tokio::spawn(
-            calls.clone().refill_call_ids(background.store.clone(), stop_rx),
+            calls
+                .clone()
+                .refill_call_ids(background.node.store.clone(), stop_rx),
         ));
         let ending = calls.clone();
         server
@@ -330,22 +481,58 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         calls.end_all();
         let _ = records_stop_tx.send(true);
         let _ = records_task.await;
-        background.writer.flush_locations(&background.store).await;
-        background.store.close().await;
+        let n = &background.node;
+        n.writer.flush_locations(&n.store).await;
+        n.store.close().await;
         info!("controller stopped");
     });
     Ok(Running {
         link_addr,
-        links,
-        vlr,
-        hlr,
-        store,
+        links: node.links.clone(),
+        vlr: node.vlr.clone(),
+        hlr: node.hlr.clone(),
+        store: node.store.clone(),
+        handle: ControllerHandle::new(node),
         stop: Some(stop_tx),
         task,
     })
 }
 
+/// The configuration with the system parameters the database holds in force; those it
+/// does not hold yet are written from `cfg` (a fresh database takes the config file's
+/// values). A config file that disagrees with the database is reported: the database
+/// wins.
+async fn parameters_in_force(store: &Store, cfg: Config) -> Result<Config, StoreError> {
+    store.seed_parameters(&params::all(&cfg)).await?;
+    let mut in_force = cfg.clone();
+    for (name, value) in store.parameters().await? {
+        match params::set(&in_force, &name, &value) {
+            Ok(new) => in_force = new,
+            Err(e) => {
+                warn!(error = %e, "system parameter in the database is not valid; the config file's value is used")
+            }
+        }
+    }
+    for (name, file) in params::all(&cfg) {
+        let db = params::get(&in_force, name).unwrap_or_default();
+        if db != file {
+            warn!(
+                parameter = name,
+                database = %db,
+                config_file = %file,
+                "system parameter set in the database; the config file's value only applies to a fresh database"
+            );
+        }
+    }
+    Ok(in_force)
+}
+
 impl Running {
+    /// The handle for commands, queries and events.
+    pub fn handle(&self) -> ControllerHandle {
+        self.handle.clone()
+    }
+
     /// Stops gracefully: closes links, flushes what is written behind, closes the HLR.
     pub async fn stop(mut self) {
         if let Some(s) = self.stop.take() {
@@ -362,14 +549,7 @@ impl Running {
 }
 
 struct Background {
-    cfg: Config,
-    store: Store,
-    hlr: Arc<HlrCache>,
-    vlr: Arc<Vlr>,
-    writer: Arc<WriteBehind>,
-    calls: Arc<CallService>,
-    messaging: Arc<Messaging>,
-    remote: Arc<RemoteControl>,
+    node: Arc<Node>,
 }
 
 impl Background {
@@ -379,102 +559,48 @@ impl Background {
         stop: watch::Receiver<bool>,
         mut audit_rx: mpsc::Receiver<(String, String, String)>,
     ) -> Vec<JoinHandle<()>> {
-        let r = &self.cfg.registration;
+        let n = &self.node;
+        let r = n.config().registration;
         let mut tasks = Vec::new();
 
-        let (store, hlr, vlr, calls, remote) = (
-            self.store.clone(),
-            self.hlr.clone(),
-            self.vlr.clone(),
-            self.calls.clone(),
-            self.remote.clone(),
-        );
-        let health = self.writer.health.clone();
+        let node = self.node.clone();
         tasks.push(every(r.hlr_refresh_ms, stop.clone(), move || {
-            let (store, hlr, vlr, calls, remote, health) = (
-                store.clone(),
-                hlr.clone(),
-                vlr.clone(),
-                calls.clone(),
-                remote.clone(),
-                health.clone(),
-            );
-            async move {
-                match health.report("following HLR changes", hlr.refresh(&store).await) {
-                    None | Some(0) => {}
-                    Some(n) => {
-                        info!(changes = n, "HLR changes applied to the cache");
-                        calls.sync_sites();
-                    }
-                }
-                for change in hlr.take_changes() {
-                    match change {
-                        // Inhibits and enables go over the air (PROTOCOL.md §5.4).
-                        SubscriberChange::Inhibited(imsi, inhibited) => {
-                            remote.changed(imsi, inhibited, mono_ms()).await
-                        }
-                        // A removed subscriber leaves the air at once, and its calls end.
-                        SubscriberChange::Removed(imsi) => {
-                            if let Some(u) = vlr.get(&imsi) {
-                                if vlr.deregister(u.tmsi, u.site).is_some() {
-                                    calls.unit_gone(u.tmsi);
-                                }
-                            }
-                        }
-                    }
-                }
-            }
+            let node = node.clone();
+            async move { node.follow_hlr().await }
         }));
 
-        let remote = self.remote.clone();
-        let sweep = self.cfg.messaging.radio_command_timeout_ms.clamp(10, 1000);
+        let remote = n.remote.clone();
+        let sweep = n.config().messaging.radio_command_timeout_ms.clamp(10, 1000);
         tasks.push(every(sweep, stop.clone(), move || {
             remote.sweep(mono_ms());
             async {}
         }));
 
         // Expired challenges are kept a while longer (at least 5 s) so that a late answer
-        // is told "challenge expired" rather than "no challenge pending".
-        let (vlr, period, calls) = (
-            self.vlr.clone(),
-            r.periodic_registration_ms as i64,
-            self.calls.clone(),
-        );
-        let keep_expired = (r.challenge_timeout_ms as i64).max(5000);
+        // is told "challenge expired" rather than "no challenge pending". The period is
+        // a system parameter: read on every sweep.
+        let node = self.node.clone();
         let sweep_ms = (r.periodic_registration_ms / 10).clamp(10, 1000);
         tasks.push(every(sweep_ms, stop.clone(), move || {
-            let (vlr, calls) = (vlr.clone(), calls.clone());
-            async move {
-                let now = mono_ms();
-                let expired = vlr.expire(now - period);
-                for (_, unit) in &expired {
-                    calls.unit_gone(unit.tmsi);
-                }
-                if !expired.is_empty() {
-                    info!(
-                        units = expired.len(),
-                        "periodic registration expired; units left the VLR"
-                    );
-                }
-                vlr.sweep_challenges(now - keep_expired);
-            }
+            node.expire_registrations(mono_ms());
+            async {}
         }));
 
-        let messaging = self.messaging.clone();
-        let sweep = self.cfg.messaging.delivery_timeout_ms.clamp(10, 1000);
+        let messaging = n.messaging.clone();
+        let sweep = n.config().messaging.delivery_timeout_ms.clamp(10, 1000);
         tasks.push(every(sweep, stop.clone(), move || {
             let messaging = messaging.clone();
             async move { messaging.sweep(mono_ms()).await }
         }));
 
-        let (store, writer) = (self.store.clone(), self.writer.clone());
+        let (store, writer) = (n.store.clone(), n.writer.clone());
         tasks.push(every(r.location_flush_ms, stop.clone(), move || {
             let (store, writer) = (store.clone(), writer.clone());
             async move { writer.flush_locations(&store).await }
         }));
 
-        let store = self.store.clone();
-        let health = self.writer.health.clone();
+        let store = n.store.clone();
+        let health = n.health.clone();
         let mut stop_audit = stop;
         tasks.push(tokio::spawn(async move {
             loop {

@@ -1,0 +1,542 @@
+//! [`ControllerHandle`]: the one way into a running controller for everything outside
+//! the link sessions (operator API, CLI, tests, the standby logic): typed commands,
+//! typed queries and the event stream. Cheap to clone.
+//!
+//! A command is validated here, written to the HLR with its audit entry (naming the
+//! actor) where it changes state, and acted on at once: the handle applies the HLR
+//! change to the running controller itself rather than waiting for the periodic
+//! follow of the audit log (which still brings changes made by other processes).
+
+use std::sync::Arc;
+
+use crate::core::trunking::{CallView, QueueEntry, SlotView};
+use crate::events::{EventKind, Lagged, Subscription};
+use crate::params::{self, ParamError};
+use crate::protocol::{CallId, FleetId, Imsi, SiteId, TalkgroupId, Tmsi, Unit};
+use crate::store::{now_ms, rules, Permissions, StoreError};
+
+use super::Node;
+
+/// What an operator asks the controller to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Inhibit (stun) a subscriber: its calls end, it is refused service, and `INHIBIT`
+    /// goes to its radio if it is on the air (PROTOCOL.md §5.4).
+    Inhibit {
+        /// The subscriber.
+        imsi: Imsi,
+    },
+    /// Enable (revive) an inhibited subscriber: `ENABLE` goes to its last known site.
+    Enable {
+        /// The subscriber.
+        imsi: Imsi,
+    },
+    /// Change what a subscriber is authorised for; each part only when given.
+    Authorize {
+        /// The subscriber.
+        imsi: Imsi,
+        /// Its priority level, 0..=15.
+        priority: Option<u8>,
+        /// Its permissions (PROTOCOL.md §5.6).
+        permissions: Option<Permissions>,
+    },
+    /// End a call in progress: every site of the call hears `CALL_END` cause `0x5F`
+    /// (ended by operator).
+    EndCall {
+        /// The call.
+        call: CallId,
+    },
+    /// Take a traffic slot, or a whole carrier (`slot` `None`), out of service: a call on
+    /// it moves to a free slot or ends (`0x5A`), and it is granted no more.
+    SlotOutOfService {
+        /// The site.
+        site: SiteId,
+        /// The carrier.
+        carrier: u8,
+        /// The slot; `None`: the whole carrier.
+        slot: Option<u8>,
+    },
+    /// Put back what [`Command::SlotOutOfService`] took out.
+    SlotInService {
+        /// The site.
+        site: SiteId,
+        /// The carrier.
+        carrier: u8,
+        /// The slot; `None`: the whole carrier.
+        slot: Option<u8>,
+    },
+    /// Change a system parameter (see [`crate::params`]); in force for the next request.
+    SetParameter {
+        /// Its name, e.g. `trunking.hang_time_ms`.
+        name: String,
+        /// Its value, as text.
+        value: String,
+    },
+}
+
+/// What a command did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done; for inhibit and enable, the radio's answer comes later as an
+    /// [`EventKind::RadioCommand`] event.
+    Done,
+    /// The parameter now has this value.
+    Parameter {
+        /// Its name.
+        name: String,
+        /// Its value.
+        value: String,
+    },
+}
+
+/// Why a command was not carried out. Nothing was changed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// What it names does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// It is not valid as given.
+    #[error("{0}")]
+    Invalid(String),
+    /// The HLR could not be written; try again.
+    #[error("HLR unavailable: {0}")]
+    Unavailable(StoreError),
+}
+
+impl From<StoreError> for CommandError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(m) => CommandError::NotFound(m),
+            StoreError::Invalid(m) => CommandError::Invalid(m),
+            other => CommandError::Unavailable(other),
+        }
+    }
+}
+
+impl From<ParamError> for CommandError {
+    fn from(e: ParamError) -> Self {
+        CommandError::Invalid(e.to_string())
+    }
+}
+
+/// What an operator asks to see.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Query {
+    /// Units on the air, by IMSI, a page at a time, optionally only those at a site, of
+    /// a fleet, or affiliated to a talkgroup.
+    Units(UnitFilter),
+    /// A site's slots.
+    Slots {
+        /// The site.
+        site: SiteId,
+    },
+    /// Every call in progress.
+    Calls,
+    /// Each site's busy queue (one site's with `site`).
+    Queues {
+        /// Only this site.
+        site: Option<SiteId>,
+    },
+    /// Every provisioned site with its link's state.
+    Links,
+    /// What needs an operator's attention now.
+    Alarms,
+    /// The system parameters in force.
+    Parameters,
+}
+
+/// Which units [`Query::Units`] lists.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UnitFilter {
+    /// Only those registered at this site.
+    pub site: Option<SiteId>,
+    /// Only this fleet's.
+    pub fleet: Option<FleetId>,
+    /// Only those affiliated to this talkgroup (of `fleet`, which it needs).
+    pub talkgroup: Option<TalkgroupId>,
+    /// Start after this IMSI (the last of the previous page).
+    pub after: Option<Imsi>,
+    /// At most this many, 1..=10000.
+    pub limit: usize,
+}
+
+/// A unit on the air.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnitOnAir {
+    /// Its IMSI.
+    pub imsi: Imsi,
+    /// Its dispatch address.
+    pub unit: Option<Unit>,
+    /// Its TMSI.
+    pub tmsi: Tmsi,
+    /// Where it is registered.
+    pub site: SiteId,
+    /// Its talkgroups, the primary first.
+    pub talkgroups: Vec<TalkgroupId>,
+    /// When it was last heard from, Unix ms.
+    pub last_activity_ms: i64,
+}
+
+/// A call in progress, with Unix times.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ActiveCall {
+    /// The call as the trunking core holds it (its times monotonic).
+    pub view: CallView,
+    /// When it was asked for, Unix ms.
+    pub requested_at_ms: i64,
+    /// When it was granted, Unix ms.
+    pub granted_at_ms: i64,
+}
+
+/// A provisioned site and its link.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkState {
+    /// The site.
+    pub site: SiteId,
+    /// Its name.
+    pub name: String,
+    /// Whether its gateway's link is up.
+    pub connected: bool,
+}
+
+/// A condition that needs an operator's attention, for as long as it lasts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Alarm {
+    /// The HLR database is not answering (failed operations so far).
+    DatabaseUnavailable {
+        /// Operations failed since it went.
+        failed_operations: u64,
+    },
+    /// A provisioned site has no link up.
+    SiteDisconnected {
+        /// The site.
+        site: SiteId,
+    },
+    /// A traffic slot is out of service.
+    SlotOutOfService {
+        /// The site.
+        site: SiteId,
+        /// The carrier.
+        carrier: u8,
+        /// The slot.
+        slot: u8,
+    },
+    /// A site's busy queue is at its cap: new requests there are refused.
+    QueueFull {
+        /// The site.
+        site: SiteId,
+    },
+    /// Call records are not being written as fast as calls end; at the cap, new
+    /// requests are refused "busy".
+    RecordsBacklog {
+        /// Records waiting to be written.
+        unwritten: usize,
+    },
+}
+
+/// The answer to a [`Query`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// Units on the air.
+    Units(Vec<UnitOnAir>),
+    /// A site's slots.
+    Slots(Vec<SlotView>),
+    /// Calls in progress.
+    Calls(Vec<ActiveCall>),
+    /// Busy queues, by site.
+    Queues(Vec<(SiteId, Vec<QueueEntry>)>),
+    /// Sites and their links.
+    Links(Vec<LinkState>),
+    /// Alarms now.
+    Alarms(Vec<Alarm>),
+    /// System parameters: (name, value).
+    Parameters(Vec<(String, String)>),
+}
+
+/// Why a query has no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    /// What it names does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// It is not valid as given.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The state a listener starts from: everything up to event `seq` is in it (events
+/// after `seq` may be in it too; applying them again changes nothing).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The last event before it was taken.
+    pub seq: u64,
+    /// Every unit on the air.
+    pub units: Vec<UnitOnAir>,
+    /// Every call in progress.
+    pub calls: Vec<ActiveCall>,
+    /// Every site's slots.
+    pub slots: Vec<(SiteId, Vec<SlotView>)>,
+    /// Every site's busy queue.
+    pub queues: Vec<(SiteId, Vec<QueueEntry>)>,
+    /// Every site's link.
+    pub links: Vec<LinkState>,
+    /// Alarms now.
+    pub alarms: Vec<Alarm>,
+}
+
+/// The handle of a running controller.
+#[derive(Clone)]
+pub struct ControllerHandle {
+    node: Arc<Node>,
+}
+
+impl ControllerHandle {
+    pub(super) fn new(node: Arc<Node>) -> Self {
+        ControllerHandle { node }
+    }
+
+    /// Carries out `command` for `actor` (who is named in the audit log).
+    pub async fn command(&self, actor: &str, command: Command) -> Result<Outcome, CommandError> {
+        let n = &self.node;
+        let actor = actor.trim();
+        if actor.is_empty() {
+            return Err(CommandError::Invalid("actor must be named".into()));
+        }
+        match command {
+            Command::Inhibit { imsi } | Command::Enable { imsi } => {
+                let inhibit = matches!(command, Command::Inhibit { .. });
+                n.store.set_inhibited(actor, imsi, inhibit).await?;
+                n.follow_hlr().await;
+                self.subscriber_changed(imsi, actor, if inhibit { "inhibited" } else { "enabled" });
+                Ok(Outcome::Done)
+            }
+            Command::Authorize {
+                imsi,
+                priority,
+                permissions,
+            } => {
+                if priority.is_none() && permissions.is_none() {
+                    return Err(CommandError::Invalid(
+                        "give a priority, permissions or both".into(),
+                    ));
+                }
+                n.store
+                    .set_authorization(actor, imsi, priority, permissions)
+                    .await?;
+                n.follow_hlr().await;
+                let mut change = Vec::new();
+                if let Some(p) = priority {
+                    change.push(format!("priority={p}"));
+                }
+                if let Some(p) = permissions {
+                    change.push(format!("permissions={p}"));
+                }
+                self.subscriber_changed(imsi, actor, &change.join(" "));
+                Ok(Outcome::Done)
+            }
+            Command::EndCall { call } => {
+                if !n.calls.end_by_operator(call) {
+                    return Err(CommandError::NotFound(format!("call {call} is not in progress")));
+                }
+                Ok(Outcome::Done)
+            }
+            Command::SlotOutOfService { site, carrier, slot }
+            | Command::SlotInService { site, carrier, slot } => {
+                let faulty = matches!(command, Command::SlotOutOfService { .. });
+                let slot = slot.unwrap_or(rules::WHOLE_CARRIER);
+                n.store.set_slot_fault(actor, site, carrier, slot, faulty).await?;
+                n.follow_hlr().await;
+                Ok(Outcome::Done)
+            }
+            Command::SetParameter { name, value } => {
+                let current = n.config();
+                let new = params::set(&current, &name, &value)?;
+                // As the database will hold it (e.g. "0500" → "500").
+                let value = params::get(&new, &name).unwrap_or(value);
+                n.store.set_parameter(actor, &name, &value).await?;
+                n.apply_config(new);
+                let event = EventKind::ParameterChanged {
+                    name: name.clone(),
+                    value: value.clone(),
+                    actor: actor.to_string(),
+                };
+                n.events.publish(event, now_ms());
+                Ok(Outcome::Parameter { name, value })
+            }
+        }
+    }
+
+    fn subscriber_changed(&self, imsi: Imsi, actor: &str, change: &str) {
+        let Some(sub) = self.node.hlr.subscriber(&imsi) else {
+            return;
+        };
+        let event = EventKind::SubscriberChanged {
+            imsi,
+            unit: sub.unit,
+            actor: actor.to_string(),
+            change: change.to_string(),
+        };
+        self.node.events.publish(event, now_ms());
+    }
+
+    /// Answers `query` from the controller's memory (never the database).
+    pub fn query(&self, query: Query) -> Result<Answer, QueryError> {
+        let n = &self.node;
+        Ok(match query {
+            Query::Units(filter) => Answer::Units(self.units(&filter)?),
+            Query::Slots { site } => Answer::Slots(
+                n.calls
+                    .slot_map(site)
+                    .ok_or_else(|| QueryError::NotFound(format!("site {site} does not exist")))?,
+            ),
+            Query::Calls => Answer::Calls(self.calls()),
+            Query::Queues { site } => {
+                let sites = match site {
+                    Some(s) if n.hlr.site(s).is_none() => {
+                        return Err(QueryError::NotFound(format!("site {s} does not exist")));
+                    }
+                    Some(s) => vec![s],
+                    None => n.hlr.sites().into_iter().map(|s| s.id).collect(),
+                };
+                Answer::Queues(sites.into_iter().map(|s| (s, n.calls.queue(s))).collect())
+            }
+            Query::Links => Answer::Links(self.links()),
+            Query::Alarms => Answer::Alarms(self.alarms()),
+            Query::Parameters => Answer::Parameters(
+                params::all(&n.config())
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect(),
+            ),
+        })
+    }
+
+    fn units(&self, f: &UnitFilter) -> Result<Vec<UnitOnAir>, QueryError> {
+        if !(1..=10_000).contains(&f.limit) {
+            return Err(QueryError::Invalid("limit must be within 1..=10000".into()));
+        }
+        if f.talkgroup.is_some() && f.fleet.is_none() {
+            return Err(QueryError::Invalid("a talkgroup needs its fleet".into()));
+        }
+        let n = &self.node;
+        let page = n.vlr.page(f.after, f.limit, |_, u| {
+            f.site.is_none_or(|s| u.site == s)
+                && f.fleet.is_none_or(|fl| u.fleet == fl)
+                && f.talkgroup.is_none_or(|tg| u.affiliation.all().any(|t| t == tg))
+        });
+        Ok(page
+            .into_iter()
+            .map(|(imsi, u)| UnitOnAir {
+                imsi,
+                unit: n.hlr.subscriber(&imsi).map(|s| s.unit),
+                tmsi: u.tmsi,
+                site: u.site,
+                talkgroups: u.affiliation.all().collect(),
+                last_activity_ms: crate::calls::unix_ms(u.last_activity_ms),
+            })
+            .collect())
+    }
+
+    fn calls(&self) -> Vec<ActiveCall> {
+        self.node
+            .calls
+            .calls()
+            .into_iter()
+            .map(|view| ActiveCall {
+                requested_at_ms: crate::calls::unix_ms(view.requested_ms),
+                granted_at_ms: crate::calls::unix_ms(view.granted_ms),
+                view,
+            })
+            .collect()
+    }
+
+    fn links(&self) -> Vec<LinkState> {
+        let n = &self.node;
+        let mut sites = n.hlr.sites();
+        sites.sort_by_key(|s| s.id);
+        sites
+            .into_iter()
+            .map(|s| LinkState {
+                site: s.id,
+                connected: n.links.is_connected(s.id),
+                name: s.name,
+            })
+            .collect()
+    }
+
+    fn alarms(&self) -> Vec<Alarm> {
+        let n = &self.node;
+        let mut out = Vec::new();
+        if let Some(failed_operations) = n.health.outage() {
+            out.push(Alarm::DatabaseUnavailable { failed_operations });
+        }
+        let depth = n.config().trunking.queue_depth;
+        for link in self.links() {
+            let site = link.site;
+            if !link.connected {
+                out.push(Alarm::SiteDisconnected { site });
+            }
+            for s in n.calls.slot_map(site).unwrap_or_default() {
+                if s.state == crate::core::trunking::SlotUse::OutOfService {
+                    out.push(Alarm::SlotOutOfService {
+                        site,
+                        carrier: s.carrier,
+                        slot: s.slot,
+                    });
+                }
+            }
+            if n.calls.queue(site).len() >= depth {
+                out.push(Alarm::QueueFull { site });
+            }
+        }
+        let (unwritten, max) = n.calls.unwritten_records();
+        if unwritten >= max / 2 {
+            out.push(Alarm::RecordsBacklog { unwritten });
+        }
+        out
+    }
+
+    /// Listens from now on: the state now, and the events after it.
+    pub fn events(&self) -> (Snapshot, Subscription) {
+        let n = &self.node;
+        // Subscribed first, so nothing between the two is missed.
+        let sub = n.events.subscribe();
+        let sites: Vec<SiteId> = self.links().iter().map(|l| l.site).collect();
+        let mut units = Vec::new();
+        let mut after = None;
+        loop {
+            let filter = UnitFilter {
+                after,
+                limit: 10_000,
+                ..UnitFilter::default()
+            };
+            let page = self.units(&filter).unwrap_or_default();
+            after = page.last().map(|u| u.imsi);
+            let done = page.len() < 10_000;
+            units.extend(page);
+            if done {
+                break;
+            }
+        }
+        let snapshot = Snapshot {
+            seq: sub.after(),
+            units,
+            calls: self.calls(),
+            slots: sites
+                .iter()
+                .map(|s| (*s, n.calls.slot_map(*s).unwrap_or_default()))
+                .collect(),
+            queues: sites.iter().map(|s| (*s, n.calls.queue(*s))).collect(),
+            links: self.links(),
+            alarms: self.alarms(),
+        };
+        (snapshot, sub)
+    }
+
+    /// Listens from the event after `after` (the last one a listener saw), as long as
+    /// the controller still holds every event since; `Err`: take a new snapshot with
+    /// [`ControllerHandle::events`].
+    pub fn resume(&self, after: u64) -> Result<Subscription, Lagged> {
+        self.node.events.resume(after)
+    }
+}

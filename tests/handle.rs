@@ -1,0 +1,550 @@
+//! The controller handle over a running controller: every command acts at once and is
+//! audited with its actor, every query answers from the running state, and the event
+//! stream tells what happened, resumes after a reconnect and tells a slow listener it
+//! lagged.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use trunkd::controller::{
+    Alarm, Answer, Command, CommandError, ControllerHandle, Outcome, Query, QueryError, UnitFilter,
+};
+use trunkd::core::trunking::{CallEvent, EmergencyPolicy, SlotUse, TrunkingMode};
+use trunkd::events::{Event, EventKind, RadioCommand, RadioOutcome, Subscription};
+use trunkd::protocol::{CallScope, Cause, Frame, Message, MessageType};
+use trunkd::store::Permissions;
+
+/// The next event that `pred` accepts (others are skipped); fails after 10 s.
+async fn event_where(sub: &mut Subscription, pred: impl Fn(&EventKind) -> bool) -> Arc<Event> {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let e = sub.next().await.expect("controller stopped").expect("lagged");
+            if pred(&e.kind) {
+                return e;
+            }
+        }
+    })
+    .await
+    .expect("no such event within 10 s")
+}
+
+fn units(h: &ControllerHandle, filter: UnitFilter) -> Vec<u64> {
+    match h.query(Query::Units(filter)).unwrap() {
+        Answer::Units(u) => u.iter().map(|u| u.imsi.to_string().parse().unwrap()).collect(),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn limit(n: usize) -> UnitFilter {
+    UnitFilter {
+        limit: n,
+        ..UnitFilter::default()
+    }
+}
+
+#[tokio::test]
+async fn an_operator_ends_a_call_and_every_site_hears_cause_0x5f() {
+    let db = TestDb::sqlite();
+    let c = call_controller(&db, trunking(TrunkingMode::Message, EmergencyPolicy::Preempt)).await;
+    let h = c.handle();
+    let (_, mut sub) = h.events();
+    let mut g1 = gw(&c, 1).await;
+    let mut g2 = gw(&c, 2).await;
+    let t1 = reg_all(&mut g1, 1).await;
+    // Unit 2 at site 2 is affiliated to talkgroup 10 too: the call reaches both sites.
+    let _t2 = reg(&mut g2, 2).await;
+    let (_, f) = group_call(&mut g1, t1[0], 10, CallScope::WideArea).await;
+    let (call, _) = grant_of(&f);
+    let granted = event_where(&mut sub, |k| {
+        matches!(k, EventKind::Call(CallEvent::Granted { .. }))
+    })
+    .await;
+    let EventKind::Call(CallEvent::Granted { sites, .. }) = &granted.kind else {
+        unreachable!()
+    };
+    assert_eq!(sites, &vec![site(1), site(2)]);
+    let Answer::Calls(calls) = h.query(Query::Calls).unwrap() else {
+        panic!()
+    };
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].view.call, call);
+    assert_eq!(calls[0].view.caller, unit(1));
+    assert_eq!(calls[0].view.slots.len(), 2);
+    assert!(calls[0].granted_at_ms >= calls[0].requested_at_ms);
+
+    assert_eq!(
+        h.command("alice", Command::EndCall { call }).await.unwrap(),
+        Outcome::Done
+    );
+    let end = Message::CallEnd {
+        call,
+        cause: Cause::OperatorEnded,
+    };
+    assert_eq!(
+        until(&mut g1, |f| matches!(f.msg, Message::CallEnd { .. }))
+            .await
+            .msg,
+        end
+    );
+    assert_eq!(
+        until(&mut g2, |f| matches!(f.msg, Message::CallEnd { .. }))
+            .await
+            .msg,
+        end
+    );
+    let ended = event_where(&mut sub, |k| matches!(k, EventKind::Call(CallEvent::Ended(_)))).await;
+    let EventKind::Call(CallEvent::Ended(r)) = &ended.kind else {
+        unreachable!()
+    };
+    assert_eq!((r.call, r.end_cause), (Some(call), Cause::OperatorEnded));
+    let Answer::Calls(calls) = h.query(Query::Calls).unwrap() else {
+        panic!()
+    };
+    assert!(calls.is_empty());
+    // A call that is not running is an error, not a silent success.
+    assert!(matches!(
+        h.command("alice", Command::EndCall { call }).await,
+        Err(CommandError::NotFound(_))
+    ));
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn inhibit_enable_and_authorize_take_effect_at_once_and_name_the_actor() {
+    for db in TestDb::all().await {
+        let mut cfg = call_config(&db, trunking(TrunkingMode::Message, EmergencyPolicy::Preempt));
+        // Slower than the test: only the handle can make the change reach the controller.
+        cfg.registration.hlr_refresh_ms = 3_600_000;
+        provision_calls(&db).await;
+        let c = trunkd::controller::start(cfg).await.unwrap();
+        let h = c.handle();
+        let (_, mut sub) = h.events();
+        let mut g = gw(&c, 1).await;
+        let t = reg_all(&mut g, 3).await;
+
+        h.command("alice", Command::Inhibit { imsi: imsi(2) })
+            .await
+            .unwrap();
+        let stun = until(&mut g, |f| matches!(f.msg, Message::Inhibit { .. })).await;
+        assert_eq!(stun.msg, Message::Inhibit { tmsi: t[1] });
+        g.send(Frame::new(stun.txn, Message::InhibitAck { tmsi: t[1] }))
+            .await
+            .unwrap();
+        let done = event_where(&mut sub, |k| matches!(k, EventKind::RadioCommand { .. })).await;
+        assert_eq!(
+            done.kind,
+            EventKind::RadioCommand {
+                imsi: imsi(2),
+                command: RadioCommand::Inhibit,
+                outcome: RadioOutcome::Acknowledged
+            },
+            "{}",
+            db.name
+        );
+
+        // ENABLE goes to the last known site and TMSI, written behind.
+        while c.store.last_tmsi(imsi(2)).await.unwrap() != Some(t[1]) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        h.command("bob", Command::Enable { imsi: imsi(2) }).await.unwrap();
+        let revive = until(&mut g, |f| matches!(f.msg, Message::Enable { .. })).await;
+        g.send(Frame::new(revive.txn, Message::EnableAck { tmsi: t[1] }))
+            .await
+            .unwrap();
+        event_where(&mut sub, |k| {
+            matches!(
+                k,
+                EventKind::RadioCommand {
+                    command: RadioCommand::Enable,
+                    outcome: RadioOutcome::Acknowledged,
+                    ..
+                }
+            )
+        })
+        .await;
+
+        // Unit 3 loses its group permission: its next group call is refused.
+        let only_private = Permissions::parse("private").unwrap();
+        h.command(
+            "carol",
+            Command::Authorize {
+                imsi: imsi(3),
+                priority: Some(9),
+                permissions: Some(only_private),
+            },
+        )
+        .await
+        .unwrap();
+        let (_, f) = group_call(&mut g, t[2], 10, CallScope::Local).await;
+        assert_eq!(
+            f.msg,
+            deny(MessageType::GroupCallReq, Cause::ServiceNotPermitted),
+            "{}",
+            db.name
+        );
+        let sub3 = c.store.subscriber(imsi(3)).await.unwrap().unwrap();
+        assert_eq!((sub3.priority, sub3.permissions), (9, only_private));
+
+        let log = c.store.audit_since(0, 10_000).await.unwrap();
+        let by = |action: &str| log.iter().find(|e| e.action == action).map(|e| e.actor.clone());
+        assert_eq!(by("subscriber.inhibit").as_deref(), Some("alice"));
+        assert_eq!(by("subscriber.enable").as_deref(), Some("bob"));
+        assert_eq!(by("subscriber.authorize").as_deref(), Some("carol"));
+
+        // Refusals change nothing.
+        let unknown = h.command("alice", Command::Inhibit { imsi: imsi(99) }).await;
+        assert!(matches!(unknown, Err(CommandError::NotFound(_))), "{unknown:?}");
+        let nothing = Command::Authorize {
+            imsi: imsi(3),
+            priority: None,
+            permissions: None,
+        };
+        assert!(matches!(
+            h.command("alice", nothing).await,
+            Err(CommandError::Invalid(_))
+        ));
+        let too_high = Command::Authorize {
+            imsi: imsi(3),
+            priority: Some(16),
+            permissions: None,
+        };
+        assert!(matches!(
+            h.command("alice", too_high).await,
+            Err(CommandError::Invalid(_))
+        ));
+        let anonymous = h.command(" ", Command::Enable { imsi: imsi(2) }).await;
+        assert!(matches!(anonymous, Err(CommandError::Invalid(_))));
+        c.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn slots_go_out_of_service_and_back_with_an_alarm_meanwhile() {
+    let db = TestDb::sqlite();
+    let c = call_controller(&db, trunking(TrunkingMode::Message, EmergencyPolicy::Preempt)).await;
+    let h = c.handle();
+    let (snapshot, mut sub) = h.events();
+    assert!(snapshot
+        .alarms
+        .contains(&Alarm::SiteDisconnected { site: site(1) }));
+    let _g = gw(&c, 1).await;
+    event_where(&mut sub, |k| *k == EventKind::LinkUp { site: site(1) }).await;
+
+    let out = Command::SlotOutOfService {
+        site: site(1),
+        carrier: 0,
+        slot: Some(2),
+    };
+    h.command("alice", out).await.unwrap();
+    let e = event_where(&mut sub, |k| {
+        matches!(k, EventKind::Call(CallEvent::SlotChanged { .. }))
+    })
+    .await;
+    assert!(matches!(
+        e.kind,
+        EventKind::Call(CallEvent::SlotChanged {
+            in_service: false,
+            ..
+        })
+    ));
+    let Answer::Slots(slots) = h.query(Query::Slots { site: site(1) }).unwrap() else {
+        panic!()
+    };
+    let states: Vec<SlotUse> = slots.iter().map(|s| s.state).collect();
+    assert_eq!(
+        states,
+        vec![SlotUse::Control, SlotUse::Free, SlotUse::OutOfService]
+    );
+    let Answer::Alarms(alarms) = h.query(Query::Alarms).unwrap() else {
+        panic!()
+    };
+    assert!(alarms.contains(&Alarm::SlotOutOfService {
+        site: site(1),
+        carrier: 0,
+        slot: 2
+    }));
+    assert!(!alarms.contains(&Alarm::SiteDisconnected { site: site(1) }));
+    assert!(alarms.contains(&Alarm::SiteDisconnected { site: site(2) }));
+
+    let back = Command::SlotInService {
+        site: site(1),
+        carrier: 0,
+        slot: Some(2),
+    };
+    h.command("alice", back).await.unwrap();
+    event_where(&mut sub, |k| {
+        matches!(
+            k,
+            EventKind::Call(CallEvent::SlotChanged { in_service: true, .. })
+        )
+    })
+    .await;
+    let Answer::Slots(slots) = h.query(Query::Slots { site: site(1) }).unwrap() else {
+        panic!()
+    };
+    assert_eq!(slots[2].state, SlotUse::Free);
+
+    // The control channel and slots a site does not have are refused.
+    for (carrier, slot) in [(0, Some(0)), (1, None), (0, Some(5))] {
+        let bad = Command::SlotOutOfService {
+            site: site(1),
+            carrier,
+            slot,
+        };
+        assert!(matches!(
+            h.command("alice", bad).await,
+            Err(CommandError::Invalid(_))
+        ));
+    }
+    assert!(matches!(
+        h.query(Query::Slots { site: site(9) }),
+        Err(QueryError::NotFound(_))
+    ));
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn queries_list_units_queues_links_and_parameters() {
+    let db = TestDb::sqlite();
+    let c = call_controller(&db, trunking(TrunkingMode::Message, EmergencyPolicy::Preempt)).await;
+    let h = c.handle();
+    let mut g1 = gw(&c, 1).await;
+    let mut g2 = gw(&c, 2).await;
+    let t = reg_all(&mut g1, 5).await;
+    reg(&mut g2, 6).await;
+
+    // Units, paged in IMSI order, and filtered.
+    assert_eq!(
+        units(&h, limit(4)),
+        vec![1, 2, 3, 4]
+            .into_iter()
+            .map(|n| imsi(n).to_string().parse().unwrap())
+            .collect::<Vec<u64>>()
+    );
+    let page1 = units(&h, limit(4));
+    let rest = units(
+        &h,
+        UnitFilter {
+            after: Some(imsi(4)),
+            limit: 4,
+            ..UnitFilter::default()
+        },
+    );
+    assert_eq!(page1.len() + rest.len(), 6);
+    let at2 = units(
+        &h,
+        UnitFilter {
+            site: Some(site(2)),
+            limit: 100,
+            ..UnitFilter::default()
+        },
+    );
+    assert_eq!(at2, vec![imsi(6).to_string().parse::<u64>().unwrap()]);
+    assert_eq!(
+        units(
+            &h,
+            UnitFilter {
+                fleet: Some(unit(1).fleet),
+                talkgroup: Some(tg(10)),
+                limit: 100,
+                ..UnitFilter::default()
+            }
+        )
+        .len(),
+        6
+    );
+    assert!(matches!(
+        h.query(Query::Units(limit(0))),
+        Err(QueryError::Invalid(_))
+    ));
+
+    // Site 1 has two traffic slots: two calls take them, the next two wait in order.
+    let (_, mut sub) = h.events();
+    for (i, talkgroup) in [(0, 10), (1, 11)] {
+        let (_, f) = group_call(&mut g1, t[i], talkgroup, CallScope::Local).await;
+        grant_of(&f);
+    }
+    let (_, f) = group_call(&mut g1, t[2], 12, CallScope::Local).await;
+    assert!(matches!(f.msg, Message::Queued { .. }));
+    // Unit 5 (priority 5) goes ahead of unit 3 (priority 3): unit 3 moves to 2.
+    let (_, f) = private_call(&mut g1, t[4], 4).await;
+    assert!(matches!(f.msg, Message::Queued { .. }));
+    event_where(&mut sub, |k| {
+        matches!(k, EventKind::Call(CallEvent::QueueMoved { position: 2, .. }))
+    })
+    .await;
+    let Answer::Queues(queues) = h.query(Query::Queues { site: Some(site(1)) }).unwrap() else {
+        panic!()
+    };
+    let waiting: Vec<(usize, u16)> = queues[0]
+        .1
+        .iter()
+        .map(|q| (q.position, q.caller.member.get()))
+        .collect();
+    assert_eq!(waiting, vec![(1, 5), (2, 3)]);
+
+    let Answer::Links(links) = h.query(Query::Links).unwrap() else {
+        panic!()
+    };
+    assert!(links.iter().all(|l| l.connected));
+    assert_eq!(links.len(), 2);
+    let Answer::Parameters(p) = h.query(Query::Parameters).unwrap() else {
+        panic!()
+    };
+    assert!(p.contains(&("trunking.hang_time_ms".to_string(), "400".to_string())));
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn system_parameters_are_in_force_for_the_next_request_and_survive_a_restart() {
+    for db in TestDb::all().await {
+        provision_calls(&db).await;
+        let cfg = call_config(&db, trunking(TrunkingMode::Message, EmergencyPolicy::Preempt));
+        let c = trunkd::controller::start(cfg.clone()).await.unwrap();
+        let h = c.handle();
+        let (_, mut sub) = h.events();
+        let set = Command::SetParameter {
+            name: "trunking.mode".into(),
+            value: "transmission".into(),
+        };
+        assert_eq!(
+            h.command("alice", set).await.unwrap(),
+            Outcome::Parameter {
+                name: "trunking.mode".into(),
+                value: "transmission".into()
+            }
+        );
+        event_where(&mut sub, |k| matches!(k, EventKind::ParameterChanged { .. })).await;
+        // Transmission trunking: the call ends when the talker releases PTT.
+        let mut g = gw(&c, 1).await;
+        let t = reg_all(&mut g, 1).await;
+        let (_, f) = group_call(&mut g, t[0], 10, CallScope::Local).await;
+        let (call, _) = grant_of(&f);
+        g.request(Message::PttRelease { call, tmsi: t[0] }).await.unwrap();
+        let end = until(&mut g, |f| matches!(f.msg, Message::CallEnd { .. })).await;
+        assert_eq!(
+            end.msg,
+            Message::CallEnd {
+                call,
+                cause: Cause::Normal
+            },
+            "{}",
+            db.name
+        );
+
+        for (name, value) in [
+            ("trunking.queue_depth", "0"),
+            ("trunking.mode", "sometimes"),
+            ("link.listen", "0.0.0.0:1"),
+            ("trunking.hang_time_ms", "-1"),
+        ] {
+            let bad = Command::SetParameter {
+                name: name.into(),
+                value: value.into(),
+            };
+            assert!(
+                matches!(h.command("alice", bad).await, Err(CommandError::Invalid(_))),
+                "{name}"
+            );
+        }
+        c.stop().await;
+
+        // The database wins over the config file after a restart.
+        let c = trunkd::controller::start(cfg).await.unwrap();
+        let Answer::Parameters(p) = c.handle().query(Query::Parameters).unwrap() else {
+            panic!()
+        };
+        assert!(
+            p.contains(&("trunking.mode".to_string(), "transmission".to_string())),
+            "{}",
+            db.name
+        );
+        let log = c.store.audit_since(0, 10_000).await.unwrap();
+        assert!(log.iter().any(|e| e.action == "parameter.set"
+            && e.actor == "alice"
+            && e.object == "parameter:trunking.mode"));
+        c.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_listener_resumes_after_a_reconnect_without_missing_an_event() {
+    let db = TestDb::sqlite();
+    let c = call_controller(&db, trunking(TrunkingMode::Message, EmergencyPolicy::Preempt)).await;
+    let h = c.handle();
+    let (_, mut first) = h.events();
+    let g1 = gw(&c, 1).await;
+    let seen = event_where(&mut first, |k| matches!(k, EventKind::LinkUp { .. })).await;
+    drop(first); // the console goes away
+    drop(g1);
+    let g2 = gw(&c, 2).await;
+    // It comes back with the last number it saw.
+    let mut again = h.resume(seen.seq).unwrap();
+    let next = again.next().await.unwrap().unwrap();
+    assert_eq!(next.seq, seen.seq + 1);
+    let mut kinds = vec![next.kind.clone()];
+    while kinds.len() < 2 {
+        kinds.push(again.next().await.unwrap().unwrap().kind.clone());
+    }
+    assert!(kinds.contains(&EventKind::LinkDown { site: site(1) }));
+    assert!(kinds.contains(&EventKind::LinkUp { site: site(2) }));
+    drop(g2);
+    // A number never handed out cannot be resumed from.
+    assert!(h.resume(seen.seq + 1_000_000).is_err());
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn a_listener_too_slow_is_told_it_lagged_and_the_controller_goes_on() {
+    let db = TestDb::sqlite();
+    provision_calls(&db).await;
+    let mut cfg = call_config(&db, trunking(TrunkingMode::Message, EmergencyPolicy::Preempt));
+    cfg.events.backlog = 16;
+    let c = trunkd::controller::start(cfg).await.unwrap();
+    let h = c.handle();
+    let (_, mut slow) = h.events();
+    // Twenty slot changes: more events than the backlog holds, none read meanwhile.
+    for i in 0..20 {
+        let (site, carrier, slot) = (site(1), 0, Some(1 + i % 2));
+        let cmd = if i % 4 < 2 {
+            Command::SlotOutOfService { site, carrier, slot }
+        } else {
+            Command::SlotInService { site, carrier, slot }
+        };
+        h.command("alice", cmd).await.unwrap();
+    }
+    let lagged = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match slow.next().await {
+                Some(Err(l)) => return l,
+                Some(Ok(_)) => continue,
+                None => panic!("stream ended"),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(lagged.last_seen, 0);
+    // It cannot resume from where it was either: a new snapshot it is.
+    assert!(h.resume(0).is_err());
+    let (snapshot, mut fresh) = h.events();
+    assert!(snapshot.seq >= 20);
+    h.command(
+        "alice",
+        Command::SlotInService {
+            site: site(1),
+            carrier: 0,
+            slot: Some(1),
+        },
+    )
+    .await
+    .unwrap();
+    // The controller still serves: a gateway links and a new listener hears it.
+    let _g = gw(&c, 1).await;
+    let up = event_where(&mut fresh, |k| matches!(k, EventKind::LinkUp { .. })).await;
+    assert!(up.seq > snapshot.seq);
+    c.stop().await;
+}
