@@ -262,7 +262,7 @@ struct SubscriberAdd {
     talkgroups: String,
 }
 
-/// Parses a value of one of the protocol's ranged id types, stating the range when refused.
+/// A clap parser for one of the protocol's ranged id types ([`rules::ranged`]).
 fn ranged<T, R>(
     new: fn(R) -> Option<T>,
     min: R,
@@ -272,22 +272,12 @@ where
     T: 'static,
     R: FromStr + std::fmt::Display + Copy + Send + Sync + 'static,
 {
-    move |s| {
-        s.parse()
-            .ok()
-            .and_then(new)
-            .ok_or_else(|| format!("must be {min}..={max}"))
-    }
+    move |s| rules::ranged(s, new, min, max)
 }
 
-/// Parses a number within `range`.
+/// A clap parser for a number within `range` ([`rules::within`]).
 fn within(range: RangeInclusive<u8>) -> impl Fn(&str) -> Result<u8, String> + Clone + Send + Sync + 'static {
-    move |s| {
-        s.parse()
-            .ok()
-            .filter(|v| range.contains(v))
-            .ok_or_else(|| format!("must be {}..={}", range.start(), range.end()))
-    }
+    move |s| rules::within(s, range.clone())
 }
 
 fn slots_per_carrier(s: &str) -> Result<u8, String> {
@@ -737,17 +727,8 @@ async fn import(
 
 /// Builds the record from the arguments; `true` when keys were generated.
 fn new_subscriber(a: SubscriberAdd) -> anyhow::Result<(NewSubscriber, bool)> {
-    let secret = |v: Option<String>, name: &str| -> anyhow::Result<Option<Secret128>> {
-        v.map(|s| Secret128::from_hex(&s).with_context(|| format!("{name} must be 32 hex digits")))
-            .transpose()
-    };
-    let (k, opc) = (secret(a.k, "k")?, secret(a.opc, "opc")?);
-    let generated = k.is_none() && opc.is_none();
-    let (k, opc) = match (k, opc) {
-        (Some(k), Some(opc)) => (k, opc),
-        (None, None) => (Secret128::generate()?, Secret128::generate()?),
-        _ => bail!("give both --k and --opc, or neither to generate them"),
-    };
+    let (k, opc, generated) =
+        rules::subscriber_keys(a.k.as_deref(), a.opc.as_deref()).map_err(anyhow::Error::msg)?;
     let new = NewSubscriber {
         imei: Imei::parse(&a.imei).context("imei")?,
         imsi: a.imsi.as_deref().map(Imsi::parse).transpose().context("imsi")?,

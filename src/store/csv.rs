@@ -18,6 +18,7 @@ use std::io::Read;
 use ::csv::ByteRecord;
 
 use super::model::{list_items, NewSubscriber, Permissions, Secret128};
+use super::rules;
 use super::ImportError;
 use crate::protocol::{FleetId, Imei, Imsi, IndividualId, MemberId, TalkgroupId, Unit};
 
@@ -221,32 +222,28 @@ fn convert(layout: &Layout, row: &ByteRecord) -> Result<NewSubscriber, String> {
     let msisdn = Some(field(Column::Msisdn)?)
         .filter(|m| !m.is_empty())
         .map(str::to_string);
-    let fleet = field(Column::Fleet)?
-        .parse()
-        .ok()
-        .and_then(FleetId::new)
-        .ok_or("fleet must be 1..=65535")?;
-    let member = field(Column::Member)?
-        .parse()
-        .ok()
-        .and_then(MemberId::new)
-        .ok_or("member must be 1..=65535")?;
+    fn named(name: &'static str) -> impl Fn(String) -> String {
+        move |e| format!("{name} {e}")
+    }
+    let fleet = rules::ranged(field(Column::Fleet)?, FleetId::new, FleetId::MIN, FleetId::MAX)
+        .map_err(named("fleet"))?;
+    let member = rules::ranged(
+        field(Column::Member)?,
+        MemberId::new,
+        MemberId::MIN,
+        MemberId::MAX,
+    )
+    .map_err(named("member"))?;
     let individual = match field(Column::IndividualId)? {
         "" => None,
         s => Some(
-            s.parse()
-                .ok()
-                .and_then(IndividualId::new)
-                .ok_or("individual_id must be 1..=16777215")?,
+            rules::ranged(s, IndividualId::new, IndividualId::MIN, IndividualId::MAX)
+                .map_err(named("individual_id"))?,
         ),
     };
     let k = Secret128::from_hex(field(Column::K)?).ok_or("k must be 32 hex digits")?;
     let opc = Secret128::from_hex(field(Column::Opc)?).ok_or("opc must be 32 hex digits")?;
-    let priority: u8 = field(Column::Priority)?
-        .parse()
-        .ok()
-        .filter(|p| *p <= 15)
-        .ok_or("priority must be 0..=15")?;
+    let priority = rules::within(field(Column::Priority)?, rules::PRIORITIES).map_err(named("priority"))?;
     let permissions = Permissions::parse(field(Column::Permissions)?)?;
     let talkgroups = parse_talkgroups(field(Column::Talkgroups)?)?;
     Ok(NewSubscriber {

@@ -1,11 +1,14 @@
 //! What the HLR accepts. The store checks every write against these rules, so every
-//! writer (the command line today, an operator API tomorrow) refuses the same things
-//! with the same words; the command line also uses them to parse its arguments.
+//! writer (the command line, the CSV import, the controller handle, an operator API)
+//! refuses the same things with the same words; the text parsers here are what the
+//! command line and the CSV import read their fields with.
 //! Ranges are those of `PROTOCOL.md §4`.
 
+use std::fmt::Display;
 use std::ops::RangeInclusive;
+use std::str::FromStr;
 
-use super::model::{valid_msisdn, NewSubscriber, Site};
+use super::model::{valid_msisdn, NewSubscriber, Secret128, Site};
 use super::StoreError;
 use crate::protocol::SiteId;
 
@@ -17,6 +20,43 @@ pub const SLOTS_PER_CARRIER: [u8; 4] = [6, 4, 3, 2];
 pub const PRIORITIES: RangeInclusive<u8> = 0..=15;
 /// The `slot` of a slot fault that takes a whole carrier out of service.
 pub const WHOLE_CARRIER: u8 = 255;
+
+/// Parses a value of one of the protocol's ranged id types (`FleetId`, `SiteId`, ...)
+/// from text, stating the range when it is refused.
+pub fn ranged<T, R>(s: &str, new: fn(R) -> Option<T>, min: R, max: R) -> Result<T, String>
+where
+    R: FromStr + Display + Copy,
+{
+    s.parse()
+        .ok()
+        .and_then(new)
+        .ok_or_else(|| format!("must be {min}..={max}"))
+}
+
+/// Parses a number within `range`, stating the range when it is refused.
+pub fn within(s: &str, range: RangeInclusive<u8>) -> Result<u8, String> {
+    s.parse()
+        .ok()
+        .filter(|v| range.contains(v))
+        .ok_or_else(|| format!("must be {}..={}", range.start(), range.end()))
+}
+
+/// The keys of a subscriber to provision: K and OPc both given (32 hex digits each), or
+/// neither, and then both generated (the `bool` says so: they must be shown once).
+pub fn subscriber_keys(k: Option<&str>, opc: Option<&str>) -> Result<(Secret128, Secret128, bool), String> {
+    let hex = |v: Option<&str>, name: &str| {
+        v.map(|s| Secret128::from_hex(s).ok_or_else(|| format!("{name} must be 32 hex digits")))
+            .transpose()
+    };
+    match (hex(k, "k")?, hex(opc, "opc")?) {
+        (Some(k), Some(opc)) => Ok((k, opc, false)),
+        (None, None) => {
+            let gen = || Secret128::generate().map_err(|e| format!("no randomness for the keys: {e}"));
+            Ok((gen()?, gen()?, true))
+        }
+        _ => Err("give both k and opc, or neither to generate them".into()),
+    }
+}
 
 fn invalid(reason: String) -> StoreError {
     StoreError::Invalid(reason)
