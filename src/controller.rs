@@ -1,7 +1,8 @@
 //! The running controller: opens the HLR, loads its cache, starts the link server with
 //! the registration state machine behind it, and runs the background work (HLR change
-//! following, periodic-registration expiry, challenge sweeping, write-behind of last
-//! locations and audit entries). Used by `trunkd serve` and by the integration tests.
+//! following, the registrar's ticks — periodic-registration expiry and challenge
+//! sweeping —, write-behind of last locations and audit entries). Used by `trunkd
+//! serve` and by the integration tests.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -15,7 +16,8 @@ use tracing::{debug, error, info, warn};
 
 use crate::calls::{write_records, CallService, CALL_ID_BLOCK};
 use crate::config::Config;
-use crate::core::registration::{Event, OsEntropy, Registrar};
+use crate::core::entropy::OsEntropy;
+use crate::core::registration::{Event, Registrar};
 use crate::hlr::{HlrCache, SubscriberChange};
 use crate::link::{deny_unsupported, Handler, LinkServer, Links};
 use crate::messaging::Messaging;
@@ -23,7 +25,7 @@ use crate::protocol::{Cause, Frame, Imsi, Message, SiteId, Tmsi};
 use crate::remote::RemoteControl;
 use crate::store::health::DbHealth;
 use crate::store::{now_ms, Store, StoreError};
-use crate::vlr::Vlr;
+use crate::vlr::VlrView;
 
 /// How often an audit entry is tried before it is given up (and logged as an error).
 const AUDIT_ATTEMPTS: u32 = 60;
@@ -46,7 +48,8 @@ pub enum StartError {
 
 /// The link handler of a running controller.
 struct Services {
-    registrar: Registrar,
+    registrar: Arc<Registrar>,
+    hlr: Arc<HlrCache>,
     calls: Arc<CallService>,
     messaging: Arc<Messaging>,
     remote: Arc<RemoteControl>,
@@ -55,20 +58,13 @@ struct Services {
 
 impl Handler for Services {
     fn handle(&self, site: SiteId, frame: Frame) -> Vec<Frame> {
-        if let Some(out) = self.registrar.handle(site, &frame, mono_ms()) {
+        if let Some(out) = self.registrar.handle(site, &frame, &*self.hlr, mono_ms()) {
             for r in &out.replies {
                 if let Message::RegReject { cause } = r.msg {
                     debug!(%cause, txn = r.txn, "registration refused");
                 }
             }
-            for e in out.events {
-                match e {
-                    Event::UnitGone { tmsi } => self.calls.unit_gone(tmsi),
-                    Event::TmsiChanged { old, new } => self.calls.tmsi_changed(old, new),
-                    Event::Attached { imsi, tmsi, site } => self.messaging.attached(imsi, tmsi, site),
-                    e => self.writer.event(e),
-                }
-            }
+            carry_out(out.events, &self.calls, &self.messaging, &self.writer);
             return out.replies;
         }
         if let Some(replies) = self.calls.handle(site, &frame) {
@@ -77,7 +73,7 @@ impl Handler for Services {
         if let Some(replies) = self.messaging.handle(site, &frame, mono_ms()) {
             return replies;
         }
-        if let Some(replies) = self.remote.handle(site, &frame) {
+        if let Some(replies) = self.remote.handle(site, &frame, mono_ms()) {
             return replies;
         }
         if is_gateway_answer(&frame.msg) {
@@ -90,8 +86,21 @@ impl Handler for Services {
 
     fn link_down(&self, site: SiteId) {
         // Nobody can answer that site's challenges any more.
-        self.registrar.drop_challenges(site);
+        self.registrar.drop_challenges(site, mono_ms());
         self.calls.link_down(site);
+    }
+}
+
+/// Carries out what the registrar reports: calls follow a unit's TMSI, messages stored
+/// for a unit go out when it attaches, the rest is written behind.
+fn carry_out(events: Vec<Event>, calls: &CallService, messaging: &Arc<Messaging>, writer: &WriteBehind) {
+    for e in events {
+        match e {
+            Event::UnitGone { tmsi } => calls.unit_gone(tmsi),
+            Event::TmsiChanged { old, new } => calls.tmsi_changed(old, new),
+            Event::Attached { imsi, tmsi, site } => messaging.attached(imsi, tmsi, site),
+            e => writer.event(e),
+        }
     }
 }
 
@@ -180,8 +189,8 @@ pub struct Running {
     pub link_addr: SocketAddr,
     /// Connected sites.
     pub links: Links,
-    /// Units on the air.
-    pub vlr: Arc<Vlr>,
+    /// Units on the air (read-only: the registrar owns them).
+    pub vlr: VlrView,
     /// The HLR cache.
     pub hlr: Arc<HlrCache>,
     /// The HLR.
@@ -209,7 +218,6 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         subscribers = hlr.subscriber_count(),
         "HLR loaded"
     );
-    let vlr = Arc::new(Vlr::new());
     let links = Links::default();
     let (audit_tx, audit_rx) = mpsc::channel(10_000);
     let health = Arc::new(DbHealth::default());
@@ -218,12 +226,8 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         audit: audit_tx,
         health: health.clone(),
     });
-    let registrar = Registrar::new(
-        hlr.clone(),
-        vlr.clone(),
-        cfg.registration.policy(),
-        Arc::new(OsEntropy),
-    );
+    let registrar = Arc::new(Registrar::new(cfg.registration.policy(), Box::new(OsEntropy)));
+    let vlr = registrar.vlr();
     let (records_tx, records_rx) = mpsc::unbounded_channel();
     let selected_area = cfg
         .trunking
@@ -255,7 +259,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         messaging.mail_stored(imsi);
     }
     let remote = Arc::new(RemoteControl::new(
-        vlr.clone(),
+        registrar.clone(),
         links.clone(),
         store.clone(),
         calls.clone(),
@@ -264,7 +268,8 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         cfg.messaging.radio_command_attempts,
     ));
     let services = Arc::new(Services {
-        registrar,
+        registrar: registrar.clone(),
+        hlr: hlr.clone(),
         calls: calls.clone(),
         messaging: messaging.clone(),
         remote: remote.clone(),
@@ -296,7 +301,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         cfg: cfg.clone(),
         store: store.clone(),
         hlr: hlr.clone(),
-        vlr: vlr.clone(),
+        registrar,
         writer,
         calls: calls.clone(),
         messaging,
@@ -365,7 +370,7 @@ struct Background {
     cfg: Config,
     store: Store,
     hlr: Arc<HlrCache>,
-    vlr: Arc<Vlr>,
+    registrar: Arc<Registrar>,
     writer: Arc<WriteBehind>,
     calls: Arc<CallService>,
     messaging: Arc<Messaging>,
@@ -382,23 +387,25 @@ impl Background {
         let r = &self.cfg.registration;
         let mut tasks = Vec::new();
 
-        let (store, hlr, vlr, calls, remote) = (
+        let (store, hlr, registrar, calls, remote) = (
             self.store.clone(),
             self.hlr.clone(),
-            self.vlr.clone(),
+            self.registrar.clone(),
             self.calls.clone(),
             self.remote.clone(),
         );
         let health = self.writer.health.clone();
+        let (messaging, writer) = (self.messaging.clone(), self.writer.clone());
         tasks.push(every(r.hlr_refresh_ms, stop.clone(), move || {
-            let (store, hlr, vlr, calls, remote, health) = (
+            let (store, hlr, registrar, calls, remote, health) = (
                 store.clone(),
                 hlr.clone(),
-                vlr.clone(),
+                registrar.clone(),
                 calls.clone(),
                 remote.clone(),
                 health.clone(),
             );
+            let (messaging, writer) = (messaging.clone(), writer.clone());
             async move {
                 match health.report("following HLR changes", hlr.refresh(&store).await) {
                     None | Some(0) => {}
@@ -415,11 +422,8 @@ impl Background {
                         }
                         // A removed subscriber leaves the air at once, and its calls end.
                         SubscriberChange::Removed(imsi) => {
-                            if let Some(u) = vlr.get(&imsi) {
-                                if vlr.deregister(u.tmsi, u.site).is_some() {
-                                    calls.unit_gone(u.tmsi);
-                                }
-                            }
+                            let gone = registrar.subscriber_removed(imsi, mono_ms());
+                            carry_out(gone, &calls, &messaging, &writer);
                         }
                     }
                 }
@@ -433,31 +437,19 @@ impl Background {
             async {}
         }));
 
-        // Expired challenges are kept a while longer (at least 5 s) so that a late answer
-        // is told "challenge expired" rather than "no challenge pending".
-        let (vlr, period, calls) = (
-            self.vlr.clone(),
-            r.periodic_registration_ms as i64,
-            self.calls.clone(),
-        );
-        let keep_expired = (r.challenge_timeout_ms as i64).max(5000);
-        let sweep_ms = (r.periodic_registration_ms / 10).clamp(10, 1000);
-        tasks.push(every(sweep_ms, stop.clone(), move || {
-            let (vlr, calls) = (vlr.clone(), calls.clone());
-            async move {
-                let now = mono_ms();
-                let expired = vlr.expire(now - period);
-                for (_, unit) in &expired {
-                    calls.unit_gone(unit.tmsi);
-                }
-                if !expired.is_empty() {
-                    info!(
-                        units = expired.len(),
-                        "periodic registration expired; units left the VLR"
-                    );
-                }
-                vlr.sweep_challenges(now - keep_expired);
+        // Periodic-registration expiry and challenge sweeping, decided by the registrar.
+        let (registrar, calls) = (self.registrar.clone(), self.calls.clone());
+        let (messaging, writer) = (self.messaging.clone(), self.writer.clone());
+        tasks.push(every(registrar.tick_every_ms(), stop.clone(), move || {
+            let expired = registrar.tick(mono_ms());
+            if !expired.is_empty() {
+                info!(
+                    units = expired.len(),
+                    "periodic registration expired; units left the VLR"
+                );
             }
+            carry_out(expired, &calls, &messaging, &writer);
+            async {}
         }));
 
         let messaging = self.messaging.clone();
