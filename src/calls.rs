@@ -25,13 +25,13 @@ use crate::protocol::{
     SlotSelector, Target, Tmsi, Unit,
 };
 use crate::store::{now_ms, CallRecordRow, Store, Subscriber};
-use crate::vlr::{Vlr, VlrUnit};
+use crate::vlr::{VlrUnit, VlrView};
 
 /// The call services.
 pub struct CallService {
     core: Mutex<Trunking>,
     hlr: Arc<HlrCache>,
-    vlr: Arc<Vlr>,
+    vlr: VlrView,
     links: Links,
     selected_area: Vec<SiteId>,
     wake: Notify,
@@ -61,7 +61,7 @@ impl CallService {
     pub fn new(
         cfg: &TrunkingSection,
         hlr: Arc<HlrCache>,
-        vlr: Arc<Vlr>,
+        vlr: VlrView,
         links: Links,
         records: mpsc::UnboundedSender<CallRecord>,
         events: Arc<EventBus>,

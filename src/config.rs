@@ -356,6 +356,7 @@ impl RegistrationConfig {
             max_pending_challenges_per_site: self.max_pending_challenges_per_site,
             clone_window_ms: self.clone_window_ms as i64,
             refuse_clones: self.refuse_clones,
+            periodic_registration_ms: self.periodic_registration_ms as i64,
         }
     }
 }

@@ -14,8 +14,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::broadcast;
 
+use crate::core::registration::UnitEvent;
 use crate::core::trunking::CallEvent;
-use crate::protocol::{Imsi, SiteId, TalkgroupId, Tmsi, Unit};
+use crate::protocol::{Imsi, SiteId, Unit};
 
 /// One numbered event.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,19 +27,6 @@ pub struct Event {
     pub at_ms: i64,
     /// What happened.
     pub kind: EventKind,
-}
-
-/// Why a unit left the air.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LeaveReason {
-    /// It deregistered (`DEREG_REQUEST`).
-    Detached,
-    /// Its periodic registration ran out.
-    Expired,
-    /// An operator removed it from the HLR.
-    Removed,
-    /// It was inhibited and acknowledged (or stopped answering).
-    Inhibited,
 }
 
 /// A command sent over the air to a radio.
@@ -64,42 +52,8 @@ pub enum RadioOutcome {
 /// What happened.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EventKind {
-    /// A unit registered (or registered again) at `site`.
-    Registered {
-        /// The unit.
-        imsi: Imsi,
-        /// Its TMSI now.
-        tmsi: Tmsi,
-        /// Where.
-        site: SiteId,
-    },
-    /// A unit left the air.
-    Deregistered {
-        /// The unit.
-        imsi: Imsi,
-        /// The site it was at.
-        site: SiteId,
-        /// Why.
-        reason: LeaveReason,
-    },
-    /// A registered unit moved to another site (location update).
-    LocationChanged {
-        /// The unit.
-        imsi: Imsi,
-        /// Where it was.
-        from: SiteId,
-        /// Where it is.
-        to: SiteId,
-    },
-    /// A unit's talkgroup affiliation changed.
-    Affiliated {
-        /// The unit.
-        imsi: Imsi,
-        /// Where.
-        site: SiteId,
-        /// Its talkgroups now, the primary first.
-        talkgroups: Vec<TalkgroupId>,
-    },
+    /// Registrations, moves, departures and affiliations (from the registrar).
+    Unit(UnitEvent),
     /// The same subscriber was active at two sites within the clone window.
     CloneSuspected {
         /// The unit.

@@ -2,13 +2,15 @@
 //! IMEI) and sites. Loaded at start; kept in step by following the audit log, which
 //! every write to the HLR appends to in the same transaction, so changes made by
 //! another process (`trunkd subscriber add` while the controller runs) arrive too.
-//! The registration path reads only this cache and never waits on the database.
+//! The registration path reads only this cache (as the registrar's
+//! [`SubscriberLookup`]) and never waits on the database.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use dashmap::DashMap;
 
+use crate::core::registration::SubscriberLookup;
 use crate::link::SiteKeys;
 use crate::protocol::{FleetId, Imei, Imsi, SiteId, SiteKey, TalkgroupId, Unit};
 use crate::store::{Site, Store, StoreError, Subscriber};
@@ -219,6 +221,20 @@ impl HlrCache {
     /// Subscribers in the cache.
     pub fn subscriber_count(&self) -> usize {
         self.subscribers.len()
+    }
+}
+
+impl SubscriberLookup for HlrCache {
+    fn subscriber(&self, imsi: &Imsi) -> Option<Arc<Subscriber>> {
+        HlrCache::subscriber(self, imsi)
+    }
+
+    fn imsi_for_imei(&self, imei: &Imei) -> Option<Imsi> {
+        HlrCache::imsi_for_imei(self, imei)
+    }
+
+    fn talkgroup_exists(&self, fleet: FleetId, talkgroup: TalkgroupId) -> bool {
+        HlrCache::talkgroup_exists(self, fleet, talkgroup)
     }
 }
 

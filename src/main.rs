@@ -16,7 +16,7 @@ use trunkd::protocol::{
 };
 use trunkd::store::csv::{parse_subscribers, parse_talkgroups};
 use trunkd::store::{
-    rules, Fleet, NewSubscriber, Permissions, Provisioned, Secret128, Site, Store, Subscriber, Talkgroup,
+    rules, Fleet, NewSubscriber, Permissions, Provisioned, Site, Store, Subscriber, Talkgroup,
 };
 
 #[derive(Parser)]

@@ -29,7 +29,7 @@ use crate::protocol::{
 };
 use crate::store::health::DbHealth;
 use crate::store::{now_ms, Store};
-use crate::vlr::Vlr;
+use crate::vlr::VlrView;
 
 /// How many of a unit's stored messages are delivered before their acknowledgements are
 /// waited for.
@@ -47,7 +47,7 @@ struct Waiting {
 /// The messaging services.
 pub struct Messaging {
     hlr: Arc<HlrCache>,
-    vlr: Arc<Vlr>,
+    vlr: VlrView,
     links: Links,
     store: Store,
     ttl_ms: i64,
@@ -73,7 +73,7 @@ pub struct Messaging {
 
 impl Messaging {
     /// The services over the given registries and store.
-    pub fn new(hlr: Arc<HlrCache>, vlr: Arc<Vlr>, links: Links, store: Store, cfg: &MessagingConfig) -> Self {
+    pub fn new(hlr: Arc<HlrCache>, vlr: VlrView, links: Links, store: Store, cfg: &MessagingConfig) -> Self {
         Messaging {
             hlr,
             vlr,

@@ -23,11 +23,11 @@ use tracing::{debug, info, warn};
 
 use crate::calls::CallService;
 use crate::config::MessagingConfig;
-use crate::events::{EventBus, EventKind, LeaveReason, RadioCommand, RadioOutcome};
+use crate::core::registration::{Event, Registrar};
+use crate::events::{EventBus, EventKind, RadioCommand, RadioOutcome};
 use crate::link::Links;
 use crate::protocol::{Frame, Imsi, Message, SiteId, Tmsi, CONTROLLER_TXN_BASE};
 use crate::store::{now_ms, Store};
-use crate::vlr::Vlr;
 
 /// An audit entry for the controller's audit writer: (action, object, detail).
 pub type AuditEntry = (String, String, String);
@@ -67,7 +67,8 @@ struct Pending {
 
 /// The radio commands in flight.
 pub struct RemoteControl {
-    vlr: Arc<Vlr>,
+    /// Who is on the air; an inhibited unit leaves through it.
+    registrar: Arc<Registrar>,
     links: Links,
     store: Store,
     calls: Arc<CallService>,
@@ -83,7 +84,7 @@ pub struct RemoteControl {
 impl RemoteControl {
     /// Commands over the given registries; outcomes go to `audit`.
     pub fn new(
-        vlr: Arc<Vlr>,
+        registrar: Arc<Registrar>,
         links: Links,
         store: Store,
         calls: Arc<CallService>,
@@ -92,7 +93,7 @@ impl RemoteControl {
         cfg: &MessagingConfig,
     ) -> Self {
         RemoteControl {
-            vlr,
+            registrar,
             links,
             store,
             calls,
@@ -140,7 +141,7 @@ impl RemoteControl {
     pub async fn changed(&self, imsi: Imsi, inhibited: bool, now_ms: i64) {
         // A newer command supersedes one still in flight for the unit.
         self.pending.retain(|_, p| p.imsi != imsi);
-        let on_air = self.vlr.get(&imsi);
+        let on_air = self.registrar.vlr().get(&imsi);
         if inhibited {
             let Some(unit) = on_air else {
                 let why = "not registered: nothing sent (registrations are refused)".to_string();
@@ -198,8 +199,9 @@ impl RemoteControl {
         }
     }
 
-    /// Handles `INHIBIT_ACK` and `ENABLE_ACK` from `site`; `None` for other messages.
-    pub fn handle(&self, site: SiteId, frame: &Frame) -> Option<Vec<Frame>> {
+    /// Handles `INHIBIT_ACK` and `ENABLE_ACK` from `site` at `now_ms` (monotonic);
+    /// `None` for other messages.
+    pub fn handle(&self, site: SiteId, frame: &Frame, now_ms: i64) -> Option<Vec<Frame>> {
         let (kind, tmsi) = match frame.msg {
             Message::InhibitAck { tmsi } => (Kind::Inhibit, tmsi),
             Message::EnableAck { tmsi } => (Kind::Enable, tmsi),
@@ -212,22 +214,22 @@ impl RemoteControl {
         };
         let detail = format!("site {site} acknowledged after {} send(s)", p.sent);
         if kind == Kind::Inhibit {
-            self.leave_vlr(p.tmsi, site);
+            self.leave_vlr(p.tmsi, site, now_ms);
         }
         self.audit(kind, RadioOutcome::Acknowledged, p.imsi, detail);
         Some(vec![])
     }
 
     /// The inhibited unit leaves the VLR (its calls already ended).
-    fn leave_vlr(&self, tmsi: Tmsi, site: SiteId) {
-        if let Some((imsi, _)) = self.vlr.deregister(tmsi, site) {
-            self.calls.unit_gone(tmsi);
-            let event = EventKind::Deregistered {
-                imsi,
-                site,
-                reason: LeaveReason::Inhibited,
-            };
-            self.events.publish(event, now_ms());
+    fn leave_vlr(&self, tmsi: Tmsi, site: SiteId, now: i64) {
+        for e in self.registrar.take_off_air(tmsi, site, now) {
+            match e {
+                Event::UnitGone { tmsi } => self.calls.unit_gone(tmsi),
+                Event::Unit(u) => {
+                    self.events.publish(EventKind::Unit(u), now_ms());
+                }
+                _ => {}
+            }
         }
     }
 
@@ -261,7 +263,7 @@ impl RemoteControl {
             let Some((_, p)) = given_up else { continue };
             let detail = format!("no acknowledgement from site {site} after {} send(s)", p.sent);
             if p.kind == Kind::Inhibit {
-                self.leave_vlr(p.tmsi, site);
+                self.leave_vlr(p.tmsi, site, now_ms);
             }
             self.audit(p.kind, RadioOutcome::Unacknowledged, p.imsi, detail);
         }

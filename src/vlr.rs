@@ -1,6 +1,11 @@
 //! The VLR: units on the air now, in memory, reachable by IMSI and by TMSI, plus the
 //! authentication challenges that are waiting for their answer.
 //!
+//! The registration state machine (`crate::core::registration::Registrar`) owns the
+//! VLR and is the only thing that changes it; every other service reads it through a
+//! [`VlrView`], which has no way to change it. The VLR stays a concurrent map because
+//! link sessions register units in parallel.
+//!
 //! Sizes matter here (one entry per registered unit): an entry is a fixed-size value
 //! with no heap allocation; see BENCHMARKS.md for the measured bytes per unit.
 
@@ -9,6 +14,7 @@ use dashmap::DashMap;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use crate::protocol::{FleetId, Imsi, SiteId, TalkgroupId, TalkgroupList, Tmsi};
 
@@ -128,7 +134,8 @@ pub enum RegisterError<E> {
     NoTmsi,
 }
 
-/// The registry of units on the air.
+/// The registry of units on the air. Its changing methods are for its owner, the
+/// `Registrar`; everyone else gets a [`VlrView`].
 #[derive(Default)]
 pub struct Vlr {
     by_imsi: DashMap<Imsi, VlrUnit>,
@@ -370,6 +377,68 @@ impl Vlr {
     /// Challenges waiting for an answer at `site`.
     pub fn pending_challenges_at(&self, site: SiteId) -> usize {
         self.challenges.get(&site).map_or(0, |m| m.len())
+    }
+}
+
+/// A read-only handle on a VLR that someone else owns (cheap to clone): what the
+/// services other than registration (calls, messaging, remote control, the tests) see.
+#[derive(Clone)]
+pub struct VlrView(Arc<Vlr>);
+
+impl VlrView {
+    /// A view of `vlr`.
+    pub fn new(vlr: Arc<Vlr>) -> Self {
+        VlrView(vlr)
+    }
+
+    /// Registered units.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether no unit is registered.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// A registered unit by IMSI.
+    pub fn get(&self, imsi: &Imsi) -> Option<VlrUnit> {
+        self.0.get(imsi)
+    }
+
+    /// The IMSI holding `tmsi` now.
+    pub fn imsi_of(&self, tmsi: Tmsi) -> Option<Imsi> {
+        self.0.imsi_of(tmsi)
+    }
+
+    /// See [`Vlr::page`].
+    pub fn page(
+        &self,
+        after: Option<Imsi>,
+        limit: usize,
+        keep: impl Fn(&Imsi, &VlrUnit) -> bool,
+    ) -> Vec<(Imsi, VlrUnit)> {
+        self.0.page(after, limit, keep)
+    }
+
+    /// See [`Vlr::talkgroup_sites`].
+    pub fn talkgroup_sites(&self, fleet: FleetId, talkgroup: TalkgroupId) -> Vec<SiteId> {
+        self.0.talkgroup_sites(fleet, talkgroup)
+    }
+
+    /// See [`Vlr::affiliated_units`].
+    pub fn affiliated_units(&self, fleet: FleetId, talkgroup: TalkgroupId) -> Vec<(Imsi, Tmsi, SiteId)> {
+        self.0.affiliated_units(fleet, talkgroup)
+    }
+
+    /// Challenges waiting for an answer.
+    pub fn pending_challenges(&self) -> usize {
+        self.0.pending_challenges()
+    }
+
+    /// Challenges waiting for an answer at `site`.
+    pub fn pending_challenges_at(&self, site: SiteId) -> usize {
+        self.0.pending_challenges_at(site)
     }
 }
 

@@ -12,9 +12,12 @@ use common::*;
 use trunkd::controller::{
     Alarm, Answer, Command, CommandError, ControllerHandle, Outcome, Query, QueryError, UnitFilter,
 };
+use trunkd::core::registration::{LeaveReason, UnitEvent};
 use trunkd::core::trunking::{CallEvent, EmergencyPolicy, SlotUse, TrunkingMode};
 use trunkd::events::{Event, EventKind, RadioCommand, RadioOutcome, Subscription};
-use trunkd::protocol::{CallScope, Cause, Frame, Message, MessageType};
+use trunkd::protocol::{
+    CallScope, Cause, Frame, Identity, LocationReason, Message, MessageType, TalkgroupList,
+};
 use trunkd::store::Permissions;
 
 /// The next event that `pred` accepts (others are skipped); fails after 10 s.
@@ -546,5 +549,193 @@ async fn a_listener_too_slow_is_told_it_lagged_and_the_controller_goes_on() {
     let _g = gw(&c, 1).await;
     let up = event_where(&mut fresh, |k| matches!(k, EventKind::LinkUp { .. })).await;
     assert!(up.seq > snapshot.seq);
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn unit_events_tell_registration_moves_affiliation_clones_and_departures() {
+    let db = TestDb::sqlite();
+    let c = call_controller(&db, trunking(TrunkingMode::Message, EmergencyPolicy::Preempt)).await;
+    let h = c.handle();
+    let (snapshot, mut sub) = h.events();
+    assert!(snapshot.units.is_empty());
+    let (mut g1, mut g2) = (gw(&c, 1).await, gw(&c, 2).await);
+    let t1 = reg(&mut g1, 1).await;
+    let e = event_where(&mut sub, |k| matches!(k, EventKind::Unit(_))).await;
+    assert_eq!(
+        e.kind,
+        EventKind::Unit(UnitEvent::Registered {
+            imsi: imsi(1),
+            tmsi: t1,
+            site: site(1)
+        })
+    );
+    // A move to site 2.
+    let moved = Message::LocationUpdate {
+        tmsi: t1,
+        reason: LocationReason::SiteChange,
+    };
+    let (_, f) = trunkd::sim::authenticate(&mut g2, moved, &radio_keys(1))
+        .await
+        .unwrap();
+    let t1 = trunkd::sim::accepted_tmsi(&f).unwrap();
+    let e = event_where(&mut sub, |k| matches!(k, EventKind::Unit(_))).await;
+    assert_eq!(
+        e.kind,
+        EventKind::Unit(UnitEvent::LocationChanged {
+            imsi: imsi(1),
+            from: site(1),
+            to: site(2),
+            tmsi: t1
+        })
+    );
+    // An affiliation.
+    let list = TalkgroupList::new(tg(11), vec![tg(10)]).unwrap();
+    g2.request(Message::Affiliate {
+        tmsi: t1,
+        talkgroups: list,
+    })
+    .await
+    .unwrap();
+    let e = event_where(&mut sub, |k| matches!(k, EventKind::Unit(_))).await;
+    assert_eq!(
+        e.kind,
+        EventKind::Unit(UnitEvent::Affiliated {
+            imsi: imsi(1),
+            site: site(2),
+            talkgroups: vec![tg(11), tg(10)]
+        })
+    );
+    // The snapshot of a new listener has the unit where it is now.
+    let (now, _) = h.events();
+    assert_eq!(now.units.len(), 1);
+    assert_eq!(
+        (now.units[0].site, now.units[0].talkgroups.clone()),
+        (site(2), vec![tg(11), tg(10)])
+    );
+    // A power-on at site 1 within the clone window: a suspected clone.
+    let f = trunkd::sim::register(&mut g1, Identity::Imsi(imsi(1)), &radio_keys(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        f.msg,
+        Message::RegReject {
+            cause: Cause::CloneSuspected
+        }
+    );
+    let e = event_where(&mut sub, |k| !matches!(k, EventKind::LinkUp { .. })).await;
+    assert!(
+        matches!(e.kind, EventKind::CloneSuspected { imsi: i, .. } if i == imsi(1)),
+        "{e:?}"
+    );
+    // It powers off.
+    g2.request(Message::Deregister { tmsi: t1 }).await.unwrap();
+    let e = event_where(&mut sub, |k| matches!(k, EventKind::Unit(_))).await;
+    assert_eq!(
+        e.kind,
+        EventKind::Unit(UnitEvent::Left {
+            imsi: imsi(1),
+            site: site(2),
+            reason: LeaveReason::Detached
+        })
+    );
+    // Numbered without gaps, in time order.
+    let mut resumed = h.resume(snapshot.seq).unwrap();
+    let mut last = (snapshot.seq, 0);
+    while let Some(Ok(e)) = resumed.try_next() {
+        assert_eq!(e.seq, last.0 + 1);
+        assert!(e.at_ms >= last.1);
+        last = (e.seq, e.at_ms);
+    }
+    assert!(last.0 >= snapshot.seq + 6);
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn queue_full_preemption_and_emergency_are_told() {
+    let db = TestDb::sqlite();
+    let mut t = trunking(TrunkingMode::Message, EmergencyPolicy::Preempt);
+    t.queue_depth = 1;
+    let c = call_controller(&db, t).await;
+    let h = c.handle();
+    let mut g = gw(&c, 1).await;
+    let u = reg_all(&mut g, 5).await;
+    let (_, mut sub) = h.events();
+    // Two calls take site 1's two traffic slots; one request waits, the next finds the
+    // queue full.
+    let (_, f) = group_call(&mut g, u[0], 10, CallScope::Local).await;
+    let (low, _) = grant_of(&f);
+    let (_, f) = group_call(&mut g, u[1], 11, CallScope::Local).await;
+    grant_of(&f);
+    let (txn, f) = group_call(&mut g, u[2], 12, CallScope::Local).await;
+    assert!(matches!(f.msg, Message::Queued { .. }));
+    let e = event_where(&mut sub, |k| {
+        matches!(k, EventKind::Call(CallEvent::Queued { .. }))
+    })
+    .await;
+    assert_eq!(
+        e.kind,
+        EventKind::Call(CallEvent::Queued {
+            site: site(1),
+            caller: unit(3),
+            txn,
+            position: 1,
+            emergency: false
+        })
+    );
+    let (_, f) = private_call(&mut g, u[3], 5).await;
+    assert_eq!(f.msg, deny(MessageType::PrivateCallReq, Cause::QueueFull));
+    event_where(&mut sub, |k| {
+        *k == EventKind::Call(CallEvent::QueueFull { site: site(1) })
+    })
+    .await;
+    let Answer::Alarms(alarms) = h.query(Query::Alarms).unwrap() else {
+        panic!()
+    };
+    assert!(alarms.contains(&Alarm::QueueFull { site: site(1) }));
+    // An emergency on talkgroup 12 preempts the lowest-priority call (unit 1's).
+    let etxn = g
+        .request(Message::EmergencyCallReq {
+            tmsi: u[4],
+            talkgroup: tg(12),
+        })
+        .await
+        .unwrap();
+    until(&mut g, |f| f.txn == etxn).await;
+    let e = event_where(&mut sub, |k| {
+        matches!(k, EventKind::Call(CallEvent::Emergency { .. }))
+    })
+    .await;
+    assert!(matches!(e.kind, EventKind::Call(CallEvent::Emergency { caller, .. }) if caller == unit(5)));
+    let e = event_where(&mut sub, |k| {
+        matches!(k, EventKind::Call(CallEvent::Preempted { .. }))
+    })
+    .await;
+    assert_eq!(
+        e.kind,
+        EventKind::Call(CallEvent::Preempted {
+            call: low,
+            site: site(1)
+        })
+    );
+    // Unit 3 withdraws its waiting request: it leaves the queue.
+    g.request(Message::CallCancel {
+        tmsi: u[2],
+        request_txn: txn,
+    })
+    .await
+    .unwrap();
+    let e = event_where(&mut sub, |k| {
+        matches!(k, EventKind::Call(CallEvent::QueueLeft { .. }))
+    })
+    .await;
+    assert_eq!(
+        e.kind,
+        EventKind::Call(CallEvent::QueueLeft {
+            site: site(1),
+            caller: unit(3),
+            txn
+        })
+    );
     c.stop().await;
 }

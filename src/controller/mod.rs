@@ -23,8 +23,9 @@ use tracing::{debug, error, info, warn};
 
 use crate::calls::{write_records, CallService, CALL_ID_BLOCK};
 use crate::config::Config;
-use crate::core::registration::{Event, OsEntropy, Registrar};
-use crate::events::{EventBus, EventKind, LeaveReason};
+use crate::core::entropy::OsEntropy;
+use crate::core::registration::{Event, Registrar};
+use crate::events::{EventBus, EventKind};
 use crate::hlr::{HlrCache, HlrChange};
 use crate::link::{deny_unsupported, Handler, LinkServer, Links};
 use crate::messaging::Messaging;
@@ -33,7 +34,7 @@ use crate::protocol::{Cause, Frame, Imsi, Message, SiteId, Tmsi};
 use crate::remote::RemoteControl;
 use crate::store::health::DbHealth;
 use crate::store::{now_ms, Store, StoreError};
-use crate::vlr::Vlr;
+use crate::vlr::VlrView;
 
 /// How often an audit entry is tried before it is given up (and logged as an error).
 const AUDIT_ATTEMPTS: u32 = 60;
@@ -56,39 +57,28 @@ pub enum StartError {
 
 /// The link handler of a running controller.
 struct Services {
-    registrar: Registrar,
-    calls: Arc<CallService>,
-    messaging: Arc<Messaging>,
-    remote: Arc<RemoteControl>,
-    writer: Arc<WriteBehind>,
-    events: Arc<EventBus>,
+    node: Arc<Node>,
 }
 
 impl Handler for Services {
     fn handle(&self, site: SiteId, frame: Frame) -> Vec<Frame> {
-        if let Some(out) = self.registrar.handle(site, &frame, mono_ms()) {
+        let n = &self.node;
+        if let Some(out) = n.registrar.handle(site, &frame, &*n.hlr, mono_ms()) {
             for r in &out.replies {
                 if let Message::RegReject { cause } = r.msg {
                     debug!(%cause, txn = r.txn, "registration refused");
                 }
             }
-            for e in out.events {
-                match e {
-                    Event::UnitGone { tmsi } => self.calls.unit_gone(tmsi),
-                    Event::TmsiChanged { old, new } => self.calls.tmsi_changed(old, new),
-                    Event::Attached { imsi, tmsi, site } => self.messaging.attached(imsi, tmsi, site),
-                    e => self.writer.event(e),
-                }
-            }
+            n.carry_out(out.events);
             return out.replies;
         }
-        if let Some(replies) = self.calls.handle(site, &frame) {
+        if let Some(replies) = n.calls.handle(site, &frame) {
             return replies;
         }
-        if let Some(replies) = self.messaging.handle(site, &frame, mono_ms()) {
+        if let Some(replies) = n.messaging.handle(site, &frame, mono_ms()) {
             return replies;
         }
-        if let Some(replies) = self.remote.handle(site, &frame) {
+        if let Some(replies) = n.remote.handle(site, &frame, mono_ms()) {
             return replies;
         }
         if is_gateway_answer(&frame.msg) {
@@ -100,14 +90,15 @@ impl Handler for Services {
     }
 
     fn link_up(&self, site: SiteId) {
-        self.events.publish(EventKind::LinkUp { site }, now_ms());
+        self.node.events.publish(EventKind::LinkUp { site }, now_ms());
     }
 
     fn link_down(&self, site: SiteId) {
+        let n = &self.node;
         // Nobody can answer that site's challenges any more.
-        self.registrar.drop_challenges(site);
-        self.calls.link_down(site);
-        self.events.publish(EventKind::LinkDown { site }, now_ms());
+        n.registrar.drop_challenges(site, mono_ms());
+        n.calls.link_down(site);
+        n.events.publish(EventKind::LinkDown { site }, now_ms());
     }
 }
 
@@ -141,7 +132,7 @@ impl WriteBehind {
     fn event(&self, e: Event) {
         match e {
             Event::Located { imsi, site, tmsi } => self.located(imsi, site, tmsi, now_ms()),
-            Event::UnitGone { .. } | Event::TmsiChanged { .. } | Event::Attached { .. } => {}
+            Event::UnitGone { .. } | Event::TmsiChanged { .. } | Event::Attached { .. } | Event::Unit(_) => {}
             Event::Audit {
                 action,
                 object,
@@ -197,7 +188,8 @@ struct Node {
     cfg: std::sync::RwLock<Config>,
     store: Store,
     hlr: Arc<HlrCache>,
-    vlr: Arc<Vlr>,
+    registrar: Arc<Registrar>,
+    vlr: VlrView,
     links: Links,
     calls: Arc<CallService>,
     messaging: Arc<Messaging>,
@@ -219,6 +211,7 @@ impl Node {
     /// Puts new system parameters in force.
     fn apply_config(&self, new: Config) {
         self.calls.set_config(new.trunking.core());
+        self.registrar.set_policy(new.registration.policy());
         *self.cfg.write().unwrap_or_else(PoisonError::into_inner) = new;
     }
 
@@ -244,17 +237,7 @@ impl Node {
                 }
                 // A removed subscriber leaves the air at once, and its calls end.
                 HlrChange::Removed(imsi) => {
-                    if let Some(u) = self.vlr.get(&imsi) {
-                        if self.vlr.deregister(u.tmsi, u.site).is_some() {
-                            self.calls.unit_gone(u.tmsi);
-                            let event = EventKind::Deregistered {
-                                imsi,
-                                site: u.site,
-                                reason: LeaveReason::Removed,
-                            };
-                            self.events.publish(event, now_ms());
-                        }
-                    }
+                    self.carry_out(self.registrar.subscriber_removed(imsi, mono_ms()))
                 }
                 // Another controller on the database changed system parameters.
                 HlrChange::Parameters => self.load_parameters().await,
@@ -262,33 +245,54 @@ impl Node {
         }
     }
 
-    /// Units whose periodic registration ran out leave the air; expired challenges are
-    /// forgotten.
-    fn expire_registrations(&self, now: i64) {
-        let r = self
-            .cfg
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .registration
-            .clone();
-        let expired = self.vlr.expire(now - r.periodic_registration_ms as i64);
-        for (imsi, unit) in &expired {
-            self.calls.unit_gone(unit.tmsi);
-            let event = EventKind::Deregistered {
-                imsi: *imsi,
-                site: unit.site,
-                reason: LeaveReason::Expired,
-            };
-            self.events.publish(event, now_ms());
+    /// Carries out what the registrar reports: calls follow a unit's TMSI, messages
+    /// stored for a unit go out when it attaches, operators hear of it, the rest is
+    /// written behind.
+    fn carry_out(&self, events: Vec<Event>) {
+        for e in events {
+            match e {
+                Event::UnitGone { tmsi } => self.calls.unit_gone(tmsi),
+                Event::TmsiChanged { old, new } => self.calls.tmsi_changed(old, new),
+                Event::Attached { imsi, tmsi, site } => self.messaging.attached(imsi, tmsi, site),
+                Event::Unit(u) => {
+                    self.events.publish(EventKind::Unit(u), now_ms());
+                }
+                Event::Audit {
+                    action: "clone.suspected",
+                    ref object,
+                    ref detail,
+                } => {
+                    if let Some(imsi) = object
+                        .strip_prefix("subscriber:")
+                        .and_then(|i| Imsi::parse(i).ok())
+                    {
+                        let event = EventKind::CloneSuspected {
+                            imsi,
+                            detail: detail.clone(),
+                        };
+                        self.events.publish(event, now_ms());
+                    }
+                    self.writer.event(e);
+                }
+                e => self.writer.event(e),
+            }
         }
-        if !expired.is_empty() {
+    }
+
+    /// Periodic-registration expiry and challenge sweeping, decided by the registrar.
+    fn tick_registrations(&self, now: i64) {
+        let events = self.registrar.tick(now);
+        let expired = events
+            .iter()
+            .filter(|e| matches!(e, Event::UnitGone { .. }))
+            .count();
+        if expired > 0 {
             info!(
-                units = expired.len(),
+                units = expired,
                 "periodic registration expired; units left the VLR"
             );
         }
-        self.vlr
-            .sweep_challenges(now - (r.challenge_timeout_ms as i64).max(5000));
+        self.carry_out(events);
     }
 
     /// Puts the system parameters the database holds in force.
@@ -327,8 +331,8 @@ pub struct Running {
     pub link_addr: SocketAddr,
     /// Connected sites.
     pub links: Links,
-    /// Units on the air.
-    pub vlr: Arc<Vlr>,
+    /// Units on the air (read-only: the registrar owns them).
+    pub vlr: VlrView,
     /// The HLR cache.
     pub hlr: Arc<HlrCache>,
     /// The HLR.
@@ -358,7 +362,6 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         subscribers = hlr.subscriber_count(),
         "HLR loaded"
     );
-    let vlr = Arc::new(Vlr::new());
     let links = Links::default();
     let events = Arc::new(EventBus::new(cfg.events.backlog));
     let (audit_tx, audit_rx) = mpsc::channel(10_000);
@@ -368,12 +371,8 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         audit: audit_tx,
         health: health.clone(),
     });
-    let registrar = Registrar::new(
-        hlr.clone(),
-        vlr.clone(),
-        cfg.registration.policy(),
-        Arc::new(OsEntropy),
-    );
+    let registrar = Arc::new(Registrar::new(cfg.registration.policy(), Box::new(OsEntropy)));
+    let vlr = registrar.vlr();
     let (records_tx, records_rx) = mpsc::unbounded_channel();
     let calls = Arc::new(CallService::new(
         &cfg.trunking,
@@ -398,7 +397,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         messaging.mail_stored(imsi);
     }
     let remote = Arc::new(RemoteControl::new(
-        vlr.clone(),
+        registrar.clone(),
         links.clone(),
         store.clone(),
         calls.clone(),
@@ -406,51 +405,45 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         events.clone(),
         &cfg.messaging,
     ));
-    let services = Arc::new(Services {
+    let (link_cfg, grace) = (cfg.link.clone(), Duration::from_millis(cfg.shutdown.grace_ms));
+    let flush = Duration::from_millis(cfg.registration.location_flush_ms);
+    let node = Arc::new(Node {
+        cfg: std::sync::RwLock::new(cfg),
+        store: store.clone(),
+        hlr: hlr.clone(),
         registrar,
+        vlr,
+        links: links.clone(),
         calls: calls.clone(),
-        messaging: messaging.clone(),
-        remote: remote.clone(),
-        writer: writer.clone(),
-        events: events.clone(),
+        messaging,
+        remote,
+        writer,
+        events,
+        health: health.clone(),
+        following: tokio::sync::Mutex::new(()),
     });
-    let server = LinkServer::bind(cfg.link.clone(), hlr.clone(), services, links.clone())
+    let services = Arc::new(Services { node: node.clone() });
+    let server = LinkServer::bind(link_cfg.clone(), hlr, services, links)
         .await
         .map_err(|source| StartError::Bind {
-            addr: cfg.link.listen,
+            addr: link_cfg.listen,
             source,
         })?;
     let link_addr = server.local_addr().map_err(|source| StartError::Bind {
-        addr: cfg.link.listen,
+        addr: link_cfg.listen,
         source,
     })?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let (records_stop_tx, records_stop_rx) = watch::channel(false);
-    let flush = Duration::from_millis(cfg.registration.location_flush_ms);
     let records_task = tokio::spawn(write_records(
-        store.clone(),
-        health.clone(),
+        store,
+        health,
         calls.clone(),
         records_rx,
         flush,
         records_stop_rx,
     ));
 
-    let grace = Duration::from_millis(cfg.shutdown.grace_ms);
-    let node = Arc::new(Node {
-        cfg: std::sync::RwLock::new(cfg),
-        store,
-        hlr,
-        vlr,
-        links,
-        calls: calls.clone(),
-        messaging,
-        remote,
-        writer,
-        events,
-        health,
-        following: tokio::sync::Mutex::new(()),
-    });
     let background = Background { node: node.clone() };
     let task = tokio::spawn(async move {
         let mut stop_server = stop_rx.clone();
@@ -580,9 +573,9 @@ impl Background {
         // is told "challenge expired" rather than "no challenge pending". The period is
         // a system parameter: read on every sweep.
         let node = self.node.clone();
-        let sweep_ms = (r.periodic_registration_ms / 10).clamp(10, 1000);
+        let sweep_ms = n.registrar.tick_every_ms();
         tasks.push(every(sweep_ms, stop.clone(), move || {
-            node.expire_registrations(mono_ms());
+            node.tick_registrations(mono_ms());
             async {}
         }));
 

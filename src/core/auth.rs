@@ -4,7 +4,7 @@
 
 use subtle::ConstantTimeEq;
 
-use crate::store::Secret128;
+use crate::store::model::Secret128;
 
 /// What the controller keeps from one challenge.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -85,39 +85,30 @@ impl Store {
             detail.push(format!("permissions={p}"));
         }
         let detail = detail.join(" ");
-        dispatch!(self, p => {
-            let mut tx = p.begin().await?;
-            let current: Option<(i64, bool, bool, bool, bool, bool)> = sqlx::query_as(
-                "SELECT priority, perm_group, perm_private, perm_emergency, perm_short_data, perm_interconnect \
-                 FROM subscribers WHERE imsi = $1",
+        // One statement that reads nothing first: on SQLite a transaction that reads and
+        // then writes can fail at once if another connection wrote in between.
+        let p = permissions;
+        dispatch!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let r = sqlx::query(
+                "UPDATE subscribers SET priority = COALESCE($1, priority), \
+                 perm_group = COALESCE($2, perm_group), perm_private = COALESCE($3, perm_private), \
+                 perm_emergency = COALESCE($4, perm_emergency), perm_short_data = COALESCE($5, perm_short_data), \
+                 perm_interconnect = COALESCE($6, perm_interconnect), updated_at = $7 WHERE imsi = $8",
             )
-            .bind(imsi.to_string())
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some((cur_priority, g, pr, e, d, i)) = current else {
-                return Err(StoreError::NotFound(format!("subscriber {imsi} does not exist")));
-            };
-            let perms = permissions.unwrap_or(Permissions {
-                group_call: g,
-                private_call: pr,
-                emergency: e,
-                short_data: d,
-                interconnect: i,
-            });
-            sqlx::query(
-                "UPDATE subscribers SET priority = $1, perm_group = $2, perm_private = $3, perm_emergency = $4, \
-                 perm_short_data = $5, perm_interconnect = $6, updated_at = $7 WHERE imsi = $8",
-            )
-            .bind(priority.map_or(cur_priority, i64::from))
-            .bind(perms.group_call)
-            .bind(perms.private_call)
-            .bind(perms.emergency)
-            .bind(perms.short_data)
-            .bind(perms.interconnect)
+            .bind(priority.map(i64::from))
+            .bind(p.map(|p| p.group_call))
+            .bind(p.map(|p| p.private_call))
+            .bind(p.map(|p| p.emergency))
+            .bind(p.map(|p| p.short_data))
+            .bind(p.map(|p| p.interconnect))
             .bind(now)
             .bind(imsi.to_string())
             .execute(&mut *tx)
             .await?;
+            if r.rows_affected() == 0 {
+                return Err(StoreError::NotFound(format!("subscriber {imsi} does not exist")));
+            }
             audit_in(&mut tx, now, actor, "subscriber.authorize", &format!("subscriber:{imsi}"), &detail).await?;
             tx.commit().await?;
         });
