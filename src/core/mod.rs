@@ -3,8 +3,7 @@
 //!
 //! - [`auth`]: Milenage challenge-response.
 //! - [`registration`]: registration, location update, deregistration, affiliation.
-//! - [`trunking`]: calls: start, join, emergency takeover and preemption, PTT, hang and
-//!   maximum-duration timers, end; it uses the two below for each site.
+//! - [`trunking`]: calls: start, join, takeover, preemption, PTT, timers, end.
 //! - [`slots`]: one site's slot table: slot states, the slot policy, faulty slots.
 //! - [`queue`]: one site's busy queue: serving order, positions, who moved.
 

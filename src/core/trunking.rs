@@ -222,7 +222,7 @@ pub struct CallRecord {
     pub target: Target,
     /// Sites the call held a slot at.
     pub sites: Vec<SiteId>,
-    /// When requested, Unix ms.
+    /// When requested, monotonic ms.
     pub requested_ms: i64,
     /// When granted (`None`: never).
     pub granted_ms: Option<i64>,
@@ -611,7 +611,7 @@ impl Trunking {
         self.busy.get(&tmsi).copied()
     }
 
-    /// When [`Trunking::tick`] must next be called, Unix ms.
+    /// When [`Trunking::tick`] must next be called, monotonic ms.
     pub fn next_wakeup(&self) -> Option<i64> {
         self.timers.first().map(|(t, _)| *t)
     }
@@ -1650,8 +1650,6 @@ impl Trunking {
     }
 }
 
-/// Queues `msg` for `site` on transaction `txn`, with the EMERGENCY flag when it belongs
-/// to an emergency call or request (`PROTOCOL.md §2.1`).
 /// Tells that `req` left `site`'s queue.
 fn left_queue(out: &mut Vec<Action>, site: SiteId, req: &CallRequest) {
     out.push(Action::Event(CallEvent::QueueLeft {
@@ -1661,6 +1659,8 @@ fn left_queue(out: &mut Vec<Action>, site: SiteId, req: &CallRequest) {
     }));
 }
 
+/// Queues `msg` for `site` on transaction `txn`, with the EMERGENCY flag when it belongs
+/// to an emergency call or request (`PROTOCOL.md §2.1`).
 fn send(out: &mut Vec<Action>, site: SiteId, txn: u32, emergency: bool, msg: Message) {
     out.push(Action::Send(site, Frame { txn, emergency, msg }));
 }
