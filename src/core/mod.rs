@@ -5,11 +5,15 @@
 //! - [`entropy`]: random bytes as an input (the OS CSPRNG, or a seeded stream for tests).
 //! - [`registration`]: registration, location update, deregistration, affiliation,
 //!   periodic-registration expiry; owns the VLR.
-//! - [`trunking`]: slots, calls, the busy queue and emergency preemption.
+//! - [`trunking`]: calls: start, join, takeover, preemption, PTT, timers, end.
+//! - [`slots`]: one site's slot table: slot states, the slot policy, faulty slots.
+//! - [`queue`]: one site's busy queue: serving order, positions, who moved.
 
 pub mod auth;
 pub mod entropy;
+pub mod queue;
 pub mod registration;
+pub mod slots;
 pub mod trunking;
 
 #[cfg(test)]
@@ -23,6 +27,8 @@ mod tests {
             ("entropy.rs", include_str!("entropy.rs")),
             ("registration.rs", include_str!("registration.rs")),
             ("trunking.rs", include_str!("trunking.rs")),
+            ("slots.rs", include_str!("slots.rs")),
+            ("queue.rs", include_str!("queue.rs")),
         ];
         let allowed = [
             "crate::core::",

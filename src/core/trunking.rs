@@ -1,35 +1,33 @@
-//! The trunking state machine: TDMA slots per site, calls, the priority busy queue and
-//! emergency preemption. Sans-IO: every input carries the current time (ms) and returns
-//! the actions to carry out; [`Trunking::next_wakeup`] says when to call
+//! The trunking state machine: calls over the TDMA slots of each site, the priority
+//! busy queue and emergency preemption. Sans-IO: every input carries the current time
+//! (ms) and returns the actions to carry out; [`Trunking::next_wakeup`] says when to call
 //! [`Trunking::tick`]. No clock, no tokio, no database inside.
+//!
+//! Each site's slots live in a [`SlotTable`] (`core/slots.rs`) and its busy queue in a
+//! [`BusyQueue`] (`core/queue.rs`); this file decides what happens to calls and says so
+//! (frames and [`CallEvent`]s).
 //!
 //! Invariants (checked by the property tests): no slot is granted twice; every granted
 //! slot is freed exactly once; the control slot (carrier 0, slot 0) and faulty slots are
 //! never granted; each site queue is ordered by class (emergency first, then priority)
 //! then arrival; no slot stays free while a request for that site waits.
 //!
-//! The service layer (`crate::services`) checks registration, permissions and
+//! The call service (`crate::calls`) checks registration, permissions and
 //! affiliation before it hands a request to this machine.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ops::Range;
 
+pub use super::queue::QueueEntry;
+use super::queue::{BusyQueue, QueueKey, QueuedRequest, Waiting};
+pub use super::slots::{SlotPolicy, SlotUse, SlotView};
+use super::slots::{SlotTable, StatusEffect};
 use crate::protocol::{
     CallId, CallType, Carrier, Cause, FleetId, Frame, Message, MessageType, QueuePosition, ResourceState,
     SiteGrant, SiteId, Slot, SlotSelector, TalkgroupId, Target, Tmsi, Unit, CONTROLLER_TXN_BASE,
     MAX_GRANT_SITES,
 };
-
-/// How a free slot is chosen among the free ones of a site.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SlotPolicy {
-    /// The carrier with the fewest busy slots first (spreads load), lowest index on ties.
-    LeastLoaded,
-    /// The lowest-numbered carrier with a free slot first (keeps carriers idle).
-    Pack,
-}
 
 /// What an emergency does when its site has no free slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -74,30 +72,6 @@ pub struct TrunkingConfig {
     pub queue_timeout_ms: Option<i64>,
 }
 
-/// What a slot is doing, as operators see it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SlotUse {
-    /// The control channel (carrier 0 slot 0): never granted.
-    Control,
-    /// Free to grant.
-    Free,
-    /// Carrying this call.
-    Busy(CallId),
-    /// Out of service (reported faulty, or taken out by an operator).
-    OutOfService,
-}
-
-/// One slot of a site.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SlotView {
-    /// The carrier.
-    pub carrier: u8,
-    /// The slot on it.
-    pub slot: u8,
-    /// What it does.
-    pub state: SlotUse,
-}
-
 /// A call in progress, as operators see it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CallView {
@@ -119,25 +93,6 @@ pub struct CallView {
     pub requested_ms: i64,
     /// When it was granted, monotonic ms.
     pub granted_ms: i64,
-}
-
-/// A request waiting in a site's busy queue.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct QueueEntry {
-    /// Its position, 1 = next (what its gateway was last told).
-    pub position: usize,
-    /// The caller.
-    pub caller: Unit,
-    /// The request's transaction on the site's link.
-    pub txn: u32,
-    /// Kind of call asked for.
-    pub call_type: CallType,
-    /// Whom.
-    pub target: Target,
-    /// Its class: 16 = emergency, else the caller's priority level.
-    pub class: u8,
-    /// When it was asked for, monotonic ms.
-    pub requested_ms: i64,
 }
 
 /// Highest priority level a subscriber may have; emergencies rank above it.
@@ -238,6 +193,22 @@ impl CallRequest {
     }
 }
 
+impl QueuedRequest for CallRequest {
+    fn caller(&self) -> Unit {
+        self.caller.unit
+    }
+    fn txn(&self) -> u32 {
+        self.txn
+    }
+    // The inherent methods above, which the call logic uses too.
+    fn call_type(&self) -> CallType {
+        CallRequest::call_type(self)
+    }
+    fn target(&self) -> Target {
+        CallRequest::target(self)
+    }
+}
+
 /// One call's accounting record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CallRecord {
@@ -251,7 +222,7 @@ pub struct CallRecord {
     pub target: Target,
     /// Sites the call held a slot at.
     pub sites: Vec<SiteId>,
-    /// When requested, Unix ms.
+    /// When requested, monotonic ms.
     pub requested_ms: i64,
     /// When granted (`None`: never).
     pub granted_ms: Option<i64>,
@@ -438,34 +409,10 @@ pub enum Input {
     },
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum SlotState {
-    Control,
-    Free,
-    Busy(CallId),
-    Faulty,
-    /// Faulty while a call held it; the call is moved or ended at once, so this never lasts.
-    FaultyBusy,
-}
-
+/// One site: its slots and its busy queue.
 struct SiteRes {
-    slots_per_carrier: u8,
-    slots: Vec<SlotState>,
-    /// (Reverse(class), seq) → entry.
-    queue: BTreeMap<(Reverse<u8>, u64), Waiting>,
-}
-
-#[derive(Clone, Debug)]
-enum Waiting {
-    /// A new call's request waits at its caller's site; `told` is the queue position
-    /// its gateway last heard (`QUEUED` or `QUEUE_UPDATE`).
-    New {
-        req: CallRequest,
-        requested_ms: i64,
-        told: usize,
-    },
-    /// A started wide-area call waits for a slot at this (non-caller) site.
-    Join(CallId),
+    slots: SlotTable,
+    queue: BusyQueue<CallRequest>,
 }
 
 struct Call {
@@ -529,15 +476,11 @@ impl Trunking {
     /// Adds (or resizes, when idle) a site: `carriers` × `slots_per_carrier` slots, of
     /// which carrier 0 slot 0 is the control channel.
     pub fn add_site(&mut self, id: SiteId, carriers: u8, slots_per_carrier: u8) {
-        let n = usize::from(carriers.max(1)) * usize::from(slots_per_carrier.clamp(1, 6));
-        let mut slots = vec![SlotState::Free; n];
-        slots[0] = SlotState::Control;
         self.sites.insert(
             id,
             SiteRes {
-                slots_per_carrier: slots_per_carrier.clamp(1, 6),
-                slots,
-                queue: BTreeMap::new(),
+                slots: SlotTable::new(carriers, slots_per_carrier),
+                queue: BusyQueue::new(),
             },
         );
     }
@@ -577,14 +520,12 @@ impl Trunking {
     pub fn queue_classes(&self, site: SiteId) -> Vec<u8> {
         self.sites
             .get(&site)
-            .map_or_else(Vec::new, |s| s.queue.keys().map(|k| k.0 .0).collect())
+            .map_or_else(Vec::new, |s| s.queue.classes().collect())
     }
 
     /// Free (grantable) slots at `site`.
     pub fn free_slots(&self, site: SiteId) -> usize {
-        self.sites
-            .get(&site)
-            .map_or(0, |s| s.slots.iter().filter(|x| **x == SlotState::Free).count())
+        self.sites.get(&site).map_or(0, |s| s.slots.free())
     }
 
     /// Every call in progress as the record it would get if it ended now (`now`, with
@@ -626,24 +567,7 @@ impl Trunking {
 
     /// Every slot of `site`, carrier by carrier (`None`: no such site).
     pub fn slot_map(&self, site: SiteId) -> Option<Vec<SlotView>> {
-        let s = self.sites.get(&site)?;
-        let spc = usize::from(s.slots_per_carrier);
-        Some(
-            s.slots
-                .iter()
-                .enumerate()
-                .map(|(i, st)| SlotView {
-                    carrier: (i / spc) as u8,
-                    slot: (i % spc) as u8,
-                    state: match st {
-                        SlotState::Control => SlotUse::Control,
-                        SlotState::Free => SlotUse::Free,
-                        SlotState::Busy(c) => SlotUse::Busy(*c),
-                        SlotState::Faulty | SlotState::FaultyBusy => SlotUse::OutOfService,
-                    },
-                })
-                .collect(),
-        )
+        self.sites.get(&site).map(|s| s.slots.view())
     }
 
     /// Every call in progress, by id.
@@ -674,28 +598,7 @@ impl Trunking {
     /// The requests waiting at `site`, in serving order (calls waiting to join the site
     /// are not listed: they hold no position).
     pub fn queue(&self, site: SiteId) -> Vec<QueueEntry> {
-        let Some(s) = self.sites.get(&site) else {
-            return vec![];
-        };
-        s.queue
-            .iter()
-            .filter_map(|((class, _), w)| match w {
-                Waiting::New {
-                    req,
-                    requested_ms,
-                    told,
-                } => Some(QueueEntry {
-                    position: *told,
-                    caller: req.caller.unit,
-                    txn: req.txn,
-                    call_type: req.call_type(),
-                    target: req.target(),
-                    class: class.0,
-                    requested_ms: *requested_ms,
-                }),
-                Waiting::Join(_) => None,
-            })
-            .collect()
+        self.sites.get(&site).map_or_else(Vec::new, |s| s.queue.view())
     }
 
     /// Whether `call` is a running emergency call.
@@ -708,7 +611,7 @@ impl Trunking {
         self.busy.get(&tmsi).copied()
     }
 
-    /// When [`Trunking::tick`] must next be called, Unix ms.
+    /// When [`Trunking::tick`] must next be called, monotonic ms.
     pub fn next_wakeup(&self) -> Option<i64> {
         self.timers.first().map(|(t, _)| *t)
     }
@@ -784,11 +687,8 @@ impl Trunking {
                     let removed = self
                         .sites
                         .get_mut(&site)
-                        .and_then(|s| s.queue.remove(&(Reverse(class), seq)));
-                    if let Some(Waiting::New {
-                        req, requested_ms, ..
-                    }) = removed
-                    {
+                        .and_then(|s| s.queue.remove(QueueKey::new(class, seq)));
+                    if let Some(Waiting::New { req, requested_ms }) = removed {
                         left_queue(&mut out, site, &req);
                         self.refuse(&req, Cause::Busy, requested_ms, now, &mut out);
                         self.send_positions(site, &mut out);
@@ -953,7 +853,7 @@ impl Trunking {
             return self.start_call(req, now, now, Some(slots), out);
         }
         for (s, cs) in slots {
-            self.set_slot(s, cs, SlotState::Free);
+            self.release_slot(s, cs);
             self.serve(s, now, out);
         }
         self.enqueue(req, now, now, out);
@@ -1038,14 +938,12 @@ impl Trunking {
         if s.queue.len() >= depth {
             out.push(Action::Event(CallEvent::QueueFull { site }));
             // A full queue still takes an emergency: it displaces the newest lowest entry.
-            let last = s.queue.keys().next_back().copied();
-            match last {
-                Some(k) if class == EMERGENCY_CLASS && class > k.0 .0 => {
+            match s.queue.last() {
+                Some(k) if class == EMERGENCY_CLASS && class > k.class() => {
                     if let Some(Waiting::New {
                         req: bumped,
                         requested_ms: r,
-                        ..
-                    }) = s.queue.remove(&k)
+                    }) = s.queue.remove(k)
                     {
                         left_queue(out, site, &bumped);
                         self.refuse(&bumped, Cause::QueueFull, r, now, out);
@@ -1060,22 +958,10 @@ impl Trunking {
         let Some(s) = self.sites.get_mut(&site) else {
             return self.refuse(&req, Cause::InvalidTarget, requested_ms, now, out);
         };
-        let key = (Reverse(class), seq);
         // Positions count requests only: a call waiting to join a site is not told.
         let position = s
             .queue
-            .range(..key)
-            .filter(|(_, w)| matches!(w, Waiting::New { .. }))
-            .count()
-            + 1;
-        s.queue.insert(
-            key,
-            Waiting::New {
-                req,
-                requested_ms,
-                told: position,
-            },
-        );
+            .insert_request(QueueKey::new(class, seq), req, requested_ms);
         if let Some(t) = self.cfg.queue_timeout_ms {
             self.timers
                 .insert((now + t, Timer::QueueTimeout { site, class, seq }));
@@ -1101,24 +987,18 @@ impl Trunking {
         let Some(s) = self.sites.get_mut(&site) else {
             return;
         };
-        let requests = s.queue.values_mut().filter(|w| matches!(w, Waiting::New { .. }));
-        for (i, w) in requests.enumerate() {
-            if let Waiting::New { req, told, .. } = w {
-                if *told != i + 1 {
-                    *told = i + 1;
-                    let update = Message::QueueUpdate {
-                        position: qpos(i + 1),
-                    };
-                    send(out, site, req.txn, req.emergency(), update);
-                    out.push(Action::Event(CallEvent::QueueMoved {
-                        site,
-                        caller: req.caller.unit,
-                        txn: req.txn,
-                        position: i + 1,
-                    }));
-                }
-            }
-        }
+        s.queue.moved(|req, position| {
+            let update = Message::QueueUpdate {
+                position: qpos(position),
+            };
+            send(out, site, req.txn, req.emergency(), update);
+            out.push(Action::Event(CallEvent::QueueMoved {
+                site,
+                caller: req.caller.unit,
+                txn: req.txn,
+                position,
+            }));
+        });
     }
 
     fn refuse(
@@ -1176,7 +1056,7 @@ impl Trunking {
             // Out of call ids (the counter in the database could not be reached for a
             // long while): refuse, and give back the slots of a taken-over call.
             for (site, cs) in reuse {
-                self.set_slot(site, cs, SlotState::Free);
+                self.release_slot(site, cs);
                 self.deferred_serve.push(site);
             }
             return self.refuse(&req, Cause::Busy, requested_ms, now, out);
@@ -1184,7 +1064,9 @@ impl Trunking {
         let mut slots = BTreeMap::new();
         for site in req.sites() {
             if let Some(&cs) = reuse.get(&site) {
-                self.set_slot(site, cs, SlotState::Busy(id));
+                if let Some(s) = self.sites.get_mut(&site) {
+                    s.slots.assign(cs, id);
+                }
                 slots.insert(site, cs);
             } else if let Some(cs) = self.allocate(site, id) {
                 slots.insert(site, cs);
@@ -1193,7 +1075,7 @@ impl Trunking {
                 self.next_seq += 1;
                 let class = req.class();
                 if let Some(s) = self.sites.get_mut(&site) {
-                    s.queue.insert((Reverse(class), seq), Waiting::Join(id));
+                    s.queue.insert_join(QueueKey::new(class, seq), id);
                 }
             }
         }
@@ -1202,7 +1084,7 @@ impl Trunking {
         let mut to_serve = Vec::new();
         for (site, cs) in reuse {
             if !slots.contains_key(&site) {
-                self.set_slot(site, cs, SlotState::Free);
+                self.release_slot(site, cs);
                 to_serve.push(site);
             }
         }
@@ -1252,44 +1134,13 @@ impl Trunking {
 
     fn allocate(&mut self, site: SiteId, call: CallId) -> Option<(Carrier, Slot)> {
         let policy = self.cfg.slot_policy;
-        let s = self.sites.get_mut(&site)?;
-        let spc = usize::from(s.slots_per_carrier);
-        let carriers = s.slots.len() / spc;
-        let mut best: Option<(usize, usize)> = None; // (busy count, carrier)
-        for c in 0..carriers {
-            let chunk = &s.slots[c * spc..(c + 1) * spc];
-            if !chunk.contains(&SlotState::Free) {
-                continue;
-            }
-            let busy = chunk.iter().filter(|x| matches!(x, SlotState::Busy(_))).count();
-            match policy {
-                SlotPolicy::Pack => {
-                    best = Some((busy, c));
-                    break;
-                }
-                SlotPolicy::LeastLoaded => {
-                    if best.is_none_or(|(b, _)| busy < b) {
-                        best = Some((busy, c));
-                    }
-                }
-            }
-        }
-        let (_, c) = best?;
-        let idx = (c * spc..(c + 1) * spc).find(|&i| s.slots[i] == SlotState::Free)?;
-        s.slots[idx] = SlotState::Busy(call);
-        Some((Carrier::new((idx / spc) as u8)?, Slot::new((idx % spc) as u8)?))
+        self.sites.get_mut(&site)?.slots.allocate(policy, call)
     }
 
-    fn set_slot(&mut self, site: SiteId, (c, sl): (Carrier, Slot), state: SlotState) {
+    /// Gives the slot `cs` at `site` back (see [`SlotTable::release`]).
+    fn release_slot(&mut self, site: SiteId, cs: (Carrier, Slot)) {
         if let Some(s) = self.sites.get_mut(&site) {
-            let idx = usize::from(c.get()) * usize::from(s.slots_per_carrier) + usize::from(sl.get());
-            if let Some(x) = s.slots.get_mut(idx) {
-                *x = match (*x, state) {
-                    // A slot that failed while busy stays out of service when freed.
-                    (SlotState::FaultyBusy, SlotState::Free) => SlotState::Faulty,
-                    (_, st) => st,
-                };
-            }
+            s.slots.release(cs);
         }
     }
 
@@ -1301,12 +1152,10 @@ impl Trunking {
                 break;
             }
             let Some(s) = self.sites.get_mut(&site) else { break };
-            let Some((_, w)) = s.queue.pop_first() else { break };
+            let Some(w) = s.queue.pop_first() else { break };
             served_any = true;
             match w {
-                Waiting::New {
-                    req, requested_ms, ..
-                } => {
+                Waiting::New { req, requested_ms } => {
                     left_queue(out, site, &req);
                     self.admit(req, requested_ms, now, out, true)
                 }
@@ -1351,10 +1200,10 @@ impl Trunking {
             Timer::MaxDuration { call: id },
         ));
         for (site, cs) in &call.slots {
-            self.set_slot(*site, *cs, SlotState::Free);
+            self.release_slot(*site, *cs);
         }
-        for s in self.sites.values_mut().filter(|s| !s.queue.is_empty()) {
-            s.queue.retain(|_, w| !matches!(w, Waiting::Join(c) if *c == id));
+        for s in self.sites.values_mut() {
+            s.queue.remove_joins(id);
         }
         // Only a call's parties are ever marked busy in it (checked by the invariants).
         let mut parties = vec![call.req.caller.tmsi];
@@ -1413,17 +1262,12 @@ impl Trunking {
         now: i64,
         out: &mut Vec<Action>,
     ) {
-        let key = self.sites.get(&site).and_then(|s| {
-            s.queue.iter().find_map(|(k, w)| match w {
-                Waiting::New { req, .. } if req.txn == request_txn && req.caller.tmsi == tmsi => Some(*k),
-                _ => None,
-            })
+        let removed = self.sites.get_mut(&site).and_then(|s| {
+            s.queue
+                .remove_request(|req| req.txn == request_txn && req.caller.tmsi == tmsi)
         });
-        let removed = key.and_then(|k| self.sites.get_mut(&site).and_then(|s| s.queue.remove(&k)));
         match removed {
-            Some(Waiting::New {
-                req, requested_ms, ..
-            }) => {
+            Some((req, requested_ms)) => {
                 let ack = Message::Ack {
                     acked: MessageType::CallCancel,
                 };
@@ -1432,7 +1276,7 @@ impl Trunking {
                 self.refuse(&req, Cause::Cancelled, requested_ms, now, out);
                 self.send_positions(site, out);
             }
-            _ => {
+            None => {
                 let deny = Message::Deny {
                     request: MessageType::CallCancel,
                     cause: Cause::InvalidTarget,
@@ -1522,45 +1366,21 @@ impl Trunking {
         now: i64,
         out: &mut Vec<Action>,
     ) {
-        let Some(s) = self.sites.get(&site) else { return };
-        let spc = s.slots_per_carrier;
-        if carrier.get() as usize * spc as usize >= s.slots.len() {
+        let Some(s) = self.sites.get_mut(&site) else {
             return;
-        }
-        let slots: Vec<u8> = match sel {
-            SlotSelector::Slot(x) if x.get() < spc => vec![x.get()],
-            SlotSelector::Slot(_) => return,
-            SlotSelector::WholeCarrier => (0..spc).collect(),
         };
         let mut hit_calls = Vec::new();
-        for sl in slots {
-            let idx = usize::from(carrier.get()) * usize::from(spc) + usize::from(sl);
-            let Some(s) = self.sites.get_mut(&site) else {
-                return;
-            };
-            let cur = s.slots[idx];
-            let new = match (cur, state) {
-                (SlotState::Control, _) => SlotState::Control,
-                (SlotState::Busy(c), ResourceState::Faulty) => {
-                    hit_calls.push(c);
-                    SlotState::FaultyBusy
-                }
-                (SlotState::Free | SlotState::Faulty, ResourceState::Faulty) => SlotState::Faulty,
-                (SlotState::Faulty, ResourceState::InService) => SlotState::Free,
-                (other, _) => other,
-            };
-            s.slots[idx] = new;
-            let faulty = |x: SlotState| matches!(x, SlotState::Faulty | SlotState::FaultyBusy);
-            if faulty(cur) != faulty(new) {
-                if let Some(slot) = Slot::new(sl) {
-                    out.push(Action::Event(CallEvent::SlotChanged {
-                        site,
-                        carrier,
-                        slot,
-                        in_service: !faulty(new),
-                    }));
-                }
-            }
+        let known = s.slots.set_status(carrier, sel, state, |effect| match effect {
+            StatusEffect::CallHit(call) => hit_calls.push(call),
+            StatusEffect::Service { slot, in_service } => out.push(Action::Event(CallEvent::SlotChanged {
+                site,
+                carrier,
+                slot,
+                in_service,
+            })),
+        });
+        if !known {
+            return;
         }
         for call in hit_calls {
             self.move_call(site, call, now, out);
@@ -1576,7 +1396,7 @@ impl Trunking {
         let txn = self.txn();
         let Some(c) = self.calls.get_mut(&id) else {
             // No such call (cannot happen: callers look it up first): the slot stays free.
-            return self.set_slot(site, cs, SlotState::Free);
+            return self.release_slot(site, cs);
         };
         c.slots.insert(site, cs);
         out.push(Action::Send(site, grant_frame(c, txn)));
@@ -1589,7 +1409,9 @@ impl Trunking {
         };
         match self.allocate(site, id) {
             Some(cs) => {
-                self.set_slot(site, old, SlotState::Faulty);
+                if let Some(s) = self.sites.get_mut(&site) {
+                    s.slots.retire(old);
+                }
                 self.grant_at(id, site, cs, out);
             }
             None => self.end_call(id, Cause::SlotFaulty, false, now, out),
@@ -1600,15 +1422,7 @@ impl Trunking {
         // Requests from that site can no longer be answered, and calls waiting to join
         // it cannot be told: its queue goes.
         let gone: Vec<(CallRequest, i64)> = match self.sites.get_mut(&site) {
-            Some(s) => std::mem::take(&mut s.queue)
-                .into_values()
-                .filter_map(|w| match w {
-                    Waiting::New {
-                        req, requested_ms, ..
-                    } => Some((req, requested_ms)),
-                    Waiting::Join(_) => None,
-                })
-                .collect(),
+            Some(s) => s.queue.take_requests().collect(),
             None => vec![],
         };
         for (req, requested_ms) in gone {
@@ -1633,7 +1447,7 @@ impl Trunking {
             if party_there {
                 to_end.push(id);
             } else if let Some(cs) = self.calls.get_mut(&id).and_then(|c| c.slots.remove(&site)) {
-                self.set_slot(site, cs, SlotState::Free);
+                self.release_slot(site, cs);
             }
         }
         // Talkers there can no longer release PTT.
@@ -1654,19 +1468,12 @@ impl Trunking {
         }
         let sites: Vec<SiteId> = self.sites.keys().copied().collect();
         for site in sites {
-            let queue = self
-                .sites
-                .get_mut(&site)
-                .map(|s| std::mem::take(&mut s.queue))
-                .unwrap_or_default();
-            for w in queue.into_values() {
-                if let Waiting::New {
-                    req, requested_ms, ..
-                } = w
-                {
-                    left_queue(&mut out, site, &req);
-                    self.refuse(&req, cause, requested_ms, now, &mut out);
-                }
+            let Some(s) = self.sites.get_mut(&site) else {
+                continue;
+            };
+            for (req, requested_ms) in s.queue.take_requests() {
+                left_queue(&mut out, site, &req);
+                self.refuse(&req, cause, requested_ms, now, &mut out);
             }
         }
         out
@@ -1705,22 +1512,12 @@ impl Trunking {
             let Some(s) = self.sites.get_mut(&site) else {
                 continue;
             };
-            let keys: Vec<_> = s
-                .queue
-                .iter()
-                .filter(|(_, w)| matches!(w, Waiting::New { req, .. } if req.caller.tmsi == tmsi))
-                .map(|(k, _)| *k)
-                .collect();
-            for k in &keys {
-                if let Some(Waiting::New {
-                    req, requested_ms, ..
-                }) = self.sites.get_mut(&site).and_then(|s| s.queue.remove(k))
-                {
-                    left_queue(out, site, &req);
-                    self.refuse(&req, cause, requested_ms, now, out);
-                }
+            let removed = s.queue.remove_requests(|req| req.caller.tmsi == tmsi);
+            for (req, requested_ms) in &removed {
+                left_queue(out, site, req);
+                self.refuse(req, cause, *requested_ms, now, out);
             }
-            if !keys.is_empty() {
+            if !removed.is_empty() {
                 self.send_positions(site, out);
             }
         }
@@ -1745,12 +1542,10 @@ impl Trunking {
             }
         }
         for s in self.sites.values_mut() {
-            for w in s.queue.values_mut() {
-                if let Waiting::New { req, .. } = w {
-                    renew(&mut req.caller);
-                    if let RequestKind::Private { target } = &mut req.kind {
-                        renew(target);
-                    }
+            for req in s.queue.requests_mut() {
+                renew(&mut req.caller);
+                if let RequestKind::Private { target } = &mut req.kind {
+                    renew(target);
                 }
             }
         }
@@ -1769,28 +1564,20 @@ impl Trunking {
         }
         let sites: Vec<SiteId> = self.sites.keys().copied().collect();
         for site in sites {
-            let Some(s) = self.sites.get(&site) else { continue };
-            let keys: Vec<_> = s
-                .queue
-                .iter()
-                .filter(|(_, w)| matches!(w, Waiting::New { req, .. } if req.caller.tmsi == tmsi))
-                .map(|(k, _)| *k)
-                .collect();
-            for k in &keys {
-                if let Some(Waiting::New {
-                    req, requested_ms, ..
-                }) = self.sites.get_mut(&site).and_then(|s| s.queue.remove(k))
-                {
-                    left_queue(out, site, &req);
-                    if cause == Cause::UnitInhibited {
-                        // Still on the air until its gateway stuns it: told, and recorded.
-                        self.refuse(&req, cause, requested_ms, now, out);
-                    } else {
-                        self.record_unserved(&req, cause, requested_ms, now, out);
-                    }
+            let Some(s) = self.sites.get_mut(&site) else {
+                continue;
+            };
+            let removed = s.queue.remove_requests(|req| req.caller.tmsi == tmsi);
+            for (req, requested_ms) in &removed {
+                left_queue(out, site, req);
+                if cause == Cause::UnitInhibited {
+                    // Still on the air until its gateway stuns it: told, and recorded.
+                    self.refuse(req, cause, *requested_ms, now, out);
+                } else {
+                    self.record_unserved(req, cause, *requested_ms, now, out);
                 }
             }
-            if !keys.is_empty() {
+            if !removed.is_empty() {
                 self.send_positions(site, out);
             }
         }
@@ -1800,30 +1587,24 @@ impl Trunking {
     pub fn check_invariants(&self) -> Result<(), String> {
         let mut held: HashMap<CallId, usize> = HashMap::new();
         for (site, s) in &self.sites {
-            if s.slots[0] != SlotState::Control {
+            if s.slots.uses().next() != Some(SlotUse::Control) {
                 return Err(format!("site {site}: control slot granted"));
             }
-            for st in &s.slots {
-                if let SlotState::Busy(c) = st {
-                    *held.entry(*c).or_default() += 1;
-                    if !self.calls.contains_key(c) {
+            for st in s.slots.uses() {
+                if let SlotUse::Busy(c) = st {
+                    *held.entry(c).or_default() += 1;
+                    if !self.calls.contains_key(&c) {
                         return Err(format!("site {site}: slot held by ended call {c}"));
                     }
                 }
             }
-            let requests = s.queue.values().filter_map(|w| match w {
-                Waiting::New { req, told, .. } => Some((req.txn, *told)),
-                Waiting::Join(_) => None,
-            });
-            for (i, (txn, told)) in requests.enumerate() {
-                if told != i + 1 {
-                    return Err(format!(
-                        "site {site}: request {txn} last told position {told}, is at {}",
-                        i + 1
-                    ));
-                }
+            if let Some((req, told, at)) = s.queue.first_untold() {
+                return Err(format!(
+                    "site {site}: request {} last told position {told}, is at {at}",
+                    req.txn
+                ));
             }
-            let free = s.slots.iter().filter(|x| **x == SlotState::Free).count();
+            let free = s.slots.free();
             if free > 0 && !s.queue.is_empty() {
                 return Err(format!(
                     "site {site}: {free} free slots while {} wait",
@@ -1833,9 +1614,8 @@ impl Trunking {
         }
         for c in self.calls.values() {
             for (site, (car, sl)) in &c.slots {
-                let s = &self.sites[site];
-                let idx = usize::from(car.get()) * usize::from(s.slots_per_carrier) + usize::from(sl.get());
-                if s.slots[idx] != SlotState::Busy(c.id) {
+                let state = self.sites.get(site).and_then(|s| s.slots.state((*car, *sl)));
+                if state != Some(SlotUse::Busy(c.id)) {
                     return Err(format!("call {} thinks it holds {site}/{car}/{sl}", c.id));
                 }
             }
@@ -1870,8 +1650,6 @@ impl Trunking {
     }
 }
 
-/// Queues `msg` for `site` on transaction `txn`, with the EMERGENCY flag when it belongs
-/// to an emergency call or request (`PROTOCOL.md §2.1`).
 /// Tells that `req` left `site`'s queue.
 fn left_queue(out: &mut Vec<Action>, site: SiteId, req: &CallRequest) {
     out.push(Action::Event(CallEvent::QueueLeft {
@@ -1881,6 +1659,8 @@ fn left_queue(out: &mut Vec<Action>, site: SiteId, req: &CallRequest) {
     }));
 }
 
+/// Queues `msg` for `site` on transaction `txn`, with the EMERGENCY flag when it belongs
+/// to an emergency call or request (`PROTOCOL.md §2.1`).
 fn send(out: &mut Vec<Action>, site: SiteId, txn: u32, emergency: bool, msg: Message) {
     out.push(Action::Send(site, Frame { txn, emergency, msg }));
 }
