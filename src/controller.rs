@@ -74,7 +74,7 @@ impl Handler for Services {
         if let Some(replies) = self.calls.handle(site, &frame) {
             return replies;
         }
-        if let Some(replies) = self.messaging.handle(site, &frame, mono_ms()) {
+        if let Some(replies) = self.messaging.handle(site, &frame) {
             return replies;
         }
         if let Some(replies) = self.remote.handle(site, &frame) {
@@ -247,6 +247,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
             links.clone(),
             store.clone(),
             &cfg.messaging,
+            mono_ms,
         )
         .reporting_to(health.clone()),
     );
@@ -460,12 +461,7 @@ impl Background {
             }
         }));
 
-        let messaging = self.messaging.clone();
-        let sweep = self.cfg.messaging.delivery_timeout_ms.clamp(10, 1000);
-        tasks.push(every(sweep, stop.clone(), move || {
-            let messaging = messaging.clone();
-            async move { messaging.sweep(mono_ms()).await }
-        }));
+        tasks.push(tokio::spawn(self.messaging.clone().run_timers(stop.clone())));
 
         let (store, writer) = (self.store.clone(), self.writer.clone());
         tasks.push(every(r.location_flush_ms, stop.clone(), move || {

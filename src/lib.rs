@@ -6,7 +6,8 @@
 //! - [`protocol`]: the wire protocol v1 (`protocol/PROTOCOL.md`), sans-IO.
 //! - [`link`]: the TCP server for site gateways (handshake, keepalive, sessions) and
 //!   the gateway side of the link, used by `trunksim` and the tests.
-//! - [`core`]: the sans-IO state machines (authentication, registration).
+//! - [`core`]: the sans-IO state machines (authentication, registration, trunking,
+//!   messaging).
 //! - [`store`]: the HLR on sqlx (SQLite default, PostgreSQL), migrations, CSV import.
 //! - [`hlr`]: the in-memory cache of the HLR that the hot path reads.
 //! - [`vlr`]: the in-memory registry of units on the air.
