@@ -14,10 +14,12 @@
 //! - [`controller`]: wires store, cache, VLR, core and link together and runs them.
 //! - [`calls`], [`messaging`], [`remote`]: the services behind the link: calls and
 //!   slots, messages without a slot, and inhibit/enable over the air.
+//! - [`alarm`]: the timer task of the shells around the sans-IO machines.
 //! - [`sim`]: the radio side of registration, for `trunksim` and tests.
 //! - [`config`]: the one typed configuration, with defaults.
 //! - [`logging`]: tracing setup (human-readable or JSON).
 
+pub mod alarm;
 pub mod calls;
 pub mod config;
 pub mod controller;

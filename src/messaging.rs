@@ -20,17 +20,16 @@
 //!   again.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tracing::{debug, info};
 
+use crate::alarm::Alarm;
 use crate::config::MessagingConfig;
 pub use crate::core::messaging::STORED_PAGE;
 use crate::core::messaging::{
-    Action, Addressee, Courier, CourierConfig, Input, OnAir, Sender, ShortDataTarget, StatusTarget,
+    Action, Addressee, Courier, CourierConfig, Input, OnAir, Request, Sender, ShortDataTarget, StatusTarget,
     StoredMessage,
 };
 use crate::hlr::HlrCache;
@@ -49,9 +48,8 @@ pub struct Messaging {
     store: Store,
     /// The monotonic clock (ms) the machine runs on.
     clock: fn() -> i64,
-    wake: Notify,
-    /// The deadline the timer task sleeps until (`i64::MAX`: none).
-    armed: AtomicI64,
+    /// Wakes the timer task for an earlier deadline.
+    alarm: Alarm,
     health: Arc<DbHealth>,
 }
 
@@ -79,8 +77,7 @@ impl Messaging {
             links,
             store,
             clock,
-            wake: Notify::new(),
-            armed: AtomicI64::new(i64::MAX),
+            alarm: Alarm::default(),
             health: Arc::default(),
         }
     }
@@ -107,18 +104,13 @@ impl Messaging {
     pub fn handle(self: &Arc<Self>, site: SiteId, frame: &Frame) -> Option<Vec<Frame>> {
         let txn = frame.txn;
         let input = match &frame.msg {
-            Message::CallAlertReq { tmsi, target } => Input::CallAlert {
-                site,
-                txn,
-                sender: self.sender(site, *tmsi),
-                target: self.addressee(*target),
-            },
-            Message::StatusReq { tmsi, target, code } => Input::Status {
-                site,
-                txn,
-                sender: self.sender(site, *tmsi),
-                code: *code,
-                target: match *target {
+            Message::CallAlertReq { tmsi, target } => self.request(site, txn, *tmsi, {
+                Request::CallAlert {
+                    target: self.addressee(*target),
+                }
+            }),
+            Message::StatusReq { tmsi, target, code } => self.request(site, txn, *tmsi, {
+                let target = match *target {
                     Target::Unit(u) => StatusTarget::Unit(self.addressee(u)),
                     Target::Talkgroup { fleet, talkgroup } => StatusTarget::Talkgroup {
                         fleet,
@@ -128,14 +120,11 @@ impl Messaging {
                             .map(|(imsi, tmsi, site)| (imsi, OnAir { tmsi, site }))
                             .collect(),
                     },
-                },
-            },
-            Message::ShortDataReq { tmsi, target, data } => Input::ShortData {
-                site,
-                txn,
-                sender: self.sender(site, *tmsi),
-                data: data.clone(),
-                target: match *target {
+                };
+                Request::Status { code: *code, target }
+            }),
+            Message::ShortDataReq { tmsi, target, data } => self.request(site, txn, *tmsi, {
+                let target = match *target {
                     Target::Unit(u) => ShortDataTarget::Unit(self.hlr.imsi_for_unit(&u)),
                     Target::Talkgroup { fleet, talkgroup } => ShortDataTarget::Talkgroup {
                         fleet,
@@ -143,8 +132,12 @@ impl Messaging {
                         exists: self.hlr.talkgroup_exists(fleet, talkgroup),
                         members: self.hlr.talkgroup_members(fleet, talkgroup),
                     },
-                },
-            },
+                };
+                Request::ShortData {
+                    data: data.clone(),
+                    target,
+                }
+            }),
             Message::Ack {
                 acked: MessageType::CallAlert | MessageType::StatusDelivery,
             } => Input::Ack { site, txn },
@@ -164,38 +157,26 @@ impl Messaging {
 
     /// Runs the machine's timers (delivery timeouts, removal of expired short data)
     /// until `stop` turns true.
-    pub async fn run_timers(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        loop {
-            let next = {
-                // Stored under the lock, so that run() cannot miss an earlier deadline.
-                let core = self.core();
-                let next = core.next_wakeup();
-                self.armed.store(next.unwrap_or(i64::MAX), Ordering::SeqCst);
-                next
-            };
-            let sleep = match next {
-                Some(t) => Duration::from_millis((t - (self.clock)()).max(0) as u64),
-                None => Duration::from_secs(3600),
-            };
-            tokio::select! {
-                _ = tokio::time::sleep(sleep) => {}
-                _ = self.wake.notified() => continue,
-                _ = stop.wait_for(|s| *s) => return,
+    pub async fn run_timers(self: Arc<Self>, stop: watch::Receiver<bool>) {
+        let this = &self;
+        let tick = |now| {
+            let mut core = this.core();
+            let mut actions = core.tick(now);
+            let before = actions.len();
+            // Done by this task rather than spawned, so that removals never pile up.
+            actions.retain(|a| *a != Action::ExpireStored);
+            let expire = actions.len() < before;
+            this.dispatch(&mut core, actions, None);
+            async move {
+                if expire {
+                    this.expire_stored().await;
+                }
             }
-            let expire = {
-                let mut core = self.core();
-                let mut actions = core.tick((self.clock)());
-                let before = actions.len();
-                // Done here rather than spawned, so that removals never pile up.
-                actions.retain(|a| *a != Action::ExpireStored);
-                let expire = actions.len() < before;
-                self.dispatch(&mut core, actions, None);
-                expire
-            };
-            if expire {
-                self.expire_stored().await;
-            }
-        }
+        };
+        let alarm = &self.alarm;
+        alarm
+            .run(&self.core, Courier::next_wakeup, self.clock, tick, stop)
+            .await;
     }
 
     /// Feeds one input to the machine and carries out its actions; returns the frames
@@ -209,7 +190,7 @@ impl Messaging {
         let mut core = self.core();
         let actions = core.handle(input, (self.clock)());
         let answers = self.dispatch(&mut core, actions, answering);
-        self.rearm(&core);
+        self.alarm.rearm(core.next_wakeup());
         answers
     }
 
@@ -221,7 +202,7 @@ impl Messaging {
         let actions = {
             let mut core = self.core();
             let actions = core.handle(input, (self.clock)());
-            self.rearm(&core);
+            self.alarm.rearm(core.next_wakeup());
             actions
         };
         for a in actions {
@@ -234,15 +215,6 @@ impl Messaging {
                 }
                 other => self.start(other),
             }
-        }
-    }
-
-    fn rearm(&self, core: &Courier) {
-        if core
-            .next_wakeup()
-            .is_some_and(|n| n < self.armed.load(Ordering::SeqCst))
-        {
-            self.wake.notify_one();
         }
     }
 
@@ -390,6 +362,15 @@ impl Messaging {
             debug!(error = %e, "message for a site not delivered");
         }
         sent.is_ok()
+    }
+
+    fn request(&self, site: SiteId, txn: u32, tmsi: Tmsi, request: Request) -> Input {
+        Input::Request {
+            site,
+            txn,
+            sender: self.sender(site, tmsi),
+            request,
+        }
     }
 
     /// The sender of a request from `site`, as the VLR and the HLR cache know it.

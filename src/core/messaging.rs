@@ -146,45 +146,54 @@ pub struct StoredMessage {
     pub payload: Vec<u8>,
 }
 
-/// Input from gateways and from the shell's completed work.
+/// What a unit asks for, with the facts about its target.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Input {
-    /// `CALL_ALERT_REQ` from `site`.
+pub enum Request {
+    /// `CALL_ALERT_REQ`: page a unit.
     CallAlert {
-        /// The sending site.
-        site: SiteId,
-        /// The request's transaction.
-        txn: u32,
-        /// The sender.
-        sender: Sender,
         /// The unit to page.
         target: Addressee,
     },
-    /// `STATUS_REQ` from `site`.
+    /// `STATUS_REQ`.
     Status {
-        /// The sending site.
-        site: SiteId,
-        /// The request's transaction.
-        txn: u32,
-        /// The sender.
-        sender: Sender,
         /// The status code.
         code: u16,
         /// To whom.
         target: StatusTarget,
     },
-    /// `SHORT_DATA_REQ` from `site`.
+    /// `SHORT_DATA_REQ`.
     ShortData {
+        /// The payload.
+        data: ShortData,
+        /// To whom.
+        target: ShortDataTarget,
+    },
+}
+
+impl Request {
+    /// The request's message type (what its `DENY` names).
+    pub fn message_type(&self) -> MessageType {
+        match self {
+            Request::CallAlert { .. } => MessageType::CallAlertReq,
+            Request::Status { .. } => MessageType::StatusReq,
+            Request::ShortData { .. } => MessageType::ShortDataReq,
+        }
+    }
+}
+
+/// Input from gateways and from the shell's completed work.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// A request from a unit at `site`.
+    Request {
         /// The sending site.
         site: SiteId,
         /// The request's transaction.
         txn: u32,
         /// The sender.
         sender: Sender,
-        /// The payload.
-        data: ShortData,
-        /// To whom.
-        target: ShortDataTarget,
+        /// What it asks for.
+        request: Request,
     },
     /// `ACK` from `site` of a `CALL_ALERT` or `STATUS_DELIVERY` sent on `txn`.
     Ack {
@@ -418,41 +427,18 @@ impl Courier {
     pub fn handle(&mut self, input: Input, now: i64) -> Vec<Action> {
         let mut out = Vec::new();
         match input {
-            Input::CallAlert {
+            Input::Request {
                 site,
                 txn,
                 sender,
-                target,
+                request,
             } => {
-                let ty = MessageType::CallAlertReq;
-                match self
-                    .check(sender, ty)
-                    .and_then(|(_, caller)| Ok((caller, on_air(target)?)))
-                {
+                let ty = request.message_type();
+                match self.check(sender, ty) {
                     Err(cause) => out.push(deny((site, txn), ty, cause)),
-                    Ok((caller, to)) => {
-                        let msg = Message::CallAlert {
-                            tmsi: to.tmsi,
-                            caller,
-                        };
-                        self.await_ack(to.site, msg, (site, txn), ty, now, &mut out);
-                    }
+                    Ok(sender) => out.push(self.request((site, txn), sender, request, now)),
                 }
             }
-            Input::Status {
-                site,
-                txn,
-                sender,
-                code,
-                target,
-            } => self.status((site, txn), sender, code, target, now, &mut out),
-            Input::ShortData {
-                site,
-                txn,
-                sender,
-                data,
-                target,
-            } => self.short_data((site, txn), sender, data, target, now, &mut out),
             Input::Ack { site, txn } => {
                 if let Some(w) = self.waiting.remove(&(site, txn)) {
                     self.timers.remove(&(w.deadline, Timer::Answer(site, txn)));
@@ -564,13 +550,12 @@ impl Courier {
     /// acknowledged or timed out.
     fn await_ack(
         &mut self,
-        to_site: SiteId,
-        msg: Message,
         origin: (SiteId, u32),
         request: MessageType,
+        to_site: SiteId,
+        msg: Message,
         now: i64,
-        out: &mut Vec<Action>,
-    ) {
+    ) -> Action {
         let txn = self.txn();
         let deadline = now + self.cfg.delivery_timeout_ms;
         self.waiting.insert(
@@ -582,113 +567,133 @@ impl Courier {
             },
         );
         self.timers.insert((deadline, Timer::Answer(to_site, txn)));
-        out.push(Action::Send(to_site, Frame::new(txn, msg)));
+        Action::Send(to_site, Frame::new(txn, msg))
     }
 
-    fn status(
+    /// Carries out a request from a sender that may make it: checks its target
+    /// (`PROTOCOL.md §5.3`) and delivers, fans out or has stored what it asks for.
+    fn request(
         &mut self,
         origin: (SiteId, u32),
-        sender: Sender,
-        code: u16,
-        target: StatusTarget,
+        (sender, source): (Imsi, Unit),
+        request: Request,
         now: i64,
-        out: &mut Vec<Action>,
-    ) {
-        let ty = MessageType::StatusReq;
-        let (sender, source) = match self.check(sender, ty) {
-            Ok(s) => s,
-            Err(cause) => return out.push(deny(origin, ty, cause)),
+    ) -> Action {
+        let ty = request.message_type();
+        // A talkgroup target must exist in the sender's own fleet.
+        let own = |fleet, exists| match exists && fleet == source.fleet {
+            true => Ok(()),
+            false => Err(Cause::InvalidTarget),
         };
-        match target {
-            StatusTarget::Unit(target) => match on_air(target) {
-                Err(cause) => out.push(deny(origin, ty, cause)),
-                Ok(to) => {
-                    let msg = Message::StatusDelivery {
-                        tmsi: to.tmsi,
-                        source,
-                        code,
-                    };
-                    self.await_ack(to.site, msg, origin, ty, now, out);
-                }
-            },
-            StatusTarget::Talkgroup {
-                fleet,
-                exists,
-                affiliated,
-                ..
-            } => {
-                if !exists || fleet != source.fleet {
-                    return out.push(deny(origin, ty, Cause::InvalidTarget));
-                }
-                if self.fanouts.len() >= self.cfg.max_fanouts_in_flight {
-                    return out.push(deny(origin, ty, Cause::Busy));
-                }
-                // The sender gets no copy of its own status.
-                let frames = affiliated
-                    .into_iter()
-                    .filter(|(imsi, _)| *imsi != sender)
-                    .map(|(_, to)| {
-                        let msg = Message::StatusDelivery {
-                            tmsi: to.tmsi,
-                            source,
-                            code,
-                        };
-                        (to.site, Frame::new(self.txn(), msg))
-                    })
-                    .collect();
-                let op = self.op();
-                self.fanouts.insert(op);
-                out.push(Action::FanOut {
-                    op,
-                    frames,
-                    then: (origin.0, Frame::new(origin.1, Message::Ack { acked: ty })),
-                });
-            }
-        }
-    }
-
-    /// Checks a short data request and has it stored for every recipient.
-    fn short_data(
-        &mut self,
-        origin: (SiteId, u32),
-        sender: Sender,
-        data: ShortData,
-        target: ShortDataTarget,
-        now: i64,
-        out: &mut Vec<Action>,
-    ) {
-        let ty = MessageType::ShortDataReq;
-        let (sender, source) = match self.check(sender, ty) {
-            Ok(s) => s,
-            Err(cause) => return out.push(deny(origin, ty, cause)),
-        };
-        let recipients = match target {
-            ShortDataTarget::Unit(Some(imsi)) => vec![imsi],
-            // Every member but the sender.
-            ShortDataTarget::Talkgroup {
-                fleet,
-                exists: true,
-                mut members,
-                ..
-            } if fleet == source.fleet => {
+        let done = match request {
+            Request::CallAlert { target } => on_air(target).map(|to| {
+                let msg = Message::CallAlert {
+                    tmsi: to.tmsi,
+                    caller: source,
+                };
+                self.await_ack(origin, ty, to.site, msg, now)
+            }),
+            Request::Status {
+                code,
+                target: StatusTarget::Unit(target),
+            } => on_air(target).map(|to| {
+                let msg = Message::StatusDelivery {
+                    tmsi: to.tmsi,
+                    source,
+                    code,
+                };
+                self.await_ack(origin, ty, to.site, msg, now)
+            }),
+            Request::Status {
+                code,
+                target:
+                    StatusTarget::Talkgroup {
+                        fleet,
+                        exists,
+                        affiliated,
+                        ..
+                    },
+            } => own(fleet, exists).and_then(|()| self.fan_out(origin, sender, source, code, affiliated)),
+            Request::ShortData {
+                data,
+                target: ShortDataTarget::Unit(imsi),
+            } => (imsi.ok_or(Cause::InvalidTarget))
+                .and_then(|i| self.store(origin, vec![i], source, data, now)),
+            Request::ShortData {
+                data,
+                target:
+                    ShortDataTarget::Talkgroup {
+                        fleet,
+                        exists,
+                        mut members,
+                        ..
+                    },
+            } => own(fleet, exists).and_then(|()| {
+                // Every member but the sender.
                 members.retain(|imsi| *imsi != sender);
-                members
-            }
-            ShortDataTarget::Unit(None) | ShortDataTarget::Talkgroup { .. } => {
-                return out.push(deny(origin, ty, Cause::InvalidTarget))
-            }
+                self.store(origin, members, source, data, now)
+            }),
         };
+        done.unwrap_or_else(|cause| deny(origin, ty, cause))
+    }
+
+    /// A talkgroup status to every affiliated unit but the sender, then its `ACK`.
+    fn fan_out(
+        &mut self,
+        origin: (SiteId, u32),
+        sender: Imsi,
+        source: Unit,
+        code: u16,
+        affiliated: Vec<(Imsi, OnAir)>,
+    ) -> Result<Action, Cause> {
+        if self.fanouts.len() >= self.cfg.max_fanouts_in_flight {
+            return Err(Cause::Busy);
+        }
+        // The sender gets no copy of its own status.
+        let frames = affiliated
+            .into_iter()
+            .filter(|(imsi, _)| *imsi != sender)
+            .map(|(_, to)| {
+                let msg = Message::StatusDelivery {
+                    tmsi: to.tmsi,
+                    source,
+                    code,
+                };
+                (to.site, Frame::new(self.txn(), msg))
+            })
+            .collect();
+        let op = self.op();
+        self.fanouts.insert(op);
+        let ack = Message::Ack {
+            acked: MessageType::StatusReq,
+        };
+        Ok(Action::FanOut {
+            op,
+            frames,
+            then: (origin.0, Frame::new(origin.1, ack)),
+        })
+    }
+
+    /// Has short data stored for every recipient (answered once it is).
+    fn store(
+        &mut self,
+        origin: (SiteId, u32),
+        recipients: Vec<Imsi>,
+        source: Unit,
+        data: ShortData,
+        now: i64,
+    ) -> Result<Action, Cause> {
         if self.storing.len() >= self.cfg.max_stores_in_flight {
-            return out.push(deny(origin, ty, Cause::Busy));
+            return Err(Cause::Busy);
         }
         let op = self.op();
-        out.push(Action::Store {
+        let store = Action::Store {
             op,
             recipients: recipients.clone(),
             source,
             data: data.clone(),
             expires_ms: now + self.cfg.short_data_ttl_ms,
-        });
+        };
         self.storing.insert(
             op,
             Storing {
@@ -698,6 +703,7 @@ impl Courier {
                 data,
             },
         );
+        Ok(store)
     }
 
     /// A store finished: the sender hears `ACK` (or "busy" if nothing was stored), then
@@ -932,24 +938,37 @@ mod tests {
         ShortData::new(b.to_vec()).unwrap()
     }
 
-    /// A call alert from unit 1 at site 1 on `txn` to `target`.
-    fn alert(txn: u32, target: Addressee) -> Input {
-        Input::CallAlert {
+    /// A request from `from` at site 1 on `txn`.
+    fn ask(txn: u32, from: Sender, request: Request) -> Input {
+        Input::Request {
             site: site(1),
             txn,
-            sender: sender(1),
-            target,
+            sender: from,
+            request,
         }
+    }
+    /// Unit `n` comes on the air at site `s`.
+    fn attach(n: u16, s: u16) -> Input {
+        Input::Attached {
+            imsi: imsi(n),
+            tmsi: tmsi(n),
+            site: site(s),
+        }
+    }
+    /// A call alert from unit 1 at site 1 on `txn` to `target`.
+    fn alert(txn: u32, target: Addressee) -> Input {
+        ask(txn, sender(1), Request::CallAlert { target })
     }
     /// Short data from unit 1 at site 1 on `txn` to unit `n`.
     fn short_data_to(txn: u32, n: u16) -> Input {
-        Input::ShortData {
-            site: site(1),
+        ask(
             txn,
-            sender: sender(1),
-            data: data(b"hello"),
-            target: ShortDataTarget::Unit(Some(imsi(n))),
-        }
+            sender(1),
+            Request::ShortData {
+                data: data(b"hello"),
+                target: ShortDataTarget::Unit(Some(imsi(n))),
+            },
+        )
     }
     fn talkgroup_status(
         txn: u32,
@@ -957,18 +976,19 @@ mod tests {
         target_fleet: FleetId,
         affiliated: Vec<(Imsi, OnAir)>,
     ) -> Input {
-        Input::Status {
-            site: site(1),
+        ask(
             txn,
-            sender: from,
-            code: 7,
-            target: StatusTarget::Talkgroup {
-                fleet: target_fleet,
-                talkgroup: TalkgroupId::new(10).unwrap(),
-                exists: true,
-                affiliated,
+            from,
+            Request::Status {
+                code: 7,
+                target: StatusTarget::Talkgroup {
+                    fleet: target_fleet,
+                    talkgroup: TalkgroupId::new(10).unwrap(),
+                    exists: true,
+                    affiliated,
+                },
             },
-        }
+        )
     }
 
     /// The frames sent, in order.
@@ -989,8 +1009,16 @@ mod tests {
             .map(|(_, f)| f.msg)
             .collect()
     }
-    fn denied(request: MessageType, cause: Cause) -> Vec<Message> {
-        vec![Message::Deny { request, cause }]
+    /// The one frame sent, if it is a refusal to the sender at site 1: its transaction,
+    /// the request refused and why.
+    fn denial(actions: &[Action]) -> Option<(u32, MessageType, Cause)> {
+        match actions {
+            [Action::Send(s, f)] if *s == site(1) => match f.msg {
+                Message::Deny { request, cause } => Some((f.txn, request, cause)),
+                _ => None,
+            },
+            _ => None,
+        }
     }
     fn acked(acked: MessageType) -> Vec<Message> {
         vec![Message::Ack { acked }]
@@ -1084,13 +1112,14 @@ mod tests {
     #[test]
     fn an_unacknowledged_status_is_refused_target_unreachable_at_the_delivery_timeout() {
         let mut m = courier(4);
-        let status = Input::Status {
-            site: site(1),
-            txn: 9,
-            sender: sender(1),
-            code: 42,
-            target: StatusTarget::Unit(reachable(2, 2)),
-        };
+        let status = ask(
+            9,
+            sender(1),
+            Request::Status {
+                code: 42,
+                target: StatusTarget::Unit(reachable(2, 2)),
+            },
+        );
         let out = m.handle(status, 100);
         let [(_, f)] = sends(&out).try_into().unwrap();
         assert_eq!(
@@ -1105,8 +1134,8 @@ mod tests {
         assert!(m.tick(100 + TIMEOUT - 1).is_empty());
         let out = m.tick(100 + TIMEOUT);
         assert_eq!(
-            answers(&out, 9),
-            denied(MessageType::StatusReq, Cause::TargetUnreachable)
+            denial(&out),
+            Some((9, MessageType::StatusReq, Cause::TargetUnreachable))
         );
         // A late ACK is not answered again.
         assert!(m
@@ -1134,8 +1163,8 @@ mod tests {
             1,
         );
         assert_eq!(
-            answers(&out, 5),
-            denied(MessageType::CallAlertReq, Cause::TargetUnreachable)
+            denial(&out),
+            Some((5, MessageType::CallAlertReq, Cause::TargetUnreachable))
         );
         assert!(m.tick(TIMEOUT).is_empty(), "answered once");
         assert_eq!(m.in_flight(), 0);
@@ -1183,15 +1212,10 @@ mod tests {
             ),
         ];
         for (txn, (from, target, cause)) in (1..).zip(cases) {
-            let input = Input::CallAlert {
-                site: site(1),
-                txn,
-                sender: from,
-                target,
-            };
+            let input = ask(txn, from, Request::CallAlert { target });
             let out = m.handle(input, 0);
-            assert_eq!(out.len(), 1, "{cause}: only the refusal");
-            assert_eq!(answers(&out, txn), denied(MessageType::CallAlertReq, cause));
+            let refused = Some((txn, MessageType::CallAlertReq, cause));
+            assert_eq!(denial(&out), refused, "only the refusal");
         }
         assert_eq!(m.in_flight(), 0);
     }
@@ -1209,39 +1233,43 @@ mod tests {
         };
         // Call alerts need `private`; status messages and short data need `data`.
         let mut alert_from = |txn, permissions| {
-            let input = Input::CallAlert {
-                site: site(1),
+            let input = ask(
                 txn,
-                sender: with_permissions(1, permissions),
-                target: reachable(2, 2),
-            };
+                with_permissions(1, permissions),
+                Request::CallAlert {
+                    target: reachable(2, 2),
+                },
+            );
             m.handle(input, 0)
         };
         assert_eq!(
-            answers(&alert_from(1, data_only), 1),
-            denied(MessageType::CallAlertReq, Cause::ServiceNotPermitted)
+            denial(&alert_from(1, data_only)),
+            Some((1, MessageType::CallAlertReq, Cause::ServiceNotPermitted))
         );
         assert_eq!(sends(&alert_from(2, private_only)).len(), 1, "delivered");
         let status =
             |txn, permissions| talkgroup_status(txn, with_permissions(1, permissions), fleet(), vec![]);
         assert_eq!(
-            answers(&m.handle(status(3, private_only), 0), 3),
-            denied(MessageType::StatusReq, Cause::ServiceNotPermitted)
+            denial(&m.handle(status(3, private_only), 0)),
+            Some((3, MessageType::StatusReq, Cause::ServiceNotPermitted))
         );
         assert!(matches!(
             &m.handle(status(4, data_only), 0)[..],
             [Action::FanOut { .. }]
         ));
-        let short_data = |txn, permissions| Input::ShortData {
-            site: site(1),
-            txn,
-            sender: with_permissions(1, permissions),
-            data: data(b"x"),
-            target: ShortDataTarget::Unit(Some(imsi(2))),
+        let short_data = |txn, permissions| {
+            ask(
+                txn,
+                with_permissions(1, permissions),
+                Request::ShortData {
+                    data: data(b"x"),
+                    target: ShortDataTarget::Unit(Some(imsi(2))),
+                },
+            )
         };
         assert_eq!(
-            answers(&m.handle(short_data(5, private_only), 0), 5),
-            denied(MessageType::ShortDataReq, Cause::ServiceNotPermitted)
+            denial(&m.handle(short_data(5, private_only), 0)),
+            Some((5, MessageType::ShortDataReq, Cause::ServiceNotPermitted))
         );
         store_op(&m.handle(short_data(6, data_only), 0));
     }
@@ -1276,28 +1304,59 @@ mod tests {
         assert_eq!(m.in_flight(), 1);
         m.handle(Input::FannedOut { op: *op }, 5);
         assert_eq!(m.in_flight(), 0);
-        // Another fleet's talkgroup, or one that does not exist, is no target.
-        let other_fleet = talkgroup_status(9, sender(1), FleetId::new(200).unwrap(), vec![]);
-        assert_eq!(
-            answers(&m.handle(other_fleet, 6), 9),
-            denied(MessageType::StatusReq, Cause::InvalidTarget)
-        );
-        let missing = Input::Status {
-            site: site(1),
-            txn: 10,
-            sender: sender(1),
-            code: 7,
-            target: StatusTarget::Talkgroup {
-                fleet: fleet(),
-                talkgroup: TalkgroupId::new(11).unwrap(),
-                exists: false,
-                affiliated: vec![],
-            },
+    }
+
+    #[test]
+    fn targets_that_do_not_exist_or_belong_to_another_fleet_are_invalid() {
+        let mut m = courier(4);
+        let talkgroup = |fleet, exists| StatusTarget::Talkgroup {
+            fleet,
+            talkgroup: TalkgroupId::new(10).unwrap(),
+            exists,
+            affiliated: vec![(imsi(2), at(2, 2))],
         };
-        assert_eq!(
-            answers(&m.handle(missing, 7), 10),
-            denied(MessageType::StatusReq, Cause::InvalidTarget)
-        );
+        let members = |fleet, exists| ShortDataTarget::Talkgroup {
+            fleet,
+            talkgroup: TalkgroupId::new(10).unwrap(),
+            exists,
+            members: vec![imsi(2)],
+        };
+        let other = FleetId::new(200).unwrap();
+        let requests = [
+            Request::CallAlert {
+                target: Addressee::Unknown,
+            },
+            Request::Status {
+                code: 1,
+                target: StatusTarget::Unit(Addressee::Unknown),
+            },
+            Request::Status {
+                code: 1,
+                target: talkgroup(fleet(), false),
+            },
+            Request::Status {
+                code: 1,
+                target: talkgroup(other, true),
+            },
+            Request::ShortData {
+                data: data(b"x"),
+                target: ShortDataTarget::Unit(None),
+            },
+            Request::ShortData {
+                data: data(b"x"),
+                target: members(fleet(), false),
+            },
+            Request::ShortData {
+                data: data(b"x"),
+                target: members(other, true),
+            },
+        ];
+        for (txn, request) in (1..).zip(requests) {
+            let ty = request.message_type();
+            let out = m.handle(ask(txn, sender(1), request), 0);
+            assert_eq!(denial(&out), Some((txn, ty, Cause::InvalidTarget)));
+        }
+        assert_eq!(m.in_flight(), 0, "nothing fanned out or stored");
     }
 
     #[test]
@@ -1311,7 +1370,7 @@ mod tests {
             }
         }
         let out = m.handle(talkgroup_status(3, sender(1), fleet(), vec![]), 0);
-        assert_eq!(answers(&out, 3), denied(MessageType::StatusReq, Cause::Busy));
+        assert_eq!(denial(&out), Some((3, MessageType::StatusReq, Cause::Busy)));
         m.handle(Input::FannedOut { op: ops[0] }, 1);
         let out = m.handle(talkgroup_status(4, sender(1), fleet(), vec![]), 2);
         assert!(matches!(&out[..], [Action::FanOut { .. }]));
@@ -1320,18 +1379,19 @@ mod tests {
     #[test]
     fn short_data_is_acknowledged_once_stored_then_delivered_to_the_recipients_on_the_air() {
         let mut m = courier(4);
-        let to_talkgroup = Input::ShortData {
-            site: site(1),
-            txn: 3,
-            sender: sender(1),
-            data: data(b"meet at gate 4"),
-            target: ShortDataTarget::Talkgroup {
-                fleet: fleet(),
-                talkgroup: TalkgroupId::new(10).unwrap(),
-                exists: true,
-                members: vec![imsi(1), imsi(2), imsi(3)],
+        let to_talkgroup = ask(
+            3,
+            sender(1),
+            Request::ShortData {
+                data: data(b"meet at gate 4"),
+                target: ShortDataTarget::Talkgroup {
+                    fleet: fleet(),
+                    talkgroup: TalkgroupId::new(10).unwrap(),
+                    exists: true,
+                    members: vec![imsi(1), imsi(2), imsi(3)],
+                },
             },
-        };
+        );
         let out = m.handle(to_talkgroup, 1000);
         // Nothing is answered before the store: every member but the sender, kept for the TTL.
         let [Action::Store {
@@ -1368,14 +1428,7 @@ mod tests {
             vec![(site(2), MessageId::new(41).unwrap(), tmsi(2))]
         );
         // Unit 3's next registration reads the store.
-        let out = m.handle(
-            Input::Attached {
-                imsi: imsi(3),
-                tmsi: tmsi(3),
-                site: site(1),
-            },
-            2000,
-        );
+        let out = m.handle(attach(3, 1), 2000);
         assert!(matches!(&out[..], [Action::ReadStored { after: 0, .. }]));
     }
 
@@ -1384,15 +1437,11 @@ mod tests {
         let mut m = courier(4);
         let op = store_op(&m.handle(short_data_to(3, 2), 0));
         let out = m.handle(Input::Stored { op, stored: None }, 10);
-        assert_eq!(answers(&out, 3), denied(MessageType::ShortDataReq, Cause::Busy));
+        assert_eq!(denial(&out), Some((3, MessageType::ShortDataReq, Cause::Busy)));
         assert_eq!(out.len(), 1);
         assert_eq!(m.in_flight(), 0);
         // Nothing was stored, so nothing is looked for at registration.
-        let attached = Input::Attached {
-            imsi: imsi(2),
-            tmsi: tmsi(2),
-            site: site(2),
-        };
+        let attached = attach(2, 2);
         assert!(m.handle(attached, 20).is_empty());
     }
 
@@ -1401,22 +1450,10 @@ mod tests {
         let mut m = courier(1);
         let first = store_op(&m.handle(short_data_to(1, 3), 0));
         let out = m.handle(short_data_to(2, 3), 0);
-        assert_eq!(answers(&out, 2), denied(MessageType::ShortDataReq, Cause::Busy));
+        assert_eq!(denial(&out), Some((2, MessageType::ShortDataReq, Cause::Busy)));
         let stored = Some(vec![(1, None)]);
         m.handle(Input::Stored { op: first, stored }, 5);
         store_op(&m.handle(short_data_to(3, 3), 6));
-        // Unknown unit, or another fleet's talkgroup: refused before anything is stored.
-        let unknown = Input::ShortData {
-            site: site(1),
-            txn: 4,
-            sender: sender(1),
-            data: data(b"x"),
-            target: ShortDataTarget::Unit(None),
-        };
-        assert_eq!(
-            answers(&m.handle(unknown, 7), 4),
-            denied(MessageType::ShortDataReq, Cause::InvalidTarget)
-        );
     }
 
     #[test]
@@ -1424,20 +1461,9 @@ mod tests {
         let mut m = courier(4);
         m.mail_stored(imsi(2));
         // A unit with nothing stored costs no read.
-        let nothing = Input::Attached {
-            imsi: imsi(3),
-            tmsi: tmsi(3),
-            site: site(1),
-        };
+        let nothing = attach(3, 1);
         assert!(m.handle(nothing, 0).is_empty());
-        let out = m.handle(
-            Input::Attached {
-                imsi: imsi(2),
-                tmsi: tmsi(2),
-                site: site(2),
-            },
-            0,
-        );
+        let out = m.handle(attach(2, 2), 0);
         let [Action::ReadStored {
             session,
             imsi: who,
@@ -1502,11 +1528,7 @@ mod tests {
     fn a_page_not_acknowledged_in_time_leaves_the_rest_for_the_next_registration() {
         let mut m = courier(4);
         m.mail_stored(imsi(2));
-        let attached = Input::Attached {
-            imsi: imsi(2),
-            tmsi: tmsi(2),
-            site: site(2),
-        };
+        let attached = attach(2, 2);
         let [Action::ReadStored { session, .. }] = m.handle(attached.clone(), 0)[..] else {
             panic!("expected a read");
         };
@@ -1537,11 +1559,7 @@ mod tests {
     fn an_empty_read_forgets_the_mailbox_unless_a_store_came_meanwhile() {
         let mut m = courier(4);
         m.mail_stored(imsi(2));
-        let attached = Input::Attached {
-            imsi: imsi(2),
-            tmsi: tmsi(2),
-            site: site(2),
-        };
+        let attached = attach(2, 2);
         let read_of = |out: Vec<Action>| match out[..] {
             [Action::ReadStored { session, .. }] => session,
             _ => panic!("expected a read, got {out:?}"),
