@@ -4,13 +4,14 @@
 //! gateways, call records), and drives its timers. Runs inside the controller.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch, Notify};
 use tracing::{debug, warn};
 
+use crate::alarm::Alarm;
 use crate::config::TrunkingSection;
 use crate::controller::mono_ms;
 use crate::core::trunking::{
@@ -34,9 +35,8 @@ pub struct CallService {
     vlr: VlrView,
     links: Links,
     selected_area: Vec<SiteId>,
-    wake: Notify,
-    /// The deadline the timer task sleeps until (`i64::MAX`: none).
-    armed: AtomicI64,
+    /// Wakes the timer task for an earlier deadline.
+    alarm: Alarm,
     /// Operator slot faults already applied to the machine.
     operator_faults: Mutex<HashSet<(SiteId, u8, u8)>>,
     records: mpsc::UnboundedSender<CallRecord>,
@@ -73,8 +73,7 @@ impl CallService {
             vlr,
             links,
             selected_area,
-            wake: Notify::new(),
-            armed: AtomicI64::new(i64::MAX),
+            alarm: Alarm::default(),
             operator_faults: Mutex::new(HashSet::new()),
             records,
             events,
@@ -308,28 +307,17 @@ impl CallService {
     }
 
     /// Runs the machine's timers until `stop` turns true.
-    pub async fn run_timers(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        loop {
-            let next = {
-                // Stored under the lock, so that run() cannot miss an earlier deadline.
-                let core = self.core();
-                let next = core.next_wakeup();
-                self.armed.store(next.unwrap_or(i64::MAX), Ordering::SeqCst);
-                next
-            };
-            let sleep = match next {
-                Some(t) => Duration::from_millis((t - mono_ms()).max(0) as u64),
-                None => Duration::from_secs(3600),
-            };
-            tokio::select! {
-                _ = tokio::time::sleep(sleep) => {}
-                _ = self.wake.notified() => continue,
-                _ = stop.wait_for(|s| *s) => return,
-            }
+    pub async fn run_timers(self: Arc<Self>, stop: watch::Receiver<bool>) {
+        let tick = |now| {
             let mut core = self.core();
-            let actions = core.tick(mono_ms());
+            let actions = core.tick(now);
             self.dispatch(actions);
-        }
+            std::future::ready(())
+        };
+        let alarm = &self.alarm;
+        alarm
+            .run(&self.core, Trunking::next_wakeup, mono_ms, tick, stop)
+            .await;
     }
 
     /// Carries out actions: frames are queued on their site's link (callers hold the
@@ -399,12 +387,7 @@ impl CallService {
     fn run(&self, input: Input) {
         let mut core = self.core();
         let actions = core.handle(input, mono_ms());
-        if core
-            .next_wakeup()
-            .is_some_and(|n| n < self.armed.load(Ordering::SeqCst))
-        {
-            self.wake.notify_one();
-        }
+        self.alarm.rearm(core.next_wakeup());
         if core.call_ids_left() < CALL_ID_BLOCK / 2 {
             self.ids_low.notify_one();
         }

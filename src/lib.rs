@@ -6,8 +6,8 @@
 //! - [`protocol`]: the wire protocol v1 (`protocol/PROTOCOL.md`), sans-IO.
 //! - [`link`]: the TCP server for site gateways (handshake, keepalive, sessions) and
 //!   the gateway side of the link, used by `trunksim` and the tests.
-//! - [`core`]: the sans-IO state machines (authentication, registration, trunking) and
-//!   their random source.
+//! - [`core`]: the sans-IO state machines (authentication, registration, trunking,
+//!   messaging) and their random source.
 //! - [`store`]: the HLR on sqlx (SQLite default, PostgreSQL), migrations, CSV import.
 //! - [`hlr`]: the in-memory cache of the HLR that the hot path reads.
 //! - [`vlr`]: the in-memory registry of units on the air, owned by the registrar and
@@ -15,10 +15,12 @@
 //! - [`controller`]: wires store, cache, VLR, core and link together and runs them.
 //! - [`calls`], [`messaging`], [`remote`]: the services behind the link: calls and
 //!   slots, messages without a slot, and inhibit/enable over the air.
+//! - [`alarm`]: the timer task of the shells around the sans-IO machines.
 //! - [`sim`]: the radio side of registration, for `trunksim` and tests.
 //! - [`config`]: the one typed configuration, with defaults.
 //! - [`logging`]: tracing setup (human-readable or JSON).
 
+pub mod alarm;
 pub mod calls;
 pub mod config;
 pub mod controller;

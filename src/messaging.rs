@@ -1,9 +1,16 @@
-//! Call alert, status messages and short data: the services that use no traffic slot.
+//! The messaging services around the messaging state machine ([`Courier`]): looks up
+//! what each request needs in the VLR and the HLR cache (the sender, the target unit's
+//! site and TMSI, a talkgroup's units), hands it to the machine, carries out its actions
+//! (frames to gateways, short data stored, read and removed in the HLR database), and
+//! drives its timers. Runs inside the controller, as `crate::calls` does around the
+//! trunking machine.
 //!
 //! - Call alert and status to a unit: sent to the unit's site; the sender hears `ACK`
 //!   once that gateway acknowledges, or `DENY` "target unreachable" after
 //!   `messaging.delivery_timeout_ms`. A status to a talkgroup goes to every affiliated
-//!   unit on the air and is acknowledged to the sender once sent.
+//!   unit on the air but the sender, each delivery waiting for room on its link, and is
+//!   acknowledged to the sender once sent; at most
+//!   `messaging.max_status_fanouts_in_flight` at once, beyond that `DENY` "busy".
 //! - Short data is stored and forwarded: written to the HLR database (one row per
 //!   recipient) before the sender hears `ACK`, delivered when the recipient is (or next
 //!   becomes) registered, removed only when its gateway sends `SHORT_DATA_ACK`, dropped
@@ -12,82 +19,65 @@
 //!   when the database fails to store it, the sender hears `DENY` "busy" and may send it
 //!   again.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 
-use dashmap::DashMap;
-use tokio::sync::Semaphore;
+use tokio::sync::watch;
 use tracing::{debug, info};
 
+use crate::alarm::Alarm;
 use crate::config::MessagingConfig;
+pub use crate::core::messaging::STORED_PAGE;
+use crate::core::messaging::{
+    Action, Addressee, Courier, CourierConfig, Input, OnAir, Request, Sender, ShortDataTarget, StatusTarget,
+    StoredMessage,
+};
 use crate::hlr::HlrCache;
 use crate::link::Links;
-use crate::protocol::{
-    Cause, Frame, Imsi, Message, MessageId, MessageType, ShortData, SiteId, Target, Tmsi, Unit,
-    CONTROLLER_TXN_BASE,
-};
+use crate::protocol::{Frame, Imsi, Message, MessageType, SiteId, Target, Tmsi, Unit};
 use crate::store::health::DbHealth;
 use crate::store::{now_ms, Store};
 use crate::vlr::VlrView;
 
-/// How many of a unit's stored messages are delivered before their acknowledgements are
-/// waited for.
-pub const STORED_PAGE: i64 = 32;
-
-/// A delivery waiting for its gateway's acknowledgement.
-#[derive(Clone, Copy, Debug)]
-struct Waiting {
-    /// Where and on which transaction the sender asked.
-    origin: (SiteId, u32),
-    request: MessageType,
-    deadline_ms: i64,
-}
-
 /// The messaging services.
 pub struct Messaging {
+    core: Mutex<Courier>,
     hlr: Arc<HlrCache>,
     vlr: VlrView,
     links: Links,
     store: Store,
-    ttl_ms: i64,
-    timeout_ms: i64,
-    /// (target site, controller txn) → the alert or status waiting for its ACK.
-    waiting: DashMap<(SiteId, u32), Waiting>,
-    /// Short data sent out and not yet acknowledged: message id → the site it went to.
-    /// Only that site's acknowledgement removes the message.
-    delivered: DashMap<u64, SiteId>,
-    /// Recipients that may have short data stored, with the number of the last store
-    /// for them: a registration looks in the database only for these. An entry goes
-    /// when a look finds nothing and no store for the recipient came after it began.
-    mailbox: DashMap<Imsi, u64>,
-    stores: AtomicU64,
-    /// One permit per short data being written; none left: the request is refused "busy"
-    /// rather than queued without bound.
-    store_slots: Arc<Semaphore>,
-    /// One permit per talkgroup status being fanned out; none left: refused "busy".
-    fanout_slots: Arc<Semaphore>,
-    next_txn: AtomicU32,
+    /// The monotonic clock (ms) the machine runs on.
+    clock: fn() -> i64,
+    /// Wakes the timer task for an earlier deadline.
+    alarm: Alarm,
     health: Arc<DbHealth>,
 }
 
 impl Messaging {
-    /// The services over the given registries and store.
-    pub fn new(hlr: Arc<HlrCache>, vlr: VlrView, links: Links, store: Store, cfg: &MessagingConfig) -> Self {
+    /// The services over the given registries and store; `clock` gives monotonic ms.
+    pub fn new(
+        hlr: Arc<HlrCache>,
+        vlr: VlrView,
+        links: Links,
+        store: Store,
+        cfg: &MessagingConfig,
+        clock: fn() -> i64,
+    ) -> Self {
+        let core = Courier::new(CourierConfig {
+            short_data_ttl_ms: cfg.short_data_ttl_ms as i64,
+            delivery_timeout_ms: cfg.delivery_timeout_ms as i64,
+            max_stores_in_flight: cfg.max_short_data_in_flight,
+            max_fanouts_in_flight: cfg.max_status_fanouts_in_flight,
+            expiry_check_ms: cfg.delivery_timeout_ms.clamp(10, 1000) as i64,
+        });
         Messaging {
+            core: Mutex::new(core),
             hlr,
             vlr,
             links,
             store,
-            ttl_ms: cfg.short_data_ttl_ms as i64,
-            timeout_ms: cfg.delivery_timeout_ms as i64,
-            waiting: DashMap::new(),
-            delivered: DashMap::new(),
-            mailbox: DashMap::new(),
-            stores: AtomicU64::new(0),
-            store_slots: Arc::new(Semaphore::new(cfg.max_short_data_in_flight)),
-            fanout_slots: Arc::new(Semaphore::new(cfg.max_status_fanouts_in_flight)),
-            next_txn: AtomicU32::new(0),
+            clock,
+            alarm: Alarm::default(),
             health: Arc::default(),
         }
     }
@@ -99,156 +89,264 @@ impl Messaging {
         self
     }
 
-    /// Notes that short data is stored for `imsi` (on start-up, for what the database
-    /// holds; afterwards, once a store is written).
-    pub fn mail_stored(&self, imsi: Imsi) {
-        self.mailbox
-            .insert(imsi, self.stores.fetch_add(1, Ordering::SeqCst));
+    fn core(&self) -> std::sync::MutexGuard<'_, Courier> {
+        // A panic while holding the lock would be a bug; keep serving with the state as is.
+        self.core.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A controller transaction id from a range of its own (`0xA000_0000..`), so that
-    /// acknowledgements cannot be confused with those of other procedures.
-    fn txn(&self) -> u32 {
-        (CONTROLLER_TXN_BASE | 0x2000_0000) + (self.next_txn.fetch_add(1, Ordering::Relaxed) & 0x0FFF_FFFF)
+    /// Notes that short data is stored for `imsi` (on start-up, for what the database
+    /// holds): its next registration looks in the database.
+    pub fn mail_stored(&self, imsi: Imsi) {
+        self.core().mail_stored(imsi);
     }
 
     /// Handles a messaging frame from `site`; `None` for any other message.
-    pub fn handle(self: &Arc<Self>, site: SiteId, frame: &Frame, now: i64) -> Option<Vec<Frame>> {
+    pub fn handle(self: &Arc<Self>, site: SiteId, frame: &Frame) -> Option<Vec<Frame>> {
         let txn = frame.txn;
-        let ty = frame.msg.message_type();
-        let deny = |cause| vec![Frame::new(txn, Message::Deny { request: ty, cause })];
-        let out = match &frame.msg {
-            Message::CallAlertReq { tmsi, target } => match self.sender(site, *tmsi, ty) {
-                Err(c) => deny(c),
-                Ok((_, source)) => match self.unit_on_air(*target) {
-                    Err(c) => deny(c),
-                    Ok((to_tmsi, to_site)) => {
-                        let msg = Message::CallAlert {
-                            tmsi: to_tmsi,
-                            caller: source,
-                        };
-                        self.deliver_awaiting_ack(to_site, msg, (site, txn), ty, now)
-                            .map_or_else(deny, |()| vec![])
-                    }
-                },
-            },
-            Message::StatusReq { tmsi, target, code } => match self.sender(site, *tmsi, ty) {
-                Err(c) => deny(c),
-                Ok(sender) => self.status(site, txn, sender, *target, *code, now),
-            },
-            Message::ShortDataReq { tmsi, target, data } => match self.sender(site, *tmsi, ty) {
-                Err(c) => deny(c),
-                Ok(sender) => self.short_data(site, txn, sender, *target, data.clone()),
-            },
+        let input = match &frame.msg {
+            Message::CallAlertReq { tmsi, target } => self.request(site, txn, *tmsi, {
+                Request::CallAlert {
+                    target: self.addressee(*target),
+                }
+            }),
+            Message::StatusReq { tmsi, target, code } => self.request(site, txn, *tmsi, {
+                let target = match *target {
+                    Target::Unit(u) => StatusTarget::Unit(self.addressee(u)),
+                    Target::Talkgroup { fleet, talkgroup } => StatusTarget::Talkgroup {
+                        fleet,
+                        talkgroup,
+                        exists: self.hlr.talkgroup_exists(fleet, talkgroup),
+                        affiliated: (self.vlr.affiliated_units(fleet, talkgroup).into_iter())
+                            .map(|(imsi, tmsi, site)| (imsi, OnAir { tmsi, site }))
+                            .collect(),
+                    },
+                };
+                Request::Status { code: *code, target }
+            }),
+            Message::ShortDataReq { tmsi, target, data } => self.request(site, txn, *tmsi, {
+                let target = match *target {
+                    Target::Unit(u) => ShortDataTarget::Unit(self.hlr.imsi_for_unit(&u)),
+                    Target::Talkgroup { fleet, talkgroup } => ShortDataTarget::Talkgroup {
+                        fleet,
+                        talkgroup,
+                        exists: self.hlr.talkgroup_exists(fleet, talkgroup),
+                        members: self.hlr.talkgroup_members(fleet, talkgroup),
+                    },
+                };
+                Request::ShortData {
+                    data: data.clone(),
+                    target,
+                }
+            }),
             Message::Ack {
                 acked: MessageType::CallAlert | MessageType::StatusDelivery,
-            } => {
-                if let Some((_, w)) = self.waiting.remove(&(site, txn)) {
-                    let ack = Frame::new(w.origin.1, Message::Ack { acked: w.request });
-                    self.send(w.origin.0, ack);
-                }
-                vec![]
-            }
-            Message::ShortDataAck { id } => {
-                let id = id.get();
-                if self.delivered.remove_if(&id, |_, to| *to == site).is_none() {
-                    debug!(id, %site, "short data acknowledged by a site it was not sent to; ignored");
-                    return Some(vec![]);
-                }
-                let this = self.clone();
-                tokio::spawn(async move {
-                    let removed = this.store.remove_short_data(id as i64).await;
-                    match this.health.report("removing delivered short data", removed) {
-                        Some(true) => debug!(id, "short data delivered"),
-                        Some(false) => debug!(id, "short data acknowledged twice"),
-                        None => debug!(id, "delivered short data not removed"),
-                    }
-                });
-                vec![]
-            }
+            } => Input::Ack { site, txn },
+            Message::ShortDataAck { id } => Input::ShortDataAck { site, id: *id },
             _ => return None,
         };
-        Some(out)
+        Some(self.run(input, Some((site, txn))))
     }
 
-    /// The unit is on the air: deliver what is stored for it, [`STORED_PAGE`] messages
-    /// at a time; the next ones go once those are acknowledged, and if they are not
-    /// within the delivery timeout (or the unit left or moved meanwhile), the rest waits
-    /// for the unit's next registration.
+    /// The unit is on the air: what is stored for it is delivered, [`STORED_PAGE`]
+    /// messages at a time; the next ones go once those are acknowledged, and if they are
+    /// not within the delivery timeout (or the unit left or moved meanwhile), the rest
+    /// waits for the unit's next registration.
     pub fn attached(self: &Arc<Self>, imsi: Imsi, tmsi: Tmsi, site: SiteId) {
-        let Some(looked_after) = self.mailbox.get(&imsi).map(|n| *n) else {
-            return; // nothing stored: no database round trip for this registration
+        self.run(Input::Attached { imsi, tmsi, site }, None);
+    }
+
+    /// Runs the machine's timers (delivery timeouts, removal of expired short data)
+    /// until `stop` turns true.
+    pub async fn run_timers(self: Arc<Self>, stop: watch::Receiver<bool>) {
+        let this = &self;
+        let tick = |now| {
+            let mut core = this.core();
+            let mut actions = core.tick(now);
+            let before = actions.len();
+            // Done by this task rather than spawned, so that removals never pile up.
+            actions.retain(|a| *a != Action::ExpireStored);
+            let expire = actions.len() < before;
+            this.dispatch(&mut core, actions, None);
+            async move {
+                if expire {
+                    this.expire_stored().await;
+                }
+            }
         };
+        let alarm = &self.alarm;
+        alarm
+            .run(&self.core, Courier::next_wakeup, self.clock, tick, stop)
+            .await;
+    }
+
+    /// Feeds one input to the machine and carries out its actions; returns the frames
+    /// that answer `answering` (the site and transaction of the frame being handled).
+    /// Wakes the timer task if the machine's next deadline is now earlier than the one
+    /// it sleeps for.
+    ///
+    /// Frames are queued on the sites' links while the machine is still locked, so each
+    /// gateway receives the machine's output in the order it was produced.
+    fn run(self: &Arc<Self>, input: Input, answering: Option<(SiteId, u32)>) -> Vec<Frame> {
+        let mut core = self.core();
+        let actions = core.handle(input, (self.clock)());
+        let answers = self.dispatch(&mut core, actions, answering);
+        self.alarm.rearm(core.next_wakeup());
+        answers
+    }
+
+    /// As [`Messaging::run`], for the work done behind the answers (after a store, a
+    /// read or a fan-out): each frame waits for room on its link, so the many frames of
+    /// a talkgroup's short data or a unit's stored messages never overflow a link that
+    /// is keeping up.
+    async fn run_paced(self: &Arc<Self>, input: Input) {
+        let actions = {
+            let mut core = self.core();
+            let actions = core.handle(input, (self.clock)());
+            self.alarm.rearm(core.next_wakeup());
+            actions
+        };
+        for a in actions {
+            match a {
+                Action::Send(site, frame) => {
+                    let txn = frame.txn;
+                    if !self.send_paced(site, frame).await {
+                        self.run(Input::SendFailed { site, txn }, None);
+                    }
+                }
+                other => self.start(other),
+            }
+        }
+    }
+
+    /// Carries out actions with the machine locked: frames that answer `answering` are
+    /// returned, other frames queued on their site's link (a frame that cannot be is
+    /// reported back to the machine), the rest started in tasks of their own.
+    fn dispatch(
+        self: &Arc<Self>,
+        core: &mut Courier,
+        actions: Vec<Action>,
+        answering: Option<(SiteId, u32)>,
+    ) -> Vec<Frame> {
+        let mut answers = Vec::new();
+        let mut todo = VecDeque::from(actions);
+        while let Some(a) = todo.pop_front() {
+            match a {
+                Action::Send(site, frame) if answering == Some((site, frame.txn)) => answers.push(frame),
+                Action::Send(site, frame) => {
+                    let txn = frame.txn;
+                    if let Err(e) = self.links.send(site, frame) {
+                        debug!(error = %e, "message for a site not delivered");
+                        todo.extend(core.handle(Input::SendFailed { site, txn }, (self.clock)()));
+                    }
+                }
+                other => self.start(other),
+            }
+        }
+        answers
+    }
+
+    /// Starts the work of an action behind the answers, in a task of its own; it feeds
+    /// the outcome back to the machine. (A [`Action::Send`] is queued as is: callers
+    /// that must hear of a failed send queue frames themselves.)
+    fn start(self: &Arc<Self>, action: Action) {
         let this = self.clone();
-        tokio::spawn(async move {
-            let mut after = 0;
-            loop {
-                let page = this.store.pending_short_data_page(imsi, after, STORED_PAGE).await;
-                let Some(page) = this.health.report("reading stored short data", page) else {
-                    return debug!(%imsi, "stored short data not read");
-                };
-                if page.is_empty() && after == 0 {
-                    this.mailbox.remove_if(&imsi, |_, n| *n == looked_after);
-                }
-                let full = page.len() as i64 == STORED_PAGE;
-                let mut sent = Vec::new();
-                for (id, source, payload) in page {
-                    after = id;
-                    let (Some(id), Some(data)) = (MessageId::new(id as u64), ShortData::new(payload)) else {
-                        continue;
-                    };
-                    let msg = Message::ShortDataDelivery {
-                        id,
-                        tmsi,
-                        source,
-                        data,
-                    };
-                    this.delivered.insert(id.get(), site);
-                    sent.push(id.get());
-                    this.send_paced(site, Frame::new(this.txn(), msg)).await;
-                }
-                let still_here = |this: &Self| {
-                    this.vlr
-                        .get(&imsi)
-                        .is_some_and(|u| u.tmsi == tmsi && u.site == site)
-                };
-                if !full || !this.acknowledged(&sent).await || !still_here(&this) {
-                    return;
+        match action {
+            Action::Send(site, frame) => {
+                if let Err(e) = self.links.send(site, frame) {
+                    debug!(error = %e, "message for a site not delivered");
                 }
             }
-        });
+            Action::FanOut { op, frames, then } => {
+                tokio::spawn(async move {
+                    for (site, frame) in frames {
+                        this.send_paced(site, frame).await;
+                    }
+                    this.send_paced(then.0, then.1).await;
+                    this.run(Input::FannedOut { op }, None);
+                });
+            }
+            Action::Store {
+                op,
+                recipients,
+                source,
+                data,
+                expires_ms,
+            } => {
+                tokio::spawn(async move {
+                    // The database keeps expiry in Unix ms.
+                    let expires_at = now_ms() + (expires_ms - (this.clock)());
+                    let stored = (this.store)
+                        .store_short_data(&recipients, source, data.as_bytes(), expires_at)
+                        .await;
+                    let stored = this.health.report("storing short data", stored).map(|ids| {
+                        let here = |imsi| {
+                            this.vlr.get(imsi).map(|u| OnAir {
+                                tmsi: u.tmsi,
+                                site: u.site,
+                            })
+                        };
+                        ids.into_iter()
+                            .zip(&recipients)
+                            .map(|(id, imsi)| (id, here(imsi)))
+                            .collect()
+                    });
+                    this.run_paced(Input::Stored { op, stored }).await;
+                });
+            }
+            Action::Remove(id) => {
+                tokio::spawn(async move {
+                    let removed = this.store.remove_short_data(id.get() as i64).await;
+                    match this.health.report("removing delivered short data", removed) {
+                        Some(true) => debug!(%id, "short data delivered"),
+                        Some(false) => debug!(%id, "short data acknowledged twice"),
+                        None => debug!(%id, "delivered short data not removed"),
+                    }
+                });
+            }
+            Action::ReadStored {
+                session,
+                imsi,
+                tmsi,
+                site,
+                after,
+                limit,
+            } => {
+                tokio::spawn(async move {
+                    let page = this.read_stored(imsi, tmsi, site, after, limit).await;
+                    this.run_paced(Input::StoredRead { imsi, session, page }).await;
+                });
+            }
+            Action::ExpireStored => {
+                tokio::spawn(async move { this.expire_stored().await });
+            }
+        }
     }
 
-    /// Waits until every message of `ids` is acknowledged; `false` if the delivery
-    /// timeout passes first.
-    async fn acknowledged(&self, ids: &[u64]) -> bool {
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(self.timeout_ms as u64);
-        while ids.iter().any(|id| self.delivered.contains_key(id)) {
-            if tokio::time::Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+    /// A page of what is stored for `imsi`, if the unit is still at `tmsi` on `site`.
+    async fn read_stored(
+        &self,
+        imsi: Imsi,
+        tmsi: Tmsi,
+        site: SiteId,
+        after: i64,
+        limit: i64,
+    ) -> Option<Vec<StoredMessage>> {
+        if !(self.vlr.get(&imsi)).is_some_and(|u| u.tmsi == tmsi && u.site == site) {
+            return None; // left or moved: the rest waits for its next registration
         }
-        true
+        let page = self.store.pending_short_data_page(imsi, after, limit).await;
+        let Some(page) = self.health.report("reading stored short data", page) else {
+            debug!(%imsi, "stored short data not read");
+            return None;
+        };
+        let page = page.into_iter();
+        Some(
+            page.map(|(id, source, payload)| StoredMessage { id, source, payload })
+                .collect(),
+        )
     }
 
-    /// Times out unacknowledged deliveries and drops expired short data.
-    pub async fn sweep(&self, now: i64) {
-        let late: Vec<(SiteId, u32)> = self
-            .waiting
-            .iter()
-            .filter(|e| e.deadline_ms <= now)
-            .map(|e| *e.key())
-            .collect();
-        for k in late {
-            if let Some((_, w)) = self.waiting.remove(&k) {
-                let deny = Message::Deny {
-                    request: w.request,
-                    cause: Cause::TargetUnreachable,
-                };
-                self.send(w.origin.0, Frame::new(w.origin.1, deny));
-            }
-        }
+    async fn expire_stored(&self) {
         let expired = self.store.expire_short_data(now_ms()).await;
         match self.health.report("expiring short data", expired) {
             None | Some(0) => {}
@@ -256,234 +354,57 @@ impl Messaging {
         }
     }
 
-    fn send(&self, site: SiteId, frame: Frame) {
-        if let Err(e) = self.links.send(site, frame) {
+    /// Queues a frame for `site`, waiting while its link's queue is full; `false` if it
+    /// could not be queued.
+    async fn send_paced(&self, site: SiteId, frame: Frame) -> bool {
+        let sent = self.links.send_wait(site, frame).await;
+        if let Err(e) = &sent {
             debug!(error = %e, "message for a site not delivered");
         }
+        sent.is_ok()
     }
 
-    /// Queues a frame for `site`, waiting while its link's queue is full: for what the
-    /// spawned tasks send (the many frames of a talkgroup status, a talkgroup's short
-    /// data or a unit's stored short data, and the answers after them), which must not
-    /// overflow a link that is keeping up.
-    async fn send_paced(&self, site: SiteId, frame: Frame) {
-        if let Err(e) = self.links.send_wait(site, frame).await {
-            debug!(error = %e, "message for a site not delivered");
+    fn request(&self, site: SiteId, txn: u32, tmsi: Tmsi, request: Request) -> Input {
+        Input::Request {
+            site,
+            txn,
+            sender: self.sender(site, tmsi),
+            request,
         }
     }
 
-    /// The registered, enabled sender at `site`, permitted to make `request`
-    /// (`PROTOCOL.md §5.6`): its IMSI and dispatch address.
-    fn sender(&self, site: SiteId, tmsi: Tmsi, request: MessageType) -> Result<(Imsi, Unit), Cause> {
-        let imsi = self.vlr.imsi_of(tmsi).ok_or(Cause::NotRegistered)?;
-        self.vlr
-            .get(&imsi)
-            .filter(|u| u.site == site)
-            .ok_or(Cause::NotRegistered)?;
-        let sub = self.hlr.subscriber(&imsi).ok_or(Cause::UnknownSubscriber)?;
-        if sub.inhibited {
-            return Err(Cause::UnitInhibited);
-        }
-        if !sub.permissions.allows(request) {
-            return Err(Cause::ServiceNotPermitted);
-        }
-        Ok((imsi, sub.unit))
-    }
-
-    /// Whether `talkgroup` exists in the sender's own fleet (a message to another
-    /// fleet's talkgroup, or to none, is refused "invalid target").
-    fn own_talkgroup(
-        &self,
-        source: Unit,
-        fleet: crate::protocol::FleetId,
-        talkgroup: crate::protocol::TalkgroupId,
-    ) -> bool {
-        fleet == source.fleet && self.hlr.talkgroup_exists(fleet, talkgroup)
-    }
-
-    /// The TMSI and site of a provisioned unit that is registered now.
-    fn unit_on_air(&self, unit: Unit) -> Result<(Tmsi, SiteId), Cause> {
-        let imsi = self.hlr.imsi_for_unit(&unit).ok_or(Cause::InvalidTarget)?;
-        if self.hlr.subscriber(&imsi).is_none_or(|s| s.inhibited) {
-            return Err(Cause::TargetUnreachable);
-        }
-        let u = self.vlr.get(&imsi).ok_or(Cause::TargetUnreachable)?;
-        Ok((u.tmsi, u.site))
-    }
-
-    fn deliver_awaiting_ack(
-        &self,
-        to_site: SiteId,
-        msg: Message,
-        origin: (SiteId, u32),
-        request: MessageType,
-        now: i64,
-    ) -> Result<(), Cause> {
-        let txn = self.txn();
-        self.waiting.insert(
-            (to_site, txn),
-            Waiting {
-                origin,
-                request,
-                deadline_ms: now + self.timeout_ms,
-            },
-        );
-        self.links.send(to_site, Frame::new(txn, msg)).map_err(|_| {
-            self.waiting.remove(&(to_site, txn));
-            Cause::TargetUnreachable
-        })
-    }
-
-    fn status(
-        self: &Arc<Self>,
-        site: SiteId,
-        txn: u32,
-        (sender, source): (Imsi, Unit),
-        target: Target,
-        code: u16,
-        now: i64,
-    ) -> Vec<Frame> {
-        let ty = MessageType::StatusReq;
-        match target {
-            Target::Unit(u) => match self.unit_on_air(u) {
-                Err(cause) => vec![Frame::new(txn, Message::Deny { request: ty, cause })],
-                Ok((tmsi, to_site)) => {
-                    let msg = Message::StatusDelivery { tmsi, source, code };
-                    match self.deliver_awaiting_ack(to_site, msg, (site, txn), ty, now) {
-                        Ok(()) => vec![],
-                        Err(cause) => vec![Frame::new(txn, Message::Deny { request: ty, cause })],
-                    }
-                }
-            },
-            Target::Talkgroup { fleet, talkgroup } => {
-                if !self.own_talkgroup(source, fleet, talkgroup) {
-                    return vec![Frame::new(
-                        txn,
-                        Message::Deny {
-                            request: ty,
-                            cause: Cause::InvalidTarget,
-                        },
-                    )];
-                }
-                // A talkgroup can have more members at a site than its link queues: the
-                // deliveries wait for room, then the sender hears ACK. The sender gets
-                // no copy of its own status.
-                let Ok(slot) = self.fanout_slots.clone().try_acquire_owned() else {
-                    debug!("too many talkgroup statuses in flight; refused busy");
-                    return vec![Frame::new(
-                        txn,
-                        Message::Deny {
-                            request: ty,
-                            cause: Cause::Busy,
-                        },
-                    )];
-                };
-                let mut units = self.vlr.affiliated_units(fleet, talkgroup);
-                units.retain(|(imsi, _, _)| *imsi != sender);
-                let this = self.clone();
-                tokio::spawn(async move {
-                    let _slot = slot;
-                    for (_, tmsi, to_site) in units {
-                        let msg = Message::StatusDelivery { tmsi, source, code };
-                        this.send_paced(to_site, Frame::new(this.txn(), msg)).await;
-                    }
-                    this.send_paced(site, Frame::new(txn, Message::Ack { acked: ty }))
-                        .await;
-                });
-                vec![]
-            }
-        }
-    }
-
-    /// Stores the message for every recipient, then acknowledges and delivers to those
-    /// on the air.
-    fn short_data(
-        self: &Arc<Self>,
-        site: SiteId,
-        txn: u32,
-        (sender, source): (Imsi, Unit),
-        target: Target,
-        data: ShortData,
-    ) -> Vec<Frame> {
-        let ty = MessageType::ShortDataReq;
-        let recipients: Vec<Imsi> = match target {
-            Target::Unit(u) => match self.hlr.imsi_for_unit(&u) {
-                Some(i) => vec![i],
-                None => {
-                    return vec![Frame::new(
-                        txn,
-                        Message::Deny {
-                            request: ty,
-                            cause: Cause::InvalidTarget,
-                        },
-                    )]
-                }
-            },
-            Target::Talkgroup { fleet, talkgroup } if self.own_talkgroup(source, fleet, talkgroup) => {
-                // Every member but the sender.
-                let mut members = self.hlr.talkgroup_members(fleet, talkgroup);
-                members.retain(|imsi| *imsi != sender);
-                members
-            }
-            Target::Talkgroup { .. } => {
-                return vec![Frame::new(
-                    txn,
-                    Message::Deny {
-                        request: ty,
-                        cause: Cause::InvalidTarget,
-                    },
-                )]
-            }
+    /// The sender of a request from `site`, as the VLR and the HLR cache know it.
+    fn sender(&self, site: SiteId, tmsi: Tmsi) -> Sender {
+        let Some(imsi) = self.vlr.imsi_of(tmsi) else {
+            return Sender::NotRegistered;
         };
-        let Ok(slot) = self.store_slots.clone().try_acquire_owned() else {
-            debug!("too many short data stores in flight; refused busy");
-            return vec![Frame::new(
-                txn,
-                Message::Deny {
-                    request: ty,
-                    cause: Cause::Busy,
-                },
-            )];
+        if self.vlr.get(&imsi).is_none_or(|u| u.site != site) {
+            return Sender::NotRegistered;
+        }
+        match self.hlr.subscriber(&imsi) {
+            None => Sender::NotProvisioned,
+            Some(sub) => Sender::Known {
+                imsi,
+                unit: sub.unit,
+                inhibited: sub.inhibited,
+                permissions: sub.permissions,
+            },
+        }
+    }
+
+    /// A unit addressed by a request, as the HLR cache and the VLR know it.
+    fn addressee(&self, unit: Unit) -> Addressee {
+        let Some(imsi) = self.hlr.imsi_for_unit(&unit) else {
+            return Addressee::Unknown;
         };
-        let this = self.clone();
-        let expires = now_ms() + self.ttl_ms;
-        tokio::spawn(async move {
-            let _slot = slot;
-            let stored = this
-                .store
-                .store_short_data(&recipients, source, data.as_bytes(), expires)
-                .await;
-            match this.health.report("storing short data", stored) {
-                Some(ids) => {
-                    for imsi in &recipients {
-                        this.mail_stored(*imsi);
-                    }
-                    this.send_paced(site, Frame::new(txn, Message::Ack { acked: ty }))
-                        .await;
-                    for (imsi, id) in recipients.iter().zip(ids) {
-                        let (Some(u), Some(id)) = (this.vlr.get(imsi), MessageId::new(id as u64)) else {
-                            continue;
-                        };
-                        let msg = Message::ShortDataDelivery {
-                            id,
-                            tmsi: u.tmsi,
-                            source,
-                            data: data.clone(),
-                        };
-                        this.delivered.insert(id.get(), u.site);
-                        this.send_paced(u.site, Frame::new(this.txn(), msg)).await;
-                    }
-                }
-                None => {
-                    // Nothing was stored: the radio may send it again (PROTOCOL.md §5.1).
-                    let deny = Message::Deny {
-                        request: ty,
-                        cause: Cause::Busy,
-                    };
-                    this.send_paced(site, Frame::new(txn, deny)).await;
-                }
-            }
-        });
-        vec![]
+        Addressee::Known {
+            imsi,
+            // Removed since its address was looked up: as unreachable as inhibited.
+            inhibited: self.hlr.subscriber(&imsi).is_none_or(|s| s.inhibited),
+            on_air: self.vlr.get(&imsi).map(|u| OnAir {
+                tmsi: u.tmsi,
+                site: u.site,
+            }),
+        }
     }
 }

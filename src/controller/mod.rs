@@ -75,7 +75,7 @@ impl Handler for Services {
         if let Some(replies) = n.calls.handle(site, &frame) {
             return replies;
         }
-        if let Some(replies) = n.messaging.handle(site, &frame, mono_ms()) {
+        if let Some(replies) = n.messaging.handle(site, &frame) {
             return replies;
         }
         if let Some(replies) = n.remote.handle(site, &frame, mono_ms()) {
@@ -389,6 +389,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
             links.clone(),
             store.clone(),
             &cfg.messaging,
+            mono_ms,
         )
         .reporting_to(health.clone()),
     );
@@ -579,12 +580,7 @@ impl Background {
             async {}
         }));
 
-        let messaging = n.messaging.clone();
-        let sweep = n.config().messaging.delivery_timeout_ms.clamp(10, 1000);
-        tasks.push(every(sweep, stop.clone(), move || {
-            let messaging = messaging.clone();
-            async move { messaging.sweep(mono_ms()).await }
-        }));
+        tasks.push(tokio::spawn(n.messaging.clone().run_timers(stop.clone())));
 
         let (store, writer) = (n.store.clone(), n.writer.clone());
         tasks.push(every(r.location_flush_ms, stop.clone(), move || {

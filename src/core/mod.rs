@@ -8,9 +8,11 @@
 //! - [`trunking`]: calls: start, join, takeover, preemption, PTT, timers, end.
 //! - [`slots`]: one site's slot table: slot states, the slot policy, faulty slots.
 //! - [`queue`]: one site's busy queue: serving order, positions, who moved.
+//! - [`messaging`]: call alert, status messages and store-and-forward short data.
 
 pub mod auth;
 pub mod entropy;
+pub mod messaging;
 pub mod queue;
 pub mod registration;
 pub mod slots;
@@ -29,6 +31,7 @@ mod tests {
             ("trunking.rs", include_str!("trunking.rs")),
             ("slots.rs", include_str!("slots.rs")),
             ("queue.rs", include_str!("queue.rs")),
+            ("messaging.rs", include_str!("messaging.rs")),
         ];
         let allowed = [
             "crate::core::",
