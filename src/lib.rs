@@ -1,7 +1,8 @@
 //! trunkd: the central controller of a digital trunked-radio dispatch system.
 //!
 //! Data flows one way: bytes from a site gateway → frame codec → typed message → the
-//! controller decides → frames back to gateways.
+//! core decides → actions → frames back to gateways, rows to the HLR, events to
+//! operators (README "Architecture").
 //!
 //! - [`protocol`]: the wire protocol v1 (`protocol/PROTOCOL.md`), sans-IO.
 //! - [`link`]: the TCP server for site gateways (handshake, keepalive, sessions) and
@@ -12,7 +13,10 @@
 //! - [`hlr`]: the in-memory cache of the HLR that the hot path reads.
 //! - [`vlr`]: the in-memory registry of units on the air, owned by the registrar and
 //!   read by everyone else.
-//! - [`controller`]: wires store, cache, VLR, core and link together and runs them.
+//! - [`controller`]: wires store, cache, VLR, core and link together and runs them;
+//!   its `ControllerHandle` is the one way in for commands, queries and events.
+//! - [`events`]: the numbered event stream operators listen to (snapshot, resume, lag).
+//! - [`params`]: the system parameters operators change on a running system.
 //! - [`calls`], [`messaging`], [`remote`]: the services behind the link: calls and
 //!   slots, messages without a slot, and inhibit/enable over the air.
 //! - [`alarm`]: the timer task of the shells around the sans-IO machines.
