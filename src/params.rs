@@ -90,6 +90,20 @@ pub fn set(cfg: &Config, name: &str, value: &str) -> Result<Config, ParamError> 
     Ok(new)
 }
 
+/// `cfg` with every stored `(name, value)` in force, in order; one that is not valid
+/// (or names no parameter) is skipped, and returned with why.
+pub fn apply_stored(cfg: &Config, stored: &[(String, String)]) -> (Config, Vec<ParamError>) {
+    let mut in_force = cfg.clone();
+    let mut skipped = Vec::new();
+    for (name, value) in stored {
+        match set(&in_force, name, value) {
+            Ok(new) => in_force = new,
+            Err(e) => skipped.push(e),
+        }
+    }
+    (in_force, skipped)
+}
+
 /// A value as the text [`set`] takes back.
 fn text(v: &figment::value::Value) -> String {
     use figment::value::Value;

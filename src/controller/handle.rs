@@ -418,14 +418,18 @@ impl ControllerHandle {
         if f.talkgroup.is_some() && f.fleet.is_none() {
             return Err(QueryError::Invalid("a talkgroup needs its fleet".into()));
         }
-        let n = &self.node;
-        let page = n.vlr.page(f.after, f.limit, |_, u| {
+        let page = self.node.vlr.page(f.after, f.limit, |_, u| {
             f.site.is_none_or(|s| u.site == s)
                 && f.fleet.is_none_or(|fl| u.fleet == fl)
                 && f.talkgroup.is_none_or(|tg| u.affiliation.all().any(|t| t == tg))
         });
-        Ok(page
-            .into_iter()
+        Ok(self.unit_rows(page))
+    }
+
+    /// Units of the VLR as operators see them.
+    fn unit_rows(&self, page: Vec<(Imsi, crate::vlr::VlrUnit)>) -> Vec<UnitOnAir> {
+        let n = &self.node;
+        page.into_iter()
             .map(|(imsi, u)| UnitOnAir {
                 imsi,
                 unit: n.hlr.subscriber(&imsi).map(|s| s.unit),
@@ -434,7 +438,7 @@ impl ControllerHandle {
                 talkgroups: u.affiliation.all().collect(),
                 last_activity_ms: crate::calls::unix_ms(u.last_activity_ms),
             })
-            .collect())
+            .collect()
     }
 
     fn calls(&self) -> Vec<ActiveCall> {
@@ -502,22 +506,7 @@ impl ControllerHandle {
         // Subscribed first, so nothing between the two is missed.
         let sub = n.events.subscribe();
         let sites: Vec<SiteId> = self.links().iter().map(|l| l.site).collect();
-        let mut units = Vec::new();
-        let mut after = None;
-        loop {
-            let filter = UnitFilter {
-                after,
-                limit: 10_000,
-                ..UnitFilter::default()
-            };
-            let page = self.units(&filter).unwrap_or_default();
-            after = page.last().map(|u| u.imsi);
-            let done = page.len() < 10_000;
-            units.extend(page);
-            if done {
-                break;
-            }
-        }
+        let units = self.unit_rows(n.vlr.page(None, usize::MAX, |_, _| true));
         let snapshot = Snapshot {
             seq: sub.after(),
             units,

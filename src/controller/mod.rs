@@ -303,22 +303,20 @@ impl Node {
         else {
             return;
         };
-        let mut cfg = self.config();
-        for (name, value) in stored {
-            match params::set(&cfg, &name, &value) {
-                Ok(new) => {
-                    if params::get(&new, &name) != params::get(&cfg, &name) {
-                        info!(%name, %value, "system parameter changed in the database");
-                        let event = EventKind::ParameterChanged {
-                            name: name.clone(),
-                            value: value.clone(),
-                            actor: "database".into(),
-                        };
-                        self.events.publish(event, now_ms());
-                    }
-                    cfg = new;
-                }
-                Err(e) => warn!(error = %e, "system parameter in the database ignored"),
+        let current = self.config();
+        let (cfg, skipped) = params::apply_stored(&current, &stored);
+        for e in skipped {
+            warn!(error = %e, "system parameter in the database ignored");
+        }
+        for (name, value) in params::all(&cfg) {
+            if params::get(&current, name).as_ref() != Some(&value) {
+                info!(%name, %value, "system parameter changed in the database");
+                let event = EventKind::ParameterChanged {
+                    name: name.to_string(),
+                    value,
+                    actor: "database".into(),
+                };
+                self.events.publish(event, now_ms());
             }
         }
         self.apply_config(cfg);
@@ -498,14 +496,9 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
 /// wins.
 async fn parameters_in_force(store: &Store, cfg: Config) -> Result<Config, StoreError> {
     store.seed_parameters(&params::all(&cfg)).await?;
-    let mut in_force = cfg.clone();
-    for (name, value) in store.parameters().await? {
-        match params::set(&in_force, &name, &value) {
-            Ok(new) => in_force = new,
-            Err(e) => {
-                warn!(error = %e, "system parameter in the database is not valid; the config file's value is used")
-            }
-        }
+    let (in_force, skipped) = params::apply_stored(&cfg, &store.parameters().await?);
+    for e in skipped {
+        warn!(error = %e, "system parameter in the database is not valid; the config file's value is used");
     }
     for (name, file) in params::all(&cfg) {
         let db = params::get(&in_force, name).unwrap_or_default();
