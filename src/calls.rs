@@ -12,8 +12,8 @@ use tokio::sync::{mpsc, watch, Notify};
 use tracing::{debug, warn};
 
 use crate::alarm::Alarm;
+use crate::clock::Clock;
 use crate::config::TrunkingSection;
-use crate::controller::mono_ms;
 use crate::core::trunking::{
     Action, CallEvent, CallRecord, CallRequest, CallView, Input, Party, QueueEntry, RequestKind, SlotView,
     Trunking, TrunkingConfig,
@@ -25,7 +25,7 @@ use crate::protocol::{
     CallId, CallScope, CallType, Carrier, Cause, Frame, Message, MessageType, ResourceState, SiteId, Slot,
     SlotSelector, Target, Tmsi, Unit,
 };
-use crate::store::{now_ms, CallRecordRow, Store, Subscriber};
+use crate::store::{CallRecordRow, Store, Subscriber};
 use crate::vlr::{VlrUnit, VlrView};
 
 /// The call services.
@@ -41,6 +41,7 @@ pub struct CallService {
     operator_faults: Mutex<HashSet<(SiteId, u8, u8)>>,
     records: mpsc::UnboundedSender<CallRecord>,
     events: Arc<EventBus>,
+    clock: Clock,
     /// Woken when the machine runs low on call ids.
     ids_low: Notify,
     /// Set once the controller is stopping: new requests are refused "shutting down".
@@ -56,8 +57,8 @@ pub struct CallService {
 pub const CALL_ID_BLOCK: u64 = 65_536;
 
 impl CallService {
-    /// A service over the given registries, with the `[trunking]` settings; call
-    /// records go to `records`, events to `events`.
+    /// A service over the given registries, with the `[trunking]` settings, on
+    /// `clock`; call records go to `records`, events to `events`.
     pub fn new(
         cfg: &TrunkingSection,
         hlr: Arc<HlrCache>,
@@ -65,6 +66,7 @@ impl CallService {
         links: Links,
         records: mpsc::UnboundedSender<CallRecord>,
         events: Arc<EventBus>,
+        clock: Clock,
     ) -> Self {
         let selected_area = cfg.selected_area.iter().filter_map(|s| SiteId::new(*s)).collect();
         let svc = CallService {
@@ -77,6 +79,7 @@ impl CallService {
             operator_faults: Mutex::new(HashSet::new()),
             records,
             events,
+            clock,
             ids_low: Notify::new(),
             stopping: AtomicBool::new(false),
             unwritten: AtomicUsize::new(0),
@@ -104,7 +107,7 @@ impl CallService {
             }
             for id in core.site_ids() {
                 if !sites.iter().any(|s| s.id == id) {
-                    let actions = core.remove_site(id, mono_ms());
+                    let actions = core.remove_site(id, self.clock.mono_ms());
                     self.dispatch(actions);
                     self.links.close_removed(id);
                 }
@@ -302,7 +305,7 @@ impl CallService {
     pub fn end_all(&self) {
         self.stopping.store(true, Ordering::SeqCst);
         let mut core = self.core();
-        let actions = core.end_all(Cause::ShuttingDown, mono_ms());
+        let actions = core.end_all(Cause::ShuttingDown, self.clock.mono_ms());
         self.dispatch(actions);
     }
 
@@ -316,7 +319,13 @@ impl CallService {
         };
         let alarm = &self.alarm;
         alarm
-            .run(&self.core, Trunking::next_wakeup, mono_ms, tick, stop)
+            .run(
+                &self.core,
+                Trunking::next_wakeup,
+                || self.clock.mono_ms(),
+                tick,
+                stop,
+            )
             .await;
     }
 
@@ -338,7 +347,7 @@ impl CallService {
                             warn!("call record writer stopped; record dropped");
                         }
                     }
-                    self.events.publish(EventKind::Call(e), now_ms());
+                    self.events.publish(EventKind::Call(e));
                 }
             }
         }
@@ -346,8 +355,10 @@ impl CallService {
 
     /// The calls in progress, as journal rows (see [`write_records`]).
     fn open_call_rows(&self) -> Vec<CallRecordRow> {
-        let open = self.core().open_calls(mono_ms(), Cause::ControllerRestart);
-        open.iter().map(record_row).collect()
+        let open = self
+            .core()
+            .open_calls(self.clock.mono_ms(), Cause::ControllerRestart);
+        open.iter().map(|r| record_row(r, &self.clock)).collect()
     }
 
     /// Gives the machine call ids reserved from the database.
@@ -386,7 +397,7 @@ impl CallService {
     /// each gateway receives the machine's output in the order it was produced.
     fn run(&self, input: Input) {
         let mut core = self.core();
-        let actions = core.handle(input, mono_ms());
+        let actions = core.handle(input, self.clock.mono_ms());
         self.alarm.rearm(core.next_wakeup());
         if core.call_ids_left() < CALL_ID_BLOCK / 2 {
             self.ids_low.notify_one();
@@ -501,14 +512,9 @@ fn party(tmsi: Tmsi, sub: &Subscriber, site: SiteId) -> Party {
     }
 }
 
-/// A time on the monotonic clock as Unix ms.
-pub fn unix_ms(mono: i64) -> i64 {
-    mono + now_ms() - mono_ms()
-}
-
-/// A record as stored: monotonic times turned into Unix ms.
-pub fn record_row(r: &CallRecord) -> CallRecordRow {
-    let offset = unix_ms(0);
+/// A record as stored: times on `clock`'s monotonic scale turned into Unix ms.
+fn record_row(r: &CallRecord, clock: &Clock) -> CallRecordRow {
+    let offset = clock.unix_of(0);
     let (target_kind, target_fleet, target_id) = match r.target {
         Target::Unit(u) => ("unit", u.fleet.get(), u.member.get()),
         Target::Talkgroup { fleet, talkgroup } => ("talkgroup", fleet.get(), talkgroup.get()),
@@ -580,7 +586,7 @@ pub async fn write_records(
                 tokio::task::yield_now().await; // a long batch does not hold up the links
             }
             match rx.try_recv() {
-                Ok(r) => pending.push(record_row(&r)),
+                Ok(r) => pending.push(record_row(&r, &calls.clock)),
                 Err(mpsc::error::TryRecvError::Empty) => break,
                 Err(mpsc::error::TryRecvError::Disconnected) => {
                     stopping = true;
@@ -601,7 +607,7 @@ pub async fn write_records(
         let closed: Vec<i64> = journaled.difference(&still_open).copied().collect();
         let written = pending.len();
         let result = store
-            .write_call_journal(&pending, &opened, &closed, Some(now_ms()))
+            .write_call_journal(&pending, &opened, &closed, Some(calls.clock.unix_ms()))
             .await;
         match health.report("writing call records", result) {
             Some(()) => {

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::broadcast;
 
+use crate::clock::Clock;
 use crate::core::registration::UnitEvent;
 use crate::core::trunking::CallEvent;
 use crate::protocol::{Imsi, SiteId, Unit};
@@ -122,11 +123,13 @@ pub struct EventBus {
     ring: Mutex<Ring>,
     tx: broadcast::Sender<Arc<Event>>,
     capacity: usize,
+    clock: Clock,
 }
 
 impl EventBus {
-    /// A bus keeping the last `capacity` events for listeners that resume (at least 1).
-    pub fn new(capacity: usize) -> Self {
+    /// A bus keeping the last `capacity` events for listeners that resume (at least 1),
+    /// stamping each with the time on `clock`.
+    pub fn new(capacity: usize, clock: Clock) -> Self {
         let capacity = capacity.max(1);
         let (tx, _) = broadcast::channel(capacity);
         EventBus {
@@ -136,6 +139,7 @@ impl EventBus {
             }),
             tx,
             capacity,
+            clock,
         }
     }
 
@@ -143,8 +147,9 @@ impl EventBus {
         self.ring.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Publishes an event that happened at `at_ms` (Unix ms); returns its number.
-    pub fn publish(&self, kind: EventKind, at_ms: i64) -> u64 {
+    /// Publishes an event that happened now; returns its number.
+    pub fn publish(&self, kind: EventKind) -> u64 {
+        let at_ms = self.clock.unix_ms();
         let mut ring = self.ring();
         let seq = ring.next_seq;
         ring.next_seq += 1;
@@ -255,14 +260,14 @@ mod tests {
 
     #[test]
     fn numbers_events_and_resumes_from_the_backlog() {
-        let bus = EventBus::new(4);
+        let bus = EventBus::new(4, Clock::start());
         let mut live = bus.subscribe();
         for i in 1..=3 {
-            assert_eq!(bus.publish(up(i), 0), u64::from(i));
+            assert_eq!(bus.publish(up(i)), u64::from(i));
         }
         assert_eq!(seqs(&mut live), vec![1, 2, 3]);
         let mut resumed = bus.resume(1).unwrap();
-        bus.publish(up(4), 0);
+        bus.publish(up(4));
         assert_eq!(seqs(&mut resumed), vec![2, 3, 4]);
         assert_eq!(resumed.after(), 4);
         // Nothing missed, nothing twice.
@@ -271,9 +276,9 @@ mod tests {
 
     #[test]
     fn resuming_beyond_the_backlog_asks_for_a_snapshot() {
-        let bus = EventBus::new(2);
+        let bus = EventBus::new(2, Clock::start());
         for i in 1..=5 {
-            bus.publish(up(i), 0);
+            bus.publish(up(i));
         }
         // 3 is gone: resuming after 2 would miss it.
         assert_eq!(bus.resume(2).err(), Some(Lagged { last_seen: 2 }));
@@ -285,10 +290,10 @@ mod tests {
 
     #[test]
     fn a_slow_listener_is_told_it_lagged_and_never_blocks_the_publisher() {
-        let bus = EventBus::new(2);
+        let bus = EventBus::new(2, Clock::start());
         let mut slow = bus.subscribe();
         for i in 1..=10 {
-            bus.publish(up(i), 0);
+            bus.publish(up(i));
         }
         assert_eq!(slow.try_next(), Some(Err(Lagged { last_seen: 0 })));
         assert_eq!(bus.last_seq(), 10);

@@ -19,6 +19,7 @@
 //! - [`params`]: the system parameters operators change on a running system.
 //! - [`calls`], [`messaging`], [`remote`]: the services behind the link: calls and
 //!   slots, messages without a slot, and inhibit/enable over the air.
+//! - [`clock`]: the one clock (tokio time; Unix time read once at start).
 //! - [`alarm`]: the timer task of the shells around the sans-IO machines.
 //! - [`sim`]: the radio side of registration, for `trunksim` and tests.
 //! - [`config`]: the one typed configuration, with defaults.
@@ -26,6 +27,7 @@
 
 pub mod alarm;
 pub mod calls;
+pub mod clock;
 pub mod config;
 pub mod controller;
 pub mod core;

@@ -26,6 +26,7 @@ use tokio::sync::watch;
 use tracing::{debug, info};
 
 use crate::alarm::Alarm;
+use crate::clock::Clock;
 use crate::config::MessagingConfig;
 pub use crate::core::messaging::STORED_PAGE;
 use crate::core::messaging::{
@@ -36,7 +37,7 @@ use crate::hlr::HlrCache;
 use crate::link::Links;
 use crate::protocol::{Frame, Imsi, Message, MessageType, SiteId, Target, Tmsi, Unit};
 use crate::store::health::DbHealth;
-use crate::store::{now_ms, Store};
+use crate::store::Store;
 use crate::vlr::VlrView;
 
 /// The messaging services.
@@ -46,22 +47,22 @@ pub struct Messaging {
     vlr: VlrView,
     links: Links,
     store: Store,
-    /// The monotonic clock (ms) the machine runs on.
-    clock: fn() -> i64,
+    /// The clock the machine runs on (its monotonic scale).
+    clock: Clock,
     /// Wakes the timer task for an earlier deadline.
     alarm: Alarm,
     health: Arc<DbHealth>,
 }
 
 impl Messaging {
-    /// The services over the given registries and store; `clock` gives monotonic ms.
+    /// The services over the given registries and store, on `clock`.
     pub fn new(
         hlr: Arc<HlrCache>,
         vlr: VlrView,
         links: Links,
         store: Store,
         cfg: &MessagingConfig,
-        clock: fn() -> i64,
+        clock: Clock,
     ) -> Self {
         let core = Courier::new(CourierConfig {
             short_data_ttl_ms: cfg.short_data_ttl_ms as i64,
@@ -175,7 +176,13 @@ impl Messaging {
         };
         let alarm = &self.alarm;
         alarm
-            .run(&self.core, Courier::next_wakeup, self.clock, tick, stop)
+            .run(
+                &self.core,
+                Courier::next_wakeup,
+                || self.clock.mono_ms(),
+                tick,
+                stop,
+            )
             .await;
     }
 
@@ -188,7 +195,7 @@ impl Messaging {
     /// gateway receives the machine's output in the order it was produced.
     fn run(self: &Arc<Self>, input: Input, answering: Option<(SiteId, u32)>) -> Vec<Frame> {
         let mut core = self.core();
-        let actions = core.handle(input, (self.clock)());
+        let actions = core.handle(input, self.clock.mono_ms());
         let answers = self.dispatch(&mut core, actions, answering);
         self.alarm.rearm(core.next_wakeup());
         answers
@@ -201,7 +208,7 @@ impl Messaging {
     async fn run_paced(self: &Arc<Self>, input: Input) {
         let actions = {
             let mut core = self.core();
-            let actions = core.handle(input, (self.clock)());
+            let actions = core.handle(input, self.clock.mono_ms());
             self.alarm.rearm(core.next_wakeup());
             actions
         };
@@ -236,7 +243,7 @@ impl Messaging {
                     let txn = frame.txn;
                     if let Err(e) = self.links.send(site, frame) {
                         debug!(error = %e, "message for a site not delivered");
-                        todo.extend(core.handle(Input::SendFailed { site, txn }, (self.clock)()));
+                        todo.extend(core.handle(Input::SendFailed { site, txn }, self.clock.mono_ms()));
                     }
                 }
                 other => self.start(other),
@@ -274,7 +281,7 @@ impl Messaging {
             } => {
                 tokio::spawn(async move {
                     // The database keeps expiry in Unix ms.
-                    let expires_at = now_ms() + (expires_ms - (this.clock)());
+                    let expires_at = this.clock.unix_of(expires_ms);
                     let stored = (this.store)
                         .store_short_data(&recipients, source, data.as_bytes(), expires_at)
                         .await;
@@ -347,7 +354,7 @@ impl Messaging {
     }
 
     async fn expire_stored(&self) {
-        let expired = self.store.expire_short_data(now_ms()).await;
+        let expired = self.store.expire_short_data(self.clock.unix_ms()).await;
         match self.health.report("expiring short data", expired) {
             None | Some(0) => {}
             Some(n) => info!(messages = n, "undelivered short data expired"),

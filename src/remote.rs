@@ -27,7 +27,7 @@ use crate::core::registration::{Event, Registrar};
 use crate::events::{EventBus, EventKind, RadioCommand, RadioOutcome};
 use crate::link::Links;
 use crate::protocol::{Frame, Imsi, Message, SiteId, Tmsi, CONTROLLER_TXN_BASE};
-use crate::store::{now_ms, Store};
+use crate::store::Store;
 
 /// An audit entry for the controller's audit writer: (action, object, detail).
 pub type AuditEntry = (String, String, String);
@@ -128,7 +128,7 @@ impl RemoteControl {
             command,
             outcome,
         };
-        self.events.publish(event, now_ms());
+        self.events.publish(event);
         let action = format!("subscriber.{}.{name}", kind.name());
         info!(%imsi, %action, %detail, "radio command");
         let entry = (action, format!("subscriber:{imsi}"), detail);
@@ -226,7 +226,7 @@ impl RemoteControl {
             match e {
                 Event::UnitGone { tmsi } => self.calls.unit_gone(tmsi),
                 Event::Unit(u) => {
-                    self.events.publish(EventKind::Unit(u), now_ms());
+                    self.events.publish(EventKind::Unit(u));
                 }
                 _ => {}
             }

@@ -12,12 +12,12 @@ use tokio::process::Command;
 use trunkd::config::Config;
 use trunkd::controller::start;
 use trunkd::protocol::{Cause, Message, MessageType, ShortData, Target};
-use trunkd::store::Store;
+use trunkd::store::{Pool, Store};
 
 async fn execute(store: &Store, sql: &str) {
-    match store {
-        Store::Sqlite(p) => sqlx::query(sql).execute(p).await.map(drop),
-        Store::Postgres(p) => sqlx::query(sql).execute(p).await.map(drop),
+    match store.pool() {
+        Pool::Sqlite(p) => sqlx::query(sql).execute(p).await.map(drop),
+        Pool::Postgres(p) => sqlx::query(sql).execute(p).await.map(drop),
     }
     .unwrap();
 }

@@ -398,7 +398,7 @@ async fn undelivered_short_data_expires() {
     };
     let txn = g1.request(msg).await.unwrap();
     until(&mut g1, |f| f.txn == txn).await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    skip(Duration::from_millis(600)).await;
     // Unit 4 comes on the air: nothing is delivered, the message is gone.
     let mut g2 = gw(&c, 2).await;
     reg(&mut g2, 4).await;

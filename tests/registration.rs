@@ -245,7 +245,7 @@ async fn a_late_response_is_refused_as_expired() {
     let Message::AuthChallenge { rand } = next_service(&mut g).await.unwrap().msg else {
         panic!()
     };
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    skip(Duration::from_millis(250)).await;
     let res = trunkd::core::auth::unit_response(&radio_keys(1).k, &radio_keys(1).opc, &rand);
     g.send(Frame::new(txn, Message::AuthResponse { res }))
         .await
@@ -271,7 +271,7 @@ async fn a_unit_moves_between_sites_and_its_last_location_is_kept() {
         )
         .unwrap();
         // Beyond the clone window, the unit turns up at site 2.
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        skip(Duration::from_millis(400)).await;
         let lu = Message::LocationUpdate {
             tmsi: t1,
             reason: LocationReason::SiteChange,

@@ -13,7 +13,7 @@ use crate::core::trunking::{CallView, QueueEntry, SlotView};
 use crate::events::{EventKind, Lagged, Subscription};
 use crate::params::{self, ParamError};
 use crate::protocol::{CallId, FleetId, Imsi, SiteId, TalkgroupId, Tmsi, Unit};
-use crate::store::{now_ms, rules, Permissions, StoreError};
+use crate::store::{rules, Permissions, StoreError};
 
 use super::Node;
 
@@ -360,7 +360,7 @@ impl ControllerHandle {
                     value: value.clone(),
                     actor: actor.to_string(),
                 };
-                n.events.publish(event, now_ms());
+                n.events.publish(event);
                 Ok(Outcome::Parameter { name, value })
             }
         }
@@ -376,7 +376,7 @@ impl ControllerHandle {
             actor: actor.to_string(),
             change: change.to_string(),
         };
-        self.node.events.publish(event, now_ms());
+        self.node.events.publish(event);
     }
 
     /// Answers `query` from the controller's memory (never the database).
@@ -436,19 +436,20 @@ impl ControllerHandle {
                 tmsi: u.tmsi,
                 site: u.site,
                 talkgroups: u.affiliation.all().collect(),
-                last_activity_ms: crate::calls::unix_ms(u.last_activity_ms),
+                last_activity_ms: n.clock.unix_of(u.last_activity_ms),
             })
             .collect()
     }
 
     fn calls(&self) -> Vec<ActiveCall> {
+        let clock = self.node.clock;
         self.node
             .calls
             .calls()
             .into_iter()
             .map(|view| ActiveCall {
-                requested_at_ms: crate::calls::unix_ms(view.requested_ms),
-                granted_at_ms: crate::calls::unix_ms(view.granted_ms),
+                requested_at_ms: clock.unix_of(view.requested_ms),
+                granted_at_ms: clock.unix_of(view.granted_ms),
                 view,
             })
             .collect()

@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
 use crate::calls::{write_records, CallService, CALL_ID_BLOCK};
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::core::entropy::OsEntropy;
 use crate::core::registration::{Event, Registrar};
@@ -33,7 +34,7 @@ use crate::params;
 use crate::protocol::{Cause, Frame, Imsi, Message, SiteId, Tmsi};
 use crate::remote::RemoteControl;
 use crate::store::health::DbHealth;
-use crate::store::{now_ms, Store, StoreError};
+use crate::store::{Store, StoreError};
 use crate::vlr::VlrView;
 
 /// How often an audit entry is tried before it is given up (and logged as an error).
@@ -63,7 +64,7 @@ struct Services {
 impl Handler for Services {
     fn handle(&self, site: SiteId, frame: Frame) -> Vec<Frame> {
         let n = &self.node;
-        if let Some(out) = n.registrar.handle(site, &frame, &*n.hlr, mono_ms()) {
+        if let Some(out) = n.registrar.handle(site, &frame, &*n.hlr, n.clock.mono_ms()) {
             for r in &out.replies {
                 if let Message::RegReject { cause } = r.msg {
                     debug!(%cause, txn = r.txn, "registration refused");
@@ -78,7 +79,7 @@ impl Handler for Services {
         if let Some(replies) = n.messaging.handle(site, &frame) {
             return replies;
         }
-        if let Some(replies) = n.remote.handle(site, &frame, mono_ms()) {
+        if let Some(replies) = n.remote.handle(site, &frame, n.clock.mono_ms()) {
             return replies;
         }
         if is_gateway_answer(&frame.msg) {
@@ -90,15 +91,15 @@ impl Handler for Services {
     }
 
     fn link_up(&self, site: SiteId) {
-        self.node.events.publish(EventKind::LinkUp { site }, now_ms());
+        self.node.events.publish(EventKind::LinkUp { site });
     }
 
     fn link_down(&self, site: SiteId) {
         let n = &self.node;
         // Nobody can answer that site's challenges any more.
-        n.registrar.drop_challenges(site, mono_ms());
+        n.registrar.drop_challenges(site, n.clock.mono_ms());
         n.calls.link_down(site);
-        n.events.publish(EventKind::LinkDown { site }, now_ms());
+        n.events.publish(EventKind::LinkDown { site });
     }
 }
 
@@ -113,25 +114,18 @@ fn is_gateway_answer(m: &Message) -> bool {
     )
 }
 
-/// Milliseconds on a monotonic clock (since the first call): what the in-memory
-/// deadlines (challenges, clone window, periodic registration) run on, so a step of
-/// the wall clock cannot expire the VLR.
-pub fn mono_ms() -> i64 {
-    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    START.get_or_init(std::time::Instant::now).elapsed().as_millis() as i64
-}
-
 /// Work done behind the answers: last locations (coalesced per unit) and audit entries.
 struct WriteBehind {
     locations: DashMap<Imsi, (SiteId, Tmsi, i64)>,
     audit: mpsc::Sender<(String, String, String)>,
     health: Arc<DbHealth>,
+    clock: Clock,
 }
 
 impl WriteBehind {
     fn event(&self, e: Event) {
         match e {
-            Event::Located { imsi, site, tmsi } => self.located(imsi, site, tmsi, now_ms()),
+            Event::Located { imsi, site, tmsi } => self.located(imsi, site, tmsi, self.clock.unix_ms()),
             Event::UnitGone { .. } | Event::TmsiChanged { .. } | Event::Attached { .. } | Event::Unit(_) => {}
             Event::Audit {
                 action,
@@ -197,6 +191,7 @@ struct Node {
     writer: Arc<WriteBehind>,
     events: Arc<EventBus>,
     health: Arc<DbHealth>,
+    clock: Clock,
     /// Held while HLR changes are applied, so that the handle and the periodic follow
     /// never apply the same change twice.
     following: tokio::sync::Mutex<()>,
@@ -233,11 +228,11 @@ impl Node {
             match change {
                 // Inhibits and enables go over the air (PROTOCOL.md §5.4).
                 HlrChange::Inhibited(imsi, inhibited) => {
-                    self.remote.changed(imsi, inhibited, mono_ms()).await
+                    self.remote.changed(imsi, inhibited, self.clock.mono_ms()).await
                 }
                 // A removed subscriber leaves the air at once, and its calls end.
                 HlrChange::Removed(imsi) => {
-                    self.carry_out(self.registrar.subscriber_removed(imsi, mono_ms()))
+                    self.carry_out(self.registrar.subscriber_removed(imsi, self.clock.mono_ms()))
                 }
                 // Another controller on the database changed system parameters.
                 HlrChange::Parameters => self.load_parameters().await,
@@ -255,7 +250,7 @@ impl Node {
                 Event::TmsiChanged { old, new } => self.calls.tmsi_changed(old, new),
                 Event::Attached { imsi, tmsi, site } => self.messaging.attached(imsi, tmsi, site),
                 Event::Unit(u) => {
-                    self.events.publish(EventKind::Unit(u), now_ms());
+                    self.events.publish(EventKind::Unit(u));
                 }
                 Event::Audit {
                     action: "clone.suspected",
@@ -270,7 +265,7 @@ impl Node {
                             imsi,
                             detail: detail.clone(),
                         };
-                        self.events.publish(event, now_ms());
+                        self.events.publish(event);
                     }
                     self.writer.event(e);
                 }
@@ -316,7 +311,7 @@ impl Node {
                     value,
                     actor: "database".into(),
                 };
-                self.events.publish(event, now_ms());
+                self.events.publish(event);
             }
         }
         self.apply_config(cfg);
@@ -340,9 +335,16 @@ pub struct Running {
     task: JoinHandle<()>,
 }
 
-/// Opens the HLR, loads the cache and starts serving.
+/// Opens the HLR, loads the cache and starts serving, on a clock started now.
 pub async fn start(cfg: Config) -> Result<Running, StartError> {
-    let store = Store::open(&cfg.database.url, &cfg.database.data_dir).await?;
+    start_with_clock(cfg, Clock::start()).await
+}
+
+/// [`start`] on `clock`: every time the controller reads or writes comes from it.
+pub async fn start_with_clock(cfg: Config, clock: Clock) -> Result<Running, StartError> {
+    let store = Store::open(&cfg.database.url, &cfg.database.data_dir)
+        .await?
+        .with_clock(clock);
     // Calls that were in progress when a controller on this database crashed.
     let recovered = store
         .recover_open_calls(i64::from(Cause::ControllerRestart.code()))
@@ -361,13 +363,14 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         "HLR loaded"
     );
     let links = Links::default();
-    let events = Arc::new(EventBus::new(cfg.events.backlog));
+    let events = Arc::new(EventBus::new(cfg.events.backlog, clock));
     let (audit_tx, audit_rx) = mpsc::channel(10_000);
     let health = Arc::new(DbHealth::default());
     let writer = Arc::new(WriteBehind {
         locations: DashMap::new(),
         audit: audit_tx,
         health: health.clone(),
+        clock,
     });
     let registrar = Arc::new(Registrar::new(cfg.registration.policy(), Box::new(OsEntropy)));
     let vlr = registrar.vlr();
@@ -379,6 +382,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         links.clone(),
         records_tx,
         events.clone(),
+        clock,
     ));
     let messaging = Arc::new(
         Messaging::new(
@@ -387,7 +391,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
             links.clone(),
             store.clone(),
             &cfg.messaging,
-            mono_ms,
+            clock,
         )
         .reporting_to(health.clone()),
     );
@@ -419,6 +423,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         writer,
         events,
         health: health.clone(),
+        clock,
         following: tokio::sync::Mutex::new(()),
     });
     let services = Arc::new(Services { node: node.clone() });
@@ -556,10 +561,10 @@ impl Background {
             async move { node.follow_hlr().await }
         }));
 
-        let remote = n.remote.clone();
+        let (remote, clock) = (n.remote.clone(), n.clock);
         let sweep = n.config().messaging.radio_command_timeout_ms.clamp(10, 1000);
         tasks.push(every(sweep, stop.clone(), move || {
-            remote.sweep(mono_ms());
+            remote.sweep(clock.mono_ms());
             async {}
         }));
 
@@ -569,7 +574,7 @@ impl Background {
         let node = self.node.clone();
         let sweep_ms = n.registrar.tick_every_ms();
         tasks.push(every(sweep_ms, stop.clone(), move || {
-            node.tick_registrations(mono_ms());
+            node.tick_registrations(node.clock.mono_ms());
             async {}
         }));
 

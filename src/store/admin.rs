@@ -7,7 +7,7 @@
 use sqlx::Row;
 
 use super::{
-    audit_in, fleet_id, now_ms, rules, talkgroup_id, Arg, Fleet, Permissions, Store, StoreError, Subscriber,
+    audit_in, fleet_id, rules, talkgroup_id, Arg, Fleet, Permissions, Store, StoreError, Subscriber,
     Talkgroup,
 };
 use crate::protocol::{FleetId, Imsi, SiteId, TalkgroupId};
@@ -76,7 +76,7 @@ impl Store {
                 return Err(StoreError::Invalid(format!("priority {p} is outside 0..=15")));
             }
         }
-        let now = now_ms();
+        let now = self.now_ms();
         let mut detail = Vec::new();
         if let Some(p) = priority {
             detail.push(format!("priority={p}"));
@@ -214,7 +214,7 @@ impl Store {
         action: &str,
         object: &str,
     ) -> Result<bool, StoreError> {
-        let now = now_ms();
+        let now = self.now_ms();
         dispatch!(self, p => {
             let mut tx = p.begin().await?;
             let detail: Option<String> = bind_args!(sqlx::query_scalar(delete), args).fetch_optional(&mut *tx).await?;

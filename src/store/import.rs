@@ -12,8 +12,8 @@ use std::fmt::Display;
 use sqlx::{QueryBuilder, Row};
 
 use super::{
-    audit_in, now_ms, rules, valid_imsi_prefix, Arg, ImportError, NewSubscriber, Provisioned, Store,
-    StoreError, Subscriber, CHUNK,
+    audit_in, rules, valid_imsi_prefix, Arg, ImportError, NewSubscriber, Provisioned, Store, StoreError,
+    Subscriber, CHUNK,
 };
 use crate::protocol::{FleetId, Imsi, IndividualId, TalkgroupId};
 
@@ -262,7 +262,7 @@ impl Store {
 
     /// Writes planned rows, their talkgroups and one audit entry in one transaction.
     async fn insert(&self, actor: &str, planned: &[Planned<'_>]) -> Result<(), StoreError> {
-        let now = now_ms();
+        let now = self.now_ms();
         dispatch!(self, p => {
             let mut tx = p.begin().await?;
             for chunk in planned.chunks(CHUNK) {
@@ -507,10 +507,11 @@ impl Planner<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Pool;
 
     /// What SQLite does for `sql`, one step a line.
     async fn plan_of(store: &Store, sql: &str) -> String {
-        let Store::Sqlite(p) = store else {
+        let Pool::Sqlite(p) = store.pool() else {
             unreachable!("opened on SQLite")
         };
         let rows = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))

@@ -26,6 +26,8 @@ use sqlx::{ConnectOptions, Connection, PgPool, QueryBuilder, Row, SqlitePool};
 
 pub use model::*;
 
+use crate::clock::Clock;
+
 use crate::protocol::{
     FleetId, Imei, Imsi, IndividualId, MemberId, SiteId, SiteKey, TalkgroupId, Tmsi, Unit,
 };
@@ -72,9 +74,16 @@ pub enum ImportError {
     Read(std::io::Error),
 }
 
-/// The HLR database.
+/// The HLR database, and the clock that stamps what is written to it.
 #[derive(Clone, Debug)]
-pub enum Store {
+pub struct Store {
+    pool: Pool,
+    clock: Clock,
+}
+
+/// The connection pool of a [`Store`], by backend.
+#[derive(Clone, Debug)]
+pub enum Pool {
     /// Embedded SQLite.
     Sqlite(SqlitePool),
     /// PostgreSQL.
@@ -86,9 +95,9 @@ pub enum Store {
 /// both backends.
 macro_rules! dispatch {
     ($store:expr, $pool:ident => $body:expr) => {
-        match $store {
-            Store::Sqlite($pool) => $body,
-            Store::Postgres($pool) => $body,
+        match &$store.pool {
+            $crate::store::Pool::Sqlite($pool) => $body,
+            $crate::store::Pool::Postgres($pool) => $body,
         }
     };
 }
@@ -125,7 +134,7 @@ impl Store {
     /// Opens the database named by `url`, or the SQLite file `trunkd.db` in `data_dir`
     /// when `url` is empty, creating it on first use, then applies pending migrations.
     pub async fn open(url: &str, data_dir: &Path) -> Result<Store, StoreError> {
-        let store = if url_backend(url).map_err(StoreError::Open)? == "postgres" {
+        let pool = if url_backend(url).map_err(StoreError::Open)? == "postgres" {
             let opts = PgConnectOptions::from_str(url)?;
             // sqlx's error does not say where it tried; the URL may hold a password.
             let place = format!("PostgreSQL at {}:{}", opts.get_host(), opts.get_port());
@@ -140,7 +149,7 @@ impl Store {
                 .connect_with(opts)
                 .await
                 .map_err(unreachable)?;
-            Store::Postgres(pool)
+            Pool::Postgres(pool)
         } else {
             let opts = if url.is_empty() {
                 create_private_dir(data_dir)?;
@@ -160,7 +169,11 @@ impl Store {
                 .connect_with(opts)
                 .await?;
             restrict_file(&file);
-            Store::Sqlite(pool)
+            Pool::Sqlite(pool)
+        };
+        let store = Store {
+            pool,
+            clock: Clock::start(),
         };
         store.migrate().await?;
         Ok(store)
@@ -168,19 +181,34 @@ impl Store {
 
     /// Applies pending migrations (`migrations/<backend>/`).
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        match self {
-            Store::Sqlite(p) => sqlx::migrate!("migrations/sqlite").run(p).await?,
-            Store::Postgres(p) => sqlx::migrate!("migrations/postgres").run(p).await?,
+        match &self.pool {
+            Pool::Sqlite(p) => sqlx::migrate!("migrations/sqlite").run(p).await?,
+            Pool::Postgres(p) => sqlx::migrate!("migrations/postgres").run(p).await?,
         }
         Ok(())
     }
 
     /// `sqlite` or `postgres`.
     pub fn backend(&self) -> &'static str {
-        match self {
-            Store::Sqlite(_) => "sqlite",
-            Store::Postgres(_) => "postgres",
+        match self.pool {
+            Pool::Sqlite(_) => "sqlite",
+            Pool::Postgres(_) => "postgres",
         }
+    }
+
+    /// The same database, its writes stamped by `clock` (the controller's).
+    pub fn with_clock(self, clock: Clock) -> Store {
+        Store { clock, ..self }
+    }
+
+    /// The connection pool, for what the store's methods do not cover (tests).
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// The Unix time now (ms), on the store's clock.
+    fn now_ms(&self) -> i64 {
+        self.clock.unix_ms()
     }
 
     /// Closes the pool, waiting for connections to finish.
@@ -234,7 +262,7 @@ impl Store {
         for site in sites {
             rules::site(site)?;
         }
-        let now = now_ms();
+        let now = self.now_ms();
         dispatch!(self, p => {
             let mut tx = p.begin().await?;
             for fleet in fleets {
@@ -396,7 +424,7 @@ impl Store {
 
     /// Inhibits (`true`) or re-enables (`false`) a subscriber.
     pub async fn set_inhibited(&self, actor: &str, imsi: Imsi, inhibited: bool) -> Result<(), StoreError> {
-        let now = now_ms();
+        let now = self.now_ms();
         dispatch!(self, p => {
             let mut tx = p.begin().await?;
             let r = sqlx::query("UPDATE subscribers SET inhibited = $1, updated_at = $2 WHERE imsi = $3")
@@ -643,7 +671,7 @@ impl Store {
         payload: &[u8],
         expires_at: i64,
     ) -> Result<Vec<i64>, StoreError> {
-        let now = now_ms();
+        let now = self.now_ms();
         let mut ids = Vec::with_capacity(recipients.len());
         dispatch!(self, p => {
             let mut tx = p.begin().await?;
@@ -698,7 +726,7 @@ impl Store {
                  WHERE recipient_imsi = $1 AND expires_at > $2 AND id > $3 ORDER BY id LIMIT $4",
             )
             .bind(imsi.to_string())
-            .bind(now_ms())
+            .bind(self.now_ms())
             .bind(after)
             .bind(limit)
             .fetch_all(p)
@@ -737,7 +765,7 @@ impl Store {
         slot: u8,
         faulty: bool,
     ) -> Result<(), StoreError> {
-        let now = now_ms();
+        let now = self.now_ms();
         // Checked before the transaction: on SQLite a transaction that reads and then
         // writes can fail at once if another connection wrote in between.
         let shape: Option<(i64, i64)> = dispatch!(self, p => sqlx::query_as("SELECT carriers, slots_per_carrier FROM sites WHERE id = $1")
@@ -803,7 +831,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         dispatch!(self, p => {
             let mut tx = p.begin().await?;
-            audit_in(&mut tx, now_ms(), actor, action, object, detail).await?;
+            audit_in(&mut tx, self.now_ms(), actor, action, object, detail).await?;
             tx.commit().await?;
         });
         Ok(())

@@ -268,14 +268,6 @@ pub struct AuditEntry {
     pub detail: String,
 }
 
-/// The current Unix time in milliseconds.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 /// The items of a `;`- or `,`-separated list, trimmed. An empty item (`10;`, `10;;11`)
 /// is refused, naming the list: it is how a file cut short or a stray separator looks.
 /// An empty text is an empty list.

@@ -4,7 +4,7 @@
 
 use sqlx::Row;
 
-use super::{audit_in, now_ms, Store, StoreError};
+use super::{audit_in, Store, StoreError};
 
 impl Store {
     /// Every parameter this database holds: (name, value), by name.
@@ -22,7 +22,7 @@ impl Store {
     /// Writes the parameters this database does not hold yet (a fresh database takes
     /// the config file's values); those it holds are left as they are.
     pub async fn seed_parameters(&self, values: &[(&str, String)]) -> Result<(), StoreError> {
-        let now = now_ms();
+        let now = self.now_ms();
         dispatch!(self, p => {
             let mut tx = p.begin().await?;
             for (name, value) in values {
@@ -43,7 +43,7 @@ impl Store {
 
     /// Sets one parameter (already validated), with its audit entry.
     pub async fn set_parameter(&self, actor: &str, name: &str, value: &str) -> Result<(), StoreError> {
-        let now = now_ms();
+        let now = self.now_ms();
         dispatch!(self, p => {
             let mut tx = p.begin().await?;
             sqlx::query(

@@ -22,6 +22,14 @@ use trunkd::protocol::{link_mac, Frame, Message, SiteId, SiteKey, MAX_PAYLOAD};
 /// Generous upper bound for anything a test waits for; never a performance threshold.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
+/// Moves the controller's clock (tokio's time) on by `d` at once instead of sleeping:
+/// every deadline within `d` falls due, then time runs on as before.
+pub async fn skip(d: Duration) {
+    tokio::time::pause();
+    tokio::time::advance(d).await;
+    tokio::time::resume();
+}
+
 pub fn site(n: u16) -> SiteId {
     SiteId::new(n).unwrap()
 }
