@@ -8,9 +8,12 @@ use std::time::Duration;
 
 use common::*;
 use tokio::process::{Child, Command};
+use trunkd::clock::Clock;
 use trunkd::config::TrunkingSection;
-use trunkd::controller::start;
+use trunkd::controller::{start, start_with_clock};
+use trunkd::core::trunking::CallEvent;
 use trunkd::core::trunking::{EmergencyPolicy, TrunkingMode};
+use trunkd::events::EventKind;
 use trunkd::link::gateway::GatewayLink;
 use trunkd::protocol::{CallScope, Cause, Message, MessageType};
 
@@ -219,6 +222,58 @@ async fn kill_9_under_load() {
         granted as f64 / secs,
         granted.saturating_sub(recorded),
         granted.saturating_sub(recorded) as f64 / (granted as f64 / secs) * 1000.0
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn call_records_and_events_are_stamped_by_the_controllers_clock() {
+    // A clock whose Unix time is far from the machine's: every stamp must come from it.
+    const ORIGIN: i64 = 1_000_000_000_000;
+    let db = TestDb::sqlite();
+    provision_calls(&db).await;
+    let mut cfg = call_config(&db, TrunkingSection::default());
+    // Links that stay up through the skip below (15 s without a keepalive).
+    cfg.link.keepalive_interval_ms = 5_000;
+    let c = start_with_clock(cfg, Clock::starting_at(ORIGIN)).await.unwrap();
+    let (_, mut events) = c.handle().events();
+    let mut g = gw(&c, 1).await;
+    let t = reg_all(&mut g, 1).await;
+    let (_, f) = group_call(&mut g, t[0], 10, CallScope::Local).await;
+    let (call, _) = grant_of(&f);
+    let granted = loop {
+        let e = tokio::time::timeout(PATIENCE, events.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if matches!(e.kind, EventKind::Call(CallEvent::Granted { .. })) {
+            break e;
+        }
+    };
+    let window = ORIGIN..ORIGIN + PATIENCE.as_millis() as i64;
+    assert!(window.contains(&granted.at_ms), "{granted:?}");
+    // The call lasts ten seconds on the controller's clock, not on the wall clock.
+    skip(Duration::from_secs(10)).await;
+    g.request(Message::CallEnd {
+        call,
+        cause: Cause::Normal,
+    })
+    .await
+    .unwrap();
+    until(&mut g, |f| matches!(f.msg, Message::CallEnd { .. })).await;
+    c.stop().await;
+    let store = db.open().await;
+    let records = store.call_records(10).await.unwrap();
+    let r = records
+        .iter()
+        .find(|r| r.call_id == i64::from(call.get()))
+        .unwrap_or_else(|| panic!("no record: {records:?}"));
+    assert!(window.contains(&r.requested_at), "{r:?}");
+    let held = r.ended_at - r.granted_at.unwrap();
+    assert!(
+        (10_000..10_000 + PATIENCE.as_millis() as i64).contains(&held),
+        "{r:?}"
     );
     store.close().await;
 }
