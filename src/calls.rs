@@ -165,15 +165,8 @@ impl CallService {
             None
         };
         if let Some(cause) = refuse {
-            let deny = Message::Deny {
-                request: frame.msg.message_type(),
-                cause,
-            };
-            return Some(vec![Frame {
-                txn,
-                emergency,
-                msg: deny,
-            }]);
+            let deny = Frame::deny(txn, frame.msg.message_type(), cause);
+            return Some(vec![deny.with_emergency(emergency)]);
         }
         let input = match &frame.msg {
             Message::GroupCallReq {
@@ -234,11 +227,7 @@ impl CallService {
                     Message::PttPress { call, .. } => self.core().is_emergency_call(call),
                     _ => false,
                 };
-                replies.push(Frame {
-                    txn,
-                    emergency,
-                    msg: Message::Deny { request, cause },
-                });
+                replies.push(Frame::deny(txn, request, cause).with_emergency(emergency));
             }
         }
         Some(replies)

@@ -6,11 +6,14 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::EnvFilter;
 
 use crate::core::trunking::{EmergencyPolicy, SlotPolicy, TrunkingConfig, TrunkingMode};
 use crate::protocol::{SiteId, MAX_PAYLOAD};
@@ -587,8 +590,7 @@ impl Config {
         let bad = |m: &str| Err(ConfigError::Invalid(m.to_string()));
         crate::store::url_backend(&self.database.url)
             .map_err(|e| ConfigError::Invalid(format!("database.url (or DATABASE_URL): {e}")))?;
-        crate::logging::check_filter(&self.log.level)
-            .map_err(|e| ConfigError::Invalid(format!("log.level: {e}")))?;
+        check_filter(&self.log.level).map_err(|e| ConfigError::Invalid(format!("log.level: {e}")))?;
         if l.max_connections == 0 {
             return bad("link.max_connections must be at least 1");
         }
@@ -719,6 +721,26 @@ impl Config {
     }
 }
 
+/// Checks a filter directive list (`info`, `warn,trunkd=debug`, …) as `serve` will use
+/// it. Besides what does not parse, it refuses what parses but means nothing: a bare
+/// word that is not a level (`inof`) is taken by tracing as a target name, silently
+/// enabling everything for a target that does not exist. A target is written
+/// `target=level`.
+pub fn check_filter(directives: &str) -> Result<(), String> {
+    for d in directives.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        if !d.contains(['=', '[']) && LevelFilter::from_str(d).is_err() {
+            return Err(format!(
+                "`{d}` is not a level (trace, debug, info, warn, error, off); \
+                 a target is written `{d}=LEVEL`"
+            ));
+        }
+    }
+    EnvFilter::builder()
+        .parse(directives)
+        .map(drop)
+        .map_err(|e| format!("`{directives}`: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -763,5 +785,28 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("max_pending_challenges_per_site"), "{e}");
+    }
+
+    #[test]
+    fn filters_that_mean_something_pass() {
+        for ok in [
+            "info",
+            "WARN",
+            "off",
+            "warn,trunkd=debug",
+            "trunkd::link=trace",
+            "info,[link]=debug",
+            "",
+        ] {
+            assert!(check_filter(ok).is_ok(), "{ok}: {:?}", check_filter(ok));
+        }
+    }
+
+    #[test]
+    fn a_level_typo_and_a_bad_level_are_refused() {
+        let e = check_filter("inof").unwrap_err();
+        assert!(e.contains("`inof` is not a level"), "{e}");
+        assert!(check_filter("warn,trunkd=degub").is_err());
+        assert!(check_filter("info,debgu").is_err());
     }
 }

@@ -521,7 +521,7 @@ impl Registrar {
                     }),
                 ],
             },
-            None => Outcome::reply(deny(txn, MessageType::Deregister, Cause::NotRegistered)),
+            None => Outcome::reply(Frame::deny(txn, MessageType::Deregister, Cause::NotRegistered)),
         }
     }
 
@@ -536,23 +536,23 @@ impl Registrar {
     ) -> Outcome {
         let ty = MessageType::Affiliate;
         let Some(imsi) = self.vlr.imsi_of(tmsi) else {
-            return Outcome::reply(deny(txn, ty, Cause::NotRegistered));
+            return Outcome::reply(Frame::deny(txn, ty, Cause::NotRegistered));
         };
         let Some(sub) = hlr.subscriber(&imsi) else {
-            return Outcome::reply(deny(txn, ty, Cause::UnknownSubscriber));
+            return Outcome::reply(Frame::deny(txn, ty, Cause::UnknownSubscriber));
         };
         if sub.inhibited {
-            return Outcome::reply(deny(txn, ty, Cause::UnitInhibited));
+            return Outcome::reply(Frame::deny(txn, ty, Cause::UnitInhibited));
         }
         if !sub.permissions.allows(ty) {
-            return Outcome::reply(deny(txn, ty, Cause::ServiceNotPermitted));
+            return Outcome::reply(Frame::deny(txn, ty, Cause::ServiceNotPermitted));
         }
         let wanted = Affiliation::from_list(list);
         if wanted.all().any(|tg| !hlr.talkgroup_exists(sub.unit.fleet, tg)) {
-            return Outcome::reply(deny(txn, ty, Cause::InvalidTarget));
+            return Outcome::reply(Frame::deny(txn, ty, Cause::InvalidTarget));
         }
         if wanted.all().any(|tg| !sub.talkgroups.contains(&tg)) {
-            return Outcome::reply(deny(txn, ty, Cause::TalkgroupNotPermitted));
+            return Outcome::reply(Frame::deny(txn, ty, Cause::TalkgroupNotPermitted));
         }
         let updated = self.vlr.update(&imsi, |u| {
             if u.site != site || u.tmsi != tmsi {
@@ -563,7 +563,7 @@ impl Registrar {
             true
         });
         if updated != Some(true) {
-            return Outcome::reply(deny(txn, ty, Cause::NotRegistered));
+            return Outcome::reply(Frame::deny(txn, ty, Cause::NotRegistered));
         }
         Outcome {
             replies: vec![Frame::new(
@@ -601,10 +601,6 @@ fn reg_reject(txn: u32, cause: Cause) -> Frame {
 
 fn reject(txn: u32, cause: Cause) -> Outcome {
     Outcome::reply(reg_reject(txn, cause))
-}
-
-fn deny(txn: u32, request: MessageType, cause: Cause) -> Frame {
-    Frame::new(txn, Message::Deny { request, cause })
 }
 
 #[cfg(test)]

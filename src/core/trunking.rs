@@ -1009,11 +1009,8 @@ impl Trunking {
         now: i64,
         out: &mut Vec<Action>,
     ) {
-        let deny = Message::Deny {
-            request: req.request_type(),
-            cause,
-        };
-        send(out, req.caller.site, req.txn, req.emergency(), deny);
+        let deny = Frame::deny(req.txn, req.request_type(), cause).with_emergency(req.emergency());
+        out.push(Action::Send(req.caller.site, deny));
         self.record_unserved(req, cause, requested_ms, now, out);
     }
 
@@ -1277,11 +1274,8 @@ impl Trunking {
                 self.send_positions(site, out);
             }
             None => {
-                let deny = Message::Deny {
-                    request: MessageType::CallCancel,
-                    cause: Cause::InvalidTarget,
-                };
-                send(out, site, txn, false, deny);
+                let deny = Frame::deny(txn, MessageType::CallCancel, Cause::InvalidTarget);
+                out.push(Action::Send(site, deny));
             }
         }
     }
@@ -1294,20 +1288,17 @@ impl Trunking {
                 && (!matches!(c.req.kind, RequestKind::Private { .. }) || party_tmsi(c, party.tmsi))
         };
         let Some(call) = self.calls.get_mut(&id).filter(|c| allowed(c)) else {
-            let deny = Message::Deny {
-                request: MessageType::PttPress,
-                cause: Cause::InvalidTarget,
-            };
-            return send(out, site, txn, self.is_emergency_call(id), deny);
+            let deny = Frame::deny(txn, MessageType::PttPress, Cause::InvalidTarget);
+            return out.push(Action::Send(
+                site,
+                deny.with_emergency(self.is_emergency_call(id)),
+            ));
         };
         let emergency = call.req.emergency();
         if call.talker.is_some_and(|t| t.tmsi != party.tmsi) {
             // Someone else holds the floor (PROTOCOL.md §5.3, floor control).
-            let deny = Message::Deny {
-                request: MessageType::PttPress,
-                cause: Cause::FloorTaken,
-            };
-            return send(out, site, txn, emergency, deny);
+            let deny = Frame::deny(txn, MessageType::PttPress, Cause::FloorTaken);
+            return out.push(Action::Send(site, deny.with_emergency(emergency)));
         }
         call.talker = Some(party);
         call.hang_gen += 1;

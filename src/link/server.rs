@@ -4,169 +4,20 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
-use dashmap::DashMap;
 use tokio::net::{TcpListener, TcpSocket};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::admission::{Admission, Refusals, Source};
-use super::session::{self, Pending};
+use super::admission::Source;
+use super::handler::{Handler, SiteKeys};
+use super::links::Links;
+use super::session::{self, lock, Pending, Shared};
 use crate::config::LinkConfig;
-use crate::protocol::{Cause, Frame, Message, SiteId, SiteKey};
-
-/// Where the link server finds each site's pre-shared key.
-pub trait SiteKeys: Send + Sync + 'static {
-    /// The key of `site`, or `None` if the site may not connect.
-    fn site_key(&self, site: SiteId) -> Option<SiteKey>;
-}
-
-impl SiteKeys for std::collections::HashMap<SiteId, SiteKey> {
-    fn site_key(&self, site: SiteId) -> Option<SiteKey> {
-        self.get(&site).cloned()
-    }
-}
-
-/// What the controller does with a well-formed request from an accepted link.
-///
-/// The link layer has already answered keepalives, checked direction and transaction
-/// range; everything else reaches the handler.
-pub trait Handler: Send + Sync + 'static {
-    /// Handles one request from `site`; returns the frames to send back on that link.
-    fn handle(&self, site: SiteId, frame: Frame) -> Vec<Frame>;
-    /// A link for `site` came up.
-    fn link_up(&self, _site: SiteId) {}
-    /// The link of `site` went down (not called when a newer link superseded it).
-    fn link_down(&self, _site: SiteId) {}
-}
-
-/// The handler of a controller with no services yet: every request gets `DENY` with
-/// cause "service not supported" (`PROTOCOL.md §5`).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Unsupported;
-
-impl Handler for Unsupported {
-    fn handle(&self, _site: SiteId, frame: Frame) -> Vec<Frame> {
-        vec![deny_unsupported(&frame)]
-    }
-}
-
-/// `DENY` "service not supported" answering `frame`.
-pub fn deny_unsupported(frame: &Frame) -> Frame {
-    Frame::new(
-        frame.txn,
-        Message::Deny {
-            request: frame.msg.message_type(),
-            cause: Cause::ServiceNotSupported,
-        },
-    )
-}
-
-/// An up link as others see it.
-pub(super) struct LinkHandle {
-    pub(super) conn: u64,
-    pub(super) tx: mpsc::Sender<Frame>,
-    pub(super) superseded: CancellationToken,
-    /// Cancelled when a frame found the outbound queue full: the link is closed rather
-    /// than left to lose frames.
-    pub(super) overrun: CancellationToken,
-    /// Cancelled when an operator removed the site: the link is closed.
-    pub(super) removed: CancellationToken,
-}
-
-/// The connected sites; cheap to clone.
-#[derive(Clone, Default)]
-pub struct Links {
-    pub(super) map: Arc<DashMap<SiteId, LinkHandle>>,
-}
-
-/// A frame could not be queued for a site.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum SendError {
-    /// The site has no link up.
-    #[error("site {0} is not connected")]
-    NotConnected(SiteId),
-    /// The link's outbound queue is full: the frame is not sent and the link closes.
-    #[error("outbound queue of site {0} is full; closing its link")]
-    QueueFull(SiteId),
-}
-
-impl Links {
-    /// Whether `site` has a link up.
-    pub fn is_connected(&self, site: SiteId) -> bool {
-        self.map.contains_key(&site)
-    }
-
-    /// The sites with a link up, sorted.
-    pub fn connected(&self) -> Vec<SiteId> {
-        let mut v: Vec<SiteId> = self.map.iter().map(|e| *e.key()).collect();
-        v.sort();
-        v
-    }
-
-    /// Closes the link of a site an operator removed (`LINK_CLOSE` "unknown site").
-    pub fn close_removed(&self, site: SiteId) {
-        if let Some(h) = self.map.get(&site) {
-            h.removed.cancel();
-        }
-    }
-
-    /// Queues `frame` for the gateway of `site` without waiting. A gateway whose queue
-    /// is full is not keeping up: its link is closed (`PROTOCOL.md §2.4`), so that it
-    /// reconnects in step instead of silently missing frames. Producers of many frames
-    /// at once use [`send_wait`](Self::send_wait).
-    pub fn send(&self, site: SiteId, frame: Frame) -> Result<(), SendError> {
-        let h = self.map.get(&site).ok_or(SendError::NotConnected(site))?;
-        h.tx.try_send(frame).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => {
-                h.overrun.cancel();
-                SendError::QueueFull(site)
-            }
-            mpsc::error::TrySendError::Closed(_) => SendError::NotConnected(site),
-        })
-    }
-
-    /// Queues `frame` for the gateway of `site`, waiting while its queue is full. The
-    /// wait ends when the link writes (or, if the gateway stops reading, when the link
-    /// closes after `link.write_timeout_ms`).
-    pub async fn send_wait(&self, site: SiteId, frame: Frame) -> Result<(), SendError> {
-        let tx = self
-            .map
-            .get(&site)
-            .map(|h| h.tx.clone())
-            .ok_or(SendError::NotConnected(site))?;
-        tx.send(frame).await.map_err(|_| SendError::NotConnected(site))
-    }
-}
-
-/// State shared by the server and its sessions.
-pub(super) struct Shared {
-    pub(super) cfg: LinkConfig,
-    pub(super) keys: Arc<dyn SiteKeys>,
-    pub(super) handler: Arc<dyn Handler>,
-    pub(super) links: Links,
-    /// The connections in the handshake; the handle cancels an evicted one.
-    pub(super) admission: Mutex<Admission<CancellationToken>>,
-    /// Handshakes that ended without a link since the last summary.
-    pub(super) refusals: Mutex<Refusals>,
-    next_conn: AtomicU64,
-}
-
-impl Shared {
-    pub(super) fn next_conn(&self) -> u64 {
-        self.next_conn.fetch_add(1, Ordering::Relaxed)
-    }
-}
-
-/// Locks `m`; the bookkeeping behind it stays usable even if a holder panicked.
-pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// Connections the kernel may hold for `accept` (it caps this at `net.core.somaxconn`).
 /// Under a flood the queue is what lets a gateway's connection in: once it is full the
@@ -202,15 +53,7 @@ impl LinkServer {
         socket.set_reuseaddr(true)?;
         socket.bind(cfg.listen)?;
         let listener = socket.listen(LISTEN_BACKLOG)?;
-        let shared = Shared {
-            admission: Mutex::new(Admission::new(cfg.max_handshakes, cfg.max_handshakes_per_address)),
-            refusals: Mutex::new(Refusals::default()),
-            cfg,
-            keys,
-            handler,
-            links,
-            next_conn: AtomicU64::new(1),
-        };
+        let shared = Shared::new(cfg, keys, handler, links);
         Ok(LinkServer {
             listener,
             shared: Arc::new(shared),

@@ -3,7 +3,8 @@
 //! outbound frames and closing (§2.4).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use futures::{FutureExt, SinkExt, StreamExt};
 use tokio::net::TcpStream;
@@ -14,14 +15,58 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::admission::Source;
+use super::admission::{Admission, Refusals};
 use super::codec::{FrameCodec, LinkReadError};
-use super::server::{lock, LinkHandle, Shared};
+use super::handler::{Handler, SiteKeys};
+use super::links::{LinkHandle, Links};
+use crate::config::LinkConfig;
 use crate::protocol::{
     is_gateway_txn, verify_link_mac, Cause, Direction, Frame, FrameError, Message, SiteId,
     CONTROLLER_TXN_BASE,
 };
 
 type Conn = Framed<TcpStream, FrameCodec>;
+
+/// State shared by the server and its sessions.
+pub(super) struct Shared {
+    pub(super) cfg: LinkConfig,
+    pub(super) keys: Arc<dyn SiteKeys>,
+    pub(super) handler: Arc<dyn Handler>,
+    pub(super) links: Links,
+    /// The connections in the handshake; the handle cancels an evicted one.
+    pub(super) admission: Mutex<Admission<CancellationToken>>,
+    /// Handshakes that ended without a link since the last summary.
+    pub(super) refusals: Mutex<Refusals>,
+    next_conn: AtomicU64,
+}
+
+impl Shared {
+    pub(super) fn new(
+        cfg: LinkConfig,
+        keys: Arc<dyn SiteKeys>,
+        handler: Arc<dyn Handler>,
+        links: Links,
+    ) -> Self {
+        Shared {
+            admission: Mutex::new(Admission::new(cfg.max_handshakes, cfg.max_handshakes_per_address)),
+            refusals: Mutex::new(Refusals::default()),
+            cfg,
+            keys,
+            handler,
+            links,
+            next_conn: AtomicU64::new(1),
+        }
+    }
+
+    pub(super) fn next_conn(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// Locks `m`; the bookkeeping behind it stays usable even if a holder panicked.
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// Why a connection ended, for the log and for what to send.
 #[derive(Debug)]

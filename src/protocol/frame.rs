@@ -206,6 +206,17 @@ impl Frame {
         }
     }
 
+    /// The `DENY` of a `request` made on `txn`, with `cause` (PROTOCOL.md §5): the one
+    /// way every service builds its refusals.
+    pub fn deny(txn: u32, request: MessageType, cause: Cause) -> Self {
+        Frame::new(txn, Message::Deny { request, cause })
+    }
+
+    /// The same frame with the emergency flag set to `emergency`.
+    pub fn with_emergency(self, emergency: bool) -> Self {
+        Frame { emergency, ..self }
+    }
+
     /// Appends the whole frame (header and payload) to `buf`.
     pub fn encode(&self, buf: &mut BytesMut) {
         let start = buf.len();
