@@ -31,7 +31,7 @@ use crate::hlr::{HlrCache, HlrChange};
 use crate::link::{deny_unsupported, Handler, LinkServer, Links};
 use crate::messaging::Messaging;
 use crate::params;
-use crate::protocol::{Cause, Frame, Imsi, Message, SiteId, Tmsi};
+use crate::protocol::{Cause, Family, Frame, Imsi, Message, SiteId, Tmsi};
 use crate::remote::RemoteControl;
 use crate::store::health::DbHealth;
 use crate::store::{Store, StoreError};
@@ -62,32 +62,38 @@ struct Services {
 }
 
 impl Handler for Services {
+    /// Routes a request to the service of its family (the message table's last column).
     fn handle(&self, site: SiteId, frame: Frame) -> Vec<Frame> {
         let n = &self.node;
-        if let Some(out) = n.registrar.handle(site, &frame, &*n.hlr, n.clock.mono_ms()) {
-            for r in &out.replies {
-                if let Message::RegReject { cause } = r.msg {
-                    debug!(%cause, txn = r.txn, "registration refused");
-                }
+        let replies = match frame.msg.family() {
+            Family::Registration => n
+                .registrar
+                .handle(site, &frame, &*n.hlr, n.clock.mono_ms())
+                .map(|out| {
+                    for r in &out.replies {
+                        if let Message::RegReject { cause } = r.msg {
+                            debug!(%cause, txn = r.txn, "registration refused");
+                        }
+                    }
+                    n.carry_out(out.events);
+                    out.replies
+                }),
+            Family::Call => n.calls.handle(site, &frame),
+            Family::Messaging => n.messaging.handle(site, &frame),
+            Family::RadioCommand => n.remote.handle(site, &frame, n.clock.mono_ms()),
+            // The link layer answers its own messages before they get here.
+            Family::Link | Family::Answer => None,
+        };
+        replies.unwrap_or_else(|| {
+            if frame.msg.message_type().gateway_transaction() {
+                vec![deny_unsupported(&frame)]
+            } else {
+                // An answer (on a transaction of the controller's) to a frame this
+                // controller does not send, or no longer waits for: never answered.
+                debug!(msg = %frame.msg.message_type(), txn = frame.txn, "unmatched answer ignored");
+                vec![]
             }
-            n.carry_out(out.events);
-            return out.replies;
-        }
-        if let Some(replies) = n.calls.handle(site, &frame) {
-            return replies;
-        }
-        if let Some(replies) = n.messaging.handle(site, &frame) {
-            return replies;
-        }
-        if let Some(replies) = n.remote.handle(site, &frame, n.clock.mono_ms()) {
-            return replies;
-        }
-        if is_gateway_answer(&frame.msg) {
-            // Answers from the gateway to frames this controller does not send yet.
-            debug!(msg = %frame.msg.message_type(), txn = frame.txn, "unmatched answer ignored");
-            return vec![];
-        }
-        vec![deny_unsupported(&frame)]
+        })
     }
 
     fn link_up(&self, site: SiteId) {
@@ -101,17 +107,6 @@ impl Handler for Services {
         n.calls.link_down(site);
         n.events.publish(EventKind::LinkDown { site });
     }
-}
-
-/// Messages a gateway sends in answer to the controller (never answered themselves).
-fn is_gateway_answer(m: &Message) -> bool {
-    matches!(
-        m,
-        Message::Ack { .. }
-            | Message::ShortDataAck { .. }
-            | Message::InhibitAck { .. }
-            | Message::EnableAck { .. }
-    )
 }
 
 /// Work done behind the answers: last locations (coalesced per unit) and audit entries.

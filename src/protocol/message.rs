@@ -21,8 +21,25 @@ pub enum Direction {
     Both,
 }
 
+/// The service a message belongs to (the message table's last column).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Family {
+    /// The link itself (handshake, keepalive, close, frame errors): the link layer's.
+    Link,
+    /// Answers any service gives or takes (`ACK`, `DENY`).
+    Answer,
+    /// Registration, location updates, affiliation.
+    Registration,
+    /// Calls, the busy queue, floor control and the slots (`SITE_STATUS`).
+    Call,
+    /// Call alerts, status messages and short data.
+    Messaging,
+    /// Inhibit and enable over the air.
+    RadioCommand,
+}
+
 macro_rules! message_types {
-    ($($name:ident = $code:literal, $wire:literal, $dir:ident, $gw_txn:literal;)*) => {
+    ($($name:ident = $code:literal, $wire:literal, $dir:ident, $gw_txn:literal, $family:ident;)*) => {
         /// The message type byte of the frame header.
         #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
         #[repr(u8)]
@@ -52,6 +69,12 @@ macro_rules! message_types {
                 match self { $(MessageType::$name => Direction::$dir,)* }
             }
 
+            /// The service it belongs to: where the controller routes it when a gateway
+            /// sends it (an `ACK` goes where the message it acknowledges belongs).
+            pub const fn family(self) -> Family {
+                match self { $(MessageType::$name => Family::$family,)* }
+            }
+
             /// Whether a gateway sends it in a transaction of its own, so its transaction
             /// id must lie in the gateway's range (`PROTOCOL.md §2.2`).
             pub const fn gateway_transaction(self) -> bool {
@@ -62,51 +85,51 @@ macro_rules! message_types {
 }
 
 message_types! {
-    LinkHello = 0x01, "LINK_HELLO", ToController, true;
-    LinkChallenge = 0x02, "LINK_CHALLENGE", ToGateway, false;
-    LinkResponse = 0x03, "LINK_RESPONSE", ToController, true;
-    LinkAccept = 0x04, "LINK_ACCEPT", ToGateway, false;
-    LinkReject = 0x05, "LINK_REJECT", ToGateway, false;
-    Keepalive = 0x06, "KEEPALIVE", Both, true;
-    KeepaliveAck = 0x07, "KEEPALIVE_ACK", Both, false;
-    LinkClose = 0x08, "LINK_CLOSE", Both, false;
-    FrameError = 0x09, "FRAME_ERROR", Both, false;
-    Ack = 0x0A, "ACK", Both, false;
-    RegRequest = 0x10, "REG_REQUEST", ToController, true;
-    AuthChallenge = 0x11, "AUTH_CHALLENGE", ToGateway, false;
-    AuthResponse = 0x12, "AUTH_RESPONSE", ToController, true;
-    RegAccept = 0x13, "REG_ACCEPT", ToGateway, false;
-    RegReject = 0x14, "REG_REJECT", ToGateway, false;
-    Deregister = 0x15, "DEREGISTER", ToController, true;
-    LocationUpdate = 0x16, "LOCATION_UPDATE", ToController, true;
-    LocationAccept = 0x17, "LOCATION_ACCEPT", ToGateway, false;
-    Affiliate = 0x18, "AFFILIATE", ToController, true;
-    AffiliateAccept = 0x19, "AFFILIATE_ACCEPT", ToGateway, false;
-    GroupCallReq = 0x20, "GROUP_CALL_REQ", ToController, true;
-    PrivateCallReq = 0x21, "PRIVATE_CALL_REQ", ToController, true;
-    EmergencyCallReq = 0x22, "EMERGENCY_CALL_REQ", ToController, true;
-    CallAlertReq = 0x23, "CALL_ALERT_REQ", ToController, true;
-    StatusReq = 0x24, "STATUS_REQ", ToController, true;
-    ShortDataReq = 0x25, "SHORT_DATA_REQ", ToController, true;
-    CallCancel = 0x26, "CALL_CANCEL", ToController, true;
-    ChannelGrant = 0x28, "CHANNEL_GRANT", ToGateway, false;
-    Queued = 0x29, "QUEUED", ToGateway, false;
-    QueueUpdate = 0x2A, "QUEUE_UPDATE", ToGateway, false;
-    PttPress = 0x2B, "PTT_PRESS", ToController, true;
-    PttRelease = 0x2C, "PTT_RELEASE", ToController, true;
-    PttGrant = 0x2D, "PTT_GRANT", ToGateway, false;
-    CallEnd = 0x2E, "CALL_END", Both, false;
-    Preempted = 0x2F, "PREEMPTED", ToGateway, false;
-    Deny = 0x30, "DENY", ToGateway, false;
-    CallAlert = 0x31, "CALL_ALERT", ToGateway, false;
-    StatusDelivery = 0x32, "STATUS_DELIVERY", ToGateway, false;
-    ShortDataDelivery = 0x33, "SHORT_DATA_DELIVERY", ToGateway, false;
-    ShortDataAck = 0x34, "SHORT_DATA_ACK", ToController, false;
-    Inhibit = 0x40, "INHIBIT", ToGateway, false;
-    InhibitAck = 0x41, "INHIBIT_ACK", ToController, false;
-    Enable = 0x42, "ENABLE", ToGateway, false;
-    EnableAck = 0x43, "ENABLE_ACK", ToController, false;
-    SiteStatus = 0x50, "SITE_STATUS", ToController, true;
+    LinkHello = 0x01, "LINK_HELLO", ToController, true, Link;
+    LinkChallenge = 0x02, "LINK_CHALLENGE", ToGateway, false, Link;
+    LinkResponse = 0x03, "LINK_RESPONSE", ToController, true, Link;
+    LinkAccept = 0x04, "LINK_ACCEPT", ToGateway, false, Link;
+    LinkReject = 0x05, "LINK_REJECT", ToGateway, false, Link;
+    Keepalive = 0x06, "KEEPALIVE", Both, true, Link;
+    KeepaliveAck = 0x07, "KEEPALIVE_ACK", Both, false, Link;
+    LinkClose = 0x08, "LINK_CLOSE", Both, false, Link;
+    FrameError = 0x09, "FRAME_ERROR", Both, false, Link;
+    Ack = 0x0A, "ACK", Both, false, Answer;
+    RegRequest = 0x10, "REG_REQUEST", ToController, true, Registration;
+    AuthChallenge = 0x11, "AUTH_CHALLENGE", ToGateway, false, Registration;
+    AuthResponse = 0x12, "AUTH_RESPONSE", ToController, true, Registration;
+    RegAccept = 0x13, "REG_ACCEPT", ToGateway, false, Registration;
+    RegReject = 0x14, "REG_REJECT", ToGateway, false, Registration;
+    Deregister = 0x15, "DEREGISTER", ToController, true, Registration;
+    LocationUpdate = 0x16, "LOCATION_UPDATE", ToController, true, Registration;
+    LocationAccept = 0x17, "LOCATION_ACCEPT", ToGateway, false, Registration;
+    Affiliate = 0x18, "AFFILIATE", ToController, true, Registration;
+    AffiliateAccept = 0x19, "AFFILIATE_ACCEPT", ToGateway, false, Registration;
+    GroupCallReq = 0x20, "GROUP_CALL_REQ", ToController, true, Call;
+    PrivateCallReq = 0x21, "PRIVATE_CALL_REQ", ToController, true, Call;
+    EmergencyCallReq = 0x22, "EMERGENCY_CALL_REQ", ToController, true, Call;
+    CallAlertReq = 0x23, "CALL_ALERT_REQ", ToController, true, Messaging;
+    StatusReq = 0x24, "STATUS_REQ", ToController, true, Messaging;
+    ShortDataReq = 0x25, "SHORT_DATA_REQ", ToController, true, Messaging;
+    CallCancel = 0x26, "CALL_CANCEL", ToController, true, Call;
+    ChannelGrant = 0x28, "CHANNEL_GRANT", ToGateway, false, Call;
+    Queued = 0x29, "QUEUED", ToGateway, false, Call;
+    QueueUpdate = 0x2A, "QUEUE_UPDATE", ToGateway, false, Call;
+    PttPress = 0x2B, "PTT_PRESS", ToController, true, Call;
+    PttRelease = 0x2C, "PTT_RELEASE", ToController, true, Call;
+    PttGrant = 0x2D, "PTT_GRANT", ToGateway, false, Call;
+    CallEnd = 0x2E, "CALL_END", Both, false, Call;
+    Preempted = 0x2F, "PREEMPTED", ToGateway, false, Call;
+    Deny = 0x30, "DENY", ToGateway, false, Answer;
+    CallAlert = 0x31, "CALL_ALERT", ToGateway, false, Messaging;
+    StatusDelivery = 0x32, "STATUS_DELIVERY", ToGateway, false, Messaging;
+    ShortDataDelivery = 0x33, "SHORT_DATA_DELIVERY", ToGateway, false, Messaging;
+    ShortDataAck = 0x34, "SHORT_DATA_ACK", ToController, false, Messaging;
+    Inhibit = 0x40, "INHIBIT", ToGateway, false, RadioCommand;
+    InhibitAck = 0x41, "INHIBIT_ACK", ToController, false, RadioCommand;
+    Enable = 0x42, "ENABLE", ToGateway, false, RadioCommand;
+    EnableAck = 0x43, "ENABLE_ACK", ToController, false, RadioCommand;
+    SiteStatus = 0x50, "SITE_STATUS", ToController, true, Call;
 }
 
 impl MessageType {
@@ -527,6 +550,15 @@ fn enum_u8<'a, T>(i: In<'a>, name: &'static str, map: fn(u8) -> Option<T>) -> PR
 }
 
 impl Message {
+    /// The service this message goes to: its type's [`Family`], and for an `ACK` the
+    /// family of the message it acknowledges.
+    pub fn family(&self) -> Family {
+        match self {
+            Message::Ack { acked } => acked.family(),
+            m => m.message_type().family(),
+        }
+    }
+
     /// The header type of this message.
     pub fn message_type(&self) -> MessageType {
         use Message as M;
