@@ -389,7 +389,8 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
             &cfg.messaging,
             mono_ms,
         )
-        .reporting_to(health.clone()),
+        .reporting_to(health.clone())
+        .publishing_to(events.clone()),
     );
     calls.add_call_ids(store.reserve_call_ids(CALL_ID_BLOCK).await?);
     for imsi in store.short_data_recipients().await? {
