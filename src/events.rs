@@ -15,9 +15,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tokio::sync::broadcast;
 
 use crate::clock::Clock;
+use crate::core::messaging::Reply;
 use crate::core::registration::UnitEvent;
 use crate::core::trunking::CallEvent;
-use crate::protocol::{Imsi, SiteId, Unit};
+use crate::protocol::{Imsi, SiteId, Target, Unit};
 
 /// One numbered event.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,6 +49,20 @@ pub enum RadioOutcome {
     Unacknowledged,
     /// Not sent: the unit was not on the air (or its site not connected).
     NotSent,
+}
+
+/// A messaging service (`PROTOCOL.md §5.3`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MessageKind {
+    /// A call alert (page).
+    CallAlert,
+    /// A status message.
+    Status {
+        /// Its code.
+        code: u16,
+    },
+    /// Short data (its payload is not carried in the event).
+    ShortData,
 }
 
 /// What happened.
@@ -93,6 +108,19 @@ pub enum EventKind {
         actor: String,
         /// What changed, e.g. `inhibited`, `priority=5`.
         change: String,
+    },
+    /// A call alert, status or short data sent from a console was answered.
+    Message {
+        /// Which service.
+        kind: MessageKind,
+        /// The dispatcher's unit address it was sent from.
+        from: Unit,
+        /// To whom.
+        to: Target,
+        /// The operator who sent it.
+        actor: String,
+        /// How it ended: what a radio would have been told.
+        outcome: Reply,
     },
     /// A system parameter was changed; it is in force for the next request.
     ParameterChanged {

@@ -18,27 +18,98 @@
 //!   `messaging.max_short_data_in_flight` are being written at once; beyond that, or
 //!   when the database fails to store it, the sender hears `DENY` "busy" and may send it
 //!   again.
+//! - A console sends the same three services from a dispatcher's unit address
+//!   ([`Messaging::from_console`]): that address must be a provisioned subscriber, not
+//!   inhibited, with the permission a radio would need (`PROTOCOL.md §5.6`), but it is
+//!   not on the air, so it is not checked for registration. Its answer is what a radio
+//!   would have been told ([`Reply`]), at the same moment; each answer is also published
+//!   as an [`EventKind::Message`] event. Requests still waiting when the controller stops
+//!   are refused "shutting down".
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tracing::{debug, info};
 
 use crate::alarm::Alarm;
 use crate::clock::Clock;
 use crate::config::MessagingConfig;
+pub use crate::core::messaging::Reply;
 pub use crate::core::messaging::STORED_PAGE;
 use crate::core::messaging::{
-    Action, Addressee, Courier, CourierConfig, Input, OnAir, Request, Sender, ShortDataTarget, StatusTarget,
-    StoredMessage,
+    Action, Addressee, Courier, CourierConfig, Input, OnAir, Origin, Request, Sender, ShortDataTarget,
+    StatusTarget, StoredMessage,
 };
+use crate::events::{EventBus, EventKind, MessageKind};
 use crate::hlr::HlrCache;
 use crate::link::Links;
-use crate::protocol::{Frame, Imsi, Message, MessageType, SiteId, Target, Tmsi, Unit};
+use crate::protocol::{Cause, Frame, Imsi, Message, MessageType, ShortData, SiteId, Target, Tmsi, Unit};
 use crate::store::health::DbHealth;
 use crate::store::Store;
 use crate::vlr::VlrView;
+
+/// A message a console sends from a dispatcher's unit address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConsoleMessage {
+    /// Page a unit.
+    CallAlert {
+        /// The unit.
+        to: Unit,
+    },
+    /// A status message to a unit or a talkgroup.
+    Status {
+        /// To whom.
+        to: Target,
+        /// The code.
+        code: u16,
+    },
+    /// Short data to a unit or a talkgroup (stored and forwarded).
+    ShortData {
+        /// To whom.
+        to: Target,
+        /// The payload.
+        data: ShortData,
+    },
+}
+
+impl ConsoleMessage {
+    /// Which service it is.
+    pub fn kind(&self) -> MessageKind {
+        match self {
+            ConsoleMessage::CallAlert { .. } => MessageKind::CallAlert,
+            ConsoleMessage::Status { code, .. } => MessageKind::Status { code: *code },
+            ConsoleMessage::ShortData { .. } => MessageKind::ShortData,
+        }
+    }
+
+    /// To whom it goes.
+    pub fn to(&self) -> Target {
+        match self {
+            ConsoleMessage::CallAlert { to } => Target::Unit(*to),
+            ConsoleMessage::Status { to, .. } | ConsoleMessage::ShortData { to, .. } => *to,
+        }
+    }
+}
+
+/// A console request waiting for its answer.
+struct Waiter {
+    answer: oneshot::Sender<Reply>,
+    /// The event its answer is published as, without the outcome.
+    actor: String,
+    from: Unit,
+    kind: MessageKind,
+    to: Target,
+}
+
+/// The console requests waiting for their answers.
+#[derive(Default)]
+struct Consoles {
+    next: u64,
+    waiting: HashMap<u64, Waiter>,
+    /// Set once the timers stopped: nothing would answer a new request.
+    closed: bool,
+}
 
 /// The messaging services.
 pub struct Messaging {
@@ -52,10 +123,14 @@ pub struct Messaging {
     /// Wakes the timer task for an earlier deadline.
     alarm: Alarm,
     health: Arc<DbHealth>,
+    consoles: Mutex<Consoles>,
+    /// Where console messages are told.
+    events: Arc<EventBus>,
 }
 
 impl Messaging {
-    /// The services over the given registries and store, on `clock`.
+    /// The services over the given registries and store, on `clock`; console messages
+    /// are told on `events`.
     pub fn new(
         hlr: Arc<HlrCache>,
         vlr: VlrView,
@@ -63,6 +138,7 @@ impl Messaging {
         store: Store,
         cfg: &MessagingConfig,
         clock: Clock,
+        events: Arc<EventBus>,
     ) -> Self {
         let core = Courier::new(CourierConfig {
             short_data_ttl_ms: cfg.short_data_ttl_ms as i64,
@@ -80,6 +156,8 @@ impl Messaging {
             clock,
             alarm: Alarm::default(),
             health: Arc::default(),
+            consoles: Mutex::default(),
+            events,
         }
     }
 
@@ -105,40 +183,15 @@ impl Messaging {
     pub fn handle(self: &Arc<Self>, site: SiteId, frame: &Frame) -> Option<Vec<Frame>> {
         let txn = frame.txn;
         let input = match &frame.msg {
-            Message::CallAlertReq { tmsi, target } => self.request(site, txn, *tmsi, {
-                Request::CallAlert {
-                    target: self.addressee(*target),
-                }
-            }),
-            Message::StatusReq { tmsi, target, code } => self.request(site, txn, *tmsi, {
-                let target = match *target {
-                    Target::Unit(u) => StatusTarget::Unit(self.addressee(u)),
-                    Target::Talkgroup { fleet, talkgroup } => StatusTarget::Talkgroup {
-                        fleet,
-                        talkgroup,
-                        exists: self.hlr.talkgroup_exists(fleet, talkgroup),
-                        affiliated: (self.vlr.affiliated_units(fleet, talkgroup).into_iter())
-                            .map(|(imsi, tmsi, site)| (imsi, OnAir { tmsi, site }))
-                            .collect(),
-                    },
-                };
-                Request::Status { code: *code, target }
-            }),
-            Message::ShortDataReq { tmsi, target, data } => self.request(site, txn, *tmsi, {
-                let target = match *target {
-                    Target::Unit(u) => ShortDataTarget::Unit(self.hlr.imsi_for_unit(&u)),
-                    Target::Talkgroup { fleet, talkgroup } => ShortDataTarget::Talkgroup {
-                        fleet,
-                        talkgroup,
-                        exists: self.hlr.talkgroup_exists(fleet, talkgroup),
-                        members: self.hlr.talkgroup_members(fleet, talkgroup),
-                    },
-                };
-                Request::ShortData {
-                    data: data.clone(),
-                    target,
-                }
-            }),
+            Message::CallAlertReq { tmsi, target } => {
+                self.request(site, txn, *tmsi, self.call_alert(*target))
+            }
+            Message::StatusReq { tmsi, target, code } => {
+                self.request(site, txn, *tmsi, self.status(*target, *code))
+            }
+            Message::ShortDataReq { tmsi, target, data } => {
+                self.request(site, txn, *tmsi, self.short_data(*target, data.clone()))
+            }
             Message::Ack {
                 acked: MessageType::CallAlert | MessageType::StatusDelivery,
             } => Input::Ack { site, txn },
@@ -146,6 +199,71 @@ impl Messaging {
             _ => return None,
         };
         Some(self.run(input, Some((site, txn))))
+    }
+
+    /// Sends `message` from a console, as the dispatcher's unit address `from`, for
+    /// `actor` (the operator, named in the event); returns once it is answered: with
+    /// what a radio would have been told, at the moment it would have been. A call alert
+    /// or status to a unit waits at most `messaging.delivery_timeout_ms` for the
+    /// recipient's gateway.
+    pub async fn from_console(self: &Arc<Self>, actor: &str, from: Unit, message: ConsoleMessage) -> Reply {
+        let (answer, answered) = oneshot::channel();
+        let id = {
+            let mut consoles = self.consoles();
+            if consoles.closed {
+                return Reply::Refused(Cause::ShuttingDown);
+            }
+            consoles.next += 1;
+            let id = consoles.next;
+            let waiter = Waiter {
+                answer,
+                actor: actor.to_string(),
+                from,
+                kind: message.kind(),
+                to: message.to(),
+            };
+            consoles.waiting.insert(id, waiter);
+            id
+        };
+        let request = match message {
+            ConsoleMessage::CallAlert { to } => self.call_alert(to),
+            ConsoleMessage::Status { to, code } => self.status(to, code),
+            ConsoleMessage::ShortData { to, data } => self.short_data(to, data),
+        };
+        let sender = match self.hlr.imsi_for_unit(&from) {
+            None => Sender::NotProvisioned,
+            Some(imsi) => self.provisioned(imsi),
+        };
+        let input = Input::Request {
+            origin: Origin::Console(id),
+            sender,
+            request,
+        };
+        self.run(input, None);
+        // Dropped unanswered only when the controller stops.
+        answered.await.unwrap_or(Reply::Refused(Cause::ShuttingDown))
+    }
+
+    fn consoles(&self) -> std::sync::MutexGuard<'_, Consoles> {
+        self.consoles.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Tells console request `id` its reply, and every listener in an event.
+    fn answer(&self, id: u64, reply: Reply) {
+        let Some(w) = self.consoles().waiting.remove(&id) else {
+            return;
+        };
+        info!(actor = %w.actor, from = ?w.from, to = ?w.to, kind = ?w.kind, ?reply, "console message answered");
+        let event = EventKind::Message {
+            kind: w.kind,
+            from: w.from,
+            to: w.to,
+            actor: w.actor,
+            outcome: reply,
+        };
+        self.events.publish(event);
+        // The console may have stopped waiting.
+        let _ = w.answer.send(reply);
     }
 
     /// The unit is on the air: what is stored for it is delivered, [`STORED_PAGE`]
@@ -184,6 +302,15 @@ impl Messaging {
                 stop,
             )
             .await;
+        // No timer will end what consoles wait for any more.
+        let waiting: Vec<u64> = {
+            let mut consoles = self.consoles();
+            consoles.closed = true;
+            consoles.waiting.keys().copied().collect()
+        };
+        for id in waiting {
+            self.answer(id, Reply::Refused(Cause::ShuttingDown));
+        }
     }
 
     /// Feeds one input to the machine and carries out its actions; returns the frames
@@ -265,13 +392,13 @@ impl Messaging {
             }
             Action::FanOut { op, frames, then } => {
                 tokio::spawn(async move {
-                    for (site, frame) in frames {
+                    for (site, frame) in frames.into_iter().chain(then) {
                         this.send_paced(site, frame).await;
                     }
-                    this.send_paced(then.0, then.1).await;
                     this.run(Input::FannedOut { op }, None);
                 });
             }
+            Action::Answer { console, reply } => self.answer(console, reply),
             Action::Store {
                 op,
                 recipients,
@@ -373,11 +500,47 @@ impl Messaging {
 
     fn request(&self, site: SiteId, txn: u32, tmsi: Tmsi, request: Request) -> Input {
         Input::Request {
-            site,
-            txn,
+            origin: Origin::Radio { site, txn },
             sender: self.sender(site, tmsi),
             request,
         }
+    }
+
+    /// A call alert to `to`, with what the registries know of it.
+    fn call_alert(&self, to: Unit) -> Request {
+        Request::CallAlert {
+            target: self.addressee(to),
+        }
+    }
+
+    /// A status to `target`, with what the registries know of it.
+    fn status(&self, target: Target, code: u16) -> Request {
+        let target = match target {
+            Target::Unit(u) => StatusTarget::Unit(self.addressee(u)),
+            Target::Talkgroup { fleet, talkgroup } => StatusTarget::Talkgroup {
+                fleet,
+                talkgroup,
+                exists: self.hlr.talkgroup_exists(fleet, talkgroup),
+                affiliated: (self.vlr.affiliated_units(fleet, talkgroup).into_iter())
+                    .map(|(imsi, tmsi, site)| (imsi, OnAir { tmsi, site }))
+                    .collect(),
+            },
+        };
+        Request::Status { code, target }
+    }
+
+    /// Short data to `target`, with what the registries know of it.
+    fn short_data(&self, target: Target, data: ShortData) -> Request {
+        let target = match target {
+            Target::Unit(u) => ShortDataTarget::Unit(self.hlr.imsi_for_unit(&u)),
+            Target::Talkgroup { fleet, talkgroup } => ShortDataTarget::Talkgroup {
+                fleet,
+                talkgroup,
+                exists: self.hlr.talkgroup_exists(fleet, talkgroup),
+                members: self.hlr.talkgroup_members(fleet, talkgroup),
+            },
+        };
+        Request::ShortData { data, target }
     }
 
     /// The sender of a request from `site`, as the VLR and the HLR cache know it.
@@ -388,6 +551,11 @@ impl Messaging {
         if self.vlr.get(&imsi).is_none_or(|u| u.site != site) {
             return Sender::NotRegistered;
         }
+        self.provisioned(imsi)
+    }
+
+    /// The sender `imsi` as the HLR cache knows it.
+    fn provisioned(&self, imsi: Imsi) -> Sender {
         match self.hlr.subscriber(&imsi) {
             None => Sender::NotProvisioned,
             Some(sub) => Sender::Known {

@@ -14,9 +14,11 @@ use trunkd::controller::{
 };
 use trunkd::core::registration::{LeaveReason, UnitEvent};
 use trunkd::core::trunking::{CallEvent, EmergencyPolicy, SlotUse, TrunkingMode};
-use trunkd::events::{Event, EventKind, RadioCommand, RadioOutcome, Subscription};
+use trunkd::events::{Event, EventKind, MessageKind, RadioCommand, RadioOutcome, Subscription};
+use trunkd::messaging::Reply;
 use trunkd::protocol::{
-    CallScope, Cause, Frame, Identity, LocationReason, Message, MessageType, TalkgroupList,
+    CallScope, Cause, FleetId, Frame, Identity, LocationReason, Message, MessageType, ShortData,
+    TalkgroupList, Target,
 };
 use trunkd::store::Permissions;
 
@@ -738,4 +740,252 @@ async fn queue_full_preemption_and_emergency_are_told() {
         })
     );
     c.stop().await;
+}
+
+/// A controller over what [`provision_calls`] provisions, with a delivery timeout short
+/// enough for a test to wait out (300 ms); its handle, and a listener from now.
+async fn console_controller(db: &TestDb) -> (trunkd::controller::Running, ControllerHandle, Subscription) {
+    provision_calls(db).await;
+    let mut cfg = call_config(db, trunking(TrunkingMode::Message, EmergencyPolicy::Preempt));
+    cfg.messaging.delivery_timeout_ms = 300;
+    let c = trunkd::controller::start(cfg).await.unwrap();
+    let h = c.handle();
+    let (_, sub) = h.events();
+    (c, h, sub)
+}
+
+/// Sends `command` as operator "dispatch" in a task of its own: it returns only once the
+/// message is answered.
+fn from_console(
+    h: &ControllerHandle,
+    command: Command,
+) -> tokio::task::JoinHandle<Result<Outcome, CommandError>> {
+    let h = h.clone();
+    tokio::spawn(async move { h.command("dispatch", command).await })
+}
+
+/// Talkgroup `n` of fleet 100.
+fn talkgroup(n: u16) -> Target {
+    Target::Talkgroup {
+        fleet: unit(1).fleet,
+        talkgroup: tg(n),
+    }
+}
+
+/// Asserts that the next console message event tells a message of `kind` from the
+/// dispatcher (unit 1, operator "dispatch") to `to`, ended with `outcome`.
+async fn assert_told(sub: &mut Subscription, kind: MessageKind, to: Target, outcome: Reply) {
+    let e = event_where(sub, |k| matches!(k, EventKind::Message { .. })).await;
+    let want = EventKind::Message {
+        kind,
+        from: unit(1),
+        to,
+        actor: "dispatch".into(),
+        outcome,
+    };
+    assert_eq!(e.kind, want);
+}
+
+#[tokio::test]
+async fn a_console_pages_a_radio_and_hears_delivered_once_its_gateway_acknowledges() {
+    let db = TestDb::sqlite();
+    let (c, h, mut sub) = console_controller(&db).await;
+    let mut g2 = gw(&c, 2).await;
+    let t2 = reg(&mut g2, 2).await;
+    // Unit 1 is the dispatcher: provisioned, never on the air.
+    let page = Command::CallAlert {
+        from: unit(1),
+        to: unit(2),
+    };
+    let sent = from_console(&h, page.clone());
+    let alert = until(&mut g2, |f| matches!(f.msg, Message::CallAlert { .. })).await;
+    assert_eq!(
+        alert.msg,
+        Message::CallAlert {
+            tmsi: t2,
+            caller: unit(1)
+        }
+    );
+    acknowledge(&mut g2, &alert).await;
+    assert_eq!(sent.await.unwrap().unwrap(), Outcome::Delivered);
+    assert_told(
+        &mut sub,
+        MessageKind::CallAlert,
+        Target::Unit(unit(2)),
+        Reply::Delivered,
+    )
+    .await;
+    // Not acknowledged within the delivery timeout: refused as a radio would be.
+    let sent = from_console(&h, page);
+    until(&mut g2, |f| matches!(f.msg, Message::CallAlert { .. })).await;
+    let refused = sent.await.unwrap().unwrap_err();
+    assert!(
+        matches!(refused, CommandError::Refused(Cause::TargetUnreachable)),
+        "{refused:?}"
+    );
+    assert_eq!(refused.to_string(), "refused: target unreachable (0x53)");
+    assert_told(
+        &mut sub,
+        MessageKind::CallAlert,
+        Target::Unit(unit(2)),
+        Reply::Refused(Cause::TargetUnreachable),
+    )
+    .await;
+    // Messages change no HLR state: nothing audited in the dispatcher's name.
+    let log = c.store.audit_since(0, 10_000).await.unwrap();
+    assert!(log.iter().all(|e| e.actor != "dispatch"));
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn a_console_status_to_a_talkgroup_reaches_every_affiliated_unit_on_the_air() {
+    let db = TestDb::sqlite();
+    let (c, h, mut sub) = console_controller(&db).await;
+    let (mut g1, mut g2) = (gw(&c, 1).await, gw(&c, 2).await);
+    // Units 2 and 3 at site 1, 4 at site 2, all affiliated to talkgroup 10.
+    let (t2, t3) = (reg(&mut g1, 2).await, reg(&mut g1, 3).await);
+    let t4 = reg(&mut g2, 4).await;
+    let status = Command::Status {
+        from: unit(1),
+        target: talkgroup(10),
+        code: 7,
+    };
+    assert_eq!(
+        h.command("dispatch", status).await.unwrap(),
+        Outcome::SentToTalkgroup { recipients: 3 }
+    );
+    let heard = |f: Frame| match f.msg {
+        Message::StatusDelivery { tmsi, source, code } => (tmsi, source, code),
+        other => panic!("{other:?}"),
+    };
+    let is_status = |f: &Frame| matches!(f.msg, Message::StatusDelivery { .. });
+    let mut at1 = vec![
+        heard(until(&mut g1, is_status).await),
+        heard(until(&mut g1, is_status).await),
+    ];
+    at1.sort();
+    let mut want = vec![(t2, unit(1), 7), (t3, unit(1), 7)];
+    want.sort();
+    assert_eq!(at1, want);
+    assert_eq!(heard(until(&mut g2, is_status).await), (t4, unit(1), 7));
+    assert_told(
+        &mut sub,
+        MessageKind::Status { code: 7 },
+        talkgroup(10),
+        Reply::SentToTalkgroup { recipients: 3 },
+    )
+    .await;
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn console_short_data_to_a_unit_off_the_air_is_stored_then_delivered_when_it_registers() {
+    for db in TestDb::all().await {
+        let (c, h, mut sub) = console_controller(&db).await;
+        let data = ShortData::new(b"return to base".to_vec()).unwrap();
+        let send = Command::ShortData {
+            from: unit(1),
+            target: Target::Unit(unit(5)),
+            data: data.clone(),
+        };
+        assert_eq!(
+            h.command("dispatch", send).await.unwrap(),
+            Outcome::Stored { recipients: 1 },
+            "{}",
+            db.name
+        );
+        assert_eq!(c.store.pending_short_data(imsi(5)).await.unwrap().len(), 1);
+        assert_told(
+            &mut sub,
+            MessageKind::ShortData,
+            Target::Unit(unit(5)),
+            Reply::Stored { recipients: 1 },
+        )
+        .await;
+        // Unit 5 powers on: the message is delivered with the dispatcher as its source.
+        let mut g2 = gw(&c, 2).await;
+        let t5 = reg(&mut g2, 5).await;
+        assert_eq!(
+            receive_short_data(&mut g2).await,
+            (t5, unit(1), data),
+            "{}",
+            db.name
+        );
+        c.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_console_message_is_refused_with_the_cause_a_radio_would_hear() {
+    let db = TestDb::sqlite();
+    let (c, h, mut sub) = console_controller(&db).await;
+    let refusal = |r: Result<Outcome, CommandError>| match r {
+        Err(CommandError::Refused(cause)) => cause,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    let alert = |from, to| Command::CallAlert {
+        from: unit(from),
+        to: unit(to),
+    };
+    // No such unit: "invalid target", told to listeners too.
+    let unknown = h.command("dispatch", alert(1, 99)).await.unwrap_err();
+    assert_eq!(unknown.to_string(), "refused: invalid target (0x5D)");
+    assert!(matches!(unknown, CommandError::Refused(Cause::InvalidTarget)));
+    assert_told(
+        &mut sub,
+        MessageKind::CallAlert,
+        Target::Unit(unit(99)),
+        Reply::Refused(Cause::InvalidTarget),
+    )
+    .await;
+    // Provisioned but off the air.
+    assert_eq!(
+        refusal(h.command("dispatch", alert(1, 2)).await),
+        Cause::TargetUnreachable
+    );
+    // A talkgroup of a fleet that does not exist.
+    let elsewhere = Command::Status {
+        from: unit(1),
+        target: Target::Talkgroup {
+            fleet: FleetId::new(200).unwrap(),
+            talkgroup: tg(10),
+        },
+        code: 1,
+    };
+    assert_eq!(
+        refusal(h.command("dispatch", elsewhere).await),
+        Cause::InvalidTarget
+    );
+    // The dispatcher's address is checked as a radio is, registration aside.
+    assert_eq!(
+        refusal(h.command("dispatch", alert(99, 2)).await),
+        Cause::UnknownSubscriber
+    );
+    h.command(
+        "alice",
+        Command::Authorize {
+            imsi: imsi(3),
+            priority: None,
+            permissions: Some(Permissions::parse("data").unwrap()),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        refusal(h.command("dispatch", alert(3, 2)).await),
+        Cause::ServiceNotPermitted
+    );
+    h.command("alice", Command::Inhibit { imsi: imsi(1) })
+        .await
+        .unwrap();
+    assert_eq!(
+        refusal(h.command("dispatch", alert(1, 2)).await),
+        Cause::UnitInhibited
+    );
+    c.stop().await;
+    // A stopped controller refuses at once rather than leaving the console waiting.
+    assert_eq!(
+        refusal(h.command("dispatch", alert(2, 3)).await),
+        Cause::ShuttingDown
+    );
 }

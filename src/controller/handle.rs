@@ -6,13 +6,16 @@
 //! actor) where it changes state, and acted on at once: the handle applies the HLR
 //! change to the running controller itself rather than waiting for the periodic
 //! follow of the audit log (which still brings changes made by other processes).
+//! Messages sent from a console (call alert, status, short data) change no HLR state
+//! and are not audited: each is told as an [`EventKind::Message`] event naming the actor.
 
 use std::sync::Arc;
 
 use crate::core::trunking::{CallView, QueueEntry, SlotView};
 use crate::events::{EventKind, Lagged, Subscription};
+use crate::messaging::{ConsoleMessage, Reply};
 use crate::params::{self, ParamError};
-use crate::protocol::{CallId, FleetId, Imsi, SiteId, TalkgroupId, Tmsi, Unit};
+use crate::protocol::{CallId, Cause, FleetId, Imsi, ShortData, SiteId, TalkgroupId, Target, Tmsi, Unit};
 use crate::store::{rules, Permissions, StoreError};
 
 use super::Node;
@@ -72,6 +75,49 @@ pub enum Command {
         /// Its value, as text.
         value: String,
     },
+    /// Page a unit from a console (`CALL_ALERT`, PROTOCOL.md §5.3): [`Outcome::Delivered`]
+    /// once the unit's gateway acknowledges it.
+    ///
+    /// A console sends from `from`, a dispatcher's unit address: a provisioned subscriber
+    /// of its fleet that is not on the air. It is checked as a radio's request is, except
+    /// for registration: provisioned (else `0x40` unknown subscriber), not inhibited
+    /// (`0x41`), with the permission of PROTOCOL.md §5.6 (`private` for a call alert,
+    /// `data` for status and short data; `0x31`), then the target. A refusal is
+    /// [`CommandError::Refused`] with the cause a radio would hear.
+    ///
+    /// Not written to the audit log (the HLR's change log, which every controller
+    /// follows): it changes no HLR state, and radios' messages are not audited either.
+    /// Its outcome is published as an [`EventKind::Message`] naming the actor, and logged.
+    CallAlert {
+        /// The dispatcher's unit address (the caller the radio shows).
+        from: Unit,
+        /// The unit to page.
+        to: Unit,
+    },
+    /// Send a status message from a console to a unit ([`Outcome::Delivered`] once its
+    /// gateway acknowledges) or to a talkgroup of `from`'s fleet
+    /// ([`Outcome::SentToTalkgroup`] once it is queued for every affiliated unit on the
+    /// air). Checked, answered and told as [`Command::CallAlert`].
+    Status {
+        /// The dispatcher's unit address (the source the radios show).
+        from: Unit,
+        /// A unit or a talkgroup.
+        target: Target,
+        /// The status code.
+        code: u16,
+    },
+    /// Send short data from a console to a unit or a talkgroup of `from`'s fleet:
+    /// [`Outcome::Stored`] once stored durably; recipients on the air receive it now, the
+    /// others when they next register. Checked, answered and told as
+    /// [`Command::CallAlert`].
+    ShortData {
+        /// The dispatcher's unit address (the source the radios show).
+        from: Unit,
+        /// A unit or a talkgroup.
+        target: Target,
+        /// The payload.
+        data: ShortData,
+    },
 }
 
 /// What a command did.
@@ -87,6 +133,21 @@ pub enum Outcome {
         /// Its value.
         value: String,
     },
+    /// The call alert or status reached the unit: its gateway acknowledged it.
+    Delivered,
+    /// The status was queued for every unit on the air affiliated to the talkgroup
+    /// (but the sender's own unit), `recipients` of them; they do not acknowledge it.
+    SentToTalkgroup {
+        /// How many units it was sent to.
+        recipients: usize,
+    },
+    /// The short data is stored durably for `recipients` subscribers (every one
+    /// permitted on a talkgroup but the sender, or the one unit) and will reach each of
+    /// them when it is, or next comes, on the air, within `messaging.short_data_ttl_ms`.
+    Stored {
+        /// How many subscribers it is stored for.
+        recipients: usize,
+    },
 }
 
 /// Why a command was not carried out. Nothing was changed.
@@ -101,6 +162,12 @@ pub enum CommandError {
     /// The HLR could not be written; try again.
     #[error("HLR unavailable: {0}")]
     Unavailable(StoreError),
+    /// A message from a console was refused with the cause a radio's `DENY` would carry
+    /// (PROTOCOL.md §5.3, §6): nothing is stored. A call alert or status refused
+    /// `target unreachable` after the delivery timeout may still have reached the radio
+    /// unacknowledged.
+    #[error("refused: {0}")]
+    Refused(Cause),
 }
 
 impl From<StoreError> for CommandError {
@@ -363,6 +430,32 @@ impl ControllerHandle {
                 n.events.publish(event);
                 Ok(Outcome::Parameter { name, value })
             }
+            Command::CallAlert { from, to } => {
+                self.message(actor, from, ConsoleMessage::CallAlert { to }).await
+            }
+            Command::Status { from, target, code } => {
+                let message = ConsoleMessage::Status { to: target, code };
+                self.message(actor, from, message).await
+            }
+            Command::ShortData { from, target, data } => {
+                let message = ConsoleMessage::ShortData { to: target, data };
+                self.message(actor, from, message).await
+            }
+        }
+    }
+
+    /// Sends `message` from a console and waits for its answer.
+    async fn message(
+        &self,
+        actor: &str,
+        from: Unit,
+        message: ConsoleMessage,
+    ) -> Result<Outcome, CommandError> {
+        match self.node.messaging.from_console(actor, from, message).await {
+            Reply::Delivered => Ok(Outcome::Delivered),
+            Reply::SentToTalkgroup { recipients } => Ok(Outcome::SentToTalkgroup { recipients }),
+            Reply::Stored { recipients } => Ok(Outcome::Stored { recipients }),
+            Reply::Refused(cause) => Err(CommandError::Refused(cause)),
         }
     }
 

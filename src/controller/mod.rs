@@ -387,6 +387,7 @@ pub async fn start_with_clock(cfg: Config, clock: Clock) -> Result<Running, Star
             store.clone(),
             &cfg.messaging,
             clock,
+            events.clone(),
         )
         .reporting_to(health.clone()),
     );

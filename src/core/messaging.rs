@@ -26,6 +26,11 @@
 //! - Memory is bounded: every entry waiting for an acknowledgement has a deadline, and
 //!   a delivered message is forgotten at the latest `short_data_ttl_ms` after its
 //!   delivery (by then the store has dropped it).
+//! - A request may come from a radio or from a console ([`Origin`]). Both go through
+//!   the same checks and the same delivery; a radio hears its answer as `ACK` or `DENY`
+//!   on its request's transaction ([`Action::Send`]), a console as an
+//!   [`Action::Answer`] carrying the same [`Reply`], exactly once, at the same moment a
+//!   radio would.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -63,7 +68,45 @@ pub struct OnAir {
     pub site: SiteId,
 }
 
-/// The unit that sent a request, as the shell found it in the VLR and the HLR.
+/// Who sent a request, and so where its answer goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// A radio: answered `ACK` or `DENY` on transaction `txn` to the gateway of `site`.
+    Radio {
+        /// The sending site.
+        site: SiteId,
+        /// The request's transaction.
+        txn: u32,
+    },
+    /// A console request the shell numbered `id`: answered with [`Action::Answer`].
+    Console(u64),
+}
+
+/// What the sender of a request is told in the end; a radio hears [`Reply::Refused`] as
+/// `DENY` with its cause and every other reply as `ACK`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// The recipient's gateway acknowledged the call alert or status.
+    Delivered,
+    /// The talkgroup status was queued for every affiliated unit on the air but the
+    /// sender, `recipients` of them (their acknowledgements are not waited for).
+    SentToTalkgroup {
+        /// How many units it was sent to.
+        recipients: usize,
+    },
+    /// The short data was stored durably for `recipients` subscribers: those on the air
+    /// receive it now, the others when they next register.
+    Stored {
+        /// How many subscribers it was stored for.
+        recipients: usize,
+    },
+    /// Refused, with the cause a radio's `DENY` carries (`PROTOCOL.md §5.3`, §6).
+    Refused(Cause),
+}
+
+/// The unit that sent a request, as the shell found it in the VLR and the HLR. A console
+/// sends from a dispatcher's unit address, which is not on the air: the shell looks it
+/// up in the HLR only, and it is never [`Sender::NotRegistered`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Sender {
     /// Its TMSI is not registered at the site the request came from.
@@ -184,12 +227,10 @@ impl Request {
 /// Input from gateways and from the shell's completed work.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Input {
-    /// A request from a unit at `site`.
+    /// A request from a radio or a console.
     Request {
-        /// The sending site.
-        site: SiteId,
-        /// The request's transaction.
-        txn: u32,
+        /// Who sent it, and where it is answered.
+        origin: Origin,
         /// The sender.
         sender: Sender,
         /// What it asks for.
@@ -265,8 +306,17 @@ pub enum Action {
         op: u64,
         /// The deliveries.
         frames: Vec<(SiteId, Frame)>,
-        /// The answer to the sender, after them.
-        then: (SiteId, Frame),
+        /// The answer to a radio sender, after them; `None` for a console, which is
+        /// answered ([`Action::Answer`]) once [`Input::FannedOut`] is reported.
+        then: Option<(SiteId, Frame)>,
+    },
+    /// Tell console request `console` its reply (for a radio: [`Action::Send`] of the
+    /// `ACK` or `DENY`).
+    Answer {
+        /// The console request.
+        console: u64,
+        /// What it is told.
+        reply: Reply,
     },
     /// Store `data` for every recipient (one message each, all or none), kept until
     /// `expires_ms` (on the clock of this machine); report [`Input::Stored`].
@@ -307,8 +357,8 @@ pub enum Action {
 /// An alert or status delivered to a unit, waiting for its gateway's `ACK`.
 #[derive(Clone, Copy, Debug)]
 struct Waiting {
-    /// Where and on which transaction the sender asked.
-    origin: (SiteId, u32),
+    /// Who asked.
+    origin: Origin,
     request: MessageType,
     deadline: i64,
 }
@@ -354,7 +404,7 @@ enum Timer {
 /// A short data request being stored.
 #[derive(Clone, Debug)]
 struct Storing {
-    origin: (SiteId, u32),
+    origin: Origin,
     recipients: Vec<Imsi>,
     source: Unit,
     data: ShortData,
@@ -375,7 +425,8 @@ pub struct Courier {
     /// Unit → its delivery session.
     sessions: HashMap<Imsi, Session>,
     storing: HashMap<u64, Storing>,
-    fanouts: HashSet<u64>,
+    /// Fan-out → the console answer to give once it is done (a radio's goes with it).
+    fanouts: HashMap<u64, Option<Action>>,
     timers: BTreeSet<(i64, Timer)>,
     next_op: u64,
     next_txn: u32,
@@ -394,7 +445,7 @@ impl Courier {
             stores: 0,
             sessions: HashMap::new(),
             storing: HashMap::new(),
-            fanouts: HashSet::new(),
+            fanouts: HashMap::new(),
             timers: BTreeSet::from([(first_expiry, Timer::Expiry)]),
             next_op: 0,
             next_txn: 0,
@@ -428,22 +479,20 @@ impl Courier {
         let mut out = Vec::new();
         match input {
             Input::Request {
-                site,
-                txn,
+                origin,
                 sender,
                 request,
             } => {
                 let ty = request.message_type();
                 match self.check(sender, ty) {
-                    Err(cause) => out.push(deny((site, txn), ty, cause)),
-                    Ok(sender) => out.push(self.request((site, txn), sender, request, now)),
+                    Err(cause) => out.push(deny(origin, ty, cause)),
+                    Ok(sender) => out.push(self.request(origin, sender, request, now)),
                 }
             }
             Input::Ack { site, txn } => {
                 if let Some(w) = self.waiting.remove(&(site, txn)) {
                     self.timers.remove(&(w.deadline, Timer::Answer(site, txn)));
-                    let ack = Frame::new(w.origin.1, Message::Ack { acked: w.request });
-                    out.push(Action::Send(w.origin.0, ack));
+                    out.push(tell(w.origin, w.request, Reply::Delivered));
                 }
             }
             Input::SendFailed { site, txn } => {
@@ -457,7 +506,7 @@ impl Courier {
             Input::ShortDataAck { site, id } => self.short_data_ack(site, id, &mut out),
             Input::Stored { op, stored } => self.stored(op, stored, now, &mut out),
             Input::FannedOut { op } => {
-                self.fanouts.remove(&op);
+                out.extend(self.fanouts.remove(&op).flatten());
             }
             Input::Attached { imsi, tmsi, site } => {
                 // Nothing stored: no read for this registration.
@@ -550,7 +599,7 @@ impl Courier {
     /// acknowledged or timed out.
     fn await_ack(
         &mut self,
-        origin: (SiteId, u32),
+        origin: Origin,
         request: MessageType,
         to_site: SiteId,
         msg: Message,
@@ -574,7 +623,7 @@ impl Courier {
     /// (`PROTOCOL.md §5.3`) and delivers, fans out or has stored what it asks for.
     fn request(
         &mut self,
-        origin: (SiteId, u32),
+        origin: Origin,
         (sender, source): (Imsi, Unit),
         request: Request,
         now: i64,
@@ -640,7 +689,7 @@ impl Courier {
     /// A talkgroup status to every affiliated unit but the sender, then its `ACK`.
     fn fan_out(
         &mut self,
-        origin: (SiteId, u32),
+        origin: Origin,
         sender: Imsi,
         source: Unit,
         code: u16,
@@ -650,7 +699,7 @@ impl Courier {
             return Err(Cause::Busy);
         }
         // The sender gets no copy of its own status.
-        let frames = affiliated
+        let frames: Vec<(SiteId, Frame)> = affiliated
             .into_iter()
             .filter(|(imsi, _)| *imsi != sender)
             .map(|(_, to)| {
@@ -663,21 +712,23 @@ impl Courier {
             })
             .collect();
         let op = self.op();
-        self.fanouts.insert(op);
-        let ack = Message::Ack {
-            acked: MessageType::StatusReq,
+        let sent = Reply::SentToTalkgroup {
+            recipients: frames.len(),
         };
-        Ok(Action::FanOut {
-            op,
-            frames,
-            then: (origin.0, Frame::new(origin.1, ack)),
-        })
+        // A radio's ACK goes on its link after the deliveries; a console is answered once
+        // the fan-out reports that they are queued.
+        let (then, later) = match tell(origin, MessageType::StatusReq, sent) {
+            Action::Send(site, ack) => (Some((site, ack)), None),
+            answer => (None, Some(answer)),
+        };
+        self.fanouts.insert(op, later);
+        Ok(Action::FanOut { op, frames, then })
     }
 
     /// Has short data stored for every recipient (answered once it is).
     fn store(
         &mut self,
-        origin: (SiteId, u32),
+        origin: Origin,
         recipients: Vec<Imsi>,
         source: Unit,
         data: ShortData,
@@ -726,10 +777,8 @@ impl Courier {
         for imsi in &s.recipients {
             self.mail_stored(*imsi);
         }
-        out.push(Action::Send(
-            s.origin.0,
-            Frame::new(s.origin.1, Message::Ack { acked: ty }),
-        ));
+        let recipients = s.recipients.len();
+        out.push(tell(s.origin, ty, Reply::Stored { recipients }));
         for (imsi, (id, to)) in s.recipients.iter().zip(stored) {
             let delivery = to.and_then(|to| self.deliver(*imsi, id, to, s.source, s.data.clone(), now));
             out.extend(delivery.map(|(_, send)| send));
@@ -856,8 +905,23 @@ fn on_air(target: Addressee) -> Result<OnAir, Cause> {
     }
 }
 
-fn deny(origin: (SiteId, u32), request: MessageType, cause: Cause) -> Action {
-    Action::Send(origin.0, Frame::new(origin.1, Message::Deny { request, cause }))
+/// Tells `origin` how its `request` ended: a radio `ACK` or `DENY` on its transaction, a
+/// console its [`Reply`].
+fn tell(origin: Origin, request: MessageType, reply: Reply) -> Action {
+    match origin {
+        Origin::Radio { site, txn } => {
+            let msg = match reply {
+                Reply::Refused(cause) => Message::Deny { request, cause },
+                _ => Message::Ack { acked: request },
+            };
+            Action::Send(site, Frame::new(txn, msg))
+        }
+        Origin::Console(console) => Action::Answer { console, reply },
+    }
+}
+
+fn deny(origin: Origin, request: MessageType, cause: Cause) -> Action {
+    tell(origin, request, Reply::Refused(cause))
 }
 
 fn read(imsi: Imsi, s: &Session) -> Action {
@@ -941,8 +1005,7 @@ mod tests {
     /// A request from `from` at site 1 on `txn`.
     fn ask(txn: u32, from: Sender, request: Request) -> Input {
         Input::Request {
-            site: site(1),
-            txn,
+            origin: Origin::Radio { site: site(1), txn },
             sender: from,
             request,
         }
@@ -1046,6 +1109,24 @@ mod tests {
             payload: vec![id as u8],
         })
         .collect()
+    }
+    /// A request from console request `id`, sending as `from`.
+    fn from_console(id: u64, from: Sender, request: Request) -> Input {
+        Input::Request {
+            origin: Origin::Console(id),
+            sender: from,
+            request,
+        }
+    }
+    /// The console answers among `actions`, in order.
+    fn console_answers(actions: &[Action]) -> Vec<(u64, Reply)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Answer { console, reply } => Some((*console, *reply)),
+                _ => None,
+            })
+            .collect()
     }
     fn ack_of(id: i64, s: u16) -> Input {
         Input::ShortDataAck {
@@ -1291,7 +1372,7 @@ mod tests {
         assert_eq!(heard, vec![(site(2), delivery(2)), (site(2), delivery(3))]);
         assert_eq!(
             *then,
-            (
+            Some((
                 site(1),
                 Frame::new(
                     8,
@@ -1299,7 +1380,7 @@ mod tests {
                         acked: MessageType::StatusReq
                     }
                 )
-            )
+            ))
         );
         assert_eq!(m.in_flight(), 1);
         m.handle(Input::FannedOut { op: *op }, 5);
@@ -1678,6 +1759,248 @@ mod tests {
         count(&out, &mut answered);
         assert_eq!(answered.len(), 10_000);
         assert!(answered.values().all(|n| *n == 1));
+        assert_eq!(m.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_console_alert_is_answered_delivered_once_the_recipients_gateway_acknowledges() {
+        let mut m = courier(4);
+        // A radio request on transaction 5 and console request 5 do not get mixed up.
+        let radio = m.handle(alert(5, reachable(3, 2)), 0);
+        let [(_, to_radio)] = sends(&radio).try_into().unwrap();
+        let request = Request::CallAlert {
+            target: reachable(2, 2),
+        };
+        let out = m.handle(from_console(5, sender(1), request), 0);
+        let [(to, f)] = sends(&out).try_into().unwrap();
+        assert_eq!(
+            (to, f.msg),
+            (
+                site(2),
+                Message::CallAlert {
+                    tmsi: tmsi(2),
+                    caller: unit(1)
+                }
+            ),
+            "the radio hears the dispatcher's address as the caller"
+        );
+        assert!(console_answers(&out).is_empty(), "not before the ACK");
+        let ack_on = |txn| Input::Ack { site: site(2), txn };
+        let out = m.handle(ack_on(f.txn), 10);
+        assert_eq!(
+            out,
+            vec![Action::Answer {
+                console: 5,
+                reply: Reply::Delivered
+            }]
+        );
+        let out = m.handle(ack_on(to_radio.txn), 10);
+        assert_eq!(answers(&out, 5), acked(MessageType::CallAlertReq));
+        assert!(console_answers(&out).is_empty());
+        // Answered once.
+        assert!(m.handle(ack_on(f.txn), 20).is_empty());
+        assert!(m.tick(TIMEOUT).is_empty());
+        assert_eq!(m.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_console_request_is_refused_with_the_cause_a_radio_would_hear_and_nothing_is_sent() {
+        let mut m = courier(4);
+        let inhibited = Sender::Known {
+            imsi: imsi(1),
+            unit: unit(1),
+            inhibited: true,
+            permissions: Permissions::ALL,
+        };
+        let other_fleet = StatusTarget::Talkgroup {
+            fleet: FleetId::new(200).unwrap(),
+            talkgroup: TalkgroupId::new(10).unwrap(),
+            exists: true,
+            affiliated: vec![(imsi(2), at(2, 2))],
+        };
+        let alert_to = |target| Request::CallAlert { target };
+        let off_air = Addressee::Known {
+            imsi: imsi(2),
+            inhibited: false,
+            on_air: None,
+        };
+        let cases = [
+            (
+                Sender::NotProvisioned,
+                alert_to(reachable(2, 2)),
+                Cause::UnknownSubscriber,
+            ),
+            (inhibited, alert_to(reachable(2, 2)), Cause::UnitInhibited),
+            (
+                with_permissions(1, Permissions::default()),
+                alert_to(reachable(2, 2)),
+                Cause::ServiceNotPermitted,
+            ),
+            (sender(1), alert_to(Addressee::Unknown), Cause::InvalidTarget),
+            (sender(1), alert_to(off_air), Cause::TargetUnreachable),
+            (
+                sender(1),
+                Request::Status {
+                    code: 1,
+                    target: other_fleet,
+                },
+                Cause::InvalidTarget,
+            ),
+            (
+                sender(1),
+                Request::ShortData {
+                    data: data(b"x"),
+                    target: ShortDataTarget::Unit(None),
+                },
+                Cause::InvalidTarget,
+            ),
+        ];
+        for (id, (from, request, cause)) in (1..).zip(cases) {
+            let out = m.handle(from_console(id, from, request), 0);
+            let refused = Action::Answer {
+                console: id,
+                reply: Reply::Refused(cause),
+            };
+            assert_eq!(out, vec![refused], "only the refusal");
+        }
+        assert_eq!(m.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_console_status_not_acknowledged_in_time_or_not_queued_is_refused_unreachable() {
+        let mut m = courier(4);
+        let status = |id| {
+            let request = Request::Status {
+                code: 42,
+                target: StatusTarget::Unit(reachable(2, 2)),
+            };
+            from_console(id, sender(1), request)
+        };
+        let out = m.handle(status(1), 100);
+        assert_eq!(sends(&out).len(), 1);
+        assert!(m.tick(100 + TIMEOUT - 1).is_empty());
+        assert_eq!(
+            m.tick(100 + TIMEOUT),
+            vec![Action::Answer {
+                console: 1,
+                reply: Reply::Refused(Cause::TargetUnreachable)
+            }]
+        );
+        // A frame that cannot be queued is refused at once.
+        let out = m.handle(status(2), 200);
+        let [(to, f)] = sends(&out).try_into().unwrap();
+        let failed = Input::SendFailed { site: to, txn: f.txn };
+        assert_eq!(
+            m.handle(failed, 201),
+            vec![Action::Answer {
+                console: 2,
+                reply: Reply::Refused(Cause::TargetUnreachable)
+            }]
+        );
+        assert!(m.tick(200 + TIMEOUT).is_empty(), "answered once");
+        assert_eq!(m.in_flight(), 0);
+    }
+
+    #[test]
+    fn console_short_data_is_answered_stored_then_delivered_to_the_recipients_on_the_air() {
+        let mut m = courier(4);
+        let to_talkgroup = |id| {
+            let request = Request::ShortData {
+                data: data(b"return to base"),
+                target: ShortDataTarget::Talkgroup {
+                    fleet: fleet(),
+                    talkgroup: TalkgroupId::new(10).unwrap(),
+                    exists: true,
+                    members: vec![imsi(1), imsi(2), imsi(3)],
+                },
+            };
+            from_console(id, sender(1), request)
+        };
+        let out = m.handle(to_talkgroup(7), 1000);
+        let [Action::Store {
+            op,
+            recipients,
+            source,
+            ..
+        }] = &out[..]
+        else {
+            panic!("expected a store, got {out:?}");
+        };
+        // The dispatcher's own address is the source; it gets no copy itself.
+        assert_eq!((recipients, *source), (&vec![imsi(2), imsi(3)], unit(1)));
+        let stored = Some(vec![(41, Some(at(2, 2))), (42, None)]);
+        let out = m.handle(Input::Stored { op: *op, stored }, 1050);
+        assert_eq!(
+            out[0],
+            Action::Answer {
+                console: 7,
+                reply: Reply::Stored { recipients: 2 }
+            },
+            "answered first"
+        );
+        assert_eq!(
+            deliveries(&out),
+            vec![(site(2), MessageId::new(41).unwrap(), tmsi(2))]
+        );
+        assert!(matches!(
+            &m.handle(attach(3, 1), 2000)[..],
+            [Action::ReadStored { after: 0, .. }]
+        ));
+        // Not stored: refused busy, as a radio would be.
+        let op = store_op(&m.handle(to_talkgroup(8), 3000));
+        assert_eq!(
+            m.handle(Input::Stored { op, stored: None }, 3010),
+            vec![Action::Answer {
+                console: 8,
+                reply: Reply::Refused(Cause::Busy)
+            }]
+        );
+    }
+
+    #[test]
+    fn a_console_talkgroup_status_is_answered_with_its_recipients_once_fanned_out() {
+        let mut m = courier(1);
+        let to_talkgroup = |id, affiliated| {
+            let request = Request::Status {
+                code: 7,
+                target: StatusTarget::Talkgroup {
+                    fleet: fleet(),
+                    talkgroup: TalkgroupId::new(10).unwrap(),
+                    exists: true,
+                    affiliated,
+                },
+            };
+            from_console(id, sender(1), request)
+        };
+        // The dispatcher's unit is on the air too: it is not sent its own status.
+        let affiliated = vec![(imsi(1), at(1, 1)), (imsi(2), at(2, 2)), (imsi(3), at(3, 2))];
+        let out = m.handle(to_talkgroup(3, affiliated), 0);
+        let [Action::FanOut { op, frames, then }] = &out[..] else {
+            panic!("expected a fan-out, got {out:?}");
+        };
+        let heard: Vec<(SiteId, Tmsi)> = (frames.iter())
+            .filter_map(|(s, f)| match f.msg {
+                Message::StatusDelivery { tmsi, .. } => Some((*s, tmsi)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(heard, vec![(site(2), tmsi(2)), (site(2), tmsi(3))]);
+        assert_eq!(*then, None, "no frame for a console");
+        // Beyond the fan-outs in flight: busy.
+        assert_eq!(
+            m.handle(to_talkgroup(4, vec![]), 1),
+            vec![Action::Answer {
+                console: 4,
+                reply: Reply::Refused(Cause::Busy)
+            }]
+        );
+        assert_eq!(
+            m.handle(Input::FannedOut { op: *op }, 5),
+            vec![Action::Answer {
+                console: 3,
+                reply: Reply::SentToTalkgroup { recipients: 2 }
+            }]
+        );
         assert_eq!(m.in_flight(), 0);
     }
 }

@@ -204,6 +204,40 @@ pub async fn until(link: &mut GatewayLink, mut pred: impl FnMut(&Frame) -> bool)
     }
 }
 
+/// Answers `f` (a `CALL_ALERT` or `STATUS_DELIVERY`) from the gateway: `ACK` of its type
+/// on its transaction.
+pub async fn acknowledge(link: &mut GatewayLink, f: &Frame) {
+    let acked = f.msg.message_type();
+    link.send(Frame::new(f.txn, Message::Ack { acked }))
+        .await
+        .unwrap();
+}
+
+/// Waits for the next `SHORT_DATA_DELIVERY` at `link` and acknowledges it; its
+/// recipient, source and payload.
+pub async fn receive_short_data(
+    link: &mut GatewayLink,
+) -> (
+    trunkd::protocol::Tmsi,
+    trunkd::protocol::Unit,
+    trunkd::protocol::ShortData,
+) {
+    let d = until(link, |f| matches!(f.msg, Message::ShortDataDelivery { .. })).await;
+    let Message::ShortDataDelivery {
+        id,
+        tmsi,
+        source,
+        data,
+    } = d.msg
+    else {
+        unreachable!()
+    };
+    link.send(Frame::new(d.txn, Message::ShortDataAck { id }))
+        .await
+        .unwrap();
+    (tmsi, source, data)
+}
+
 /// A fresh, empty HLR database: an SQLite file in a temporary directory, or a new
 /// PostgreSQL database on the server of `TEST_DATABASE_URL`.
 pub struct TestDb {
