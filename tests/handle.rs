@@ -15,10 +15,10 @@ use trunkd::controller::{
 use trunkd::core::registration::{LeaveReason, UnitEvent};
 use trunkd::core::trunking::{CallEvent, EmergencyPolicy, SlotUse, TrunkingMode};
 use trunkd::events::{Event, EventKind, RadioCommand, RadioOutcome, Subscription};
+use trunkd::hlr::Permissions;
 use trunkd::protocol::{
     CallScope, Cause, Frame, Identity, LocationReason, Message, MessageType, TalkgroupList,
 };
-use trunkd::store::Permissions;
 
 /// The next event that `pred` accepts (others are skipped); fails after 10 s.
 async fn event_where(sub: &mut Subscription, pred: impl Fn(&EventKind) -> bool) -> Arc<Event> {

@@ -11,9 +11,10 @@ use std::sync::Arc;
 
 use crate::core::trunking::{CallView, QueueEntry, SlotView};
 use crate::events::{EventKind, Lagged, Subscription};
+use crate::hlr::Permissions;
 use crate::params::{self, ParamError};
 use crate::protocol::{CallId, FleetId, Imsi, SiteId, TalkgroupId, Tmsi, Unit};
-use crate::store::{rules, Permissions, StoreError};
+use crate::store::{rules, StoreError};
 
 use super::Node;
 
