@@ -19,13 +19,13 @@ use crate::core::trunking::{
     Trunking, TrunkingConfig,
 };
 use crate::events::{EventBus, EventKind};
-use crate::hlr::HlrCache;
+use crate::hlr::{HlrCache, Subscriber};
 use crate::link::Links;
 use crate::protocol::{
     CallId, CallScope, CallType, Carrier, Cause, Frame, Message, MessageType, ResourceState, SiteId, Slot,
     SlotSelector, Target, Tmsi, Unit,
 };
-use crate::store::{CallRecordRow, Store, Subscriber};
+use crate::store::{CallRecordRow, Store};
 use crate::vlr::{VlrUnit, VlrView};
 
 /// The call services.

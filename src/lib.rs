@@ -9,8 +9,10 @@
 //!   the gateway side of the link, used by `trunksim` and the tests.
 //! - [`core`]: the sans-IO state machines (authentication, registration, trunking,
 //!   messaging) and their random source.
-//! - [`store`]: the HLR on sqlx (SQLite default, PostgreSQL), migrations, CSV import.
-//! - [`hlr`]: the in-memory cache of the HLR that the hot path reads.
+//! - [`hlr`]: the HLR's model (subscribers, fleets, talkgroups, sites) and the in-memory
+//!   cache of it that the hot path reads.
+//! - [`store`]: persistence on sqlx (SQLite default, PostgreSQL), one file per group of
+//!   tables; migrations, CSV import.
 //! - [`vlr`]: the in-memory registry of units on the air, owned by the registrar and
 //!   read by everyone else.
 //! - [`controller`]: wires store, cache, VLR, core and link together and runs them;

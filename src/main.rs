@@ -11,13 +11,12 @@ use clap::{Args, Parser, Subcommand};
 use tracing::info;
 
 use trunkd::config::{Config, LogFormat, DEFAULT_TOML};
+use trunkd::hlr::{Fleet, NewSubscriber, Permissions, Site, Subscriber, Talkgroup};
 use trunkd::protocol::{
     Carrier, FleetId, Imei, Imsi, IndividualId, MemberId, SiteId, SiteKey, Slot, TalkgroupId, Unit,
 };
 use trunkd::store::csv::{parse_subscribers, parse_talkgroups};
-use trunkd::store::{
-    rules, Fleet, NewSubscriber, Permissions, Provisioned, Site, Store, Subscriber, Talkgroup,
-};
+use trunkd::store::{rules, Provisioned, Store};
 
 #[derive(Parser)]
 #[command(

@@ -2,9 +2,9 @@
 //! unit does with its own copy of K and OPc when the controller challenges it.
 
 use crate::core::auth::unit_response;
+use crate::hlr::Secret128;
 use crate::link::gateway::{GatewayError, GatewayLink};
 use crate::protocol::{Frame, Identity, Message, Tmsi};
-use crate::store::Secret128;
 
 /// A simulated radio's credentials.
 #[derive(Clone, Debug)]

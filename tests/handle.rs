@@ -15,12 +15,12 @@ use trunkd::controller::{
 use trunkd::core::registration::{LeaveReason, UnitEvent};
 use trunkd::core::trunking::{CallEvent, EmergencyPolicy, SlotUse, TrunkingMode};
 use trunkd::events::{Event, EventKind, MessageKind, RadioCommand, RadioOutcome, Subscription};
+use trunkd::hlr::Permissions;
 use trunkd::messaging::Reply;
 use trunkd::protocol::{
     CallScope, Cause, FleetId, Frame, Identity, LocationReason, Message, MessageType, ShortData,
     TalkgroupList, Target,
 };
-use trunkd::store::Permissions;
 
 /// The next event that `pred` accepts (others are skipped); fails after 10 s.
 async fn event_where(sub: &mut Subscription, pred: impl Fn(&EventKind) -> bool) -> Arc<Event> {

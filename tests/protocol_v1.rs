@@ -12,12 +12,12 @@ use common::*;
 use trunkd::config::{Config, TrunkingSection};
 use trunkd::controller::{start, Running};
 use trunkd::core::trunking::{EmergencyPolicy, TrunkingMode};
+use trunkd::hlr::Permissions;
 use trunkd::link::gateway::{GatewayError, GatewayLink};
 use trunkd::protocol::{
     CallScope, Cause, FleetId, Frame, Identity, Message, MessageType, ShortData, TalkgroupList, Target, Tmsi,
     CONTROLLER_TXN_BASE,
 };
-use trunkd::store::Permissions;
 
 const NONE: Permissions = Permissions {
     group_call: false,

@@ -4,9 +4,10 @@
 mod common;
 
 use common::*;
+use trunkd::hlr::{Fleet, Talkgroup};
 use trunkd::protocol::{FleetId, Imsi, MemberId, TalkgroupId};
 use trunkd::store::csv::parse_subscribers;
-use trunkd::store::{Fleet, ImportError, StoreError, Talkgroup};
+use trunkd::store::{ImportError, StoreError};
 
 #[tokio::test]
 async fn fleets_talkgroups_and_sites_with_their_rules() {
@@ -457,7 +458,7 @@ async fn concurrent_adds_each_get_their_own_imsi() {
 
 #[tokio::test]
 async fn names_keys_and_slots_that_cannot_be_right_are_refused() {
-    use trunkd::store::Site;
+    use trunkd::hlr::Site;
     for db in TestDb::all().await {
         let store = db.open().await;
         provision_basics(&store).await;

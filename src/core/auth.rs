@@ -4,7 +4,7 @@
 
 use subtle::ConstantTimeEq;
 
-use crate::store::model::Secret128;
+use crate::hlr::model::Secret128;
 
 /// What the controller keeps from one challenge.
 #[derive(Clone, Debug, PartialEq, Eq)]

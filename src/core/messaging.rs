@@ -34,11 +34,11 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
+use crate::hlr::model::Permissions;
 use crate::protocol::{
     Cause, FleetId, Frame, Imsi, Message, MessageId, MessageType, ShortData, SiteId, TalkgroupId, Tmsi, Unit,
     CONTROLLER_TXN_BASE,
 };
-use crate::store::model::Permissions;
 
 /// How many of a unit's stored messages are delivered before their acknowledgements are
 /// waited for.

@@ -17,11 +17,11 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::core::auth::{milenage, response_ok};
 use crate::core::entropy::Entropy;
+use crate::hlr::model::Subscriber;
 use crate::protocol::{
     Cause, FleetId, Frame, Identity, Imei, Imsi, Message, MessageType, SiteId, TalkgroupId, TalkgroupList,
     Tmsi,
 };
-use crate::store::model::Subscriber;
 use crate::vlr::{Affiliation, Challenge, Procedure, RegisterError, Vlr, VlrUnit, VlrView};
 
 /// An expired challenge is kept at least this long after it expired (ms), so that a
@@ -613,8 +613,8 @@ mod tests {
     use super::*;
     use crate::core::auth::unit_response;
     use crate::core::entropy::SeededEntropy;
+    use crate::hlr::model::{Permissions, Secret128};
     use crate::protocol::{IndividualId, LocationReason, MemberId, Unit};
-    use crate::store::model::{Permissions, Secret128};
 
     const TIMEOUT: i64 = 10_000;
     const WINDOW: i64 = 60_000;

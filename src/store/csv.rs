@@ -17,9 +17,9 @@ use std::io::Read;
 
 use ::csv::ByteRecord;
 
-use super::model::{list_items, NewSubscriber, Permissions, Secret128};
 use super::rules;
 use super::ImportError;
+use crate::hlr::{list_items, NewSubscriber, Permissions, Secret128};
 use crate::protocol::{FleetId, Imei, Imsi, IndividualId, MemberId, TalkgroupId, Unit};
 
 /// The columns of the format.

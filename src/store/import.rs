@@ -11,11 +11,27 @@ use std::fmt::Display;
 
 use sqlx::{QueryBuilder, Row};
 
-use super::{
-    audit_in, rules, valid_imsi_prefix, Arg, ImportError, NewSubscriber, Provisioned, Store, StoreError,
-    Subscriber, CHUNK,
-};
-use crate::protocol::{FleetId, Imsi, IndividualId, TalkgroupId};
+use super::audit::audit_in;
+use super::{rules, valid_imsi_prefix, Arg, ImportError, Store, StoreError, CHUNK};
+use crate::hlr::{NewSubscriber, Subscriber};
+use crate::protocol::{FleetId, Imei, Imsi, IndividualId, TalkgroupId};
+
+/// What provisioning stored for one subscriber: its identities, given or assigned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Provisioned {
+    /// Line of the row in the imported file (0 for `subscriber add`).
+    pub line: u64,
+    /// Equipment identity.
+    pub imei: Imei,
+    /// Subscriber identity.
+    pub imsi: Imsi,
+    /// Dispatch identity.
+    pub individual: IndividualId,
+    /// The IMSI was assigned (the row gave none).
+    pub imsi_assigned: bool,
+    /// The individual id was assigned (the row gave none).
+    pub individual_assigned: bool,
+}
 
 /// How many times a batch is planned and written before giving up, when another writer
 /// took one of its identities (or removed a talkgroup) between the checks and the write.

@@ -4,7 +4,8 @@
 
 use sqlx::Row;
 
-use super::{audit_in, Store, StoreError};
+use super::audit::audit_in;
+use super::{Store, StoreError};
 
 impl Store {
     /// Every parameter this database holds: (name, value), by name.

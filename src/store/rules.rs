@@ -8,8 +8,8 @@ use std::fmt::Display;
 use std::ops::RangeInclusive;
 use std::str::FromStr;
 
-use super::model::{valid_msisdn, NewSubscriber, Secret128, Site};
 use super::StoreError;
+use crate::hlr::{NewSubscriber, Secret128, Site};
 use crate::protocol::SiteId;
 
 /// Carriers a site may have (carrier indexes are `0..carriers`, at most 0..=63).
@@ -147,6 +147,11 @@ pub fn new_subscriber(s: &NewSubscriber) -> Result<(), StoreError> {
         }
     }
     Ok(())
+}
+
+/// Checks an MSISDN: 1 to 15 decimal digits.
+pub fn valid_msisdn(s: &str) -> bool {
+    (1..=15).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
 }
 
 #[cfg(test)]

@@ -315,7 +315,7 @@ impl TestDb {
 
 /// Test subscriber keys: K = n repeated, OPc = n + 100 repeated.
 pub fn radio_keys(n: u8) -> trunkd::sim::RadioKeys {
-    use trunkd::store::Secret128;
+    use trunkd::hlr::Secret128;
     trunkd::sim::RadioKeys {
         k: Secret128::from_bytes([n; 16]),
         opc: Secret128::from_bytes([n.wrapping_add(100); 16]),
@@ -335,8 +335,8 @@ pub async fn provision_basics(store: &trunkd::store::Store) {
 /// Fleet 100 with talkgroups 10..=14, sites 1 and 2 (keys `key(1)`, `key(2)`) with
 /// `carriers` × `slots` slots each.
 pub async fn provision_fleet(store: &trunkd::store::Store, carriers: u8, slots: u8) {
+    use trunkd::hlr::{Fleet, Site, Talkgroup};
     use trunkd::protocol::{FleetId, TalkgroupId};
-    use trunkd::store::{Fleet, Site, Talkgroup};
     let fleet = FleetId::new(100).unwrap();
     store
         .add_fleet(
@@ -506,9 +506,9 @@ impl LoggingChild {
 
 /// Subscriber `n` of fleet 100: member n, IMEI from n, keys `radio_keys(n)`,
 /// talkgroups 10, 11, 12.
-pub fn new_subscriber(n: u8) -> trunkd::store::NewSubscriber {
+pub fn new_subscriber(n: u8) -> trunkd::hlr::NewSubscriber {
     let keys = radio_keys(n);
-    trunkd::store::NewSubscriber {
+    trunkd::hlr::NewSubscriber {
         imei: imei(35_000_000_000_000 + u64::from(n)),
         imsi: None,
         msisdn: None,
@@ -517,7 +517,7 @@ pub fn new_subscriber(n: u8) -> trunkd::store::NewSubscriber {
         k: keys.k,
         opc: keys.opc,
         priority: 1,
-        permissions: trunkd::store::Permissions::ALL,
+        permissions: trunkd::hlr::Permissions::ALL,
         talkgroups: [10, 11, 12].map(tg).to_vec(),
     }
 }

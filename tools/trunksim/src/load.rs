@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use trunkd::core::auth::unit_response;
+use trunkd::hlr::{Fleet, Secret128, Site, Talkgroup};
 use trunkd::link::gateway::{GatewayError, GatewayLink};
 use trunkd::protocol::{
     Cause, FleetId, Frame, Identity, Imei, Message, SiteId, SiteKey, TalkgroupId, Tmsi, Unit,
 };
-use trunkd::store::{Fleet, Secret128, Site, Store, Talkgroup};
+use trunkd::store::Store;
 
 /// Members per simulated fleet.
 const FLEET_SIZE: usize = 1000;

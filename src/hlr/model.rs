@@ -199,23 +199,6 @@ pub struct NewSubscriber {
     pub talkgroups: Vec<TalkgroupId>,
 }
 
-/// What provisioning stored for one subscriber: its identities, given or assigned.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Provisioned {
-    /// Line of the row in the imported file (0 for `subscriber add`).
-    pub line: u64,
-    /// Equipment identity.
-    pub imei: Imei,
-    /// Subscriber identity.
-    pub imsi: Imsi,
-    /// Dispatch identity.
-    pub individual: IndividualId,
-    /// The IMSI was assigned (the row gave none).
-    pub imsi_assigned: bool,
-    /// The individual id was assigned (the row gave none).
-    pub individual_assigned: bool,
-}
-
 /// A fleet.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Fleet {
@@ -251,23 +234,6 @@ pub struct Site {
     pub key: SiteKey,
 }
 
-/// One audit-log entry.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AuditEntry {
-    /// Monotonic id.
-    pub id: i64,
-    /// Unix ms.
-    pub at: i64,
-    /// Who made the change (`cli:<user>`, `controller`, ...).
-    pub actor: String,
-    /// What, e.g. `subscriber.add`, `clone.suspected`.
-    pub action: String,
-    /// The object, e.g. `subscriber:001010000000001`.
-    pub object: String,
-    /// Free text; never secrets.
-    pub detail: String,
-}
-
 /// The items of a `;`- or `,`-separated list, trimmed. An empty item (`10;`, `10;;11`)
 /// is refused, naming the list: it is how a file cut short or a stray separator looks.
 /// An empty text is an empty list.
@@ -280,42 +246,4 @@ pub fn list_items<'a>(s: &'a str, what: &str) -> Result<Vec<&'a str>, String> {
         return Err(format!("{what} list `{s}` has an empty item"));
     }
     Ok(items)
-}
-
-/// Checks an MSISDN: 1 to 15 decimal digits.
-pub fn valid_msisdn(s: &str) -> bool {
-    (1..=15).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
-}
-
-/// A call detail record as stored (`call_records`): plain columns, times in Unix ms.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CallRecordRow {
-    /// The call id the gateways saw.
-    pub call_id: i64,
-    /// `group`, `private` or `emergency`.
-    pub call_type: String,
-    /// Caller's fleet.
-    pub caller_fleet: i64,
-    /// Caller's member id.
-    pub caller_member: i64,
-    /// `unit` or `talkgroup`.
-    pub target_kind: String,
-    /// Target's fleet.
-    pub target_fleet: i64,
-    /// Target member or talkgroup id.
-    pub target_id: i64,
-    /// Sites that held a slot, comma-separated.
-    pub sites: String,
-    /// When requested.
-    pub requested_at: i64,
-    /// When granted (`None`: never; the queue wait is `granted_at - requested_at`).
-    pub granted_at: Option<i64>,
-    /// When ended or refused.
-    pub ended_at: i64,
-    /// Cause code (`PROTOCOL.md §6`).
-    pub end_cause: i64,
-    /// Ended by an emergency's preemption.
-    pub preempted: bool,
-    /// An emergency call.
-    pub emergency: bool,
 }

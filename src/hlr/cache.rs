@@ -10,10 +10,11 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 
+use super::{Site, Subscriber};
 use crate::core::registration::SubscriberLookup;
 use crate::link::SiteKeys;
 use crate::protocol::{FleetId, Imei, Imsi, SiteId, SiteKey, TalkgroupId, Unit};
-use crate::store::{Site, Store, StoreError, Subscriber};
+use crate::store::{Store, StoreError};
 
 /// The cache.
 #[derive(Default)]

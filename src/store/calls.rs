@@ -1,0 +1,204 @@
+//! Calls: the call id counter every controller shares (`call_id_counter`), the journal
+//! of calls in progress (`open_calls`, `journal_mark`) and the call detail records
+//! (`call_records`).
+
+use sqlx::{QueryBuilder, Row};
+
+use super::{corrupt, Store, StoreError, CHUNK};
+
+/// A call detail record as stored (`call_records`): plain columns, times in Unix ms.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallRecordRow {
+    /// The call id the gateways saw.
+    pub call_id: i64,
+    /// `group`, `private` or `emergency`.
+    pub call_type: String,
+    /// Caller's fleet.
+    pub caller_fleet: i64,
+    /// Caller's member id.
+    pub caller_member: i64,
+    /// `unit` or `talkgroup`.
+    pub target_kind: String,
+    /// Target's fleet.
+    pub target_fleet: i64,
+    /// Target member or talkgroup id.
+    pub target_id: i64,
+    /// Sites that held a slot, comma-separated.
+    pub sites: String,
+    /// When requested.
+    pub requested_at: i64,
+    /// When granted (`None`: never; the queue wait is `granted_at - requested_at`).
+    pub granted_at: Option<i64>,
+    /// When ended or refused.
+    pub ended_at: i64,
+    /// Cause code (`PROTOCOL.md §6`).
+    pub end_cause: i64,
+    /// Ended by an emergency's preemption.
+    pub preempted: bool,
+    /// An emergency call.
+    pub emergency: bool,
+}
+
+impl Store {
+    /// Reserves `n` numbers of the call counter shared by every controller on this
+    /// database (`call_id_counter`); returns them as a range. Never hands out a number
+    /// twice, across restarts and controllers.
+    pub async fn reserve_call_ids(&self, n: u64) -> Result<std::ops::Range<u64>, StoreError> {
+        let n = i64::try_from(n).map_err(|_| corrupt("call id block size"))?;
+        let end: i64 = dispatch!(self, p => {
+            sqlx::query_scalar("UPDATE call_id_counter SET next_id = next_id + $1 WHERE id = 1 RETURNING next_id")
+                .bind(n)
+                .fetch_one(p)
+                .await?
+        });
+        let end = u64::try_from(end).map_err(|_| corrupt("call counter"))?;
+        Ok(end.saturating_sub(n as u64)..end)
+    }
+
+    /// One write of the call record writer, in one transaction: the records of `ended`
+    /// calls and requests; the journal rows of calls `opened` since the last write (in
+    /// progress: their `ended_at` and `end_cause` are ignored); the journal rows of
+    /// `closed` calls removed (their records are in `ended`, now or before); and, with
+    /// `mark`, the time at which every call left in the journal was still in progress.
+    pub async fn write_call_journal(
+        &self,
+        ended: &[CallRecordRow],
+        opened: &[CallRecordRow],
+        closed: &[i64],
+        mark: Option<i64>,
+    ) -> Result<(), StoreError> {
+        if ended.is_empty() && opened.is_empty() && closed.is_empty() && mark.is_none() {
+            return Ok(());
+        }
+        dispatch!(self, p => {
+            let mut tx = p.begin().await?;
+            for chunk in ended.chunks(CHUNK) {
+                let mut qb = QueryBuilder::new(
+                    "INSERT INTO call_records (call_id, call_type, caller_fleet, caller_member, target_kind, \
+                     target_fleet, target_id, sites, requested_at, granted_at, ended_at, end_cause, preempted, \
+                     emergency) ",
+                );
+                qb.push_values(chunk, |mut b, r| {
+                    b.push_bind(r.call_id)
+                        .push_bind(r.call_type.clone())
+                        .push_bind(r.caller_fleet)
+                        .push_bind(r.caller_member)
+                        .push_bind(r.target_kind.clone())
+                        .push_bind(r.target_fleet)
+                        .push_bind(r.target_id)
+                        .push_bind(r.sites.clone())
+                        .push_bind(r.requested_at)
+                        .push_bind(r.granted_at)
+                        .push_bind(r.ended_at)
+                        .push_bind(r.end_cause)
+                        .push_bind(r.preempted)
+                        .push_bind(r.emergency);
+                });
+                qb.build().execute(&mut *tx).await?;
+            }
+            for chunk in closed.chunks(CHUNK) {
+                let mut qb = QueryBuilder::new("DELETE FROM open_calls WHERE call_id IN (");
+                let mut ids = qb.separated(", ");
+                for id in chunk {
+                    ids.push_bind(*id);
+                }
+                qb.push(")");
+                qb.build().execute(&mut *tx).await?;
+            }
+            for chunk in opened.chunks(CHUNK) {
+                let mut qb = QueryBuilder::new(
+                    "INSERT INTO open_calls (call_id, call_type, caller_fleet, caller_member, target_kind, \
+                     target_fleet, target_id, sites, requested_at, granted_at, emergency) ",
+                );
+                qb.push_values(chunk, |mut b, r| {
+                    b.push_bind(r.call_id)
+                        .push_bind(r.call_type.clone())
+                        .push_bind(r.caller_fleet)
+                        .push_bind(r.caller_member)
+                        .push_bind(r.target_kind.clone())
+                        .push_bind(r.target_fleet)
+                        .push_bind(r.target_id)
+                        .push_bind(r.sites.clone())
+                        .push_bind(r.requested_at)
+                        .push_bind(r.granted_at.unwrap_or(r.requested_at))
+                        .push_bind(r.emergency);
+                });
+                // A call id seen again after the 32-bit space wrapped replaces its stale row.
+                qb.push(
+                    " ON CONFLICT (call_id) DO UPDATE SET call_type = excluded.call_type, \
+                     caller_fleet = excluded.caller_fleet, caller_member = excluded.caller_member, \
+                     target_kind = excluded.target_kind, target_fleet = excluded.target_fleet, \
+                     target_id = excluded.target_id, sites = excluded.sites, \
+                     requested_at = excluded.requested_at, granted_at = excluded.granted_at, \
+                     emergency = excluded.emergency",
+                );
+                qb.build().execute(&mut *tx).await?;
+            }
+            if let Some(at) = mark {
+                sqlx::query("UPDATE journal_mark SET at = $1 WHERE id = 1")
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// After a crash: every call the journal still holds gets its record, ended at the
+    /// last time it was known to be in progress (never before its grant), with `cause`;
+    /// the journal is emptied. Returns how many records were written.
+    pub async fn recover_open_calls(&self, cause: i64) -> Result<u64, StoreError> {
+        dispatch!(self, p => {
+            let mut tx = p.begin().await?;
+            let n = sqlx::query(
+                "INSERT INTO call_records (call_id, call_type, caller_fleet, caller_member, target_kind, \
+                 target_fleet, target_id, sites, requested_at, granted_at, ended_at, end_cause, preempted, \
+                 emergency) \
+                 SELECT o.call_id, o.call_type, o.caller_fleet, o.caller_member, o.target_kind, o.target_fleet, \
+                 o.target_id, o.sites, o.requested_at, o.granted_at, \
+                 CASE WHEN m.at > o.granted_at THEN m.at ELSE o.granted_at END, $1, FALSE, o.emergency \
+                 FROM open_calls o CROSS JOIN journal_mark m WHERE m.id = 1",
+            )
+            .bind(cause)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            sqlx::query("DELETE FROM open_calls").execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(n)
+        })
+    }
+
+    /// The newest `limit` call records, newest first.
+    pub async fn call_records(&self, limit: i64) -> Result<Vec<CallRecordRow>, StoreError> {
+        dispatch!(self, p => {
+            let rows = sqlx::query(
+                "SELECT call_id, call_type, caller_fleet, caller_member, target_kind, target_fleet, target_id, \
+                 sites, requested_at, granted_at, ended_at, end_cause, preempted, emergency \
+                 FROM call_records ORDER BY id DESC LIMIT $1",
+            )
+            .bind(limit)
+            .fetch_all(p)
+            .await?;
+            rows.iter().map(|r| -> Result<CallRecordRow, StoreError> {
+                Ok(CallRecordRow {
+                    call_id: r.try_get("call_id")?,
+                    call_type: r.try_get("call_type")?,
+                    caller_fleet: r.try_get("caller_fleet")?,
+                    caller_member: r.try_get("caller_member")?,
+                    target_kind: r.try_get("target_kind")?,
+                    target_fleet: r.try_get("target_fleet")?,
+                    target_id: r.try_get("target_id")?,
+                    sites: r.try_get("sites")?,
+                    requested_at: r.try_get("requested_at")?,
+                    granted_at: r.try_get("granted_at")?,
+                    ended_at: r.try_get("ended_at")?,
+                    end_cause: r.try_get("end_cause")?,
+                    preempted: r.try_get("preempted")?,
+                    emergency: r.try_get("emergency")?,
+                })
+            }).collect()
+        })
+    }
+}
