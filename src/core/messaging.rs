@@ -909,13 +909,13 @@ fn on_air(target: Addressee) -> Result<OnAir, Cause> {
 /// console its [`Reply`].
 fn tell(origin: Origin, request: MessageType, reply: Reply) -> Action {
     match origin {
-        Origin::Radio { site, txn } => {
-            let msg = match reply {
-                Reply::Refused(cause) => Message::Deny { request, cause },
-                _ => Message::Ack { acked: request },
-            };
-            Action::Send(site, Frame::new(txn, msg))
-        }
+        Origin::Radio { site, txn } => Action::Send(
+            site,
+            match reply {
+                Reply::Refused(cause) => Frame::deny(txn, request, cause),
+                _ => Frame::new(txn, Message::Ack { acked: request }),
+            },
+        ),
         Origin::Console(console) => Action::Answer { console, reply },
     }
 }

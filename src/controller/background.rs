@@ -1,0 +1,122 @@
+//! Work done on timers: HLR following, challenge and registration expiry, radio
+//! command retries, flushing the write-behind, and writing audit entries.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::error;
+
+use super::node::Node;
+
+/// How often an audit entry is tried before it is given up (and logged as an error).
+const AUDIT_ATTEMPTS: u32 = 60;
+
+pub(super) struct Background {
+    pub(super) node: Arc<Node>,
+}
+
+impl Background {
+    /// Starts the periodic tasks; each ends when `stop` turns true.
+    pub(super) fn spawn(
+        &self,
+        stop: watch::Receiver<bool>,
+        mut audit_rx: mpsc::Receiver<(String, String, String)>,
+    ) -> Vec<JoinHandle<()>> {
+        let n = &self.node;
+        let r = n.config().registration;
+        let mut tasks = Vec::new();
+
+        let node = self.node.clone();
+        tasks.push(every(r.hlr_refresh_ms, stop.clone(), move || {
+            let node = node.clone();
+            async move { node.follow_hlr().await }
+        }));
+
+        let (remote, clock) = (n.remote.clone(), n.clock);
+        let sweep = n.config().messaging.radio_command_timeout_ms.clamp(10, 1000);
+        tasks.push(every(sweep, stop.clone(), move || {
+            remote.sweep(clock.mono_ms());
+            async {}
+        }));
+
+        // Expired challenges are kept a while longer (at least 5 s) so that a late answer
+        // is told "challenge expired" rather than "no challenge pending". The period is
+        // a system parameter: read on every sweep.
+        let node = self.node.clone();
+        let sweep_ms = n.registrar.tick_every_ms();
+        tasks.push(every(sweep_ms, stop.clone(), move || {
+            node.tick_registrations(node.clock.mono_ms());
+            async {}
+        }));
+
+        tasks.push(tokio::spawn(n.messaging.clone().run_timers(stop.clone())));
+
+        let (store, writer) = (n.store.clone(), n.writer.clone());
+        tasks.push(every(r.location_flush_ms, stop.clone(), move || {
+            let (store, writer) = (store.clone(), writer.clone());
+            async move { writer.flush_locations(&store).await }
+        }));
+
+        let store = n.store.clone();
+        let health = n.health.clone();
+        let mut stop_audit = stop;
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let item = tokio::select! {
+                    item = audit_rx.recv() => item,
+                    _ = stopped(&mut stop_audit) => {
+                        audit_rx.close();
+                        audit_rx.recv().await
+                    }
+                };
+                let Some((action, object, detail)) = item else {
+                    break;
+                };
+                // The database may be busy (a bulk import holds SQLite's write lock):
+                // retry rather than lose the entry.
+                for attempt in 1..=AUDIT_ATTEMPTS {
+                    match store.audit("controller", &action, &object, &detail).await {
+                        Ok(()) => {
+                            health.succeeded();
+                            break;
+                        }
+                        Err(e) if attempt == AUDIT_ATTEMPTS => {
+                            error!(error = %e, %action, %object, %detail, "audit entry could not be written");
+                        }
+                        Err(e) => {
+                            health.failed("writing an audit entry", &e);
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
+                }
+            }
+        }));
+        tasks
+    }
+}
+
+/// Runs `f` every `ms` until `stop` turns true.
+pub(super) fn every<F, Fut>(ms: u64, mut stop: watch::Receiver<bool>, f: F) -> JoinHandle<()>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(ms));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => f().await,
+                _ = stopped(&mut stop) => break,
+            }
+        }
+    })
+}
+
+/// Completes once the stop flag is set.
+pub(super) async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
