@@ -989,3 +989,66 @@ async fn a_console_message_is_refused_with_the_cause_a_radio_would_hear() {
         Cause::ShuttingDown
     );
 }
+
+#[tokio::test]
+async fn a_radio_command_nobody_can_hear_or_nobody_acknowledges_is_told_so() {
+    let db = TestDb::sqlite();
+    let mut cfg = call_config(&db, trunking(TrunkingMode::Message, EmergencyPolicy::Preempt));
+    cfg.messaging.radio_command_timeout_ms = 5_000;
+    cfg.messaging.radio_command_attempts = 2;
+    // Links that stay up through the skips below (15 s without a keepalive).
+    cfg.link.keepalive_interval_ms = 5_000;
+    provision_calls(&db).await;
+    let c = trunkd::controller::start(cfg).await.unwrap();
+    let h = c.handle();
+    let (_, mut sub) = h.events();
+
+    // Unit 4 is off the air: the subscriber changes, nothing is sent.
+    h.command("alice", Command::Inhibit { imsi: imsi(4) })
+        .await
+        .unwrap();
+    let changed = event_where(&mut sub, |k| matches!(k, EventKind::SubscriberChanged { .. })).await;
+    assert_eq!(
+        changed.kind,
+        EventKind::SubscriberChanged {
+            imsi: imsi(4),
+            unit: unit(4),
+            actor: "alice".into(),
+            change: "inhibited".into(),
+        }
+    );
+    let told = event_where(&mut sub, |k| matches!(k, EventKind::RadioCommand { .. })).await;
+    assert_eq!(
+        told.kind,
+        EventKind::RadioCommand {
+            imsi: imsi(4),
+            command: RadioCommand::Inhibit,
+            outcome: RadioOutcome::NotSent,
+        }
+    );
+
+    // Unit 1 is on the air but its gateway never acknowledges: sent twice, then given up.
+    let mut g = gw(&c, 1).await;
+    reg_all(&mut g, 1).await;
+    h.command("bob", Command::Inhibit { imsi: imsi(1) })
+        .await
+        .unwrap();
+    until(&mut g, |f| matches!(f.msg, Message::Inhibit { .. })).await;
+    skip(Duration::from_secs(6)).await;
+    until(&mut g, |f| matches!(f.msg, Message::Inhibit { .. })).await;
+    skip(Duration::from_secs(6)).await;
+    let given_up = event_where(
+        &mut sub,
+        |k| matches!(k, EventKind::RadioCommand { imsi: i, .. } if *i == imsi(1)),
+    )
+    .await;
+    assert_eq!(
+        given_up.kind,
+        EventKind::RadioCommand {
+            imsi: imsi(1),
+            command: RadioCommand::Inhibit,
+            outcome: RadioOutcome::Unacknowledged,
+        }
+    );
+    c.stop().await;
+}

@@ -374,8 +374,9 @@ impl ControllerHandle {
             Command::Inhibit { imsi } | Command::Enable { imsi } => {
                 let inhibit = matches!(command, Command::Inhibit { .. });
                 n.store.set_inhibited(actor, imsi, inhibit).await?;
-                n.follow_hlr().await;
+                // Told before it is acted on, so the radio command's outcome follows it.
                 self.subscriber_changed(imsi, actor, if inhibit { "inhibited" } else { "enabled" });
+                n.follow_hlr().await;
                 Ok(Outcome::Done)
             }
             Command::Authorize {
