@@ -19,16 +19,13 @@
 //!   its `ControllerHandle` is the one way in for commands, queries and events.
 //! - [`events`]: the numbered event stream operators listen to (snapshot, resume, lag).
 //! - [`params`]: the system parameters operators change on a running system.
-//! - [`calls`], [`messaging`], [`remote`]: the services behind the link: calls and
-//!   slots, messages without a slot, and inhibit/enable over the air.
+//! - [`shell`]: the IO shells around the cores, the services behind the link: calls and
+//!   slots, messages without a slot, inhibit/enable over the air, their timer task.
 //! - [`clock`]: the one clock (tokio time; Unix time read once at start).
-//! - [`alarm`]: the timer task of the shells around the sans-IO machines.
 //! - [`sim`]: the radio side of registration, for `trunksim` and tests.
 //! - [`config`]: the one typed configuration, with defaults.
 //! - [`logging`]: tracing setup (human-readable or JSON).
 
-pub mod alarm;
-pub mod calls;
 pub mod clock;
 pub mod config;
 pub mod controller;
@@ -37,10 +34,9 @@ pub mod events;
 pub mod hlr;
 pub mod link;
 pub mod logging;
-pub mod messaging;
 pub mod params;
 pub mod protocol;
-pub mod remote;
+pub mod shell;
 pub mod sim;
 pub mod store;
 pub mod vlr;

@@ -16,11 +16,11 @@ use trunkd::core::registration::{LeaveReason, UnitEvent};
 use trunkd::core::trunking::{CallEvent, EmergencyPolicy, SlotUse, TrunkingMode};
 use trunkd::events::{Event, EventKind, MessageKind, RadioCommand, RadioOutcome, Subscription};
 use trunkd::hlr::Permissions;
-use trunkd::messaging::Reply;
 use trunkd::protocol::{
     CallScope, Cause, FleetId, Frame, Identity, LocationReason, Message, MessageType, ShortData,
     TalkgroupList, Target,
 };
+use trunkd::shell::messaging::Reply;
 
 /// The next event that `pred` accepts (others are skipped); fails after 10 s.
 async fn event_where(sub: &mut Subscription, pred: impl Fn(&EventKind) -> bool) -> Arc<Event> {
@@ -996,6 +996,9 @@ async fn a_radio_command_nobody_can_hear_or_nobody_acknowledges_is_told_so() {
     let mut cfg = call_config(&db, trunking(TrunkingMode::Message, EmergencyPolicy::Preempt));
     cfg.messaging.radio_command_timeout_ms = 5_000;
     cfg.messaging.radio_command_attempts = 2;
+    // Only the handle applies the change (not the periodic follow, which could tell the
+    // radio command's outcome before the handle tells the change).
+    cfg.registration.hlr_refresh_ms = 3_600_000;
     // Links that stay up through the skips below (15 s without a keepalive).
     cfg.link.keepalive_interval_ms = 5_000;
     provision_calls(&db).await;

@@ -509,7 +509,7 @@ async fn a_units_stored_short_data_is_delivered_a_page_at_a_time_as_it_is_acknow
     let c = start(cfg).await.unwrap();
     let mut g = gw(&c, 1).await;
     let t1 = reg(&mut g, 1).await;
-    let total = trunkd::messaging::STORED_PAGE as usize + 8;
+    let total = trunkd::shell::messaging::STORED_PAGE as usize + 8;
     for n in 0..total {
         let msg = Message::ShortDataReq {
             tmsi: t1,
@@ -526,7 +526,7 @@ async fn a_units_stored_short_data_is_delivered_a_page_at_a_time_as_it_is_acknow
     reg(&mut g, 2).await;
     let is_delivery = |f: &Frame| matches!(f.msg, Message::ShortDataDelivery { .. });
     let mut page = Vec::new();
-    for _ in 0..trunkd::messaging::STORED_PAGE {
+    for _ in 0..trunkd::shell::messaging::STORED_PAGE {
         page.push(until(&mut g, is_delivery).await);
     }
     let more = tokio::time::timeout(Duration::from_millis(300), until(&mut g, is_delivery)).await;

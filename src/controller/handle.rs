@@ -14,9 +14,9 @@ use std::sync::Arc;
 use crate::core::trunking::{CallView, QueueEntry, SlotView};
 use crate::events::{EventKind, Lagged, Subscription};
 use crate::hlr::Permissions;
-use crate::messaging::{ConsoleMessage, Reply};
 use crate::params::{self, ParamError};
 use crate::protocol::{CallId, Cause, FleetId, Imsi, ShortData, SiteId, TalkgroupId, Target, Tmsi, Unit};
+use crate::shell::messaging::{ConsoleMessage, Reply};
 use crate::store::{rules, StoreError};
 
 use super::Node;

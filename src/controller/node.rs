@@ -6,17 +6,17 @@ use std::sync::{Arc, PoisonError};
 
 use tracing::{info, warn};
 
-use crate::calls::CallService;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::core::registration::{Event, Registrar};
 use crate::events::{EventBus, EventKind};
 use crate::hlr::{HlrCache, HlrChange};
 use crate::link::Links;
-use crate::messaging::Messaging;
 use crate::params;
 use crate::protocol::Imsi;
-use crate::remote::RemoteControl;
+use crate::shell::calls::CallService;
+use crate::shell::messaging::Messaging;
+use crate::shell::remote::RemoteControl;
 use crate::store::health::DbHealth;
 use crate::store::Store;
 use crate::vlr::VlrView;

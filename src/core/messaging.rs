@@ -1,6 +1,6 @@
 //! The messaging state machine: call alert, status messages and store-and-forward short
 //! data (`PROTOCOL.md §5.3`), the services that use no traffic slot. Sans-IO: every
-//! input carries the facts the shell (`crate::messaging`) looked up for it and the
+//! input carries the facts the shell (`crate::shell::messaging`) looked up for it and the
 //! current time (monotonic ms), and returns the [`Action`]s to carry out;
 //! [`Courier::next_wakeup`] says when to call [`Courier::tick`]. No clock, no tokio, no
 //! database, no links inside.

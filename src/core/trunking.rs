@@ -12,7 +12,7 @@
 //! never granted; each site queue is ordered by class (emergency first, then priority)
 //! then arrival; no slot stays free while a request for that site waits.
 //!
-//! The call service (`crate::calls`) checks registration, permissions and
+//! The call service (`crate::shell::calls`) checks registration, permissions and
 //! affiliation before it hands a request to this machine.
 
 use std::cmp::Reverse;

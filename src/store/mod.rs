@@ -3,7 +3,7 @@
 //! data directory, WAL mode, foreign keys on); PostgreSQL is used when the configured
 //! URL is `postgres://…`.
 //!
-//! Every query is written once and runs on both backends (see [`dispatch!`]); the store
+//! Every query is written once and runs on both backends (see the `dispatch!` macro); the store
 //! test suite runs it against SQLite always and PostgreSQL when `TEST_DATABASE_URL` is set.
 //!
 //! Secrets (K, OPc, site keys) are stored as raw bytes in their columns. They are

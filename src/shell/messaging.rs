@@ -2,7 +2,7 @@
 //! what each request needs in the VLR and the HLR cache (the sender, the target unit's
 //! site and TMSI, a talkgroup's units), hands it to the machine, carries out its actions
 //! (frames to gateways, short data stored, read and removed in the HLR database), and
-//! drives its timers. Runs inside the controller, as `crate::calls` does around the
+//! drives its timers. Runs inside the controller, as `crate::shell::calls` does around the
 //! trunking machine.
 //!
 //! - Call alert and status to a unit: sent to the unit's site; the sender hears `ACK`
@@ -32,7 +32,6 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{oneshot, watch};
 use tracing::{debug, info};
 
-use crate::alarm::Alarm;
 use crate::clock::Clock;
 use crate::config::MessagingConfig;
 pub use crate::core::messaging::Reply;
@@ -45,6 +44,7 @@ use crate::events::{EventBus, EventKind, MessageKind};
 use crate::hlr::HlrCache;
 use crate::link::Links;
 use crate::protocol::{Cause, Frame, Imsi, Message, MessageType, ShortData, SiteId, Target, Tmsi, Unit};
+use crate::shell::alarm::Alarm;
 use crate::store::health::DbHealth;
 use crate::store::Store;
 use crate::vlr::VlrView;

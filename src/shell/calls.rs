@@ -11,7 +11,6 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch, Notify};
 use tracing::{debug, warn};
 
-use crate::alarm::Alarm;
 use crate::clock::Clock;
 use crate::config::TrunkingSection;
 use crate::core::trunking::{
@@ -25,6 +24,7 @@ use crate::protocol::{
     CallId, CallScope, CallType, Carrier, Cause, Frame, Message, MessageType, ResourceState, SiteId, Slot,
     SlotSelector, Target, Tmsi, Unit,
 };
+use crate::shell::alarm::Alarm;
 use crate::store::{CallRecordRow, Store};
 use crate::vlr::{VlrUnit, VlrView};
 

@@ -1,5 +1,5 @@
-//! The timer task of a shell around a sans-IO state machine (`crate::calls` around the
-//! trunking core, `crate::messaging` around the messaging core): it sleeps until the
+//! The timer task of a shell around a sans-IO state machine (`crate::shell::calls` around the
+//! trunking core, `crate::shell::messaging` around the messaging core): it sleeps until the
 //! machine's next deadline and ticks it, and an input that sets an earlier deadline
 //! wakes it at once.
 

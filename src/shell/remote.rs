@@ -21,12 +21,12 @@ use dashmap::DashMap;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::calls::CallService;
 use crate::config::MessagingConfig;
 use crate::core::registration::{Event, Registrar};
 use crate::events::{EventBus, EventKind, RadioCommand, RadioOutcome};
 use crate::link::Links;
 use crate::protocol::{Frame, Imsi, Message, SiteId, Tmsi, CONTROLLER_TXN_BASE};
+use crate::shell::calls::CallService;
 use crate::store::Store;
 
 /// An audit entry for the controller's audit writer: (action, object, detail).
