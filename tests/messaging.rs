@@ -427,17 +427,7 @@ async fn only_the_recipients_gateway_can_acknowledge_short_data() {
     let db = TestDb::sqlite();
     provision(&db).await;
     let c = start(config(&db)).await.unwrap();
-    let mut g1 = gw(&c, 1).await;
-    let mut g2 = gw(&c, 2).await;
-    let t1 = reg(&mut g1, 1).await;
-    reg(&mut g2, 2).await;
-    let msg = Message::ShortDataReq {
-        tmsi: t1,
-        target: Target::Unit(unit(2)),
-        data: ShortData::new(vec![7]).unwrap(),
-    };
-    let txn = g1.request(msg).await.unwrap();
-    until(&mut g1, |f| f.txn == txn).await;
+    let (mut g1, mut g2) = short_data_from_1_to_2(&c).await;
     let d = until(&mut g2, |f| matches!(f.msg, Message::ShortDataDelivery { .. })).await;
     let Message::ShortDataDelivery { id, .. } = d.msg else {
         unreachable!()
@@ -546,4 +536,39 @@ async fn a_units_stored_short_data_is_delivered_a_page_at_a_time_as_it_is_acknow
         until(&mut g, is_delivery).await;
     }
     c.stop().await;
+}
+
+#[tokio::test]
+async fn short_data_acknowledged_just_before_a_stop_is_not_delivered_again_after_it() {
+    let db = TestDb::sqlite();
+    provision(&db).await;
+    let c = start(config(&db)).await.unwrap();
+    let (_g1, mut g2) = short_data_from_1_to_2(&c).await;
+    receive_short_data(&mut g2).await;
+    // The acknowledgement has been handled once the keepalive after it is answered;
+    // the controller stops at once: its removal from the store is not cut short.
+    let keepalive = g2.request(Message::Keepalive).await.unwrap();
+    let answered = async { while !matches!(g2.recv().await, Some(Ok(Ok(f))) if f.txn == keepalive) {} };
+    tokio::time::timeout(PATIENCE, answered).await.unwrap();
+    c.stop().await;
+    let store = db.open().await;
+    assert!(store.pending_short_data(imsi(2)).await.unwrap().is_empty());
+    store.close().await;
+}
+
+/// Units 1 (site 1) and 2 (site 2) on the air, and short data `[7]` from 1 to 2 accepted:
+/// the gateways of sites 1 and 2.
+async fn short_data_from_1_to_2(c: &trunkd::controller::Running) -> (GatewayLink, GatewayLink) {
+    let mut g1 = gw(c, 1).await;
+    let mut g2 = gw(c, 2).await;
+    let t1 = reg(&mut g1, 1).await;
+    reg(&mut g2, 2).await;
+    let msg = Message::ShortDataReq {
+        tmsi: t1,
+        target: Target::Unit(unit(2)),
+        data: ShortData::new(vec![7]).unwrap(),
+    };
+    let txn = g1.request(msg).await.unwrap();
+    until(&mut g1, |f| f.txn == txn).await;
+    (g1, g2)
 }

@@ -1,18 +1,14 @@
 //! Work done on timers: HLR following, challenge and registration expiry, radio
-//! command retries, flushing the write-behind, and writing audit entries.
+//! command retries, the messaging core's deadlines.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::error;
 
 use super::node::Node;
-
-/// How often an audit entry is tried before it is given up (and logged as an error).
-const AUDIT_ATTEMPTS: u32 = 60;
 
 pub(super) struct Background {
     pub(super) node: Arc<Node>,
@@ -20,11 +16,7 @@ pub(super) struct Background {
 
 impl Background {
     /// Starts the periodic tasks; each ends when `stop` turns true.
-    pub(super) fn spawn(
-        &self,
-        stop: watch::Receiver<bool>,
-        mut audit_rx: mpsc::Receiver<(String, String, String)>,
-    ) -> Vec<JoinHandle<()>> {
+    pub(super) fn spawn(&self, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
         let n = &self.node;
         let r = n.config().registration;
         let mut tasks = Vec::new();
@@ -52,48 +44,8 @@ impl Background {
             async {}
         }));
 
-        tasks.push(tokio::spawn(n.messaging.clone().run_timers(stop.clone())));
+        tasks.push(tokio::spawn(n.messaging.clone().run_timers(stop)));
 
-        let (store, writer) = (n.store.clone(), n.writer.clone());
-        tasks.push(every(r.location_flush_ms, stop.clone(), move || {
-            let (store, writer) = (store.clone(), writer.clone());
-            async move { writer.flush_locations(&store).await }
-        }));
-
-        let store = n.store.clone();
-        let health = n.health.clone();
-        let mut stop_audit = stop;
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let item = tokio::select! {
-                    item = audit_rx.recv() => item,
-                    _ = stopped(&mut stop_audit) => {
-                        audit_rx.close();
-                        audit_rx.recv().await
-                    }
-                };
-                let Some((action, object, detail)) = item else {
-                    break;
-                };
-                // The database may be busy (a bulk import holds SQLite's write lock):
-                // retry rather than lose the entry.
-                for attempt in 1..=AUDIT_ATTEMPTS {
-                    match store.audit("controller", &action, &object, &detail).await {
-                        Ok(()) => {
-                            health.succeeded();
-                            break;
-                        }
-                        Err(e) if attempt == AUDIT_ATTEMPTS => {
-                            error!(error = %e, %action, %object, %detail, "audit entry could not be written");
-                        }
-                        Err(e) => {
-                            health.failed("writing an audit entry", &e);
-                            tokio::time::sleep(Duration::from_secs(1)).await;
-                        }
-                    }
-                }
-            }
-        }));
         tasks
     }
 }

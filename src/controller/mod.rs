@@ -5,8 +5,9 @@
 //! - this file: the wiring ([`start`], [`Running`]);
 //! - `routing`: the link handler, sending each request to the service of its family;
 //! - `node`: the parts shared by routing, background work and the handle;
-//! - `background`: the timers (HLR following, expiry, retries, flushes, audit writer);
-//! - `write_behind`: last locations and audit entries written behind the answers;
+//! - `background`: the timers (HLR following, expiry, retries);
+//! - `write_behind`: everything written behind the answers (last locations, audit
+//!   entries, call records, short data), drained and stopped in one place;
 //! - `handle`: the [`ControllerHandle`] (commands, queries, events).
 
 mod background;
@@ -25,9 +26,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dashmap::DashMap;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::clock::Clock;
@@ -39,7 +40,7 @@ use crate::hlr::HlrCache;
 use crate::link::{LinkServer, Links};
 use crate::params;
 use crate::protocol::Cause;
-use crate::shell::calls::{write_records, CallService, CALL_ID_BLOCK};
+use crate::shell::calls::{CallService, CALL_ID_BLOCK};
 use crate::shell::messaging::Messaging;
 use crate::shell::remote::RemoteControl;
 use crate::store::health::DbHealth;
@@ -113,14 +114,10 @@ pub async fn start_with_clock(cfg: Config, clock: Clock) -> Result<Running, Star
     );
     let links = Links::default();
     let events = Arc::new(EventBus::new(cfg.events.backlog, clock));
-    let (audit_tx, audit_rx) = mpsc::channel(10_000);
     let health = Arc::new(DbHealth::default());
-    let writer = Arc::new(WriteBehind {
-        locations: DashMap::new(),
-        audit: audit_tx,
-        health: health.clone(),
-        clock,
-    });
+    let behind = TaskTracker::new();
+    let (writer, writer_inputs) = WriteBehind::new(store.clone(), health.clone(), clock, behind.clone());
+    let writer = Arc::new(writer);
     let registrar = Arc::new(Registrar::new(cfg.registration.policy(), Box::new(OsEntropy)));
     let vlr = registrar.vlr();
     let (records_tx, records_rx) = mpsc::unbounded_channel();
@@ -143,7 +140,8 @@ pub async fn start_with_clock(cfg: Config, clock: Clock) -> Result<Running, Star
             clock,
             events.clone(),
         )
-        .reporting_to(health.clone()),
+        .reporting_to(health.clone())
+        .writing_behind_on(behind),
     );
     calls.add_call_ids(store.reserve_call_ids(CALL_ID_BLOCK).await?);
     for imsi in store.short_data_recipients().await? {
@@ -188,20 +186,12 @@ pub async fn start_with_clock(cfg: Config, clock: Clock) -> Result<Running, Star
         source,
     })?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (records_stop_tx, records_stop_rx) = watch::channel(false);
-    let records_task = tokio::spawn(write_records(
-        store,
-        health,
-        calls.clone(),
-        records_rx,
-        flush,
-        records_stop_rx,
-    ));
+    node.writer.start(writer_inputs, calls.clone(), records_rx, flush);
 
     let background = Background { node: node.clone() };
     let task = tokio::spawn(async move {
         let mut stop_server = stop_rx.clone();
-        let mut tasks = background.spawn(stop_rx.clone(), audit_rx);
+        let mut tasks = background.spawn(stop_rx.clone());
         tasks.push(tokio::spawn(calls.clone().run_timers(stop_rx.clone())));
         tasks.push(tokio::spawn(
             calls
@@ -224,12 +214,10 @@ pub async fn start_with_clock(cfg: Config, clock: Clock) -> Result<Running, Star
             let _ = t.await;
         }
         // Every link is closed (or its session aborted): end what is left so that every
-        // call and request has its record, then write the last records.
+        // call and request has its record, then write everything still pending.
         calls.end_all();
-        let _ = records_stop_tx.send(true);
-        let _ = records_task.await;
         let n = &background.node;
-        n.writer.flush_locations(&n.store).await;
+        n.writer.stop_and_drain(grace).await;
         n.store.close().await;
         info!("controller stopped");
     });

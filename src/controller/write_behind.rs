@@ -1,11 +1,22 @@
-//! Work done behind the answers: last locations, coalesced per unit until the next
-//! flush, and audit entries queued for the audit writer.
+//! Work done behind the answers, in one place that can be drained and stopped: last
+//! locations (coalesced per unit until the next flush), audit entries, call records with
+//! the journal of calls in progress, and the short data the messaging shell stores and
+//! removes. Every task doing such work runs on one [`TaskTracker`]; stopping the
+//! write-behind writes what is pending, then waits (within a grace period) until every
+//! one of those tasks has finished. The controller stops it after its links are closed,
+//! and a controller that loses leadership will do the same to stop writing.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use dashmap::DashMap;
-use tokio::sync::mpsc;
-use tracing::warn;
+use tokio::sync::{mpsc, watch};
+use tokio_util::task::TaskTracker;
+use tracing::{error, warn};
+
+use crate::core::trunking::CallRecord;
+use crate::shell::calls::{write_records, CallService};
+use crate::shell::remote::AuditEntry;
 
 use crate::clock::Clock;
 use crate::core::registration::Event;
@@ -13,15 +24,131 @@ use crate::protocol::{Imsi, SiteId, Tmsi};
 use crate::store::health::DbHealth;
 use crate::store::Store;
 
-/// Work done behind the answers: last locations (coalesced per unit) and audit entries.
+/// How often an audit entry is tried before it is given up (and logged as an error).
+const AUDIT_ATTEMPTS: u32 = 60;
+
+/// Work done behind the answers.
 pub(super) struct WriteBehind {
-    pub(super) locations: DashMap<Imsi, (SiteId, Tmsi, i64)>,
-    pub(super) audit: mpsc::Sender<(String, String, String)>,
-    pub(super) health: Arc<DbHealth>,
-    pub(super) clock: Clock,
+    locations: DashMap<Imsi, (SiteId, Tmsi, i64)>,
+    /// Entries for the audit writer.
+    pub(super) audit: mpsc::Sender<AuditEntry>,
+    health: Arc<DbHealth>,
+    clock: Clock,
+    store: Store,
+    /// Every task writing behind the answers.
+    tasks: TaskTracker,
+    /// Set when the write-behind is stopped.
+    stop: watch::Sender<bool>,
+}
+
+/// What [`WriteBehind::new`] needs started later, once the call service exists.
+pub(super) struct Inputs {
+    audit: mpsc::Receiver<AuditEntry>,
 }
 
 impl WriteBehind {
+    /// A write-behind on `store`; `tasks` is the tracker the shells also spawn their
+    /// writes on. Its writers run once [`start`](Self::start) is called.
+    pub(super) fn new(
+        store: Store,
+        health: Arc<DbHealth>,
+        clock: Clock,
+        tasks: TaskTracker,
+    ) -> (Self, Inputs) {
+        let (audit, audit_rx) = mpsc::channel(10_000);
+        let writer = WriteBehind {
+            locations: DashMap::new(),
+            audit,
+            health,
+            clock,
+            store,
+            tasks,
+            stop: watch::channel(false).0,
+        };
+        (writer, Inputs { audit: audit_rx })
+    }
+
+    /// Starts the writers: last locations every `flush`, call records from `records`
+    /// every `flush`, audit entries as they come.
+    pub(super) fn start(
+        self: &Arc<Self>,
+        inputs: Inputs,
+        calls: Arc<CallService>,
+        records: mpsc::UnboundedReceiver<CallRecord>,
+        flush: Duration,
+    ) {
+        let (store, health) = (self.store.clone(), self.health.clone());
+        self.tasks.spawn(write_records(
+            store,
+            health,
+            calls,
+            records,
+            flush,
+            self.stop.subscribe(),
+        ));
+        let this = self.clone();
+        self.tasks.spawn(async move {
+            let mut stop = this.stop.subscribe();
+            let mut tick = tokio::time::interval(flush);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => this.flush_locations().await,
+                    _ = async { drop(stop.wait_for(|s| *s).await) } => break,
+                }
+            }
+            this.flush_locations().await;
+        });
+        self.tasks.spawn(self.clone().write_audit(inputs.audit));
+    }
+
+    /// Writes what is pending and waits until every task writing behind the answers has
+    /// finished, for at most `grace`; what is still running then is logged and left.
+    pub(super) async fn stop_and_drain(&self, grace: Duration) {
+        let _ = self.stop.send(true);
+        self.tasks.close();
+        if tokio::time::timeout(grace, self.tasks.wait()).await.is_err() {
+            error!(
+                tasks = self.tasks.len(),
+                "work behind the answers still running at the end of the shutdown grace"
+            );
+        }
+    }
+
+    /// Writes audit entries until stopped, then the ones still queued.
+    async fn write_audit(self: Arc<Self>, mut rx: mpsc::Receiver<AuditEntry>) {
+        let mut stop = self.stop.subscribe();
+        loop {
+            let item = tokio::select! {
+                item = rx.recv() => item,
+                _ = async { drop(stop.wait_for(|s| *s).await) } => {
+                    rx.close();
+                    rx.recv().await
+                }
+            };
+            let Some((action, object, detail)) = item else {
+                break;
+            };
+            // The database may be busy (a bulk import holds SQLite's write lock):
+            // retry rather than lose the entry.
+            for attempt in 1..=AUDIT_ATTEMPTS {
+                match self.store.audit("controller", &action, &object, &detail).await {
+                    Ok(()) => {
+                        self.health.succeeded();
+                        break;
+                    }
+                    Err(e) if attempt == AUDIT_ATTEMPTS => {
+                        error!(error = %e, %action, %object, %detail, "audit entry could not be written");
+                    }
+                    Err(e) => {
+                        self.health.failed("writing an audit entry", &e);
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        }
+    }
+
     pub(super) fn event(&self, e: Event) {
         match e {
             Event::Located { imsi, site, tmsi } => self.located(imsi, site, tmsi, self.clock.unix_ms()),
@@ -40,7 +167,7 @@ impl WriteBehind {
     }
 
     /// Keeps the newest sighting of a unit until the next flush.
-    pub(super) fn located(&self, imsi: Imsi, site: SiteId, tmsi: Tmsi, at_ms: i64) {
+    fn located(&self, imsi: Imsi, site: SiteId, tmsi: Tmsi, at_ms: i64) {
         self.locations
             .entry(imsi)
             .and_modify(|v| {
@@ -52,7 +179,7 @@ impl WriteBehind {
     }
 
     /// Writes every pending location; on failure they are kept for the next flush.
-    pub(super) async fn flush_locations(&self, store: &Store) {
+    async fn flush_locations(&self) {
         let keys: Vec<Imsi> = self.locations.iter().map(|e| *e.key()).collect();
         let batch: Vec<(Imsi, SiteId, Tmsi, i64)> = keys
             .iter()
@@ -65,7 +192,7 @@ impl WriteBehind {
         if batch.is_empty() {
             return;
         }
-        let written = store.write_locations(&batch).await;
+        let written = self.store.write_locations(&batch).await;
         if self.health.report("writing last locations", written).is_none() {
             for (imsi, site, tmsi, at) in batch {
                 self.located(imsi, site, tmsi, at);

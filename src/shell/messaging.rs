@@ -30,6 +30,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{oneshot, watch};
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info};
 
 use crate::clock::Clock;
@@ -126,6 +127,9 @@ pub struct Messaging {
     consoles: Mutex<Consoles>,
     /// Where console messages are told.
     events: Arc<EventBus>,
+    /// The controller's write-behind tracker: storing, removing and expiring short data
+    /// run on it, so that a stopping controller waits for them.
+    behind: TaskTracker,
 }
 
 impl Messaging {
@@ -158,7 +162,16 @@ impl Messaging {
             health: Arc::default(),
             consoles: Mutex::default(),
             events,
+            behind: TaskTracker::new(),
         }
+    }
+
+    /// Runs the writes to the store (storing, removing and expiring short data) on
+    /// `behind`, the controller's write-behind tracker, rather than on a tracker of
+    /// their own, so that a stopping controller waits for them.
+    pub fn writing_behind_on(mut self, behind: TaskTracker) -> Self {
+        self.behind = behind;
+        self
     }
 
     /// Reports the database operations of these services to `health` (the controller's
@@ -406,7 +419,7 @@ impl Messaging {
                 data,
                 expires_ms,
             } => {
-                tokio::spawn(async move {
+                self.behind.spawn(async move {
                     // The database keeps expiry in Unix ms.
                     let expires_at = this.clock.unix_of(expires_ms);
                     let stored = (this.store)
@@ -428,7 +441,7 @@ impl Messaging {
                 });
             }
             Action::Remove(id) => {
-                tokio::spawn(async move {
+                self.behind.spawn(async move {
                     let removed = this.store.remove_short_data(id.get() as i64).await;
                     match this.health.report("removing delivered short data", removed) {
                         Some(true) => debug!(%id, "short data delivered"),
@@ -451,7 +464,7 @@ impl Messaging {
                 });
             }
             Action::ExpireStored => {
-                tokio::spawn(async move { this.expire_stored().await });
+                self.behind.spawn(async move { this.expire_stored().await });
             }
         }
     }
