@@ -1,8 +1,8 @@
-//! The controller's one clock. Every time the controller reads — the deadlines of the
-//! sans-IO machines (challenges, clone window, hang times, queue timeouts, deliveries),
-//! the times of events, audit entries and call records, the expiry of stored short
-//! data — comes from the [`Clock`] its parts were given at start, never from
-//! `Instant::now()` or `SystemTime::now()` of their own.
+//! The controller's one clock. The deadlines of the sans-IO machines (challenges, clone
+//! window, hang times, queue timeouts, deliveries, radio command retries), the times of
+//! events, audit entries and call records, and the expiry of stored short data all come
+//! from the [`Clock`] its parts were given at start. (The link layer's keepalive timers
+//! run on tokio's time directly, as does everything else that only sleeps.)
 //!
 //! The clock runs on tokio's time, so a test can pause it and move it on
 //! (`tokio::time::pause`, `advance`) instead of sleeping. The wall clock is read once,

@@ -218,6 +218,7 @@ pub async fn start_with_clock(cfg: Config, clock: Clock) -> Result<Running, Star
         calls.end_all();
         let n = &background.node;
         n.writer.stop_and_drain(grace).await;
+        n.messaging.refuse_waiting();
         n.store.close().await;
         info!("controller stopped");
     });

@@ -2,9 +2,9 @@
 //! locations (coalesced per unit until the next flush), audit entries, call records with
 //! the journal of calls in progress, and the short data the messaging shell stores and
 //! removes. Every task doing such work runs on one [`TaskTracker`]; stopping the
-//! write-behind writes what is pending, then waits (within a grace period) until every
-//! one of those tasks has finished. The controller stops it after its links are closed,
-//! and a controller that loses leadership will do the same to stop writing.
+//! write-behind writes what is pending, then waits until every one of those tasks has
+//! finished. The controller stops it after its links are closed (the active-standby
+//! pair of issue 13 is meant to do the same to fence a controller that lost its lease).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,13 +14,12 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::task::TaskTracker;
 use tracing::{error, warn};
 
-use crate::core::trunking::CallRecord;
-use crate::shell::calls::{write_records, CallService};
-use crate::shell::remote::AuditEntry;
-
 use crate::clock::Clock;
 use crate::core::registration::Event;
+use crate::core::trunking::CallRecord;
 use crate::protocol::{Imsi, SiteId, Tmsi};
+use crate::shell::calls::{write_records, CallService};
+use crate::shell::remote::AuditEntry;
 use crate::store::health::DbHealth;
 use crate::store::Store;
 
@@ -103,15 +102,18 @@ impl WriteBehind {
     }
 
     /// Writes what is pending and waits until every task writing behind the answers has
-    /// finished, for at most `grace`; what is still running then is logged and left.
+    /// finished. Each of them ends on its own (a write that keeps failing is given up
+    /// after its retries), so nothing pending is dropped to stop sooner; past `grace`
+    /// the wait is logged.
     pub(super) async fn stop_and_drain(&self, grace: Duration) {
-        let _ = self.stop.send(true);
+        self.stop.send_replace(true);
         self.tasks.close();
         if tokio::time::timeout(grace, self.tasks.wait()).await.is_err() {
-            error!(
+            warn!(
                 tasks = self.tasks.len(),
-                "work behind the answers still running at the end of the shutdown grace"
+                "still writing behind the answers at the end of the shutdown grace; waiting"
             );
+            self.tasks.wait().await;
         }
     }
 

@@ -127,8 +127,9 @@ pub struct Messaging {
     consoles: Mutex<Consoles>,
     /// Where console messages are told.
     events: Arc<EventBus>,
-    /// The controller's write-behind tracker: storing, removing and expiring short data
-    /// run on it, so that a stopping controller waits for them.
+    /// The controller's write-behind tracker: the work behind the answers (storing,
+    /// reading, removing and expiring short data, fan-outs) runs on it, so that a
+    /// stopping controller waits for it.
     behind: TaskTracker,
 }
 
@@ -166,7 +167,7 @@ impl Messaging {
         }
     }
 
-    /// Runs the writes to the store (storing, removing and expiring short data) on
+    /// Runs the work behind the answers (short data in the store, fan-outs) on
     /// `behind`, the controller's write-behind tracker, rather than on a tracker of
     /// their own, so that a stopping controller waits for them.
     pub fn writing_behind_on(mut self, behind: TaskTracker) -> Self {
@@ -315,7 +316,16 @@ impl Messaging {
                 stop,
             )
             .await;
-        // No timer will end what consoles wait for any more.
+        // No timer will end what consoles wait for any more: no new console request is
+        // taken; those waiting are answered by what is still being written, and the
+        // rest refused by `refuse_waiting` once the write-behind is drained.
+        self.consoles().closed = true;
+    }
+
+    /// Refuses ("shutting down") every console request still waiting: called once the
+    /// timers have stopped and the work behind the answers has been drained, so what was
+    /// stored or sent has been answered as such.
+    pub fn refuse_waiting(&self) {
         let waiting: Vec<u64> = {
             let mut consoles = self.consoles();
             consoles.closed = true;
@@ -404,7 +414,7 @@ impl Messaging {
                 }
             }
             Action::FanOut { op, frames, then } => {
-                tokio::spawn(async move {
+                self.behind.spawn(async move {
                     for (site, frame) in frames.into_iter().chain(then) {
                         this.send_paced(site, frame).await;
                     }
@@ -458,7 +468,7 @@ impl Messaging {
                 after,
                 limit,
             } => {
-                tokio::spawn(async move {
+                self.behind.spawn(async move {
                     let page = this.read_stored(imsi, tmsi, site, after, limit).await;
                     this.run_paced(Input::StoredRead { imsi, session, page }).await;
                 });
