@@ -162,6 +162,11 @@ imsi_prefix = "00101"
 # many events resumes where it left off, one that falls further behind must take a new
 # snapshot (16..=1000000).
 backlog = 65536
+
+[api]
+# Where the operator API (HTTP, JSON) listens. Loopback by default; on any other address
+# it is reachable from the network without TLS, which is logged as a warning at start.
+listen = "127.0.0.1:7380"
 "#;
 
 /// The whole configuration.
@@ -184,6 +189,24 @@ pub struct Config {
     pub messaging: MessagingConfig,
     /// The event stream for operators.
     pub events: EventsConfig,
+    /// The operator API.
+    pub api: ApiConfig,
+}
+
+/// `[api]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Where the operator API listens.
+    pub listen: SocketAddr,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7380)),
+        }
+    }
 }
 
 /// `[events]`.

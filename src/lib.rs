@@ -15,6 +15,7 @@
 //!   tables; migrations, CSV import.
 //! - [`vlr`]: the in-memory registry of units on the air, owned by the registrar and
 //!   read by everyone else.
+//! - [`api`]: the operator API (HTTP, JSON) over the controller handle.
 //! - [`controller`]: wires store, cache, VLR, core and link together and runs them;
 //!   its `ControllerHandle` is the one way in for commands, queries and events.
 //! - [`events`]: the numbered event stream operators listen to (snapshot, resume, lag).
@@ -26,6 +27,7 @@
 //! - [`config`]: the one typed configuration, with defaults.
 //! - [`logging`]: tracing setup (human-readable or JSON).
 
+pub mod api;
 pub mod clock;
 pub mod config;
 pub mod controller;

@@ -398,9 +398,29 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let api_addr = cfg.api.listen;
     let running = trunkd::controller::start(cfg).await?;
+    let api = match trunkd::api::bind(api_addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            running.stop().await;
+            anyhow::bail!("binding the operator API on {api_addr}: {e}");
+        }
+    };
     info!(addr = %running.link_addr, "trunkd started");
-    running.run_until(shutdown_signal()).await;
+    let (stop_api, api_stopping) = tokio::sync::oneshot::channel::<()>();
+    let api = tokio::spawn(trunkd::api::serve(api, running.handle(), async {
+        let _ = api_stopping.await;
+    }));
+    running
+        .run_until(async {
+            shutdown_signal().await;
+            let _ = stop_api.send(());
+        })
+        .await;
+    if let Ok(Err(e)) = api.await {
+        tracing::error!(error = %e, "operator API failed");
+    }
     info!("trunkd stopped");
     Ok(())
 }

@@ -23,7 +23,7 @@ async fn serve(db: &TestDb) -> (Child, std::net::SocketAddr) {
     std::fs::write(
         &config,
         format!(
-            "[link]\nlisten = \"127.0.0.1:0\"\n[database]\ndata_dir = {:?}\n\
+            "[link]\nlisten = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\n[database]\ndata_dir = {:?}\n\
              [registration]\nlocation_flush_ms = 50\n",
             db.dir.path()
         ),

@@ -77,7 +77,7 @@ impl Cli {
         let data = dir.path().join("data");
         std::fs::write(
             &config,
-            format!("[link]\nlisten = \"127.0.0.1:0\"\n[database]\ndata_dir = {data:?}\n"),
+            format!("[link]\nlisten = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\n[database]\ndata_dir = {data:?}\n"),
         )
         .unwrap();
         Cli { dir, config }

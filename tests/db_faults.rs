@@ -1,6 +1,7 @@
 //! The controller while its database fails: a short data request it cannot store is
 //! refused "busy" (retryable), and an outage of PostgreSQL is logged once when it begins
-//! and once when it ends, however many background ticks fail in between.
+//! and once when it ends, however many background ticks fail in between, and the
+//! operator API's `/healthz` says the database is down meanwhile.
 
 mod common;
 
@@ -67,7 +68,7 @@ async fn a_postgresql_outage_is_logged_once_down_and_once_back() {
     // Many ticks of every background task during the outage.
     std::fs::write(
         &config,
-        "[link]\nlisten = \"127.0.0.1:0\"\n[registration]\nhlr_refresh_ms = 20\nlocation_flush_ms = 20\n\
+        "[link]\nlisten = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\n[registration]\nhlr_refresh_ms = 20\nlocation_flush_ms = 20\n\
          [messaging]\ndelivery_timeout_ms = 20\n",
     )
     .unwrap();
@@ -79,7 +80,11 @@ async fn a_postgresql_outage_is_logged_once_down_and_once_back() {
             .env("DATABASE_URL", &db.url)
             .env("RUST_LOG", "info"),
     );
+    let health = format!("http://{}/healthz", trunkd.api_addr().await);
     trunkd.read_until("trunkd started").await;
+    let database = |body: serde_json::Value| body["database"].as_str().unwrap_or_default().to_string();
+    let health_now = || async { database(reqwest::get(&health).await.unwrap().json().await.unwrap()) };
+    assert_eq!(health_now().await, "up");
 
     let mut admin = sqlx::PgConnection::connect(&base).await.unwrap();
     let outage = [
@@ -90,11 +95,14 @@ async fn a_postgresql_outage_is_logged_once_down_and_once_back() {
         sqlx::query(sql).execute(&mut admin).await.unwrap();
     }
     trunkd.read_until("database unavailable").await;
+    // The operator API tells it, and keeps answering.
+    assert_eq!(health_now().await, "down");
     // Let the background tasks fail for a while (each tick would have logged before).
     tokio::time::sleep(Duration::from_millis(500)).await;
     let back = format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true");
     sqlx::query(&back).execute(&mut admin).await.unwrap();
     trunkd.read_until("database available again").await;
+    assert_eq!(health_now().await, "up");
     admin.close().await.unwrap();
 
     trunkd.terminate().await;

@@ -474,7 +474,17 @@ impl LoggingChild {
 
     /// Reads the log until the link server listens; the address it listens on.
     pub async fn link_addr(&mut self) -> std::net::SocketAddr {
-        self.read_until("link server listening").await;
+        self.addr_logged("link server listening").await
+    }
+
+    /// The operator API's address, from the log (`api.listen` may be port 0).
+    pub async fn api_addr(&mut self) -> std::net::SocketAddr {
+        self.addr_logged("operator API listening").await
+    }
+
+    /// The `addr=` of the next log line containing `what`.
+    async fn addr_logged(&mut self, what: &str) -> std::net::SocketAddr {
+        self.read_until(what).await;
         let line = self.log.lines().last().unwrap_or_default();
         let addr = line
             .split("addr=")
