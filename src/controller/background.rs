@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::node::Node;
+use super::stopped;
 
 pub(super) struct Background {
     pub(super) node: Arc<Node>,
@@ -66,9 +67,4 @@ where
             }
         }
     })
-}
-
-/// Completes once the stop flag is set.
-pub(super) async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
 }

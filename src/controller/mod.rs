@@ -47,7 +47,7 @@ use crate::store::health::DbHealth;
 use crate::store::{Store, StoreError};
 use crate::vlr::VlrView;
 
-use background::{stopped, Background};
+use background::Background;
 use node::Node;
 use routing::Services;
 use write_behind::WriteBehind;
@@ -277,4 +277,9 @@ impl Running {
         signal.await;
         self.stop().await;
     }
+}
+
+/// Completes once the stop flag is set.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }

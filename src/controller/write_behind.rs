@@ -23,6 +23,8 @@ use crate::shell::remote::AuditEntry;
 use crate::store::health::DbHealth;
 use crate::store::Store;
 
+use super::stopped;
+
 /// How often an audit entry is tried before it is given up (and logged as an error).
 const AUDIT_ATTEMPTS: u32 = 60;
 
@@ -93,7 +95,7 @@ impl WriteBehind {
             loop {
                 tokio::select! {
                     _ = tick.tick() => this.flush_locations().await,
-                    _ = async { drop(stop.wait_for(|s| *s).await) } => break,
+                    _ = stopped(&mut stop) => break,
                 }
             }
             this.flush_locations().await;
@@ -123,7 +125,7 @@ impl WriteBehind {
         loop {
             let item = tokio::select! {
                 item = rx.recv() => item,
-                _ = async { drop(stop.wait_for(|s| *s).await) } => {
+                _ = stopped(&mut stop) => {
                     rx.close();
                     rx.recv().await
                 }
