@@ -16,6 +16,7 @@
 //! - [`vlr`]: the in-memory registry of units on the air, owned by the registrar and
 //!   read by everyone else.
 //! - [`api`]: the operator API (HTTP, JSON) over the controller handle.
+//! - [`auth`]: the API's operators (roles, fleets, argon2id passwords) and their tokens.
 //! - [`controller`]: wires store, cache, VLR, core and link together and runs them;
 //!   its `ControllerHandle` is the one way in for commands, queries and events.
 //! - [`events`]: the numbered event stream operators listen to (snapshot, resume, lag).
@@ -28,6 +29,7 @@
 //! - [`logging`]: tracing setup (human-readable or JSON).
 
 pub mod api;
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod controller;

@@ -10,13 +10,14 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use tracing::info;
 
+use trunkd::auth::{password, Fleets, Role};
 use trunkd::config::{Config, LogFormat, DEFAULT_TOML};
 use trunkd::hlr::{Fleet, NewSubscriber, Permissions, Site, Subscriber, Talkgroup};
 use trunkd::protocol::{
     Carrier, FleetId, Imei, Imsi, IndividualId, MemberId, SiteId, SiteKey, Slot, TalkgroupId, Unit,
 };
 use trunkd::store::csv::{parse_subscribers, parse_talkgroups};
-use trunkd::store::{rules, Provisioned, Store};
+use trunkd::store::{rules, OperatorChange, Provisioned, Store};
 
 #[derive(Parser)]
 #[command(
@@ -60,6 +61,58 @@ enum Command {
     /// Subscribers (radios).
     #[command(subcommand)]
     Subscriber(SubscriberCommand),
+    /// Operators of the API (there is no default account: add the first admin here).
+    #[command(subcommand)]
+    Operator(OperatorCommand),
+}
+
+#[derive(Subcommand)]
+enum OperatorCommand {
+    /// Add an operator. The password is read twice from the terminal (or two lines of
+    /// standard input), never from an argument.
+    Add {
+        /// Login name: a-z, 0-9, '.', '_', '-', at most 64.
+        name: String,
+        /// admin, dispatcher or viewer.
+        #[arg(long, value_parser = role)]
+        role: Role,
+        /// Limit it to these fleets (`,`-separated ids); every fleet when omitted.
+        #[arg(long, value_parser = fleets, default_value = "")]
+        fleets: Fleets,
+    },
+    /// List the operators (never their password hashes).
+    List,
+    /// Set an operator's password (read as for `add`); its tokens are revoked.
+    Passwd {
+        /// Login name.
+        name: String,
+    },
+    /// Change an operator's role and/or fleets; its tokens are revoked.
+    Update {
+        /// Login name.
+        name: String,
+        /// admin, dispatcher or viewer.
+        #[arg(long, value_parser = role)]
+        role: Option<Role>,
+        /// Its fleets (`,`-separated ids); `all` for every fleet.
+        #[arg(long, value_parser = fleets)]
+        fleets: Option<Fleets>,
+    },
+    /// Disable an operator: it cannot log in and its tokens are revoked.
+    Disable {
+        /// Login name.
+        name: String,
+    },
+    /// Enable a disabled operator again.
+    Enable {
+        /// Login name.
+        name: String,
+    },
+    /// Remove an operator; its tokens are revoked.
+    Remove {
+        /// Login name.
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -285,6 +338,49 @@ fn slots_per_carrier(s: &str) -> Result<u8, String> {
     Ok(n)
 }
 
+fn role(s: &str) -> Result<Role, String> {
+    s.parse()
+}
+
+fn fleets(s: &str) -> Result<Fleets, String> {
+    if s == "all" {
+        return Ok(Fleets::All);
+    }
+    Fleets::parse_list(s)
+}
+
+/// Reads a new password twice: from the terminal without echo, or as two lines of
+/// standard input when it is not a terminal. Never from an argument (it would be seen in
+/// the process list and the shell's history).
+fn read_new_password() -> anyhow::Result<String> {
+    use std::io::{BufRead, IsTerminal};
+    let (first, second) = if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("Password: ").context("reading the password")?;
+        password::check(&first)?;
+        let second = rpassword::prompt_password("Again: ").context("reading the password")?;
+        (first, second)
+    } else {
+        let mut lines = std::io::stdin().lock().lines();
+        let mut next = || -> anyhow::Result<String> {
+            match lines.next() {
+                Some(line) => Ok(line.context("reading the password from standard input")?),
+                None => bail!("standard input ended: give the password on two lines"),
+            }
+        };
+        (next()?, next()?)
+    };
+    if first != second {
+        bail!("the two passwords differ");
+    }
+    password::check(&first)?;
+    Ok(first)
+}
+
+/// Hashes a password off the runtime's threads (argon2id is slow by design).
+async fn hash_password(pw: String) -> anyhow::Result<String> {
+    Ok(tokio::task::spawn_blocking(move || password::hash(&pw)).await??)
+}
+
 fn imsi(s: &str) -> Result<Imsi, String> {
     Imsi::parse(s).map_err(|e| e.to_string())
 }
@@ -433,6 +529,45 @@ fn actor() -> String {
     )
 }
 
+async fn operator(store: &Store, actor: &str, cmd: OperatorCommand, out: &mut Out) -> anyhow::Result<()> {
+    let (name, change) = match cmd {
+        OperatorCommand::Add { name, role, fleets } => {
+            trunkd::auth::check_name(&name).map_err(anyhow::Error::msg)?;
+            let phc = hash_password(read_new_password()?).await?;
+            store.add_operator(actor, &name, &phc, role, &fleets).await?;
+            outln!(out, "operator {name} added ({role})");
+            return Ok(());
+        }
+        OperatorCommand::List => {
+            outln!(out, "{:<24} {:<10} {:<9} fleets", "name", "role", "state");
+            for o in store.operators().await? {
+                let state = if o.disabled { "disabled" } else { "enabled" };
+                let fleets = match o.fleets {
+                    Fleets::All => "all".to_string(),
+                    f => f.to_list(),
+                };
+                outln!(out, "{:<24} {:<10} {:<9} {}", o.name, o.role, state, fleets);
+            }
+            return Ok(());
+        }
+        OperatorCommand::Remove { name } => {
+            store.remove_operator(actor, &name).await?;
+            outln!(out, "operator {name} removed");
+            return Ok(());
+        }
+        OperatorCommand::Passwd { name } => {
+            let phc = hash_password(read_new_password()?).await?;
+            (name, OperatorChange::Password(phc))
+        }
+        OperatorCommand::Update { name, role, fleets } => (name, OperatorChange::Access { role, fleets }),
+        OperatorCommand::Disable { name } => (name, OperatorChange::Disabled(true)),
+        OperatorCommand::Enable { name } => (name, OperatorChange::Disabled(false)),
+    };
+    store.change_operator(actor, &name, change).await?;
+    outln!(out, "operator {name} changed; tokens issued before are refused");
+    Ok(())
+}
+
 async fn admin(cfg: Config, command: Command, out: &mut Out) -> anyhow::Result<()> {
     let store = Store::open(&cfg.database.url, &cfg.database.data_dir).await?;
     let result = run_admin(&cfg, &store, command, out).await;
@@ -444,6 +579,7 @@ async fn run_admin(cfg: &Config, store: &Store, command: Command, out: &mut Out)
     let actor = actor();
     match command {
         Command::Migrate => outln!(out, "migrations applied ({})", store.backend()),
+        Command::Operator(cmd) => operator(store, &actor, cmd, out).await?,
         Command::Fleet(FleetCommand::Add { id, name }) => {
             store.add_fleet(&actor, &Fleet { id, name }).await?;
             outln!(out, "fleet {id} added");

@@ -586,3 +586,141 @@ async fn a_listing_into_a_closed_pipe_ends_quietly() {
     assert!(out.status.success(), "{:?}: {err}", out.status);
     assert!(err.is_empty(), "{err}");
 }
+
+impl Cli {
+    /// Runs `trunkd args` with `input` on its standard input.
+    async fn with_input(&self, args: &[&str], input: &str) -> std::process::Output {
+        use tokio::io::AsyncWriteExt;
+        let mut child = self
+            .cmd()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(input.as_bytes()).await.unwrap();
+        drop(stdin);
+        child.wait_with_output().await.unwrap()
+    }
+}
+
+#[tokio::test]
+async fn operators_from_the_command_line_with_passwords_read_twice() {
+    let cli = Cli::new();
+    cli.ok(&["fleet", "add", "--id", "100", "--name", "Police"]).await;
+    // There is no default account.
+    assert_eq!(cli.ok(&["operator", "list"]).await.lines().count(), 1);
+
+    let pw = "a long passphrase\na long passphrase\n";
+    let out = cli
+        .with_input(&["operator", "add", "alice", "--role", "admin"], pw)
+        .await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cli
+        .with_input(
+            &[
+                "operator",
+                "add",
+                "bob",
+                "--role",
+                "dispatcher",
+                "--fleets",
+                "100",
+            ],
+            pw,
+        )
+        .await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Refusals, each saying why, and nothing written.
+    let refused = [
+        (
+            vec!["operator", "add", "carol", "--role", "viewer"],
+            "a long passphrase\nanother one!!\n",
+            "differ",
+        ),
+        (
+            vec!["operator", "add", "carol", "--role", "viewer"],
+            "short\nshort\n",
+            "12",
+        ),
+        (
+            vec!["operator", "add", "carol", "--role", "viewer"],
+            "a long passphrase\n",
+            "two lines",
+        ),
+        (
+            vec!["operator", "add", "carol", "--role", "root"],
+            pw,
+            "unknown role",
+        ),
+        (
+            vec!["operator", "add", "carol", "--role", "viewer", "--fleets", "200"],
+            pw,
+            "fleet 200 does not exist",
+        ),
+        (
+            vec!["operator", "add", "Carol", "--role", "viewer"],
+            pw,
+            "operator name",
+        ),
+        (
+            vec!["operator", "add", "alice", "--role", "viewer"],
+            pw,
+            "already exists",
+        ),
+    ];
+    for (args, input, why) in refused {
+        let out = cli.with_input(&args, input).await;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(err.contains(why), "{args:?}: {err}");
+    }
+    // The password is never an argument.
+    let err = cli
+        .fails(&["operator", "add", "carol", "--role", "viewer", "--password", "x"])
+        .await;
+    assert!(err.contains("--password"), "{err}");
+
+    let list = cli.ok(&["operator", "list"]).await;
+    let rows: Vec<Vec<&str>> = list
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            vec!["alice", "admin", "enabled", "all"],
+            vec!["bob", "dispatcher", "enabled", "100"]
+        ]
+    );
+    assert!(!list.contains("argon2"), "{list}");
+
+    cli.ok(&["operator", "update", "bob", "--role", "viewer", "--fleets", "all"])
+        .await;
+    cli.ok(&["operator", "disable", "bob"]).await;
+    let out = cli
+        .with_input(
+            &["operator", "passwd", "bob"],
+            "another passphrase\nanother passphrase\n",
+        )
+        .await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let list = cli.ok(&["operator", "list"]).await;
+    assert!(
+        list.contains("bob")
+            && list
+                .lines()
+                .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["bob", "viewer", "disabled", "all"]),
+        "{list}"
+    );
+    assert!(cli
+        .fails(&["operator", "disable", "nobody"])
+        .await
+        .contains("operator nobody does not exist"));
+    cli.ok(&["operator", "remove", "bob"]).await;
+    assert!(!cli.ok(&["operator", "list"]).await.contains("bob"));
+}

@@ -652,3 +652,117 @@ async fn removals_refuse_while_something_depends_and_reach_a_running_cache() {
         store.close().await;
     }
 }
+
+#[tokio::test]
+async fn operators_with_their_rules_and_generations() {
+    use trunkd::auth::{Fleets, Role};
+    use trunkd::store::OperatorChange;
+    for db in TestDb::all().await {
+        let store = db.open().await;
+        provision_basics(&store).await;
+        let fleets = Fleets::parse_list("100").unwrap();
+        store
+            .add_operator("cli:root", "alice", "$argon2id$x", Role::Dispatcher, &fleets)
+            .await
+            .unwrap();
+        assert!(matches!(
+            store
+                .add_operator("cli:root", "alice", "h", Role::Admin, &Fleets::All)
+                .await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(matches!(
+            store
+                .add_operator(
+                    "cli:root",
+                    "bob",
+                    "h",
+                    Role::Admin,
+                    &Fleets::parse_list("999").unwrap()
+                )
+                .await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(matches!(
+            store
+                .add_operator("cli:root", "Bob", "h", Role::Admin, &Fleets::All)
+                .await,
+            Err(StoreError::Invalid(_))
+        ));
+        let (op, hash) = store.operator_credentials("alice").await.unwrap().unwrap();
+        assert_eq!(
+            (op.role, op.fleets.clone(), op.disabled, hash.as_str()),
+            (Role::Dispatcher, fleets, false, "$argon2id$x")
+        );
+
+        let changes = [
+            OperatorChange::Password("$argon2id$y".into()),
+            OperatorChange::Access {
+                role: Some(Role::Viewer),
+                fleets: None,
+            },
+            OperatorChange::Access {
+                role: None,
+                fleets: Some(Fleets::All),
+            },
+            OperatorChange::Disabled(true),
+        ];
+        let mut generation = op.generation;
+        for c in changes {
+            store.change_operator("cli:root", "alice", c).await.unwrap();
+            let now = store.operators().await.unwrap().pop().unwrap();
+            assert!(now.generation > generation, "every change refuses older tokens");
+            generation = now.generation;
+        }
+        let (op, hash) = store.operator_credentials("alice").await.unwrap().unwrap();
+        assert_eq!(
+            (op.role, op.fleets, op.disabled, hash.as_str()),
+            (Role::Viewer, Fleets::All, true, "$argon2id$y")
+        );
+        assert!(matches!(
+            store
+                .change_operator(
+                    "x",
+                    "alice",
+                    OperatorChange::Access {
+                        role: None,
+                        fleets: None
+                    }
+                )
+                .await,
+            Err(StoreError::Invalid(_))
+        ));
+        assert!(matches!(
+            store
+                .change_operator("x", "nobody", OperatorChange::Disabled(true))
+                .await,
+            Err(StoreError::NotFound(_))
+        ));
+
+        store.remove_operator("cli:root", "alice").await.unwrap();
+        assert!(store.operator_credentials("alice").await.unwrap().is_none());
+        let audit: Vec<String> = store
+            .audit_since(0, 1000)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|a| a.object == "operator:alice")
+            .map(|a| {
+                assert!(!a.detail.contains("argon2"), "no hash in the audit log");
+                a.action
+            })
+            .collect();
+        assert_eq!(
+            audit,
+            [
+                "operator.add",
+                "operator.passwd",
+                "operator.update",
+                "operator.update",
+                "operator.disable",
+                "operator.remove"
+            ]
+        );
+        store.close().await;
+    }
+}

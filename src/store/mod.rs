@@ -14,7 +14,8 @@
 //!
 //! One file per group of tables, each adding its methods to [`Store`]: `subscribers.rs`,
 //! `network.rs` (fleets, talkgroups, sites, slot faults), `locations.rs`, `calls.rs`,
-//! `short_data.rs`, `audit.rs`, `params.rs` (system parameters) and `import.rs`
+//! `short_data.rs`, `audit.rs`, `params.rs` (system parameters), `operators.rs` (the
+//! operator API's accounts) and `import.rs`
 //! (provisioning subscribers). [`rules`] is what a write must meet, [`csv`] reads the
 //! provisioning files, [`health`] tells whether the database answers.
 
@@ -129,6 +130,7 @@ mod calls;
 mod import;
 mod locations;
 mod network;
+mod operators;
 mod params;
 mod short_data;
 mod subscribers;
@@ -136,6 +138,7 @@ mod subscribers;
 pub use audit::AuditEntry;
 pub use calls::CallRecordRow;
 pub use import::Provisioned;
+pub use operators::OperatorChange;
 
 use audit::audit_in;
 
