@@ -167,6 +167,30 @@ backlog = 65536
 # Where the operator API (HTTP, JSON) listens. Loopback by default; on any other address
 # it is reachable from the network without TLS, which is logged as a warning at start.
 listen = "127.0.0.1:7380"
+# How access tokens (JWT) are signed: "EdDSA" with an Ed25519 key pair that trunkd keeps
+# in the database (every controller on it signs and validates the same tokens; `trunkd
+# auth rotate-key` rotates it), or "HS256" with jwt_secret. Tokens signed otherwise are
+# refused.
+jwt_algorithm = "EdDSA"
+# HS256 only: at least 32 random bytes as hex (64+ digits; `trunkd config keygen` makes
+# one). Better set as TRUNKD_API__JWT_SECRET than in a file. Never logged.
+jwt_secret = ""
+# Lifetime of an access token (seconds).
+access_token_ttl_s = 900
+# Lifetime of a refresh token (seconds); each refresh rotates it.
+refresh_token_ttl_s = 86400
+# A refresh token used again after it was rotated revokes its whole family, except
+# within this many seconds of the rotation (a client whose answer was lost), 0..=10.
+refresh_reuse_grace_s = 10
+# Login attempts allowed per operator name and per client address, each a minute (a
+# burst of that many, then one every 60/N seconds); more get 429 with Retry-After.
+login_attempts_per_minute = 10
+# Largest request body (bytes); a bulk import takes import_body_limit instead.
+body_limit = 1048576
+# Largest bulk import body (bytes).
+import_body_limit = 67108864
+# A request not answered within this is answered 408 (ms).
+request_timeout_ms = 30000
 "#;
 
 /// The whole configuration.
@@ -199,13 +223,75 @@ pub struct Config {
 pub struct ApiConfig {
     /// Where the operator API listens.
     pub listen: SocketAddr,
+    /// How access tokens are signed.
+    pub jwt_algorithm: JwtAlgorithm,
+    /// HS256's secret, hex; at least 32 bytes.
+    pub jwt_secret: Secret,
+    /// Access token lifetime, seconds.
+    pub access_token_ttl_s: u64,
+    /// Refresh token lifetime, seconds.
+    pub refresh_token_ttl_s: u64,
+    /// Reuse of a rotated refresh token within this many seconds is a lost answer, not
+    /// theft.
+    pub refresh_reuse_grace_s: u64,
+    /// Login attempts per operator and per client address, a minute.
+    pub login_attempts_per_minute: u32,
+    /// Largest request body, bytes.
+    pub body_limit: usize,
+    /// Largest bulk import body, bytes.
+    pub import_body_limit: usize,
+    /// Request timeout, ms.
+    pub request_timeout_ms: u64,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7380)),
+            jwt_algorithm: JwtAlgorithm::EdDSA,
+            jwt_secret: Secret::default(),
+            access_token_ttl_s: 900,
+            refresh_token_ttl_s: 86_400,
+            refresh_reuse_grace_s: 10,
+            login_attempts_per_minute: 10,
+            body_limit: 1 << 20,
+            import_body_limit: 64 << 20,
+            request_timeout_ms: 30_000,
         }
+    }
+}
+
+/// How the API's access tokens are signed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JwtAlgorithm {
+    /// Ed25519, keys in the database.
+    EdDSA,
+    /// HMAC-SHA256 with `api.jwt_secret`.
+    HS256,
+}
+
+/// A secret from the configuration: never shown by `Debug` (nor, therefore, in logs).
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "(none)" } else { "(secret)" })
+    }
+}
+
+impl ApiConfig {
+    /// HS256's key: `jwt_secret` decoded, at least 32 bytes.
+    pub fn hs256_key(&self) -> Result<Vec<u8>, ConfigError> {
+        let key = hex::decode(self.jwt_secret.0.trim())
+            .map_err(|_| ConfigError::Invalid("api.jwt_secret must be hex digits".into()))?;
+        if key.len() < 32 {
+            return Err(ConfigError::Invalid(
+                "api.jwt_secret must hold at least 32 random bytes (64 hex digits) for HS256".into(),
+            ));
+        }
+        Ok(key)
     }
 }
 
@@ -682,7 +768,15 @@ impl Config {
                  must be above 0",
             );
         }
-        let limits: [(&str, u64, u64); 20] = [
+        let limits: [(&str, u64, u64); 24] = [
+            ("api.access_token_ttl_s", self.api.access_token_ttl_s, 86_400),
+            (
+                "api.refresh_token_ttl_s",
+                self.api.refresh_token_ttl_s,
+                90 * 86_400,
+            ),
+            ("api.refresh_reuse_grace_s", self.api.refresh_reuse_grace_s, 10),
+            ("api.request_timeout_ms", self.api.request_timeout_ms, TEN_MIN),
             (
                 "messaging.max_status_fanouts_in_flight",
                 m.max_status_fanouts_in_flight as u64,
@@ -732,6 +826,21 @@ impl Config {
                 10_000_000,
             ),
         ];
+        let a = &self.api;
+        if a.jwt_algorithm == JwtAlgorithm::HS256 {
+            a.hs256_key()?;
+        } else if !a.jwt_secret.0.is_empty() {
+            return bad("api.jwt_secret is for HS256 only: set api.jwt_algorithm = \"HS256\" or remove it");
+        }
+        if a.access_token_ttl_s < 60 || a.refresh_token_ttl_s < a.access_token_ttl_s {
+            return bad("api.access_token_ttl_s must be at least 60, and refresh_token_ttl_s at least that");
+        }
+        if a.login_attempts_per_minute == 0 || a.body_limit < 1024 || a.import_body_limit < a.body_limit {
+            return bad("api.login_attempts_per_minute must be above 0, body_limit at least 1024 and import_body_limit at least body_limit");
+        }
+        if a.request_timeout_ms < 100 {
+            return bad("api.request_timeout_ms must be at least 100");
+        }
         if !(16..=1_000_000).contains(&self.events.backlog) {
             return bad("events.backlog must be within 16..=1000000");
         }

@@ -64,6 +64,17 @@ enum Command {
     /// Operators of the API (there is no default account: add the first admin here).
     #[command(subcommand)]
     Operator(OperatorCommand),
+    /// The API's token signing keys.
+    #[command(subcommand)]
+    Auth(AuthCommand),
+}
+
+#[derive(Subcommand)]
+enum AuthCommand {
+    /// Add a new Ed25519 signing key: new tokens are signed with it at once (within
+    /// registration.hlr_refresh_ms on running controllers); the old key still checks the
+    /// tokens it signed until the longest of them has expired (api.access_token_ttl_s).
+    RotateKey,
 }
 
 #[derive(Subcommand)]
@@ -494,7 +505,8 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 async fn serve(cfg: Config) -> anyhow::Result<()> {
-    let api_addr = cfg.api.listen;
+    let api_cfg = cfg.api.clone();
+    let api_addr = api_cfg.listen;
     let running = trunkd::controller::start(cfg).await?;
     let api = match trunkd::api::bind(api_addr).await {
         Ok(l) => l,
@@ -505,7 +517,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     };
     info!(addr = %running.link_addr, "trunkd started");
     let (stop_api, api_stopping) = tokio::sync::oneshot::channel::<()>();
-    let api = tokio::spawn(trunkd::api::serve(api, running.handle(), async {
+    let api = tokio::spawn(trunkd::api::serve(api, running.handle(), api_cfg, async {
         let _ = api_stopping.await;
     }));
     running
@@ -580,6 +592,18 @@ async fn run_admin(cfg: &Config, store: &Store, command: Command, out: &mut Out)
     match command {
         Command::Migrate => outln!(out, "migrations applied ({})", store.backend()),
         Command::Operator(cmd) => operator(store, &actor, cmd, out).await?,
+        Command::Auth(AuthCommand::RotateKey) => {
+            if cfg.api.jwt_algorithm != trunkd::config::JwtAlgorithm::EdDSA {
+                bail!("api.jwt_algorithm is not EdDSA: there is no key to rotate (change api.jwt_secret instead)");
+            }
+            let lifetime = cfg.api.access_token_ttl_s as i64 * 1000;
+            let kid = store.add_signing_key(&actor, Some(lifetime)).await?;
+            outln!(
+                out,
+                "signing key {kid} added; the previous key retires in {} s",
+                cfg.api.access_token_ttl_s
+            );
+        }
         Command::Fleet(FleetCommand::Add { id, name }) => {
             store.add_fleet(&actor, &Fleet { id, name }).await?;
             outln!(out, "fleet {id} added");

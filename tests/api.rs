@@ -1,46 +1,667 @@
-//! The operator API over real HTTP against a running controller.
+//! The operator API over real HTTP against a running controller: health, errors, and
+//! operators' logins and tokens (on SQLite, and PostgreSQL when `TEST_DATABASE_URL` is
+//! set).
 
 mod common;
 
-use common::*;
-use trunkd::core::trunking::{EmergencyPolicy, TrunkingMode};
+use std::time::Duration;
 
-/// A controller with its API on an ephemeral port: the controller and the API's base URL.
-async fn api(db: &TestDb) -> (trunkd::controller::Running, String) {
-    let c = call_controller(db, trunking(TrunkingMode::Message, EmergencyPolicy::Preempt)).await;
-    let listener = trunkd::api::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(trunkd::api::serve(listener, c.handle(), std::future::pending()));
-    (c, base)
+use common::*;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use trunkd::auth::{password, Fleets, Role};
+use trunkd::config::{ApiConfig, Config, JwtAlgorithm, Secret};
+use trunkd::controller::Running;
+use trunkd::core::trunking::{EmergencyPolicy, TrunkingMode};
+use trunkd::store::OperatorChange;
+
+const PW: &str = "correct horse battery";
+
+/// A controller with its API on an ephemeral port.
+struct Api {
+    c: Running,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    async fn start(db: &TestDb) -> Api {
+        Api::with(db, |_| {}).await
+    }
+
+    /// With the configuration changed by `f`.
+    async fn with(db: &TestDb, f: impl FnOnce(&mut Config)) -> Api {
+        provision_calls(db).await;
+        let mut cfg = call_config(db, trunking(TrunkingMode::Message, EmergencyPolicy::Preempt));
+        f(&mut cfg);
+        Api::serve(trunkd::controller::start(cfg.clone()).await.unwrap(), &cfg.api).await
+    }
+
+    async fn serve(c: Running, cfg: &ApiConfig) -> Api {
+        let listener = trunkd::api::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(trunkd::api::serve(
+            listener,
+            c.handle(),
+            cfg.clone(),
+            std::future::pending(),
+        ));
+        Api {
+            c,
+            base,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn add_operator(&self, name: &str, role: Role, fleets: &str) {
+        let phc = password::hash(PW).unwrap();
+        let fleets = Fleets::parse_list(fleets).unwrap();
+        self.c
+            .store
+            .add_operator("test", name, &phc, role, &fleets)
+            .await
+            .unwrap();
+        // The running controller hears of it by following the audit log.
+        self.until(|| async { self.login(name, PW).await.status() == 200 })
+            .await;
+    }
+
+    async fn login(&self, name: &str, pw: &str) -> reqwest::Response {
+        self.post(
+            "/api/v1/auth/login",
+            None,
+            json!({"username": name, "password": pw}),
+        )
+        .await
+    }
+
+    /// Logs in and returns (access token, refresh token).
+    async fn tokens(&self, name: &str) -> (String, String) {
+        let r = self.login(name, PW).await;
+        assert_eq!(r.status(), 200);
+        let t: Value = r.json().await.unwrap();
+        assert_eq!(t["token_type"], "Bearer");
+        (
+            t["access_token"].as_str().unwrap().into(),
+            t["refresh_token"].as_str().unwrap().into(),
+        )
+    }
+
+    async fn post(&self, path: &str, token: Option<&str>, body: Value) -> reqwest::Response {
+        let mut r = self.http.post(format!("{}{path}", self.base)).json(&body);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send().await.unwrap()
+    }
+
+    async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
+        let mut r = self.http.get(format!("{}{path}", self.base));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send().await.unwrap()
+    }
+
+    async fn whoami(&self, token: &str) -> (StatusCode, Value) {
+        let r = self.get("/api/v1/auth/whoami", Some(token)).await;
+        (r.status(), r.json().await.unwrap())
+    }
+
+    /// Waits (within [`PATIENCE`]) until `f` holds: for what the controller hears by
+    /// following the database.
+    async fn until<F: std::future::Future<Output = bool>>(&self, f: impl Fn() -> F) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while !f().await {
+            assert!(tokio::time::Instant::now() < deadline, "waited in vain");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+async fn error_of(r: reqwest::Response) -> (StatusCode, Value) {
+    (r.status(), r.json().await.unwrap())
 }
 
 #[tokio::test]
 async fn healthz_answers_without_a_token_and_says_the_database_answers() {
     let db = TestDb::sqlite();
-    let (c, base) = api(&db).await;
-    let r = reqwest::get(format!("{base}/healthz")).await.unwrap();
+    let api = Api::start(&db).await;
+    let r = api.get("/healthz", None).await;
     assert_eq!(r.status(), 200);
-    let body: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(body, serde_json::json!({"status": "ok", "database": "up"}));
-    c.stop().await;
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body, json!({"status": "ok", "database": "up"}));
+    api.c.stop().await;
 }
 
 #[tokio::test]
 async fn unknown_routes_and_methods_get_json_errors_with_a_stable_code() {
     let db = TestDb::sqlite();
-    let (c, base) = api(&db).await;
-    let r = reqwest::get(format!("{base}/api/v1/nothing-here")).await.unwrap();
-    assert_eq!(r.status(), 404);
-    let body: serde_json::Value = r.json().await.unwrap();
+    let api = Api::start(&db).await;
+    let (status, body) = error_of(api.get("/api/v1/nothing-here", None).await).await;
+    assert_eq!(status, 404);
     assert_eq!(body["code"], "not_found");
     assert!(body["message"].is_string());
-    let r = reqwest::Client::new()
-        .post(format!("{base}/healthz"))
+    let (status, body) = error_of(api.post("/healthz", None, json!({})).await).await;
+    assert_eq!(status, 405);
+    assert_eq!(body["code"], "method_not_allowed");
+    api.c.stop().await;
+}
+
+#[tokio::test]
+async fn a_login_gives_tokens_that_open_the_api_and_nothing_opens_it_without_one() {
+    for db in TestDb::all().await {
+        let api = Api::start(&db).await;
+        api.add_operator("alice", Role::Dispatcher, "100").await;
+        let (access, refresh) = api.tokens("alice").await;
+        assert_ne!(access, refresh);
+        assert_eq!(
+            api.whoami(&access).await,
+            (
+                StatusCode::OK,
+                json!({"name": "alice", "role": "dispatcher", "fleets": [100]})
+            )
+        );
+
+        let r = api.get("/api/v1/auth/whoami", None).await;
+        assert_eq!(r.headers()["www-authenticate"], "Bearer realm=\"trunkd\"");
+        assert_eq!(error_of(r).await.1["code"], "missing_token");
+        for header in ["Basic YWxpY2U6cHc=", "Bearer", "Bearer not.a.token", "bearer x"] {
+            let r = api
+                .http
+                .get(format!("{}/api/v1/auth/whoami", api.base))
+                .header("authorization", header)
+                .send()
+                .await
+                .unwrap();
+            let (status, body) = error_of(r).await;
+            assert_eq!(
+                (status, body["code"].as_str()),
+                (StatusCode::UNAUTHORIZED, Some("invalid_token")),
+                "{header}"
+            );
+        }
+        api.c.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn wrong_password_unknown_and_disabled_operators_get_one_answer() {
+    let db = TestDb::sqlite();
+    let api = Api::start(&db).await;
+    api.add_operator("alice", Role::Admin, "").await;
+    api.add_operator("bob", Role::Viewer, "").await;
+    api.c
+        .store
+        .change_operator("test", "bob", OperatorChange::Disabled(true))
+        .await
+        .unwrap();
+    api.until(|| async { api.login("bob", PW).await.status() == 401 })
+        .await;
+    let mut answers = Vec::new();
+    for (name, pw) in [
+        ("alice", "wrong password!"),
+        ("nobody", PW),
+        ("bob", PW),
+        ("Not A Name", PW),
+    ] {
+        answers.push(error_of(api.login(name, pw).await).await);
+    }
+    assert!(answers.iter().all(|a| *a == answers[0]), "{answers:?}");
+    assert_eq!(answers[0].0, 401);
+    assert_eq!(answers[0].1["code"], "invalid_credentials");
+    api.c.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_bodies_get_a_4xx_naming_the_field() {
+    let db = TestDb::sqlite();
+    let api = Api::start(&db).await;
+    let login = format!("{}/api/v1/auth/login", api.base);
+    let send = |body: &'static str, ct: &'static str| {
+        api.http.post(&login).header("content-type", ct).body(body).send()
+    };
+    let (status, body) = error_of(send(r#"{"username":"a"}"#, "application/json").await.unwrap()).await;
+    assert_eq!(
+        (status.as_u16(), body["code"].as_str(), body["field"].as_str()),
+        (400, Some("invalid_body"), Some("password"))
+    );
+    let (status, body) = error_of(
+        send(r#"{"username":1,"password":"x"}"#, "application/json")
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status.as_u16(), body["field"].as_str()), (400, Some("username")));
+    let (status, body) = error_of(
+        send(r#"{"username":"a","password":"b","extra":1}"#, "application/json")
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = error_of(send("{not json", "application/json").await.unwrap()).await;
+    assert_eq!(status, 400);
+    let (status, body) = error_of(
+        send(r#"{"username":"a","password":"b"}"#, "text/plain")
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status.as_u16(), body["code"].as_str()),
+        (415, Some("unsupported_media_type"))
+    );
+    let big = format!(r#"{{"username":"a","password":"{}"}}"#, "x".repeat(2 << 20));
+    let r = api
+        .http
+        .post(&login)
+        .header("content-type", "application/json")
+        .body(big)
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 405);
-    let body: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(body["code"], "method_not_allowed");
-    c.stop().await;
+    let (status, body) = error_of(r).await;
+    assert_eq!(
+        (status.as_u16(), body["code"].as_str()),
+        (413, Some("body_too_large"))
+    );
+    api.c.stop().await;
+}
+
+#[tokio::test]
+async fn logins_are_rate_limited_with_retry_after() {
+    let db = TestDb::sqlite();
+    let api = Api::with(&db, |c| c.api.login_attempts_per_minute = 3).await;
+    for _ in 0..3 {
+        assert_eq!(api.login("mallory", "guess guess guess").await.status(), 401);
+    }
+    let r = api.login("mallory", "guess guess guess").await;
+    let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    let (status, body) = error_of(r).await;
+    assert_eq!(
+        (status.as_u16(), body["code"].as_str()),
+        (429, Some("rate_limited"))
+    );
+    // The address is limited too: another name from the same client.
+    assert_eq!(api.login("trudy", "guess guess guess").await.status(), 429);
+    api.c.stop().await;
+}
+
+/// A token with this header and these claims, signed by nobody: `header.claims.sig`.
+fn forge(header: Value, claims: &Value, sig: &str) -> String {
+    use base64::Engine;
+    let b = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    format!("{}.{}.{sig}", b(&header), b(claims))
+}
+
+fn parts(token: &str) -> (Value, Value, String) {
+    use base64::Engine;
+    let p: Vec<&str> = token.split('.').collect();
+    let d = |s: &str| {
+        serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(s)
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    (d(p[0]), d(p[1]), p[2].to_string())
+}
+
+#[tokio::test]
+async fn tampered_foreign_alg_none_and_unknown_kid_tokens_are_refused() {
+    let db = TestDb::sqlite();
+    let api = Api::start(&db).await;
+    api.add_operator("alice", Role::Viewer, "").await;
+    let (access, _) = api.tokens("alice").await;
+    let (header, claims, sig) = parts(&access);
+    assert_eq!(
+        (header["alg"].as_str(), header["typ"].as_str()),
+        (Some("EdDSA"), Some("at+jwt"))
+    );
+    for c in [
+        "sub",
+        "role",
+        "fleets",
+        "generation",
+        "sid",
+        "jti",
+        "iss",
+        "aud",
+        "exp",
+        "nbf",
+        "iat",
+    ] {
+        assert!(claims.get(c).is_some(), "claim {c}");
+    }
+
+    let mut admin = claims.clone();
+    admin["role"] = json!("admin");
+    let other_key = trunkd::auth::tokens::KeyRing::ed25519(&[trunkd::auth::tokens::new_key(0).unwrap()]);
+    let foreign_claims: trunkd::auth::tokens::Claims = serde_json::from_value(claims.clone()).unwrap();
+    let mut unknown_kid = header.clone();
+    unknown_kid["kid"] = json!("0000000000000000");
+    let refused = [
+        ("tampered payload", forge(header.clone(), &admin, &sig)),
+        (
+            "signed with another key",
+            other_key.sign(&foreign_claims).unwrap(),
+        ),
+        (
+            "alg none",
+            forge(
+                json!({"alg": "none", "typ": "at+jwt", "kid": header["kid"]}),
+                &claims,
+                "",
+            ),
+        ),
+        (
+            "alg None",
+            forge(json!({"alg": "None", "typ": "at+jwt"}), &claims, ""),
+        ),
+        (
+            "alg HS256",
+            forge(
+                json!({"alg": "HS256", "typ": "at+jwt", "kid": header["kid"]}),
+                &claims,
+                &sig,
+            ),
+        ),
+        ("unknown kid", forge(unknown_kid, &claims, &sig)),
+        (
+            "no typ",
+            forge(json!({"alg": "EdDSA", "kid": header["kid"]}), &claims, &sig),
+        ),
+    ];
+    for (what, token) in refused {
+        let (status, body) = api.whoami(&token).await;
+        assert_eq!(
+            (status.as_u16(), body["code"].as_str()),
+            (401, Some("invalid_token")),
+            "{what}: {body}"
+        );
+    }
+    assert_eq!(api.whoami(&access).await.0, 200);
+
+    // The published keys are public halves only.
+    let jwks: Value = api
+        .get("/api/v1/auth/jwks.json", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let keys = jwks["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(
+        (keys[0]["kid"].clone(), keys[0]["crv"].as_str()),
+        (header["kid"].clone(), Some("Ed25519"))
+    );
+    assert!(keys[0].get("d").is_none(), "no private key in {jwks}");
+    api.c.stop().await;
+}
+
+#[tokio::test]
+async fn an_access_token_expires_after_its_lifetime() {
+    let db = TestDb::sqlite();
+    let api = Api::start(&db).await;
+    api.add_operator("alice", Role::Viewer, "").await;
+    let (access, refresh) = api.tokens("alice").await;
+    skip(Duration::from_secs(14 * 60)).await;
+    assert_eq!(api.whoami(&access).await.0, 200);
+    skip(Duration::from_secs(2 * 60)).await;
+    let (status, body) = api.whoami(&access).await;
+    assert_eq!(
+        (status.as_u16(), body["code"].as_str()),
+        (401, Some("token_expired"))
+    );
+    // The refresh token still gets a new one.
+    let r = api
+        .post("/api/v1/auth/refresh", None, json!({"refresh_token": refresh}))
+        .await;
+    let t: Value = r.json().await.unwrap();
+    assert_eq!(api.whoami(t["access_token"].as_str().unwrap()).await.0, 200);
+    api.c.stop().await;
+}
+
+#[tokio::test]
+async fn refresh_rotates_and_a_reused_token_revokes_its_family() {
+    for db in TestDb::all().await {
+        let api = Api::start(&db).await;
+        api.add_operator("alice", Role::Viewer, "").await;
+        let (_, rt1) = api.tokens("alice").await;
+        let refresh = |rt: String| api.post("/api/v1/auth/refresh", None, json!({"refresh_token": rt}));
+        let r = refresh(rt1.clone()).await;
+        assert_eq!(r.status(), 200);
+        let t2: Value = r.json().await.unwrap();
+        let rt2 = t2["refresh_token"].as_str().unwrap().to_string();
+        assert_ne!(rt1, rt2);
+        // A client whose answer was lost retries within the grace window.
+        let r = refresh(rt1.clone()).await;
+        assert_eq!(r.status(), 200);
+        let t3: Value = r.json().await.unwrap();
+        let (access3, rt3) = (
+            t3["access_token"].as_str().unwrap().to_string(),
+            t3["refresh_token"].as_str().unwrap().to_string(),
+        );
+        assert_eq!(api.whoami(&access3).await.0, 200);
+        // Past it, a reuse is theft: the whole family goes.
+        skip(Duration::from_secs(11)).await;
+        let (status, body) = error_of(refresh(rt2).await).await;
+        assert_eq!(
+            (status.as_u16(), body["code"].as_str()),
+            (401, Some("refresh_token_reused"))
+        );
+        let (status, body) = error_of(refresh(rt3).await).await;
+        assert_eq!(
+            (status.as_u16(), body["code"].as_str()),
+            (401, Some("invalid_token"))
+        );
+        assert_eq!(
+            api.whoami(&access3).await.0,
+            401,
+            "the session's access tokens go too"
+        );
+        assert_eq!(error_of(refresh("rt_0000".into()).await).await.0, 401);
+        // Another session of the same operator is untouched.
+        let (access, _) = api.tokens("alice").await;
+        assert_eq!(api.whoami(&access).await.0, 200);
+        api.c.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn logout_ends_the_session_by_refresh_token_or_by_access_token() {
+    let db = TestDb::sqlite();
+    let api = Api::start(&db).await;
+    api.add_operator("alice", Role::Viewer, "").await;
+    let (access, refresh) = api.tokens("alice").await;
+    let r = api
+        .post("/api/v1/auth/logout", None, json!({"refresh_token": refresh}))
+        .await;
+    assert_eq!(r.status(), 204);
+    assert_eq!(api.whoami(&access).await.0, 401);
+    let r = api
+        .post("/api/v1/auth/refresh", None, json!({"refresh_token": refresh}))
+        .await;
+    assert_eq!(r.status(), 401);
+
+    let (access, refresh) = api.tokens("alice").await;
+    let r = api
+        .http
+        .post(format!("{}/api/v1/auth/logout", api.base))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(api.whoami(&access).await.0, 401);
+    let r = api
+        .post("/api/v1/auth/refresh", None, json!({"refresh_token": refresh}))
+        .await;
+    assert_eq!(r.status(), 401);
+    // Without either: 401.
+    let r = api
+        .http
+        .post(format!("{}/api/v1/auth/logout", api.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    api.c.stop().await;
+}
+
+#[tokio::test]
+async fn a_password_role_or_state_change_revokes_the_operators_tokens() {
+    let db = TestDb::sqlite();
+    let api = Api::start(&db).await;
+    api.add_operator("alice", Role::Dispatcher, "").await;
+    let changes = [
+        OperatorChange::Password(password::hash("another passphrase").unwrap()),
+        OperatorChange::Access {
+            role: Some(Role::Viewer),
+            fleets: None,
+        },
+        OperatorChange::Disabled(true),
+    ];
+    for change in changes {
+        api.c
+            .store
+            .change_operator("test", "alice", OperatorChange::Disabled(false))
+            .await
+            .unwrap();
+        api.c
+            .store
+            .change_operator(
+                "test",
+                "alice",
+                OperatorChange::Password(password::hash(PW).unwrap()),
+            )
+            .await
+            .unwrap();
+        api.until(|| async { api.login("alice", PW).await.status() == 200 })
+            .await;
+        let (access, refresh) = api.tokens("alice").await;
+        assert_eq!(api.whoami(&access).await.0, 200);
+        api.c
+            .store
+            .change_operator("test", "alice", change.clone())
+            .await
+            .unwrap();
+        api.until(|| async { api.whoami(&access).await.0 == 401 }).await;
+        let r = api
+            .post("/api/v1/auth/refresh", None, json!({"refresh_token": refresh}))
+            .await;
+        assert_eq!(r.status(), 401, "{change:?}");
+    }
+    api.c.stop().await;
+}
+
+#[tokio::test]
+async fn a_rotated_key_signs_new_tokens_and_the_old_one_checks_until_it_retires() {
+    let db = TestDb::sqlite();
+    let api = Api::start(&db).await;
+    api.add_operator("alice", Role::Viewer, "").await;
+    let (old, _) = api.tokens("alice").await;
+    let old_kid = parts(&old).0["kid"].clone();
+    let kid = api
+        .c
+        .store
+        .add_signing_key("test", Some(15 * 60 * 1000))
+        .await
+        .unwrap();
+    api.until(|| async {
+        let jwks: Value = api
+            .get("/api/v1/auth/jwks.json", None)
+            .await
+            .json()
+            .await
+            .unwrap();
+        jwks["keys"].as_array().unwrap().len() == 2
+    })
+    .await;
+    let (new, _) = api.tokens("alice").await;
+    assert_eq!(parts(&new).0["kid"], json!(kid));
+    assert_ne!(json!(kid), old_kid);
+    assert_eq!(api.whoami(&old).await.0, 200);
+    assert_eq!(api.whoami(&new).await.0, 200);
+    skip(Duration::from_secs(15 * 60)).await;
+    let (status, body) = api.whoami(&old).await;
+    assert_eq!(
+        (status.as_u16(), body["message"].as_str()),
+        (401, Some("token signed with an unknown key"))
+    );
+    let jwks: Value = api
+        .get("/api/v1/auth/jwks.json", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 1);
+    api.c.stop().await;
+}
+
+#[tokio::test]
+async fn hs256_with_a_secret_from_the_configuration() {
+    let db = TestDb::sqlite();
+    let secret = "ab".repeat(32);
+    let api = Api::with(&db, |c| {
+        c.api.jwt_algorithm = JwtAlgorithm::HS256;
+        c.api.jwt_secret = Secret(secret.clone());
+    })
+    .await;
+    api.add_operator("alice", Role::Viewer, "").await;
+    let (access, _) = api.tokens("alice").await;
+    assert_eq!(parts(&access).0["alg"], "HS256");
+    assert_eq!(api.whoami(&access).await.0, 200);
+    let jwks: Value = api
+        .get("/api/v1/auth/jwks.json", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jwks["keys"], json!([]), "the secret is never published");
+    api.c.stop().await;
+
+    let mut short = Config::default();
+    short.api.jwt_algorithm = JwtAlgorithm::HS256;
+    short.api.jwt_secret = Secret("ab".repeat(31));
+    assert!(short.validate().unwrap_err().to_string().contains("32"));
+    assert!(
+        !format!("{:?}", short.api).contains("abab"),
+        "the secret is not in Debug output"
+    );
+}
+
+#[tokio::test]
+async fn two_controllers_on_one_database_accept_each_others_tokens() {
+    for db in TestDb::all().await {
+        let a = Api::start(&db).await;
+        let b = Api::serve(
+            trunkd::controller::start(call_config(
+                &db,
+                trunking(TrunkingMode::Message, EmergencyPolicy::Preempt),
+            ))
+            .await
+            .unwrap(),
+            &ApiConfig::default(),
+        )
+        .await;
+        a.add_operator("alice", Role::Viewer, "").await;
+        b.until(|| async { b.login("alice", PW).await.status() == 200 })
+            .await;
+        let (from_a, _) = a.tokens("alice").await;
+        let (from_b, rt_b) = b.tokens("alice").await;
+        assert_eq!(b.whoami(&from_a).await.0, 200);
+        assert_eq!(a.whoami(&from_b).await.0, 200);
+        // A logout on one is heard by the other.
+        let r = a
+            .post("/api/v1/auth/logout", None, json!({"refresh_token": rt_b}))
+            .await;
+        assert_eq!(r.status(), 204);
+        b.until(|| async { b.whoami(&from_b).await.0 == 401 }).await;
+        b.c.stop().await;
+        a.c.stop().await;
+    }
 }

@@ -724,3 +724,15 @@ async fn operators_from_the_command_line_with_passwords_read_twice() {
     cli.ok(&["operator", "remove", "bob"]).await;
     assert!(!cli.ok(&["operator", "list"]).await.contains("bob"));
 }
+
+#[tokio::test]
+async fn rotate_key_adds_a_signing_key() {
+    let cli = Cli::new();
+    let first = cli.ok(&["auth", "rotate-key"]).await;
+    let second = cli.ok(&["auth", "rotate-key"]).await;
+    assert!(
+        first.starts_with("signing key ") && second.starts_with("signing key "),
+        "{first}"
+    );
+    assert_ne!(first, second);
+}

@@ -2,29 +2,45 @@
 //! the same runtime as the site link. Every route calls the [`ControllerHandle`], never
 //! the controller's internals.
 //!
-//! So far: `GET /healthz` (no authentication: liveness and whether the database
-//! answers) and JSON errors for everything else. Operators, tokens and the `/api/v1`
-//! routes are issue 12's next steps.
+//! - `GET /healthz`: no token (liveness, whether the database answers).
+//! - `/api/v1/auth/…` ([`auth`]): log in, refresh, log out, the public keys.
+//! - Everything else under `/api/v1` needs `Authorization: Bearer <access token>`: a
+//!   [`Caller`] in a handler's arguments checks it (401 when it is missing or refused)
+//!   and [`Caller::require`] checks the role (403).
+//!
+//! Every error is JSON ([`ApiError`]): a stable `code`, a `message`, and the `field` at
+//! fault where there is one. A body larger than `api.body_limit` is refused with 413;
+//! a request not answered within `api.request_timeout_ms` with 503.
+
+pub mod auth;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request, State};
+use axum::http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
+use crate::auth::{AuthError, Principal, Role};
+use crate::config::ApiConfig;
 use crate::controller::{Alarm, Answer, ControllerHandle, Query};
 
 /// An error as every route answers it: a stable `code`, a `message` for people, and the
 /// `field` at fault where there is one.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ApiError {
-    /// Stable, machine-readable: `not_found`, `method_not_allowed`, …
+    /// Stable, machine-readable: `not_found`, `invalid_token`, `forbidden`, …
     pub code: &'static str,
     /// What went wrong, for people.
     pub message: String,
@@ -33,22 +49,207 @@ pub struct ApiError {
     pub field: Option<String>,
     #[serde(skip)]
     status: StatusCode,
+    /// Seconds to wait, for 429.
+    #[serde(skip)]
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    /// An error with `status`, `code` and `message`.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             code,
             message: message.into(),
             field: None,
             status,
+            retry_after: None,
         }
+    }
+
+    /// 400 `invalid` naming the `field` at fault.
+    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        ApiError {
+            field: Some(field.to_string()),
+            ..ApiError::new(StatusCode::BAD_REQUEST, "invalid", message)
+        }
+    }
+
+    /// 403: the caller's role or fleets do not allow it.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    /// 429 with `Retry-After`.
+    pub fn too_many(retry_after_s: u64) -> Self {
+        ApiError {
+            retry_after: Some(retry_after_s),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many attempts; try again later",
+            )
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(self)).into_response()
+        let (status, retry, unauthorized) = (
+            self.status,
+            self.retry_after,
+            self.status == StatusCode::UNAUTHORIZED,
+        );
+        let mut r = (status, Json(self)).into_response();
+        if let Some(s) = retry {
+            r.headers_mut().insert("retry-after", HeaderValue::from(s));
+        }
+        if unauthorized {
+            // RFC 6750 §3.
+            r.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"trunkd\""),
+            );
+        }
+        r
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        let unauthorized = |code| ApiError::new(StatusCode::UNAUTHORIZED, code, e.to_string());
+        match &e {
+            AuthError::BadCredentials => unauthorized("invalid_credentials"),
+            AuthError::Expired => unauthorized("token_expired"),
+            AuthError::Invalid(_) => unauthorized("invalid_token"),
+            AuthError::Reused => unauthorized("refresh_token_reused"),
+            AuthError::Unavailable(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string())
+            }
+            AuthError::Random => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+        }
+    }
+}
+
+/// What every route shares.
+#[derive(Clone)]
+pub struct ApiState {
+    handle: ControllerHandle,
+    limits: Arc<auth::LoginLimits>,
+}
+
+/// A JSON body, refused with a JSON [`ApiError`] naming the field at fault (where
+/// axum's own `Json` answers in plain text).
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let json = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+        if !json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "the body must be JSON (Content-Type: application/json)",
+            ));
+        }
+        let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    "the body is larger than allowed",
+                )
+            } else {
+                ApiError::new(StatusCode::BAD_REQUEST, "bad_body", "the body could not be read")
+            }
+        })?;
+        let mut de = serde_json::Deserializer::from_slice(&bytes);
+        let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let mut err = ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", inner.to_string());
+            if path != "." {
+                err.field = Some(path);
+            } else if let Some(f) = missing_field(&inner.to_string()) {
+                err.field = Some(f);
+            }
+            err
+        })?;
+        de.end()
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.to_string()))?;
+        Ok(Body(value))
+    }
+}
+
+/// A body that may be left out: `None` when the request has no `Content-Type`.
+impl<S: Send + Sync, T: DeserializeOwned> axum::extract::OptionalFromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Option<Self>, ApiError> {
+        if req.headers().get(CONTENT_TYPE).is_none() {
+            return Ok(None);
+        }
+        <Body<T> as FromRequest<S>>::from_request(req, state)
+            .await
+            .map(Some)
+    }
+}
+
+/// The field serde names in "missing field `x`".
+fn missing_field(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("missing field `")?;
+    Some(rest[..rest.find('`')?].to_string())
+}
+
+/// The operator behind a request, from its `Authorization: Bearer` access token.
+pub struct Caller(pub Principal);
+
+impl Caller {
+    /// 403 unless the caller's role is `need` or above.
+    pub fn require(&self, need: Role) -> Result<&Principal, ApiError> {
+        if self.0.may(need) {
+            Ok(&self.0)
+        } else {
+            Err(ApiError::forbidden(format!(
+                "this needs the {need} role; {} is {}",
+                self.0.name, self.0.role
+            )))
+        }
+    }
+}
+
+impl FromRequestParts<ApiState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
+        let unauthorized = |code, m: &str| ApiError::new(StatusCode::UNAUTHORIZED, code, m);
+        let Some(value) = parts.headers.get(axum::http::header::AUTHORIZATION) else {
+            return Err(unauthorized(
+                "missing_token",
+                "an access token is needed: Authorization: Bearer <token>",
+            ));
+        };
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim())
+            .ok_or_else(|| {
+                unauthorized("invalid_token", "the Authorization header must be Bearer <token>")
+            })?;
+        Ok(Caller(state.handle.authenticate(token)?))
     }
 }
 
@@ -63,9 +264,15 @@ pub struct Health {
 }
 
 /// The API's routes over `handle`.
-pub fn router(handle: ControllerHandle) -> Router {
+pub fn router(handle: ControllerHandle, cfg: &ApiConfig) -> Router {
+    let state = ApiState {
+        handle,
+        limits: Arc::new(auth::LoginLimits::new(cfg.login_attempts_per_minute)),
+    };
+    let timeout = Duration::from_millis(cfg.request_timeout_ms);
     Router::new()
         .route("/healthz", get(healthz))
+        .nest("/api/v1/auth", auth::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -74,11 +281,25 @@ pub fn router(handle: ControllerHandle) -> Router {
                 "this route does not take that method",
             )
         })
-        .with_state(handle)
+        .layer(DefaultBodyLimit::max(cfg.body_limit))
+        .layer(axum::middleware::from_fn(
+            move |req: Request, next: Next| async move {
+                match tokio::time::timeout(timeout, next.run(req)).await {
+                    Ok(r) => r,
+                    Err(_) => ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "timeout",
+                        "the request was not answered in time",
+                    )
+                    .into_response(),
+                }
+            },
+        ))
+        .with_state(state)
 }
 
-async fn healthz(State(handle): State<ControllerHandle>) -> Result<Json<Health>, ApiError> {
-    let alarms = match handle.query(Query::Alarms) {
+async fn healthz(State(state): State<ApiState>) -> Result<Json<Health>, ApiError> {
+    let alarms = match state.handle.query(Query::Alarms) {
         Ok(Answer::Alarms(a)) => a,
         _ => {
             return Err(ApiError::new(
@@ -112,9 +333,9 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 pub async fn serve(
     listener: TcpListener,
     handle: ControllerHandle,
+    cfg: ApiConfig,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(handle))
-        .with_graceful_shutdown(stop)
-        .await
+    let app = router(handle, &cfg).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app).with_graceful_shutdown(stop).await
 }

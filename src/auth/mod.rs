@@ -1,12 +1,16 @@
 //! Operators of the API and how they prove who they are: roles and fleet scopes, argon2id
-//! passwords ([`password`]), and (next) the signed access tokens and rotating refresh
-//! tokens they hold.
+//! passwords ([`password`]), signed access tokens and rotating refresh tokens
+//! ([`tokens`]), and the [`Authority`] that logs in and checks tokens.
 //!
 //! Operators live in the database (`operators`, `src/store/operators.rs`); every change
 //! to one writes its audit entry (`operator:<name>`), which every controller on the
 //! database follows.
 
+mod authority;
 pub mod password;
+pub mod tokens;
+
+pub use authority::{AuthError, Authority, Principal, Tokens};
 
 use std::fmt;
 use std::str::FromStr;

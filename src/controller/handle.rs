@@ -11,6 +11,9 @@
 
 use std::sync::Arc;
 
+use jsonwebtoken::jwk::JwkSet;
+
+use crate::auth::{AuthError, Principal, Tokens};
 use crate::core::trunking::{CallView, QueueEntry, SlotView};
 use crate::events::{EventKind, Lagged, Subscription};
 use crate::hlr::Permissions;
@@ -623,5 +626,35 @@ impl ControllerHandle {
     /// [`ControllerHandle::events`].
     pub fn resume(&self, after: u64) -> Result<Subscription, Lagged> {
         self.node.events.resume(after)
+    }
+
+    /// Logs an operator in (`client`: its address, for the log and the audit entry).
+    pub async fn login(&self, name: &str, password: &str, client: &str) -> Result<Tokens, AuthError> {
+        self.node.auth.login(name, password, client).await
+    }
+
+    /// Exchanges a refresh token for new tokens (see [`crate::auth::Authority::refresh`]).
+    pub async fn refresh(&self, refresh_token: &str, client: &str) -> Result<Tokens, AuthError> {
+        self.node.auth.refresh(refresh_token, client).await
+    }
+
+    /// Ends the session of a refresh token.
+    pub async fn logout(&self, refresh_token: &str) -> Result<(), AuthError> {
+        self.node.auth.logout(refresh_token).await
+    }
+
+    /// Ends `principal`'s session.
+    pub async fn end_session(&self, principal: &Principal) -> Result<(), AuthError> {
+        self.node.auth.end_session(principal).await
+    }
+
+    /// Checks an access token (in memory, no database): who is asking.
+    pub fn authenticate(&self, access_token: &str) -> Result<Principal, AuthError> {
+        self.node.auth.authenticate(access_token)
+    }
+
+    /// The public keys that check access tokens.
+    pub fn jwks(&self) -> JwkSet {
+        self.node.auth.jwks()
     }
 }

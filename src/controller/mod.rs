@@ -31,6 +31,7 @@ use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::auth::Authority;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::core::entropy::OsEntropy;
@@ -58,6 +59,9 @@ pub enum StartError {
     /// The HLR could not be opened or loaded.
     #[error("HLR: {0}")]
     Store(#[from] StoreError),
+    /// The API's operators or signing keys could not be loaded.
+    #[error("operator API: {0}")]
+    Auth(#[from] crate::auth::AuthError),
     /// The link listener could not be bound.
     #[error("binding {addr}: {source}")]
     Bind {
@@ -107,6 +111,7 @@ pub async fn start_with_clock(cfg: Config, clock: Clock) -> Result<Running, Star
     }
     let cfg = parameters_in_force(&store, cfg).await?;
     let hlr = Arc::new(HlrCache::load(&store).await?);
+    let auth = Arc::new(Authority::start(&cfg.api, store.clone(), clock).await?);
     info!(
         backend = store.backend(),
         subscribers = hlr.subscriber_count(),
@@ -171,6 +176,7 @@ pub async fn start_with_clock(cfg: Config, clock: Clock) -> Result<Running, Star
         writer,
         events,
         health: health.clone(),
+        auth,
         clock,
         following: tokio::sync::Mutex::new(()),
     });

@@ -6,6 +6,7 @@ use std::sync::{Arc, PoisonError};
 
 use tracing::{info, warn};
 
+use crate::auth::Authority;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::core::registration::{Event, Registrar};
@@ -39,6 +40,8 @@ pub(super) struct Node {
     pub(super) writer: Arc<WriteBehind>,
     pub(super) events: Arc<EventBus>,
     pub(super) health: Arc<DbHealth>,
+    /// The operator API's logins and tokens.
+    pub(super) auth: Arc<Authority>,
     pub(super) clock: Clock,
     /// Held while HLR changes are applied, so that the handle and the periodic follow
     /// never apply the same change twice.
@@ -72,6 +75,9 @@ impl Node {
                 self.calls.sync_sites();
             }
         }
+        if let Some(r) = self.auth.retry_reloads().await {
+            self.health.report("reloading operators", r);
+        }
         for change in self.hlr.take_changes() {
             match change {
                 // Inhibits and enables go over the air (PROTOCOL.md §5.4).
@@ -84,6 +90,16 @@ impl Node {
                 }
                 // Another controller on the database changed system parameters.
                 HlrChange::Parameters => self.load_parameters().await,
+                // The operator API's accounts, sessions and keys.
+                HlrChange::Operator(name) => {
+                    let r = self.auth.reload_operator(&name).await;
+                    self.health.report("reloading an operator", r);
+                }
+                HlrChange::SessionRevoked(family) => self.auth.session_revoked(&family),
+                HlrChange::SigningKeys => {
+                    let r = self.auth.reload_keys().await;
+                    self.health.report("reloading the API's signing keys", r);
+                }
             }
         }
     }

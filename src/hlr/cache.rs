@@ -34,7 +34,7 @@ pub struct HlrCache {
 
 /// A change in the HLR that a running controller acts on (see
 /// [`HlrCache::take_changes`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HlrChange {
     /// Inhibited (`true`) or enabled again (`false`).
     Inhibited(Imsi, bool),
@@ -42,6 +42,12 @@ pub enum HlrChange {
     Removed(Imsi),
     /// System parameters were changed (by any controller on the database).
     Parameters,
+    /// An operator of the API was added, changed or removed.
+    Operator(String),
+    /// An operator's session was revoked.
+    SessionRevoked(String),
+    /// The API's signing keys were rotated.
+    SigningKeys,
 }
 
 impl HlrCache {
@@ -82,6 +88,14 @@ impl HlrCache {
                     talkgroups = true;
                 } else if e.object.starts_with("parameter:") {
                     parameters = true;
+                } else if let Some(name) = e.object.strip_prefix("operator:") {
+                    self.changed(HlrChange::Operator(name.to_string()));
+                } else if let Some(family) = e.object.strip_prefix("session:") {
+                    if e.action == "session.revoke" {
+                        self.changed(HlrChange::SessionRevoked(family.to_string()));
+                    }
+                } else if e.object == "signing-keys" {
+                    self.changed(HlrChange::SigningKeys);
                 }
             }
             if full_reload {

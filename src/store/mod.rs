@@ -138,7 +138,7 @@ mod subscribers;
 pub use audit::AuditEntry;
 pub use calls::CallRecordRow;
 pub use import::Provisioned;
-pub use operators::OperatorChange;
+pub use operators::{OperatorChange, RefreshRow};
 
 use audit::audit_in;
 

@@ -9,6 +9,7 @@ use sqlx::Row;
 
 use super::audit::audit_in;
 use super::{conflict, corrupt, Arg, Store, StoreError};
+use crate::auth::tokens::{new_key, KeyRow};
 use crate::auth::{check_name, Fleets, Operator, Role};
 
 /// What changes about an operator.
@@ -207,4 +208,171 @@ where
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
     })
+}
+
+/// A refresh token as the database holds it (by the SHA-256 of the token).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefreshRow {
+    /// SHA-256 of the token.
+    pub hash: Vec<u8>,
+    /// The session: one login's chain of rotations.
+    pub family: String,
+    /// Whose.
+    pub operator: String,
+    /// The operator's generation when issued.
+    pub generation: i64,
+    /// Unix ms.
+    pub expires_at: i64,
+    /// When it was exchanged for a newer one (Unix ms).
+    pub rotated_at: Option<i64>,
+    /// Its family was revoked.
+    pub revoked: bool,
+}
+
+impl Store {
+    /// The signing keys, oldest first (their private halves: for the key ring only).
+    pub async fn signing_keys(&self) -> Result<Vec<KeyRow>, StoreError> {
+        dispatch!(self, p => {
+            let rows = sqlx::query(
+                "SELECT kid, private_key, public_key, created_at, retire_at FROM signing_keys ORDER BY created_at, kid",
+            )
+            .fetch_all(p)
+            .await?;
+            rows.iter().map(|r| -> Result<KeyRow, StoreError> {
+                Ok(KeyRow {
+                    kid: r.try_get("kid")?,
+                    private_key: r.try_get("private_key")?,
+                    public_key: r.try_get("public_key")?,
+                    created_at: r.try_get("created_at")?,
+                    retire_at: r.try_get("retire_at")?,
+                })
+            }).collect()
+        })
+    }
+
+    /// Makes a fresh Ed25519 signing key. With `retire_others_after_ms`, it becomes the
+    /// one signing key and every current key retires that long from now
+    /// (`auth.rotate-key`); without, it is added only if there is no current key (a first
+    /// start: controllers starting together agree on one as they all read the keys back).
+    /// Returns the new key's kid (whether or not a first start added it).
+    pub async fn add_signing_key(
+        &self,
+        actor: &str,
+        retire_others_after_ms: Option<i64>,
+    ) -> Result<String, StoreError> {
+        let now = self.now_ms();
+        let key =
+            new_key(now).map_err(|e| StoreError::Invalid(format!("the OS random generator failed: {e}")))?;
+        dispatch!(self, p => {
+            let mut tx = p.begin().await?;
+            if let Some(after) = retire_others_after_ms {
+                sqlx::query("UPDATE signing_keys SET retire_at = $1 WHERE retire_at IS NULL")
+                    .bind(now + after)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query(
+                "INSERT INTO signing_keys (kid, private_key, public_key, created_at) \
+                 SELECT $1, $2, $3, $4 WHERE NOT EXISTS (SELECT 1 FROM signing_keys WHERE retire_at IS NULL)",
+            )
+            .bind(&key.kid)
+            .bind(&key.private_key)
+            .bind(&key.public_key)
+            .bind(key.created_at)
+            .execute(&mut *tx)
+            .await?;
+            let action = if retire_others_after_ms.is_some() { "auth.rotate-key" } else { "auth.first-key" };
+            audit_in(&mut tx, now, actor, action, "signing-keys", &format!("kid={}", key.kid)).await?;
+            tx.commit().await?;
+        });
+        Ok(key.kid)
+    }
+
+    /// Stores a new refresh token; `rotating`: it replaces the family's live tokens, which
+    /// are marked rotated in the same transaction.
+    pub async fn put_refresh_token(&self, row: &RefreshRow, rotating: bool) -> Result<(), StoreError> {
+        let now = self.now_ms();
+        dispatch!(self, p => {
+            let mut tx = p.begin().await?;
+            if rotating {
+                sqlx::query("UPDATE refresh_tokens SET rotated_at = $1 WHERE family = $2 AND rotated_at IS NULL")
+                    .bind(now)
+                    .bind(&row.family)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query(
+                "INSERT INTO refresh_tokens (hash, family, operator, generation, issued_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&row.hash)
+            .bind(&row.family)
+            .bind(&row.operator)
+            .bind(row.generation)
+            .bind(now)
+            .bind(row.expires_at)
+            .execute(&mut *tx)
+            .await?;
+            // Expired tokens are of no use to anyone: forget them as new ones come.
+            sqlx::query("DELETE FROM refresh_tokens WHERE expires_at < $1")
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// The refresh token whose SHA-256 is `hash`.
+    pub async fn refresh_token(&self, hash: &[u8]) -> Result<Option<RefreshRow>, StoreError> {
+        dispatch!(self, p => {
+            let row = sqlx::query(
+                "SELECT hash, family, operator, generation, expires_at, rotated_at, revoked \
+                 FROM refresh_tokens WHERE hash = $1",
+            )
+            .bind(hash)
+            .fetch_optional(p)
+            .await?;
+            row.map(|r| -> Result<RefreshRow, StoreError> {
+                Ok(RefreshRow {
+                    hash: r.try_get("hash")?,
+                    family: r.try_get("family")?,
+                    operator: r.try_get("operator")?,
+                    generation: r.try_get("generation")?,
+                    expires_at: r.try_get("expires_at")?,
+                    rotated_at: r.try_get("rotated_at")?,
+                    revoked: r.try_get("revoked")?,
+                })
+            })
+            .transpose()
+        })
+    }
+
+    /// The sessions revoked whose refresh tokens have not expired yet.
+    pub async fn revoked_sessions(&self) -> Result<Vec<String>, StoreError> {
+        let now = self.now_ms();
+        dispatch!(self, p => Ok(sqlx::query_scalar(
+            "SELECT DISTINCT family FROM refresh_tokens WHERE revoked AND expires_at > $1",
+        )
+        .bind(now)
+        .fetch_all(p)
+        .await?))
+    }
+
+    /// Revokes a session (refresh-token family): its refresh tokens are refused, and the
+    /// audit entry (`session.revoke`, `session:<family>`) tells every controller to
+    /// refuse its access tokens too.
+    pub async fn revoke_session(&self, actor: &str, family: &str, why: &str) -> Result<(), StoreError> {
+        let now = self.now_ms();
+        dispatch!(self, p => {
+            let mut tx = p.begin().await?;
+            sqlx::query("UPDATE refresh_tokens SET revoked = TRUE WHERE family = $1")
+                .bind(family)
+                .execute(&mut *tx)
+                .await?;
+            audit_in(&mut tx, now, actor, "session.revoke", &format!("session:{family}"), why).await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
 }

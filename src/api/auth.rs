@@ -1,0 +1,144 @@
+//! `/api/v1/auth`: log in, refresh, log out, who am I, and the public keys.
+//!
+//! Logins are limited per operator name and per client address
+//! (`api.login_attempts_per_minute` each, as a burst then a steady rate; governor's
+//! GCRA): one more gets 429 with `Retry-After`, before any password is checked. A name
+//! can thus be locked out by someone else's attempts for at most a minute; the address
+//! limit stops one client from trying many names.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use governor::clock::{Clock as _, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use serde::{Deserialize, Serialize};
+
+use super::{ApiError, ApiState, Body, Caller};
+use crate::auth::{Role, Tokens};
+
+/// `POST /login`'s body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Login {
+    /// The operator's name.
+    pub username: String,
+    /// Its password.
+    pub password: String,
+}
+
+/// `POST /refresh`'s body (and `POST /logout`'s, optional there).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Refresh {
+    /// The refresh token.
+    pub refresh_token: String,
+}
+
+/// `GET /whoami`: the caller as the controller sees it now.
+#[derive(Serialize)]
+pub struct WhoAmI {
+    /// Name.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// Fleets; empty: every fleet.
+    pub fleets: Vec<u16>,
+}
+
+pub(super) fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/login", post(login))
+        .route("/refresh", post(refresh))
+        .route("/logout", post(logout))
+        .route("/whoami", get(whoami))
+        .route("/jwks.json", get(jwks))
+}
+
+/// The login rate limits.
+pub struct LoginLimits {
+    by_name: DefaultKeyedRateLimiter<String>,
+    by_address: DefaultKeyedRateLimiter<std::net::IpAddr>,
+}
+
+impl LoginLimits {
+    /// `per_minute` attempts per name and per address (at least 1).
+    pub fn new(per_minute: u32) -> Self {
+        let quota = Quota::per_minute(NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN));
+        LoginLimits {
+            by_name: RateLimiter::keyed(quota),
+            by_address: RateLimiter::keyed(quota),
+        }
+    }
+
+    /// One attempt for `name` from `addr`: `Err(seconds to wait)` when over either limit.
+    fn attempt(&self, name: &str, addr: std::net::IpAddr) -> Result<(), u64> {
+        let now = DefaultClock::default().now();
+        let wait = |n: governor::NotUntil<_>| n.wait_time_from(now).as_secs().max(1);
+        // Forget quiet keys now and then, so that many names cannot grow the maps.
+        if self.by_name.len() > 10_000 {
+            self.by_name.retain_recent();
+        }
+        if self.by_address.len() > 10_000 {
+            self.by_address.retain_recent();
+        }
+        self.by_address.check_key(&addr).map_err(wait)?;
+        self.by_name.check_key(&name.to_string()).map_err(wait)?;
+        Ok(())
+    }
+}
+
+async fn login(
+    State(s): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Body(body): Body<Login>,
+) -> Result<Json<Tokens>, ApiError> {
+    s.limits
+        .attempt(&body.username, peer.ip())
+        .map_err(ApiError::too_many)?;
+    let client = peer.ip().to_string();
+    Ok(Json(
+        s.handle.login(&body.username, &body.password, &client).await?,
+    ))
+}
+
+async fn refresh(
+    State(s): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Body(body): Body<Refresh>,
+) -> Result<Json<Tokens>, ApiError> {
+    Ok(Json(
+        s.handle
+            .refresh(&body.refresh_token, &peer.ip().to_string())
+            .await?,
+    ))
+}
+
+/// Ends a session: the one of the refresh token in the body, or else the caller's.
+async fn logout(
+    State(s): State<ApiState>,
+    caller: Result<Caller, ApiError>,
+    body: Option<Body<Refresh>>,
+) -> Result<StatusCode, ApiError> {
+    match body {
+        Some(Body(r)) => s.handle.logout(&r.refresh_token).await?,
+        None => s.handle.end_session(&caller?.0).await?,
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn whoami(caller: Caller) -> Json<WhoAmI> {
+    let p = caller.0;
+    Json(WhoAmI {
+        name: p.name,
+        role: p.role,
+        fleets: p.fleets.ids().iter().map(|f| f.get()).collect(),
+    })
+}
+
+async fn jwks(State(s): State<ApiState>) -> Json<jsonwebtoken::jwk::JwkSet> {
+    Json(s.handle.jwks())
+}
