@@ -3,14 +3,17 @@
 //! the controller's internals.
 //!
 //! So far: `GET /healthz` (no authentication: liveness and whether the database
-//! answers) and JSON errors for everything else. Operators, tokens and the `/api/v1`
-//! routes are issue 12's next steps.
+//! answers), `GET /metrics` (no authentication either, for Prometheus scrapers: the
+//! API listens on loopback by default; the Prometheus text format of
+//! [`ControllerHandle::metrics`], every metric listed in the README) and JSON errors for
+//! everything else. Operators, tokens and the `/api/v1` routes are issue 12's next
+//! steps.
 
 use std::future::Future;
 use std::net::SocketAddr;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -66,6 +69,7 @@ pub struct Health {
 pub fn router(handle: ControllerHandle) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -95,6 +99,19 @@ async fn healthz(State(handle): State<ControllerHandle>) -> Result<Json<Health>,
         status: "ok",
         database: if down { "down" } else { "up" },
     }))
+}
+
+/// `GET /metrics`: the Prometheus text format (version 0.0.4), without a token like
+/// `/healthz`, so that a Prometheus server can scrape it.
+async fn metrics(State(handle): State<ControllerHandle>) -> Result<Response, ApiError> {
+    let text = handle.metrics().encode().map_err(|_| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the metrics could not be encoded",
+        )
+    })?;
+    Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response())
 }
 
 /// Binds the API on `addr`; warns when that is reachable from the network without TLS.
