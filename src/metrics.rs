@@ -52,7 +52,7 @@ const BOUNDS_NS: [u64; 18] = [
     30_000_000_000,
 ];
 
-/// A latency histogram with the fixed buckets of [`BOUNDS_NS`]: one atomic per bucket
+/// A latency histogram with fixed buckets from 50 µs to 30 s: one atomic per bucket
 /// and one for the sum, so recording takes no lock.
 #[derive(Debug)]
 pub struct Histogram {
