@@ -21,6 +21,8 @@
 //!   its `ControllerHandle` is the one way in for commands, queries and events.
 //! - [`events`]: the numbered event stream operators listen to (snapshot, resume, lag).
 //! - [`params`]: the system parameters operators change on a running system.
+//! - [`metrics`]: what the controller counts and measures of itself (grants, denies,
+//!   registrations, latency histograms) and its Prometheus text for `GET /metrics`.
 //! - [`shell`]: the IO shells around the cores, the services behind the link: calls and
 //!   slots, messages without a slot, inhibit/enable over the air, their timer task.
 //! - [`clock`]: the one clock (tokio time; Unix time read once at start).
@@ -38,6 +40,7 @@ pub mod events;
 pub mod hlr;
 pub mod link;
 pub mod logging;
+pub mod metrics;
 pub mod params;
 pub mod protocol;
 pub mod shell;

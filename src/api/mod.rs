@@ -3,6 +3,9 @@
 //! the controller's internals.
 //!
 //! - `GET /healthz`: no token (liveness, whether the database answers).
+//! - `GET /metrics`: no token either, for Prometheus scrapers (the API listens on
+//!   loopback by default): the Prometheus text format of
+//!   [`ControllerHandle::metrics`], every metric listed in the README.
 //! - `/api/v1/auth/…` ([`auth`]): log in, refresh, log out, the public keys.
 //! - Everything else under `/api/v1` needs `Authorization: Bearer <access token>`: a
 //!   [`Caller`] in a handler's arguments checks it (401 when it is missing or refused)
@@ -273,6 +276,7 @@ pub fn router(handle: ControllerHandle, cfg: &ApiConfig) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .nest("/api/v1/auth", auth::routes())
+        .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -316,6 +320,19 @@ async fn healthz(State(state): State<ApiState>) -> Result<Json<Health>, ApiError
         status: "ok",
         database: if down { "down" } else { "up" },
     }))
+}
+
+/// `GET /metrics`: the Prometheus text format (version 0.0.4), without a token like
+/// `/healthz`, so that a Prometheus server can scrape it.
+async fn metrics(State(s): State<ApiState>) -> Result<Response, ApiError> {
+    let text = s.handle.metrics().encode().map_err(|_| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the metrics could not be encoded",
+        )
+    })?;
+    Ok(([(CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response())
 }
 
 /// Binds the API on `addr`; warns when that is reachable from the network without TLS.

@@ -1,6 +1,6 @@
 //! [`ControllerHandle`]: the one way into a running controller for everything outside
 //! the link sessions (operator API, CLI, tests, the standby logic): typed commands,
-//! typed queries and the event stream. Cheap to clone.
+//! typed queries, the event stream and the metrics. Cheap to clone.
 //!
 //! A command is validated here, written to the HLR with its audit entry (naming the
 //! actor) where it changes state, and acted on at once: the handle applies the HLR
@@ -17,6 +17,7 @@ use crate::auth::{AuthError, Principal, Tokens};
 use crate::core::trunking::{CallView, QueueEntry, SlotView};
 use crate::events::{EventKind, Lagged, Subscription};
 use crate::hlr::Permissions;
+use crate::metrics::{Backlog, Scrape};
 use crate::params::{self, ParamError};
 use crate::protocol::{CallId, Cause, FleetId, Imsi, ShortData, SiteId, TalkgroupId, Target, Tmsi, Unit};
 use crate::shell::messaging::{ConsoleMessage, Reply};
@@ -597,6 +598,31 @@ impl ControllerHandle {
             out.push(Alarm::RecordsBacklog { unwritten });
         }
         out
+    }
+
+    /// Everything `GET /metrics` shows, read now: the counters and latency histograms
+    /// kept on the frame path, and the gauges read from memory (connected sites, units
+    /// on the air, calls in progress, each provisioned site's busy queue, the
+    /// write-behind backlog). Cheap enough for a scrape every second.
+    pub fn metrics(&self) -> Scrape {
+        let n = &self.node;
+        let links = self.links();
+        let (locations, audit_entries) = n.writer.backlog();
+        Scrape {
+            connected_sites: links.iter().filter(|l| l.connected).count(),
+            registered_units: n.vlr.len(),
+            active_calls: n.calls.calls().len(),
+            queue_depth: links
+                .iter()
+                .map(|l| (l.site, n.calls.queue(l.site).len()))
+                .collect(),
+            backlog: Backlog {
+                call_records: n.calls.unwritten_records().0,
+                locations,
+                audit_entries,
+            },
+            counted: n.metrics.snapshot(),
+        }
     }
 
     /// Listens from now on: the state now, and the events after it.

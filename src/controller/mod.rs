@@ -39,6 +39,7 @@ use crate::core::registration::Registrar;
 use crate::events::EventBus;
 use crate::hlr::HlrCache;
 use crate::link::{LinkServer, Links};
+use crate::metrics::Metrics;
 use crate::params;
 use crate::protocol::Cause;
 use crate::shell::calls::{CallService, CALL_ID_BLOCK};
@@ -126,15 +127,19 @@ pub async fn start_with_clock(cfg: Config, clock: Clock) -> Result<Running, Star
     let registrar = Arc::new(Registrar::new(cfg.registration.policy(), Box::new(OsEntropy)));
     let vlr = registrar.vlr();
     let (records_tx, records_rx) = mpsc::unbounded_channel();
-    let calls = Arc::new(CallService::new(
-        &cfg.trunking,
-        hlr.clone(),
-        vlr.clone(),
-        links.clone(),
-        records_tx,
-        events.clone(),
-        clock,
-    ));
+    let metrics = Arc::new(Metrics::default());
+    let calls = Arc::new(
+        CallService::new(
+            &cfg.trunking,
+            hlr.clone(),
+            vlr.clone(),
+            links.clone(),
+            records_tx,
+            events.clone(),
+            clock,
+        )
+        .counting_in(metrics.clone()),
+    );
     let messaging = Arc::new(
         Messaging::new(
             hlr.clone(),
@@ -177,6 +182,7 @@ pub async fn start_with_clock(cfg: Config, clock: Clock) -> Result<Running, Star
         events,
         health: health.clone(),
         auth,
+        metrics: metrics.clone(),
         clock,
         following: tokio::sync::Mutex::new(()),
     });
@@ -186,7 +192,8 @@ pub async fn start_with_clock(cfg: Config, clock: Clock) -> Result<Running, Star
         .map_err(|source| StartError::Bind {
             addr: link_cfg.listen,
             source,
-        })?;
+        })?
+        .recording_to(metrics);
     let link_addr = server.local_addr().map_err(|source| StartError::Bind {
         addr: link_cfg.listen,
         source,

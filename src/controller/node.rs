@@ -13,6 +13,7 @@ use crate::core::registration::{Event, Registrar};
 use crate::events::{EventBus, EventKind};
 use crate::hlr::{HlrCache, HlrChange};
 use crate::link::Links;
+use crate::metrics::Metrics;
 use crate::params;
 use crate::protocol::Imsi;
 use crate::shell::calls::CallService;
@@ -42,6 +43,8 @@ pub(super) struct Node {
     pub(super) health: Arc<DbHealth>,
     /// The operator API's logins and tokens.
     pub(super) auth: Arc<Authority>,
+    /// What the frame path counts and measures (`GET /metrics`).
+    pub(super) metrics: Arc<Metrics>,
     pub(super) clock: Clock,
     /// Held while HLR changes are applied, so that the handle and the periodic follow
     /// never apply the same change twice.

@@ -170,6 +170,13 @@ impl WriteBehind {
         }
     }
 
+    /// Last locations and audit entries waiting to be written (call records are counted
+    /// by the call service, which refuses new calls when too many wait).
+    pub(super) fn backlog(&self) -> (usize, usize) {
+        let audit = self.audit.max_capacity().saturating_sub(self.audit.capacity());
+        (self.locations.len(), audit)
+    }
+
     /// Keeps the newest sighting of a unit until the next flush.
     fn located(&self, imsi: Imsi, site: SiteId, tmsi: Tmsi, at_ms: i64) {
         self.locations

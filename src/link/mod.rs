@@ -8,6 +8,8 @@
 //! - `admission`: the handshake budget, its share per source, who is evicted for a
 //!   newcomer, and the tally behind the summarised log of refusals (`PROTOCOL.md §3.2`).
 //! - `session`: one connection, from handshake to close.
+//! - `timing`: what a session measures of its traffic for [`crate::metrics`] (request
+//!   read to answer written, denies, registration outcomes).
 //! - [`gateway`]: the gateway side, for `trunksim` and tests.
 
 mod admission;
@@ -17,6 +19,7 @@ mod handler;
 mod links;
 mod server;
 mod session;
+mod timing;
 
 pub use handler::{deny_unsupported, Handler, SiteKeys, Unsupported};
 pub use links::{Links, SendError};

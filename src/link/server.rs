@@ -18,6 +18,7 @@ use super::handler::{Handler, SiteKeys};
 use super::links::Links;
 use super::session::{self, lock, Pending, Shared};
 use crate::config::LinkConfig;
+use crate::metrics::Metrics;
 
 /// Connections the kernel may hold for `accept` (it caps this at `net.core.somaxconn`).
 /// Under a flood the queue is what lets a gateway's connection in: once it is full the
@@ -58,6 +59,17 @@ impl LinkServer {
             listener,
             shared: Arc::new(shared),
         })
+    }
+
+    /// Counts and times what the sessions write into `metrics` (a server of its own
+    /// otherwise): registration round trips, call request to grant, denies by cause and
+    /// registration outcomes (`timing.rs`).
+    pub fn recording_to(mut self, metrics: Arc<Metrics>) -> Self {
+        // The state is shared with the sessions only once `run` starts.
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.metrics = metrics;
+        }
+        self
     }
 
     /// The bound address (useful with port 0).

@@ -19,7 +19,9 @@ use super::admission::{Admission, Refusals};
 use super::codec::{FrameCodec, LinkReadError};
 use super::handler::{Handler, SiteKeys};
 use super::links::{LinkHandle, Links};
+use super::timing::{Read, Timed, Timing};
 use crate::config::LinkConfig;
+use crate::metrics::Metrics;
 use crate::protocol::{
     is_gateway_txn, verify_link_mac, Cause, Direction, Frame, FrameError, Message, SiteId,
     CONTROLLER_TXN_BASE,
@@ -33,6 +35,8 @@ pub(super) struct Shared {
     pub(super) keys: Arc<dyn SiteKeys>,
     pub(super) handler: Arc<dyn Handler>,
     pub(super) links: Links,
+    /// Where the sessions count and time what they write.
+    pub(super) metrics: Arc<Metrics>,
     /// The connections in the handshake; the handle cancels an evicted one.
     pub(super) admission: Mutex<Admission<CancellationToken>>,
     /// Handshakes that ended without a link since the last summary.
@@ -54,6 +58,7 @@ impl Shared {
             keys,
             handler,
             links,
+            metrics: Arc::default(),
             next_conn: AtomicU64::new(1),
         }
     }
@@ -274,12 +279,30 @@ async fn send_all(
     }
 }
 
+/// [`send_all`] of frames nobody read a request for in this burst (queued for the
+/// link), noting them for the link's measurements first.
+async fn send_timed(
+    framed: &mut Conn,
+    shared: &Shared,
+    link: &mut Link,
+    frames: Vec<Frame>,
+) -> Result<(), End> {
+    link.timing.note(&frames, None);
+    let sent = send_all(framed, shared, frames).await;
+    match sent {
+        Ok(()) => link.timing.written(),
+        Err(_) => link.timing.not_written(),
+    }
+    sent
+}
+
 /// State of an accepted link.
 struct Link {
     site: SiteId,
     malformed_in_row: u32,
     next_txn: u32,
     keepalive_deadline: Instant,
+    timing: Timing,
 }
 
 impl Link {
@@ -348,6 +371,7 @@ async fn accepted(
         malformed_in_row: 0,
         next_txn: CONTROLLER_TXN_BASE,
         keepalive_deadline: Instant::now() + cfg.keepalive_deadline(),
+        timing: Timing::new(shared.metrics.clone()),
     };
     let mut tick = tokio::time::interval_at(
         Instant::now() + cfg.keepalive_interval(),
@@ -371,7 +395,7 @@ async fn accepted(
                 rx.close();
                 let mut failed = None;
                 while let Some(frame) = rx.recv().await {
-                    if let Err(e) = send(&mut framed, &shared, frame).await {
+                    if let Err(e) = send_timed(&mut framed, &shared, &mut link, vec![frame]).await {
                         failed = Some(e);
                         break;
                     }
@@ -385,7 +409,7 @@ async fn accepted(
                 while let Ok(f) = rx.try_recv() {
                     queued.push(f);
                 }
-                if let Err(e) = send_all(&mut framed, &shared, queued).await { break e; }
+                if let Err(e) = send_timed(&mut framed, &shared, &mut link, queued).await { break e; }
                 break End::Close(Cause::UnknownSite, "the site was removed from the HLR".into());
             }
             _ = &mut on_overrun => {
@@ -413,13 +437,17 @@ async fn accepted(
                         Err(_) => break,
                     }
                 }
-                if let Err(e) = send_all(&mut framed, &shared, burst).await { break e; }
+                if let Err(e) = send_timed(&mut framed, &shared, &mut link, burst).await { break e; }
             }
             item = framed.next() => {
                 let ending = || superseded.is_cancelled() || overrun.is_cancelled() || removed.is_cancelled();
                 let (out, end) = read_burst(&mut framed, &mut link, &shared, &mut rx, item, ending);
                 if !out.is_empty() {
-                    if let Err(e) = send_all(&mut framed, &shared, out).await { break e; }
+                    if let Err(e) = send_all(&mut framed, &shared, out).await {
+                        link.timing.not_written();
+                        break e;
+                    }
+                    link.timing.written();
                 }
                 if let Some(end) = end { break end; }
             }
@@ -460,7 +488,12 @@ fn read_burst(
 ) -> (Vec<Frame>, Option<End>) {
     let mut out = Vec::new();
     let mut item = first;
+    // A request's latency starts when its burst is read: one clock reading per burst. A
+    // frame that arrives while the burst is handled is timed from here too, so its
+    // figure includes the handling of the frames before it.
+    let read_at = std::time::Instant::now();
     for handled in 1.. {
+        let mut read = None;
         let replies = match item {
             None => return (out, Some(End::PeerGone("peer closed the connection".into()))),
             Some(Err(LinkReadError::Io(e))) => {
@@ -471,15 +504,24 @@ fn read_burst(
                 debug!(error = %e, "malformed frame");
                 link.malformed(vec![e.answer()])
             }
-            Some(Ok(Ok(frame))) => match on_frame(link, shared, frame) {
-                Ok(replies) => replies,
-                Err(end) => return (out, Some(end)),
-            },
+            Some(Ok(Ok(frame))) => {
+                read = Timed::of(frame.msg.message_type()).map(|request| Read {
+                    txn: frame.txn,
+                    request,
+                    at: read_at,
+                });
+                match on_frame(link, shared, frame) {
+                    Ok(replies) => replies,
+                    Err(end) => return (out, Some(end)),
+                }
+            }
         };
+        let caused = out.len();
         out.extend(replies);
         while let Ok(f) = rx.try_recv() {
             out.push(f);
         }
+        link.timing.note(&out[caused..], read);
         if link.malformed_in_row >= shared.cfg.max_malformed_in_row {
             let why = format!("{} malformed frames in a row", link.malformed_in_row);
             return (out, Some(End::Close(Cause::TooManyMalformed, why)));

@@ -20,6 +20,7 @@ use crate::core::trunking::{
 use crate::events::{EventBus, EventKind};
 use crate::hlr::{HlrCache, Subscriber};
 use crate::link::Links;
+use crate::metrics::Metrics;
 use crate::protocol::{
     CallId, CallScope, CallType, Carrier, Cause, Frame, Message, MessageType, ResourceState, SiteId, Slot,
     SlotSelector, Target, Tmsi, Unit,
@@ -50,6 +51,8 @@ pub struct CallService {
     unwritten: AtomicUsize,
     /// At this many unwritten records new (non-emergency) requests are refused "busy".
     max_unwritten: usize,
+    /// Where grants and preemptions are counted.
+    metrics: Arc<Metrics>,
 }
 
 /// Call ids reserved from the database at a time; another block is fetched when fewer
@@ -84,9 +87,16 @@ impl CallService {
             stopping: AtomicBool::new(false),
             unwritten: AtomicUsize::new(0),
             max_unwritten: cfg.max_unwritten_records,
+            metrics: Arc::default(),
         };
         svc.sync_sites();
         svc
+    }
+
+    /// Counts grants and preemptions in `metrics` (in a [`Metrics`] of its own otherwise).
+    pub fn counting_in(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     fn core(&self) -> std::sync::MutexGuard<'_, Trunking> {
@@ -330,11 +340,16 @@ impl CallService {
                     }
                 }
                 Action::Event(e) => {
-                    if let CallEvent::Ended(r) = &e {
-                        self.unwritten.fetch_add(1, Ordering::Relaxed);
-                        if self.records.send(r.clone()).is_err() {
-                            warn!("call record writer stopped; record dropped");
+                    match &e {
+                        CallEvent::Ended(r) => {
+                            self.unwritten.fetch_add(1, Ordering::Relaxed);
+                            if self.records.send(r.clone()).is_err() {
+                                warn!("call record writer stopped; record dropped");
+                            }
                         }
+                        CallEvent::Granted { call_type, .. } => self.metrics.granted(*call_type),
+                        CallEvent::Preempted { .. } => self.metrics.preempted(),
+                        _ => {}
                     }
                     self.events.publish(EventKind::Call(e));
                 }
