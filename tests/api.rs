@@ -834,3 +834,160 @@ async fn metrics_need_no_token_and_only_get() {
     assert_eq!(r.status(), 405);
     c.stop().await;
 }
+
+#[tokio::test]
+async fn the_live_system_by_role_and_fleet() {
+    for db in TestDb::all().await {
+        let api = Api::start(&db).await;
+        api.c
+            .store
+            .add_fleet(
+                "test",
+                &trunkd::hlr::Fleet {
+                    id: trunkd::protocol::FleetId::new(200).unwrap(),
+                    name: "Fire".into(),
+                },
+            )
+            .await
+            .unwrap();
+        api.add_operator("ada", Role::Admin, "").await;
+        api.add_operator("vic", Role::Viewer, "100").await;
+        api.add_operator("fay", Role::Viewer, "200").await;
+        let (ada, _) = api.tokens("ada").await;
+        let (vic, _) = api.tokens("vic").await;
+        let (fay, _) = api.tokens("fay").await;
+
+        let mut g = gw(&api.c, 1).await;
+        let tmsis = reg_all(&mut g, 3).await;
+        let (_, grant) = group_call(&mut g, tmsis[0], 10, CallScope::Local).await;
+        let (call, _) = grant_of(&grant);
+
+        let body = |r: reqwest::Response| async move {
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.unwrap()
+        };
+        // Units: all of them for the admin and fleet 100's viewer, none for fleet 200's.
+        let all = body(api.get("/api/v1/units", Some(&ada)).await).await;
+        assert_eq!(all["units"].as_array().unwrap().len(), 3, "{all}");
+        assert_eq!(all["units"][0]["unit"], json!({"fleet": 100, "member": 1}));
+        assert_eq!(all["units"][0]["site"], 1);
+        assert_eq!(
+            body(api.get("/api/v1/units", Some(&vic)).await).await["units"],
+            all["units"]
+        );
+        assert_eq!(
+            body(api.get("/api/v1/units", Some(&fay)).await).await["units"],
+            json!([])
+        );
+        let (status, e) = error_of(api.get("/api/v1/units?fleet=100", Some(&fay)).await).await;
+        assert_eq!((status.as_u16(), e["code"].as_str()), (403, Some("forbidden")));
+        // Paging.
+        let page = body(api.get("/api/v1/units?limit=2", Some(&ada)).await).await;
+        assert_eq!(page["units"].as_array().unwrap().len(), 2);
+        let after = page["next_after"].as_str().unwrap();
+        let rest = body(
+            api.get(&format!("/api/v1/units?limit=2&after={after}"), Some(&ada))
+                .await,
+        )
+        .await;
+        assert_eq!(rest["units"].as_array().unwrap().len(), 1);
+        assert!(rest.get("next_after").is_none());
+        for (q, field) in [
+            ("limit=0", "limit"),
+            ("site=0", "site"),
+            ("fleet=x", "fleet"),
+            ("after=12", "after"),
+            ("nope=1", "nope"),
+        ] {
+            let (status, e) = error_of(api.get(&format!("/api/v1/units?{q}"), Some(&ada)).await).await;
+            assert_eq!(
+                (status.as_u16(), e["field"].as_str()),
+                (400, Some(field)),
+                "{q}: {e}"
+            );
+        }
+
+        // Calls and the slots they hold.
+        let calls = body(api.get("/api/v1/calls", Some(&vic)).await).await;
+        assert_eq!(calls["calls"][0]["call"], call.get());
+        assert_eq!(calls["calls"][0]["type"], "group");
+        assert_eq!(
+            calls["calls"][0]["target"],
+            json!({"kind": "talkgroup", "fleet": 100, "talkgroup": 10})
+        );
+        assert_eq!(
+            body(api.get("/api/v1/calls", Some(&fay)).await).await["calls"],
+            json!([])
+        );
+        let slots = body(api.get("/api/v1/sites/1/slots", Some(&vic)).await).await;
+        let busy: Vec<&Value> = slots["slots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["state"] == "busy")
+            .collect();
+        assert_eq!(
+            (busy.len(), busy[0]["call"].as_u64()),
+            (1, Some(call.get() as u64))
+        );
+        assert_eq!(slots["slots"][0]["state"], "control");
+        let slots = body(api.get("/api/v1/sites/1/slots", Some(&fay)).await).await;
+        let busy: Vec<&Value> = slots["slots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["state"] == "busy")
+            .collect();
+        assert!(
+            busy[0].get("call").is_none(),
+            "another fleet's call is busy without its id"
+        );
+        assert_eq!(
+            error_of(api.get("/api/v1/sites/999/slots", Some(&ada)).await)
+                .await
+                .0,
+            404
+        );
+        assert_eq!(
+            error_of(api.get("/api/v1/sites/x/slots", Some(&ada)).await)
+                .await
+                .1["field"],
+            "site"
+        );
+
+        // Infrastructure for everyone; parameters for admins only.
+        let links = body(api.get("/api/v1/links", Some(&fay)).await).await;
+        assert_eq!(
+            (
+                links["links"][0]["site"].as_u64(),
+                links["links"][0]["connected"].as_bool()
+            ),
+            (Some(1), Some(true))
+        );
+        assert_eq!(
+            body(api.get("/api/v1/queues", Some(&fay)).await).await["queues"]
+                .as_array()
+                .map(|q| q.iter().all(|q| q["requests"] == json!([]))),
+            Some(true)
+        );
+        assert!(body(api.get("/api/v1/alarms", Some(&vic)).await).await["alarms"].is_array());
+        let params = body(api.get("/api/v1/parameters", Some(&ada)).await).await;
+        assert!(
+            params["parameters"]["trunking.hang_time_ms"].is_string(),
+            "{params}"
+        );
+        let (status, e) = error_of(api.get("/api/v1/parameters", Some(&vic)).await).await;
+        assert_eq!((status.as_u16(), e["code"].as_str()), (403, Some("forbidden")));
+        for path in [
+            "/api/v1/units",
+            "/api/v1/calls",
+            "/api/v1/links",
+            "/api/v1/alarms",
+            "/api/v1/queues",
+            "/api/v1/sites/1/slots",
+        ] {
+            assert_eq!(api.get(path, None).await.status(), 401, "{path}");
+        }
+        api.c.stop().await;
+    }
+}

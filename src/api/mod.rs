@@ -16,6 +16,7 @@
 //! a request not answered within `api.request_timeout_ms` with 503.
 
 pub mod auth;
+pub mod live;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -37,7 +38,7 @@ use tracing::{info, warn};
 
 use crate::auth::{AuthError, Principal, Role};
 use crate::config::ApiConfig;
-use crate::controller::{Alarm, Answer, ControllerHandle, Query};
+use crate::controller::{Alarm, Answer, ControllerHandle, Query, QueryError};
 
 /// An error as every route answers it: a stable `code`, a `message` for people, and the
 /// `field` at fault where there is one.
@@ -91,6 +92,23 @@ impl ApiError {
                 "rate_limited",
                 "too many attempts; try again later",
             )
+        }
+    }
+
+    /// 500: something that cannot happen did.
+    pub fn internal() -> Self {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the controller gave an unexpected answer",
+        )
+    }
+
+    /// A refused query: 404 for what does not exist, 400 naming `field` for the rest.
+    pub fn from_query(e: QueryError, field: &str) -> Self {
+        match e {
+            QueryError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, "not_found", m),
+            QueryError::Invalid(m) => ApiError::invalid(field, m),
         }
     }
 
@@ -209,6 +227,33 @@ impl<S: Send + Sync, T: DeserializeOwned> axum::extract::OptionalFromRequest<S> 
     }
 }
 
+/// A URI's query string as `T`: 400 naming the parameter at fault.
+pub fn query_params<T: DeserializeOwned + Default>(uri: &axum::http::Uri) -> Result<T, ApiError> {
+    let Some(q) = uri.query().filter(|q| !q.is_empty()) else {
+        return Ok(T::default());
+    };
+    let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(q.as_bytes()));
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        let field = if path != "." {
+            Some(path)
+        } else {
+            unknown_field(&inner).or_else(|| missing_field(&inner))
+        };
+        ApiError {
+            field,
+            ..ApiError::new(StatusCode::BAD_REQUEST, "invalid_parameter", inner)
+        }
+    })
+}
+
+/// The field serde names in "unknown field `x`, expected …".
+fn unknown_field(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown field `")?;
+    Some(rest[..rest.find('`')?].to_string())
+}
+
 /// The field serde names in "missing field `x`".
 fn missing_field(message: &str) -> Option<String> {
     let rest = message.strip_prefix("missing field `")?;
@@ -276,6 +321,7 @@ pub fn router(handle: ControllerHandle, cfg: &ApiConfig) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .nest("/api/v1/auth", auth::routes())
+        .nest("/api/v1", live::routes())
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {

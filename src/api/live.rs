@@ -1,0 +1,579 @@
+//! The live system, read from the controller's memory: units on the air, each site's
+//! slots, calls in progress, busy queues, links, alarms (any role), and the system
+//! parameters (admin).
+//!
+//! An operator limited to some fleets sees only their units, the calls and queued
+//! requests with a caller or target in them, and a slot carrying another fleet's call
+//! as `busy` without its call id. Sites, links and alarms are the infrastructure every
+//! operator watches.
+
+use axum::extract::{Path, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::{query_params, ApiError, ApiState, Caller};
+use crate::auth::{Fleets, Principal, Role};
+use crate::controller::{ActiveCall, Alarm, Answer, LinkState, Query, UnitFilter, UnitOnAir};
+use crate::core::queue::QueueEntry;
+use crate::core::slots::{SlotUse, SlotView};
+use crate::protocol::{CallType, FleetId, Imsi, SiteId, TalkgroupId, Target, Unit};
+
+pub(super) fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/units", get(units))
+        .route("/sites/{site}/slots", get(slots))
+        .route("/calls", get(calls))
+        .route("/queues", get(queues))
+        .route("/links", get(links))
+        .route("/alarms", get(alarms))
+        .route("/parameters", get(parameters))
+}
+
+/// A unit's dispatch address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct UnitJson {
+    /// Fleet id.
+    pub fleet: u16,
+    /// Member id within the fleet.
+    pub member: u16,
+}
+
+impl From<Unit> for UnitJson {
+    fn from(u: Unit) -> Self {
+        UnitJson {
+            fleet: u.fleet.get(),
+            member: u.member.get(),
+        }
+    }
+}
+
+/// Whom a call or message is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TargetJson {
+    /// One unit.
+    Unit {
+        /// Fleet id.
+        fleet: u16,
+        /// Member id.
+        member: u16,
+    },
+    /// A talkgroup.
+    Talkgroup {
+        /// Fleet id.
+        fleet: u16,
+        /// Talkgroup id within the fleet.
+        talkgroup: u16,
+    },
+}
+
+impl From<Target> for TargetJson {
+    fn from(t: Target) -> Self {
+        match t {
+            Target::Unit(u) => TargetJson::Unit {
+                fleet: u.fleet.get(),
+                member: u.member.get(),
+            },
+            Target::Talkgroup { fleet, talkgroup } => TargetJson::Talkgroup {
+                fleet: fleet.get(),
+                talkgroup: talkgroup.get(),
+            },
+        }
+    }
+}
+
+fn target_fleet(t: &Target) -> FleetId {
+    match t {
+        Target::Unit(u) => u.fleet,
+        Target::Talkgroup { fleet, .. } => *fleet,
+    }
+}
+
+/// `group`, `private` or `emergency`.
+fn call_type(t: CallType) -> &'static str {
+    match t {
+        CallType::Group => "group",
+        CallType::Private => "private",
+        CallType::Emergency => "emergency",
+    }
+}
+
+/// `GET /units`'s query.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct UnitsQuery {
+    site: Option<u16>,
+    fleet: Option<u16>,
+    talkgroup: Option<u16>,
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+/// A unit on the air.
+#[derive(Serialize)]
+pub struct UnitOnAirJson {
+    /// IMSI, 15 digits.
+    pub imsi: String,
+    /// Its dispatch address.
+    pub unit: Option<UnitJson>,
+    /// Its TMSI.
+    pub tmsi: u32,
+    /// Where it is registered.
+    pub site: u16,
+    /// Its talkgroups, the primary first.
+    pub talkgroups: Vec<u16>,
+    /// When it was last heard from, Unix ms.
+    pub last_activity_ms: i64,
+}
+
+impl From<&UnitOnAir> for UnitOnAirJson {
+    fn from(u: &UnitOnAir) -> Self {
+        UnitOnAirJson {
+            imsi: u.imsi.to_string(),
+            unit: u.unit.map(UnitJson::from),
+            tmsi: u.tmsi.get(),
+            site: u.site.get(),
+            talkgroups: u.talkgroups.iter().map(|t| t.get()).collect(),
+            last_activity_ms: u.last_activity_ms,
+        }
+    }
+}
+
+/// A page of units.
+#[derive(Serialize)]
+pub struct UnitsPage {
+    /// In IMSI order.
+    pub units: Vec<UnitOnAirJson>,
+    /// Give it as `after` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<String>,
+}
+
+/// Default and largest page.
+const PAGE: usize = 100;
+const MAX_PAGE: usize = 10_000;
+
+/// A ranged id from a query parameter or path segment, or 400 naming it.
+pub(super) fn id<T>(field: &str, v: u16, new: fn(u16) -> Option<T>, max: u16) -> Result<T, ApiError> {
+    new(v).ok_or_else(|| ApiError::invalid(field, format!("{field} must be 1..={max}")))
+}
+
+/// The fleets `p` may see, refusing a `fleet` it may not.
+fn fleet_in_scope(p: &Principal, fleet: Option<FleetId>) -> Result<(), ApiError> {
+    match fleet {
+        Some(f) if !p.fleets.allows(f) => Err(ApiError::forbidden(format!(
+            "fleet {f} is not among {}'s fleets",
+            p.name
+        ))),
+        _ => Ok(()),
+    }
+}
+
+async fn units(
+    State(s): State<ApiState>,
+    caller: Caller,
+    uri: axum::http::Uri,
+) -> Result<Json<UnitsPage>, ApiError> {
+    let p = caller.require(Role::Viewer)?;
+    let q: UnitsQuery = query_params(&uri)?;
+    let limit = q.limit.unwrap_or(PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::invalid(
+            "limit",
+            format!("limit must be 1..={MAX_PAGE}"),
+        ));
+    }
+    let fleet = q
+        .fleet
+        .map(|f| id("fleet", f, FleetId::new, FleetId::MAX))
+        .transpose()?;
+    let filter = UnitFilter {
+        site: q
+            .site
+            .map(|v| id("site", v, SiteId::new, SiteId::MAX))
+            .transpose()?,
+        fleet,
+        talkgroup: q
+            .talkgroup
+            .map(|v| id("talkgroup", v, TalkgroupId::new, TalkgroupId::MAX))
+            .transpose()?,
+        after: q
+            .after
+            .map(|a| Imsi::parse(&a).map_err(|e| ApiError::invalid("after", e.to_string())))
+            .transpose()?,
+        limit: limit + 1,
+    };
+    fleet_in_scope(p, fleet)?;
+    // A limited operator without a fleet asked: one page per fleet of its own, merged.
+    let fleets: Vec<Option<FleetId>> = match (&p.fleets, fleet) {
+        (Fleets::Only(mine), None) => mine.iter().copied().map(Some).collect(),
+        _ => vec![fleet],
+    };
+    let mut all = Vec::new();
+    for f in fleets {
+        let query = Query::Units(UnitFilter {
+            fleet: f,
+            ..filter.clone()
+        });
+        match s.handle.query(query) {
+            Ok(Answer::Units(u)) => all.extend(u),
+            Ok(_) => return Err(ApiError::internal()),
+            Err(e) => return Err(ApiError::from_query(e, "talkgroup")),
+        }
+    }
+    all.sort_by_key(|u| u.imsi);
+    let more = all.len() > limit;
+    all.truncate(limit);
+    Ok(Json(UnitsPage {
+        next_after: more.then(|| all.last().map(|u| u.imsi.to_string())).flatten(),
+        units: all.iter().map(UnitOnAirJson::from).collect(),
+    }))
+}
+
+/// One slot of a site.
+#[derive(Serialize)]
+pub struct SlotJson {
+    /// Carrier.
+    pub carrier: u8,
+    /// Slot on the carrier.
+    pub slot: u8,
+    /// `control`, `free`, `busy` or `out_of_service`.
+    pub state: &'static str,
+    /// The call it carries (when the caller may see it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub call: Option<u32>,
+}
+
+/// `GET /sites/{site}/slots`.
+#[derive(Serialize)]
+pub struct SlotsJson {
+    /// The site.
+    pub site: u16,
+    /// Every slot, by carrier and slot.
+    pub slots: Vec<SlotJson>,
+}
+
+async fn slots(
+    State(s): State<ApiState>,
+    caller: Caller,
+    Path(site): Path<String>,
+) -> Result<Json<SlotsJson>, ApiError> {
+    let p = caller.require(Role::Viewer)?;
+    let site = site
+        .parse::<u16>()
+        .ok()
+        .and_then(SiteId::new)
+        .ok_or_else(|| ApiError::invalid("site", "site must be 1..=4095"))?;
+    let map: Vec<SlotView> = match s.handle.query(Query::Slots { site }) {
+        Ok(Answer::Slots(v)) => v,
+        Ok(_) => return Err(ApiError::internal()),
+        Err(e) => return Err(ApiError::from_query(e, "site")),
+    };
+    let visible = visible_calls(&s, p)?;
+    let slots = map
+        .iter()
+        .map(|v| {
+            let (state, call) = match v.state {
+                SlotUse::Control => ("control", None),
+                SlotUse::Free => ("free", None),
+                SlotUse::Busy(c) => ("busy", visible.contains(&c).then_some(c.get())),
+                SlotUse::OutOfService => ("out_of_service", None),
+            };
+            SlotJson {
+                carrier: v.carrier,
+                slot: v.slot,
+                state,
+                call,
+            }
+        })
+        .collect();
+    Ok(Json(SlotsJson {
+        site: site.get(),
+        slots,
+    }))
+}
+
+/// The calls in progress `p` may see.
+fn calls_in_scope(s: &ApiState, p: &Principal) -> Result<Vec<ActiveCall>, ApiError> {
+    match s.handle.query(Query::Calls) {
+        Ok(Answer::Calls(c)) => Ok(c
+            .into_iter()
+            .filter(|c| p.fleets.allows(c.view.caller.fleet) || p.fleets.allows(target_fleet(&c.view.target)))
+            .collect()),
+        _ => Err(ApiError::internal()),
+    }
+}
+
+fn visible_calls(s: &ApiState, p: &Principal) -> Result<Vec<crate::protocol::CallId>, ApiError> {
+    Ok(calls_in_scope(s, p)?.iter().map(|c| c.view.call).collect())
+}
+
+/// A slot a call holds.
+#[derive(Serialize)]
+pub struct CallSlotJson {
+    /// Site.
+    pub site: u16,
+    /// Carrier.
+    pub carrier: u8,
+    /// Slot.
+    pub slot: u8,
+}
+
+/// A call in progress.
+#[derive(Serialize)]
+pub struct CallJson {
+    /// Call id.
+    pub call: u32,
+    /// `group`, `private` or `emergency`.
+    #[serde(rename = "type")]
+    pub call_type: &'static str,
+    /// Who asked.
+    pub caller: UnitJson,
+    /// Whom.
+    pub target: TargetJson,
+    /// The slots it holds.
+    pub slots: Vec<CallSlotJson>,
+    /// Who holds the floor; absent in hang time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub talker: Option<UnitJson>,
+    /// Priority level (0..=15).
+    pub priority: u8,
+    /// Unix ms.
+    pub requested_at_ms: i64,
+    /// Unix ms.
+    pub granted_at_ms: i64,
+}
+
+/// `GET /calls`.
+#[derive(Serialize)]
+pub struct CallsJson {
+    /// By call id.
+    pub calls: Vec<CallJson>,
+}
+
+async fn calls(State(s): State<ApiState>, caller: Caller) -> Result<Json<CallsJson>, ApiError> {
+    let p = caller.require(Role::Viewer)?;
+    let calls = calls_in_scope(&s, p)?
+        .iter()
+        .map(|c| CallJson {
+            call: c.view.call.get(),
+            call_type: call_type(c.view.call_type),
+            caller: c.view.caller.into(),
+            target: c.view.target.into(),
+            slots: c
+                .view
+                .slots
+                .iter()
+                .map(|&(site, carrier, slot)| CallSlotJson {
+                    site: site.get(),
+                    carrier,
+                    slot,
+                })
+                .collect(),
+            talker: c.view.talker.map(UnitJson::from),
+            priority: c.view.priority,
+            requested_at_ms: c.requested_at_ms,
+            granted_at_ms: c.granted_at_ms,
+        })
+        .collect();
+    Ok(Json(CallsJson { calls }))
+}
+
+/// `GET /queues`'s query.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct QueuesQuery {
+    site: Option<u16>,
+}
+
+/// A request waiting in a busy queue.
+#[derive(Serialize)]
+pub struct QueuedJson {
+    /// 1 = next.
+    pub position: usize,
+    /// Who asked.
+    pub caller: UnitJson,
+    /// `group`, `private` or `emergency`.
+    #[serde(rename = "type")]
+    pub call_type: &'static str,
+    /// Whom.
+    pub target: TargetJson,
+    /// 16 = emergency, else the caller's priority level.
+    pub class: u8,
+}
+
+/// A site's busy queue.
+#[derive(Serialize)]
+pub struct QueueJson {
+    /// The site.
+    pub site: u16,
+    /// In queue order.
+    pub requests: Vec<QueuedJson>,
+}
+
+/// `GET /queues`.
+#[derive(Serialize)]
+pub struct QueuesJson {
+    /// By site.
+    pub queues: Vec<QueueJson>,
+}
+
+async fn queues(
+    State(s): State<ApiState>,
+    caller: Caller,
+    uri: axum::http::Uri,
+) -> Result<Json<QueuesJson>, ApiError> {
+    let p = caller.require(Role::Viewer)?;
+    let q: QueuesQuery = query_params(&uri)?;
+    let site = q
+        .site
+        .map(|v| id("site", v, SiteId::new, SiteId::MAX))
+        .transpose()?;
+    let all = match s.handle.query(Query::Queues { site }) {
+        Ok(Answer::Queues(q)) => q,
+        Ok(_) => return Err(ApiError::internal()),
+        Err(e) => return Err(ApiError::from_query(e, "site")),
+    };
+    let in_scope =
+        |e: &QueueEntry| p.fleets.allows(e.caller.fleet) || p.fleets.allows(target_fleet(&e.target));
+    let queues = all
+        .into_iter()
+        .map(|(site, entries)| QueueJson {
+            site: site.get(),
+            requests: entries
+                .iter()
+                .filter(|e| in_scope(e))
+                .map(|e| QueuedJson {
+                    position: e.position,
+                    caller: e.caller.into(),
+                    call_type: call_type(e.call_type),
+                    target: e.target.into(),
+                    class: e.class,
+                })
+                .collect(),
+        })
+        .collect();
+    Ok(Json(QueuesJson { queues }))
+}
+
+/// A provisioned site and its link.
+#[derive(Serialize)]
+pub struct LinkJson {
+    /// The site.
+    pub site: u16,
+    /// Its name.
+    pub name: String,
+    /// Whether its gateway's link is up.
+    pub connected: bool,
+}
+
+/// `GET /links`.
+#[derive(Serialize)]
+pub struct LinksJson {
+    /// By site.
+    pub links: Vec<LinkJson>,
+}
+
+async fn links(State(s): State<ApiState>, caller: Caller) -> Result<Json<LinksJson>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let links: Vec<LinkState> = match s.handle.query(Query::Links) {
+        Ok(Answer::Links(l)) => l,
+        _ => return Err(ApiError::internal()),
+    };
+    Ok(Json(LinksJson {
+        links: links
+            .into_iter()
+            .map(|l| LinkJson {
+                site: l.site.get(),
+                name: l.name,
+                connected: l.connected,
+            })
+            .collect(),
+    }))
+}
+
+/// A condition that needs an operator's attention now.
+#[derive(Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum AlarmJson {
+    /// The database does not answer.
+    DatabaseUnavailable {
+        /// Operations failed so far.
+        failed_operations: u64,
+    },
+    /// A site's link is down.
+    SiteDisconnected {
+        /// The site.
+        site: u16,
+    },
+    /// A traffic slot is out of service.
+    SlotOutOfService {
+        /// The site.
+        site: u16,
+        /// Carrier.
+        carrier: u8,
+        /// Slot.
+        slot: u8,
+    },
+    /// A site's busy queue is full.
+    QueueFull {
+        /// The site.
+        site: u16,
+    },
+    /// Call records wait to be written.
+    RecordsBacklog {
+        /// How many.
+        unwritten: usize,
+    },
+}
+
+/// `GET /alarms`.
+#[derive(Serialize)]
+pub struct AlarmsJson {
+    /// What needs attention now.
+    pub alarms: Vec<AlarmJson>,
+}
+
+async fn alarms(State(s): State<ApiState>, caller: Caller) -> Result<Json<AlarmsJson>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let alarms: Vec<Alarm> = match s.handle.query(Query::Alarms) {
+        Ok(Answer::Alarms(a)) => a,
+        _ => return Err(ApiError::internal()),
+    };
+    Ok(Json(AlarmsJson {
+        alarms: alarms
+            .into_iter()
+            .map(|a| match a {
+                Alarm::DatabaseUnavailable { failed_operations } => {
+                    AlarmJson::DatabaseUnavailable { failed_operations }
+                }
+                Alarm::SiteDisconnected { site } => AlarmJson::SiteDisconnected { site: site.get() },
+                Alarm::SlotOutOfService { site, carrier, slot } => AlarmJson::SlotOutOfService {
+                    site: site.get(),
+                    carrier,
+                    slot,
+                },
+                Alarm::QueueFull { site } => AlarmJson::QueueFull { site: site.get() },
+                Alarm::RecordsBacklog { unwritten } => AlarmJson::RecordsBacklog { unwritten },
+            })
+            .collect(),
+    }))
+}
+
+/// `GET /parameters`: name → value.
+#[derive(Serialize)]
+pub struct ParametersJson {
+    /// By name.
+    pub parameters: std::collections::BTreeMap<String, String>,
+}
+
+async fn parameters(State(s): State<ApiState>, caller: Caller) -> Result<Json<ParametersJson>, ApiError> {
+    caller.require(Role::Admin)?;
+    match s.handle.query(Query::Parameters) {
+        Ok(Answer::Parameters(p)) => Ok(Json(ParametersJson {
+            parameters: p.into_iter().collect(),
+        })),
+        _ => Err(ApiError::internal()),
+    }
+}
