@@ -122,6 +122,8 @@ pub enum EventKind {
         /// How it ended: what a radio would have been told.
         outcome: Reply,
     },
+    /// A command to a radio that an operator follows by id was opened or settled.
+    Command(crate::controller::TrackedCommand),
     /// A system parameter was changed; it is in force for the next request.
     ParameterChanged {
         /// Its name, e.g. `trunking.hang_time_ms`.

@@ -991,3 +991,276 @@ async fn the_live_system_by_role_and_fleet() {
         api.c.stop().await;
     }
 }
+
+#[tokio::test]
+async fn an_inhibit_through_the_api_reaches_the_radio_and_refuses_its_next_request() {
+    for db in TestDb::all().await {
+        let api = Api::start(&db).await;
+        api.add_operator("dora", Role::Dispatcher, "100").await;
+        api.add_operator("vic", Role::Viewer, "").await;
+        api.add_operator("ada", Role::Admin, "").await;
+        let (dora, _) = api.tokens("dora").await;
+        let (vic, _) = api.tokens("vic").await;
+        let (ada, _) = api.tokens("ada").await;
+        let mut g = gw(&api.c, 1).await;
+        let t = reg_all(&mut g, 3).await;
+        let two = imsi(2).to_string();
+
+        // A viewer may not; a dispatcher may.
+        let r = api
+            .post(
+                &format!("/api/v1/subscribers/{two}/inhibit"),
+                Some(&vic),
+                json!({}),
+            )
+            .await;
+        assert_eq!(error_of(r).await.0, 403);
+        let r = api
+            .post(
+                &format!("/api/v1/subscribers/{two}/inhibit"),
+                Some(&dora),
+                json!({}),
+            )
+            .await;
+        assert_eq!(r.status(), 202);
+        let cmd: Value = r.json().await.unwrap();
+        assert_eq!(
+            (cmd["kind"].as_str(), cmd["state"].as_str()),
+            (Some("inhibit"), Some("pending"))
+        );
+        let id = cmd["id"].as_str().unwrap().to_string();
+        // The HLR is written first: the unit is refused at once, whatever its radio says.
+        let (_, f) = group_call(&mut g, t[1], 10, CallScope::Local).await;
+        assert!(
+            matches!(
+                f.msg,
+                Message::Deny {
+                    cause: Cause::UnitInhibited,
+                    ..
+                }
+            ),
+            "{f:?}"
+        );
+        let stun = until(&mut g, |f| matches!(f.msg, Message::Inhibit { .. })).await;
+        assert_eq!(stun.msg, Message::Inhibit { tmsi: t[1] });
+        g.send(trunkd::protocol::Frame::new(
+            stun.txn,
+            Message::InhibitAck { tmsi: t[1] },
+        ))
+        .await
+        .unwrap();
+        api.until(|| async {
+            let c: Value = api
+                .get(&format!("/api/v1/commands/{id}"), Some(&vic))
+                .await
+                .json()
+                .await
+                .unwrap();
+            c["state"] == "acknowledged"
+        })
+        .await;
+        let log = api.c.store.audit_since(0, 10_000).await.unwrap();
+        let entry = log.iter().find(|e| e.action == "subscriber.inhibit").unwrap();
+        assert_eq!(entry.actor, "api:dora@127.0.0.1");
+
+        // Enable brings it back.
+        while api.c.store.last_tmsi(imsi(2)).await.unwrap() != Some(t[1]) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let r = api
+            .post(
+                &format!("/api/v1/subscribers/{two}/enable"),
+                Some(&dora),
+                json!({}),
+            )
+            .await;
+        assert_eq!(r.status(), 202);
+        let revive = until(&mut g, |f| matches!(f.msg, Message::Enable { .. })).await;
+        g.send(trunkd::protocol::Frame::new(
+            revive.txn,
+            Message::EnableAck { tmsi: t[1] },
+        ))
+        .await
+        .unwrap();
+        let t2 = reg(&mut g, 2).await;
+        let (_, f) = group_call(&mut g, t2, 10, CallScope::Local).await;
+        assert!(matches!(f.msg, Message::ChannelGrant { .. }), "{f:?}");
+        let (call, _) = grant_of(&f);
+
+        // A dispatcher releases a call; an admin authorises and sets parameters.
+        let r = api
+            .post(
+                &format!("/api/v1/calls/{}/release", call.get()),
+                Some(&dora),
+                json!({}),
+            )
+            .await;
+        assert_eq!(r.status(), 204);
+        until(&mut g, |f| {
+            matches!(
+                f.msg,
+                Message::CallEnd {
+                    cause: Cause::OperatorEnded,
+                    ..
+                }
+            )
+        })
+        .await;
+        let r = api
+            .post(
+                &format!("/api/v1/calls/{}/release", call.get()),
+                Some(&dora),
+                json!({}),
+            )
+            .await;
+        assert_eq!(error_of(r).await.0, 404);
+        let three = imsi(3).to_string();
+        let r = api
+            .post(
+                &format!("/api/v1/subscribers/{three}/authorize"),
+                Some(&dora),
+                json!({"priority": 9}),
+            )
+            .await;
+        assert_eq!(error_of(r).await.0, 403);
+        let r = api
+            .post(
+                &format!("/api/v1/subscribers/{three}/authorize"),
+                Some(&ada),
+                json!({"priority": 16}),
+            )
+            .await;
+        assert_eq!(error_of(r).await.1["field"], "priority");
+        let r = api
+            .post(
+                &format!("/api/v1/subscribers/{three}/authorize"),
+                Some(&ada),
+                json!({"permissions": "private"}),
+            )
+            .await;
+        assert_eq!(r.status(), 204);
+        let (_, f) = group_call(&mut g, t[2], 10, CallScope::Local).await;
+        assert!(
+            matches!(
+                f.msg,
+                Message::Deny {
+                    cause: Cause::ServiceNotPermitted,
+                    ..
+                }
+            ),
+            "{f:?}"
+        );
+        let r = api
+            .http
+            .put(format!("{}/api/v1/parameters/trunking.hang_time_ms", api.base))
+            .bearer_auth(&ada)
+            .json(&json!({"value": "0500"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.json::<Value>().await.unwrap(),
+            json!({"name": "trunking.hang_time_ms", "value": "500"})
+        );
+        let r = api
+            .http
+            .put(format!("{}/api/v1/parameters/trunking.hang_time_ms", api.base))
+            .bearer_auth(&ada)
+            .json(&json!({"value": "soon"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(error_of(r).await.1["field"], "value");
+        let r = api
+            .post(
+                "/api/v1/sites/1/slots/out-of-service",
+                Some(&ada),
+                json!({"carrier": 0, "slot": 2}),
+            )
+            .await;
+        assert_eq!(r.status(), 204);
+        let slots: Value = api
+            .get("/api/v1/sites/1/slots", Some(&ada))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert!(slots["slots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["carrier"] == 0 && s["slot"] == 2 && s["state"] == "out_of_service"));
+        let r = api
+            .post(
+                "/api/v1/sites/1/slots/out-of-service",
+                Some(&ada),
+                json!({"carrier": 9}),
+            )
+            .await;
+        assert_eq!(error_of(r).await.0, 400);
+
+        // Unknown subscribers, bad ids and commands.
+        let r = api
+            .post(
+                "/api/v1/subscribers/001019999999999/inhibit",
+                Some(&dora),
+                json!({}),
+            )
+            .await;
+        assert_eq!(error_of(r).await.0, 404);
+        let r = api
+            .post("/api/v1/subscribers/12/inhibit", Some(&dora), json!({}))
+            .await;
+        assert_eq!(error_of(r).await.1["field"], "imsi");
+        assert_eq!(
+            error_of(api.get("/api/v1/commands/nope", Some(&vic)).await)
+                .await
+                .0,
+            404
+        );
+        api.c.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_call_alert_to_a_radio_that_never_answers_times_out() {
+    let db = TestDb::sqlite();
+    let api = Api::with(&db, |c| c.messaging.delivery_timeout_ms = 2_000).await;
+    api.add_operator("dora", Role::Dispatcher, "").await;
+    let (dora, _) = api.tokens("dora").await;
+    let mut g = gw(&api.c, 1).await;
+    reg_all(&mut g, 2).await;
+    let body = json!({"from": {"fleet": 100, "member": 1}});
+    let r = api
+        .post(
+            &format!("/api/v1/subscribers/{}/alert", imsi(2)),
+            Some(&dora),
+            body,
+        )
+        .await;
+    assert_eq!(r.status(), 202);
+    let cmd: Value = r.json().await.unwrap();
+    let id = cmd["id"].as_str().unwrap().to_string();
+    // The gateway hears the alert and never acknowledges it.
+    until(&mut g, |f| matches!(f.msg, Message::CallAlert { .. })).await;
+    skip(Duration::from_secs(3)).await;
+    api.until(|| async {
+        let c: Value = api
+            .get(&format!("/api/v1/commands/{id}"), Some(&dora))
+            .await
+            .json()
+            .await
+            .unwrap();
+        c["state"] == "timed_out"
+    })
+    .await;
+    let r = api
+        .post(
+            &format!("/api/v1/subscribers/{}/alert", imsi(2)),
+            Some(&dora),
+            json!({"from": {"fleet": 0, "member": 1}}),
+        )
+        .await;
+    assert_eq!(error_of(r).await.1["field"], "from.fleet");
+    api.c.stop().await;
+}

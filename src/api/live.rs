@@ -295,7 +295,7 @@ async fn slots(
 }
 
 /// The calls in progress `p` may see.
-fn calls_in_scope(s: &ApiState, p: &Principal) -> Result<Vec<ActiveCall>, ApiError> {
+pub(super) fn calls_in_scope(s: &ApiState, p: &Principal) -> Result<Vec<ActiveCall>, ApiError> {
     match s.handle.query(Query::Calls) {
         Ok(Answer::Calls(c)) => Ok(c
             .into_iter()

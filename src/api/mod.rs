@@ -16,6 +16,7 @@
 //! a request not answered within `api.request_timeout_ms` with 503.
 
 pub mod auth;
+pub mod commands;
 pub mod live;
 
 use std::future::Future;
@@ -321,7 +322,7 @@ pub fn router(handle: ControllerHandle, cfg: &ApiConfig) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .nest("/api/v1/auth", auth::routes())
-        .nest("/api/v1", live::routes())
+        .nest("/api/v1", live::routes().merge(commands::routes()))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {

@@ -23,6 +23,7 @@ use crate::protocol::{CallId, Cause, FleetId, Imsi, ShortData, SiteId, Talkgroup
 use crate::shell::messaging::{ConsoleMessage, Reply};
 use crate::store::{rules, StoreError};
 
+use super::commands::{CommandKind, CommandState, TrackedCommand};
 use super::Node;
 
 /// What an operator asks the controller to do.
@@ -682,5 +683,72 @@ impl ControllerHandle {
     /// The public keys that check access tokens.
     pub fn jwks(&self) -> JwkSet {
         self.node.auth.jwks()
+    }
+
+    /// Sends `kind` to the radio of `imsi` and returns it to follow by id (see
+    /// [`TrackedCommand`]). Inhibit and enable are written to the HLR first (with their
+    /// audit entry naming `actor`); a call alert is sent from `from`, a dispatcher's unit
+    /// address, as [`Command::CallAlert`].
+    pub async fn radio_command(
+        &self,
+        actor: &str,
+        kind: CommandKind,
+        imsi: Imsi,
+        from: Option<Unit>,
+    ) -> Result<TrackedCommand, CommandError> {
+        let Some(sub) = self.node.hlr.subscriber(&imsi) else {
+            return Err(CommandError::NotFound(format!(
+                "subscriber {imsi} does not exist"
+            )));
+        };
+        let command = match kind {
+            CommandKind::Inhibit => Command::Inhibit { imsi },
+            CommandKind::Enable => Command::Enable { imsi },
+            CommandKind::Alert => Command::CallAlert {
+                from: from.ok_or_else(|| {
+                    CommandError::Invalid("a call alert needs the console's unit (from)".into())
+                })?,
+                to: sub.unit,
+            },
+        };
+        let log = &self.node.commands;
+        let tracked = log
+            .open(kind, imsi, actor)
+            .map_err(|e| CommandError::Invalid(format!("the OS random generator failed: {e}")))?;
+        if kind == CommandKind::Alert {
+            // Answered when the radio's gateway acknowledges, or refused at the timeout.
+            let (handle, actor, id) = (self.clone(), actor.to_string(), tracked.id.clone());
+            tokio::spawn(async move {
+                let state = match handle.command(&actor, command).await {
+                    Ok(_) => CommandState::Acknowledged,
+                    Err(CommandError::Refused(Cause::TargetUnreachable)) => CommandState::TimedOut,
+                    Err(e) => CommandState::Failed {
+                        reason: e.to_string(),
+                    },
+                };
+                handle.node.commands.settle(&id, state);
+            });
+            return Ok(tracked);
+        }
+        if let Err(e) = self.command(actor, command).await {
+            log.settle(
+                &tracked.id,
+                CommandState::Failed {
+                    reason: e.to_string(),
+                },
+            );
+            return Err(e);
+        }
+        Ok(log.get(&tracked.id).unwrap_or(tracked))
+    }
+
+    /// A command opened by [`ControllerHandle::radio_command`], while it is kept.
+    pub fn tracked_command(&self, id: &str) -> Option<TrackedCommand> {
+        self.node.commands.get(id)
+    }
+
+    /// The dispatch address of a provisioned subscriber.
+    pub fn unit_of(&self, imsi: Imsi) -> Option<Unit> {
+        self.node.hlr.subscriber(&imsi).map(|s| s.unit)
     }
 }

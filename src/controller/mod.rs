@@ -11,11 +11,13 @@
 //! - `handle`: the [`ControllerHandle`] (commands, queries, events).
 
 mod background;
+mod commands;
 mod handle;
 mod node;
 mod routing;
 mod write_behind;
 
+pub use commands::{CommandKind, CommandState, TrackedCommand};
 pub use handle::{
     ActiveCall, Alarm, Answer, Command, CommandError, ControllerHandle, LinkState, Outcome, Query,
     QueryError, Snapshot, UnitFilter, UnitOnAir,
@@ -50,6 +52,7 @@ use crate::store::{Store, StoreError};
 use crate::vlr::VlrView;
 
 use background::Background;
+use commands::CommandLog;
 use node::Node;
 use routing::Services;
 use write_behind::WriteBehind;
@@ -120,6 +123,7 @@ pub async fn start_with_clock(cfg: Config, clock: Clock) -> Result<Running, Star
     );
     let links = Links::default();
     let events = Arc::new(EventBus::new(cfg.events.backlog, clock));
+    let commands = Arc::new(CommandLog::new(events.clone(), clock));
     let health = Arc::new(DbHealth::default());
     let behind = TaskTracker::new();
     let (writer, writer_inputs) = WriteBehind::new(store.clone(), health.clone(), clock, behind.clone());
@@ -182,6 +186,7 @@ pub async fn start_with_clock(cfg: Config, clock: Clock) -> Result<Running, Star
         events,
         health: health.clone(),
         auth,
+        commands: commands.clone(),
         metrics: metrics.clone(),
         clock,
         following: tokio::sync::Mutex::new(()),
@@ -206,6 +211,9 @@ pub async fn start_with_clock(cfg: Config, clock: Clock) -> Result<Running, Star
         let mut stop_server = stop_rx.clone();
         let mut tasks = background.spawn(stop_rx.clone());
         tasks.push(tokio::spawn(calls.clone().run_timers(stop_rx.clone())));
+        tasks.push(tokio::spawn(
+            background.node.commands.clone().follow(stop_rx.clone()),
+        ));
         tasks.push(tokio::spawn(
             calls
                 .clone()

@@ -43,6 +43,8 @@ pub(super) struct Node {
     pub(super) health: Arc<DbHealth>,
     /// The operator API's logins and tokens.
     pub(super) auth: Arc<Authority>,
+    /// Radio commands operators follow by id.
+    pub(super) commands: Arc<super::commands::CommandLog>,
     /// What the frame path counts and measures (`GET /metrics`).
     pub(super) metrics: Arc<Metrics>,
     pub(super) clock: Clock,

@@ -1,0 +1,360 @@
+//! What operators do: radio commands followed by id (inhibit, enable, call alert; read
+//! back at `GET /commands/{id}`), authorising a subscriber, releasing a call, taking a
+//! slot or carrier out of service, and changing system parameters.
+//!
+//! Rights: a dispatcher inhibits, enables, alerts and releases calls; an admin also
+//! authorises, changes slots' service and parameters. An operator limited to fleets acts
+//! only on their subscribers and calls. Every change is written to the audit log with the
+//! actor `api:<operator>@<client address>`.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::live::{calls_in_scope, id};
+use super::{ApiError, ApiState, Body, Caller};
+use crate::auth::{Principal, Role};
+use crate::controller::{Command, CommandError, CommandKind, CommandState, Outcome, TrackedCommand};
+use crate::hlr::Permissions;
+use crate::protocol::{CallId, FleetId, Imsi, MemberId, SiteId, Unit};
+
+pub(super) fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/subscribers/{imsi}/inhibit", post(inhibit))
+        .route("/subscribers/{imsi}/enable", post(enable))
+        .route("/subscribers/{imsi}/alert", post(alert))
+        .route("/subscribers/{imsi}/authorize", post(authorize))
+        .route("/commands/{id}", get(command))
+        .route("/calls/{call}/release", post(release))
+        .route("/sites/{site}/slots/out-of-service", post(out_of_service))
+        .route("/sites/{site}/slots/in-service", post(in_service))
+        .route("/parameters/{name}", put(set_parameter))
+}
+
+/// The audit log's actor for `p` at `peer`.
+fn actor(p: &Principal, peer: SocketAddr) -> String {
+    format!("api:{}@{}", p.name, peer.ip())
+}
+
+impl From<CommandError> for ApiError {
+    fn from(e: CommandError) -> Self {
+        match &e {
+            CommandError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, "not_found", m.clone()),
+            CommandError::Invalid(m) => ApiError::new(StatusCode::BAD_REQUEST, "invalid", m.clone()),
+            CommandError::Unavailable(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string())
+            }
+            CommandError::Refused(c) => {
+                ApiError::new(StatusCode::CONFLICT, "refused", format!("refused: {c}"))
+            }
+        }
+    }
+}
+
+/// A radio command and where it stands.
+#[derive(Serialize)]
+pub struct CommandJson {
+    /// Its id.
+    pub id: String,
+    /// `inhibit`, `enable` or `alert`.
+    pub kind: &'static str,
+    /// The subscriber.
+    pub imsi: String,
+    /// Who asked.
+    pub actor: String,
+    /// `pending`, `acknowledged`, `failed` or `timed_out`.
+    pub state: &'static str,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Unix ms.
+    pub created_at_ms: i64,
+    /// Unix ms.
+    pub updated_at_ms: i64,
+}
+
+impl From<TrackedCommand> for CommandJson {
+    fn from(c: TrackedCommand) -> Self {
+        CommandJson {
+            id: c.id,
+            kind: c.kind.as_str(),
+            imsi: c.imsi.to_string(),
+            actor: c.actor,
+            state: c.state.as_str(),
+            reason: match c.state {
+                CommandState::Failed { reason } => Some(reason),
+                _ => None,
+            },
+            created_at_ms: c.created_at_ms,
+            updated_at_ms: c.updated_at_ms,
+        }
+    }
+}
+
+/// The subscriber named in the path, if `p` may act on its fleet.
+fn subscriber(s: &ApiState, p: &Principal, imsi: &str) -> Result<Imsi, ApiError> {
+    let imsi = Imsi::parse(imsi).map_err(|e| ApiError::invalid("imsi", e.to_string()))?;
+    let unit = s.handle.unit_of(imsi).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("subscriber {imsi} does not exist"),
+        )
+    })?;
+    if !p.fleets.allows(unit.fleet) {
+        return Err(ApiError::forbidden(format!(
+            "subscriber {imsi} is not in {}'s fleets",
+            p.name
+        )));
+    }
+    Ok(imsi)
+}
+
+async fn radio(
+    s: ApiState,
+    caller: Caller,
+    peer: SocketAddr,
+    imsi: String,
+    kind: CommandKind,
+    from: Option<Unit>,
+) -> Result<(StatusCode, Json<CommandJson>), ApiError> {
+    let p = caller.require(Role::Dispatcher)?;
+    let imsi = subscriber(&s, p, &imsi)?;
+    let c = s.handle.radio_command(&actor(p, peer), kind, imsi, from).await?;
+    Ok((StatusCode::ACCEPTED, Json(c.into())))
+}
+
+async fn inhibit(
+    State(s): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    caller: Caller,
+    Path(imsi): Path<String>,
+) -> Result<(StatusCode, Json<CommandJson>), ApiError> {
+    radio(s, caller, peer, imsi, CommandKind::Inhibit, None).await
+}
+
+async fn enable(
+    State(s): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    caller: Caller,
+    Path(imsi): Path<String>,
+) -> Result<(StatusCode, Json<CommandJson>), ApiError> {
+    radio(s, caller, peer, imsi, CommandKind::Enable, None).await
+}
+
+/// `POST /subscribers/{imsi}/alert`'s body: the console's own unit address.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertBody {
+    /// The dispatcher's unit (a provisioned subscriber with the private-call permission).
+    pub from: UnitBody,
+}
+
+/// A unit address in a body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnitBody {
+    /// Fleet id.
+    pub fleet: u16,
+    /// Member id.
+    pub member: u16,
+}
+
+impl UnitBody {
+    fn unit(&self, field: &str) -> Result<Unit, ApiError> {
+        let fleet = FleetId::new(self.fleet)
+            .ok_or_else(|| ApiError::invalid(&format!("{field}.fleet"), "must be 1..=65535"))?;
+        let member = MemberId::new(self.member)
+            .ok_or_else(|| ApiError::invalid(&format!("{field}.member"), "must be 1..=65535"))?;
+        Ok(Unit { fleet, member })
+    }
+}
+
+async fn alert(
+    State(s): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    caller: Caller,
+    Path(imsi): Path<String>,
+    Body(body): Body<AlertBody>,
+) -> Result<(StatusCode, Json<CommandJson>), ApiError> {
+    let from = body.from.unit("from")?;
+    if !caller.0.fleets.allows(from.fleet) {
+        return Err(ApiError::forbidden(format!(
+            "unit {} is not in {}'s fleets",
+            from.fleet, caller.0.name
+        )));
+    }
+    radio(s, caller, peer, imsi, CommandKind::Alert, Some(from)).await
+}
+
+async fn command(
+    State(s): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<CommandJson>, ApiError> {
+    let p = caller.require(Role::Viewer)?;
+    let c = s
+        .handle
+        .tracked_command(&id)
+        .filter(|c| s.handle.unit_of(c.imsi).is_none_or(|u| p.fleets.allows(u.fleet)))
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no command {id}")))?;
+    Ok(Json(c.into()))
+}
+
+/// `POST /subscribers/{imsi}/authorize`'s body: each part only when given.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizeBody {
+    /// Priority level, 0..=15.
+    pub priority: Option<u8>,
+    /// Permissions: `group`, `private`, `emergency`, `data`, `interconnect`, `all` or
+    /// `none`, separated by `,`.
+    pub permissions: Option<String>,
+}
+
+async fn authorize(
+    State(s): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    caller: Caller,
+    Path(imsi): Path<String>,
+    Body(body): Body<AuthorizeBody>,
+) -> Result<StatusCode, ApiError> {
+    let p = caller.require(Role::Admin)?;
+    let imsi = subscriber(&s, p, &imsi)?;
+    let permissions = body
+        .permissions
+        .map(|t| Permissions::parse(&t).map_err(|e| ApiError::invalid("permissions", e)))
+        .transpose()?;
+    if let Some(pr) = body.priority.filter(|p| *p > 15) {
+        return Err(ApiError::invalid(
+            "priority",
+            format!("priority {pr} is outside 0..=15"),
+        ));
+    }
+    let cmd = Command::Authorize {
+        imsi,
+        priority: body.priority,
+        permissions,
+    };
+    s.handle.command(&actor(p, peer), cmd).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn release(
+    State(s): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    caller: Caller,
+    Path(call): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let p = caller.require(Role::Dispatcher)?;
+    let call = call
+        .parse::<u32>()
+        .ok()
+        .and_then(CallId::new)
+        .ok_or_else(|| ApiError::invalid("call", "a call id is 1..=4294967295"))?;
+    if !calls_in_scope(&s, p)?.iter().any(|c| c.view.call == call) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("call {call} is not in progress"),
+        ));
+    }
+    s.handle
+        .command(&actor(p, peer), Command::EndCall { call })
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Which slot (or with no `slot`, whole carrier) of a site.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlotBody {
+    /// Carrier, 0..=63.
+    pub carrier: u8,
+    /// Slot, 0..=5; absent for the whole carrier.
+    pub slot: Option<u8>,
+}
+
+async fn slot_service(
+    s: ApiState,
+    caller: Caller,
+    peer: SocketAddr,
+    site: String,
+    body: SlotBody,
+    out: bool,
+) -> Result<StatusCode, ApiError> {
+    let p = caller.require(Role::Admin)?;
+    let site = site
+        .parse::<u16>()
+        .map_err(|_| ApiError::invalid("site", "site must be 1..=4095"))
+        .and_then(|v| id("site", v, SiteId::new, SiteId::MAX))?;
+    let (carrier, slot) = (body.carrier, body.slot);
+    let cmd = if out {
+        Command::SlotOutOfService { site, carrier, slot }
+    } else {
+        Command::SlotInService { site, carrier, slot }
+    };
+    s.handle.command(&actor(p, peer), cmd).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn out_of_service(
+    State(s): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    caller: Caller,
+    Path(site): Path<String>,
+    Body(body): Body<SlotBody>,
+) -> Result<StatusCode, ApiError> {
+    slot_service(s, caller, peer, site, body, true).await
+}
+
+async fn in_service(
+    State(s): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    caller: Caller,
+    Path(site): Path<String>,
+    Body(body): Body<SlotBody>,
+) -> Result<StatusCode, ApiError> {
+    slot_service(s, caller, peer, site, body, false).await
+}
+
+/// `PUT /parameters/{name}`'s body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParameterBody {
+    /// The new value, as text.
+    pub value: String,
+}
+
+/// A parameter as it now is.
+#[derive(Serialize)]
+pub struct ParameterJson {
+    /// Its name.
+    pub name: String,
+    /// Its value in force.
+    pub value: String,
+}
+
+async fn set_parameter(
+    State(s): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Body(body): Body<ParameterBody>,
+) -> Result<Json<ParameterJson>, ApiError> {
+    let p = caller.require(Role::Admin)?;
+    let cmd = Command::SetParameter {
+        name,
+        value: body.value,
+    };
+    match s.handle.command(&actor(p, peer), cmd).await {
+        Ok(Outcome::Parameter { name, value }) => Ok(Json(ParameterJson { name, value })),
+        Ok(_) => Err(ApiError::internal()),
+        Err(CommandError::Invalid(m)) => Err(ApiError::invalid("value", m)),
+        Err(e) => Err(e.into()),
+    }
+}
