@@ -1264,3 +1264,404 @@ async fn a_call_alert_to_a_radio_that_never_answers_times_out() {
     assert_eq!(error_of(r).await.1["field"], "from.fleet");
     api.c.stop().await;
 }
+
+// ---- The event stream: GET /api/v1/events ----
+
+/// One SSE event as a client reads it.
+#[derive(Debug)]
+struct Sse {
+    event: String,
+    id: Option<u64>,
+    data: Value,
+}
+
+/// An open event stream, read as `EventSource` does: events end at a blank line,
+/// comments (keep-alives) are skipped, and an event with an id but no data only moves
+/// `last_id`.
+struct EventStream {
+    r: reqwest::Response,
+    buf: String,
+    last_id: Option<u64>,
+}
+
+impl EventStream {
+    /// The next event with data; `None` once the server ended the stream.
+    async fn next(&mut self) -> Option<Sse> {
+        loop {
+            if let Some(e) = self.block().await? {
+                return Some(e);
+            }
+        }
+    }
+
+    /// The next event: `Some(None)` for one with an id only; `None` once the server
+    /// ended the stream.
+    async fn block(&mut self) -> Option<Option<Sse>> {
+        loop {
+            while let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                let (mut event, mut id, mut data) = (None, None, None);
+                for line in block.lines() {
+                    let (field, value) = line.split_once(':').unwrap_or((line, ""));
+                    let value = value.strip_prefix(' ').unwrap_or(value);
+                    match field {
+                        "event" => event = Some(value.to_string()),
+                        "id" => id = Some(value.parse::<u64>().unwrap()),
+                        "data" => data = Some(serde_json::from_str::<Value>(value).unwrap()),
+                        _ => {}
+                    }
+                }
+                if id.is_some() {
+                    self.last_id = id;
+                }
+                if let Some(data) = data {
+                    let event = event.unwrap_or_else(|| "message".into());
+                    return Some(Some(Sse { event, id, data }));
+                }
+                if id.is_some() {
+                    return Some(None);
+                }
+            }
+            let chunk = tokio::time::timeout(PATIENCE, self.r.chunk())
+                .await
+                .expect("no event in time")
+                .unwrap()?;
+            self.buf.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+
+    /// Reads until an event satisfies `pred`: it, and those before it.
+    async fn until(&mut self, pred: impl Fn(&Sse) -> bool) -> (Sse, Vec<Sse>) {
+        let mut before = Vec::new();
+        loop {
+            let e = self.next().await.expect("the stream ended");
+            if pred(&e) {
+                return (e, before);
+            }
+            before.push(e);
+        }
+    }
+}
+
+fn is(e: &Sse, event: &str, kind: &str) -> bool {
+    e.event == event && e.data["kind"] == kind
+}
+
+impl Api {
+    /// `GET /api/v1/events` + `query`, with a token and a `Last-Event-ID` when given.
+    async fn events(
+        &self,
+        token: Option<&str>,
+        last_event_id: Option<u64>,
+        query: &str,
+    ) -> reqwest::Response {
+        let mut r = self.http.get(format!("{}/api/v1/events{query}", self.base));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        if let Some(id) = last_event_id {
+            r = r.header("last-event-id", id.to_string());
+        }
+        r.send().await.unwrap()
+    }
+
+    async fn stream(&self, token: Option<&str>, last_event_id: Option<u64>, query: &str) -> EventStream {
+        let r = self.events(token, last_event_id, query).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["content-type"], "text/event-stream");
+        EventStream {
+            r,
+            buf: String::new(),
+            last_id: None,
+        }
+    }
+
+    async fn ticket(&self, token: &str) -> String {
+        let r = self.post("/api/v1/events/ticket", Some(token), json!({})).await;
+        assert_eq!(r.status(), 200);
+        let t: Value = r.json().await.unwrap();
+        assert_eq!(t["expires_in"], 30);
+        t["ticket"].as_str().unwrap().to_string()
+    }
+}
+
+#[tokio::test]
+async fn the_event_stream_starts_with_a_snapshot_carries_a_grant_and_resumes_without_a_gap() {
+    for db in TestDb::all().await {
+        let api = Api::start(&db).await;
+        api.add_operator("alice", Role::Viewer, "").await;
+        let (token, _) = api.tokens("alice").await;
+        let mut s = api.stream(Some(&token), None, "").await;
+        let snap = s.next().await.unwrap();
+        assert_eq!(
+            (snap.event.as_str(), snap.data["reason"].as_str()),
+            ("snapshot", Some("start"))
+        );
+        assert_eq!(snap.id, snap.data["seq"].as_u64());
+        assert_eq!(
+            (snap.data["units"].clone(), snap.data["calls"].clone()),
+            (json!([]), json!([]))
+        );
+        assert_eq!(
+            snap.data["links"],
+            json!([
+                {"site": 1, "name": "Site 1", "connected": false},
+                {"site": 2, "name": "Site 2", "connected": false},
+            ])
+        );
+
+        // A real grant over the real link.
+        let mut g = gw(&api.c, 1).await;
+        let t1 = reg(&mut g, 1).await;
+        let (_, f) = group_call(&mut g, t1, 10, CallScope::Local).await;
+        let (call, _) = grant_of(&f);
+        let (grant, before) = s.until(|e| is(e, "call", "granted")).await;
+        // Every event, numbered on from the snapshot without a gap (this operator sees
+        // every fleet), its number as the SSE id.
+        let mut seq = snap.id.unwrap();
+        for e in before.iter().chain([&grant]) {
+            seq += 1;
+            assert_eq!((e.id, e.data["seq"].as_u64()), (Some(seq), Some(seq)), "{e:?}");
+            assert!(e.data["at_ms"].as_i64().unwrap() > 1_600_000_000_000);
+        }
+        assert!(before
+            .iter()
+            .any(|e| e.event == "link" && e.data["site"] == 1 && e.data["up"] == true));
+        let registered = before.iter().find(|e| is(e, "unit", "registered")).unwrap();
+        assert_eq!(registered.data["imsi"], imsi(1).to_string());
+        assert_eq!(registered.data["unit"], json!({"fleet": 100, "member": 1}));
+        assert_eq!(registered.data["site"], 1);
+        assert_eq!(grant.data["call"], call.get());
+        assert_eq!(grant.data["type"], "group");
+        assert_eq!(grant.data["caller"], json!({"fleet": 100, "member": 1}));
+        assert_eq!(
+            grant.data["target"],
+            json!({"kind": "talkgroup", "fleet": 100, "talkgroup": 10})
+        );
+        assert_eq!(grant.data["sites"], json!([1]));
+        drop(s);
+
+        // Something happens while the console is away; it comes back after the grant.
+        reg(&mut g, 2).await;
+        let mut s = api.stream(Some(&token), grant.id, "").await;
+        let first = s.next().await.unwrap();
+        assert_eq!(
+            first.id,
+            Some(grant.id.unwrap() + 1),
+            "a gap, a repeat or a snapshot: {first:?}"
+        );
+        let two = |e: &Sse| is(e, "unit", "registered") && e.data["imsi"] == imsi(2).to_string();
+        let two_id = match two(&first) {
+            true => first.id,
+            false => s.until(two).await.0.id,
+        };
+        drop(s);
+
+        // The same, for a new EventSource: the id in the query.
+        let query = format!("?last_event_id={}", grant.id.unwrap());
+        let mut s = api.stream(Some(&token), None, &query).await;
+        assert_eq!(s.next().await.unwrap().id, first.id);
+        drop(s);
+
+        // An id the controller does not hold: a snapshot instead of a gap.
+        let mut s = api.stream(Some(&token), Some(1_000_000), "").await;
+        let snap = s.next().await.unwrap();
+        assert_eq!(
+            (snap.event.as_str(), snap.data["reason"].as_str()),
+            ("snapshot", Some("resume_unavailable"))
+        );
+        assert!(snap.id >= two_id);
+        assert_eq!(snap.data["calls"][0]["call"], call.get());
+        assert_eq!(snap.data["units"].as_array().unwrap().len(), 2);
+        let busy: Vec<&Value> = snap.data["slots"][0]["slots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["state"] == "busy")
+            .collect();
+        assert_eq!(busy.len(), 1);
+        assert_eq!(busy[0]["call"], call.get());
+
+        // A malformed id is refused, naming it.
+        let r = api
+            .http
+            .get(format!("{}/api/v1/events", api.base))
+            .bearer_auth(&token)
+            .header("last-event-id", "soon")
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = error_of(r).await;
+        assert_eq!(
+            (status, body["field"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("Last-Event-ID"))
+        );
+        api.c.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_stream_opens_with_a_token_or_a_ticket_good_once_within_its_lifetime() {
+    let db = TestDb::sqlite();
+    let api = Api::start(&db).await;
+    api.add_operator("alice", Role::Viewer, "").await;
+    let (token, _) = api.tokens("alice").await;
+    let (status, body) = error_of(api.events(None, None, "").await).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("missing_token"))
+    );
+    let (status, body) = error_of(api.events(Some("not.a.token"), None, "").await).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid_token"))
+    );
+    let (status, body) = error_of(api.post("/api/v1/events/ticket", None, json!({})).await).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("missing_token"))
+    );
+
+    // A ticket opens one stream, once.
+    let ticket = api.ticket(&token).await;
+    let query = format!("?ticket={ticket}");
+    let mut s = api.stream(None, None, &query).await;
+    assert_eq!(s.next().await.unwrap().event, "snapshot");
+    let (status, body) = error_of(api.events(None, None, &query).await).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid_ticket"))
+    );
+    for query in ["?ticket=", "?ticket=tk_0123"] {
+        let (status, body) = error_of(api.events(None, None, query).await).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some("invalid_ticket"))
+        );
+    }
+    // A token and a ticket together are refused, and the ticket is not spent.
+    let ticket = api.ticket(&token).await;
+    let query = format!("?ticket={ticket}");
+    let (status, body) = error_of(api.events(Some(&token), None, &query).await).await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("ticket"))
+    );
+    api.stream(None, None, &query).await;
+
+    // Not after its lifetime.
+    let ticket = api.ticket(&token).await;
+    skip(Duration::from_secs(31)).await;
+    let (status, body) = error_of(api.events(None, None, &format!("?ticket={ticket}")).await).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid_ticket"))
+    );
+
+    // Not for an operator disabled since it was issued; and the open stream ends.
+    let ticket = api.ticket(&token).await;
+    api.c
+        .store
+        .change_operator("test", "alice", OperatorChange::Disabled(true))
+        .await
+        .unwrap();
+    api.until(|| async { api.whoami(&token).await.0 == 401 }).await;
+    let (status, body) = error_of(api.events(None, None, &format!("?ticket={ticket}")).await).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid_token"))
+    );
+    skip(trunkd::api::events::RECHECK).await;
+    let closed = s.next().await.unwrap();
+    assert_eq!((closed.event.as_str(), closed.id), ("closed", None));
+    assert_eq!(closed.data["code"], "invalid_token");
+    assert!(s.next().await.is_none(), "the stream goes on");
+    api.c.stop().await;
+}
+
+#[tokio::test]
+async fn an_operator_limited_to_a_fleet_sees_only_its_units_and_calls() {
+    use trunkd::hlr::{Fleet, Talkgroup};
+    use trunkd::protocol::{FleetId, MemberId, Unit};
+    let db = TestDb::sqlite();
+    let api = Api::start(&db).await;
+    // Fleet 200 and one unit of it, the ninth subscriber.
+    let fleet = FleetId::new(200).unwrap();
+    let store = &api.c.store;
+    let f = Fleet {
+        id: fleet,
+        name: "Water".into(),
+    };
+    store.add_fleet("test", &f).await.unwrap();
+    let t = Talkgroup {
+        fleet,
+        id: tg(10),
+        name: "Water 10".into(),
+    };
+    store.add_talkgroup("test", &t).await.unwrap();
+    let mut s9 = new_subscriber(9);
+    s9.unit = Unit {
+        fleet,
+        member: MemberId::new(1).unwrap(),
+    };
+    s9.talkgroups = vec![tg(10)];
+    store.add_subscriber("test", s9, "00101").await.unwrap();
+    let handle = api.c.handle();
+    api.until(|| async { handle.subscriber_unit(&imsi(9)).is_some() })
+        .await;
+    api.add_operator("all", Role::Viewer, "").await;
+    api.add_operator("water", Role::Dispatcher, "200").await;
+    let (all, _) = api.tokens("all").await;
+    let (water, _) = api.tokens("water").await;
+    let mut everything = api.stream(Some(&all), None, "").await;
+    let mut limited = api.stream(Some(&water), None, "").await;
+    everything.next().await.unwrap();
+    limited.next().await.unwrap();
+
+    let mut g = gw(&api.c, 1).await;
+    let t1 = reg(&mut g, 1).await;
+    let (_, f) = group_call(&mut g, t1, 10, CallScope::Local).await;
+    let (call, _) = grant_of(&f);
+    reg(&mut g, 9).await;
+    reg(&mut g, 2).await;
+    let registered =
+        |n: u64| move |e: &Sse| is(e, "unit", "registered") && e.data["imsi"] == imsi(n).to_string();
+
+    let (_, before) = everything.until(registered(9)).await;
+    assert!(before
+        .iter()
+        .any(|e| is(e, "call", "granted") && e.data["call"] == call.get()));
+    let (last, _) = everything.until(registered(2)).await;
+
+    // The link is everyone's; fleet 100's unit and call are not fleet 200's.
+    let (nine, before) = limited.until(registered(9)).await;
+    assert_eq!(nine.data["unit"], json!({"fleet": 200, "member": 1}));
+    assert!(before.iter().any(|e| e.event == "link" && e.data["site"] == 1));
+    for e in &before {
+        assert!(e.event == "link", "fleet 200's operator was sent {e:?}");
+    }
+    // Nothing is sent of unit 2's registration, but the stream's id moves past it, so a
+    // resume does not go back over what was hidden.
+    while limited.last_id < last.id {
+        if let Some(e) = limited.block().await.expect("the stream ended") {
+            assert!(
+                e.data["unit"]["fleet"] == 200,
+                "fleet 200's operator was sent {e:?}"
+            );
+        }
+    }
+    assert_eq!(limited.last_id, last.id);
+
+    // Its snapshot: its own unit only, no call, and the call's slot busy without it.
+    let mut late = api.stream(Some(&water), None, "").await;
+    let snap = late.next().await.unwrap();
+    let units: Vec<&Value> = snap.data["units"].as_array().unwrap().iter().collect();
+    assert_eq!(units.len(), 1);
+    assert_eq!(units[0]["imsi"], imsi(9).to_string());
+    assert_eq!(snap.data["calls"], json!([]));
+    let slots = snap.data["slots"][0]["slots"].as_array().unwrap();
+    let busy: Vec<&Value> = slots.iter().filter(|s| s["state"] == "busy").collect();
+    assert_eq!(busy.len(), 1);
+    assert!(busy[0].get("call").is_none(), "{busy:?}");
+    api.c.stop().await;
+}

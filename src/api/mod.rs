@@ -7,6 +7,8 @@
 //!   loopback by default): the Prometheus text format of
 //!   [`ControllerHandle::metrics`], every metric listed in the README.
 //! - `/api/v1/auth/…` ([`auth`]): log in, refresh, log out, the public keys.
+//! - `GET /api/v1/events` ([`events`]): the live event stream (Server-Sent Events),
+//!   opened with a token or a single-use ticket (`POST /api/v1/events/ticket`).
 //! - Everything else under `/api/v1` needs `Authorization: Bearer <access token>`: a
 //!   [`Caller`] in a handler's arguments checks it (401 when it is missing or refused)
 //!   and [`Caller::require`] checks the role (403).
@@ -17,6 +19,7 @@
 
 pub mod auth;
 pub mod commands;
+pub mod events;
 pub mod live;
 
 use std::future::Future;
@@ -27,7 +30,7 @@ use std::time::Duration;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request, State};
 use axum::http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -162,6 +165,7 @@ impl From<AuthError> for ApiError {
 pub struct ApiState {
     handle: ControllerHandle,
     limits: Arc<auth::LoginLimits>,
+    tickets: Arc<events::Tickets>,
 }
 
 /// A JSON body, refused with a JSON [`ApiError`] naming the field at fault (where
@@ -282,24 +286,27 @@ impl FromRequestParts<ApiState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
-        let unauthorized = |code, m: &str| ApiError::new(StatusCode::UNAUTHORIZED, code, m);
-        let Some(value) = parts.headers.get(axum::http::header::AUTHORIZATION) else {
-            return Err(unauthorized(
-                "missing_token",
-                "an access token is needed: Authorization: Bearer <token>",
-            ));
-        };
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, t)| t.trim())
-            .ok_or_else(|| {
-                unauthorized("invalid_token", "the Authorization header must be Bearer <token>")
-            })?;
-        Ok(Caller(state.handle.authenticate(token)?))
+        Ok(Caller(state.handle.authenticate(bearer(&parts.headers)?)?))
     }
+}
+
+/// The access token of an `Authorization: Bearer` header, not yet checked: 401
+/// `missing_token` without the header, `invalid_token` with another scheme.
+fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let unauthorized = |code, m: &str| ApiError::new(StatusCode::UNAUTHORIZED, code, m);
+    let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else {
+        return Err(unauthorized(
+            "missing_token",
+            "an access token is needed: Authorization: Bearer <token>",
+        ));
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim())
+        .ok_or_else(|| unauthorized("invalid_token", "the Authorization header must be Bearer <token>"))
 }
 
 /// What `GET /healthz` answers.
@@ -317,12 +324,16 @@ pub fn router(handle: ControllerHandle, cfg: &ApiConfig) -> Router {
     let state = ApiState {
         handle,
         limits: Arc::new(auth::LoginLimits::new(cfg.login_attempts_per_minute)),
+        tickets: Arc::new(events::Tickets::default()),
     };
     let timeout = Duration::from_millis(cfg.request_timeout_ms);
     Router::new()
         .route("/healthz", get(healthz))
         .nest("/api/v1/auth", auth::routes())
-        .nest("/api/v1", live::routes().merge(commands::routes()))
+        .nest(
+            "/api/v1",
+            live::routes().merge(commands::routes()).merge(events::routes()),
+        )
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {

@@ -655,6 +655,18 @@ impl ControllerHandle {
         self.node.events.resume(after)
     }
 
+    /// The dispatch address of a provisioned subscriber (from the HLR's cache in
+    /// memory): what the event stream names a unit by, and filters it by fleet with.
+    pub fn subscriber_unit(&self, imsi: &Imsi) -> Option<Unit> {
+        self.node.hlr.subscriber(imsi).map(|s| s.unit)
+    }
+
+    /// The Unix time (ms) of a time on the controller's monotonic scale (the times
+    /// inside [`CallView`], [`QueueEntry`] and call records).
+    pub fn unix_of(&self, mono_ms: i64) -> i64 {
+        self.node.clock.unix_of(mono_ms)
+    }
+
     /// Logs an operator in (`client`: its address, for the log and the audit entry).
     pub async fn login(&self, name: &str, password: &str, client: &str) -> Result<Tokens, AuthError> {
         self.node.auth.login(name, password, client).await
