@@ -85,12 +85,12 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use super::live::{
-    AlarmJson, CallJson, CallSlotJson, LinkJson, QueueJson, QueuedJson, SlotJson, SlotsJson, TargetJson,
-    UnitJson, UnitOnAirJson,
+    alarm_json, call_json, link_json, AlarmJson, CallJson, LinkJson, QueueJson, QueuedJson, SlotJson,
+    SlotsJson, TargetJson, UnitJson, UnitOnAirJson,
 };
 use super::{bearer, query_params, ApiError, ApiState, Caller};
 use crate::auth::{Fleets, Principal, Role};
-use crate::controller::{ActiveCall, Alarm, Answer, ControllerHandle, LinkState, Query, Snapshot};
+use crate::controller::{ActiveCall, Answer, ControllerHandle, Query, Snapshot};
 use crate::core::messaging::Reply;
 use crate::core::queue::QueueEntry;
 use crate::core::registration::{LeaveReason, UnitEvent};
@@ -1005,29 +1005,6 @@ struct SnapshotJson {
 
 // The snapshot's parts have the shapes of the live reads' answers (`live.rs`).
 
-fn call_json(c: &ActiveCall) -> CallJson {
-    CallJson {
-        call: c.view.call.get(),
-        call_type: call_type(c.view.call_type),
-        caller: c.view.caller.into(),
-        target: c.view.target.into(),
-        slots: c
-            .view
-            .slots
-            .iter()
-            .map(|&(site, carrier, slot)| CallSlotJson {
-                site: site.get(),
-                carrier,
-                slot,
-            })
-            .collect(),
-        talker: c.view.talker.map(UnitJson::from),
-        priority: c.view.priority,
-        requested_at_ms: c.requested_at_ms,
-        granted_at_ms: c.granted_at_ms,
-    }
-}
-
 fn slot_json(s: &SlotView, v: &View) -> SlotJson {
     let (state, call) = match s.state {
         SlotUse::Control => ("control", None),
@@ -1050,30 +1027,6 @@ fn queued_json(e: &QueueEntry) -> QueuedJson {
         call_type: call_type(e.call_type),
         target: e.target.into(),
         class: e.class,
-    }
-}
-
-fn link_json(l: &LinkState) -> LinkJson {
-    LinkJson {
-        site: l.site.get(),
-        name: l.name.clone(),
-        connected: l.connected,
-    }
-}
-
-fn alarm_json(a: &Alarm) -> AlarmJson {
-    match *a {
-        Alarm::DatabaseUnavailable { failed_operations } => {
-            AlarmJson::DatabaseUnavailable { failed_operations }
-        }
-        Alarm::SiteDisconnected { site } => AlarmJson::SiteDisconnected { site: site.get() },
-        Alarm::SlotOutOfService { site, carrier, slot } => AlarmJson::SlotOutOfService {
-            site: site.get(),
-            carrier,
-            slot,
-        },
-        Alarm::QueueFull { site } => AlarmJson::QueueFull { site: site.get() },
-        Alarm::RecordsBacklog { unwritten } => AlarmJson::RecordsBacklog { unwritten },
     }
 }
 

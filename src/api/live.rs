@@ -354,29 +354,7 @@ pub struct CallsJson {
 
 async fn calls(State(s): State<ApiState>, caller: Caller) -> Result<Json<CallsJson>, ApiError> {
     let p = caller.require(Role::Viewer)?;
-    let calls = calls_in_scope(&s, p)?
-        .iter()
-        .map(|c| CallJson {
-            call: c.view.call.get(),
-            call_type: call_type(c.view.call_type),
-            caller: c.view.caller.into(),
-            target: c.view.target.into(),
-            slots: c
-                .view
-                .slots
-                .iter()
-                .map(|&(site, carrier, slot)| CallSlotJson {
-                    site: site.get(),
-                    carrier,
-                    slot,
-                })
-                .collect(),
-            talker: c.view.talker.map(UnitJson::from),
-            priority: c.view.priority,
-            requested_at_ms: c.requested_at_ms,
-            granted_at_ms: c.granted_at_ms,
-        })
-        .collect();
+    let calls = calls_in_scope(&s, p)?.iter().map(call_json).collect();
     Ok(Json(CallsJson { calls }))
 }
 
@@ -482,14 +460,7 @@ async fn links(State(s): State<ApiState>, caller: Caller) -> Result<Json<LinksJs
         _ => return Err(ApiError::internal()),
     };
     Ok(Json(LinksJson {
-        links: links
-            .into_iter()
-            .map(|l| LinkJson {
-                site: l.site.get(),
-                name: l.name,
-                connected: l.connected,
-            })
-            .collect(),
+        links: links.iter().map(link_json).collect(),
     }))
 }
 
@@ -542,22 +513,7 @@ async fn alarms(State(s): State<ApiState>, caller: Caller) -> Result<Json<Alarms
         _ => return Err(ApiError::internal()),
     };
     Ok(Json(AlarmsJson {
-        alarms: alarms
-            .into_iter()
-            .map(|a| match a {
-                Alarm::DatabaseUnavailable { failed_operations } => {
-                    AlarmJson::DatabaseUnavailable { failed_operations }
-                }
-                Alarm::SiteDisconnected { site } => AlarmJson::SiteDisconnected { site: site.get() },
-                Alarm::SlotOutOfService { site, carrier, slot } => AlarmJson::SlotOutOfService {
-                    site: site.get(),
-                    carrier,
-                    slot,
-                },
-                Alarm::QueueFull { site } => AlarmJson::QueueFull { site: site.get() },
-                Alarm::RecordsBacklog { unwritten } => AlarmJson::RecordsBacklog { unwritten },
-            })
-            .collect(),
+        alarms: alarms.iter().map(alarm_json).collect(),
     }))
 }
 
@@ -575,5 +531,55 @@ async fn parameters(State(s): State<ApiState>, caller: Caller) -> Result<Json<Pa
             parameters: p.into_iter().collect(),
         })),
         _ => Err(ApiError::internal()),
+    }
+}
+
+/// A call in progress as the API shows it.
+pub(super) fn call_json(c: &ActiveCall) -> CallJson {
+    CallJson {
+        call: c.view.call.get(),
+        call_type: call_type(c.view.call_type),
+        caller: c.view.caller.into(),
+        target: c.view.target.into(),
+        slots: c
+            .view
+            .slots
+            .iter()
+            .map(|&(site, carrier, slot)| CallSlotJson {
+                site: site.get(),
+                carrier,
+                slot,
+            })
+            .collect(),
+        talker: c.view.talker.map(UnitJson::from),
+        priority: c.view.priority,
+        requested_at_ms: c.requested_at_ms,
+        granted_at_ms: c.granted_at_ms,
+    }
+}
+
+/// A site's link as the API shows it.
+pub(super) fn link_json(l: &LinkState) -> LinkJson {
+    LinkJson {
+        site: l.site.get(),
+        name: l.name.clone(),
+        connected: l.connected,
+    }
+}
+
+/// An alarm as the API shows it.
+pub(super) fn alarm_json(a: &Alarm) -> AlarmJson {
+    match *a {
+        Alarm::DatabaseUnavailable { failed_operations } => {
+            AlarmJson::DatabaseUnavailable { failed_operations }
+        }
+        Alarm::SiteDisconnected { site } => AlarmJson::SiteDisconnected { site: site.get() },
+        Alarm::SlotOutOfService { site, carrier, slot } => AlarmJson::SlotOutOfService {
+            site: site.get(),
+            carrier,
+            slot,
+        },
+        Alarm::QueueFull { site } => AlarmJson::QueueFull { site: site.get() },
+        Alarm::RecordsBacklog { unwritten } => AlarmJson::RecordsBacklog { unwritten },
     }
 }
