@@ -318,7 +318,7 @@ struct SubscriberAdd {
     #[arg(long, default_value_t = 0, value_parser = within(rules::PRIORITIES))]
     priority: u8,
     /// Permissions: group, private, emergency, data, interconnect, all or none (`;` or `,`).
-    #[arg(long, default_value = "group,private,emergency,data")]
+    #[arg(long, default_value = rules::DEFAULT_PERMISSIONS)]
     permissions: String,
     /// Permitted talkgroups (`,`-separated); the first is the default primary.
     #[arg(long)]

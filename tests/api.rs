@@ -104,6 +104,31 @@ impl Api {
         r.send().await.unwrap()
     }
 
+    /// `method` on `path`, with a JSON body when given.
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> reqwest::Response {
+        let mut r = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(token);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        r.send().await.unwrap()
+    }
+
+    /// The JSON of a `GET` that must answer 200.
+    async fn read(&self, path: &str, token: &str) -> Value {
+        let r = self.get(path, Some(token)).await;
+        assert_eq!(r.status(), 200, "GET {path}");
+        r.json().await.unwrap()
+    }
+
     async fn whoami(&self, token: &str) -> (StatusCode, Value) {
         let r = self.get("/api/v1/auth/whoami", Some(token)).await;
         (r.status(), r.json().await.unwrap())
@@ -1664,4 +1689,540 @@ async fn an_operator_limited_to_a_fleet_sees_only_its_units_and_calls() {
     assert_eq!(busy.len(), 1);
     assert!(busy[0].get("call").is_none(), "{busy:?}");
     api.c.stop().await;
+}
+
+// ---- Records: subscribers, fleets, talkgroups, sites, history. ----
+
+use reqwest::Method;
+
+/// Fleet 200 ("Fire"), with no talkgroup.
+async fn add_fire_fleet(api: &Api) {
+    let fire = trunkd::hlr::Fleet {
+        id: trunkd::protocol::FleetId::new(200).unwrap(),
+        name: "Fire".into(),
+    };
+    api.c.store.add_fleet("test", &fire).await.unwrap();
+}
+
+/// The IMSIs of a page of `GET /subscribers`.
+fn imsis(page: &Value) -> Vec<String> {
+    page["subscribers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["imsi"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// An IMEI with a good Luhn digit, as text.
+fn luhn_imei(body: u64) -> String {
+    imei(body).to_string()
+}
+
+#[tokio::test]
+async fn subscribers_are_created_searched_changed_and_removed_by_role_and_fleet() {
+    for db in TestDb::all().await {
+        let api = Api::start(&db).await;
+        add_fire_fleet(&api).await;
+        api.add_operator("ada", Role::Admin, "").await;
+        api.add_operator("vic", Role::Viewer, "100").await;
+        api.add_operator("fay", Role::Admin, "200").await;
+        let (ada, _) = api.tokens("ada").await;
+        let (vic, _) = api.tokens("vic").await;
+        let (fay, _) = api.tokens("fay").await;
+
+        // Created with generated keys: shown once, in the answer, and never read back.
+        let imei = luhn_imei(49_015_420_323_751);
+        let new = json!({"imei": imei, "msisdn": "4915100000009", "fleet": 100, "member": 9,
+                         "talkgroups": [10, 11]});
+        let r = api.post("/api/v1/subscribers", Some(&vic), new.clone()).await;
+        assert_eq!(error_of(r).await.0, 403, "a viewer creates nothing");
+        let r = api.post("/api/v1/subscribers", Some(&fay), new.clone()).await;
+        assert_eq!(
+            error_of(r).await.0,
+            403,
+            "fleet 200's admin cannot create in fleet 100"
+        );
+        let r = api.post("/api/v1/subscribers", Some(&ada), new.clone()).await;
+        assert_eq!(r.status(), 201);
+        let created: Value = r.json().await.unwrap();
+        let imsi = created["subscriber"]["imsi"].as_str().unwrap().to_string();
+        assert_eq!(created["keys"]["k"].as_str().unwrap().len(), 32);
+        assert_eq!(created["keys"]["opc"].as_str().unwrap().len(), 32);
+        assert_eq!(
+            created["subscriber"]["permissions"],
+            "group;private;emergency;data"
+        );
+        // The running controller knows it at once.
+        let parsed = trunkd::protocol::Imsi::parse(&imsi).unwrap();
+        assert!(api.c.handle().subscriber_unit(&parsed).is_some());
+        let one = api.read(&format!("/api/v1/subscribers/{imsi}"), &vic).await;
+        assert_eq!(one["imei"], imei);
+        assert_eq!(one["talkgroups"], json!([10, 11]));
+        for secret in ["k", "opc", "keys"] {
+            assert!(one.get(secret).is_none(), "{one}");
+        }
+        // The same IMEI twice: 409, nothing written.
+        let again = json!({"imei": imei, "fleet": 100, "member": 10, "talkgroups": [10]});
+        let (status, e) = error_of(api.post("/api/v1/subscribers", Some(&ada), again).await).await;
+        assert_eq!(
+            (status, e["code"].as_str()),
+            (StatusCode::CONFLICT, Some("conflict"))
+        );
+        // Malformed: the field at fault is named.
+        let bad = json!({"imei": "123", "fleet": 100, "member": 10, "talkgroups": [10]});
+        let (status, e) = error_of(api.post("/api/v1/subscribers", Some(&ada), bad).await).await;
+        assert_eq!(
+            (status, e["field"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("imei"))
+        );
+        let bad = json!({"imei": imei, "fleet": 100, "member": 10, "talkgroups": [10], "k": "00"});
+        let (status, e) = error_of(api.post("/api/v1/subscribers", Some(&ada), bad).await).await;
+        assert_eq!(
+            (status, e["field"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("k"))
+        );
+
+        // Search: by IMEI, by MSISDN, by fleet and member; paged in IMSI order.
+        let by = |q: &str| format!("/api/v1/subscribers?{q}");
+        let found = api.read(&by(&format!("imei={imei}")), &ada).await;
+        assert_eq!(imsis(&found), vec![imsi.clone()]);
+        let found = api.read(&by("msisdn=4915100000009"), &ada).await;
+        assert_eq!(imsis(&found), vec![imsi.clone()]);
+        let found = api.read(&by("fleet=100&member=3"), &ada).await;
+        assert_eq!(imsis(&found), vec![imsi_of_member(&api, &ada, 3).await]);
+        let mut seen = Vec::new();
+        let mut next = by("limit=4");
+        loop {
+            let page = api.read(&next, &vic).await;
+            seen.extend(imsis(&page));
+            match page["next_after"].as_str() {
+                Some(after) => next = by(&format!("limit=4&after={after}")),
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), 9, "8 provisioned and the new one");
+        let mut sorted = seen.clone();
+        sorted.sort();
+        assert_eq!(seen, sorted);
+        // Fleet 200's admin sees none of fleet 100's, and may not ask for them.
+        assert_eq!(imsis(&api.read(&by(""), &fay).await).len(), 0);
+        assert_eq!(error_of(api.get(&by("fleet=100"), Some(&fay)).await).await.0, 403);
+        let r = api.get(&format!("/api/v1/subscribers/{imsi}"), Some(&fay)).await;
+        assert_eq!(error_of(r).await.0, 403);
+        let (status, e) = error_of(api.get(&by("imsi=12"), Some(&ada)).await).await;
+        assert_eq!(
+            (status, e["field"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("imsi"))
+        );
+
+        // Change: MSISDN removed, talkgroups replaced; a talkgroup the fleet does not
+        // have refuses the whole change.
+        let path = format!("/api/v1/subscribers/{imsi}");
+        let r = api
+            .send(
+                Method::PATCH,
+                &path,
+                &ada,
+                Some(json!({"talkgroups": [11, 99], "msisdn": null})),
+            )
+            .await;
+        assert_eq!(error_of(r).await.0, 404);
+        let one = api.read(&path, &ada).await;
+        assert_eq!(
+            one["msisdn"], "4915100000009",
+            "nothing of a refused change is written"
+        );
+        let r = api
+            .send(
+                Method::PATCH,
+                &path,
+                &ada,
+                Some(json!({"talkgroups": [11, 10], "msisdn": null})),
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+        let one: Value = r.json().await.unwrap();
+        assert_eq!(
+            (one["msisdn"].clone(), one["talkgroups"].clone()),
+            (Value::Null, json!([11, 10]))
+        );
+        let r = api
+            .send(Method::PATCH, &path, &vic, Some(json!({"msisdn": "1"})))
+            .await;
+        assert_eq!(error_of(r).await.0, 403);
+        let r = api.send(Method::PATCH, &path, &ada, Some(json!({}))).await;
+        assert_eq!(error_of(r).await.0, 400);
+
+        // Removed: gone from the database and from the running controller.
+        assert_eq!(api.send(Method::DELETE, &path, &vic, None).await.status(), 403);
+        assert_eq!(api.send(Method::DELETE, &path, &ada, None).await.status(), 204);
+        assert_eq!(api.get(&path, Some(&ada)).await.status(), 404);
+        assert!(api.c.handle().subscriber_unit(&parsed).is_none());
+        assert_eq!(api.send(Method::DELETE, &path, &ada, None).await.status(), 404);
+        api.c.stop().await;
+    }
+}
+
+async fn imsi_of_member(api: &Api, token: &str, member: u16) -> String {
+    let all = api.read("/api/v1/subscribers?fleet=100&limit=100", token).await;
+    let s = all["subscribers"].as_array().unwrap();
+    let s = s.iter().find(|s| s["member"] == member).unwrap();
+    s["imsi"].as_str().unwrap().to_string()
+}
+
+/// `POST /subscribers/import` with `csv` as the body.
+async fn import(api: &Api, token: &str, csv: &str) -> reqwest::Response {
+    api.http
+        .post(format!("{}/api/v1/subscribers/import", api.base))
+        .bearer_auth(token)
+        .header("content-type", "text/csv")
+        .body(csv.to_string())
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_bulk_import_is_all_or_nothing_with_the_line_at_fault() {
+    for db in TestDb::all().await {
+        let api = Api::with(&db, |c| c.api.import_body_limit = 4096).await;
+        add_fire_fleet(&api).await;
+        api.add_operator("ada", Role::Admin, "").await;
+        api.add_operator("fay", Role::Admin, "200").await;
+        let (ada, _) = api.tokens("ada").await;
+        let (fay, _) = api.tokens("fay").await;
+        let count = || async { imsis(&api.read("/api/v1/subscribers?limit=1000", &ada).await).len() };
+        assert_eq!(count().await, 8);
+        let header = "imei,fleet,member,talkgroups,k,opc,priority,permissions";
+        let keys = format!("{},{},1,all", "0a".repeat(16), "0b".repeat(16));
+        let row =
+            |n: u64, member: u16| format!("{},100,{member},10;11,{keys}", luhn_imei(49_015_420_400_000 + n));
+
+        // Line 3 names a talkgroup fleet 100 does not have: nothing is written.
+        let csv = format!(
+            "{header}\n{}\n{},100,21,99,{keys}\n{}\n",
+            row(1, 20),
+            luhn_imei(49_015_420_400_002),
+            row(3, 22)
+        );
+        let (status, e) = error_of(import(&api, &ada, &csv).await).await;
+        assert_eq!(status, 400);
+        assert_eq!(
+            (e["code"].as_str(), e["field"].as_str()),
+            (Some("invalid_row"), Some("line 3"))
+        );
+        assert!(e["message"].as_str().unwrap().contains("talkgroup 99"), "{e}");
+        // A row the CSV reader refuses: its line too.
+        let csv = format!("{header}\n{}\nnot-an-imei,100,21,10,{keys}\n", row(1, 20));
+        let (_, e) = error_of(import(&api, &ada, &csv).await).await;
+        assert_eq!(e["field"], "line 3");
+        assert_eq!(count().await, 8, "a refused import writes nothing");
+
+        // Not CSV, or larger than api.import_body_limit: refused.
+        let r = api
+            .post("/api/v1/subscribers/import", Some(&ada), json!([]))
+            .await;
+        assert_eq!(error_of(r).await.0, 415);
+        let big = format!("{header}\n{}", format!("{}\n", row(1, 20)).repeat(200));
+        assert_eq!(error_of(import(&api, &ada, &big).await).await.0, 413);
+        // An admin of fleet 200 imports no row of fleet 100.
+        let csv = format!("{header}\n{}\n", row(1, 20));
+        let (status, e) = error_of(import(&api, &fay, &csv).await).await;
+        assert_eq!(
+            (status, e["field"].as_str()),
+            (StatusCode::FORBIDDEN, Some("line 2"))
+        );
+
+        // A good file: every row stored, with the identities it was given.
+        let csv = format!("{header}\n{}\n{}\n", row(1, 20), row(2, 21));
+        let r = import(&api, &ada, &csv).await;
+        assert_eq!(r.status(), 201);
+        let done: Value = r.json().await.unwrap();
+        assert_eq!(done["imported"], 2);
+        assert_eq!(done["subscribers"][1]["line"], 3);
+        assert_eq!(done["subscribers"][1]["imsi_assigned"], true);
+        assert_eq!(count().await, 10);
+        api.c.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn fleets_talkgroups_and_sites_are_kept_through_the_api() {
+    for db in TestDb::all().await {
+        let api = Api::start(&db).await;
+        api.add_operator("ada", Role::Admin, "").await;
+        api.add_operator("vic", Role::Viewer, "").await;
+        api.add_operator("fay", Role::Admin, "100").await;
+        let (ada, _) = api.tokens("ada").await;
+        let (vic, _) = api.tokens("vic").await;
+        let (fay, _) = api.tokens("fay").await;
+
+        // Fleets: created and removed by an admin of every fleet only.
+        let fire = json!({"id": 200, "name": "Fire"});
+        assert_eq!(
+            api.post("/api/v1/fleets", Some(&vic), fire.clone())
+                .await
+                .status(),
+            403
+        );
+        assert_eq!(
+            api.post("/api/v1/fleets", Some(&fay), fire.clone())
+                .await
+                .status(),
+            403
+        );
+        assert_eq!(
+            api.post("/api/v1/fleets", Some(&ada), fire.clone())
+                .await
+                .status(),
+            201
+        );
+        assert_eq!(
+            api.post("/api/v1/fleets", Some(&ada), fire.clone())
+                .await
+                .status(),
+            409
+        );
+        let fleets = api.read("/api/v1/fleets", &vic).await;
+        assert_eq!(fleets["fleets"].as_array().unwrap().len(), 2);
+        let fleets = api.read("/api/v1/fleets", &fay).await;
+        assert_eq!(fleets["fleets"], json!([{"id": 100, "name": "Police"}]));
+        let r = api
+            .send(
+                Method::PATCH,
+                "/api/v1/fleets/100",
+                &fay,
+                Some(json!({"name": "City police"})),
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(api.read("/api/v1/fleets/100", &vic).await["name"], "City police");
+        let r = api
+            .send(
+                Method::PATCH,
+                "/api/v1/fleets/100",
+                &ada,
+                Some(json!({"name": " "})),
+            )
+            .await;
+        assert_eq!(error_of(r).await.0, 400);
+        assert_eq!(api.get("/api/v1/fleets/0", Some(&vic)).await.status(), 400);
+        assert_eq!(api.get("/api/v1/fleets/300", Some(&vic)).await.status(), 404);
+
+        // Talkgroups, with the subscribers permitted on each.
+        let tgs = "/api/v1/fleets/200/talkgroups";
+        let r = api.post(tgs, Some(&ada), json!({"id": 1, "name": "Ops"})).await;
+        assert_eq!(r.status(), 201);
+        let r = api.post(tgs, Some(&fay), json!({"id": 2, "name": "Other"})).await;
+        assert_eq!(r.status(), 403);
+        let r = api
+            .send(
+                Method::PATCH,
+                "/api/v1/fleets/200/talkgroups/1",
+                &ada,
+                Some(json!({"name": "Fireground"})),
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            api.read(tgs, &vic).await["talkgroups"],
+            json!([{"fleet": 200, "id": 1, "name": "Fireground"}])
+        );
+        let members = api
+            .read("/api/v1/fleets/100/talkgroups/10/members?limit=5", &vic)
+            .await;
+        assert_eq!(members["members"].as_array().unwrap().len(), 5);
+        let rest = format!(
+            "/api/v1/fleets/100/talkgroups/10/members?after={}",
+            members["next_after"].as_str().unwrap()
+        );
+        assert_eq!(
+            api.read(&rest, &vic).await["members"].as_array().unwrap().len(),
+            3
+        );
+        // Refused while something depends on it, and then nothing is removed.
+        let r = api
+            .send(Method::DELETE, "/api/v1/fleets/100/talkgroups/10", &ada, None)
+            .await;
+        let (status, e) = error_of(r).await;
+        assert_eq!(status, 409);
+        assert!(e["message"].as_str().unwrap().contains("8 subscribers"), "{e}");
+        let r = api.send(Method::DELETE, "/api/v1/fleets/200", &ada, None).await;
+        assert_eq!(error_of(r).await.0, 409);
+        let r = api
+            .send(Method::DELETE, "/api/v1/fleets/200/talkgroups/1", &ada, None)
+            .await;
+        assert_eq!(r.status(), 204);
+        assert_eq!(
+            api.send(Method::DELETE, "/api/v1/fleets/200", &ada, None)
+                .await
+                .status(),
+            204
+        );
+
+        // Sites: the link key is generated and shown once, never read back.
+        let north = json!({"id": 3, "name": "North", "carriers": 2, "slots_per_carrier": 4});
+        assert_eq!(
+            api.post("/api/v1/sites", Some(&fay), north.clone())
+                .await
+                .status(),
+            403
+        );
+        let r = api.post("/api/v1/sites", Some(&ada), north.clone()).await;
+        assert_eq!(r.status(), 201);
+        let created: Value = r.json().await.unwrap();
+        let key = created["link_key"].as_str().unwrap().to_string();
+        assert_eq!(key.len(), 64);
+        let site = api.read("/api/v1/sites/3", &vic).await;
+        assert_eq!(
+            site,
+            json!({"id": 3, "name": "North", "carriers": 2, "slots_per_carrier": 4})
+        );
+        let all = api.read("/api/v1/sites", &vic).await.to_string();
+        assert!(!all.contains(&key) && !all.contains("key"), "{all}");
+        // The gateway links with the key it was given, and after a new key only with that.
+        let site3 = trunkd::protocol::SiteId::new(3).unwrap();
+        let old = trunkd::protocol::SiteKey::from_hex(&key).unwrap();
+        let addr = api.c.link_addr;
+        trunkd::link::gateway::GatewayLink::connect(addr, site3, &old)
+            .await
+            .unwrap();
+        let r = api.post("/api/v1/sites/3/key", Some(&ada), json!({})).await;
+        assert_eq!(r.status(), 200);
+        let new_key: Value = r.json().await.unwrap();
+        let new = trunkd::protocol::SiteKey::from_hex(new_key["link_key"].as_str().unwrap()).unwrap();
+        assert!(trunkd::link::gateway::GatewayLink::connect(addr, site3, &old)
+            .await
+            .is_err());
+        trunkd::link::gateway::GatewayLink::connect(addr, site3, &new)
+            .await
+            .unwrap();
+        let r = api
+            .send(
+                Method::PATCH,
+                "/api/v1/sites/3",
+                &ada,
+                Some(json!({"name": "Hill"})),
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            api.send(Method::DELETE, "/api/v1/sites/3", &ada, None)
+                .await
+                .status(),
+            204
+        );
+        assert_eq!(api.get("/api/v1/sites/3", Some(&vic)).await.status(), 404);
+        api.c.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn call_history_and_the_audit_log_are_filtered_and_paged() {
+    for db in TestDb::all().await {
+        let api = Api::start(&db).await;
+        add_fire_fleet(&api).await;
+        api.add_operator("ada", Role::Admin, "").await;
+        api.add_operator("vic", Role::Viewer, "100").await;
+        api.add_operator("fay", Role::Viewer, "200").await;
+        let (ada, _) = api.tokens("ada").await;
+        let (vic, _) = api.tokens("vic").await;
+        let (fay, _) = api.tokens("fay").await;
+
+        // Two group calls on talkgroups 10 and 11, ended.
+        let mut g = gw(&api.c, 1).await;
+        let tmsis = reg_all(&mut g, 2).await;
+        for (t, tgid) in [(tmsis[0], 10), (tmsis[1], 11)] {
+            let (_, grant) = group_call(&mut g, t, tgid, CallScope::Local).await;
+            let (call, _) = grant_of(&grant);
+            g.request(Message::CallEnd {
+                call,
+                cause: Cause::Normal,
+            })
+            .await
+            .unwrap();
+            until(&mut g, |f| matches!(f.msg, Message::CallEnd { .. })).await;
+        }
+        let path = "/api/v1/history/calls?fleet=100";
+        api.until(|| async { api.read(path, &vic).await["calls"].as_array().unwrap().len() == 2 })
+            .await;
+        let calls = api
+            .read("/api/v1/history/calls?fleet=100&talkgroup=10", &vic)
+            .await;
+        let calls = calls["calls"].as_array().unwrap().clone();
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0]["type"], "group");
+        assert_eq!(
+            calls[0]["target"],
+            json!({"kind": "talkgroup", "fleet": 100, "talkgroup": 10})
+        );
+        assert_eq!(calls[0]["caller"], json!({"fleet": 100, "member": 1}));
+        assert_eq!(calls[0]["sites"], json!([1]));
+        assert_eq!(calls[0]["cause_text"], "normal");
+        let by_unit = api.read("/api/v1/history/calls?fleet=100&member=2", &vic).await;
+        assert_eq!(by_unit["calls"][0]["target"]["talkgroup"], 11);
+        assert_eq!(
+            api.read("/api/v1/history/calls?type=private", &vic).await["calls"],
+            json!([])
+        );
+        assert_eq!(
+            api.read("/api/v1/history/calls?site=2", &vic).await["calls"],
+            json!([])
+        );
+        assert_eq!(
+            api.read("/api/v1/history/calls?to_ms=1", &vic).await["calls"],
+            json!([])
+        );
+        // Newest first, a page at a time.
+        let first = api.read("/api/v1/history/calls?limit=1", &ada).await;
+        let before = first["next_before"].as_i64().unwrap();
+        assert_eq!(first["calls"][0]["target"]["talkgroup"], 11);
+        let second = api
+            .read(&format!("/api/v1/history/calls?limit=1&before={before}"), &ada)
+            .await;
+        assert_eq!(second["calls"][0]["target"]["talkgroup"], 10);
+        assert!(second.get("next_before").is_none());
+        // Fleet 200's viewer sees none of fleet 100's calls; bad filters are named.
+        assert_eq!(api.read("/api/v1/history/calls", &fay).await["calls"], json!([]));
+        let r = api.get("/api/v1/history/calls?member=1", Some(&ada)).await;
+        assert_eq!(error_of(r).await.1["field"], "member");
+        let r = api.get("/api/v1/history/calls?type=video", Some(&ada)).await;
+        assert_eq!(error_of(r).await.1["field"], "type");
+
+        // The audit log: an admin's, with who did what from where.
+        let imsi = imsi(1).to_string();
+        let r = api
+            .post(
+                &format!("/api/v1/subscribers/{imsi}/inhibit"),
+                Some(&ada),
+                json!({}),
+            )
+            .await;
+        assert_eq!(r.status(), 202);
+        assert_eq!(api.get("/api/v1/history/audit", Some(&vic)).await.status(), 403);
+        let object = format!("subscriber:{imsi}");
+        let log = api
+            .read(
+                &format!("/api/v1/history/audit?object={object}&action=subscriber.inhibit"),
+                &ada,
+            )
+            .await;
+        let entries = log["entries"].as_array().unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0]["actor"], "api:ada@127.0.0.1");
+        let page = api.read("/api/v1/history/audit?limit=2", &ada).await;
+        assert_eq!(page["entries"][0]["action"], "subscriber.inhibit", "newest first");
+        let next = page["next_before"].as_i64().unwrap();
+        let older = api
+            .read(&format!("/api/v1/history/audit?limit=2&before={next}"), &ada)
+            .await;
+        assert!(older["entries"][0]["id"].as_i64().unwrap() < next);
+        // Append-only: no route changes it.
+        let r = api
+            .send(Method::DELETE, "/api/v1/history/audit", &ada, None)
+            .await;
+        assert_eq!(r.status(), 405);
+        api.c.stop().await;
+    }
 }

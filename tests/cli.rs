@@ -600,7 +600,9 @@ impl Cli {
             .spawn()
             .unwrap();
         let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(input.as_bytes()).await.unwrap();
+        // A command that refuses its arguments exits without reading: its stdin is then
+        // closed (broken pipe), and its output says why.
+        let _ = stdin.write_all(input.as_bytes()).await;
         drop(stdin);
         child.wait_with_output().await.unwrap()
     }

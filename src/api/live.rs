@@ -159,8 +159,27 @@ pub(super) fn id<T>(field: &str, v: u16, new: fn(u16) -> Option<T>, max: u16) ->
     new(v).ok_or_else(|| ApiError::invalid(field, format!("{field} must be 1..={max}")))
 }
 
+/// A ranged id from a path segment, or 400 naming it.
+pub(super) fn path_id<T>(field: &str, raw: &str, new: fn(u16) -> Option<T>, max: u16) -> Result<T, ApiError> {
+    let bad = || ApiError::invalid(field, format!("{field} must be 1..={max}"));
+    id(field, raw.parse::<u16>().map_err(|_| bad())?, new, max)
+}
+
+/// A page size from a query: `PAGE` when absent, else 1..=`MAX_PAGE`.
+pub(super) fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    let limit = limit.unwrap_or(PAGE);
+    if (1..=MAX_PAGE).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::invalid(
+            "limit",
+            format!("limit must be 1..={MAX_PAGE}"),
+        ))
+    }
+}
+
 /// The fleets `p` may see, refusing a `fleet` it may not.
-fn fleet_in_scope(p: &Principal, fleet: Option<FleetId>) -> Result<(), ApiError> {
+pub(super) fn fleet_in_scope(p: &Principal, fleet: Option<FleetId>) -> Result<(), ApiError> {
     match fleet {
         Some(f) if !p.fleets.allows(f) => Err(ApiError::forbidden(format!(
             "fleet {f} is not among {}'s fleets",
@@ -177,13 +196,7 @@ async fn units(
 ) -> Result<Json<UnitsPage>, ApiError> {
     let p = caller.require(Role::Viewer)?;
     let q: UnitsQuery = query_params(&uri)?;
-    let limit = q.limit.unwrap_or(PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::invalid(
-            "limit",
-            format!("limit must be 1..={MAX_PAGE}"),
-        ));
-    }
+    let limit = page_limit(q.limit)?;
     let fleet = q
         .fleet
         .map(|f| id("fleet", f, FleetId::new, FleetId::MAX))
@@ -260,11 +273,7 @@ async fn slots(
     Path(site): Path<String>,
 ) -> Result<Json<SlotsJson>, ApiError> {
     let p = caller.require(Role::Viewer)?;
-    let site = site
-        .parse::<u16>()
-        .ok()
-        .and_then(SiteId::new)
-        .ok_or_else(|| ApiError::invalid("site", "site must be 1..=4095"))?;
+    let site = path_id("site", &site, SiteId::new, SiteId::MAX)?;
     let map: Vec<SlotView> = match s.handle.query(Query::Slots { site }) {
         Ok(Answer::Slots(v)) => v,
         Ok(_) => return Err(ApiError::internal()),

@@ -20,7 +20,10 @@
 pub mod auth;
 pub mod commands;
 pub mod events;
+pub mod history;
 pub mod live;
+pub mod network;
+pub mod subscribers;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -332,7 +335,12 @@ pub fn router(handle: ControllerHandle, cfg: &ApiConfig) -> Router {
         .nest("/api/v1/auth", auth::routes())
         .nest(
             "/api/v1",
-            live::routes().merge(commands::routes()).merge(events::routes()),
+            live::routes()
+                .merge(commands::routes())
+                .merge(events::routes())
+                .merge(subscribers::routes(cfg.import_body_limit))
+                .merge(network::routes())
+                .merge(history::routes()),
         )
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })

@@ -174,6 +174,20 @@ impl Authority {
         Ok(())
     }
 
+    /// Keeps `op`, just read from the database, unless a newer generation is kept: so
+    /// that the tokens of an operator created a moment ago by another process open the
+    /// API at once, not only after the audit-log follow has heard of it.
+    fn heard(&self, op: &Operator) {
+        self.operators
+            .entry(op.name.clone())
+            .and_modify(|kept| {
+                if kept.generation < op.generation {
+                    *kept = op.clone();
+                }
+            })
+            .or_insert_with(|| op.clone());
+    }
+
     /// Retries the reloads of operators that failed; `None` when there are none (so
     /// that nothing is reported about a database that was not asked).
     pub async fn retry_reloads(&self) -> Option<Result<(), StoreError>> {
@@ -225,6 +239,7 @@ impl Authority {
                 return Err(AuthError::BadCredentials);
             }
         };
+        self.heard(&op);
         let family = tokens::random_id().map_err(|_| AuthError::Random)?;
         let tokens = self.issue(&op, &family, false).await?;
         self.store
@@ -270,6 +285,7 @@ impl Authority {
             Some((op, _)) if !op.disabled && op.generation == row.generation => op,
             _ => return Err(AuthError::Invalid("the session was revoked")),
         };
+        self.heard(&op);
         self.issue(&op, &row.family, true).await
     }
 

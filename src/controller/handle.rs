@@ -360,7 +360,7 @@ pub struct Snapshot {
 /// The handle of a running controller.
 #[derive(Clone)]
 pub struct ControllerHandle {
-    node: Arc<Node>,
+    pub(super) node: Arc<Node>,
 }
 
 impl ControllerHandle {

@@ -14,6 +14,7 @@ mod background;
 mod commands;
 mod handle;
 mod node;
+mod records;
 mod routing;
 mod write_behind;
 
@@ -22,6 +23,7 @@ pub use handle::{
     ActiveCall, Alarm, Answer, Command, CommandError, ControllerHandle, LinkState, Outcome, Query,
     QueryError, Snapshot, UnitFilter, UnitOnAir,
 };
+pub use records::Records;
 
 use std::future::Future;
 use std::net::SocketAddr;

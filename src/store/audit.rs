@@ -3,7 +3,7 @@
 
 use sqlx::Row;
 
-use super::{Store, StoreError};
+use super::{Arg, Filter, Store, StoreError};
 
 /// One audit-log entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,6 +20,25 @@ pub struct AuditEntry {
     pub object: String,
     /// Free text; never secrets.
     pub detail: String,
+}
+
+/// What [`Store::search_audit`] looks for: every criterion given must match.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuditSearch {
+    /// At or after this Unix ms.
+    pub from_ms: Option<i64>,
+    /// Before this Unix ms.
+    pub to_ms: Option<i64>,
+    /// By this actor.
+    pub actor: Option<String>,
+    /// This action (`subscriber.inhibit`, …).
+    pub action: Option<String>,
+    /// On this object (`subscriber:001010000000001`, …).
+    pub object: Option<String>,
+    /// Only entries with an id below this one (the last of the previous page).
+    pub before: Option<i64>,
+    /// At most this many.
+    pub limit: u32,
 }
 
 impl Store {
@@ -41,14 +60,44 @@ impl Store {
 
     /// Audit entries with id above `after`, oldest first, at most `limit`.
     pub async fn audit_since(&self, after: i64, limit: i64) -> Result<Vec<AuditEntry>, StoreError> {
+        let mut f = Filter::default();
+        f.and("id > $", [Arg::Int(after)]).order("id", Some(limit));
+        self.select_audit(&f).await
+    }
+
+    /// One page of the audit entries that match every criterion `search` gives, newest
+    /// first. The next page is those before the last one's `id`.
+    pub async fn search_audit(&self, search: &AuditSearch) -> Result<Vec<AuditEntry>, StoreError> {
+        let mut f = Filter::default();
+        if let Some(t) = search.from_ms {
+            f.and("at >= $", [Arg::Int(t)]);
+        }
+        if let Some(t) = search.to_ms {
+            f.and("at < $", [Arg::Int(t)]);
+        }
+        if let Some(a) = &search.actor {
+            f.and("actor = $", [Arg::Text(a.clone())]);
+        }
+        if let Some(a) = &search.action {
+            f.and("action = $", [Arg::Text(a.clone())]);
+        }
+        if let Some(o) = &search.object {
+            f.and("object = $", [Arg::Text(o.clone())]);
+        }
+        if let Some(b) = search.before {
+            f.and("id < $", [Arg::Int(b)]);
+        }
+        f.order("id DESC", Some(search.limit.into()));
+        self.select_audit(&f).await
+    }
+
+    async fn select_audit(&self, f: &Filter) -> Result<Vec<AuditEntry>, StoreError> {
+        let sql = format!(
+            "SELECT id, at, actor, action, object, detail FROM audit_log{}",
+            f.sql
+        );
         dispatch!(self, p => {
-            let rows = sqlx::query(
-                "SELECT id, at, actor, action, object, detail FROM audit_log WHERE id > $1 ORDER BY id LIMIT $2",
-            )
-            .bind(after)
-            .bind(limit)
-            .fetch_all(p)
-            .await?;
+            let rows = bind_args!(sqlx::query(&sql), &f.args).fetch_all(p).await?;
             rows.iter().map(|r| -> Result<AuditEntry, StoreError> {
                 Ok(AuditEntry {
                     id: r.try_get("id")?,

@@ -4,7 +4,8 @@
 
 use sqlx::{QueryBuilder, Row};
 
-use super::{corrupt, Store, StoreError, CHUNK};
+use super::{corrupt, Arg, Filter, Store, StoreError, CHUNK};
+use crate::protocol::{FleetId, SiteId, TalkgroupId, Unit};
 
 /// A call detail record as stored (`call_records`): plain columns, times in Unix ms.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,6 +38,38 @@ pub struct CallRecordRow {
     pub preempted: bool,
     /// An emergency call.
     pub emergency: bool,
+}
+
+/// A call record with its place in the history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallHistoryEntry {
+    /// Its row id: the history is paged by it, newest first.
+    pub id: i64,
+    /// The record.
+    pub record: CallRecordRow,
+}
+
+/// What [`Store::call_history`] looks for: every criterion given must match.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CallSearch {
+    /// Requested at or after this Unix ms.
+    pub from_ms: Option<i64>,
+    /// Requested before this Unix ms.
+    pub to_ms: Option<i64>,
+    /// Made by or to this unit.
+    pub unit: Option<Unit>,
+    /// To this talkgroup (of its fleet).
+    pub talkgroup: Option<(FleetId, TalkgroupId)>,
+    /// That held a slot at this site.
+    pub site: Option<SiteId>,
+    /// Of this type: `group`, `private` or `emergency`.
+    pub call_type: Option<String>,
+    /// Made by or to one of these fleets (none matches an empty list).
+    pub fleets: Option<Vec<FleetId>>,
+    /// Only rows with an id below this one (the last of the previous page).
+    pub before: Option<i64>,
+    /// At most this many.
+    pub limit: u32,
 }
 
 impl Store {
@@ -172,31 +205,90 @@ impl Store {
 
     /// The newest `limit` call records, newest first.
     pub async fn call_records(&self, limit: i64) -> Result<Vec<CallRecordRow>, StoreError> {
+        let search = CallSearch {
+            limit: limit.clamp(0, u32::MAX.into()) as u32,
+            ..CallSearch::default()
+        };
+        Ok(self
+            .call_history(&search)
+            .await?
+            .into_iter()
+            .map(|e| e.record)
+            .collect())
+    }
+
+    /// One page of the call records that match every criterion `search` gives, newest
+    /// first. The next page is those before the last one's `id`.
+    pub async fn call_history(&self, search: &CallSearch) -> Result<Vec<CallHistoryEntry>, StoreError> {
+        let mut f = Filter::default();
+        if let Some(t) = search.from_ms {
+            f.and("requested_at >= $", [Arg::Int(t)]);
+        }
+        if let Some(t) = search.to_ms {
+            f.and("requested_at < $", [Arg::Int(t)]);
+        }
+        if let Some(u) = search.unit {
+            let (fleet, member) = (Arg::Int(u.fleet.get().into()), Arg::Int(u.member.get().into()));
+            f.and(
+                "((caller_fleet = $ AND caller_member = $) OR (target_kind = 'unit' AND target_fleet = $ AND target_id = $))",
+                [fleet.clone(), member.clone(), fleet, member],
+            );
+        }
+        if let Some((fleet, tg)) = search.talkgroup {
+            f.and(
+                "target_kind = 'talkgroup' AND target_fleet = $ AND target_id = $",
+                [Arg::Int(fleet.get().into()), Arg::Int(tg.get().into())],
+            );
+        }
+        if let Some(site) = search.site {
+            // `sites` is a comma-separated list.
+            f.and("(',' || sites || ',') LIKE $", [Arg::Text(format!("%,{site},%"))]);
+        }
+        if let Some(t) = &search.call_type {
+            f.and("call_type = $", [Arg::Text(t.clone())]);
+        }
+        if let Some(fleets) = &search.fleets {
+            if fleets.is_empty() {
+                return Ok(Vec::new());
+            }
+            let marks = vec!["$"; fleets.len()].join(", ");
+            let ids: Vec<Arg> = fleets.iter().map(|f| Arg::Int(f.get().into())).collect();
+            let both = ids.iter().chain(&ids).cloned();
+            f.and(
+                &format!("(caller_fleet IN ({marks}) OR target_fleet IN ({marks}))"),
+                both,
+            );
+        }
+        if let Some(b) = search.before {
+            f.and("id < $", [Arg::Int(b)]);
+        }
+        f.order("id DESC", Some(search.limit.into()));
+        let sql = format!(
+            "SELECT id, call_id, call_type, caller_fleet, caller_member, target_kind, target_fleet, target_id, \
+             sites, requested_at, granted_at, ended_at, end_cause, preempted, emergency FROM call_records{}",
+            f.sql
+        );
         dispatch!(self, p => {
-            let rows = sqlx::query(
-                "SELECT call_id, call_type, caller_fleet, caller_member, target_kind, target_fleet, target_id, \
-                 sites, requested_at, granted_at, ended_at, end_cause, preempted, emergency \
-                 FROM call_records ORDER BY id DESC LIMIT $1",
-            )
-            .bind(limit)
-            .fetch_all(p)
-            .await?;
-            rows.iter().map(|r| -> Result<CallRecordRow, StoreError> {
-                Ok(CallRecordRow {
-                    call_id: r.try_get("call_id")?,
-                    call_type: r.try_get("call_type")?,
-                    caller_fleet: r.try_get("caller_fleet")?,
-                    caller_member: r.try_get("caller_member")?,
-                    target_kind: r.try_get("target_kind")?,
-                    target_fleet: r.try_get("target_fleet")?,
-                    target_id: r.try_get("target_id")?,
-                    sites: r.try_get("sites")?,
-                    requested_at: r.try_get("requested_at")?,
-                    granted_at: r.try_get("granted_at")?,
-                    ended_at: r.try_get("ended_at")?,
-                    end_cause: r.try_get("end_cause")?,
-                    preempted: r.try_get("preempted")?,
-                    emergency: r.try_get("emergency")?,
+            let rows = bind_args!(sqlx::query(&sql), &f.args).fetch_all(p).await?;
+            rows.iter().map(|r| -> Result<CallHistoryEntry, StoreError> {
+                Ok(CallHistoryEntry {
+                    id: r.try_get("id")?,
+                    record: CallRecordRow {
+                        call_id: r.try_get("call_id")?,
+                        call_type: r.try_get("call_type")?,
+                        caller_fleet: r.try_get("caller_fleet")?,
+                        caller_member: r.try_get("caller_member")?,
+                        target_kind: r.try_get("target_kind")?,
+                        target_fleet: r.try_get("target_fleet")?,
+                        target_id: r.try_get("target_id")?,
+                        sites: r.try_get("sites")?,
+                        requested_at: r.try_get("requested_at")?,
+                        granted_at: r.try_get("granted_at")?,
+                        ended_at: r.try_get("ended_at")?,
+                        end_cause: r.try_get("end_cause")?,
+                        preempted: r.try_get("preempted")?,
+                        emergency: r.try_get("emergency")?,
+                    },
                 })
             }).collect()
         })

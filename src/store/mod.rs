@@ -111,6 +111,40 @@ enum Arg {
     Text(String),
 }
 
+/// The `WHERE … ORDER BY … LIMIT …` tail of a query built at run time, with the values
+/// it binds in order.
+#[derive(Clone, Debug, Default)]
+struct Filter {
+    sql: String,
+    args: Vec<Arg>,
+}
+
+impl Filter {
+    /// Adds a condition, with a `$` where each of `values` goes (`fleet_id IN ($, $)`).
+    fn and(&mut self, cond: &str, values: impl IntoIterator<Item = Arg>) -> &mut Self {
+        self.sql += if self.sql.is_empty() { " WHERE " } else { " AND " };
+        let mut values = values.into_iter();
+        for (i, part) in cond.split('$').enumerate() {
+            if i > 0 {
+                self.args.extend(values.next());
+                self.sql += &format!("${}", self.args.len());
+            }
+            self.sql += part;
+        }
+        self
+    }
+
+    /// Ends it with `ORDER BY order` and, when given, `LIMIT`.
+    fn order(&mut self, order: &str, limit: Option<i64>) -> &mut Self {
+        self.sql += &format!(" ORDER BY {order}");
+        if let Some(l) = limit {
+            self.args.push(Arg::Int(l));
+            self.sql += &format!(" LIMIT ${}", self.args.len());
+        }
+        self
+    }
+}
+
 /// Binds `args` in order to a query of either backend.
 macro_rules! bind_args {
     ($q:expr, $args:expr) => {{
@@ -135,10 +169,11 @@ mod params;
 mod short_data;
 mod subscribers;
 
-pub use audit::AuditEntry;
-pub use calls::CallRecordRow;
+pub use audit::{AuditEntry, AuditSearch};
+pub use calls::{CallHistoryEntry, CallRecordRow, CallSearch};
 pub use import::Provisioned;
 pub use operators::{OperatorChange, RefreshRow};
+pub use subscribers::{SubscriberSearch, SubscriberUpdate};
 
 use audit::audit_in;
 
@@ -231,12 +266,13 @@ impl Store {
         dispatch!(self, p => p.close().await)
     }
 
-    /// Runs `delete` (a `DELETE … RETURNING` one text column, the audit entry's detail)
-    /// and writes the audit entry in the same transaction; `false` when it deleted nothing.
-    async fn remove(
+    /// Runs `change` (a `DELETE` or `UPDATE` of at most one row, `RETURNING` one text
+    /// column, the audit entry's detail) and writes the audit entry in the same
+    /// transaction; `false` when it changed nothing.
+    async fn change_one(
         &self,
         actor: &str,
-        delete: &str,
+        change: &str,
         args: &[Arg],
         action: &str,
         object: &str,
@@ -244,7 +280,7 @@ impl Store {
         let now = self.now_ms();
         dispatch!(self, p => {
             let mut tx = p.begin().await?;
-            let detail: Option<String> = bind_args!(sqlx::query_scalar(delete), args).fetch_optional(&mut *tx).await?;
+            let detail: Option<String> = bind_args!(sqlx::query_scalar(change), args).fetch_optional(&mut *tx).await?;
             let Some(detail) = detail else {
                 return Ok(false);
             };
@@ -268,6 +304,15 @@ fn conflict<T>(r: Result<T, sqlx::Error>, msg: impl FnOnce() -> String) -> Resul
             msg()
         ))),
         other => Ok(other?),
+    }
+}
+
+/// `Ok` when a write `changed` its row, else [`StoreError::NotFound`] with `missing`.
+fn found(changed: bool, missing: impl FnOnce() -> String) -> Result<(), StoreError> {
+    if changed {
+        Ok(())
+    } else {
+        Err(StoreError::NotFound(missing()))
     }
 }
 

@@ -6,9 +6,11 @@
 use sqlx::Row;
 
 use super::audit::audit_in;
-use super::{conflict, corrupt, depended_on, fleet_id, rules, site_id, talkgroup_id, Arg, Store, StoreError};
+use super::{
+    conflict, corrupt, depended_on, fleet_id, found, rules, site_id, talkgroup_id, Arg, Store, StoreError,
+};
 use crate::hlr::{Fleet, Site, Talkgroup};
-use crate::protocol::{FleetId, SiteId, SiteKey, TalkgroupId};
+use crate::protocol::{FleetId, Imsi, SiteId, SiteKey, TalkgroupId};
 
 impl Store {
     /// Adds a fleet.
@@ -165,7 +167,7 @@ impl Store {
         let args = [Arg::Int(id.get().into())];
         let sql = "DELETE FROM fleets WHERE id = $1 RETURNING name";
         match self
-            .remove(actor, sql, &args, "fleet.remove", &format!("fleet:{id}"))
+            .change_one(actor, sql, &args, "fleet.remove", &format!("fleet:{id}"))
             .await
         {
             Ok(true) => Ok(()),
@@ -195,7 +197,10 @@ impl Store {
         let args = [Arg::Int(fleet.get().into()), Arg::Int(id.get().into())];
         let sql = "DELETE FROM talkgroups WHERE fleet_id = $1 AND id = $2 RETURNING name";
         let object = format!("talkgroup:{fleet}/{id}");
-        match self.remove(actor, sql, &args, "talkgroup.remove", &object).await {
+        match self
+            .change_one(actor, sql, &args, "talkgroup.remove", &object)
+            .await
+        {
             Ok(true) => Ok(()),
             Ok(false) => Err(StoreError::NotFound(format!(
                 "talkgroup {id} does not exist in fleet {fleet}"
@@ -221,12 +226,110 @@ impl Store {
         let sql = "DELETE FROM sites WHERE id = $1 RETURNING name";
         let args = [Arg::Int(id.get().into())];
         match self
-            .remove(actor, sql, &args, "site.remove", &format!("site:{id}"))
+            .change_one(actor, sql, &args, "site.remove", &format!("site:{id}"))
             .await?
         {
             true => Ok(()),
             false => Err(StoreError::NotFound(format!("site {id} does not exist"))),
         }
+    }
+
+    /// Renames a fleet.
+    pub async fn rename_fleet(&self, actor: &str, id: FleetId, name: &str) -> Result<(), StoreError> {
+        rules::name("fleet", name)?;
+        let sql = "UPDATE fleets SET name = $1 WHERE id = $2 RETURNING name";
+        let args = [Arg::Text(name.into()), Arg::Int(id.get().into())];
+        let object = format!("fleet:{id}");
+        found(
+            self.change_one(actor, sql, &args, "fleet.rename", &object)
+                .await?,
+            || format!("fleet {id} does not exist"),
+        )
+    }
+
+    /// Renames a talkgroup.
+    pub async fn rename_talkgroup(
+        &self,
+        actor: &str,
+        fleet: FleetId,
+        id: TalkgroupId,
+        name: &str,
+    ) -> Result<(), StoreError> {
+        rules::name("talkgroup", name)?;
+        let sql = "UPDATE talkgroups SET name = $1 WHERE fleet_id = $2 AND id = $3 RETURNING name";
+        let args = [
+            Arg::Text(name.into()),
+            Arg::Int(fleet.get().into()),
+            Arg::Int(id.get().into()),
+        ];
+        let object = format!("talkgroup:{fleet}/{id}");
+        found(
+            self.change_one(actor, sql, &args, "talkgroup.rename", &object)
+                .await?,
+            || format!("talkgroup {id} does not exist in fleet {fleet}"),
+        )
+    }
+
+    /// Renames a site.
+    pub async fn rename_site(&self, actor: &str, id: SiteId, name: &str) -> Result<(), StoreError> {
+        rules::name("site", name)?;
+        let sql = "UPDATE sites SET name = $1, updated_at = $2 WHERE id = $3 RETURNING name";
+        let args = [
+            Arg::Text(name.into()),
+            Arg::Int(self.now_ms()),
+            Arg::Int(id.get().into()),
+        ];
+        let object = format!("site:{id}");
+        found(
+            self.change_one(actor, sql, &args, "site.rename", &object).await?,
+            || format!("site {id} does not exist"),
+        )
+    }
+
+    /// Gives a site a new link key: its gateway's next handshake needs it (a link up
+    /// now stays up).
+    pub async fn set_site_key(&self, actor: &str, id: SiteId, key: &SiteKey) -> Result<(), StoreError> {
+        let now = self.now_ms();
+        let r = dispatch!(self, p => {
+            let mut tx = p.begin().await?;
+            let name: Option<String> =
+                sqlx::query_scalar("UPDATE sites SET link_key = $1, updated_at = $2 WHERE id = $3 RETURNING name")
+                    .bind(key.expose().to_vec())
+                    .bind(now)
+                    .bind(i64::from(id.get()))
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if name.is_some() {
+                audit_in(&mut tx, now, actor, "site.rekey", &format!("site:{id}"), "new link key").await?;
+                tx.commit().await?;
+            }
+            name.is_some()
+        });
+        found(r, || format!("site {id} does not exist"))
+    }
+
+    /// One page of the subscribers permitted on a talkgroup, by IMSI: at most `limit`,
+    /// those after `after`.
+    pub async fn talkgroup_members(
+        &self,
+        fleet: FleetId,
+        id: TalkgroupId,
+        after: Option<Imsi>,
+        limit: u32,
+    ) -> Result<Vec<Imsi>, StoreError> {
+        let rows: Vec<String> = dispatch!(self, p => sqlx::query_scalar(
+            "SELECT imsi FROM subscriber_talkgroups WHERE fleet_id = $1 AND talkgroup_id = $2 AND imsi > $3 \
+             ORDER BY imsi LIMIT $4",
+        )
+        .bind(i64::from(fleet.get()))
+        .bind(i64::from(id.get()))
+        .bind(after.map(|a| a.to_string()).unwrap_or_default())
+        .bind(i64::from(limit))
+        .fetch_all(p)
+        .await?);
+        rows.iter()
+            .map(|i| Imsi::parse(i).map_err(|_| corrupt("imsi")))
+            .collect()
     }
 
     /// Takes a slot (`slot` 0..=5) or a whole carrier (`slot` 255) out of service

@@ -159,7 +159,7 @@ impl Store {
         let sql = "DELETE FROM operators WHERE name = $1 RETURNING role";
         let args = [Arg::Text(name.to_string())];
         match self
-            .remove(actor, sql, &args, "operator.remove", &format!("operator:{name}"))
+            .change_one(actor, sql, &args, "operator.remove", &format!("operator:{name}"))
             .await?
         {
             true => Ok(()),

@@ -10,7 +10,7 @@ use std::str::FromStr;
 
 use super::StoreError;
 use crate::hlr::{NewSubscriber, Secret128, Site};
-use crate::protocol::SiteId;
+use crate::protocol::{SiteId, TalkgroupId};
 
 /// Carriers a site may have (carrier indexes are `0..carriers`, at most 0..=63).
 pub const CARRIERS: RangeInclusive<u8> = 1..=64;
@@ -40,6 +40,9 @@ pub fn within(s: &str, range: RangeInclusive<u8>) -> Result<u8, String> {
         .filter(|v| range.contains(v))
         .ok_or_else(|| format!("must be {}..={}", range.start(), range.end()))
 }
+
+/// What a subscriber provisioned without permissions may do.
+pub const DEFAULT_PERMISSIONS: &str = "group,private,emergency,data";
 
 /// The keys of a subscriber to provision: K and OPc both given (32 hex digits each), or
 /// neither, and then both generated (the `bool` says so: they must be shown once).
@@ -138,11 +141,16 @@ pub fn new_subscriber(s: &NewSubscriber) -> Result<(), StoreError> {
     if !PRIORITIES.contains(&s.priority) {
         return Err(invalid(format!("priority {} is outside 0..=15", s.priority)));
     }
-    if s.talkgroups.is_empty() {
+    talkgroup_list(&s.talkgroups)
+}
+
+/// A subscriber's permitted talkgroups: at least one, none twice.
+pub fn talkgroup_list(tgs: &[TalkgroupId]) -> Result<(), StoreError> {
+    if tgs.is_empty() {
         return Err(invalid("a subscriber needs at least one talkgroup".into()));
     }
-    for (i, tg) in s.talkgroups.iter().enumerate() {
-        if s.talkgroups[..i].contains(tg) {
+    for (i, tg) in tgs.iter().enumerate() {
+        if tgs[..i].contains(tg) {
             return Err(invalid(format!("talkgroup {tg} is listed twice")));
         }
     }

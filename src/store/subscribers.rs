@@ -6,9 +6,39 @@
 use sqlx::Row;
 
 use super::audit::audit_in;
-use super::{corrupt, fleet_id, rules, talkgroup_id, Arg, Store, StoreError};
+use super::{conflict, corrupt, fleet_id, rules, talkgroup_id, Arg, Filter, Store, StoreError};
 use crate::hlr::{Permissions, Secret128, Subscriber};
 use crate::protocol::{FleetId, Imei, Imsi, IndividualId, MemberId, TalkgroupId, Unit};
+
+/// What [`Store::search_subscribers`] looks for: every criterion given must match.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SubscriberSearch {
+    /// This IMSI.
+    pub imsi: Option<Imsi>,
+    /// This IMEI.
+    pub imei: Option<Imei>,
+    /// This MSISDN.
+    pub msisdn: Option<String>,
+    /// Of one of these fleets (none matches an empty list).
+    pub fleets: Option<Vec<FleetId>>,
+    /// This member id (within the fleets).
+    pub member: Option<MemberId>,
+    /// Only IMSIs above this one (the last of the previous page).
+    pub after: Option<Imsi>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// A change to a subscriber's identities or talkgroups: each field only when given.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SubscriberUpdate {
+    /// A new IMEI (the radio was replaced).
+    pub imei: Option<Imei>,
+    /// A new MSISDN, or `Some(None)` to remove it.
+    pub msisdn: Option<Option<String>>,
+    /// The permitted talkgroups, the primary first, replacing the list.
+    pub talkgroups: Option<Vec<TalkgroupId>>,
+}
 
 impl Store {
     /// One subscriber, or `None`.
@@ -19,11 +49,12 @@ impl Store {
 
     /// Every subscriber (with `only`, just that one), with their talkgroups.
     pub async fn load_subscribers(&self, only: Option<Imsi>) -> Result<Vec<Subscriber>, StoreError> {
-        let only: Vec<(&str, Arg)> = only
-            .map(|i| ("imsi =", Arg::Text(i.to_string())))
-            .into_iter()
-            .collect();
-        self.select_subscribers(&only, None).await
+        let mut f = Filter::default();
+        if let Some(i) = only {
+            f.and("imsi = $", [Arg::Text(i.to_string())]);
+        }
+        f.order("imsi", None);
+        self.select_subscribers(&f).await
     }
 
     /// One page of subscribers in IMSI order: at most `limit`, those after `after`, of
@@ -34,36 +65,50 @@ impl Store {
         after: Option<Imsi>,
         limit: u32,
     ) -> Result<Vec<Subscriber>, StoreError> {
-        let mut conds = Vec::new();
-        if let Some(f) = fleet {
-            conds.push(("fleet_id =", Arg::Int(f.get().into())));
-        }
-        if let Some(a) = after {
-            conds.push(("imsi >", Arg::Text(a.to_string())));
-        }
-        self.select_subscribers(&conds, Some(limit.into())).await
+        let search = SubscriberSearch {
+            fleets: fleet.map(|f| vec![f]),
+            after,
+            limit,
+            ..SubscriberSearch::default()
+        };
+        self.search_subscribers(&search).await
     }
 
-    /// The subscribers that meet every condition (an SQL comparison such as `fleet_id =`
-    /// and its value), in IMSI order, at most `limit`, with their talkgroups.
-    async fn select_subscribers(
-        &self,
-        conds: &[(&str, Arg)],
-        limit: Option<i64>,
-    ) -> Result<Vec<Subscriber>, StoreError> {
-        let mut clause = String::new();
-        for (i, (cond, _)) in conds.iter().enumerate() {
-            clause += &format!("{} {cond} ${}", if i == 0 { " WHERE" } else { " AND" }, i + 1);
+    /// One page of the subscribers that match every criterion `search` gives, in IMSI
+    /// order, with their talkgroups. The next page starts after the last IMSI of this one.
+    pub async fn search_subscribers(&self, search: &SubscriberSearch) -> Result<Vec<Subscriber>, StoreError> {
+        let mut f = Filter::default();
+        let text = |v: &dyn std::fmt::Display| [Arg::Text(v.to_string())];
+        if let Some(i) = search.imsi {
+            f.and("imsi = $", text(&i));
         }
-        clause += " ORDER BY imsi";
-        if limit.is_some() {
-            clause += &format!(" LIMIT ${}", conds.len() + 1);
+        if let Some(i) = search.imei {
+            f.and("imei = $", text(&i));
         }
-        let args: Vec<Arg> = conds
-            .iter()
-            .map(|(_, a)| a.clone())
-            .chain(limit.map(Arg::Int))
-            .collect();
+        if let Some(m) = &search.msisdn {
+            f.and("msisdn = $", text(m));
+        }
+        if let Some(m) = search.member {
+            f.and("member_id = $", [Arg::Int(m.get().into())]);
+        }
+        if let Some(fleets) = &search.fleets {
+            if fleets.is_empty() {
+                return Ok(Vec::new());
+            }
+            let marks = vec!["$"; fleets.len()].join(", ");
+            let args = fleets.iter().map(|f| Arg::Int(f.get().into()));
+            f.and(&format!("fleet_id IN ({marks})"), args);
+        }
+        if let Some(a) = search.after {
+            f.and("imsi > $", text(&a));
+        }
+        f.order("imsi", Some(search.limit.into()));
+        self.select_subscribers(&f).await
+    }
+
+    /// The subscribers `filter` selects, with their talkgroups.
+    async fn select_subscribers(&self, filter: &Filter) -> Result<Vec<Subscriber>, StoreError> {
+        let (clause, args) = (&filter.sql, &filter.args);
         let sql_sub = format!(
             "SELECT imsi, imei, msisdn, fleet_id, member_id, individual_id, k, opc, priority, perm_group, \
              perm_private, perm_emergency, perm_short_data, perm_interconnect, inhibited, created_at, updated_at \
@@ -78,8 +123,8 @@ impl Store {
             "SELECT imsi, talkgroup_id FROM subscriber_talkgroups{tg_filter} ORDER BY imsi, position"
         );
         dispatch!(self, p => {
-            let rows = bind_args!(sqlx::query(&sql_sub), &args).fetch_all(p).await?;
-            let tg_rows = bind_args!(sqlx::query(&sql_tg), &args).fetch_all(p).await?;
+            let rows = bind_args!(sqlx::query(&sql_sub), args).fetch_all(p).await?;
+            let tg_rows = bind_args!(sqlx::query(&sql_tg), args).fetch_all(p).await?;
             let mut tgs: std::collections::HashMap<String, Vec<TalkgroupId>> = Default::default();
             for r in &tg_rows {
                 tgs.entry(r.try_get("imsi")?).or_default().push(talkgroup_id(r.try_get("talkgroup_id")?)?);
@@ -191,13 +236,113 @@ impl Store {
         Ok(())
     }
 
+    /// Changes a subscriber's IMEI, MSISDN or talkgroups (the talkgroups must exist in
+    /// its fleet), with an audit entry naming what changed; all or nothing.
+    pub async fn update_subscriber(
+        &self,
+        actor: &str,
+        imsi: Imsi,
+        change: &SubscriberUpdate,
+    ) -> Result<(), StoreError> {
+        if let Some(imei) = change.imei {
+            if !imei.luhn_ok() {
+                return Err(StoreError::Invalid(format!(
+                    "IMEI {imei} fails its Luhn check digit"
+                )));
+            }
+        }
+        if let Some(Some(m)) = &change.msisdn {
+            if !rules::valid_msisdn(m) {
+                return Err(StoreError::Invalid(format!(
+                    "MSISDN `{m}` must be 1 to 15 digits"
+                )));
+            }
+        }
+        if let Some(tgs) = &change.talkgroups {
+            rules::talkgroup_list(tgs)?;
+        }
+        let mut detail = Vec::new();
+        if let Some(i) = change.imei {
+            detail.push(format!("imei={i}"));
+        }
+        if let Some(m) = &change.msisdn {
+            detail.push(format!("msisdn={}", m.as_deref().unwrap_or("none")));
+        }
+        if let Some(t) = &change.talkgroups {
+            let list: Vec<String> = t.iter().map(ToString::to_string).collect();
+            detail.push(format!("talkgroups={}", list.join(",")));
+        }
+        if detail.is_empty() {
+            return Err(StoreError::Invalid(
+                "give an imei, msisdn or talkgroups to change".into(),
+            ));
+        }
+        let detail = detail.join(" ");
+        // Read before the transaction: on SQLite a transaction that reads and then
+        // writes can fail at once if another connection wrote in between.
+        let fleet: Option<i64> = dispatch!(self, p => sqlx::query_scalar("SELECT fleet_id FROM subscribers WHERE imsi = $1")
+            .bind(imsi.to_string())
+            .fetch_optional(p)
+            .await?);
+        let Some(fleet) = fleet else {
+            return Err(StoreError::NotFound(format!("subscriber {imsi} does not exist")));
+        };
+        let now = self.now_ms();
+        let (set_msisdn, msisdn) = match &change.msisdn {
+            Some(m) => (true, m.clone()),
+            None => (false, None),
+        };
+        dispatch!(self, p => {
+            let mut tx = p.begin().await?;
+            let r = sqlx::query(
+                "UPDATE subscribers SET imei = COALESCE($1, imei), \
+                 msisdn = CASE WHEN $2 THEN $3 ELSE msisdn END, updated_at = $4 WHERE imsi = $5",
+            )
+            .bind(change.imei.map(|i| i.to_string()))
+            .bind(set_msisdn)
+            .bind(msisdn)
+            .bind(now)
+            .bind(imsi.to_string())
+            .execute(&mut *tx)
+            .await;
+            let r = conflict(r, || "that IMEI or MSISDN belongs to another subscriber".to_string())?;
+            if r.rows_affected() == 0 {
+                return Err(StoreError::NotFound(format!("subscriber {imsi} does not exist")));
+            }
+            if let Some(tgs) = &change.talkgroups {
+                sqlx::query("DELETE FROM subscriber_talkgroups WHERE imsi = $1")
+                    .bind(imsi.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+                for (pos, tg) in tgs.iter().enumerate() {
+                    let r = sqlx::query(
+                        "INSERT INTO subscriber_talkgroups (imsi, fleet_id, talkgroup_id, position) VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(imsi.to_string())
+                    .bind(fleet)
+                    .bind(i64::from(tg.get()))
+                    .bind(pos as i64)
+                    .execute(&mut *tx)
+                    .await;
+                    if matches!(&r, Err(sqlx::Error::Database(d)) if d.is_foreign_key_violation()) {
+                        return Err(StoreError::NotFound(format!("talkgroup {tg} does not exist in fleet {fleet}")));
+                    }
+                    r?;
+                }
+            }
+            audit_in(&mut tx, now, actor, "subscriber.update", &format!("subscriber:{imsi}"), &detail).await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
     /// Removes a subscriber with its talkgroups, last known location and stored short
     /// data. A running controller forgets it.
     pub async fn remove_subscriber(&self, actor: &str, imsi: Imsi) -> Result<(), StoreError> {
         let sql = "DELETE FROM subscribers WHERE imsi = $1 RETURNING imei";
         let args = [Arg::Text(imsi.to_string())];
         match self
-            .remove(
+            .change_one(
                 actor,
                 sql,
                 &args,
