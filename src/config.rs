@@ -189,8 +189,12 @@ login_attempts_per_minute = 10
 body_limit = 1048576
 # Largest bulk import body (bytes).
 import_body_limit = 67108864
-# A request not answered within this is answered 408 (ms).
+# A request not answered within this is answered 503 `timeout` (ms).
 request_timeout_ms = 30000
+# TLS (1.2 and 1.3): a certificate chain and its private key, PEM files, both or neither.
+# Without them the API speaks plain HTTP, and warns when it listens beyond loopback.
+# tls_cert = "/etc/trunkd/api.crt"
+# tls_key = "/etc/trunkd/api.key"
 "#;
 
 /// The whole configuration.
@@ -242,6 +246,10 @@ pub struct ApiConfig {
     pub import_body_limit: usize,
     /// Request timeout, ms.
     pub request_timeout_ms: u64,
+    /// The API's TLS certificate chain, PEM (with `tls_key`; both or neither).
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The certificate's private key, PEM.
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 impl Default for ApiConfig {
@@ -257,6 +265,8 @@ impl Default for ApiConfig {
             body_limit: 1 << 20,
             import_body_limit: 64 << 20,
             request_timeout_ms: 30_000,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -840,6 +850,9 @@ impl Config {
         }
         if a.request_timeout_ms < 100 {
             return bad("api.request_timeout_ms must be at least 100");
+        }
+        if a.tls_cert.is_some() != a.tls_key.is_some() {
+            return bad("api.tls_cert and api.tls_key go together: give both, or neither for plain HTTP");
         }
         if !(16..=1_000_000).contains(&self.events.backlog) {
             return bad("events.backlog must be within 16..=1000000");

@@ -508,7 +508,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let api_cfg = cfg.api.clone();
     let api_addr = api_cfg.listen;
     let running = trunkd::controller::start(cfg).await?;
-    let api = match trunkd::api::bind(api_addr).await {
+    let api = match trunkd::api::bind(&api_cfg).await {
         Ok(l) => l,
         Err(e) => {
             running.stop().await;

@@ -39,18 +39,29 @@ impl Api {
     }
 
     async fn serve(c: Running, cfg: &ApiConfig) -> Api {
-        let listener = trunkd::api::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
+        let cfg = ApiConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..cfg.clone()
+        };
+        let listener = trunkd::api::bind(&cfg).await.unwrap();
+        let scheme = if listener.is_tls() { "https" } else { "http" };
+        let base = format!("{scheme}://localhost:{}", listener.local_addr().unwrap().port());
         tokio::spawn(trunkd::api::serve(
             listener,
             c.handle(),
             cfg.clone(),
             std::future::pending(),
         ));
+        // Over TLS, the client trusts the (self-signed) certificate the API serves.
+        let mut http = reqwest::Client::builder();
+        if let Some(cert) = &cfg.tls_cert {
+            let pem = std::fs::read(cert).unwrap();
+            http = http.add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap());
+        }
         Api {
             c,
             base,
-            http: reqwest::Client::new(),
+            http: http.build().unwrap(),
         }
     }
 
@@ -2225,4 +2236,141 @@ async fn call_history_and_the_audit_log_are_filtered_and_paged() {
         assert_eq!(r.status(), 405);
         api.c.stop().await;
     }
+}
+
+// ---- TLS ----
+
+/// A self-signed certificate for `localhost` and its key, as PEM files in `dir`.
+fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (c, k) = (dir.join("api.crt"), dir.join("api.key"));
+    std::fs::write(&c, cert.cert.pem()).unwrap();
+    std::fs::write(&k, cert.key_pair.serialize_pem()).unwrap();
+    (c, k)
+}
+
+#[tokio::test]
+async fn the_api_speaks_tls_with_a_certificate_from_files() {
+    let db = TestDb::sqlite();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path());
+    let api = Api::with(&db, |c| {
+        c.api.tls_cert = Some(cert.clone());
+        c.api.tls_key = Some(key.clone());
+    })
+    .await;
+    assert!(api.base.starts_with("https://"), "{}", api.base);
+    api.add_operator("ada", Role::Admin, "").await;
+    let (token, _) = api.tokens("ada").await;
+    assert_eq!(api.whoami(&token).await.0, 200);
+    // Plain HTTP to the TLS port gets no answer.
+    let plain = api.base.replace("https://", "http://");
+    let r = reqwest::Client::new()
+        .get(format!("{plain}/healthz"))
+        .send()
+        .await;
+    assert!(r.is_err(), "{r:?}");
+    // A client that does not trust the certificate refuses it.
+    let r = reqwest::Client::new()
+        .get(format!("{}/healthz", api.base))
+        .send()
+        .await;
+    assert!(r.is_err(), "{r:?}");
+    api.c.stop().await;
+}
+
+#[tokio::test]
+async fn a_missing_or_bad_certificate_refuses_to_start_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path());
+    let with = |cert: &std::path::Path, key: &std::path::Path| ApiConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        tls_cert: Some(cert.to_path_buf()),
+        tls_key: Some(key.to_path_buf()),
+        ..ApiConfig::default()
+    };
+    let missing = dir.path().join("nope.crt");
+    let e = trunkd::api::bind(&with(&missing, &key)).await.err().unwrap();
+    assert!(
+        e.to_string().contains("api.tls_cert") && e.to_string().contains("nope.crt"),
+        "{e}"
+    );
+    // The certificate where the key should be.
+    let e = trunkd::api::bind(&with(&cert, &cert)).await.err().unwrap();
+    assert!(e.to_string().contains("api.tls_key"), "{e}");
+    // One without the other is refused by the configuration's check.
+    let mut cfg = Config::default();
+    cfg.api.tls_cert = Some(cert);
+    let e = cfg.validate().unwrap_err().to_string();
+    assert!(e.contains("api.tls_cert and api.tls_key go together"), "{e}");
+}
+
+// ---- Messages from a console ----
+
+#[tokio::test]
+async fn a_console_sends_status_and_short_data_as_one_of_its_fleets_units() {
+    let db = TestDb::sqlite();
+    let api = Api::start(&db).await;
+    add_fire_fleet(&api).await;
+    api.add_operator("dan", Role::Dispatcher, "").await;
+    api.add_operator("vic", Role::Viewer, "").await;
+    api.add_operator("fay", Role::Dispatcher, "200").await;
+    let (dan, _) = api.tokens("dan").await;
+    let (vic, _) = api.tokens("vic").await;
+    let (fay, _) = api.tokens("fay").await;
+    let mut g = gw(&api.c, 1).await;
+    reg_all(&mut g, 2).await;
+
+    let from = json!({"fleet": 100, "member": 8});
+    let to_tg = json!({"kind": "talkgroup", "fleet": 100, "talkgroup": 10});
+    let status = json!({"from": from, "to": to_tg, "code": 7});
+    let r = api
+        .post("/api/v1/messages/status", Some(&vic), status.clone())
+        .await;
+    assert_eq!(error_of(r).await.0, 403, "a viewer sends nothing");
+    let r = api
+        .post("/api/v1/messages/status", Some(&fay), status.clone())
+        .await;
+    let (code, e) = error_of(r).await;
+    assert_eq!((code, e["field"].as_str()), (StatusCode::FORBIDDEN, Some("from")));
+    let r = api.post("/api/v1/messages/status", Some(&dan), status).await;
+    assert_eq!(r.status(), 200);
+    let out: Value = r.json().await.unwrap();
+    assert_eq!(out["outcome"], "sent_to_talkgroup");
+    assert!(out["recipients"].as_u64().unwrap() >= 1, "{out}");
+
+    // Short data to a unit off the air is stored for it.
+    let to_unit = json!({"kind": "unit", "fleet": 100, "member": 5});
+    let data = json!({"from": from, "to": to_unit, "data": "aGVsbG8="});
+    let r = api.post("/api/v1/messages/short-data", Some(&dan), data).await;
+    assert_eq!(r.status(), 200);
+    let out: Value = r.json().await.unwrap();
+    assert_eq!(out, json!({"outcome": "stored", "recipients": 1}));
+    // Bad payloads and targets are named.
+    for (body, field) in [
+        (
+            json!({"from": from, "to": to_unit, "data": "not base64!"}),
+            "data",
+        ),
+        (json!({"from": from, "to": to_unit, "data": ""}), "data"),
+        (
+            json!({"from": from, "to": {"kind": "unit", "fleet": 100, "member": 0}, "data": "aA=="}),
+            "to.member",
+        ),
+    ] {
+        let r = api.post("/api/v1/messages/short-data", Some(&dan), body).await;
+        let (code, e) = error_of(r).await;
+        assert_eq!(
+            (code, e["field"].as_str()),
+            (StatusCode::BAD_REQUEST, Some(field)),
+            "{e}"
+        );
+    }
+    // From a unit that is not provisioned: refused with the radio's cause.
+    let stranger = json!({"from": {"fleet": 100, "member": 99}, "to": to_unit, "data": "aA=="});
+    let r = api
+        .post("/api/v1/messages/short-data", Some(&dan), stranger)
+        .await;
+    assert_eq!(error_of(r).await.0, 409);
+    api.c.stop().await;
 }

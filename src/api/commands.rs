@@ -165,7 +165,7 @@ pub struct UnitBody {
 }
 
 impl UnitBody {
-    fn unit(&self, field: &str) -> Result<Unit, ApiError> {
+    pub(super) fn unit(&self, field: &str) -> Result<Unit, ApiError> {
         let fleet = FleetId::new(self.fleet)
             .ok_or_else(|| ApiError::invalid(&format!("{field}.fleet"), "must be 1..=65535"))?;
         let member = MemberId::new(self.member)

@@ -22,6 +22,7 @@ pub mod commands;
 pub mod events;
 pub mod history;
 pub mod live;
+pub mod messages;
 pub mod network;
 pub mod subscribers;
 
@@ -38,6 +39,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use axum_server::tls_rustls::RustlsConfig;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::net::TcpListener;
@@ -340,7 +342,8 @@ pub fn router(handle: ControllerHandle, cfg: &ApiConfig) -> Router {
                 .merge(events::routes())
                 .merge(subscribers::routes(cfg.import_body_limit))
                 .merge(network::routes())
-                .merge(history::routes()),
+                .merge(history::routes())
+                .merge(messages::routes()),
         )
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
@@ -401,24 +404,85 @@ async fn metrics(State(s): State<ApiState>) -> Result<Response, ApiError> {
     Ok(([(CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response())
 }
 
-/// Binds the API on `addr`; warns when that is reachable from the network without TLS.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let listener = TcpListener::bind(addr).await?;
-    let bound = listener.local_addr()?;
-    if !bound.ip().is_loopback() {
-        warn!(%bound, "the operator API listens on a non-loopback address without TLS");
+/// The API's listening socket, with its TLS configuration when it has one.
+pub struct ApiListener {
+    tcp: TcpListener,
+    tls: Option<RustlsConfig>,
+}
+
+impl ApiListener {
+    /// Where it listens.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.tcp.local_addr()
     }
-    info!(addr = %bound, "operator API listening");
-    Ok(listener)
+
+    /// Whether it speaks TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+}
+
+/// Binds the API on `cfg.listen`, with TLS when `cfg` names a certificate and key (read
+/// now: a missing or unreadable file refuses to start, naming it); warns when it is
+/// reachable from the network without TLS.
+pub async fn bind(cfg: &ApiConfig) -> std::io::Result<ApiListener> {
+    let tls = match (&cfg.tls_cert, &cfg.tls_key) {
+        (Some(cert), Some(key)) => Some(tls_config(cert, key)?),
+        _ => None,
+    };
+    let tcp = TcpListener::bind(cfg.listen).await?;
+    let bound = tcp.local_addr()?;
+    if !bound.ip().is_loopback() && tls.is_none() {
+        warn!(%bound, "the operator API listens on a non-loopback address without TLS: set api.tls_cert and api.tls_key");
+    }
+    info!(addr = %bound, tls = tls.is_some(), "operator API listening");
+    Ok(ApiListener { tcp, tls })
+}
+
+/// rustls (TLS 1.2 and 1.3, the ring provider) serving the certificate chain in `cert`
+/// with the private key in `key`, both PEM.
+fn tls_config(cert: &std::path::Path, key: &std::path::Path) -> std::io::Result<RustlsConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |what: &str, path: &std::path::Path, e: &dyn std::fmt::Display| {
+        std::io::Error::other(format!("api.{what} {}: {e}", path.display()))
+    };
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| bad("tls_cert", cert, &e))?;
+    if chain.is_empty() {
+        return Err(bad("tls_cert", cert, &"holds no certificate"));
+    }
+    let private = PrivateKeyDer::from_pem_file(key).map_err(|e| bad("tls_key", key, &e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(chain, private))
+        .map_err(|e| bad("tls_key", key, &e))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(RustlsConfig::from_config(Arc::new(config)))
 }
 
 /// Serves the API on `listener` until `stop` completes.
 pub async fn serve(
-    listener: TcpListener,
+    listener: ApiListener,
     handle: ControllerHandle,
     cfg: ApiConfig,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = router(handle, &cfg).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app).with_graceful_shutdown(stop).await
+    let Some(tls) = listener.tls else {
+        return axum::serve(listener.tcp, app).with_graceful_shutdown(stop).await;
+    };
+    let server = axum_server::Handle::<SocketAddr>::new();
+    let stopping = server.clone();
+    tokio::spawn(async move {
+        stop.await;
+        // Open requests get a moment; an event stream never ends by itself.
+        stopping.graceful_shutdown(Some(Duration::from_secs(1)));
+    });
+    axum_server::from_tcp_rustls(listener.tcp.into_std()?, tls)?
+        .handle(server)
+        .serve(app)
+        .await
 }

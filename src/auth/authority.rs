@@ -162,16 +162,26 @@ impl Authority {
         self.keys.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Reloads an operator after a change to it. Until that succeeds its tokens are
-    /// refused (it fails closed); [`Authority::retry_reloads`] tries again.
+    /// Reloads an operator after a change to it. If that fails, its tokens are refused
+    /// until a reload succeeds (it fails closed); [`Authority::retry_reloads`] tries
+    /// again. While the database is read, the operator as it was stays in force, as it
+    /// would had the change not been heard yet.
     pub async fn reload_operator(&self, name: &str) -> Result<(), StoreError> {
-        self.operators.remove(name);
-        self.stale.insert(name.to_string(), ());
-        if let Some((op, _)) = self.store.operator_credentials(name).await? {
-            self.operators.insert(name.to_string(), op);
+        match self.store.operator_credentials(name).await {
+            Ok(found) => {
+                match found {
+                    Some((op, _)) => self.operators.insert(name.to_string(), op),
+                    None => self.operators.remove(name).map(|(_, op)| op),
+                };
+                self.stale.remove(name);
+                Ok(())
+            }
+            Err(e) => {
+                self.operators.remove(name);
+                self.stale.insert(name.to_string(), ());
+                Err(e)
+            }
         }
-        self.stale.remove(name);
-        Ok(())
     }
 
     /// Keeps `op`, just read from the database, unless a newer generation is kept: so
