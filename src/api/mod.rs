@@ -13,14 +13,49 @@
 //!   [`Caller`] in a handler's arguments checks it (401 when it is missing or refused)
 //!   and [`Caller::require`] checks the role (403).
 //!
+//! - `GET /api/v1/openapi.json` ([`openapi`]): no token; the OpenAPI 3.1 document of
+//!   every route, generated from the handlers' `#[utoipa::path]` annotations.
+//!
 //! Every error is JSON ([`ApiError`]): a stable `code`, a `message`, and the `field` at
 //! fault where there is one. A body larger than `api.body_limit` is refused with 413;
 //! a request not answered within `api.request_timeout_ms` with 503.
+//!
+//! # Adding a route
+//! A route is registered together with its documentation, so that it cannot be served
+//! without being in `/api/v1/openapi.json`:
+//! 1. Annotate the handler, with its path relative to where its file's routes are
+//!    nested (`/api/v1` for most), every parameter, the body, and every answer:
+//!    ```ignore
+//!    /// `POST /subscribers/{imsi}/inhibit`: … (the doc comment becomes the summary)
+//!    #[utoipa::path(
+//!        post,
+//!        path = "/subscribers/{imsi}/inhibit",
+//!        tag = "commands",
+//!        params(("imsi" = String, Path, pattern = "^[0-9]{15}$", description = "…")),
+//!        request_body = AlertBody,                  // derives utoipa::ToSchema
+//!        responses(
+//!            (status = 202, description = "…", body = CommandJson),
+//!            BadRequest, Unauthorized, Forbidden, NotFound, BodyRefused, // openapi.rs
+//!        )
+//!    )]
+//!    async fn inhibit(…) -> Result<…, ApiError> { … }
+//!    ```
+//!    Routes need a token by default; one that does not says `security(())`. A query
+//!    struct derives `utoipa::IntoParams` (`#[into_params(parameter_in = Query)]`) and
+//!    is named in `params(...)`. Every JSON type in a body or answer derives
+//!    `utoipa::ToSchema`. 500 and 503 are added to every route by [`openapi`].
+//! 2. Register it in its file's `routes()` (an [`ApiRoutes`]) with
+//!    `.routes(routes!(inhibit))`: one `routes!` per path (handlers of one path with
+//!    different methods may share it). [`ApiRoutes`] has no other way in.
+//! 3. A new file's `routes()` is merged into [`router`] below.
+//! 4. Add the route to the list in `tests/api.rs`
+//!    (`the_openapi_document_is_valid_and_lists_every_route`).
 
 pub mod auth;
 pub mod commands;
 pub mod events;
 pub mod live;
+pub mod openapi;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -33,12 +68,15 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
+use utoipa::ToSchema;
+use utoipa_axum::routes;
+
+pub use openapi::ApiRoutes;
 
 use crate::auth::{AuthError, Principal, Role};
 use crate::config::ApiConfig;
@@ -46,7 +84,7 @@ use crate::controller::{Alarm, Answer, ControllerHandle, Query, QueryError};
 
 /// An error as every route answers it: a stable `code`, a `message` for people, and the
 /// `field` at fault where there is one.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
 pub struct ApiError {
     /// Stable, machine-readable: `not_found`, `invalid_token`, `forbidden`, …
     pub code: &'static str,
@@ -166,6 +204,8 @@ pub struct ApiState {
     handle: ControllerHandle,
     limits: Arc<auth::LoginLimits>,
     tickets: Arc<events::Tickets>,
+    /// The OpenAPI document, as served.
+    openapi: Arc<str>,
 }
 
 /// A JSON body, refused with a JSON [`ApiError`] naming the field at fault (where
@@ -310,7 +350,7 @@ fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
 }
 
 /// What `GET /healthz` answers.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Health {
     /// Always `ok`: the controller answers.
     pub status: &'static str,
@@ -319,22 +359,38 @@ pub struct Health {
     pub database: &'static str,
 }
 
+/// Every route with its documentation: the parts of the API, each from its file's
+/// `routes()`.
+fn routes() -> ApiRoutes {
+    ApiRoutes::new()
+        .routes(routes!(healthz))
+        .routes(routes!(metrics))
+        .nest("/api/v1/auth", auth::routes())
+        .nest(
+            "/api/v1",
+            live::routes()
+                .merge(commands::routes())
+                .merge(events::routes())
+                .routes(routes!(openapi::openapi_json)),
+        )
+}
+
+/// The OpenAPI 3.1 document of the API, as `GET /api/v1/openapi.json` serves it.
+pub fn document() -> utoipa::openapi::OpenApi {
+    routes().split().1
+}
+
 /// The API's routes over `handle`.
 pub fn router(handle: ControllerHandle, cfg: &ApiConfig) -> Router {
+    let (routes, doc) = routes().split();
     let state = ApiState {
         handle,
         limits: Arc::new(auth::LoginLimits::new(cfg.login_attempts_per_minute)),
         tickets: Arc::new(events::Tickets::default()),
+        openapi: doc.to_json().unwrap_or_default().into(),
     };
     let timeout = Duration::from_millis(cfg.request_timeout_ms);
-    Router::new()
-        .route("/healthz", get(healthz))
-        .nest("/api/v1/auth", auth::routes())
-        .nest(
-            "/api/v1",
-            live::routes().merge(commands::routes()).merge(events::routes()),
-        )
-        .route("/metrics", get(metrics))
+    routes
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -360,6 +416,14 @@ pub fn router(handle: ControllerHandle, cfg: &ApiConfig) -> Router {
         .with_state(state)
 }
 
+/// `GET /healthz`: the controller answers; whether its database does.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "system",
+    security(()),
+    responses((status = 200, description = "The controller answers", body = Health))
+)]
 async fn healthz(State(state): State<ApiState>) -> Result<Json<Health>, ApiError> {
     let alarms = match state.handle.query(Query::Alarms) {
         Ok(Answer::Alarms(a)) => a,
@@ -382,6 +446,14 @@ async fn healthz(State(state): State<ApiState>) -> Result<Json<Health>, ApiError
 
 /// `GET /metrics`: the Prometheus text format (version 0.0.4), without a token like
 /// `/healthz`, so that a Prometheus server can scrape it.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "system",
+    security(()),
+    responses((status = 200, description = "Every metric, in the Prometheus text format 0.0.4",
+        content_type = "text/plain", body = String))
+)]
 async fn metrics(State(s): State<ApiState>) -> Result<Response, ApiError> {
     let text = s.handle.metrics().encode().map_err(|_| {
         ApiError::new(
