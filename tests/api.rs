@@ -1742,6 +1742,7 @@ async fn the_openapi_document_is_valid_and_lists_every_route() {
     assert_eq!(r.status(), 200, "served without a token");
     assert_eq!(r.headers()["content-type"], "application/json");
     let doc: Value = r.json().await.unwrap();
+    assert_eq!(doc, serde_json::to_value(trunkd::api::document()).unwrap());
     assert!(
         doc["openapi"].as_str().unwrap().starts_with("3.1."),
         "{}",

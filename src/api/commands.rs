@@ -193,10 +193,10 @@ pub struct AlertBody {
 #[serde(deny_unknown_fields)]
 pub struct UnitBody {
     /// Fleet id.
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 65535)]
     pub fleet: u16,
     /// Member id.
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 65535)]
     pub member: u16,
 }
 
@@ -274,6 +274,7 @@ async fn command(
 /// `POST /subscribers/{imsi}/authorize`'s body: each part only when given.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(min_properties = 1)]
 pub struct AuthorizeBody {
     /// Priority level, 0..=15.
     #[schema(maximum = 15)]
@@ -333,7 +334,7 @@ async fn authorize(
     post,
     path = "/calls/{call}/release",
     tag = "commands",
-    params(("call" = u32, Path, minimum = 1, description = "The call id")),
+    params(("call" = u64, Path, minimum = 1, description = "The call id, 1..=4294967295")),
     responses(
         (status = 204, description = "The call is over"),
         BadRequest,

@@ -12,7 +12,6 @@
 //! - Everything else under `/api/v1` needs `Authorization: Bearer <access token>`: a
 //!   [`Caller`] in a handler's arguments checks it (401 when it is missing or refused)
 //!   and [`Caller::require`] checks the role (403).
-//!
 //! - `GET /api/v1/openapi.json` ([`openapi`]): no token; the OpenAPI 3.1 document of
 //!   every route, generated from the handlers' `#[utoipa::path]` annotations.
 //!
@@ -26,10 +25,10 @@
 //! 1. Annotate the handler, with its path relative to where its file's routes are
 //!    nested (`/api/v1` for most), every parameter, the body, and every answer:
 //!    ```ignore
-//!    /// `POST /subscribers/{imsi}/inhibit`: … (the doc comment becomes the summary)
+//!    /// Sends a call alert … (the doc comment's first line becomes the summary)
 //!    #[utoipa::path(
 //!        post,
-//!        path = "/subscribers/{imsi}/inhibit",
+//!        path = "/subscribers/{imsi}/alert",
 //!        tag = "commands",
 //!        params(("imsi" = String, Path, pattern = "^[0-9]{15}$", description = "…")),
 //!        request_body = AlertBody,                  // derives utoipa::ToSchema
@@ -38,16 +37,17 @@
 //!            BadRequest, Unauthorized, Forbidden, NotFound, BodyRefused, // openapi.rs
 //!        )
 //!    )]
-//!    async fn inhibit(…) -> Result<…, ApiError> { … }
+//!    async fn alert(…) -> Result<…, ApiError> { … }
 //!    ```
 //!    Routes need a token by default; one that does not says `security(())`. A query
 //!    struct derives `utoipa::IntoParams` (`#[into_params(parameter_in = Query)]`) and
 //!    is named in `params(...)`. Every JSON type in a body or answer derives
 //!    `utoipa::ToSchema`. 500 and 503 are added to every route by [`openapi`].
 //! 2. Register it in its file's `routes()` (an [`ApiRoutes`]) with
-//!    `.routes(routes!(inhibit))`: one `routes!` per path (handlers of one path with
-//!    different methods may share it). [`ApiRoutes`] has no other way in.
-//! 3. A new file's `routes()` is merged into [`router`] below.
+//!    `.routes(routes!(alert))` (`use utoipa_axum::routes;`): one `routes!` per path
+//!    (handlers of one path with different methods may share one, as
+//!    `routes!(get_site, put_site, delete_site)`). [`ApiRoutes`] has no other way in.
+//! 3. A new file's `routes()` is merged into this module's `routes()`, under `/api/v1`.
 //! 4. Add the route to the list in `tests/api.rs`
 //!    (`the_openapi_document_is_valid_and_lists_every_route`).
 
