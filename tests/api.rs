@@ -509,6 +509,11 @@ async fn logout_ends_the_session_by_refresh_token_or_by_access_token() {
         .post("/api/v1/auth/refresh", None, json!({"refresh_token": refresh}))
         .await;
     assert_eq!(r.status(), 401);
+    // A body of `null` is no body, as the OpenAPI document says.
+    let (access, _) = api.tokens("alice").await;
+    let r = api.post("/api/v1/auth/logout", Some(&access), Value::Null).await;
+    assert_eq!(r.status(), 204);
+    assert_eq!(api.whoami(&access).await.0, 401);
     // Without either: 401.
     let r = api
         .http
@@ -1171,6 +1176,19 @@ async fn an_inhibit_through_the_api_reaches_the_radio_and_refuses_its_next_reque
             .await
             .unwrap();
         assert_eq!(error_of(r).await.1["field"], "value");
+        let r = api
+            .http
+            .put(format!("{}/api/v1/parameters/trunking.nothing", api.base))
+            .bearer_auth(&ada)
+            .json(&json!({"value": "1"}))
+            .send()
+            .await
+            .unwrap();
+        let (status, e) = error_of(r).await;
+        assert_eq!(
+            (status, &e["code"], &e["field"]),
+            (StatusCode::NOT_FOUND, &json!("not_found"), &json!("name"))
+        );
         let r = api
             .post(
                 "/api/v1/sites/1/slots/out-of-service",
