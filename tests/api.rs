@@ -545,6 +545,11 @@ async fn logout_ends_the_session_by_refresh_token_or_by_access_token() {
         .post("/api/v1/auth/refresh", None, json!({"refresh_token": refresh}))
         .await;
     assert_eq!(r.status(), 401);
+    // A body of `null` is no body, as the OpenAPI document says.
+    let (access, _) = api.tokens("alice").await;
+    let r = api.post("/api/v1/auth/logout", Some(&access), Value::Null).await;
+    assert_eq!(r.status(), 204);
+    assert_eq!(api.whoami(&access).await.0, 401);
     // Without either: 401.
     let r = api
         .http
@@ -1207,6 +1212,19 @@ async fn an_inhibit_through_the_api_reaches_the_radio_and_refuses_its_next_reque
             .await
             .unwrap();
         assert_eq!(error_of(r).await.1["field"], "value");
+        let r = api
+            .http
+            .put(format!("{}/api/v1/parameters/trunking.nothing", api.base))
+            .bearer_auth(&ada)
+            .json(&json!({"value": "1"}))
+            .send()
+            .await
+            .unwrap();
+        let (status, e) = error_of(r).await;
+        assert_eq!(
+            (status, &e["code"], &e["field"]),
+            (StatusCode::NOT_FOUND, &json!("not_found"), &json!("name"))
+        );
         let r = api
             .post(
                 "/api/v1/sites/1/slots/out-of-service",
@@ -2372,5 +2390,187 @@ async fn a_console_sends_status_and_short_data_as_one_of_its_fleets_units() {
         .post("/api/v1/messages/short-data", Some(&dan), stranger)
         .await;
     assert_eq!(error_of(r).await.0, 409);
+    api.c.stop().await;
+}
+
+// ---- The OpenAPI document: GET /api/v1/openapi.json ----
+
+/// Every route the API serves, as its method and its path in the document. A new route
+/// goes here too (see `src/api/mod.rs`, "Adding a route").
+const ROUTES: &[(&str, &str)] = &[
+    ("get", "/healthz"),
+    ("get", "/metrics"),
+    ("get", "/api/v1/openapi.json"),
+    ("post", "/api/v1/auth/login"),
+    ("post", "/api/v1/auth/refresh"),
+    ("post", "/api/v1/auth/logout"),
+    ("get", "/api/v1/auth/whoami"),
+    ("get", "/api/v1/auth/jwks.json"),
+    ("get", "/api/v1/units"),
+    ("get", "/api/v1/sites/{site}/slots"),
+    ("get", "/api/v1/calls"),
+    ("get", "/api/v1/queues"),
+    ("get", "/api/v1/links"),
+    ("get", "/api/v1/alarms"),
+    ("get", "/api/v1/parameters"),
+    ("put", "/api/v1/parameters/{name}"),
+    ("post", "/api/v1/subscribers/{imsi}/inhibit"),
+    ("post", "/api/v1/subscribers/{imsi}/enable"),
+    ("post", "/api/v1/subscribers/{imsi}/alert"),
+    ("post", "/api/v1/subscribers/{imsi}/authorize"),
+    ("get", "/api/v1/commands/{id}"),
+    ("post", "/api/v1/calls/{call}/release"),
+    ("post", "/api/v1/sites/{site}/slots/out-of-service"),
+    ("post", "/api/v1/sites/{site}/slots/in-service"),
+    ("get", "/api/v1/events"),
+    ("post", "/api/v1/events/ticket"),
+];
+
+const METHODS: [&str; 8] = [
+    "get", "put", "post", "delete", "options", "head", "patch", "trace",
+];
+
+/// Every `$ref` in `v`.
+fn refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+    match v {
+        Value::Object(m) => {
+            if let Some(Value::String(r)) = m.get("$ref") {
+                out.push(r);
+            }
+            m.values().for_each(|v| refs(v, out));
+        }
+        Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+        _ => {}
+    }
+}
+
+/// `v`, or what its `$ref` points to in `doc`.
+fn deref<'a>(doc: &'a Value, v: &'a Value) -> &'a Value {
+    match v["$ref"].as_str() {
+        Some(r) => doc.pointer(&r[1..]).unwrap_or(&Value::Null),
+        None => v,
+    }
+}
+
+/// The document is OpenAPI 3.1 as far as this API uses it: every `$ref` resolves, every
+/// operation has a unique `operationId`, responses with descriptions (every error one
+/// with the `ApiError` schema), its path parameters declared, and security schemes that
+/// exist. It lists exactly [`ROUTES`], and each of them is served: none answers the
+/// router's own 404 (`no such route`) or 405. The other way round needs no test: routes
+/// reach the router only through `ApiRoutes::routes(routes!(handler))`, which takes the
+/// handler's `#[utoipa::path]` into the document, so a route served and not documented
+/// cannot be written. (The schemathesis run of `tools/schemathesis.sh` checks the
+/// answers against the document.)
+#[tokio::test]
+async fn the_openapi_document_is_valid_and_lists_every_route() {
+    let db = TestDb::sqlite();
+    let api = Api::start(&db).await;
+    let r = api.get("/api/v1/openapi.json", None).await;
+    assert_eq!(r.status(), 200, "served without a token");
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let doc: Value = r.json().await.unwrap();
+    assert_eq!(doc, serde_json::to_value(trunkd::api::document()).unwrap());
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3.1."),
+        "{}",
+        doc["openapi"]
+    );
+    assert!(doc["info"]["title"].is_string() && doc["info"]["version"].is_string());
+
+    let mut all = Vec::new();
+    refs(&doc, &mut all);
+    assert!(!all.is_empty());
+    for r in all {
+        assert!(
+            r.starts_with("#/") && doc.pointer(&r[1..]).is_some(),
+            "{r} does not resolve"
+        );
+    }
+
+    let schemes = doc["components"]["securitySchemes"].as_object().unwrap();
+    assert_eq!(schemes["bearer"]["type"], "http");
+    assert_eq!(schemes["bearer"]["scheme"], "bearer");
+    let known_schemes = |requirements: &Value| {
+        requirements
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r.as_object().unwrap().keys())
+            .all(|k| schemes.contains_key(k))
+    };
+    assert!(known_schemes(&doc["security"]));
+    assert_eq!(doc["security"], json!([{"bearer": []}]), "a token by default");
+
+    let mut listed = std::collections::BTreeSet::new();
+    let mut ids = std::collections::BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let ops: Vec<(&str, &Value)> = METHODS
+            .iter()
+            .filter_map(|m| item.get(*m).map(|op| (*m, op)))
+            .collect();
+        assert!(!ops.is_empty(), "{path} has no operation");
+        for (method, op) in ops {
+            let what = format!("{method} {path}");
+            listed.insert((method.to_string(), path.clone()));
+            let id = op["operationId"].as_str().unwrap_or_default();
+            assert!(
+                !id.is_empty() && ids.insert(id.to_string()),
+                "{what}: operationId {id:?}"
+            );
+            assert!(op["summary"].is_string(), "{what} has no summary");
+            if let Some(s) = op.get("security") {
+                assert!(known_schemes(s), "{what}: {s}");
+            }
+            let declared: Vec<&str> = op["parameters"]
+                .as_array()
+                .map(|ps| ps.iter().filter(|p| p["in"] == "path"))
+                .into_iter()
+                .flatten()
+                .inspect(|p| assert_eq!(p["required"], true, "{what}: {p}"))
+                .map(|p| p["name"].as_str().unwrap())
+                .collect();
+            let in_path: Vec<&str> = path
+                .split('/')
+                .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
+                .collect();
+            assert_eq!(declared, in_path, "{what}: path parameters");
+            let responses = op["responses"].as_object().unwrap();
+            assert!(
+                responses.keys().any(|s| s.starts_with('2')),
+                "{what} has no success"
+            );
+            for (status, response) in responses {
+                let response = deref(&doc, response);
+                assert!(response["description"].is_string(), "{what} {status}");
+                if status.starts_with('4') || status.starts_with('5') {
+                    let schema = &response["content"]["application/json"]["schema"];
+                    assert_eq!(schema["$ref"], "#/components/schemas/ApiError", "{what} {status}");
+                }
+            }
+        }
+    }
+    let expected: std::collections::BTreeSet<(String, String)> = ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(listed, expected, "the document's routes (left) and the test's");
+
+    // Each is served, whatever it then answers to a request without token or body.
+    for (method, path) in ROUTES {
+        let concrete: Vec<&str> = path
+            .split('/')
+            .map(|s| if s.starts_with('{') { "1" } else { s })
+            .collect();
+        let url = format!("{}{}", api.base, concrete.join("/"));
+        let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+        let r = api.http.request(method, &url).send().await.unwrap();
+        let status = r.status();
+        let body = r.text().await.unwrap_or_default();
+        assert!(
+            status != StatusCode::METHOD_NOT_ALLOWED
+                && !(status == StatusCode::NOT_FOUND && body.contains("no such route")),
+            "{path}: {status} {body}"
+        );
+    }
     api.c.stop().await;
 }

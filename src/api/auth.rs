@@ -11,17 +11,19 @@ use std::num::NonZeroU32;
 
 use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::routes;
 
-use super::{ApiError, ApiState, Body, Caller};
+use super::openapi::{BadRequest, BodyRefused, RateLimited, Unauthorized};
+use super::{ApiError, ApiRoutes, ApiState, Body, Caller};
 use crate::auth::{Role, Tokens};
 
 /// `POST /login`'s body.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Login {
     /// The operator's name.
@@ -31,7 +33,7 @@ pub struct Login {
 }
 
 /// `POST /refresh`'s body (and `POST /logout`'s, optional there).
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Refresh {
     /// The refresh token.
@@ -39,7 +41,7 @@ pub struct Refresh {
 }
 
 /// `GET /whoami`: the caller as the controller sees it now.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct WhoAmI {
     /// Name.
     pub name: String,
@@ -49,13 +51,36 @@ pub struct WhoAmI {
     pub fleets: Vec<u16>,
 }
 
-pub(super) fn routes() -> Router<ApiState> {
-    Router::new()
-        .route("/login", post(login))
-        .route("/refresh", post(refresh))
-        .route("/logout", post(logout))
-        .route("/whoami", get(whoami))
-        .route("/jwks.json", get(jwks))
+pub(super) fn routes() -> ApiRoutes {
+    ApiRoutes::new()
+        .routes(routes!(login))
+        .routes(routes!(refresh))
+        .routes(routes!(logout))
+        .routes(routes!(whoami))
+        .routes(routes!(jwks))
+}
+
+/// `GET /jwks.json`'s answer as documented: a JSON Web Key Set (RFC 7517), served from
+/// `jsonwebtoken`'s `JwkSet`.
+#[derive(ToSchema)]
+pub struct JwkSetJson {
+    /// The keys that check access tokens now; empty with HS256.
+    pub keys: Vec<JwkJson>,
+}
+
+/// One public key (RFC 7517 §4, RFC 8037 for Ed25519).
+#[derive(ToSchema)]
+pub struct JwkJson {
+    /// Key type: `OKP` for Ed25519.
+    pub kty: String,
+    /// Key id, as in the tokens' `kid`.
+    pub kid: Option<String>,
+    /// Algorithm: `EdDSA`.
+    pub alg: Option<String>,
+    /// Curve: `Ed25519`.
+    pub crv: Option<String>,
+    /// The public key, base64url.
+    pub x: Option<String>,
 }
 
 /// The login rate limits.
@@ -91,6 +116,22 @@ impl LoginLimits {
     }
 }
 
+/// Logs in: an access token and a refresh token.
+#[utoipa::path(
+    post,
+    path = "/login",
+    tag = "auth",
+    security(()),
+    request_body = Login,
+    responses(
+        (status = 200, description = "A new session's tokens", body = Tokens),
+        BadRequest,
+        (status = 401, description = "`invalid_credentials`: a wrong password, an unknown name \
+            or a disabled operator, alike", body = ApiError),
+        BodyRefused,
+        RateLimited,
+    )
+)]
 async fn login(
     State(s): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -105,6 +146,21 @@ async fn login(
     ))
 }
 
+/// Exchanges a refresh token for new tokens; the one given is spent.
+#[utoipa::path(
+    post,
+    path = "/refresh",
+    tag = "auth",
+    security(()),
+    request_body = Refresh,
+    responses(
+        (status = 200, description = "New tokens of the same session", body = Tokens),
+        BadRequest,
+        (status = 401, description = "`invalid_token`, `token_expired`, or \
+            `refresh_token_reused` (the session is revoked)", body = ApiError),
+        BodyRefused,
+    )
+)]
 async fn refresh(
     State(s): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -118,18 +174,40 @@ async fn refresh(
 }
 
 /// Ends a session: the one of the refresh token in the body, or else the caller's.
+#[utoipa::path(
+    post,
+    path = "/logout",
+    tag = "auth",
+    security((), ("bearer" = [])),
+    request_body(content = Option<Refresh>, description = "The refresh token of the session \
+        to end; without a body (or with `null`), the session of the access token"),
+    responses(
+        (status = 204, description = "The session is over"),
+        BadRequest,
+        Unauthorized,
+        BodyRefused,
+    )
+)]
 async fn logout(
     State(s): State<ApiState>,
     caller: Result<Caller, ApiError>,
-    body: Option<Body<Refresh>>,
+    body: Option<Body<Option<Refresh>>>,
 ) -> Result<StatusCode, ApiError> {
+    // A body of `null` is no body.
     match body {
-        Some(Body(r)) => s.handle.logout(&r.refresh_token).await?,
-        None => s.handle.end_session(&caller?.0).await?,
+        Some(Body(Some(r))) => s.handle.logout(&r.refresh_token).await?,
+        _ => s.handle.end_session(&caller?.0).await?,
     }
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The caller as the controller sees it now.
+#[utoipa::path(
+    get,
+    path = "/whoami",
+    tag = "auth",
+    responses((status = 200, description = "The caller", body = WhoAmI), Unauthorized)
+)]
 async fn whoami(caller: Caller) -> Json<WhoAmI> {
     let p = caller.0;
     Json(WhoAmI {
@@ -139,6 +217,14 @@ async fn whoami(caller: Caller) -> Json<WhoAmI> {
     })
 }
 
+/// The public keys that check access tokens (EdDSA).
+#[utoipa::path(
+    get,
+    path = "/jwks.json",
+    tag = "auth",
+    security(()),
+    responses((status = 200, description = "A JSON Web Key Set", body = JwkSetJson))
+)]
 async fn jwks(State(s): State<ApiState>) -> Json<jsonwebtoken::jwk::JwkSet> {
     Json(s.handle.jwks())
 }

@@ -11,28 +11,30 @@ use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::Json;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::routes;
 
 use super::live::{calls_in_scope, id};
-use super::{ApiError, ApiState, Body, Caller};
+use super::openapi::{BadRequest, BodyRefused, Conflict, Forbidden, NotFound, Unauthorized};
+use super::{ApiError, ApiRoutes, ApiState, Body, Caller};
 use crate::auth::{Principal, Role};
 use crate::controller::{Command, CommandError, CommandKind, CommandState, Outcome, TrackedCommand};
 use crate::hlr::Permissions;
 use crate::protocol::{CallId, FleetId, Imsi, MemberId, SiteId, Unit};
 
-pub(super) fn routes() -> Router<ApiState> {
-    Router::new()
-        .route("/subscribers/{imsi}/inhibit", post(inhibit))
-        .route("/subscribers/{imsi}/enable", post(enable))
-        .route("/subscribers/{imsi}/alert", post(alert))
-        .route("/subscribers/{imsi}/authorize", post(authorize))
-        .route("/commands/{id}", get(command))
-        .route("/calls/{call}/release", post(release))
-        .route("/sites/{site}/slots/out-of-service", post(out_of_service))
-        .route("/sites/{site}/slots/in-service", post(in_service))
-        .route("/parameters/{name}", put(set_parameter))
+pub(super) fn routes() -> ApiRoutes {
+    ApiRoutes::new()
+        .routes(routes!(inhibit))
+        .routes(routes!(enable))
+        .routes(routes!(alert))
+        .routes(routes!(authorize))
+        .routes(routes!(command))
+        .routes(routes!(release))
+        .routes(routes!(out_of_service))
+        .routes(routes!(in_service))
+        .routes(routes!(set_parameter))
 }
 
 /// The audit log's actor for `p` at `peer`.
@@ -56,7 +58,7 @@ impl From<CommandError> for ApiError {
 }
 
 /// A radio command and where it stands.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct CommandJson {
     /// Its id.
     pub id: String,
@@ -128,6 +130,22 @@ async fn radio(
     Ok((StatusCode::ACCEPTED, Json(c.into())))
 }
 
+/// Inhibits a subscriber (dispatcher): refused from now on, and its radio told.
+#[utoipa::path(
+    post,
+    path = "/subscribers/{imsi}/inhibit",
+    tag = "commands",
+    params(("imsi" = String, Path, pattern = "^[0-9]{15}$", description = "The subscriber's IMSI")),
+    responses(
+        (status = 202, description = "The command, pending; follow it at /commands/{id} or on \
+            the event stream", body = CommandJson),
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Conflict,
+    )
+)]
 async fn inhibit(
     State(s): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -137,6 +155,22 @@ async fn inhibit(
     radio(s, caller, peer, imsi, CommandKind::Inhibit, None).await
 }
 
+/// Enables an inhibited subscriber again (dispatcher).
+#[utoipa::path(
+    post,
+    path = "/subscribers/{imsi}/enable",
+    tag = "commands",
+    params(("imsi" = String, Path, pattern = "^[0-9]{15}$", description = "The subscriber's IMSI")),
+    responses(
+        (status = 202, description = "The command, pending; follow it at /commands/{id} or on \
+            the event stream", body = CommandJson),
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Conflict,
+    )
+)]
 async fn enable(
     State(s): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -147,7 +181,7 @@ async fn enable(
 }
 
 /// `POST /subscribers/{imsi}/alert`'s body: the console's own unit address.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AlertBody {
     /// The dispatcher's unit (a provisioned subscriber with the private-call permission).
@@ -155,12 +189,14 @@ pub struct AlertBody {
 }
 
 /// A unit address in a body.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UnitBody {
     /// Fleet id.
+    #[schema(minimum = 1, maximum = 65535)]
     pub fleet: u16,
     /// Member id.
+    #[schema(minimum = 1, maximum = 65535)]
     pub member: u16,
 }
 
@@ -174,6 +210,24 @@ impl UnitBody {
     }
 }
 
+/// Sends a call alert to a subscriber from the console's own unit (dispatcher).
+#[utoipa::path(
+    post,
+    path = "/subscribers/{imsi}/alert",
+    tag = "commands",
+    params(("imsi" = String, Path, pattern = "^[0-9]{15}$", description = "The subscriber's IMSI")),
+    request_body = AlertBody,
+    responses(
+        (status = 202, description = "The command, pending; follow it at /commands/{id} or on \
+            the event stream", body = CommandJson),
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Conflict,
+        BodyRefused,
+    )
+)]
 async fn alert(
     State(s): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -191,6 +245,18 @@ async fn alert(
     radio(s, caller, peer, imsi, CommandKind::Alert, Some(from)).await
 }
 
+/// A radio command and where it stands.
+#[utoipa::path(
+    get,
+    path = "/commands/{id}",
+    tag = "commands",
+    params(("id" = String, Path, description = "The id the command was answered with")),
+    responses(
+        (status = 200, description = "The command", body = CommandJson),
+        Unauthorized,
+        NotFound,
+    )
+)]
 async fn command(
     State(s): State<ApiState>,
     caller: Caller,
@@ -206,16 +272,35 @@ async fn command(
 }
 
 /// `POST /subscribers/{imsi}/authorize`'s body: each part only when given.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(min_properties = 1)]
 pub struct AuthorizeBody {
     /// Priority level, 0..=15.
+    #[schema(maximum = 15)]
     pub priority: Option<u8>,
     /// Permissions: `group`, `private`, `emergency`, `data`, `interconnect`, `all` or
     /// `none`, separated by `,`.
     pub permissions: Option<String>,
 }
 
+/// Changes a subscriber's priority or permissions (admin), in force for its next request.
+#[utoipa::path(
+    post,
+    path = "/subscribers/{imsi}/authorize",
+    tag = "commands",
+    params(("imsi" = String, Path, pattern = "^[0-9]{15}$", description = "The subscriber's IMSI")),
+    request_body = AuthorizeBody,
+    responses(
+        (status = 204, description = "Done"),
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Conflict,
+        BodyRefused,
+    )
+)]
 async fn authorize(
     State(s): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -244,6 +329,21 @@ async fn authorize(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Ends a call in progress (dispatcher), with cause 0x5F.
+#[utoipa::path(
+    post,
+    path = "/calls/{call}/release",
+    tag = "commands",
+    params(("call" = u64, Path, minimum = 1, description = "The call id, 1..=4294967295")),
+    responses(
+        (status = 204, description = "The call is over"),
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Conflict,
+    )
+)]
 async fn release(
     State(s): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -270,12 +370,14 @@ async fn release(
 }
 
 /// Which slot (or with no `slot`, whole carrier) of a site.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SlotBody {
     /// Carrier, 0..=63.
+    #[schema(maximum = 63)]
     pub carrier: u8,
     /// Slot, 0..=5; absent for the whole carrier.
+    #[schema(maximum = 5)]
     pub slot: Option<u8>,
 }
 
@@ -302,6 +404,23 @@ async fn slot_service(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Takes a slot, or a whole carrier, out of service (admin).
+#[utoipa::path(
+    post,
+    path = "/sites/{site}/slots/out-of-service",
+    tag = "commands",
+    params(("site" = u16, Path, minimum = 1, maximum = 4095, description = "The site")),
+    request_body = SlotBody,
+    responses(
+        (status = 204, description = "Done"),
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Conflict,
+        BodyRefused,
+    )
+)]
 async fn out_of_service(
     State(s): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -312,6 +431,23 @@ async fn out_of_service(
     slot_service(s, caller, peer, site, body, true).await
 }
 
+/// Puts a slot, or a whole carrier, back in service (admin).
+#[utoipa::path(
+    post,
+    path = "/sites/{site}/slots/in-service",
+    tag = "commands",
+    params(("site" = u16, Path, minimum = 1, maximum = 4095, description = "The site")),
+    request_body = SlotBody,
+    responses(
+        (status = 204, description = "Done"),
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Conflict,
+        BodyRefused,
+    )
+)]
 async fn in_service(
     State(s): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -323,15 +459,29 @@ async fn in_service(
 }
 
 /// `PUT /parameters/{name}`'s body.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ParameterBody {
     /// The new value, as text.
     pub value: String,
 }
 
+/// A system parameter's name: one of [`crate::params::NAMES`].
+pub struct ParameterName;
+
+impl utoipa::PartialSchema for ParameterName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::String)
+            .enum_values(Some(crate::params::NAMES))
+            .into()
+    }
+}
+
+impl ToSchema for ParameterName {}
+
 /// A parameter as it now is.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ParameterJson {
     /// Its name.
     pub name: String,
@@ -339,6 +489,23 @@ pub struct ParameterJson {
     pub value: String,
 }
 
+/// Changes a system parameter (admin), in force for the next request.
+#[utoipa::path(
+    put,
+    path = "/parameters/{name}",
+    tag = "commands",
+    params(("name" = inline(ParameterName), Path, description = "The parameter, as `GET /parameters` names it")),
+    request_body = ParameterBody,
+    responses(
+        (status = 200, description = "The parameter as it now is", body = ParameterJson),
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Conflict,
+        BodyRefused,
+    )
+)]
 async fn set_parameter(
     State(s): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -347,6 +514,16 @@ async fn set_parameter(
     Body(body): Body<ParameterBody>,
 ) -> Result<Json<ParameterJson>, ApiError> {
     let p = caller.require(Role::Admin)?;
+    if !crate::params::NAMES.contains(&name.as_str()) {
+        return Err(ApiError {
+            field: Some("name".into()),
+            ..ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("there is no system parameter {name:?}"),
+            )
+        });
+    }
     let cmd = Command::SetParameter {
         name,
         value: body.value,

@@ -78,17 +78,19 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::{Deserialize, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::routes;
 
 use super::live::{
     alarm_json, call_json, link_json, AlarmJson, CallJson, LinkJson, QueueJson, QueuedJson, SlotJson,
     SlotsJson, TargetJson, UnitJson, UnitOnAirJson,
 };
-use super::{bearer, query_params, ApiError, ApiState, Caller};
+use super::openapi::{BadRequest, RateLimited, Unauthorized};
+use super::{bearer, query_params, ApiError, ApiRoutes, ApiState, Caller};
 use crate::auth::{Fleets, Principal, Role};
 use crate::controller::{ActiveCall, Answer, ControllerHandle, Query, Snapshot};
 use crate::core::messaging::Reply;
@@ -110,10 +112,8 @@ pub const RECHECK: Duration = Duration::from_secs(5);
 /// How often an idle stream sends a comment.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
-pub(super) fn routes() -> Router<ApiState> {
-    Router::new()
-        .route("/events", get(events))
-        .route("/events/ticket", post(ticket))
+pub(super) fn routes() -> ApiRoutes {
+    ApiRoutes::new().routes(routes!(events)).routes(routes!(ticket))
 }
 
 // ---- Tickets ----
@@ -180,7 +180,7 @@ fn digest(ticket: &str) -> [u8; 32] {
 }
 
 /// `POST /events/ticket`'s answer.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct TicketJson {
     /// Give it as `?ticket=` to `GET /events`, once.
     pub ticket: String,
@@ -188,6 +188,18 @@ pub struct TicketJson {
     pub expires_in: u64,
 }
 
+/// A single-use ticket that opens one event stream (for `EventSource`, which cannot
+/// send a token).
+#[utoipa::path(
+    post,
+    path = "/events/ticket",
+    tag = "events",
+    responses(
+        (status = 200, description = "A ticket", body = TicketJson),
+        Unauthorized,
+        RateLimited,
+    )
+)]
 async fn ticket(
     State(s): State<ApiState>,
     caller: Caller,
@@ -205,10 +217,14 @@ async fn ticket(
 // ---- The stream ----
 
 /// `GET /events`'s query.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct StreamQuery {
+    /// A ticket from `POST /events/ticket`, instead of the `Authorization` header.
     ticket: Option<String>,
+    /// Resume after this event (as the `Last-Event-ID` header, which wins).
+    #[param(pattern = "^[0-9]+$")]
     last_event_id: Option<String>,
 }
 
@@ -230,6 +246,26 @@ fn resume_after(headers: &HeaderMap, query: Option<&str>) -> Result<Option<u64>,
     }
 }
 
+/// The live event stream (Server-Sent Events): a snapshot, then every event with its
+/// sequence number as `id`; see the README for every event and field.
+#[utoipa::path(
+    get,
+    path = "/events",
+    tag = "events",
+    security(("bearer" = []), ()),
+    params(
+        StreamQuery,
+        ("Last-Event-ID" = Option<String>, Header, pattern = "^[0-9]+$",
+            description = "Resume after this event"),
+    ),
+    responses(
+        (status = 200, description = "The stream, open until the token that opened it is \
+            refused", content_type = "text/event-stream", body = String),
+        BadRequest,
+        (status = 401, description = "`missing_token`, `invalid_token`, `token_expired`, or \
+            `invalid_ticket` (unknown, used or expired)", body = ApiError),
+    )
+)]
 async fn events(State(s): State<ApiState>, headers: HeaderMap, uri: Uri) -> Result<Response, ApiError> {
     let q: StreamQuery = query_params(&uri)?;
     let after = resume_after(&headers, q.last_event_id.as_deref())?;

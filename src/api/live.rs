@@ -8,30 +8,32 @@
 //! operator watches.
 
 use axum::extract::{Path, State};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::routes;
 
-use super::{query_params, ApiError, ApiState, Caller};
+use super::openapi::{BadRequest, Forbidden, NotFound, Unauthorized};
+use super::{query_params, ApiError, ApiRoutes, ApiState, Caller};
 use crate::auth::{Fleets, Principal, Role};
 use crate::controller::{ActiveCall, Alarm, Answer, LinkState, Query, UnitFilter, UnitOnAir};
 use crate::core::queue::QueueEntry;
 use crate::core::slots::{SlotUse, SlotView};
 use crate::protocol::{CallType, FleetId, Imsi, SiteId, TalkgroupId, Target, Unit};
 
-pub(super) fn routes() -> Router<ApiState> {
-    Router::new()
-        .route("/units", get(units))
-        .route("/sites/{site}/slots", get(slots))
-        .route("/calls", get(calls))
-        .route("/queues", get(queues))
-        .route("/links", get(links))
-        .route("/alarms", get(alarms))
-        .route("/parameters", get(parameters))
+pub(super) fn routes() -> ApiRoutes {
+    ApiRoutes::new()
+        .routes(routes!(units))
+        .routes(routes!(slots))
+        .routes(routes!(calls))
+        .routes(routes!(queues))
+        .routes(routes!(links))
+        .routes(routes!(alarms))
+        .routes(routes!(parameters))
 }
 
 /// A unit's dispatch address.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
 pub struct UnitJson {
     /// Fleet id.
     pub fleet: u16,
@@ -49,7 +51,7 @@ impl From<Unit> for UnitJson {
 }
 
 /// Whom a call or message is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum TargetJson {
     /// One unit.
@@ -100,18 +102,29 @@ fn call_type(t: CallType) -> &'static str {
 }
 
 /// `GET /units`'s query.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct UnitsQuery {
+    /// Only the units registered at this site.
+    #[param(minimum = 1, maximum = 4095)]
     site: Option<u16>,
+    /// Only this fleet's units.
+    #[param(minimum = 1, maximum = 65535)]
     fleet: Option<u16>,
+    /// Only the units affiliated to this talkgroup of `fleet` (which it needs).
+    #[param(minimum = 1, maximum = 65535)]
     talkgroup: Option<u16>,
+    /// The units after this IMSI: the previous page's `next_after`.
+    #[param(pattern = "^[0-9]{15}$")]
     after: Option<String>,
+    /// Units in a page, 100 by default.
+    #[param(minimum = 1, maximum = 10000)]
     limit: Option<usize>,
 }
 
 /// A unit on the air.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct UnitOnAirJson {
     /// IMSI, 15 digits.
     pub imsi: String,
@@ -141,7 +154,7 @@ impl From<&UnitOnAir> for UnitOnAirJson {
 }
 
 /// A page of units.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct UnitsPage {
     /// In IMSI order.
     pub units: Vec<UnitOnAirJson>,
@@ -189,6 +202,19 @@ pub(super) fn fleet_in_scope(p: &Principal, fleet: Option<FleetId>) -> Result<()
     }
 }
 
+/// Units on the air, by IMSI, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/units",
+    tag = "live",
+    params(UnitsQuery),
+    responses(
+        (status = 200, description = "A page of units", body = UnitsPage),
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+    )
+)]
 async fn units(
     State(s): State<ApiState>,
     caller: Caller,
@@ -245,7 +271,7 @@ async fn units(
 }
 
 /// One slot of a site.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct SlotJson {
     /// Carrier.
     pub carrier: u8,
@@ -259,7 +285,7 @@ pub struct SlotJson {
 }
 
 /// `GET /sites/{site}/slots`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct SlotsJson {
     /// The site.
     pub site: u16,
@@ -267,6 +293,19 @@ pub struct SlotsJson {
     pub slots: Vec<SlotJson>,
 }
 
+/// A site's slots and what each carries.
+#[utoipa::path(
+    get,
+    path = "/sites/{site}/slots",
+    tag = "live",
+    params(("site" = u16, Path, minimum = 1, maximum = 4095, description = "The site")),
+    responses(
+        (status = 200, description = "Every slot of the site", body = SlotsJson),
+        BadRequest,
+        Unauthorized,
+        NotFound,
+    )
+)]
 async fn slots(
     State(s): State<ApiState>,
     caller: Caller,
@@ -319,7 +358,7 @@ fn visible_calls(s: &ApiState, p: &Principal) -> Result<Vec<crate::protocol::Cal
 }
 
 /// A slot a call holds.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct CallSlotJson {
     /// Site.
     pub site: u16,
@@ -330,7 +369,7 @@ pub struct CallSlotJson {
 }
 
 /// A call in progress.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct CallJson {
     /// Call id.
     pub call: u32,
@@ -355,12 +394,19 @@ pub struct CallJson {
 }
 
 /// `GET /calls`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct CallsJson {
     /// By call id.
     pub calls: Vec<CallJson>,
 }
 
+/// The calls in progress.
+#[utoipa::path(
+    get,
+    path = "/calls",
+    tag = "live",
+    responses((status = 200, description = "The calls in progress", body = CallsJson), Unauthorized)
+)]
 async fn calls(State(s): State<ApiState>, caller: Caller) -> Result<Json<CallsJson>, ApiError> {
     let p = caller.require(Role::Viewer)?;
     let calls = calls_in_scope(&s, p)?.iter().map(call_json).collect();
@@ -368,14 +414,17 @@ async fn calls(State(s): State<ApiState>, caller: Caller) -> Result<Json<CallsJs
 }
 
 /// `GET /queues`'s query.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct QueuesQuery {
+    /// Only this site's queue.
+    #[param(minimum = 1, maximum = 4095)]
     site: Option<u16>,
 }
 
 /// A request waiting in a busy queue.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct QueuedJson {
     /// 1 = next.
     pub position: usize,
@@ -391,7 +440,7 @@ pub struct QueuedJson {
 }
 
 /// A site's busy queue.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct QueueJson {
     /// The site.
     pub site: u16,
@@ -400,12 +449,25 @@ pub struct QueueJson {
 }
 
 /// `GET /queues`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct QueuesJson {
     /// By site.
     pub queues: Vec<QueueJson>,
 }
 
+/// The requests waiting in each site's busy queue.
+#[utoipa::path(
+    get,
+    path = "/queues",
+    tag = "live",
+    params(QueuesQuery),
+    responses(
+        (status = 200, description = "The busy queues", body = QueuesJson),
+        BadRequest,
+        Unauthorized,
+        NotFound,
+    )
+)]
 async fn queues(
     State(s): State<ApiState>,
     caller: Caller,
@@ -445,7 +507,7 @@ async fn queues(
 }
 
 /// A provisioned site and its link.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct LinkJson {
     /// The site.
     pub site: u16,
@@ -456,12 +518,19 @@ pub struct LinkJson {
 }
 
 /// `GET /links`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct LinksJson {
     /// By site.
     pub links: Vec<LinkJson>,
 }
 
+/// The provisioned sites and whether their gateways are linked.
+#[utoipa::path(
+    get,
+    path = "/links",
+    tag = "live",
+    responses((status = 200, description = "Every site's link", body = LinksJson), Unauthorized)
+)]
 async fn links(State(s): State<ApiState>, caller: Caller) -> Result<Json<LinksJson>, ApiError> {
     caller.require(Role::Viewer)?;
     let links: Vec<LinkState> = match s.handle.query(Query::Links) {
@@ -474,7 +543,7 @@ async fn links(State(s): State<ApiState>, caller: Caller) -> Result<Json<LinksJs
 }
 
 /// A condition that needs an operator's attention now.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum AlarmJson {
     /// The database does not answer.
@@ -509,12 +578,19 @@ pub enum AlarmJson {
 }
 
 /// `GET /alarms`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct AlarmsJson {
     /// What needs attention now.
     pub alarms: Vec<AlarmJson>,
 }
 
+/// What needs an operator's attention now.
+#[utoipa::path(
+    get,
+    path = "/alarms",
+    tag = "live",
+    responses((status = 200, description = "The alarms", body = AlarmsJson), Unauthorized)
+)]
 async fn alarms(State(s): State<ApiState>, caller: Caller) -> Result<Json<AlarmsJson>, ApiError> {
     caller.require(Role::Viewer)?;
     let alarms: Vec<Alarm> = match s.handle.query(Query::Alarms) {
@@ -527,12 +603,23 @@ async fn alarms(State(s): State<ApiState>, caller: Caller) -> Result<Json<Alarms
 }
 
 /// `GET /parameters`: name → value.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ParametersJson {
     /// By name.
     pub parameters: std::collections::BTreeMap<String, String>,
 }
 
+/// The system parameters in force (admin).
+#[utoipa::path(
+    get,
+    path = "/parameters",
+    tag = "live",
+    responses(
+        (status = 200, description = "Every system parameter", body = ParametersJson),
+        Unauthorized,
+        Forbidden,
+    )
+)]
 async fn parameters(State(s): State<ApiState>, caller: Caller) -> Result<Json<ParametersJson>, ApiError> {
     caller.require(Role::Admin)?;
     match s.handle.query(Query::Parameters) {

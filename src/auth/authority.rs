@@ -21,7 +21,7 @@ use crate::config::{ApiConfig, JwtAlgorithm};
 use crate::store::{RefreshRow, Store, StoreError};
 
 /// What an operator holds after logging in or refreshing.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Tokens {
     /// The access token (JWT), for `Authorization: Bearer`.
     pub access_token: String,
