@@ -5,25 +5,28 @@
 //! The audit log is append-only through the API: there is no route that changes it.
 
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::routes;
 use serde::{Deserialize, Serialize};
 
 use super::live::{fleet_in_scope, id, page_limit, TargetJson, UnitJson};
-use super::{query_params, ApiError, ApiState, Caller};
+use super::openapi::{BadRequest, Forbidden, Unauthorized};
+use super::{query_params, ApiError, ApiRoutes, ApiState, Caller};
 use crate::auth::{Fleets, Role};
 use crate::protocol::{Cause, FleetId, MemberId, SiteId, TalkgroupId, Target, Unit};
 use crate::store::{AuditSearch, CallSearch};
 
-pub(super) fn routes() -> Router<ApiState> {
-    Router::new()
-        .route("/history/calls", get(calls))
-        .route("/history/audit", get(audit))
+pub(super) fn routes() -> ApiRoutes {
+    ApiRoutes::new()
+        .routes(routes!(calls))
+        .routes(routes!(audit))
 }
 
 /// `GET /history/calls`' query: every criterion given must match.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct CallsQuery {
     /// Requested at or after, Unix ms.
     from_ms: Option<i64>,
@@ -42,7 +45,7 @@ struct CallsQuery {
 }
 
 /// A call record.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct CallRecordJson {
     /// Its place in the history (`before` pages by it).
     pub id: i64,
@@ -74,7 +77,7 @@ pub struct CallRecordJson {
 }
 
 /// A page of call records.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct CallsPage {
     /// Newest first.
     pub calls: Vec<CallRecordJson>,
@@ -97,6 +100,18 @@ fn before(b: Option<i64>) -> Result<Option<i64>, ApiError> {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/history/calls",
+    tag = "history",
+    params(CallsQuery),
+    responses(
+        (status = 200, description = "A page of call records, newest first", body = CallsPage),
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+    )
+)]
 async fn calls(
     State(s): State<ApiState>,
     caller: Caller,
@@ -209,8 +224,9 @@ async fn calls(
 }
 
 /// `GET /history/audit`'s query: every criterion given must match.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct AuditQuery {
     from_ms: Option<i64>,
     to_ms: Option<i64>,
@@ -222,7 +238,7 @@ struct AuditQuery {
 }
 
 /// An audit-log entry.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct AuditJson {
     /// Its place in the log (`before` pages by it).
     pub id: i64,
@@ -239,7 +255,7 @@ pub struct AuditJson {
 }
 
 /// A page of the audit log.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct AuditPage {
     /// Newest first.
     pub entries: Vec<AuditJson>,
@@ -248,6 +264,18 @@ pub struct AuditPage {
     pub next_before: Option<i64>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/history/audit",
+    tag = "history",
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "A page of the audit log, newest first", body = AuditPage),
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+    )
+)]
 async fn audit(
     State(s): State<ApiState>,
     caller: Caller,

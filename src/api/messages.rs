@@ -9,26 +9,28 @@
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, State};
-use axum::routing::post;
-use axum::{Json, Router};
+use axum::Json;
+use utoipa::ToSchema;
+use utoipa_axum::routes;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use super::commands::{actor, UnitBody};
 use super::live::id;
-use super::{ApiError, ApiState, Body, Caller};
+use super::openapi::{BadRequest, BodyRefused, Conflict, Forbidden, NotFound, Unauthorized};
+use super::{ApiError, ApiRoutes, ApiState, Body, Caller};
 use crate::auth::{Principal, Role};
 use crate::controller::{Command, Outcome};
 use crate::protocol::{FleetId, ShortData, TalkgroupId, Target, Unit};
 
-pub(super) fn routes() -> Router<ApiState> {
-    Router::new()
-        .route("/messages/status", post(status))
-        .route("/messages/short-data", post(short_data))
+pub(super) fn routes() -> ApiRoutes {
+    ApiRoutes::new()
+        .routes(routes!(status))
+        .routes(routes!(short_data))
 }
 
 /// Whom a message is for.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum TargetBody {
     /// One unit.
@@ -60,7 +62,7 @@ impl TargetBody {
 }
 
 /// `POST /messages/status`' body.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StatusBody {
     /// The console's unit.
@@ -72,7 +74,7 @@ pub struct StatusBody {
 }
 
 /// `POST /messages/short-data`' body.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShortDataBody {
     /// The console's unit.
@@ -84,7 +86,7 @@ pub struct ShortDataBody {
 }
 
 /// What became of a message.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct MessageOutcome {
     /// `delivered`, `sent_to_talkgroup` or `stored`.
     pub outcome: &'static str,
@@ -121,6 +123,21 @@ async fn send(s: &ApiState, who: String, command: Command) -> Result<Json<Messag
     Ok(Json(MessageOutcome { outcome, recipients }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/messages/status",
+    tag = "messages",
+    request_body = StatusBody,
+    responses(
+        (status = 200, description = "What became of it", body = MessageOutcome),
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Conflict,
+        BodyRefused,
+    )
+)]
 async fn status(
     State(s): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -137,6 +154,21 @@ async fn status(
     send(&s, actor(p, peer), command).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/messages/short-data",
+    tag = "messages",
+    request_body = ShortDataBody,
+    responses(
+        (status = 200, description = "What became of it", body = MessageOutcome),
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Conflict,
+        BodyRefused,
+    )
+)]
 async fn short_data(
     State(s): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,

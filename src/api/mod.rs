@@ -211,6 +211,8 @@ pub struct ApiState {
     tickets: Arc<events::Tickets>,
     /// The OpenAPI document, as served.
     openapi: Arc<str>,
+    /// Largest bulk import body, bytes (`api.import_body_limit`).
+    import_limit: usize,
 }
 
 /// A JSON body, refused with a JSON [`ApiError`] naming the field at fault (where
@@ -376,6 +378,10 @@ fn routes() -> ApiRoutes {
             live::routes()
                 .merge(commands::routes())
                 .merge(events::routes())
+                .merge(subscribers::routes())
+                .merge(network::routes())
+                .merge(history::routes())
+                .merge(messages::routes())
                 .routes(routes!(openapi::openapi_json)),
         )
 }
@@ -393,17 +399,10 @@ pub fn router(handle: ControllerHandle, cfg: &ApiConfig) -> Router {
         limits: Arc::new(auth::LoginLimits::new(cfg.login_attempts_per_minute)),
         tickets: Arc::new(events::Tickets::default()),
         openapi: doc.to_json().unwrap_or_default().into(),
+        import_limit: cfg.import_body_limit,
     };
     let timeout = Duration::from_millis(cfg.request_timeout_ms);
-    // Not yet in the OpenAPI document: subscribers, fleets, talkgroups, sites, history
-    // and console messages are served as plain axum routes until their handlers carry
-    // #[utoipa::path] and join `routes()` (issue 12 notes say so).
-    let undocumented = subscribers::routes(cfg.import_body_limit)
-        .merge(network::routes())
-        .merge(history::routes())
-        .merge(messages::routes());
     routes
-        .nest("/api/v1", undocumented)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

@@ -11,38 +11,34 @@ use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::routes;
 use serde::{Deserialize, Serialize};
 
 use super::commands::actor;
 use super::live::{fleet_in_scope, page_limit, path_id};
-use super::{query_params, ApiError, ApiState, Body, Caller};
+use super::openapi::{BadRequest, BodyRefused, Conflict, Forbidden, NotFound, Unauthorized};
+use super::{query_params, ApiError, ApiRoutes, ApiState, Body, Caller};
 use crate::auth::{Fleets, Principal, Role};
 use crate::controller::Records;
 use crate::hlr::{Fleet, Site, Talkgroup};
 use crate::protocol::{FleetId, Imsi, SiteId, SiteKey, TalkgroupId};
 
-pub(super) fn routes() -> Router<ApiState> {
-    Router::new()
-        .route("/fleets", get(fleets).post(add_fleet))
-        .route(
-            "/fleets/{fleet}",
-            get(fleet).patch(rename_fleet).delete(remove_fleet),
-        )
-        .route("/fleets/{fleet}/talkgroups", get(talkgroups).post(add_talkgroup))
-        .route(
-            "/fleets/{fleet}/talkgroups/{talkgroup}",
-            get(talkgroup).patch(rename_talkgroup).delete(remove_talkgroup),
-        )
-        .route("/fleets/{fleet}/talkgroups/{talkgroup}/members", get(members))
-        .route("/sites", get(sites).post(add_site))
-        .route("/sites/{site}", get(site).patch(rename_site).delete(remove_site))
-        .route("/sites/{site}/key", post(rekey_site))
+pub(super) fn routes() -> ApiRoutes {
+    ApiRoutes::new()
+        .routes(routes!(fleets, add_fleet))
+        .routes(routes!(fleet, rename_fleet, remove_fleet))
+        .routes(routes!(talkgroups, add_talkgroup))
+        .routes(routes!(talkgroup, rename_talkgroup, remove_talkgroup))
+        .routes(routes!(members))
+        .routes(routes!(sites, add_site))
+        .routes(routes!(site, rename_site, remove_site))
+        .routes(routes!(rekey_site))
 }
 
 /// A fleet.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct FleetJson {
     /// Fleet id.
     pub id: u16,
@@ -51,14 +47,14 @@ pub struct FleetJson {
 }
 
 /// `GET /fleets`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct FleetsJson {
     /// By id.
     pub fleets: Vec<FleetJson>,
 }
 
 /// A body that names something: `{"name": …}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NameBody {
     /// The new name.
@@ -66,7 +62,7 @@ pub struct NameBody {
 }
 
 /// `POST /fleets`'s and `POST /fleets/{fleet}/talkgroups`' body.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewNamed {
     /// Its id, 1..=65535.
@@ -90,6 +86,16 @@ fn not_found(m: String) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", m)
 }
 
+#[utoipa::path(
+    get,
+    path = "/fleets",
+    tag = "network",
+    responses(
+        (status = 200, description = "The fleets the caller sees", body = FleetsJson),
+        Unauthorized,
+        Forbidden,
+    )
+)]
 async fn fleets(State(s): State<ApiState>, caller: Caller) -> Result<Json<FleetsJson>, ApiError> {
     let p = caller.require(Role::Viewer)?;
     let all = s.handle.records().fleets().await?;
@@ -112,6 +118,19 @@ fn fleet_of(p: &Principal, raw: &str) -> Result<FleetId, ApiError> {
     Ok(f)
 }
 
+#[utoipa::path(
+    get,
+    path = "/fleets/{fleet}",
+    tag = "network",
+    params(("fleet" = u16, Path, minimum = 1, maximum = 65535, description = "The fleet")),
+    responses(
+        (status = 200, description = "The fleet", body = FleetJson),
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+    )
+)]
 async fn fleet(
     State(s): State<ApiState>,
     caller: Caller,
@@ -133,6 +152,21 @@ async fn fleet(
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/fleets",
+    tag = "network",
+    request_body = NewNamed,
+    responses(
+        (status = 201, description = "Created", body = FleetJson),
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Conflict,
+        BodyRefused,
+    )
+)]
 async fn add_fleet(
     State(s): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -153,6 +187,22 @@ async fn add_fleet(
     ))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/fleets/{fleet}",
+    tag = "network",
+    params(("fleet" = u16, Path, minimum = 1, maximum = 65535, description = "The fleet")),
+    request_body = NameBody,
+    responses(
+        (status = 200, description = "Renamed", body = FleetJson),
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Conflict,
+        BodyRefused,
+    )
+)]
 async fn rename_fleet(
     State(s): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -172,6 +222,20 @@ async fn rename_fleet(
     }))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/fleets/{fleet}",
+    tag = "network",
+    params(("fleet" = u16, Path, minimum = 1, maximum = 65535, description = "The fleet")),
+    responses(
+        (status = 204, description = "Removed"),
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Conflict,
+    )
+)]
 async fn remove_fleet(
     State(s): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -186,7 +250,7 @@ async fn remove_fleet(
 }
 
 /// A talkgroup.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct TalkgroupJson {
     /// Its fleet.
     pub fleet: u16,
@@ -207,12 +271,25 @@ impl From<Talkgroup> for TalkgroupJson {
 }
 
 /// `GET /fleets/{fleet}/talkgroups`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct TalkgroupsJson {
     /// By id.
     pub talkgroups: Vec<TalkgroupJson>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/fleets/{fleet}/talkgroups",
+    tag = "network",
+    params(("fleet" = u16, Path, minimum = 1, maximum = 65535, description = "The fleet")),
+    responses(
+        (status = 200, description = "The fleet's talkgroups", body = TalkgroupsJson),
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+    )
+)]
 async fn talkgroups(
     State(s): State<ApiState>,
     caller: Caller,
@@ -249,6 +326,19 @@ async fn find_talkgroup(s: &ApiState, fleet: FleetId, id: TalkgroupId) -> Result
         .ok_or_else(|| not_found(format!("talkgroup {id} does not exist in fleet {fleet}")))
 }
 
+#[utoipa::path(
+    get,
+    path = "/fleets/{fleet}/talkgroups/{talkgroup}",
+    tag = "network",
+    params(("fleet" = u16, Path, minimum = 1, maximum = 65535, description = "The fleet"), ("talkgroup" = u16, Path, minimum = 1, maximum = 65535, description = "The talkgroup within the fleet")),
+    responses(
+        (status = 200, description = "The talkgroup", body = TalkgroupJson),
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+    )
+)]
 async fn talkgroup(
     State(s): State<ApiState>,
     caller: Caller,
@@ -259,6 +349,22 @@ async fn talkgroup(
     Ok(Json(find_talkgroup(&s, fleet, id).await?.into()))
 }
 
+#[utoipa::path(
+    post,
+    path = "/fleets/{fleet}/talkgroups",
+    tag = "network",
+    params(("fleet" = u16, Path, minimum = 1, maximum = 65535, description = "The fleet")),
+    request_body = NewNamed,
+    responses(
+        (status = 201, description = "Created", body = TalkgroupJson),
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Conflict,
+        BodyRefused,
+    )
+)]
 async fn add_talkgroup(
     State(s): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -278,6 +384,22 @@ async fn add_talkgroup(
     Ok((StatusCode::CREATED, Json(tg.into())))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/fleets/{fleet}/talkgroups/{talkgroup}",
+    tag = "network",
+    params(("fleet" = u16, Path, minimum = 1, maximum = 65535, description = "The fleet"), ("talkgroup" = u16, Path, minimum = 1, maximum = 65535, description = "The talkgroup within the fleet")),
+    request_body = NameBody,
+    responses(
+        (status = 200, description = "Renamed", body = TalkgroupJson),
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Conflict,
+        BodyRefused,
+    )
+)]
 async fn rename_talkgroup(
     State(s): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -298,6 +420,20 @@ async fn rename_talkgroup(
     }))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/fleets/{fleet}/talkgroups/{talkgroup}",
+    tag = "network",
+    params(("fleet" = u16, Path, minimum = 1, maximum = 65535, description = "The fleet"), ("talkgroup" = u16, Path, minimum = 1, maximum = 65535, description = "The talkgroup within the fleet")),
+    responses(
+        (status = 204, description = "Removed"),
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Conflict,
+    )
+)]
 async fn remove_talkgroup(
     State(s): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -314,15 +450,16 @@ async fn remove_talkgroup(
 }
 
 /// `GET …/members`' query.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct MembersQuery {
     after: Option<String>,
     limit: Option<usize>,
 }
 
 /// A page of the subscribers permitted on a talkgroup.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct MembersPage {
     /// Their IMSIs, in order.
     pub members: Vec<String>,
@@ -331,6 +468,19 @@ pub struct MembersPage {
     pub next_after: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/fleets/{fleet}/talkgroups/{talkgroup}/members",
+    tag = "network",
+    params(("fleet" = u16, Path, minimum = 1, maximum = 65535, description = "The fleet"), ("talkgroup" = u16, Path, minimum = 1, maximum = 65535, description = "The talkgroup within the fleet"), MembersQuery),
+    responses(
+        (status = 200, description = "A page of the subscribers permitted on it", body = MembersPage),
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+    )
+)]
 async fn members(
     State(s): State<ApiState>,
     caller: Caller,
@@ -361,7 +511,7 @@ async fn members(
 }
 
 /// A site, never its key.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct SiteJson {
     /// Site id.
     pub id: u16,
@@ -385,12 +535,22 @@ impl From<&Site> for SiteJson {
 }
 
 /// `GET /sites`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct SitesJson {
     /// By id.
     pub sites: Vec<SiteJson>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/sites",
+    tag = "network",
+    responses(
+        (status = 200, description = "Every site, never its link key", body = SitesJson),
+        Unauthorized,
+        Forbidden,
+    )
+)]
 async fn sites(State(s): State<ApiState>, caller: Caller) -> Result<Json<SitesJson>, ApiError> {
     caller.require(Role::Viewer)?;
     let all = s.handle.records().sites().await?;
@@ -399,6 +559,19 @@ async fn sites(State(s): State<ApiState>, caller: Caller) -> Result<Json<SitesJs
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/sites/{site}",
+    tag = "network",
+    params(("site" = u16, Path, minimum = 1, maximum = 4095, description = "The site")),
+    responses(
+        (status = 200, description = "The site, never its link key", body = SiteJson),
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+    )
+)]
 async fn site(
     State(s): State<ApiState>,
     caller: Caller,
@@ -420,7 +593,7 @@ async fn find_site(records: &Records, id: SiteId) -> Result<Site, ApiError> {
 }
 
 /// `POST /sites`' body.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewSiteBody {
     /// Site id, 1..=4095.
@@ -434,7 +607,7 @@ pub struct NewSiteBody {
 }
 
 /// A site with the link key trunkd generated for it: shown in this answer only.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct SiteWithKey {
     /// The site.
     pub site: SiteJson,
@@ -452,6 +625,21 @@ fn new_key() -> Result<SiteKey, ApiError> {
     })
 }
 
+#[utoipa::path(
+    post,
+    path = "/sites",
+    tag = "network",
+    request_body = NewSiteBody,
+    responses(
+        (status = 201, description = "Created, with its generated link key shown here only", body = SiteWithKey),
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Conflict,
+        BodyRefused,
+    )
+)]
 async fn add_site(
     State(s): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -478,6 +666,22 @@ async fn add_site(
     ))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/sites/{site}",
+    tag = "network",
+    params(("site" = u16, Path, minimum = 1, maximum = 4095, description = "The site")),
+    request_body = NameBody,
+    responses(
+        (status = 200, description = "Renamed", body = SiteJson),
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Conflict,
+        BodyRefused,
+    )
+)]
 async fn rename_site(
     State(s): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -496,6 +700,20 @@ async fn rename_site(
 
 /// `POST /sites/{site}/key`: a new link key, generated, shown in the answer only. The
 /// gateway's link up now stays up; its next handshake needs the new key.
+#[utoipa::path(
+    post,
+    path = "/sites/{site}/key",
+    tag = "network",
+    params(("site" = u16, Path, minimum = 1, maximum = 4095, description = "The site")),
+    responses(
+        (status = 200, description = "A new link key, shown here only", body = SiteWithKey),
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Conflict,
+    )
+)]
 async fn rekey_site(
     State(s): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -515,6 +733,20 @@ async fn rekey_site(
     }))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/sites/{site}",
+    tag = "network",
+    params(("site" = u16, Path, minimum = 1, maximum = 4095, description = "The site")),
+    responses(
+        (status = 204, description = "Removed"),
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Conflict,
+    )
+)]
 async fn remove_site(
     State(s): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,

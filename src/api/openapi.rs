@@ -88,6 +88,10 @@ impl Default for ApiRoutes {
         (name = "live", description = "The live system, read from memory"),
         (name = "commands", description = "What operators do"),
         (name = "events", description = "The live event stream"),
+        (name = "subscribers", description = "Subscribers: search, provisioning, bulk import"),
+        (name = "network", description = "Fleets, talkgroups and sites"),
+        (name = "history", description = "Call records and the audit log"),
+        (name = "messages", description = "Status and short data from a console"),
     )
 )]
 struct ApiDoc;

@@ -8,31 +8,29 @@
 
 use std::net::SocketAddr;
 
-use axum::body::Bytes;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::routes;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::commands::actor;
 use super::live::{fleet_in_scope, id, page_limit};
-use super::{query_params, ApiError, ApiState, Body, Caller};
+use super::openapi::{BadRequest, BodyRefused, Conflict, Forbidden, NotFound, Unauthorized};
+use super::{query_params, ApiError, ApiRoutes, ApiState, Body, Caller};
 use crate::auth::{Fleets, Principal, Role};
 use crate::hlr::{NewSubscriber, Permissions, Subscriber};
 use crate::protocol::{FleetId, Imei, Imsi, IndividualId, MemberId, TalkgroupId, Unit};
 use crate::store::csv::parse_subscribers;
 use crate::store::{rules, ImportError, Provisioned, StoreError, SubscriberSearch, SubscriberUpdate};
 
-pub(super) fn routes(import_limit: usize) -> Router<ApiState> {
-    Router::new()
-        .route("/subscribers", get(search).post(create))
-        .route(
-            "/subscribers/import",
-            post(import).layer(DefaultBodyLimit::max(import_limit)),
-        )
-        .route("/subscribers/{imsi}", get(read).patch(update).delete(remove))
+pub(super) fn routes() -> ApiRoutes {
+    ApiRoutes::new()
+        .routes(routes!(search, create))
+        .routes(routes!(import))
+        .routes(routes!(read, update, remove))
 }
 
 impl From<StoreError> for ApiError {
@@ -54,7 +52,7 @@ impl From<StoreError> for ApiError {
 }
 
 /// A subscriber as the API shows it: never its keys.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct SubscriberJson {
     /// IMSI, 15 digits.
     pub imsi: String,
@@ -102,8 +100,9 @@ impl From<&Subscriber> for SubscriberJson {
 }
 
 /// `GET /subscribers`' query: every criterion given must match.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct SearchQuery {
     imsi: Option<String>,
     imei: Option<String>,
@@ -115,7 +114,7 @@ struct SearchQuery {
 }
 
 /// A page of subscribers.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct SubscribersPage {
     /// In IMSI order.
     pub subscribers: Vec<SubscriberJson>,
@@ -145,6 +144,18 @@ fn search_fleets(p: &Principal, fleet: Option<u16>) -> Result<Option<Vec<FleetId
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/subscribers",
+    tag = "subscribers",
+    params(SearchQuery),
+    responses(
+        (status = 200, description = "A page of subscribers", body = SubscribersPage),
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+    )
+)]
 async fn search(
     State(s): State<ApiState>,
     caller: Caller,
@@ -198,6 +209,19 @@ async fn in_scope(s: &ApiState, p: &Principal, raw: &str) -> Result<Subscriber, 
     Ok(sub)
 }
 
+#[utoipa::path(
+    get,
+    path = "/subscribers/{imsi}",
+    tag = "subscribers",
+    params(("imsi" = String, Path, pattern = "^[0-9]{15}$", description = "The subscriber's IMSI")),
+    responses(
+        (status = 200, description = "The subscriber, never its keys", body = SubscriberJson),
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+    )
+)]
 async fn read(
     State(s): State<ApiState>,
     caller: Caller,
@@ -208,7 +232,7 @@ async fn read(
 }
 
 /// `POST /subscribers`' body.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewSubscriberBody {
     /// IMEI, 15 digits with a Luhn check digit.
@@ -236,7 +260,7 @@ pub struct NewSubscriberBody {
 }
 
 /// Keys trunkd generated: shown in this answer only, never again.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct GeneratedKeys {
     /// K, 32 hex digits.
     pub k: String,
@@ -245,7 +269,7 @@ pub struct GeneratedKeys {
 }
 
 /// `POST /subscribers`' answer.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct CreatedSubscriber {
     /// As stored.
     pub subscriber: SubscriberJson,
@@ -260,6 +284,21 @@ fn talkgroups(v: &[u16]) -> Result<Vec<TalkgroupId>, ApiError> {
         .collect()
 }
 
+#[utoipa::path(
+    post,
+    path = "/subscribers",
+    tag = "subscribers",
+    request_body = NewSubscriberBody,
+    responses(
+        (status = 201, description = "Stored; keys trunkd generated are shown here only", body = CreatedSubscriber),
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Conflict,
+        BodyRefused,
+    )
+)]
 async fn create(
     State(s): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -312,13 +351,14 @@ async fn create(
 }
 
 /// `PATCH /subscribers/{imsi}`'s body: each field only when given.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriberPatch {
     /// A new IMEI (the radio was replaced).
     pub imei: Option<String>,
     /// A new MSISDN, or `null` to remove it.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
     pub msisdn: Option<Option<String>>,
     /// The permitted talkgroups, the primary first, replacing the list.
     pub talkgroups: Option<Vec<u16>>,
@@ -330,6 +370,22 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Optio
     T::deserialize(d).map(Some)
 }
 
+#[utoipa::path(
+    patch,
+    path = "/subscribers/{imsi}",
+    tag = "subscribers",
+    params(("imsi" = String, Path, pattern = "^[0-9]{15}$", description = "The subscriber's IMSI")),
+    request_body = SubscriberPatch,
+    responses(
+        (status = 200, description = "As stored now", body = SubscriberJson),
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Conflict,
+        BodyRefused,
+    )
+)]
 async fn update(
     State(s): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -357,6 +413,20 @@ async fn update(
     Ok(Json(SubscriberJson::from(&sub)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/subscribers/{imsi}",
+    tag = "subscribers",
+    params(("imsi" = String, Path, pattern = "^[0-9]{15}$", description = "The subscriber's IMSI")),
+    responses(
+        (status = 204, description = "Removed"),
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Conflict,
+    )
+)]
 async fn remove(
     State(s): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -373,7 +443,7 @@ async fn remove(
 }
 
 /// A subscriber an import stored, with the identities it was given.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ImportedJson {
     /// Its line in the file (the header is line 1).
     pub line: u64,
@@ -403,7 +473,7 @@ impl From<&Provisioned> for ImportedJson {
 }
 
 /// `POST /subscribers/import`'s answer.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ImportJson {
     /// How many subscribers were stored.
     pub imported: usize,
@@ -425,12 +495,27 @@ fn bad_row(line: u64, reason: impl std::fmt::Display) -> ApiError {
 
 /// `POST /subscribers/import`: the CSV file as the body (`Content-Type: text/csv`), all
 /// or nothing; the first bad row refuses the whole file with its line number.
+#[utoipa::path(
+    post,
+    path = "/subscribers/import",
+    tag = "subscribers",
+    request_body(content = String, content_type = "text/csv", description = "The subscriber CSV file of `trunkd subscriber import`"),
+    responses(
+        (status = 201, description = "Every row stored", body = ImportJson),
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Conflict,
+        BodyRefused,
+    )
+)]
 async fn import(
     State(s): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     caller: Caller,
     headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    body: axum::body::Body,
 ) -> Result<(StatusCode, Json<ImportJson>), ApiError> {
     let p = caller.require(Role::Admin)?;
     let csv = headers
@@ -445,8 +530,11 @@ async fn import(
             "the body must be the subscriber CSV file (Content-Type: text/csv)",
         ));
     }
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+    // Read here under its own limit (a raw body is not held to api.body_limit).
+    let body = axum::body::to_bytes(body, s.import_limit).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e)
+            .is_some_and(|c| c.is::<http_body_util::LengthLimitError>());
+        if too_large {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body_too_large",
