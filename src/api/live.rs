@@ -130,7 +130,9 @@ pub struct UnitOnAirJson {
     pub imsi: String,
     /// Its dispatch address.
     pub unit: Option<UnitJson>,
-    /// Its TMSI.
+    /// Its TMSI, 1..=4294967294.
+    // utoipa documents a `u32` as `int32`, which a TMSI or a call id outgrows.
+    #[schema(value_type = u64)]
     pub tmsi: u32,
     /// Where it is registered.
     pub site: u16,
@@ -281,6 +283,7 @@ pub struct SlotJson {
     pub state: &'static str,
     /// The call it carries (when the caller may see it).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<u64>)]
     pub call: Option<u32>,
 }
 
@@ -372,6 +375,7 @@ pub struct CallSlotJson {
 #[derive(Serialize, ToSchema)]
 pub struct CallJson {
     /// Call id.
+    #[schema(value_type = u64)]
     pub call: u32,
     /// `group`, `private` or `emergency`.
     #[serde(rename = "type")]
