@@ -6,9 +6,9 @@
 
 use axum::extract::State;
 use axum::Json;
+use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::routes;
-use serde::{Deserialize, Serialize};
 
 use super::live::{fleet_in_scope, id, page_limit, TargetJson, UnitJson};
 use super::openapi::{BadRequest, Forbidden, Unauthorized};
@@ -19,8 +19,8 @@ use crate::store::{AuditSearch, CallSearch};
 
 pub(super) fn routes() -> ApiRoutes {
     ApiRoutes::new()
-        .routes(routes!(calls))
-        .routes(routes!(audit))
+        .routes(routes!(call_history))
+        .routes(routes!(audit_log))
 }
 
 /// `GET /history/calls`' query: every criterion given must match.
@@ -100,6 +100,7 @@ fn before(b: Option<i64>) -> Result<Option<i64>, ApiError> {
     }
 }
 
+/// Call records, filtered, newest first.
 #[utoipa::path(
     get,
     path = "/history/calls",
@@ -112,7 +113,7 @@ fn before(b: Option<i64>) -> Result<Option<i64>, ApiError> {
         Forbidden,
     )
 )]
-async fn calls(
+async fn call_history(
     State(s): State<ApiState>,
     caller: Caller,
     uri: axum::http::Uri,
@@ -264,6 +265,7 @@ pub struct AuditPage {
     pub next_before: Option<i64>,
 }
 
+/// The audit log, filtered, newest first.
 #[utoipa::path(
     get,
     path = "/history/audit",
@@ -276,7 +278,7 @@ pub struct AuditPage {
         Forbidden,
     )
 )]
-async fn audit(
+async fn audit_log(
     State(s): State<ApiState>,
     caller: Caller,
     uri: axum::http::Uri,

@@ -10,10 +10,10 @@ use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, State};
 use axum::Json;
-use utoipa::ToSchema;
-use utoipa_axum::routes;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::routes;
 
 use super::commands::{actor, UnitBody};
 use super::live::id;
@@ -123,6 +123,7 @@ async fn send(s: &ApiState, who: String, command: Command) -> Result<Json<Messag
     Ok(Json(MessageOutcome { outcome, recipients }))
 }
 
+/// Send a status code from a console.
 #[utoipa::path(
     post,
     path = "/messages/status",
@@ -154,6 +155,7 @@ async fn status(
     send(&s, actor(p, peer), command).await
 }
 
+/// Send short data from a console.
 #[utoipa::path(
     post,
     path = "/messages/short-data",

@@ -12,9 +12,9 @@ use std::net::SocketAddr;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::StatusCode;
 use axum::Json;
+use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::routes;
-use serde::{Deserialize, Serialize};
 
 use super::commands::actor;
 use super::live::{fleet_in_scope, page_limit, path_id};
@@ -86,6 +86,7 @@ fn not_found(m: String) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", m)
 }
 
+/// The fleets the caller sees.
 #[utoipa::path(
     get,
     path = "/fleets",
@@ -118,6 +119,7 @@ fn fleet_of(p: &Principal, raw: &str) -> Result<FleetId, ApiError> {
     Ok(f)
 }
 
+/// One fleet.
 #[utoipa::path(
     get,
     path = "/fleets/{fleet}",
@@ -152,6 +154,7 @@ async fn fleet(
     }))
 }
 
+/// Create a fleet.
 #[utoipa::path(
     post,
     path = "/fleets",
@@ -187,6 +190,7 @@ async fn add_fleet(
     ))
 }
 
+/// Rename a fleet.
 #[utoipa::path(
     patch,
     path = "/fleets/{fleet}",
@@ -222,6 +226,7 @@ async fn rename_fleet(
     }))
 }
 
+/// Remove a fleet with no talkgroups or subscribers.
 #[utoipa::path(
     delete,
     path = "/fleets/{fleet}",
@@ -277,6 +282,7 @@ pub struct TalkgroupsJson {
     pub talkgroups: Vec<TalkgroupJson>,
 }
 
+/// A fleet's talkgroups.
 #[utoipa::path(
     get,
     path = "/fleets/{fleet}/talkgroups",
@@ -326,6 +332,7 @@ async fn find_talkgroup(s: &ApiState, fleet: FleetId, id: TalkgroupId) -> Result
         .ok_or_else(|| not_found(format!("talkgroup {id} does not exist in fleet {fleet}")))
 }
 
+/// One talkgroup.
 #[utoipa::path(
     get,
     path = "/fleets/{fleet}/talkgroups/{talkgroup}",
@@ -349,6 +356,7 @@ async fn talkgroup(
     Ok(Json(find_talkgroup(&s, fleet, id).await?.into()))
 }
 
+/// Create a talkgroup in a fleet.
 #[utoipa::path(
     post,
     path = "/fleets/{fleet}/talkgroups",
@@ -384,6 +392,7 @@ async fn add_talkgroup(
     Ok((StatusCode::CREATED, Json(tg.into())))
 }
 
+/// Rename a talkgroup.
 #[utoipa::path(
     patch,
     path = "/fleets/{fleet}/talkgroups/{talkgroup}",
@@ -420,6 +429,7 @@ async fn rename_talkgroup(
     }))
 }
 
+/// Remove a talkgroup no subscriber is permitted on.
 #[utoipa::path(
     delete,
     path = "/fleets/{fleet}/talkgroups/{talkgroup}",
@@ -468,6 +478,7 @@ pub struct MembersPage {
     pub next_after: Option<String>,
 }
 
+/// The subscribers permitted on a talkgroup, a page at a time.
 #[utoipa::path(
     get,
     path = "/fleets/{fleet}/talkgroups/{talkgroup}/members",
@@ -541,6 +552,7 @@ pub struct SitesJson {
     pub sites: Vec<SiteJson>,
 }
 
+/// Every site (never its link key).
 #[utoipa::path(
     get,
     path = "/sites",
@@ -559,6 +571,7 @@ async fn sites(State(s): State<ApiState>, caller: Caller) -> Result<Json<SitesJs
     }))
 }
 
+/// One site (never its link key).
 #[utoipa::path(
     get,
     path = "/sites/{site}",
@@ -625,6 +638,7 @@ fn new_key() -> Result<SiteKey, ApiError> {
     })
 }
 
+/// Create a site with a generated link key.
 #[utoipa::path(
     post,
     path = "/sites",
@@ -666,6 +680,7 @@ async fn add_site(
     ))
 }
 
+/// Rename a site.
 #[utoipa::path(
     patch,
     path = "/sites/{site}",
@@ -733,6 +748,7 @@ async fn rekey_site(
     }))
 }
 
+/// Remove a site.
 #[utoipa::path(
     delete,
     path = "/sites/{site}",

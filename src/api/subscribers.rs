@@ -12,9 +12,9 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
+use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::routes;
-use serde::{Deserialize, Deserializer, Serialize};
 
 use super::commands::actor;
 use super::live::{fleet_in_scope, id, page_limit};
@@ -144,6 +144,7 @@ fn search_fleets(p: &Principal, fleet: Option<u16>) -> Result<Option<Vec<FleetId
     })
 }
 
+/// Search subscribers by IMSI, IMEI, MSISDN, fleet and member, a page at a time.
 #[utoipa::path(
     get,
     path = "/subscribers",
@@ -209,6 +210,7 @@ async fn in_scope(s: &ApiState, p: &Principal, raw: &str) -> Result<Subscriber, 
     Ok(sub)
 }
 
+/// One subscriber (never its keys).
 #[utoipa::path(
     get,
     path = "/subscribers/{imsi}",
@@ -284,6 +286,7 @@ fn talkgroups(v: &[u16]) -> Result<Vec<TalkgroupId>, ApiError> {
         .collect()
 }
 
+/// Provision one subscriber.
 #[utoipa::path(
     post,
     path = "/subscribers",
@@ -370,6 +373,7 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Optio
     T::deserialize(d).map(Some)
 }
 
+/// Change a subscriber's IMEI, MSISDN or talkgroups.
 #[utoipa::path(
     patch,
     path = "/subscribers/{imsi}",
@@ -413,6 +417,7 @@ async fn update(
     Ok(Json(SubscriberJson::from(&sub)))
 }
 
+/// Remove a subscriber.
 #[utoipa::path(
     delete,
     path = "/subscribers/{imsi}",
@@ -532,8 +537,8 @@ async fn import(
     }
     // Read here under its own limit (a raw body is not held to api.body_limit).
     let body = axum::body::to_bytes(body, s.import_limit).await.map_err(|e| {
-        let too_large = std::error::Error::source(&e)
-            .is_some_and(|c| c.is::<http_body_util::LengthLimitError>());
+        let too_large =
+            std::error::Error::source(&e).is_some_and(|c| c.is::<http_body_util::LengthLimitError>());
         if too_large {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
