@@ -62,9 +62,21 @@ impl Api {
             .add_operator("test", name, &phc, role, &fleets)
             .await
             .unwrap();
-        // The running controller hears of it by following the audit log.
-        self.until(|| async { self.login(name, PW).await.status() == 200 })
-            .await;
+        // The running controller hears of it by following the audit log: a login reads
+        // the database, but a token is checked against what the controller holds.
+        let token = std::sync::Mutex::new(String::new());
+        self.until(|| async {
+            let r = self.login(name, PW).await;
+            if r.status() != 200 {
+                return false;
+            }
+            let t: Value = r.json().await.unwrap();
+            *token.lock().unwrap() = t["access_token"].as_str().unwrap().to_string();
+            true
+        })
+        .await;
+        let token = token.into_inner().unwrap();
+        self.until(|| async { self.whoami(&token).await.0 == 200 }).await;
     }
 
     async fn login(&self, name: &str, pw: &str) -> reqwest::Response {
