@@ -36,7 +36,7 @@ pub(super) fn routes() -> Router<ApiState> {
 }
 
 /// The audit log's actor for `p` at `peer`.
-fn actor(p: &Principal, peer: SocketAddr) -> String {
+pub(super) fn actor(p: &Principal, peer: SocketAddr) -> String {
     format!("api:{}@{}", p.name, peer.ip())
 }
 

@@ -9,6 +9,7 @@
 //! - `/api/v1/auth/…` ([`auth`]): log in, refresh, log out, the public keys.
 //! - `GET /api/v1/events` ([`events`]): the live event stream (Server-Sent Events),
 //!   opened with a token or a single-use ticket (`POST /api/v1/events/ticket`).
+//! - `/api/v1/alarms` ([`alarms`]): alarms, and acknowledging them.
 //! - Everything else under `/api/v1` needs `Authorization: Bearer <access token>`: a
 //!   [`Caller`] in a handler's arguments checks it (401 when it is missing or refused)
 //!   and [`Caller::require`] checks the role (403).
@@ -17,6 +18,7 @@
 //! fault where there is one. A body larger than `api.body_limit` is refused with 413;
 //! a request not answered within `api.request_timeout_ms` with 503.
 
+pub mod alarms;
 pub mod auth;
 pub mod commands;
 pub mod events;
@@ -42,7 +44,7 @@ use tracing::{info, warn};
 
 use crate::auth::{AuthError, Principal, Role};
 use crate::config::ApiConfig;
-use crate::controller::{Alarm, Answer, ControllerHandle, Query, QueryError};
+use crate::controller::{AlarmKind, Answer, ControllerHandle, Query, QueryError};
 
 /// An error as every route answers it: a stable `code`, a `message` for people, and the
 /// `field` at fault where there is one.
@@ -332,7 +334,10 @@ pub fn router(handle: ControllerHandle, cfg: &ApiConfig) -> Router {
         .nest("/api/v1/auth", auth::routes())
         .nest(
             "/api/v1",
-            live::routes().merge(commands::routes()).merge(events::routes()),
+            live::routes()
+                .merge(commands::routes())
+                .merge(events::routes())
+                .merge(alarms::routes()),
         )
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
@@ -373,7 +378,7 @@ async fn healthz(State(state): State<ApiState>) -> Result<Json<Health>, ApiError
     };
     let down = alarms
         .iter()
-        .any(|a| matches!(a, Alarm::DatabaseUnavailable { .. }));
+        .any(|a| a.kind == AlarmKind::DatabaseUnavailable && a.is_open());
     Ok(Json(Health {
         status: "ok",
         database: if down { "down" } else { "up" },
