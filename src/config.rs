@@ -163,6 +163,13 @@ imsi_prefix = "00101"
 # snapshot (16..=1000000).
 backlog = 65536
 
+[alarms]
+# A site whose gateway has not linked since trunkd started (or since the site was added)
+# raises "site link lost" only after this long, in ms, so that a restart does not raise
+# one for every site while the gateways reconnect. A link that goes down raises it at
+# once; an alarm still open from before the restart stays open until the site links.
+link_grace_ms = 30000
+
 [api]
 # Where the operator API (HTTP, JSON) listens. Loopback by default; on any other address
 # it is reachable from the network without TLS, which is logged as a warning at start.
@@ -217,6 +224,8 @@ pub struct Config {
     pub messaging: MessagingConfig,
     /// The event stream for operators.
     pub events: EventsConfig,
+    /// Alarms.
+    pub alarms: AlarmsConfig,
     /// The operator API.
     pub api: ApiConfig,
 }
@@ -316,6 +325,23 @@ pub struct EventsConfig {
 impl Default for EventsConfig {
     fn default() -> Self {
         EventsConfig { backlog: 65_536 }
+    }
+}
+
+/// `[alarms]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlarmsConfig {
+    /// How long a site that has not linked since start may stay unlinked before its
+    /// "site link lost" alarm is raised, in ms.
+    pub link_grace_ms: u64,
+}
+
+impl Default for AlarmsConfig {
+    fn default() -> Self {
+        AlarmsConfig {
+            link_grace_ms: 30_000,
+        }
     }
 }
 
@@ -856,6 +882,9 @@ impl Config {
         }
         if !(16..=1_000_000).contains(&self.events.backlog) {
             return bad("events.backlog must be within 16..=1000000");
+        }
+        if self.alarms.link_grace_ms > 3_600_000 {
+            return bad("alarms.link_grace_ms must be at most 3600000");
         }
         for (name, value, max) in limits {
             if value > max {

@@ -124,6 +124,13 @@ pub enum EventKind {
     },
     /// A command to a radio that an operator follows by id was opened or settled.
     Command(crate::controller::TrackedCommand),
+    /// An alarm was raised (or raised again), acknowledged or cleared.
+    Alarm {
+        /// What happened to it.
+        change: crate::controller::AlarmChange,
+        /// The alarm as it is now.
+        alarm: crate::controller::Alarm,
+    },
     /// A system parameter was changed; it is in force for the next request.
     ParameterChanged {
         /// Its name, e.g. `trunking.hang_time_ms`.

@@ -73,9 +73,21 @@ impl Api {
             .add_operator("test", name, &phc, role, &fleets)
             .await
             .unwrap();
-        // The running controller hears of it by following the audit log.
-        self.until(|| async { self.login(name, PW).await.status() == 200 })
-            .await;
+        // The running controller hears of it by following the audit log: a login reads
+        // the database, but a token is checked against what the controller holds.
+        let token = std::sync::Mutex::new(String::new());
+        self.until(|| async {
+            let r = self.login(name, PW).await;
+            if r.status() != 200 {
+                return false;
+            }
+            let t: Value = r.json().await.unwrap();
+            *token.lock().unwrap() = t["access_token"].as_str().unwrap().to_string();
+            true
+        })
+        .await;
+        let token = token.into_inner().unwrap();
+        self.until(|| async { self.whoami(&token).await.0 == 200 }).await;
     }
 
     async fn login(&self, name: &str, pw: &str) -> reqwest::Response {
@@ -1626,7 +1638,8 @@ async fn a_stream_opens_with_a_token_or_a_ticket_good_once_within_its_lifetime()
         (StatusCode::UNAUTHORIZED, Some("invalid_token"))
     );
     skip(trunkd::api::events::RECHECK).await;
-    let closed = s.next().await.unwrap();
+    // (After the time skipped, the sites that never linked have their alarms.)
+    let (closed, _) = s.until(|e| e.event != "alarm").await;
     assert_eq!((closed.event.as_str(), closed.id), ("closed", None));
     assert_eq!(closed.data["code"], "invalid_token");
     assert!(s.next().await.is_none(), "the stream goes on");
@@ -2412,6 +2425,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/queues"),
     ("get", "/api/v1/links"),
     ("get", "/api/v1/alarms"),
+    ("get", "/api/v1/alarms/{id}"),
+    ("post", "/api/v1/alarms/{id}/acknowledge"),
     ("get", "/api/v1/parameters"),
     ("put", "/api/v1/parameters/{name}"),
     ("post", "/api/v1/subscribers/{imsi}/inhibit"),
@@ -2600,4 +2615,385 @@ async fn the_openapi_document_is_valid_and_lists_every_route() {
         );
     }
     api.c.stop().await;
+}
+
+// ---- Alarms: GET /api/v1/alarms, POST /api/v1/alarms/{id}/acknowledge ----
+
+impl Api {
+    /// `GET /api/v1/alarms` + `query` as `token`: the answer's body.
+    async fn alarms(&self, token: &str, query: &str) -> Value {
+        let r = self.get(&format!("/api/v1/alarms{query}"), Some(token)).await;
+        assert_eq!(r.status(), 200);
+        r.json().await.unwrap()
+    }
+
+    /// Waits until `GET /api/v1/alarms` + `query` lists an alarm that `pred` accepts:
+    /// it.
+    async fn alarm_until(&self, token: &str, query: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let body = self.alarms(token, query).await;
+            if let Some(a) = body["alarms"].as_array().unwrap().iter().find(|a| pred(a)) {
+                return a.clone();
+            }
+            assert!(tokio::time::Instant::now() < deadline, "never listed: {body}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A new operator's access token and its event stream, past the snapshot.
+    async fn listening(&self, name: &str, role: Role, fleets: &str) -> (String, EventStream) {
+        self.add_operator(name, role, fleets).await;
+        let (token, _) = self.tokens(name).await;
+        let mut s = self.stream(Some(&token), None, "").await;
+        assert_eq!(s.next().await.unwrap().event, "snapshot");
+        (token, s)
+    }
+
+    async fn acknowledge(&self, token: &str, id: &Value) -> reqwest::Response {
+        self.post(
+            &format!("/api/v1/alarms/{id}/acknowledge"),
+            Some(token),
+            json!({}),
+        )
+        .await
+    }
+}
+
+/// An alarm of `kind` on `subject` (any state).
+fn alarm_of(kind: &'static str, subject: &'static str) -> impl Fn(&Value) -> bool {
+    move |a| a["kind"] == kind && a["subject"] == subject
+}
+
+/// An `alarm` event of `change` for alarm `id`.
+fn alarm_event(change: &'static str, id: Value) -> impl Fn(&Sse) -> bool {
+    move |e| e.event == "alarm" && e.data["change"] == change && e.data["alarm"]["id"] == id
+}
+
+#[tokio::test]
+async fn a_lost_site_link_raises_an_alarm_a_dispatcher_acknowledges_and_the_link_clears() {
+    for db in TestDb::all().await {
+        let api = Api::start(&db).await;
+        api.add_operator("dora", Role::Dispatcher, "").await;
+        api.add_operator("vic", Role::Viewer, "").await;
+        let (dora, _) = api.tokens("dora").await;
+        let (vic, _) = api.tokens("vic").await;
+        let mut s = api.stream(Some(&vic), None, "").await;
+        let snap = s.next().await.unwrap();
+        // The gateways have `alarms.link_grace_ms` to link after a start.
+        assert_eq!(snap.data["alarms"], json!([]), "{}", db.name);
+
+        // Site 1's gateway links, then its link is lost.
+        let g = gw(&api.c, 1).await;
+        s.until(|e| e.event == "link" && e.data["up"] == true).await;
+        drop(g);
+        let a = api
+            .alarm_until(&vic, "", alarm_of("site_link_lost", "site:1"))
+            .await;
+        assert_eq!(
+            (a["site"].as_u64(), a["state"].as_str(), a["occurrences"].as_u64()),
+            (Some(1), Some("raised"), Some(1)),
+            "{a}"
+        );
+        assert!(a["raised_at_ms"].as_i64().unwrap() > 1_600_000_000_000);
+        for absent in [
+            "acknowledged_by",
+            "acknowledged_at_ms",
+            "cleared_at_ms",
+            "imsi",
+            "unit",
+        ] {
+            assert!(a.get(absent).is_none(), "{absent} in {a}");
+        }
+        let id = a["id"].clone();
+        let (raised, _) = s.until(alarm_event("raised", id.clone())).await;
+        assert_eq!(raised.data["alarm"], a);
+        assert_eq!(
+            api.get(&format!("/api/v1/alarms/{id}"), Some(&vic))
+                .await
+                .json::<Value>()
+                .await
+                .unwrap(),
+            a
+        );
+
+        // A viewer may not acknowledge; a dispatcher may, once.
+        let (status, e) = error_of(api.acknowledge(&vic, &id).await).await;
+        assert_eq!((status.as_u16(), e["code"].as_str()), (403, Some("forbidden")));
+        let r = api.acknowledge(&dora, &id).await;
+        assert_eq!(r.status(), 200);
+        let acked: Value = r.json().await.unwrap();
+        assert_eq!(
+            (acked["state"].as_str(), acked["acknowledged_by"].as_str()),
+            (Some("acknowledged"), Some("api:dora@127.0.0.1"))
+        );
+        let (status, e) = error_of(api.acknowledge(&dora, &id).await).await;
+        assert_eq!(
+            (status.as_u16(), e["code"].as_str()),
+            (409, Some("already_acknowledged"))
+        );
+        assert!(
+            e["message"].as_str().unwrap().contains("api:dora@127.0.0.1"),
+            "{e}"
+        );
+        s.until(alarm_event("acknowledged", id.clone())).await;
+        let log = api.c.store.audit_since(0, 10_000).await.unwrap();
+        let entry = log.iter().find(|e| e.action == "alarm.acknowledge").unwrap();
+        assert_eq!(
+            (entry.actor.as_str(), entry.object.clone()),
+            ("api:dora@127.0.0.1", format!("alarm:{id}"))
+        );
+        for (path, status, field) in [
+            ("/api/v1/alarms/999999/acknowledge", 404, None),
+            ("/api/v1/alarms/x/acknowledge", 400, Some("id")),
+        ] {
+            let (got, e) = error_of(api.post(path, Some(&dora), json!({})).await).await;
+            assert_eq!(
+                (got.as_u16(), e["field"].as_str()),
+                (status, field),
+                "{path}: {e}"
+            );
+        }
+
+        // The gateway links again: the condition is gone, the alarm is finished and
+        // leaves the list of those that need attention, for the history.
+        let _g = gw(&api.c, 1).await;
+        let (cleared, _) = s.until(alarm_event("cleared", id.clone())).await;
+        assert_eq!(cleared.data["alarm"]["state"], "finished");
+        let listed = api.alarms(&vic, "").await;
+        assert!(
+            !listed["alarms"].as_array().unwrap().iter().any(|a| a["id"] == id),
+            "{listed}"
+        );
+        let done = api.alarm_until(&vic, "?finished=true", |a| a["id"] == id).await;
+        assert_eq!(done["state"], "finished");
+        assert!(done["cleared_at_ms"].as_i64().unwrap() >= done["acknowledged_at_ms"].as_i64().unwrap());
+        api.c.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn alarms_survive_a_restart_on_the_same_database() {
+    for db in TestDb::all().await {
+        let api = Api::start(&db).await;
+        api.add_operator("ada", Role::Admin, "").await;
+        let (ada, _) = api.tokens("ada").await;
+        let h = api.c.handle();
+        // Site 1 loses its link; site 2 keeps its link until the controller stops.
+        let g1 = gw(&api.c, 1).await;
+        let _g2 = gw(&api.c, 2).await;
+        drop(g1);
+        let lost = api
+            .alarm_until(&ada, "", alarm_of("site_link_lost", "site:1"))
+            .await;
+        // A slot goes out of service and back: cleared, not acknowledged.
+        for c in [
+            trunkd::controller::Command::SlotOutOfService {
+                site: site(2),
+                carrier: 0,
+                slot: Some(2),
+            },
+            trunkd::controller::Command::SlotInService {
+                site: site(2),
+                carrier: 0,
+                slot: Some(2),
+            },
+        ] {
+            h.command("test", c).await.unwrap();
+        }
+        let slot = api
+            .alarm_until(&ada, "", |a| {
+                alarm_of("slot_out_of_service", "slot:2/0/2")(a) && a["state"] == "cleared"
+            })
+            .await;
+        api.c.stop().await;
+
+        // Written behind before the controller stopped; its links closing raised nothing.
+        let store = db.open().await;
+        let kept = store.unfinished_alarms().await.unwrap();
+        let kept: Vec<(i64, &str)> = kept.iter().map(|a| (a.id, a.subject.as_str())).collect();
+        assert_eq!(
+            kept,
+            vec![
+                (lost["id"].as_i64().unwrap(), "site:1"),
+                (slot["id"].as_i64().unwrap(), "slot:2/0/2"),
+            ],
+            "{}",
+            db.name
+        );
+        store.close().await;
+
+        let cfg = call_config(&db, trunking(TrunkingMode::Message, EmergencyPolicy::Preempt));
+        let api = Api::serve(trunkd::controller::start(cfg.clone()).await.unwrap(), &cfg.api).await;
+        let (ada, _) = api.tokens("ada").await;
+        let listed = api.alarms(&ada, "").await;
+        let listed: Vec<(Value, Value)> = listed["alarms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| (a["id"].clone(), a["state"].clone()))
+            .collect();
+        // Newest first; site 1 has still not linked, and site 2 has the grace to.
+        assert_eq!(
+            listed,
+            vec![
+                (slot["id"].clone(), json!("cleared")),
+                (lost["id"].clone(), json!("raised")),
+            ]
+        );
+        // Its gateway links: cleared; acknowledged: finished.
+        let _g1 = gw(&api.c, 1).await;
+        api.alarm_until(&ada, "", |a| a["id"] == lost["id"] && a["state"] == "cleared")
+            .await;
+        assert_eq!(api.acknowledge(&ada, &lost["id"]).await.status(), 200);
+        // Past the grace, site 2, which has not linked since the restart, is alarmed.
+        drop(_g1);
+        skip(Duration::from_millis(cfg.alarms.link_grace_ms)).await;
+        let two = api
+            .alarm_until(&ada, "", alarm_of("site_link_lost", "site:2"))
+            .await;
+        assert!(two["id"].as_u64() > slot["id"].as_u64());
+
+        // Every alarm in the history, a page at a time.
+        let page = api.alarms(&ada, "?finished=true&limit=2").await;
+        let mut ids: Vec<u64> = page["alarms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["id"].as_u64().unwrap())
+            .collect();
+        let mut before = page["next_before"].as_u64();
+        while let Some(b) = before {
+            let page = api
+                .alarms(&ada, &format!("?finished=true&limit=2&before={b}"))
+                .await;
+            ids.extend(
+                page["alarms"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|a| a["id"].as_u64().unwrap()),
+            );
+            before = page["next_before"].as_u64();
+        }
+        assert!(ids.windows(2).all(|w| w[0] > w[1]), "newest first: {ids:?}");
+        for id in [&lost["id"], &slot["id"], &two["id"]] {
+            assert!(ids.contains(&id.as_u64().unwrap()), "{id} not in {ids:?}");
+        }
+        let (status, e) = error_of(api.get("/api/v1/alarms?limit=0", Some(&ada)).await).await;
+        assert_eq!((status.as_u16(), e["field"].as_str()), (400, Some("limit")));
+        api.c.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn an_emergency_raises_an_alarm_that_only_the_units_fleet_sees() {
+    use trunkd::hlr::Fleet;
+    use trunkd::protocol::FleetId;
+    for db in TestDb::all().await {
+        let api = Api::start(&db).await;
+        let fleet = Fleet {
+            id: FleetId::new(200).unwrap(),
+            name: "Water".into(),
+        };
+        api.c.store.add_fleet("test", &fleet).await.unwrap();
+        let (pat, mut police) = api.listening("pat", Role::Dispatcher, "100").await;
+        let (wes, mut water) = api.listening("wes", Role::Dispatcher, "200").await;
+
+        let mut g = gw(&api.c, 1).await;
+        let t5 = reg(&mut g, 5).await;
+        let txn = g
+            .request(Message::EmergencyCallReq {
+                tmsi: t5,
+                talkgroup: tg(10),
+            })
+            .await
+            .unwrap();
+        let (call, _) = grant_of(&until(&mut g, |f| f.txn == txn).await);
+        let five = format!("unit:{}", imsi(5));
+        let a = api
+            .alarm_until(&pat, "", |a| a["kind"] == "emergency" && a["subject"] == five)
+            .await;
+        assert_eq!(
+            (a["imsi"].clone(), a["unit"].clone(), a["state"].clone()),
+            (
+                json!(imsi(5).to_string()),
+                json!({"fleet": 100, "member": 5}),
+                json!("raised")
+            )
+        );
+        assert!(a["detail"].as_str().unwrap().contains("100/5"), "{a}");
+        let id = a["id"].clone();
+        police.until(alarm_event("raised", id.clone())).await;
+
+        // Another fleet's dispatcher does not see it, nor may acknowledge it; but sees
+        // the infrastructure's alarms.
+        let out = trunkd::controller::Command::SlotOutOfService {
+            site: site(2),
+            carrier: 0,
+            slot: Some(1),
+        };
+        api.c.handle().command("test", out).await.unwrap();
+        let (_, before) = water
+            .until(|e| e.event == "alarm" && e.data["alarm"]["kind"] == "slot_out_of_service")
+            .await;
+        assert!(
+            !before
+                .iter()
+                .any(|e| e.event == "alarm" && e.data["alarm"]["id"] == id),
+            "{before:?}"
+        );
+        let theirs = api.alarms(&wes, "").await;
+        let kinds: Vec<&Value> = theirs["alarms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| &a["kind"])
+            .collect();
+        assert_eq!(kinds, vec!["slot_out_of_service"], "{theirs}");
+        let (status, e) = error_of(api.acknowledge(&wes, &id).await).await;
+        assert_eq!((status.as_u16(), e["code"].as_str()), (404, Some("not_found")));
+        let r = api.get(&format!("/api/v1/alarms/{id}"), Some(&wes)).await;
+        assert_eq!(r.status(), 404);
+        let late = api.stream(Some(&wes), None, "").await.next().await.unwrap();
+        assert_eq!(
+            late.data["alarms"].as_array().unwrap().len(),
+            1,
+            "{:?}",
+            late.data
+        );
+
+        // The call ends: the emergency's condition is gone; it still needs attention
+        // until its fleet's dispatcher acknowledges it.
+        let r = api
+            .post(
+                &format!("/api/v1/calls/{}/release", call.get()),
+                Some(&pat),
+                json!({}),
+            )
+            .await;
+        assert_eq!(r.status(), 204);
+        police.until(alarm_event("cleared", id.clone())).await;
+        let a = api.alarm_until(&pat, "", |a| a["id"] == id).await;
+        assert_eq!(a["state"], "cleared");
+        assert_eq!(api.acknowledge(&pat, &id).await.status(), 200);
+        let history = api.alarms(&wes, "?finished=true").await;
+        assert!(
+            !history["alarms"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a["id"] == id),
+            "{history}"
+        );
+        let history = api.alarms(&pat, "?finished=true").await;
+        let a = history["alarms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["id"] == id)
+            .unwrap();
+        assert_eq!(a["state"], "finished");
+        api.c.stop().await;
+    }
 }

@@ -766,3 +766,116 @@ async fn operators_with_their_rules_and_generations() {
         store.close().await;
     }
 }
+
+// ---- Alarms ----
+
+fn alarm_row(id: i64, subject: &str, fleet: Option<i64>) -> trunkd::store::AlarmRow {
+    trunkd::store::AlarmRow {
+        id,
+        kind: "site_link_lost".into(),
+        subject: subject.into(),
+        fleet,
+        detail: String::new(),
+        raised_at: 1_000,
+        last_raised_at: 1_000,
+        occurrences: 1,
+        acknowledged_at: None,
+        acknowledged_by: None,
+        cleared_at: None,
+    }
+}
+
+#[tokio::test]
+async fn alarms_are_written_by_id_acknowledged_once_with_their_audit_entry_and_paged() {
+    use trunkd::store::AlarmPage;
+    for db in TestDb::all().await {
+        let store = db.open().await;
+        let a = store.reserve_alarm_ids(10).await.unwrap();
+        let b = store.reserve_alarm_ids(10).await.unwrap();
+        assert_eq!((a.end - a.start, a.end), (10, b.start), "{}", db.name);
+
+        let one = alarm_row(1, "site:1", None);
+        assert_eq!(
+            store.save_alarms(std::slice::from_ref(&one)).await.unwrap(),
+            Vec::<i64>::new()
+        );
+        // A second open alarm of the same kind and subject is refused, not an error.
+        let twin = alarm_row(2, "site:1", None);
+        assert_eq!(store.save_alarms(&[twin]).await.unwrap(), vec![2]);
+
+        store
+            .acknowledge_alarm("api:ada@127.0.0.1", &one, 2_000)
+            .await
+            .unwrap();
+        let again = store.acknowledge_alarm("api:bob@127.0.0.1", &one, 2_001).await;
+        assert!(
+            matches!(&again, Err(StoreError::Conflict(m)) if m.contains("api:ada@127.0.0.1")),
+            "{again:?}"
+        );
+        // A later write of the row as it was before does not undo the acknowledgement.
+        let mut cleared = one.clone();
+        cleared.cleared_at = Some(3_000);
+        store.save_alarms(&[cleared]).await.unwrap();
+        let got = store.alarm(1).await.unwrap().unwrap();
+        assert_eq!(
+            (
+                got.acknowledged_by.as_deref(),
+                got.acknowledged_at,
+                got.cleared_at
+            ),
+            (Some("api:ada@127.0.0.1"), Some(2_000), Some(3_000))
+        );
+        let log = store.audit_since(0, 1000).await.unwrap();
+        let entries: Vec<(&str, &str)> = log
+            .iter()
+            .filter(|e| e.action == "alarm.acknowledge")
+            .map(|e| (e.actor.as_str(), e.object.as_str()))
+            .collect();
+        assert_eq!(entries, vec![("api:ada@127.0.0.1", "alarm:1")]);
+        // Acknowledging an alarm not written yet writes it first.
+        let three = alarm_row(3, "unit:001010000000001", Some(100));
+        store
+            .acknowledge_alarm("api:ada@127.0.0.1", &three, 4_000)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.alarm(3).await.unwrap().unwrap().acknowledged_at,
+            Some(4_000)
+        );
+        store
+            .save_alarms(&[
+                alarm_row(4, "site:1", None),
+                alarm_row(5, "unit:001010000000002", Some(200)),
+            ])
+            .await
+            .unwrap();
+
+        let ids = |rows: Vec<trunkd::store::AlarmRow>| rows.iter().map(|r| r.id).collect::<Vec<i64>>();
+        assert_eq!(ids(store.unfinished_alarms().await.unwrap()), vec![3, 4, 5]);
+        let page = |before, fleets: Option<Vec<i64>>, finished| AlarmPage {
+            before,
+            limit: 2,
+            fleets,
+            finished,
+        };
+        assert_eq!(
+            ids(store.alarms_page(&page(None, None, true)).await.unwrap()),
+            vec![5, 4]
+        );
+        assert_eq!(
+            ids(store.alarms_page(&page(Some(4), None, true)).await.unwrap()),
+            vec![3, 1]
+        );
+        assert_eq!(
+            ids(store.alarms_page(&page(Some(4), None, false)).await.unwrap()),
+            vec![3]
+        );
+        let fleet_200 = page(None, Some(vec![200]), true);
+        assert_eq!(ids(store.alarms_page(&fleet_200).await.unwrap()), vec![5, 4]);
+        let fleet_200 = page(Some(5), Some(vec![200]), true);
+        assert_eq!(ids(store.alarms_page(&fleet_200).await.unwrap()), vec![4, 1]);
+        let none = page(None, Some(vec![]), true);
+        assert_eq!(ids(store.alarms_page(&none).await.unwrap()), vec![4, 1]);
+        store.close().await;
+    }
+}

@@ -18,7 +18,7 @@
 //! # What it sends
 //! Every SSE event's `data` is one line of JSON; times are Unix ms; names are snake_case.
 //! - `snapshot` first (`id`: the snapshot's sequence number): the state then (units on
-//!   the air, calls, every site's slots, busy queues, links, alarms) and a `reason`:
+//!   the air, calls, every site's slots, busy queues, links, the alarms that need attention) and a `reason`:
 //!   `start`, `resume_unavailable` (the `Last-Event-ID` asked for is no longer held: this
 //!   snapshot replaces what was missed) or `lagged` (see below). Events after its `seq`
 //!   follow; one of them may already be reflected in it (applying it again is harmless).
@@ -28,8 +28,9 @@
 //!   `preempted`, `ended`), `slot` (a slot out of service or back), `link` (a site's link
 //!   up or down), `radio_command` (how an inhibit or enable ended), `subscriber` (a
 //!   subscriber's record changed), `message` (a console's call alert, status or short
-//!   data was answered), `parameter` (a system parameter changed), `clone_suspected`.
-//!   The README lists every field.
+//!   data was answered), `parameter` (a system parameter changed), `clone_suspected`,
+//!   `alarm` (`change`: `raised`, `acknowledged` or `cleared`, and the `alarm` as it now
+//!   is, as `GET /api/v1/alarms` shows it). The README lists every field.
 //!
 //! # Resuming
 //! A client that reconnects with `Last-Event-ID: <id>` (browsers send it by themselves;
@@ -52,7 +53,8 @@
 //! An operator limited to some fleets is sent only the events about them: units of its
 //! fleets (their registrations, moves, radio commands, record changes, suspected
 //! clones), calls and queued requests whose caller or target is in them, console
-//! messages from or to them. Links, slots going out of service and full queues are the
+//! messages from or to them, alarms of their units (emergencies, suspected clones).
+//! Links, slots going out of service, full queues and the other alarms are the
 //! infrastructure every operator watches, and go to everyone. Parameter changes go to
 //! admins only, as the parameters themselves do. Its snapshot is filtered the same way
 //! (a slot carrying another fleet's call shows `busy` without the call).
@@ -85,14 +87,15 @@ use tokio::time::Instant;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::routes;
 
+use super::alarms::{alarm_json, AlarmJson};
 use super::live::{
-    alarm_json, call_json, link_json, AlarmJson, CallJson, LinkJson, QueueJson, QueuedJson, SlotJson,
-    SlotsJson, TargetJson, UnitJson, UnitOnAirJson,
+    call_json, link_json, CallJson, LinkJson, QueueJson, QueuedJson, SlotJson, SlotsJson, TargetJson,
+    UnitJson, UnitOnAirJson,
 };
 use super::openapi::{BadRequest, RateLimited, Unauthorized};
 use super::{bearer, query_params, ApiError, ApiRoutes, ApiState, Caller};
 use crate::auth::{Fleets, Principal, Role};
-use crate::controller::{ActiveCall, Answer, ControllerHandle, Query, Snapshot};
+use crate::controller::{ActiveCall, Alarm, Answer, ControllerHandle, Query, Snapshot};
 use crate::core::messaging::Reply;
 use crate::core::queue::QueueEntry;
 use crate::core::registration::{LeaveReason, UnitEvent};
@@ -481,7 +484,12 @@ impl Listener {
                 })
                 .collect(),
             links: s.links.iter().map(link_json).collect(),
-            alarms: s.alarms.iter().map(alarm_json).collect(),
+            alarms: s
+                .alarms
+                .iter()
+                .filter(|a| v.alarm(a))
+                .map(|a| alarm_json(a, &self.handle))
+                .collect(),
         };
         sse("snapshot", s.seq, &json).unwrap_or_else(|| SseEvent::default().event("snapshot"))
     }
@@ -617,6 +625,16 @@ impl Listener {
                 };
                 sse("message", seq, &Data { seq, at_ms, body })
             }
+            EventKind::Alarm { change, alarm } => {
+                if !v.alarm(alarm) {
+                    return None;
+                }
+                let body = AlarmChangeJson {
+                    change: change.as_str(),
+                    alarm: alarm_json(alarm, &self.handle),
+                };
+                sse("alarm", seq, &Data { seq, at_ms, body })
+            }
             EventKind::ParameterChanged { name, value, actor } => {
                 if !v.admin {
                     return None;
@@ -674,6 +692,11 @@ impl View {
 
     fn sees_call(&self, call: CallId) -> bool {
         self.every_fleet() || self.calls.contains(&call)
+    }
+
+    /// An alarm: infrastructure, or a unit of its fleets.
+    fn alarm(&self, a: &Alarm) -> bool {
+        a.fleet.is_none_or(|f| self.fleet(f))
     }
 }
 
@@ -1016,6 +1039,12 @@ struct MessageJson<'a> {
     recipients: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     cause: Option<CauseJson>,
+}
+
+#[derive(Serialize)]
+struct AlarmChangeJson {
+    change: &'static str,
+    alarm: AlarmJson,
 }
 
 #[derive(Serialize)]

@@ -1,11 +1,11 @@
 //! The live system, read from the controller's memory: units on the air, each site's
-//! slots, calls in progress, busy queues, links, alarms (any role), and the system
-//! parameters (admin).
+//! slots, calls in progress, busy queues, links (any role), and the system parameters
+//! (admin). Alarms are in [`super::alarms`].
 //!
 //! An operator limited to some fleets sees only their units, the calls and queued
 //! requests with a caller or target in them, and a slot carrying another fleet's call
-//! as `busy` without its call id. Sites, links and alarms are the infrastructure every
-//! operator watches.
+//! as `busy` without its call id. Sites and links are the infrastructure every operator
+//! watches.
 
 use axum::extract::{Path, State};
 use axum::Json;
@@ -16,7 +16,7 @@ use utoipa_axum::routes;
 use super::openapi::{BadRequest, Forbidden, NotFound, Unauthorized};
 use super::{query_params, ApiError, ApiRoutes, ApiState, Caller};
 use crate::auth::{Fleets, Principal, Role};
-use crate::controller::{ActiveCall, Alarm, Answer, LinkState, Query, UnitFilter, UnitOnAir};
+use crate::controller::{ActiveCall, Answer, LinkState, Query, UnitFilter, UnitOnAir};
 use crate::core::queue::QueueEntry;
 use crate::core::slots::{SlotUse, SlotView};
 use crate::protocol::{CallType, FleetId, Imsi, SiteId, TalkgroupId, Target, Unit};
@@ -28,7 +28,6 @@ pub(super) fn routes() -> ApiRoutes {
         .routes(routes!(calls))
         .routes(routes!(queues))
         .routes(routes!(links))
-        .routes(routes!(alarms))
         .routes(routes!(parameters))
 }
 
@@ -546,66 +545,6 @@ async fn links(State(s): State<ApiState>, caller: Caller) -> Result<Json<LinksJs
     }))
 }
 
-/// A condition that needs an operator's attention now.
-#[derive(Serialize, ToSchema)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum AlarmJson {
-    /// The database does not answer.
-    DatabaseUnavailable {
-        /// Operations failed so far.
-        failed_operations: u64,
-    },
-    /// A site's link is down.
-    SiteDisconnected {
-        /// The site.
-        site: u16,
-    },
-    /// A traffic slot is out of service.
-    SlotOutOfService {
-        /// The site.
-        site: u16,
-        /// Carrier.
-        carrier: u8,
-        /// Slot.
-        slot: u8,
-    },
-    /// A site's busy queue is full.
-    QueueFull {
-        /// The site.
-        site: u16,
-    },
-    /// Call records wait to be written.
-    RecordsBacklog {
-        /// How many.
-        unwritten: usize,
-    },
-}
-
-/// `GET /alarms`.
-#[derive(Serialize, ToSchema)]
-pub struct AlarmsJson {
-    /// What needs attention now.
-    pub alarms: Vec<AlarmJson>,
-}
-
-/// What needs an operator's attention now.
-#[utoipa::path(
-    get,
-    path = "/alarms",
-    tag = "live",
-    responses((status = 200, description = "The alarms", body = AlarmsJson), Unauthorized)
-)]
-async fn alarms(State(s): State<ApiState>, caller: Caller) -> Result<Json<AlarmsJson>, ApiError> {
-    caller.require(Role::Viewer)?;
-    let alarms: Vec<Alarm> = match s.handle.query(Query::Alarms) {
-        Ok(Answer::Alarms(a)) => a,
-        _ => return Err(ApiError::internal()),
-    };
-    Ok(Json(AlarmsJson {
-        alarms: alarms.iter().map(alarm_json).collect(),
-    }))
-}
-
 /// `GET /parameters`: name → value.
 #[derive(Serialize, ToSchema)]
 pub struct ParametersJson {
@@ -664,22 +603,5 @@ pub(super) fn link_json(l: &LinkState) -> LinkJson {
         site: l.site.get(),
         name: l.name.clone(),
         connected: l.connected,
-    }
-}
-
-/// An alarm as the API shows it.
-pub(super) fn alarm_json(a: &Alarm) -> AlarmJson {
-    match *a {
-        Alarm::DatabaseUnavailable { failed_operations } => {
-            AlarmJson::DatabaseUnavailable { failed_operations }
-        }
-        Alarm::SiteDisconnected { site } => AlarmJson::SiteDisconnected { site: site.get() },
-        Alarm::SlotOutOfService { site, carrier, slot } => AlarmJson::SlotOutOfService {
-            site: site.get(),
-            carrier,
-            slot,
-        },
-        Alarm::QueueFull { site } => AlarmJson::QueueFull { site: site.get() },
-        Alarm::RecordsBacklog { unwritten } => AlarmJson::RecordsBacklog { unwritten },
     }
 }

@@ -9,6 +9,7 @@
 //! - `/api/v1/auth/…` ([`auth`]): log in, refresh, log out, the public keys.
 //! - `GET /api/v1/events` ([`events`]): the live event stream (Server-Sent Events),
 //!   opened with a token or a single-use ticket (`POST /api/v1/events/ticket`).
+//! - `/api/v1/alarms` ([`alarms`]): alarms, and acknowledging them.
 //! - Everything else under `/api/v1` needs `Authorization: Bearer <access token>`: a
 //!   [`Caller`] in a handler's arguments checks it (401 when it is missing or refused)
 //!   and [`Caller::require`] checks the role (403).
@@ -51,6 +52,7 @@
 //! 4. Add the route to the list in `tests/api.rs`
 //!    (`the_openapi_document_is_valid_and_lists_every_route`).
 
+pub mod alarms;
 pub mod auth;
 pub mod commands;
 pub mod events;
@@ -85,7 +87,7 @@ pub use openapi::ApiRoutes;
 
 use crate::auth::{AuthError, Principal, Role};
 use crate::config::ApiConfig;
-use crate::controller::{Alarm, Answer, ControllerHandle, Query, QueryError};
+use crate::controller::{AlarmKind, Answer, ControllerHandle, Query, QueryError};
 
 /// An error as every route answers it: a stable `code`, a `message` for people, and the
 /// `field` at fault where there is one.
@@ -382,6 +384,7 @@ fn routes() -> ApiRoutes {
                 .merge(network::routes())
                 .merge(history::routes())
                 .merge(messages::routes())
+                .merge(alarms::routes())
                 .routes(routes!(openapi::openapi_json)),
         )
 }
@@ -449,7 +452,7 @@ async fn healthz(State(state): State<ApiState>) -> Result<Json<Health>, ApiError
     };
     let down = alarms
         .iter()
-        .any(|a| matches!(a, Alarm::DatabaseUnavailable { .. }));
+        .any(|a| a.kind == AlarmKind::DatabaseUnavailable && a.is_open());
     Ok(Json(Health {
         status: "ok",
         database: if down { "down" } else { "up" },

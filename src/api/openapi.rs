@@ -92,6 +92,7 @@ impl Default for ApiRoutes {
         (name = "network", description = "Fleets, talkgroups and sites"),
         (name = "history", description = "Call records and the audit log"),
         (name = "messages", description = "Status and short data from a console"),
+        (name = "alarms", description = "Alarms and their acknowledgement"),
     )
 )]
 struct ApiDoc;

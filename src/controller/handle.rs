@@ -9,11 +9,13 @@
 //! Messages sent from a console (call alert, status, short data) change no HLR state
 //! and are not audited: each is told as an [`EventKind::Message`] event naming the actor.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use jsonwebtoken::jwk::JwkSet;
+use tracing::warn;
 
-use crate::auth::{AuthError, Principal, Tokens};
+use crate::auth::{AuthError, Fleets, Principal, Tokens};
 use crate::core::trunking::{CallView, QueueEntry, SlotView};
 use crate::events::{EventKind, Lagged, Subscription};
 use crate::hlr::Permissions;
@@ -21,8 +23,9 @@ use crate::metrics::{Backlog, Scrape};
 use crate::params::{self, ParamError};
 use crate::protocol::{CallId, Cause, FleetId, Imsi, ShortData, SiteId, TalkgroupId, Target, Tmsi, Unit};
 use crate::shell::messaging::{ConsoleMessage, Reply};
-use crate::store::{rules, StoreError};
+use crate::store::{rules, AlarmPage, StoreError};
 
+use super::alarms::{Alarm, AlarmError, AlarmQuery};
 use super::commands::{CommandKind, CommandState, TrackedCommand};
 use super::Node;
 
@@ -212,7 +215,9 @@ pub enum Query {
     },
     /// Every provisioned site with its link's state.
     Links,
-    /// What needs an operator's attention now.
+    /// The alarms that need an operator's attention (not yet acknowledged, or not yet
+    /// cleared), by id, brought up to the conditions now; history is
+    /// [`ControllerHandle::alarms`].
     Alarms,
     /// The system parameters in force.
     Parameters,
@@ -272,41 +277,6 @@ pub struct LinkState {
     pub connected: bool,
 }
 
-/// A condition that needs an operator's attention, for as long as it lasts.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Alarm {
-    /// The HLR database is not answering (failed operations so far).
-    DatabaseUnavailable {
-        /// Operations failed since it went.
-        failed_operations: u64,
-    },
-    /// A provisioned site has no link up.
-    SiteDisconnected {
-        /// The site.
-        site: SiteId,
-    },
-    /// A traffic slot is out of service.
-    SlotOutOfService {
-        /// The site.
-        site: SiteId,
-        /// The carrier.
-        carrier: u8,
-        /// The slot.
-        slot: u8,
-    },
-    /// A site's busy queue is at its cap: new requests there are refused.
-    QueueFull {
-        /// The site.
-        site: SiteId,
-    },
-    /// Call records are not being written as fast as calls end; at the cap, new
-    /// requests are refused "busy".
-    RecordsBacklog {
-        /// Records waiting to be written.
-        unwritten: usize,
-    },
-}
-
 /// The answer to a [`Query`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Answer {
@@ -320,7 +290,7 @@ pub enum Answer {
     Queues(Vec<(SiteId, Vec<QueueEntry>)>),
     /// Sites and their links.
     Links(Vec<LinkState>),
-    /// Alarms now.
+    /// The alarms that need attention, by id.
     Alarms(Vec<Alarm>),
     /// System parameters: (name, value).
     Parameters(Vec<(String, String)>),
@@ -353,7 +323,7 @@ pub struct Snapshot {
     pub queues: Vec<(SiteId, Vec<QueueEntry>)>,
     /// Every site's link.
     pub links: Vec<LinkState>,
-    /// Alarms now.
+    /// The alarms that need attention, by id.
     pub alarms: Vec<Alarm>,
 }
 
@@ -501,7 +471,7 @@ impl ControllerHandle {
                 Answer::Queues(sites.into_iter().map(|s| (s, n.calls.queue(s))).collect())
             }
             Query::Links => Answer::Links(self.links()),
-            Query::Alarms => Answer::Alarms(self.alarms()),
+            Query::Alarms => Answer::Alarms(self.alarms_now()),
             Query::Parameters => Answer::Parameters(
                 params::all(&n.config())
                     .into_iter()
@@ -569,36 +539,78 @@ impl ControllerHandle {
             .collect()
     }
 
-    fn alarms(&self) -> Vec<Alarm> {
+    fn alarms_now(&self) -> Vec<Alarm> {
+        self.node.reconcile_alarms();
+        self.node.alarms.unfinished()
+    }
+
+    /// Alarms newest first, a page at a time: those that need attention (from memory),
+    /// or with [`AlarmQuery::finished`] every one (from the database, with what this
+    /// controller has not written yet).
+    pub async fn alarms(&self, q: &AlarmQuery) -> Result<Vec<Alarm>, AlarmError> {
         let n = &self.node;
-        let mut out = Vec::new();
-        if let Some(failed_operations) = n.health.outage() {
-            out.push(Alarm::DatabaseUnavailable { failed_operations });
-        }
-        let depth = n.config().trunking.queue_depth;
-        for link in self.links() {
-            let site = link.site;
-            if !link.connected {
-                out.push(Alarm::SiteDisconnected { site });
-            }
-            for s in n.calls.slot_map(site).unwrap_or_default() {
-                if s.state == crate::core::trunking::SlotUse::OutOfService {
-                    out.push(Alarm::SlotOutOfService {
-                        site,
-                        carrier: s.carrier,
-                        slot: s.slot,
-                    });
+        let wanted =
+            |a: &Alarm| q.before.is_none_or(|b| a.id < b) && a.fleet.is_none_or(|f| q.fleets.allows(f));
+        let mut page: BTreeMap<u64, Alarm> = BTreeMap::new();
+        if q.finished {
+            let rows = n
+                .store
+                .alarms_page(&AlarmPage {
+                    before: q.before.map(|b| i64::try_from(b).unwrap_or(i64::MAX)),
+                    limit: i64::try_from(q.limit).unwrap_or(i64::MAX),
+                    fleets: match &q.fleets {
+                        Fleets::All => None,
+                        Fleets::Only(f) => Some(f.iter().map(|f| i64::from(f.get())).collect()),
+                    },
+                    finished: true,
+                })
+                .await
+                .map_err(AlarmError::Unavailable)?;
+            for row in rows {
+                match Alarm::from_row(row) {
+                    Ok(a) => {
+                        page.insert(a.id, a);
+                    }
+                    Err(e) => warn!(error = %e, "alarm in the database not understood; not listed"),
                 }
             }
-            if n.calls.queue(site).len() >= depth {
-                out.push(Alarm::QueueFull { site });
-            }
+            // What is newer here than in the database.
+            page.extend(n.alarms.pending().into_iter().filter(|(_, a)| wanted(a)));
+        } else {
+            n.reconcile_alarms();
+            page.extend(
+                n.alarms
+                    .unfinished()
+                    .into_iter()
+                    .filter(wanted)
+                    .map(|a| (a.id, a)),
+            );
         }
-        let (unwritten, max) = n.calls.unwritten_records();
-        if unwritten >= max / 2 {
-            out.push(Alarm::RecordsBacklog { unwritten });
+        Ok(page.into_values().rev().take(q.limit).collect())
+    }
+
+    /// Alarm `id`: from memory, else from the database.
+    pub async fn alarm(&self, id: u64) -> Result<Alarm, AlarmError> {
+        if let Some(a) = self.node.alarms.get(id) {
+            return Ok(a);
         }
-        out
+        let row = self
+            .node
+            .store
+            .alarm(i64::try_from(id).unwrap_or(-1))
+            .await
+            .map_err(AlarmError::Unavailable)?;
+        row.ok_or_else(|| format!("alarm {id} does not exist"))
+            .and_then(Alarm::from_row)
+            .map_err(AlarmError::NotFound)
+    }
+
+    /// Acknowledges alarm `id` for `actor` (named in its audit entry and as who
+    /// acknowledged it): written to the database at once, then told on the event stream.
+    /// An alarm acknowledged already is refused ([`AlarmError::AlreadyAcknowledged`]),
+    /// naming by whom.
+    pub async fn acknowledge_alarm(&self, actor: &str, id: u64) -> Result<Alarm, AlarmError> {
+        self.node.alarms.acknowledge(&self.node.store, actor, id).await
     }
 
     /// Everything `GET /metrics` shows, read now: the counters and latency histograms
@@ -643,7 +655,7 @@ impl ControllerHandle {
                 .collect(),
             queues: sites.iter().map(|s| (*s, n.calls.queue(*s))).collect(),
             links: self.links(),
-            alarms: self.alarms(),
+            alarms: self.alarms_now(),
         };
         (snapshot, sub)
     }

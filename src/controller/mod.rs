@@ -8,8 +8,10 @@
 //! - `background`: the timers (HLR following, expiry, retries);
 //! - `write_behind`: everything written behind the answers (last locations, audit
 //!   entries, call records, short data), drained and stopped in one place;
-//! - `handle`: the [`ControllerHandle`] (commands, queries, events).
+//! - `handle`: the [`ControllerHandle`] (commands, queries, events);
+//! - `alarms`: the alarm keeper (raised, acknowledged, cleared; kept in the database).
 
+mod alarms;
 mod background;
 mod commands;
 mod handle;
@@ -18,10 +20,13 @@ mod records;
 mod routing;
 mod write_behind;
 
+pub use alarms::{
+    Alarm, AlarmChange, AlarmError, AlarmKind, AlarmQuery, AlarmState, Subject, RECONCILE_EVERY,
+};
 pub use commands::{CommandKind, CommandState, TrackedCommand};
 pub use handle::{
-    ActiveCall, Alarm, Answer, Command, CommandError, ControllerHandle, LinkState, Outcome, Query,
-    QueryError, Snapshot, UnitFilter, UnitOnAir,
+    ActiveCall, Answer, Command, CommandError, ControllerHandle, LinkState, Outcome, Query, QueryError,
+    Snapshot, UnitFilter, UnitOnAir,
 };
 pub use records::Records;
 
@@ -53,6 +58,7 @@ use crate::store::health::DbHealth;
 use crate::store::{Store, StoreError};
 use crate::vlr::VlrView;
 
+use alarms::AlarmKeeper;
 use background::Background;
 use commands::CommandLog;
 use node::Node;
@@ -125,6 +131,18 @@ pub async fn start_with_clock(cfg: Config, clock: Clock) -> Result<Running, Star
     );
     let links = Links::default();
     let events = Arc::new(EventBus::new(cfg.events.backlog, clock));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let keeper = Arc::new(
+        AlarmKeeper::load(
+            &store,
+            events.clone(),
+            hlr.clone(),
+            clock,
+            cfg.alarms.link_grace_ms,
+            stop_rx.clone(),
+        )
+        .await?,
+    );
     let commands = Arc::new(CommandLog::new(events.clone(), clock));
     let health = Arc::new(DbHealth::default());
     let behind = TaskTracker::new();
@@ -190,6 +208,7 @@ pub async fn start_with_clock(cfg: Config, clock: Clock) -> Result<Running, Star
         auth,
         commands: commands.clone(),
         metrics: metrics.clone(),
+        alarms: keeper.clone(),
         clock,
         following: tokio::sync::Mutex::new(()),
     });
@@ -205,7 +224,6 @@ pub async fn start_with_clock(cfg: Config, clock: Clock) -> Result<Running, Star
         addr: link_cfg.listen,
         source,
     })?;
-    let (stop_tx, stop_rx) = watch::channel(false);
     node.writer.start(writer_inputs, calls.clone(), records_rx, flush);
 
     let background = Background { node: node.clone() };
@@ -216,6 +234,14 @@ pub async fn start_with_clock(cfg: Config, clock: Clock) -> Result<Running, Star
         tasks.push(tokio::spawn(
             background.node.commands.clone().follow(stop_rx.clone()),
         ));
+        tasks.push(tokio::spawn(alarms::keep(
+            background.node.clone(),
+            stop_rx.clone(),
+        )));
+        tasks.push(tokio::spawn(keeper.write_behind(
+            background.node.store.clone(),
+            background.node.health.clone(),
+        )));
         tasks.push(tokio::spawn(
             calls
                 .clone()

@@ -47,6 +47,8 @@ pub(super) struct Node {
     pub(super) commands: Arc<super::commands::CommandLog>,
     /// What the frame path counts and measures (`GET /metrics`).
     pub(super) metrics: Arc<Metrics>,
+    /// The alarms operators must see to.
+    pub(super) alarms: Arc<super::alarms::AlarmKeeper>,
     pub(super) clock: Clock,
     /// Held while HLR changes are applied, so that the handle and the periodic follow
     /// never apply the same change twice.

@@ -15,7 +15,7 @@
 //! One file per group of tables, each adding its methods to [`Store`]: `subscribers.rs`,
 //! `network.rs` (fleets, talkgroups, sites, slot faults), `locations.rs`, `calls.rs`,
 //! `short_data.rs`, `audit.rs`, `params.rs` (system parameters), `operators.rs` (the
-//! operator API's accounts) and `import.rs`
+//! operator API's accounts), `alarms.rs` (alarms and their ids) and `import.rs`
 //! (provisioning subscribers). [`rules`] is what a write must meet, [`csv`] reads the
 //! provisioning files, [`health`] tells whether the database answers.
 
@@ -159,6 +159,7 @@ macro_rules! bind_args {
     }};
 }
 
+mod alarms;
 mod audit;
 mod calls;
 mod import;
@@ -169,6 +170,7 @@ mod params;
 mod short_data;
 mod subscribers;
 
+pub use alarms::{AlarmPage, AlarmRow};
 pub use audit::{AuditEntry, AuditSearch};
 pub use calls::{CallHistoryEntry, CallRecordRow, CallSearch};
 pub use import::Provisioned;
