@@ -105,6 +105,9 @@ pub struct Authority {
     revoked: DashMap<String, i64>,
     /// Operators whose reload failed: refused until it succeeds.
     stale: DashMap<String, ()>,
+    /// Operators heard removed (until one of the name is added again): a login that read
+    /// one just before its removal must not bring it back.
+    removed: DashMap<String, ()>,
     decoy: String,
 }
 
@@ -123,6 +126,7 @@ impl Authority {
             operators: DashMap::new(),
             revoked: DashMap::new(),
             stale: DashMap::new(),
+            removed: DashMap::new(),
             decoy,
         };
         if cfg.jwt_algorithm == JwtAlgorithm::EdDSA
@@ -170,9 +174,15 @@ impl Authority {
         match self.store.operator_credentials(name).await {
             Ok(found) => {
                 match found {
-                    Some((op, _)) => self.operators.insert(name.to_string(), op),
-                    None => self.operators.remove(name).map(|(_, op)| op),
-                };
+                    Some((op, _)) => {
+                        self.removed.remove(name);
+                        self.operators.insert(name.to_string(), op);
+                    }
+                    None => {
+                        self.removed.insert(name.to_string(), ());
+                        self.operators.remove(name);
+                    }
+                }
                 self.stale.remove(name);
                 Ok(())
             }
@@ -188,6 +198,9 @@ impl Authority {
     /// that the tokens of an operator created a moment ago by another process open the
     /// API at once, not only after the audit-log follow has heard of it.
     fn heard(&self, op: &Operator) {
+        if self.removed.contains_key(&op.name) {
+            return;
+        }
         self.operators
             .entry(op.name.clone())
             .and_modify(|kept| {
@@ -196,6 +209,11 @@ impl Authority {
                 }
             })
             .or_insert_with(|| op.clone());
+        // A removal heard meanwhile (its mark is set before it takes the operator out)
+        // wins.
+        if self.removed.contains_key(&op.name) {
+            self.operators.remove(&op.name);
+        }
     }
 
     /// Retries the reloads of operators that failed; `None` when there are none (so
