@@ -47,6 +47,7 @@ impl From<CommandError> for ApiError {
         match &e {
             CommandError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, "not_found", m.clone()),
             CommandError::Invalid(m) => ApiError::new(StatusCode::BAD_REQUEST, "invalid", m.clone()),
+            CommandError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m.clone()),
             CommandError::Unavailable(_) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string())
             }

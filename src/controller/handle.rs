@@ -168,6 +168,9 @@ pub enum CommandError {
     /// It is not valid as given.
     #[error("{0}")]
     Invalid(String),
+    /// It would break a uniqueness or reference rule of the HLR.
+    #[error("{0}")]
+    Conflict(String),
     /// The HLR could not be written; try again.
     #[error("HLR unavailable: {0}")]
     Unavailable(StoreError),
@@ -184,6 +187,7 @@ impl From<StoreError> for CommandError {
         match e {
             StoreError::NotFound(m) => CommandError::NotFound(m),
             StoreError::Invalid(m) => CommandError::Invalid(m),
+            StoreError::Conflict(m) => CommandError::Conflict(m),
             other => CommandError::Unavailable(other),
         }
     }
