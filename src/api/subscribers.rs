@@ -9,7 +9,6 @@
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -19,7 +18,7 @@ use utoipa_axum::routes;
 use super::commands::actor;
 use super::live::{fleet_in_scope, id, page_limit};
 use super::openapi::{BadRequest, BodyRefused, Conflict, Forbidden, NotFound, Unauthorized};
-use super::{query_params, ApiError, ApiRoutes, ApiState, Body, Caller};
+use super::{has_content_type, query_params, ApiError, ApiRoutes, ApiState, Body, Caller};
 use crate::auth::{Fleets, Principal, Role};
 use crate::hlr::{NewSubscriber, Permissions, Subscriber};
 use crate::protocol::{FleetId, Imei, Imsi, IndividualId, MemberId, TalkgroupId, Unit};
@@ -523,12 +522,7 @@ async fn import(
     body: axum::body::Body,
 ) -> Result<(StatusCode, Json<ImportJson>), ApiError> {
     let p = caller.require(Role::Admin)?;
-    let csv = headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("text/csv"));
-    if !csv {
+    if !has_content_type(&headers, "text/csv") {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",

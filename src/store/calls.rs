@@ -251,7 +251,7 @@ impl Store {
             if fleets.is_empty() {
                 return Ok(Vec::new());
             }
-            let marks = vec!["$"; fleets.len()].join(", ");
+            let marks = Filter::marks(fleets.len());
             let ids: Vec<Arg> = fleets.iter().map(|f| Arg::Int(f.get().into())).collect();
             let both = ids.iter().chain(&ids).cloned();
             f.and(

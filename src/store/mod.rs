@@ -134,6 +134,11 @@ impl Filter {
         self
     }
 
+    /// `$, $, …`: the marks of an `IN (…)` list of `n` values.
+    fn marks(n: usize) -> String {
+        vec!["$"; n].join(", ")
+    }
+
     /// Ends it with `ORDER BY order` and, when given, `LIMIT`.
     fn order(&mut self, order: &str, limit: Option<i64>) -> &mut Self {
         self.sql += &format!(" ORDER BY {order}");

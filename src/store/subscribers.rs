@@ -95,7 +95,7 @@ impl Store {
             if fleets.is_empty() {
                 return Ok(Vec::new());
             }
-            let marks = vec!["$"; fleets.len()].join(", ");
+            let marks = Filter::marks(fleets.len());
             let args = fleets.iter().map(|f| Arg::Int(f.get().into()));
             f.and(&format!("fleet_id IN ({marks})"), args);
         }
