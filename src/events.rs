@@ -38,6 +38,8 @@ pub enum RadioCommand {
     Inhibit,
     /// `ENABLE` (revive).
     Enable,
+    /// `RADIO_CHECK` (is the unit reachable).
+    Check,
 }
 
 /// How a radio command ended.
@@ -79,7 +81,7 @@ pub enum EventKind {
     },
     /// Calls, queues and slots (from the trunking core).
     Call(CallEvent),
-    /// An inhibit or enable ended.
+    /// An inhibit, enable or radio check ended.
     RadioCommand {
         /// The unit.
         imsi: Imsi,

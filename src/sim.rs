@@ -1,5 +1,6 @@
-//! The radio side of registration, for `trunksim` and the integration tests: what a
-//! unit does with its own copy of K and OPc when the controller challenges it.
+//! The radio side, for `trunksim` and the integration tests: what a unit does with its
+//! own copy of K and OPc when the controller challenges it, and what its gateway answers
+//! to a radio command.
 
 use crate::core::auth::unit_response;
 use crate::hlr::Secret128;
@@ -105,4 +106,51 @@ pub fn erlang_c(c: u32, a: f64) -> f64 {
     }
     let last = term * a / f64::from(c) * f64::from(c) / (f64::from(c) - a);
     last / (sum + last)
+}
+
+/// A gateway's answer to `INHIBIT`, `ENABLE` or `RADIO_CHECK` (`PROTOCOL.md §5.4`) for a
+/// radio it hears (`hears(tmsi)`): the acknowledgement on the command's transaction id,
+/// with its TMSI. `None` for other frames, and for a radio it does not hear (a gateway
+/// answers nothing for those).
+pub fn radio_command_answer(f: &Frame, hears: impl Fn(Tmsi) -> bool) -> Option<Frame> {
+    let (ack, tmsi) = match f.msg {
+        Message::Inhibit { tmsi } => (Message::InhibitAck { tmsi }, tmsi),
+        Message::Enable { tmsi } => (Message::EnableAck { tmsi }, tmsi),
+        Message::RadioCheck { tmsi } => (Message::RadioCheckAck { tmsi }, tmsi),
+        _ => return None,
+    };
+    hears(tmsi).then(|| Frame::new(f.txn, ack))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gateway_acknowledges_radio_commands_for_the_radios_it_hears_only() {
+        let mine = Tmsi::new(7).unwrap();
+        let hears = |t: Tmsi| t == mine;
+        let check = Frame::new(0x8000_0042, Message::RadioCheck { tmsi: mine });
+        let ack = radio_command_answer(&check, hears).unwrap();
+        assert_eq!(
+            (ack.txn, ack.msg),
+            (0x8000_0042, Message::RadioCheckAck { tmsi: mine })
+        );
+        let stun = Frame::new(9, Message::Inhibit { tmsi: mine });
+        assert_eq!(
+            radio_command_answer(&stun, hears).unwrap().msg,
+            Message::InhibitAck { tmsi: mine }
+        );
+        let other = Frame::new(
+            9,
+            Message::Enable {
+                tmsi: Tmsi::new(8).unwrap(),
+            },
+        );
+        assert_eq!(radio_command_answer(&other, hears), None);
+        assert_eq!(
+            radio_command_answer(&Frame::new(9, Message::Keepalive), hears),
+            None
+        );
+    }
 }

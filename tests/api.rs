@@ -157,6 +157,13 @@ impl Api {
         (r.status(), r.json().await.unwrap())
     }
 
+    /// A radio command's state, as `GET /commands/{id}` tells `token`.
+    async fn command_state(&self, id: &str, token: &str) -> String {
+        let r = self.get(&format!("/api/v1/commands/{id}"), Some(token)).await;
+        let c: Value = r.json().await.unwrap();
+        c["state"].as_str().unwrap_or_default().to_string()
+    }
+
     /// Waits (within [`PATIENCE`]) until `f` holds: for what the controller hears by
     /// following the database.
     async fn until<F: std::future::Future<Output = bool>>(&self, f: impl Fn() -> F) {
@@ -1102,16 +1109,8 @@ async fn an_inhibit_through_the_api_reaches_the_radio_and_refuses_its_next_reque
         ))
         .await
         .unwrap();
-        api.until(|| async {
-            let c: Value = api
-                .get(&format!("/api/v1/commands/{id}"), Some(&vic))
-                .await
-                .json()
-                .await
-                .unwrap();
-            c["state"] == "acknowledged"
-        })
-        .await;
+        api.until(|| async { api.command_state(&id, &vic).await == "acknowledged" })
+            .await;
         let log = api.c.store.audit_since(0, 10_000).await.unwrap();
         let entry = log.iter().find(|e| e.action == "subscriber.inhibit").unwrap();
         assert_eq!(entry.actor, "api:dora@127.0.0.1");
@@ -1310,16 +1309,8 @@ async fn a_call_alert_to_a_radio_that_never_answers_times_out() {
     // The gateway hears the alert and never acknowledges it.
     until(&mut g, |f| matches!(f.msg, Message::CallAlert { .. })).await;
     skip(Duration::from_secs(3)).await;
-    api.until(|| async {
-        let c: Value = api
-            .get(&format!("/api/v1/commands/{id}"), Some(&dora))
-            .await
-            .json()
-            .await
-            .unwrap();
-        c["state"] == "timed_out"
-    })
-    .await;
+    api.until(|| async { api.command_state(&id, &dora).await == "timed_out" })
+        .await;
     let r = api
         .post(
             &format!("/api/v1/subscribers/{}/alert", imsi(2)),
@@ -1328,6 +1319,93 @@ async fn a_call_alert_to_a_radio_that_never_answers_times_out() {
         )
         .await;
     assert_eq!(error_of(r).await.1["field"], "from.fleet");
+    api.c.stop().await;
+}
+
+#[tokio::test]
+async fn a_radio_check_is_acknowledged_when_the_radio_answers_and_times_out_when_it_does_not() {
+    let db = TestDb::sqlite();
+    let api = Api::with(&db, |c| {
+        c.messaging.radio_command_timeout_ms = 300;
+        c.messaging.radio_command_attempts = 2;
+    })
+    .await;
+    api.add_operator("dora", Role::Dispatcher, "100").await;
+    api.add_operator("vic", Role::Viewer, "").await;
+    let (dora, _) = api.tokens("dora").await;
+    let (vic, _) = api.tokens("vic").await;
+    let mut g = gw(&api.c, 1).await;
+    let t = reg_all(&mut g, 2).await;
+    let check = |n: u64| format!("/api/v1/subscribers/{}/check", imsi(n));
+
+    // A viewer may not check a radio; nor may anyone an unknown IMSI.
+    assert_eq!(
+        error_of(api.post(&check(1), Some(&vic), json!({})).await).await.0,
+        403
+    );
+    assert_eq!(
+        error_of(api.post(&check(99), Some(&dora), json!({})).await)
+            .await
+            .0,
+        404
+    );
+
+    // The radio answers: acknowledged, and written to the audit log.
+    let r = api.post(&check(1), Some(&dora), json!({})).await;
+    assert_eq!(r.status(), 202);
+    let cmd: Value = r.json().await.unwrap();
+    assert_eq!(
+        (cmd["kind"].as_str(), cmd["state"].as_str()),
+        (Some("check"), Some("pending"))
+    );
+    let id = cmd["id"].as_str().unwrap().to_string();
+    let page = until(&mut g, |f| matches!(f.msg, Message::RadioCheck { .. })).await;
+    assert_eq!(page.msg, Message::RadioCheck { tmsi: t[0] });
+    assert!(page.txn >= 0x8000_0000, "a controller transaction: {page:?}");
+    g.send(trunkd::protocol::Frame::new(
+        page.txn,
+        Message::RadioCheckAck { tmsi: t[0] },
+    ))
+    .await
+    .unwrap();
+    api.until(|| async { api.command_state(&id, &dora).await == "acknowledged" })
+        .await;
+    api.until(|| async {
+        let log = api.c.store.audit_since(0, 10_000).await.unwrap();
+        log.iter().any(|e| e.action == "subscriber.check.acknowledged")
+    })
+    .await;
+
+    // The radio never answers: sent again on the same transaction, then timed out; the
+    // unit stays on the air.
+    let r = api.post(&check(2), Some(&dora), json!({})).await;
+    let id: String = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().into();
+    let first = until(&mut g, |f| matches!(f.msg, Message::RadioCheck { .. })).await;
+    assert_eq!(first.msg, Message::RadioCheck { tmsi: t[1] });
+    let again = until(&mut g, |f| matches!(f.msg, Message::RadioCheck { .. })).await;
+    assert_eq!((again.txn, again.msg.clone()), (first.txn, first.msg.clone()));
+    api.until(|| async { api.command_state(&id, &dora).await == "timed_out" })
+        .await;
+    let units: Value = api.get("/api/v1/units", Some(&dora)).await.json().await.unwrap();
+    assert!(units.to_string().contains(&imsi(2).to_string()), "{units}");
+    // A late answer changes nothing.
+    g.send(trunkd::protocol::Frame::new(
+        first.txn,
+        Message::RadioCheckAck { tmsi: t[1] },
+    ))
+    .await
+    .unwrap();
+    assert_eq!(api.command_state(&id, &dora).await, "timed_out");
+
+    // A unit that is not registered: failed at once, nothing sent.
+    let r = api.post(&check(3), Some(&dora), json!({})).await;
+    assert_eq!(r.status(), 202);
+    let cmd: Value = r.json().await.unwrap();
+    assert_eq!(cmd["state"], "failed", "{cmd}");
+    assert!(
+        cmd["reason"].as_str().unwrap().contains("not registered"),
+        "{cmd}"
+    );
     api.c.stop().await;
 }
 
@@ -2431,6 +2509,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("put", "/api/v1/parameters/{name}"),
     ("post", "/api/v1/subscribers/{imsi}/inhibit"),
     ("post", "/api/v1/subscribers/{imsi}/enable"),
+    ("post", "/api/v1/subscribers/{imsi}/check"),
     ("post", "/api/v1/subscribers/{imsi}/alert"),
     ("post", "/api/v1/subscribers/{imsi}/authorize"),
     ("get", "/api/v1/commands/{id}"),

@@ -72,12 +72,17 @@ struct Cli {
 
 impl Cli {
     fn new() -> Cli {
+        Cli::on_database("")
+    }
+
+    /// On the database at `url` (empty: the embedded one).
+    fn on_database(url: &str) -> Cli {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("trunkd.toml");
         let data = dir.path().join("data");
         std::fs::write(
             &config,
-            format!("[link]\nlisten = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\n[database]\ndata_dir = {data:?}\n"),
+            format!("[link]\nlisten = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\n[database]\nurl = {url:?}\ndata_dir = {data:?}\n"),
         )
         .unwrap();
         Cli { dir, config }
@@ -296,36 +301,9 @@ async fn serve_stops_cleanly_on_sigterm_and_never_logs_keys() {
         .unwrap();
     assert!(out.status.success());
     // Everything the controller can log, logged.
-    let mut child = cli
-        .cmd()
-        .env("RUST_LOG", "trace")
-        .arg("serve")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let (mut child, mut lines) = cli.serve("trace");
     let mut log = String::new();
-    let addr = tokio::time::timeout(PATIENCE, async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            log.push_str(&line);
-            log.push('\n');
-            if line.contains("link server listening") {
-                let addr = line
-                    .split("addr=")
-                    .nth(1)
-                    .unwrap()
-                    .split_whitespace()
-                    .next()
-                    .unwrap();
-                return addr.parse::<std::net::SocketAddr>().unwrap();
-            }
-        }
-        panic!("trunkd exited before listening:\n{log}");
-    })
-    .await
-    .expect("trunkd did not start");
+    let addr = listening(&mut lines, &mut log, "link server listening").await;
 
     let mut gw = GatewayLink::connect(addr, site(1), &key(1)).await.unwrap();
     // A wrong key too, so that the failure path is logged.
@@ -381,6 +359,43 @@ async fn serve_stops_cleanly_on_sigterm_and_never_logs_keys() {
     ] {
         assert!(!lower.contains(&secret), "a secret reached the log");
     }
+}
+
+type LogLines = tokio::io::Lines<BufReader<tokio::process::ChildStderr>>;
+
+impl Cli {
+    /// `trunkd serve` logging at `level` (killed when dropped), and its log's lines.
+    fn serve(&self, level: &str) -> (tokio::process::Child, LogLines) {
+        let mut child = self
+            .cmd()
+            .env("RUST_LOG", level)
+            .arg("serve")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        (child, lines)
+    }
+}
+
+/// Reads `trunkd serve`'s log into `log` up to the line with `marker` (a listener's);
+/// the address on that line.
+async fn listening(lines: &mut LogLines, log: &mut String, marker: &str) -> std::net::SocketAddr {
+    tokio::time::timeout(PATIENCE, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            log.push_str(&line);
+            log.push('\n');
+            if line.contains(marker) {
+                let addr = line.split("addr=").nth(1).unwrap().split_whitespace().next();
+                return addr.unwrap().parse().unwrap();
+            }
+        }
+        panic!("trunkd exited before listening:\n{log}");
+    })
+    .await
+    .expect("trunkd did not start")
 }
 
 /// A subscriber CSV with members `members` of fleet 100 on talkgroups 10 and 11.
@@ -737,4 +752,70 @@ async fn rotate_key_adds_a_signing_key() {
         "{first}"
     );
     assert_ne!(first, second);
+}
+
+/// `trunkd serve` on `cli`'s configuration (killed when dropped); its API's base URL.
+async fn serve_api(cli: &Cli) -> (tokio::process::Child, String) {
+    let (child, mut lines) = cli.serve("info");
+    let addr = listening(&mut lines, &mut String::new(), "operator API listening").await;
+    // The rest of the log is read, so that a full pipe never stops the server.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, format!("http://{addr}/api/v1"))
+}
+
+#[tokio::test]
+async fn two_serve_processes_on_one_postgresql_database_accept_each_others_tokens() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let cli = Cli::on_database(&db.url);
+    let pw = "a long passphrase";
+    let out = cli
+        .with_input(
+            &["operator", "add", "alice", "--role", "admin"],
+            &format!("{pw}\n{pw}\n"),
+        )
+        .await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (_a, a) = serve_api(&cli).await;
+    let (_b, b) = serve_api(&cli).await;
+    let http = reqwest::Client::new();
+    let whoami = |base: &str, token: &str| {
+        let r = http.get(format!("{base}/auth/whoami")).bearer_auth(token).send();
+        async move { r.await.unwrap().status().as_u16() }
+    };
+    let tokens = |r: serde_json::Value| {
+        let access = r["access_token"].as_str().unwrap().to_string();
+        (access, r["refresh_token"].as_str().unwrap().to_string())
+    };
+
+    // Signed by one, accepted by the other; a refresh token of one rotated by the other.
+    let r = http
+        .post(format!("{a}/auth/login"))
+        .json(&serde_json::json!({"username": "alice", "password": pw}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (from_a, refresh_a) = tokens(r.json().await.unwrap());
+    assert_eq!(whoami(&b, &from_a).await, 200);
+    let r = http
+        .post(format!("{b}/auth/refresh"))
+        .json(&serde_json::json!({"refresh_token": refresh_a}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (from_b, _) = tokens(r.json().await.unwrap());
+    assert_eq!(whoami(&a, &from_b).await, 200);
+
+    // Disabled from the command line: both refuse its tokens.
+    cli.ok(&["operator", "disable", "alice"]).await;
+    tokio::time::timeout(PATIENCE, async {
+        while whoami(&a, &from_b).await != 401 || whoami(&b, &from_a).await != 401 {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("a disabled operator's tokens still open the API");
 }

@@ -313,6 +313,8 @@ fn message_of(ty: MessageType) -> BoxedStrategy<Message> {
         T::InhibitAck => tmsi().prop_map(|tmsi| M::InhibitAck { tmsi }).boxed(),
         T::Enable => tmsi().prop_map(|tmsi| M::Enable { tmsi }).boxed(),
         T::EnableAck => tmsi().prop_map(|tmsi| M::EnableAck { tmsi }).boxed(),
+        T::RadioCheck => tmsi().prop_map(|tmsi| M::RadioCheck { tmsi }).boxed(),
+        T::RadioCheckAck => tmsi().prop_map(|tmsi| M::RadioCheckAck { tmsi }).boxed(),
         // §5.5 Site
         T::SiteStatus => (carrier(), slot_selector(), resource_state())
             .prop_map(|(carrier, slot, state)| M::SiteStatus { carrier, slot, state })
@@ -389,10 +391,12 @@ fn variant_index(m: &Message) -> usize {
         M::InhibitAck { .. } => 41,
         M::Enable { .. } => 42,
         M::EnableAck { .. } => 43,
-        M::SiteStatus { .. } => 44,
+        M::RadioCheck { .. } => 44,
+        M::RadioCheckAck { .. } => 45,
+        M::SiteStatus { .. } => 46,
     }
 }
-const MESSAGE_VARIANTS: usize = 45;
+const MESSAGE_VARIANTS: usize = 47;
 
 // ---------------------------------------------------------------------------------------
 // Helpers

@@ -23,7 +23,7 @@ T = dict(
     Queued=0x29, QueueUpdate=0x2A, PttPress=0x2B, PttRelease=0x2C, PttGrant=0x2D,
     CallEnd=0x2E, Preempted=0x2F, Deny=0x30, CallAlert=0x31, StatusDelivery=0x32,
     ShortDataDelivery=0x33, ShortDataAck=0x34, Inhibit=0x40, InhibitAck=0x41,
-    Enable=0x42, EnableAck=0x43, SiteStatus=0x50,
+    Enable=0x42, EnableAck=0x43, RadioCheck=0x44, RadioCheckAck=0x45, SiteStatus=0x50,
 )
 CAUSE = dict(Normal=0x00, UnsupportedVersion=0x11, UnknownMessageType=0x12,
              InvalidField=0x16, UnknownSite=0x20, LinkAuthFailed=0x21,
@@ -219,6 +219,9 @@ ops = [
        "CallEnd { call: CallId(1001), cause: UnitInhibited }", C + 1, note="the inhibited unit's calls end first"),
     ok("enable", frame("Enable", C, struct.pack(">I", 42)), "Enable { tmsi: Tmsi(42) }", C),
     ok("enable_ack", frame("EnableAck", C, struct.pack(">I", 42)), "EnableAck { tmsi: Tmsi(42) }", C),
+    ok("radio_check", frame("RadioCheck", C, struct.pack(">I", 42)), "RadioCheck { tmsi: Tmsi(42) }", C),
+    ok("radio_check_ack", frame("RadioCheckAck", C, struct.pack(">I", 42)), "RadioCheckAck { tmsi: Tmsi(42) }", C,
+       note="the radio answered the check: on the RADIO_CHECK's transaction, with its TMSI (§5.4)"),
     ok("site_status_slot_faulty", frame("SiteStatus", 0x40, bytes([1, 3, 1])),
        "SiteStatus { carrier: Carrier(1), slot: Slot(Slot(3)), state: Faulty }", 0x40),
     ok("site_status_carrier_restored", frame("SiteStatus", 0x41, bytes([0, 0xFF, 0])),

@@ -1,8 +1,8 @@
-//! What operators do: radio commands followed by id (inhibit, enable, call alert; read
-//! back at `GET /commands/{id}`), authorising a subscriber, releasing a call, taking a
+//! What operators do: radio commands followed by id (inhibit, enable, radio check, call
+//! alert; read back at `GET /commands/{id}`), authorising a subscriber, releasing a call, taking a
 //! slot or carrier out of service, and changing system parameters.
 //!
-//! Rights: a dispatcher inhibits, enables, alerts and releases calls; an admin also
+//! Rights: a dispatcher inhibits, enables, checks, alerts and releases calls; an admin also
 //! authorises, changes slots' service and parameters. An operator limited to fleets acts
 //! only on their subscribers and calls. Every change is written to the audit log with the
 //! actor `api:<operator>@<client address>`.
@@ -28,6 +28,7 @@ pub(super) fn routes() -> ApiRoutes {
     ApiRoutes::new()
         .routes(routes!(inhibit))
         .routes(routes!(enable))
+        .routes(routes!(radio_check))
         .routes(routes!(alert))
         .routes(routes!(authorize))
         .routes(routes!(command))
@@ -63,7 +64,7 @@ impl From<CommandError> for ApiError {
 pub struct CommandJson {
     /// Its id.
     pub id: String,
-    /// `inhibit`, `enable` or `alert`.
+    /// `inhibit`, `enable`, `check` or `alert`.
     pub kind: &'static str,
     /// The subscriber.
     pub imsi: String,
@@ -179,6 +180,32 @@ async fn enable(
     Path(imsi): Path<String>,
 ) -> Result<(StatusCode, Json<CommandJson>), ApiError> {
     radio(s, caller, peer, imsi, CommandKind::Enable, None).await
+}
+
+/// Checks whether a subscriber's radio is reachable now (dispatcher): `acknowledged` when
+/// the radio answered its gateway, `timed_out` when it did not, `failed` at once when the
+/// unit is not registered.
+#[utoipa::path(
+    post,
+    path = "/subscribers/{imsi}/check",
+    tag = "commands",
+    params(("imsi" = String, Path, pattern = "^[0-9]{15}$", description = "The subscriber's IMSI")),
+    responses(
+        (status = 202, description = "The command, pending (or failed when the unit is not \
+            registered); follow it at /commands/{id} or on the event stream", body = CommandJson),
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+    )
+)]
+async fn radio_check(
+    State(s): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    caller: Caller,
+    Path(imsi): Path<String>,
+) -> Result<(StatusCode, Json<CommandJson>), ApiError> {
+    radio(s, caller, peer, imsi, CommandKind::Check, None).await
 }
 
 /// `POST /subscribers/{imsi}/alert`'s body: the console's own unit address.

@@ -26,11 +26,11 @@
 //!   `unit` (`kind`: `registered`, `location_changed`, `left`, `affiliated`), `call`
 //!   (`granted`, `queued`, `queue_moved`, `queue_left`, `queue_full`, `emergency`,
 //!   `preempted`, `ended`), `slot` (a slot out of service or back), `link` (a site's link
-//!   up or down), `radio_command` (how an inhibit or enable ended), `subscriber` (a
-//!   subscriber's record changed), `message` (a console's call alert, status or short
-//!   data was answered), `parameter` (a system parameter changed), `clone_suspected`,
-//!   `alarm` (`change`: `raised`, `acknowledged` or `cleared`, and the `alarm` as it now
-//!   is, as `GET /api/v1/alarms` shows it). The README lists every field.
+//!   up or down), `radio_command` (how an inhibit, enable or radio check ended),
+//!   `subscriber` (a subscriber's record changed), `message` (a console's call alert,
+//!   status or short data was answered), `parameter` (a system parameter changed),
+//!   `clone_suspected`, `alarm` (`change`: `raised`, `acknowledged` or `cleared`, and the
+//!   `alarm` as it now is, as `GET /api/v1/alarms` shows it). The README lists every field.
 //!
 //! # Resuming
 //! A client that reconnects with `Last-Event-ID: <id>` (browsers send it by themselves;
@@ -554,6 +554,7 @@ impl Listener {
                     command: match command {
                         RadioCommand::Inhibit => "inhibit",
                         RadioCommand::Enable => "enable",
+                        RadioCommand::Check => "check",
                     },
                     outcome: match outcome {
                         RadioOutcome::Acknowledged => "acknowledged",

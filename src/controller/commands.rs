@@ -1,4 +1,5 @@
-//! Commands to radios that an operator follows by id: inhibit, enable and call alert.
+//! Commands to radios that an operator follows by id: inhibit, enable, radio check and
+//! call alert.
 //! Each is `pending` until its radio answers (`acknowledged`), it cannot be carried out
 //! (`failed`, with the reason), or no answer came in time (`timed_out`); every state is
 //! told on the event stream ([`EventKind::Command`]).
@@ -27,16 +28,19 @@ pub enum CommandKind {
     Inhibit,
     /// Enable (revive).
     Enable,
+    /// Radio check: is the unit reachable now.
+    Check,
     /// Call alert (page) from a console.
     Alert,
 }
 
 impl CommandKind {
-    /// `inhibit`, `enable`, `alert`.
+    /// `inhibit`, `enable`, `check`, `alert`.
     pub fn as_str(self) -> &'static str {
         match self {
             CommandKind::Inhibit => "inhibit",
             CommandKind::Enable => "enable",
+            CommandKind::Check => "check",
             CommandKind::Alert => "alert",
         }
     }
@@ -159,9 +163,13 @@ impl CommandLog {
 
     /// Settles the oldest pending `kind` command for `imsi` from a radio outcome.
     fn radio_outcome(&self, imsi: Imsi, command: RadioCommand, outcome: RadioOutcome) {
-        let kind = match command {
-            RadioCommand::Inhibit => CommandKind::Inhibit,
-            RadioCommand::Enable => CommandKind::Enable,
+        let kind = match (command, outcome) {
+            (RadioCommand::Inhibit, _) => CommandKind::Inhibit,
+            (RadioCommand::Enable, _) => CommandKind::Enable,
+            // A check that could not be sent is settled by the one who asked for it, at
+            // once: this event may not be its (another check of the unit may be pending).
+            (RadioCommand::Check, RadioOutcome::NotSent) => return,
+            (RadioCommand::Check, _) => CommandKind::Check,
         };
         let oldest = self
             .by_id

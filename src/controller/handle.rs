@@ -716,7 +716,8 @@ impl ControllerHandle {
     /// Sends `kind` to the radio of `imsi` and returns it to follow by id (see
     /// [`TrackedCommand`]). Inhibit and enable are written to the HLR first (with their
     /// audit entry naming `actor`); a call alert is sent from `from`, a dispatcher's unit
-    /// address, as [`Command::CallAlert`].
+    /// address, as [`Command::CallAlert`]; a radio check goes to the unit's site if it is
+    /// registered, and has failed at once if not (PROTOCOL.md §5.4).
     pub async fn radio_command(
         &self,
         actor: &str,
@@ -730,19 +731,30 @@ impl ControllerHandle {
             )));
         };
         let command = match kind {
-            CommandKind::Inhibit => Command::Inhibit { imsi },
-            CommandKind::Enable => Command::Enable { imsi },
-            CommandKind::Alert => Command::CallAlert {
+            CommandKind::Inhibit => Some(Command::Inhibit { imsi }),
+            CommandKind::Enable => Some(Command::Enable { imsi }),
+            CommandKind::Check => None,
+            CommandKind::Alert => Some(Command::CallAlert {
                 from: from.ok_or_else(|| {
                     CommandError::Invalid("a call alert needs the console's unit (from)".into())
                 })?,
                 to: sub.unit,
-            },
+            }),
         };
         let log = &self.node.commands;
         let tracked = log
             .open(kind, imsi, actor)
             .map_err(|e| CommandError::Invalid(format!("the OS random generator failed: {e}")))?;
+        let Some(command) = command else {
+            // A radio check: sent now if the unit is registered, answered by its outcome
+            // event; else failed at once.
+            if self.node.remote.check(imsi, self.node.clock.mono_ms()) {
+                return Ok(tracked);
+            }
+            let reason = "the unit is not registered: nothing sent".to_string();
+            let failed = log.settle(&tracked.id, CommandState::Failed { reason });
+            return Ok(failed.unwrap_or(tracked));
+        };
         if kind == CommandKind::Alert {
             // Answered when the radio's gateway acknowledges, or refused at the timeout.
             let (handle, actor, id) = (self.clone(), actor.to_string(), tracked.id.clone());

@@ -34,7 +34,7 @@ pub enum Family {
     Call,
     /// Call alerts, status messages and short data.
     Messaging,
-    /// Inhibit and enable over the air.
+    /// Inhibit, enable and radio check over the air.
     RadioCommand,
 }
 
@@ -129,6 +129,8 @@ message_types! {
     InhibitAck = 0x41, "INHIBIT_ACK", ToController, false, RadioCommand;
     Enable = 0x42, "ENABLE", ToGateway, false, RadioCommand;
     EnableAck = 0x43, "ENABLE_ACK", ToController, false, RadioCommand;
+    RadioCheck = 0x44, "RADIO_CHECK", ToGateway, false, RadioCommand;
+    RadioCheckAck = 0x45, "RADIO_CHECK_ACK", ToController, false, RadioCommand;
     SiteStatus = 0x50, "SITE_STATUS", ToController, true, Call;
 }
 
@@ -389,6 +391,12 @@ pub enum Message {
     EnableAck {
         tmsi: Tmsi,
     },
+    RadioCheck {
+        tmsi: Tmsi,
+    },
+    RadioCheckAck {
+        tmsi: Tmsi,
+    },
     // §5.5 Site
     SiteStatus {
         carrier: Carrier,
@@ -608,6 +616,8 @@ impl Message {
             M::InhibitAck { .. } => T::InhibitAck,
             M::Enable { .. } => T::Enable,
             M::EnableAck { .. } => T::EnableAck,
+            M::RadioCheck { .. } => T::RadioCheck,
+            M::RadioCheckAck { .. } => T::RadioCheckAck,
             M::SiteStatus { .. } => T::SiteStatus,
         }
     }
@@ -672,7 +682,9 @@ impl Message {
             | M::Inhibit { tmsi }
             | M::InhibitAck { tmsi }
             | M::Enable { tmsi }
-            | M::EnableAck { tmsi } => b.put_u32(tmsi.get()),
+            | M::EnableAck { tmsi }
+            | M::RadioCheck { tmsi }
+            | M::RadioCheckAck { tmsi } => b.put_u32(tmsi.get()),
             M::LocationUpdate { tmsi, reason } => {
                 b.put_u32(tmsi.get());
                 b.put_u8(*reason as u8);
@@ -940,7 +952,14 @@ fn decode_fields(ty: MessageType, i: In<'_>) -> PResult<'_, (Message, &'static s
             let (i, cause) = cause(i, "cause")?;
             ok(i, M::RegReject { cause }, "cause")
         }
-        T::Deregister | T::LocationAccept | T::Inhibit | T::InhibitAck | T::Enable | T::EnableAck => {
+        T::Deregister
+        | T::LocationAccept
+        | T::Inhibit
+        | T::InhibitAck
+        | T::Enable
+        | T::EnableAck
+        | T::RadioCheck
+        | T::RadioCheckAck => {
             let (i, tmsi) = tmsi(i)?;
             let m = match ty {
                 T::Deregister => M::Deregister { tmsi },
@@ -948,7 +967,9 @@ fn decode_fields(ty: MessageType, i: In<'_>) -> PResult<'_, (Message, &'static s
                 T::Inhibit => M::Inhibit { tmsi },
                 T::InhibitAck => M::InhibitAck { tmsi },
                 T::Enable => M::Enable { tmsi },
-                _ => M::EnableAck { tmsi },
+                T::EnableAck => M::EnableAck { tmsi },
+                T::RadioCheck => M::RadioCheck { tmsi },
+                _ => M::RadioCheckAck { tmsi },
             };
             ok(i, m, "tmsi")
         }

@@ -1,4 +1,5 @@
-//! Remote inhibit and enable over the air ("stun" and "revive", `PROTOCOL.md §5.4`).
+//! Remote inhibit, enable and radio check over the air ("stun", "revive" and "are you
+//! there", `PROTOCOL.md §5.4`).
 //!
 //! The HLR is written first (by `trunkd subscriber inhibit` / `enable`, or any other
 //! writer); the controller learns of the change by following the audit log and then:
@@ -10,6 +11,8 @@
 //! - **enable**: sends `ENABLE` to the unit's last known site, with the TMSI it had there
 //!   (a stunned radio still answers to it), retried the same way. The unit then
 //!   registers again by itself.
+//! - **radio check**: sends `RADIO_CHECK` to a registered unit's site, retried the same
+//!   way; acknowledged when its gateway heard the radio answer. It changes nothing else.
 //!
 //! Every command is tracked (sent, acknowledged, unacknowledged, or not sent because the
 //! unit could not be addressed), and its outcome is written to the audit log.
@@ -36,6 +39,7 @@ pub type AuditEntry = (String, String, String);
 enum Kind {
     Inhibit,
     Enable,
+    Check,
 }
 
 impl Kind {
@@ -43,6 +47,7 @@ impl Kind {
         match self {
             Kind::Inhibit => "inhibit",
             Kind::Enable => "enable",
+            Kind::Check => "check",
         }
     }
 
@@ -50,6 +55,15 @@ impl Kind {
         match self {
             Kind::Inhibit => Message::Inhibit { tmsi },
             Kind::Enable => Message::Enable { tmsi },
+            Kind::Check => Message::RadioCheck { tmsi },
+        }
+    }
+
+    fn event(self) -> RadioCommand {
+        match self {
+            Kind::Inhibit => RadioCommand::Inhibit,
+            Kind::Enable => RadioCommand::Enable,
+            Kind::Check => RadioCommand::Check,
         }
     }
 }
@@ -119,13 +133,9 @@ impl RemoteControl {
             RadioOutcome::Unacknowledged => "unacknowledged",
             RadioOutcome::NotSent => "not_sent",
         };
-        let command = match kind {
-            Kind::Inhibit => RadioCommand::Inhibit,
-            Kind::Enable => RadioCommand::Enable,
-        };
         let event = EventKind::RadioCommand {
             imsi,
-            command,
+            command: kind.event(),
             outcome,
         };
         self.events.publish(event);
@@ -139,8 +149,10 @@ impl RemoteControl {
 
     /// The HLR now says `imsi` is inhibited (`true`) or enabled (`false`).
     pub async fn changed(&self, imsi: Imsi, inhibited: bool, now_ms: i64) {
-        // A newer command supersedes one still in flight for the unit.
-        self.pending.retain(|_, p| p.imsi != imsi);
+        // A newer inhibit or enable supersedes one still in flight for the unit (a radio
+        // check goes on).
+        self.pending
+            .retain(|_, p| p.imsi != imsi || p.kind == Kind::Check);
         let on_air = self.registrar.vlr().get(&imsi);
         if inhibited {
             let Some(unit) = on_air else {
@@ -166,6 +178,22 @@ impl RemoteControl {
             None => {
                 let why = "no last known site and TMSI: nothing sent".to_string();
                 self.audit(Kind::Enable, RadioOutcome::NotSent, imsi, why)
+            }
+        }
+    }
+
+    /// Sends `RADIO_CHECK` to the unit's site if it is registered (`true`); else sends
+    /// nothing and tells it as [`RadioOutcome::NotSent`] (`false`).
+    pub fn check(&self, imsi: Imsi, now_ms: i64) -> bool {
+        match self.registrar.vlr().get(&imsi) {
+            Some(unit) => {
+                self.send_new(Kind::Check, imsi, unit.tmsi, unit.site, now_ms);
+                true
+            }
+            None => {
+                let why = "not registered: nothing sent".to_string();
+                self.audit(Kind::Check, RadioOutcome::NotSent, imsi, why);
+                false
             }
         }
     }
@@ -199,12 +227,13 @@ impl RemoteControl {
         }
     }
 
-    /// Handles `INHIBIT_ACK` and `ENABLE_ACK` from `site` at `now_ms` (monotonic);
-    /// `None` for other messages.
+    /// Handles `INHIBIT_ACK`, `ENABLE_ACK` and `RADIO_CHECK_ACK` from `site` at `now_ms`
+    /// (monotonic); `None` for other messages.
     pub fn handle(&self, site: SiteId, frame: &Frame, now_ms: i64) -> Option<Vec<Frame>> {
         let (kind, tmsi) = match frame.msg {
             Message::InhibitAck { tmsi } => (Kind::Inhibit, tmsi),
             Message::EnableAck { tmsi } => (Kind::Enable, tmsi),
+            Message::RadioCheckAck { tmsi } => (Kind::Check, tmsi),
             _ => return None,
         };
         let matching = |_: &(SiteId, u32), p: &Pending| p.kind == kind && p.tmsi == tmsi;

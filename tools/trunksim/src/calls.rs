@@ -20,7 +20,7 @@ use trunkd::protocol::{
     CallId, CallScope, Cause, Frame, LocationReason, Message, MessageType, TalkgroupId, Tmsi,
 };
 
-use trunkd::sim::{erlang_c, SplitMix64 as Rng};
+use trunkd::sim::{erlang_c, radio_command_answer, SplitMix64 as Rng};
 
 use crate::load::{latency_line, load_fleet, register_all, SimUnit};
 
@@ -343,6 +343,10 @@ async fn gateway(
                         }
                         _ => { arriving.remove(&f.txn); }
                     }
+                    continue;
+                }
+                if let Some(ack) = radio_command_answer(&f, |t| units.iter().any(|(_, u)| *u == t)) {
+                    link.send(ack).await?;
                     continue;
                 }
                 on_frame(f, &mut rng, &load, &units, &mut idle, &mut pending, &mut active, &clock, &mut report, |caller| {
