@@ -1,6 +1,7 @@
 //! trunksim: simulated base-station gateways (and, in later versions, the radios behind
 //! them) that drive trunkd over the real link protocol.
 
+mod api;
 mod calls;
 mod load;
 
@@ -113,6 +114,12 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Load on the operator API (logins, authenticated reads, the event stream), and a
+    /// no-logic echo server to measure the same client against.
+    Api {
+        #[command(subcommand)]
+        mode: api::Mode,
+    },
 }
 
 #[tokio::main]
@@ -189,6 +196,7 @@ async fn main() -> anyhow::Result<()> {
             };
             calls::run(&dir, server, limit, load).await
         }
+        Command::Api { mode } => api::run(mode).await,
     }
 }
 
