@@ -1409,6 +1409,299 @@ async fn a_radio_check_is_acknowledged_when_the_radio_answers_and_times_out_when
     api.c.stop().await;
 }
 
+/// Who may call a route: the least role, and whether an admin limited to some fleets is
+/// refused (a route that touches every fleet).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Needs {
+    Viewer,
+    Dispatcher,
+    Admin,
+    AdminOfEveryFleet,
+}
+
+#[tokio::test]
+async fn each_role_against_each_route_allowed_and_forbidden() {
+    use reqwest::Method;
+    let db = TestDb::sqlite();
+    let api = Api::start(&db).await;
+    let operators = [
+        ("vic", Role::Viewer, "", Needs::Viewer),
+        ("dora", Role::Dispatcher, "", Needs::Dispatcher),
+        ("lim", Role::Admin, "100", Needs::Admin),
+        ("ada", Role::Admin, "", Needs::AdminOfEveryFleet),
+    ];
+    let mut tokens = Vec::new();
+    for (name, role, fleets, may) in operators {
+        api.add_operator(name, role, fleets).await;
+        tokens.push((name, api.tokens(name).await.0, may));
+    }
+    let three = imsi(3).to_string();
+    let from = json!({"fleet": 100, "member": 1});
+    let to = json!({"kind": "unit", "fleet": 100, "member": 2});
+    let keys = format!("{},{},1,all", "0a".repeat(16), "0b".repeat(16));
+    let csv = format!(
+        "imei,fleet,member,talkgroups,k,opc,priority,permissions\n{},100,60,10,{keys}\n",
+        luhn_imei(49_015_420_500_001)
+    );
+    let (get, post, put, patch, delete) = (
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+    );
+    // Every route of ROUTES that needs a token, with a request its role may make; the
+    // destructive ones last.
+    let routes: Vec<(Method, String, Option<Value>, Needs)> = vec![
+        (get.clone(), "/api/v1/units".into(), None, Needs::Viewer),
+        (get.clone(), "/api/v1/sites/1/slots".into(), None, Needs::Viewer),
+        (get.clone(), "/api/v1/calls".into(), None, Needs::Viewer),
+        (get.clone(), "/api/v1/queues".into(), None, Needs::Viewer),
+        (get.clone(), "/api/v1/links".into(), None, Needs::Viewer),
+        (get.clone(), "/api/v1/alarms".into(), None, Needs::Viewer),
+        (get.clone(), "/api/v1/alarms/1".into(), None, Needs::Viewer),
+        (
+            post.clone(),
+            "/api/v1/alarms/1/acknowledge".into(),
+            None,
+            Needs::Dispatcher,
+        ),
+        (get.clone(), "/api/v1/parameters".into(), None, Needs::Admin),
+        (
+            put.clone(),
+            "/api/v1/parameters/trunking.hang_time_ms".into(),
+            Some(json!({"value": "3000"})),
+            Needs::Admin,
+        ),
+        (
+            post.clone(),
+            format!("/api/v1/subscribers/{three}/check"),
+            None,
+            Needs::Dispatcher,
+        ),
+        (
+            post.clone(),
+            format!("/api/v1/subscribers/{three}/inhibit"),
+            None,
+            Needs::Dispatcher,
+        ),
+        (
+            post.clone(),
+            format!("/api/v1/subscribers/{three}/enable"),
+            None,
+            Needs::Dispatcher,
+        ),
+        (
+            post.clone(),
+            format!("/api/v1/subscribers/{three}/alert"),
+            Some(json!({"from": from})),
+            Needs::Dispatcher,
+        ),
+        (
+            post.clone(),
+            format!("/api/v1/subscribers/{three}/authorize"),
+            Some(json!({"priority": 5})),
+            Needs::Admin,
+        ),
+        (
+            get.clone(),
+            "/api/v1/commands/0123456789abcdef0123456789abcdef".into(),
+            None,
+            Needs::Viewer,
+        ),
+        (
+            post.clone(),
+            "/api/v1/calls/999/release".into(),
+            None,
+            Needs::Dispatcher,
+        ),
+        (
+            post.clone(),
+            "/api/v1/sites/1/slots/out-of-service".into(),
+            Some(json!({"carrier": 0, "slot": 5})),
+            Needs::Admin,
+        ),
+        (
+            post.clone(),
+            "/api/v1/sites/1/slots/in-service".into(),
+            Some(json!({"carrier": 0, "slot": 5})),
+            Needs::Admin,
+        ),
+        (get.clone(), "/api/v1/events".into(), None, Needs::Viewer),
+        (post.clone(), "/api/v1/events/ticket".into(), None, Needs::Viewer),
+        (get.clone(), "/api/v1/subscribers".into(), None, Needs::Viewer),
+        (
+            get.clone(),
+            format!("/api/v1/subscribers/{three}"),
+            None,
+            Needs::Viewer,
+        ),
+        (
+            patch.clone(),
+            format!("/api/v1/subscribers/{three}"),
+            Some(json!({"msisdn": null})),
+            Needs::Admin,
+        ),
+        (
+            post.clone(),
+            "/api/v1/subscribers".into(),
+            Some(
+                json!({"imei": luhn_imei(49_015_420_500_002), "fleet": 100, "member": 61, "talkgroups": [10]}),
+            ),
+            Needs::Admin,
+        ),
+        (get.clone(), "/api/v1/fleets".into(), None, Needs::Viewer),
+        (get.clone(), "/api/v1/fleets/100".into(), None, Needs::Viewer),
+        (
+            patch.clone(),
+            "/api/v1/fleets/100".into(),
+            Some(json!({"name": "Police"})),
+            Needs::Admin,
+        ),
+        (
+            post.clone(),
+            "/api/v1/fleets".into(),
+            Some(json!({"id": 300, "name": "Spare"})),
+            Needs::AdminOfEveryFleet,
+        ),
+        (
+            get.clone(),
+            "/api/v1/fleets/100/talkgroups".into(),
+            None,
+            Needs::Viewer,
+        ),
+        (
+            get.clone(),
+            "/api/v1/fleets/100/talkgroups/10".into(),
+            None,
+            Needs::Viewer,
+        ),
+        (
+            get.clone(),
+            "/api/v1/fleets/100/talkgroups/10/members".into(),
+            None,
+            Needs::Viewer,
+        ),
+        (
+            post.clone(),
+            "/api/v1/fleets/100/talkgroups".into(),
+            Some(json!({"id": 77, "name": "Spare"})),
+            Needs::Admin,
+        ),
+        (
+            patch.clone(),
+            "/api/v1/fleets/100/talkgroups/77".into(),
+            Some(json!({"name": "Spare 2"})),
+            Needs::Admin,
+        ),
+        (get.clone(), "/api/v1/sites".into(), None, Needs::Viewer),
+        (get.clone(), "/api/v1/sites/1".into(), None, Needs::Viewer),
+        (
+            post.clone(),
+            "/api/v1/sites".into(),
+            Some(json!({"id": 9, "name": "Spare", "carriers": 1, "slots_per_carrier": 6})),
+            Needs::AdminOfEveryFleet,
+        ),
+        (
+            patch.clone(),
+            "/api/v1/sites/9".into(),
+            Some(json!({"name": "Spare 2"})),
+            Needs::AdminOfEveryFleet,
+        ),
+        (
+            post.clone(),
+            "/api/v1/sites/9/key".into(),
+            None,
+            Needs::AdminOfEveryFleet,
+        ),
+        (get.clone(), "/api/v1/history/calls".into(), None, Needs::Viewer),
+        (
+            get.clone(),
+            "/api/v1/history/audit".into(),
+            None,
+            Needs::AdminOfEveryFleet,
+        ),
+        (
+            post.clone(),
+            "/api/v1/messages/status".into(),
+            Some(json!({"from": from, "to": to, "code": 1})),
+            Needs::Dispatcher,
+        ),
+        (
+            post.clone(),
+            "/api/v1/messages/short-data".into(),
+            Some(json!({"from": from, "to": to, "data": "aGk="})),
+            Needs::Dispatcher,
+        ),
+        (
+            delete.clone(),
+            "/api/v1/sites/9".into(),
+            None,
+            Needs::AdminOfEveryFleet,
+        ),
+        (
+            delete.clone(),
+            "/api/v1/fleets/100/talkgroups/77".into(),
+            None,
+            Needs::Admin,
+        ),
+        (
+            delete.clone(),
+            "/api/v1/fleets/300".into(),
+            None,
+            Needs::AdminOfEveryFleet,
+        ),
+        (
+            delete.clone(),
+            format!("/api/v1/subscribers/{three}"),
+            None,
+            Needs::Admin,
+        ),
+    ];
+    for (method, path, body, needs) in &routes {
+        // Those below the route's need first: refused, and so nothing is written.
+        for (name, token, may) in tokens
+            .iter()
+            .filter(|t| t.2 < *needs)
+            .chain(tokens.iter().filter(|t| t.2 >= *needs))
+        {
+            let r = api.send(method.clone(), path, token, body.clone()).await;
+            let status = r.status();
+            if may < needs {
+                assert_eq!(status, 403, "{name} {method} {path}: {:?}", r.text().await);
+            } else {
+                assert!(
+                    ![401, 403].contains(&status.as_u16()),
+                    "{name} {method} {path}: {status} {:?}",
+                    r.text().await
+                );
+            }
+        }
+    }
+    // The bulk import (a CSV body).
+    for (name, token, may) in &tokens {
+        let status = import(&api, token, &csv).await.status();
+        if *may < Needs::Admin {
+            assert_eq!(status, 403, "{name} import");
+        } else {
+            assert!(![401, 403].contains(&status.as_u16()), "{name} import: {status}");
+        }
+    }
+    // Every route of ROUTES is here but those open to all and the sessions' own
+    // (tested above: login, refresh, logout, whoami, jwks).
+    let tested = routes.len() + 1;
+    let open = ["/healthz", "/metrics", "/api/v1/openapi.json", "/api/v1/auth/"];
+    let needing_token = ROUTES
+        .iter()
+        .filter(|(_, p)| !open.iter().any(|o| p.starts_with(o)))
+        .count();
+    assert_eq!(
+        tested, needing_token,
+        "a route that needs a token is missing here"
+    );
+    api.c.stop().await;
+}
+
 // ---- The event stream: GET /api/v1/events ----
 
 /// One SSE event as a client reads it.
