@@ -202,6 +202,21 @@ request_timeout_ms = 30000
 # Without them the API speaks plain HTTP, and warns when it listens beyond loopback.
 # tls_cert = "/etc/trunkd/api.crt"
 # tls_key = "/etc/trunkd/api.key"
+
+[ha]
+# Active-standby: two or more trunkd on one PostgreSQL database, each with its own
+# node_id; exactly one is active (serves gateways and commands), the others stand by and
+# take over when it fails. SQLite cannot be shared: HA needs database.url = postgres://….
+enabled = false
+# This node's name, unique among the nodes on the database (letters, digits, '-', '_').
+node_id = ""
+# The leadership lease (ms): renewed five times per period; an active node that cannot
+# renew it stops acting as active before it runs out, and a standby takes over a lease
+# that ran out (at once when the active node's database session ended).
+lease_ms = 2000
+# The link address gateways dial to reach this node, told to them by a standby while
+# this node is active (PROTOCOL.md §3.3). Empty: the address the link server is bound to.
+link_address = ""
 "#;
 
 /// The whole configuration.
@@ -228,6 +243,33 @@ pub struct Config {
     pub alarms: AlarmsConfig,
     /// The operator API.
     pub api: ApiConfig,
+    /// Active-standby controllers.
+    pub ha: HaConfig,
+}
+
+/// `[ha]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HaConfig {
+    /// Whether this node is one of an active-standby group.
+    pub enabled: bool,
+    /// This node's name.
+    pub node_id: String,
+    /// The leadership lease, ms.
+    pub lease_ms: u64,
+    /// The link address gateways dial for this node; empty: the bound address.
+    pub link_address: String,
+}
+
+impl Default for HaConfig {
+    fn default() -> Self {
+        HaConfig {
+            enabled: false,
+            node_id: String::new(),
+            lease_ms: 2000,
+            link_address: String::new(),
+        }
+    }
 }
 
 /// `[api]`.
@@ -885,6 +927,27 @@ impl Config {
         }
         if self.alarms.link_grace_ms > 3_600_000 {
             return bad("alarms.link_grace_ms must be at most 3600000");
+        }
+        let h = &self.ha;
+        if h.enabled {
+            if crate::store::url_backend(&self.database.url).ok() != Some("postgres") {
+                return bad(
+                    "ha.enabled needs PostgreSQL (database.url = postgres://…): the embedded \
+                     SQLite file cannot be shared between nodes",
+                );
+            }
+            let name_ok = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+            if h.node_id.is_empty() || h.node_id.len() > 64 || !h.node_id.chars().all(name_ok) {
+                return bad("ha.node_id must be 1..=64 letters, digits, '-' or '_' when ha.enabled");
+            }
+            if !(500..=60_000).contains(&h.lease_ms) {
+                return bad("ha.lease_ms must be within 500..=60000");
+            }
+            if !h.link_address.is_empty()
+                && crate::protocol::ControllerAddress::new(&h.link_address).is_none()
+            {
+                return bad("ha.link_address must be host:port, printable ASCII without spaces");
+            }
         }
         for (name, value, max) in limits {
             if value > max {

@@ -37,6 +37,7 @@ pub mod config;
 pub mod controller;
 pub mod core;
 pub mod events;
+pub mod ha;
 pub mod hlr;
 pub mod link;
 pub mod logging;

@@ -505,6 +505,11 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 async fn serve(cfg: Config) -> anyhow::Result<()> {
+    if cfg.ha.enabled {
+        trunkd::ha::serve(cfg, shutdown_signal()).await?;
+        info!("trunkd stopped");
+        return Ok(());
+    }
     let api_cfg = cfg.api.clone();
     let api_addr = api_cfg.listen;
     let running = trunkd::controller::start(cfg).await?;

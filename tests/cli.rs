@@ -301,9 +301,8 @@ async fn serve_stops_cleanly_on_sigterm_and_never_logs_keys() {
         .unwrap();
     assert!(out.status.success());
     // Everything the controller can log, logged.
-    let (mut child, mut lines) = cli.serve("trace");
-    let mut log = String::new();
-    let addr = listening(&mut lines, &mut log, "link server listening").await;
+    let mut child = LoggingChild::spawn(cli.cmd().env("RUST_LOG", "trace").arg("serve"));
+    let addr = child.link_addr().await;
 
     let mut gw = GatewayLink::connect(addr, site(1), &key(1)).await.unwrap();
     // A wrong key too, so that the failure path is logged.
@@ -328,26 +327,13 @@ async fn serve_stops_cleanly_on_sigterm_and_never_logs_keys() {
         "{f:?}"
     );
 
-    let pid = child.id().unwrap().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .unwrap()
-        .success());
+    let status = child.terminate().await;
     assert!(matches!(
         next_service(&mut gw).await,
         Err(GatewayError::Closed(Cause::ShuttingDown))
     ));
-    let status = tokio::time::timeout(PATIENCE, child.wait())
-        .await
-        .expect("trunkd did not exit")
-        .unwrap();
     assert!(status.success(), "exit status {status}");
-    while let Some(line) = lines.next_line().await.unwrap() {
-        log.push_str(&line);
-        log.push('\n');
-    }
+    let log = &child.log;
     assert!(log.contains("SIGTERM received"), "{log}");
     assert!(log.contains("link rejected"), "{log}");
     let lower = log.to_lowercase();
@@ -359,43 +345,6 @@ async fn serve_stops_cleanly_on_sigterm_and_never_logs_keys() {
     ] {
         assert!(!lower.contains(&secret), "a secret reached the log");
     }
-}
-
-type LogLines = tokio::io::Lines<BufReader<tokio::process::ChildStderr>>;
-
-impl Cli {
-    /// `trunkd serve` logging at `level` (killed when dropped), and its log's lines.
-    fn serve(&self, level: &str) -> (tokio::process::Child, LogLines) {
-        let mut child = self
-            .cmd()
-            .env("RUST_LOG", level)
-            .arg("serve")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        (child, lines)
-    }
-}
-
-/// Reads `trunkd serve`'s log into `log` up to the line with `marker` (a listener's);
-/// the address on that line.
-async fn listening(lines: &mut LogLines, log: &mut String, marker: &str) -> std::net::SocketAddr {
-    tokio::time::timeout(PATIENCE, async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            log.push_str(&line);
-            log.push('\n');
-            if line.contains(marker) {
-                let addr = line.split("addr=").nth(1).unwrap().split_whitespace().next();
-                return addr.unwrap().parse().unwrap();
-            }
-        }
-        panic!("trunkd exited before listening:\n{log}");
-    })
-    .await
-    .expect("trunkd did not start")
 }
 
 /// A subscriber CSV with members `members` of fleet 100 on talkgroups 10 and 11.
@@ -756,11 +705,12 @@ async fn rotate_key_adds_a_signing_key() {
 
 /// `trunkd serve` on `cli`'s configuration (killed when dropped); its API's base URL.
 async fn serve_api(cli: &Cli) -> (tokio::process::Child, String) {
-    let (child, mut lines) = cli.serve("info");
-    let addr = listening(&mut lines, &mut String::new(), "operator API listening").await;
+    let mut serving = LoggingChild::spawn(cli.cmd().env("RUST_LOG", "info").arg("serve"));
+    let addr = serving.api_addr().await;
     // The rest of the log is read, so that a full pipe never stops the server.
+    let mut lines = serving.lines;
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, format!("http://{addr}/api/v1"))
+    (serving.child, format!("http://{addr}/api/v1"))
 }
 
 #[tokio::test]

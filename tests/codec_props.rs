@@ -17,10 +17,10 @@ use proptest::sample::select;
 use proptest::strategy::Union;
 
 use trunkd::protocol::{
-    decode, CallId, CallScope, CallType, Carrier, Cause, Decoded, Digits15, FleetId, Frame, Identity, Imei,
-    Imsi, IndividualId, LocationReason, MemberId, Message, MessageId, MessageType, QueuePosition,
-    ResourceState, ShortData, SiteGrant, SiteId, Slot, SlotSelector, StreamError, TalkgroupId, TalkgroupList,
-    Target, Tmsi, Unit, HEADER_LEN, MAGIC, MAX_GRANT_SITES, MAX_PAYLOAD, VERSION,
+    decode, CallId, CallScope, CallType, Carrier, Cause, ControllerAddress, Decoded, Digits15, FleetId,
+    Frame, Identity, Imei, Imsi, IndividualId, LocationReason, MemberId, Message, MessageId, MessageType,
+    QueuePosition, ResourceState, ShortData, SiteGrant, SiteId, Slot, SlotSelector, StreamError, TalkgroupId,
+    TalkgroupList, Target, Tmsi, Unit, HEADER_LEN, MAGIC, MAX_GRANT_SITES, MAX_PAYLOAD, VERSION,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -199,6 +199,11 @@ fn message_of(ty: MessageType) -> BoxedStrategy<Message> {
             })
             .boxed(),
         T::Ack => message_type().prop_map(|acked| M::Ack { acked }).boxed(),
+        T::LinkRedirect => "[!-~]{1,255}"
+            .prop_map(|a| M::LinkRedirect {
+                active: ControllerAddress::new(&a).unwrap(),
+            })
+            .boxed(),
         // §5.2 Registration and mobility
         T::RegRequest => identity().prop_map(|identity| M::RegRequest { identity }).boxed(),
         T::AuthChallenge => any::<[u8; 16]>()
@@ -394,9 +399,10 @@ fn variant_index(m: &Message) -> usize {
         M::RadioCheck { .. } => 44,
         M::RadioCheckAck { .. } => 45,
         M::SiteStatus { .. } => 46,
+        M::LinkRedirect { .. } => 47,
     }
 }
-const MESSAGE_VARIANTS: usize = 47;
+const MESSAGE_VARIANTS: usize = 48;
 
 // ---------------------------------------------------------------------------------------
 // Helpers

@@ -370,6 +370,13 @@ pub struct Health {
     /// `up`, or `down` while the database does not answer (the controller keeps serving
     /// from memory meanwhile).
     pub database: &'static str,
+    /// `standalone` (no HA), or `active` (the active node of an HA group; a standby
+    /// serves no API).
+    pub role: &'static str,
+    /// HA: the lease's epoch this node is active for.
+    pub epoch: Option<i64>,
+    /// HA: ms since this node last renewed its lease.
+    pub lease_age_ms: Option<i64>,
 }
 
 /// Every route with its documentation: the parts of the API, each from its file's
@@ -457,9 +464,13 @@ async fn healthz(State(state): State<ApiState>) -> Result<Json<Health>, ApiError
     let down = alarms
         .iter()
         .any(|a| a.kind == AlarmKind::DatabaseUnavailable && a.is_open());
+    let ha = state.handle.ha_lease();
     Ok(Json(Health {
         status: "ok",
         database: if down { "down" } else { "up" },
+        role: if ha.is_some() { "active" } else { "standalone" },
+        epoch: ha.map(|(epoch, _)| epoch),
+        lease_age_ms: ha.map(|(_, age)| age),
     }))
 }
 

@@ -782,6 +782,12 @@ impl ControllerHandle {
         Ok(log.get(&tracked.id).unwrap_or(tracked))
     }
 
+    /// In an HA group, the epoch this node is active for and the ms since it last renewed
+    /// its lease; `None` without HA.
+    pub fn ha_lease(&self) -> Option<(i64, i64)> {
+        self.node.fence.as_ref().map(|f| (f.epoch(), f.lease_age_ms()))
+    }
+
     /// A command opened by [`ControllerHandle::radio_command`], while it is kept.
     pub fn tracked_command(&self, id: &str) -> Option<TrackedCommand> {
         self.node.commands.get(id)

@@ -108,9 +108,28 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
 
 /// [`start`] on `clock`: every time the controller reads or writes comes from it.
 pub async fn start_with_clock(cfg: Config, clock: Clock) -> Result<Running, StartError> {
-    let store = Store::open(&cfg.database.url, &cfg.database.data_dir)
-        .await?
-        .with_clock(clock);
+    let store = Store::open(&cfg.database.url, &cfg.database.data_dir).await?;
+    start_on(cfg, store.with_clock(clock), clock, None).await
+}
+
+/// [`start`] as the active node of an HA group for `active`'s epoch (see [`crate::ha`]):
+/// its writes carry the epoch, and it serves no frame once `fence` no longer holds.
+pub async fn start_active(
+    cfg: Config,
+    active: crate::store::ActiveEpoch,
+    fence: Arc<crate::ha::Fence>,
+) -> Result<Running, StartError> {
+    let clock = Clock::start();
+    let store = Store::open_active(&cfg.database.url, &cfg.database.data_dir, &active).await?;
+    start_on(cfg, store.with_clock(clock), clock, Some(fence)).await
+}
+
+async fn start_on(
+    cfg: Config,
+    store: Store,
+    clock: Clock,
+    fence: Option<Arc<crate::ha::Fence>>,
+) -> Result<Running, StartError> {
     // Calls that were in progress when a controller on this database crashed.
     let recovered = store
         .recover_open_calls(i64::from(Cause::ControllerRestart.code()))
@@ -210,6 +229,7 @@ pub async fn start_with_clock(cfg: Config, clock: Clock) -> Result<Running, Star
         metrics: metrics.clone(),
         alarms: keeper.clone(),
         clock,
+        fence,
         following: tokio::sync::Mutex::new(()),
     });
     let services = Arc::new(Services { node: node.clone() });

@@ -50,6 +50,9 @@ pub(super) struct Node {
     /// The alarms operators must see to.
     pub(super) alarms: Arc<super::alarms::AlarmKeeper>,
     pub(super) clock: Clock,
+    /// The active node's fence in an HA group: no frame is served once it no longer
+    /// holds. `None` without HA.
+    pub(super) fence: Option<Arc<crate::ha::Fence>>,
     /// Held while HLR changes are applied, so that the handle and the periodic follow
     /// never apply the same change twice.
     pub(super) following: tokio::sync::Mutex<()>,

@@ -20,6 +20,10 @@ impl Handler for Services {
     /// Routes a request to the service of its family (the message table's last column).
     fn handle(&self, site: SiteId, frame: Frame) -> Vec<Frame> {
         let n = &self.node;
+        if n.fence.as_ref().is_some_and(|f| !f.holds()) {
+            // No longer the active node (its HA run loop is stopping it): nothing served.
+            return vec![];
+        }
         let replies = match frame.msg.family() {
             Family::Registration => n
                 .registrar

@@ -1,17 +1,18 @@
 //! The gateway side of the link (`PROTOCOL.md §3`): connect, authenticate, keep alive,
-//! send and receive frames. Used by `trunksim` and the integration tests.
+//! send and receive frames, and find the active controller among several
+//! ([`ControllerList`], §3.3). Used by `trunksim` and the integration tests.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio_util::codec::Framed;
 
 use super::codec::{FrameCodec, LinkReadError};
 use crate::protocol::{
-    link_mac, Cause, Frame, FrameError, Message, SiteId, SiteKey, CONTROLLER_TXN_BASE, MAX_PAYLOAD,
+    link_mac, Cause, ControllerAddress, Frame, FrameError, Message, SiteId, SiteKey, CONTROLLER_TXN_BASE,
+    MAX_PAYLOAD,
 };
 
 /// Why a gateway link failed.
@@ -26,6 +27,10 @@ pub enum GatewayError {
     /// The controller refused the link.
     #[error("controller rejected the link: {0}")]
     Rejected(Cause),
+    /// The controller is a standby and named the active one (`LINK_REDIRECT`, then
+    /// `LINK_REJECT` "not active").
+    #[error("controller is not active; the active one is at {}", .0.as_str())]
+    Redirected(ControllerAddress),
     /// The controller closed the link.
     #[error("controller closed the link: {0}")]
     Closed(Cause),
@@ -48,7 +53,11 @@ pub struct GatewayLink {
 
 impl GatewayLink {
     /// Connects to `addr` and completes the handshake for `site` with `key`.
-    pub async fn connect(addr: SocketAddr, site: SiteId, key: &SiteKey) -> Result<Self, GatewayError> {
+    pub async fn connect(
+        addr: impl ToSocketAddrs,
+        site: SiteId,
+        key: &SiteKey,
+    ) -> Result<Self, GatewayError> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         Self::handshake(stream, site, key).await
@@ -62,6 +71,16 @@ impl GatewayLink {
         let nonce = match next(&mut framed).await?.msg {
             Message::LinkChallenge { nonce } => nonce,
             Message::LinkReject { cause } => return Err(GatewayError::Rejected(cause)),
+            Message::LinkRedirect { active } => {
+                return match next(&mut framed).await?.msg {
+                    Message::LinkReject {
+                        cause: Cause::NotActive,
+                    } => Err(GatewayError::Redirected(active)),
+                    other => Err(GatewayError::Protocol(format!(
+                        "expected LINK_REJECT not active after LINK_REDIRECT, got {other:?}"
+                    ))),
+                }
+            }
             other => {
                 return Err(GatewayError::Protocol(format!(
                     "expected LINK_CHALLENGE, got {other:?}"
@@ -178,5 +197,78 @@ async fn next(framed: &mut Framed<TcpStream, FrameCodec>) -> Result<Frame, Gatew
             "malformed frame from controller: {e}"
         ))),
         Some(Ok(Ok(f))) => Ok(f),
+    }
+}
+
+/// A gateway's list of controller addresses, searched for the active controller as
+/// `PROTOCOL.md §3.3` says: each address in turn, a standby's redirect first, and a
+/// jittered backoff (100 ms doubling to 2 s) between passes that found none.
+#[derive(Debug)]
+pub struct ControllerList {
+    addrs: Vec<String>,
+    /// Where the next pass starts.
+    next: usize,
+    /// The address of the link last made.
+    current: usize,
+    backoff: Duration,
+    /// Longest one attempt (connect and handshake) may take.
+    attempt_timeout: Duration,
+}
+
+impl ControllerList {
+    /// First backoff between passes.
+    pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
+    /// Longest backoff between passes.
+    pub const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+    /// The list (`host:port` each), searched from its first address; `None` when empty.
+    pub fn new(addrs: Vec<String>) -> Option<Self> {
+        (!addrs.is_empty()).then_some(ControllerList {
+            addrs,
+            next: 0,
+            current: 0,
+            backoff: Self::BACKOFF_MIN,
+            attempt_timeout: Duration::from_secs(2),
+        })
+    }
+
+    /// Links `site` to the active controller, searching until one accepts (a caller
+    /// bounds the search with a timeout of its own).
+    pub async fn link(&mut self, site: SiteId, key: &SiteKey) -> GatewayLink {
+        loop {
+            let mut redirected = false;
+            for k in 0..self.addrs.len() {
+                let i = (self.next + k) % self.addrs.len();
+                let mut result = self.attempt(&self.addrs[i].clone(), site, key).await;
+                if let Err(GatewayError::Redirected(active)) = &result {
+                    if !redirected {
+                        redirected = true;
+                        result = self.attempt(active.as_str(), site, key).await;
+                    }
+                }
+                if let Ok(link) = result {
+                    self.current = i;
+                    self.backoff = Self::BACKOFF_MIN;
+                    return link;
+                }
+            }
+            let half = self.backoff / 2;
+            let jitter = getrandom::u32().unwrap_or(0) as f64 / f64::from(u32::MAX);
+            tokio::time::sleep(half + half.mul_f64(jitter)).await;
+            self.backoff = (self.backoff * 2).min(Self::BACKOFF_MAX);
+        }
+    }
+
+    /// The link [`link`](Self::link) made went down: the next search starts with the
+    /// address after its own.
+    pub fn lost(&mut self) {
+        self.next = (self.current + 1) % self.addrs.len();
+    }
+
+    async fn attempt(&self, addr: &str, site: SiteId, key: &SiteKey) -> Result<GatewayLink, GatewayError> {
+        match tokio::time::timeout(self.attempt_timeout, GatewayLink::connect(addr, site, key)).await {
+            Ok(r) => r,
+            Err(_) => Err(GatewayError::Eof),
+        }
     }
 }

@@ -76,6 +76,8 @@ causes! {
     /// Call records only: the call was in progress when the controller stopped without
     /// a clean shutdown (a crash); written when it starts again.
     ControllerRestart = 0x28, "controller restart";
+    /// Handshake: this controller is a standby; another one is active.
+    NotActive = 0x29, "not active";
     /// A request this controller does not implement.
     ServiceNotSupported = 0x30, "service not supported";
     /// The unit lacks the permission for the service.

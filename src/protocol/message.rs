@@ -95,6 +95,7 @@ message_types! {
     LinkClose = 0x08, "LINK_CLOSE", Both, false, Link;
     FrameError = 0x09, "FRAME_ERROR", Both, false, Link;
     Ack = 0x0A, "ACK", Both, false, Answer;
+    LinkRedirect = 0x0B, "LINK_REDIRECT", ToGateway, false, Link;
     RegRequest = 0x10, "REG_REQUEST", ToController, true, Registration;
     AuthChallenge = 0x11, "AUTH_CHALLENGE", ToGateway, false, Registration;
     AuthResponse = 0x12, "AUTH_RESPONSE", ToController, true, Registration;
@@ -221,6 +222,28 @@ impl fmt::Debug for ShortData {
     }
 }
 
+/// The active controller's link address a standby names in `LINK_REDIRECT`: 1..=255
+/// printable ASCII bytes (`host:port`, as the gateway would dial it).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct ControllerAddress(String);
+
+impl ControllerAddress {
+    /// Most bytes an address may have.
+    pub const MAX_LEN: usize = 255;
+
+    /// The address, or `None` when empty, longer than [`Self::MAX_LEN`], or not
+    /// printable ASCII (`0x21..=0x7E`).
+    pub fn new(text: &str) -> Option<Self> {
+        let fits = (1..=Self::MAX_LEN).contains(&text.len());
+        (fits && text.bytes().all(|b| b.is_ascii_graphic())).then(|| Self(text.to_string()))
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// Every message of protocol v1 (`PROTOCOL.md §5`).
 #[allow(missing_docs)] // Each variant and field is documented in the spec table it names.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -253,6 +276,9 @@ pub enum Message {
     },
     Ack {
         acked: MessageType,
+    },
+    LinkRedirect {
+        active: ControllerAddress,
     },
     // §5.2 Registration and mobility
     RegRequest {
@@ -577,6 +603,7 @@ impl Message {
             M::LinkResponse { .. } => T::LinkResponse,
             M::LinkAccept { .. } => T::LinkAccept,
             M::LinkReject { .. } => T::LinkReject,
+            M::LinkRedirect { .. } => T::LinkRedirect,
             M::Keepalive => T::Keepalive,
             M::KeepaliveAck => T::KeepaliveAck,
             M::LinkClose { .. } => T::LinkClose,
@@ -640,6 +667,11 @@ impl Message {
                 b.put_u8(cause.code())
             }
             M::Keepalive | M::KeepaliveAck => {}
+            M::LinkRedirect { active } => {
+                let text = active.as_str().as_bytes();
+                b.put_u8(text.len() as u8);
+                b.put_slice(text);
+            }
             M::FrameError {
                 cause,
                 offending_type,
@@ -883,6 +915,16 @@ fn decode_fields(ty: MessageType, i: In<'_>) -> PResult<'_, (Message, &'static s
         T::LinkReject => {
             let (i, cause) = cause(i, "cause")?;
             ok(i, M::LinkReject { cause }, "cause")
+        }
+        T::LinkRedirect => {
+            let (i, len) = field(i, "address.length", u8_)?;
+            let (i, text) = take::<_, _, nom::error::Error<In<'_>>>(len)(i)
+                .or_else(|_| fail(Cause::TruncatedPayload, "address"))?;
+            let active = std::str::from_utf8(text).ok().and_then(ControllerAddress::new);
+            let Some(active) = active else {
+                return fail(Cause::InvalidField, "address");
+            };
+            ok(i, M::LinkRedirect { active }, "address")
         }
         T::Keepalive => ok(i, M::Keepalive, "(empty)"),
         T::KeepaliveAck => ok(i, M::KeepaliveAck, "(empty)"),

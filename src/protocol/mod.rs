@@ -17,8 +17,8 @@ pub use frame::{
 pub use ids::*;
 pub use link_auth::{link_mac, verify_link_mac, SiteKey, SiteKeyError, LINK_AUTH_LABEL};
 pub use message::{
-    CallScope, CallType, Direction, Family, LocationReason, Message, MessageType, PayloadError,
-    ResourceState, ShortData, SlotSelector, MAX_GRANT_SITES,
+    CallScope, CallType, ControllerAddress, Direction, Family, LocationReason, Message, MessageType,
+    PayloadError, ResourceState, ShortData, SlotSelector, MAX_GRANT_SITES,
 };
 
 /// First transaction id of the controller's range (`PROTOCOL.md §2.2`).

@@ -184,6 +184,27 @@ pub use subscribers::{SubscriberSearch, SubscriberUpdate};
 
 use audit::audit_in;
 
+/// The HA node a store writes for while it is active.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ActiveEpoch {
+    /// The node's name (`ha.node_id`).
+    pub node_id: String,
+    /// The lease's epoch it won.
+    pub epoch: i64,
+    /// How long the server lets one of its transactions sit idle, ms.
+    pub idle_transaction_timeout_ms: u64,
+}
+
+impl ActiveEpoch {
+    /// Prefix of the `application_name` of every active node's writing connection.
+    pub const APPLICATION_PREFIX: &'static str = "trunkd-active:";
+
+    /// This node's writing connections' `application_name`.
+    pub fn application_name(&self) -> String {
+        format!("{}{}:{}", Self::APPLICATION_PREFIX, self.node_id, self.epoch)
+    }
+}
+
 /// Largest rows per multi-row INSERT (keeps within both backends' parameter limits).
 const CHUNK: usize = 400;
 
@@ -191,8 +212,33 @@ impl Store {
     /// Opens the database named by `url`, or the SQLite file `trunkd.db` in `data_dir`
     /// when `url` is empty, creating it on first use, then applies pending migrations.
     pub async fn open(url: &str, data_dir: &Path) -> Result<Store, StoreError> {
+        Store::open_as(url, data_dir, None).await
+    }
+
+    /// [`Store::open`] for the active node of an HA group (PostgreSQL only): every
+    /// connection carries the node's epoch, so the database refuses its writes once
+    /// another node has taken over (`migrations/postgres/0014_ha_lease.sql`), and is
+    /// named for the takeover to end it (`src/ha`).
+    pub async fn open_active(url: &str, data_dir: &Path, active: &ActiveEpoch) -> Result<Store, StoreError> {
+        if url_backend(url).map_err(StoreError::Open)? != "postgres" {
+            return Err(StoreError::Open("HA needs PostgreSQL".into()));
+        }
+        Store::open_as(url, data_dir, Some(active)).await
+    }
+
+    async fn open_as(url: &str, data_dir: &Path, active: Option<&ActiveEpoch>) -> Result<Store, StoreError> {
         let pool = if url_backend(url).map_err(StoreError::Open)? == "postgres" {
-            let opts = PgConnectOptions::from_str(url)?;
+            let mut opts = PgConnectOptions::from_str(url)?;
+            if let Some(a) = active {
+                let epoch = a.epoch.to_string();
+                // A transaction left open by a node that stopped (SIGSTOP, a pause)
+                // would hold up the takeover's epoch change: the server ends it.
+                let idle = format!("{}ms", a.idle_transaction_timeout_ms);
+                opts = opts.application_name(&a.application_name()).options([
+                    ("trunkd.epoch", epoch.as_str()),
+                    ("idle_in_transaction_session_timeout", &idle),
+                ]);
+            }
             // sqlx's error does not say where it tried; the URL may hold a password.
             let place = format!("PostgreSQL at {}:{}", opts.get_host(), opts.get_port());
             let unreachable = |e: sqlx::Error| StoreError::Open(format!("cannot connect to {place}: {e}"));

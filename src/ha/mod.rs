@@ -1,0 +1,323 @@
+//! Active-standby controllers over PostgreSQL (`[ha]`, README "HA pair").
+//!
+//! Every node runs [`serve`]: it stands by until it wins the leadership [`Lease`], runs
+//! the controller as the active node for as long as it renews the lease, and stands by
+//! again when it cannot. While standing by it answers gateways `LINK_REDIRECT` (the
+//! active node's link address, when one is active) and `LINK_REJECT` "not active"
+//! (`PROTOCOL.md §3.3`), and does not serve the operator API.
+//!
+//! Fencing, in three layers:
+//! - the database refuses every write of an epoch that is not the lease's (a deposed
+//!   node's late writes);
+//! - [`Fence`]: the active node stops serving frames once its last renewal is older than
+//!   the lease period less a margin, before a standby may take over;
+//! - the run loop then stops its controller: links closed, nothing granted, the
+//!   write-behind stopped.
+
+mod lease;
+
+pub use lease::{Holder, Lease};
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio_util::codec::Framed;
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::link::codec::FrameCodec;
+use crate::protocol::{Cause, ControllerAddress, Frame, Message, MAX_PAYLOAD};
+
+/// Whether this node may still act as the active node: true until its last renewal is
+/// older than the lease period less a fifth of it (a margin for the time a renewal
+/// takes to reach the database).
+#[derive(Debug)]
+pub struct Fence {
+    start: Instant,
+    /// Ms since `start` after which the node must not act as active.
+    until_ms: AtomicI64,
+    epoch: i64,
+    lease_ms: u64,
+}
+
+impl Fence {
+    fn new(epoch: i64, lease_ms: u64, renewed_at: Instant) -> Arc<Fence> {
+        let f = Fence {
+            start: Instant::now(),
+            until_ms: AtomicI64::new(0),
+            epoch,
+            lease_ms,
+        };
+        f.renewed(renewed_at);
+        Arc::new(f)
+    }
+
+    /// A renewal sent at `sent` succeeded.
+    fn renewed(&self, sent: Instant) {
+        let margin = self.lease_ms / 5;
+        let at = sent.saturating_duration_since(self.start).as_millis() as i64;
+        self.until_ms
+            .fetch_max(at + (self.lease_ms - margin) as i64, Ordering::AcqRel);
+    }
+
+    /// Whether the node may act as active now.
+    pub fn holds(&self) -> bool {
+        (self.start.elapsed().as_millis() as i64) < self.until_ms.load(Ordering::Acquire)
+    }
+
+    /// The epoch this node is active for.
+    pub fn epoch(&self) -> i64 {
+        self.epoch
+    }
+
+    /// Ms since the last renewal that succeeded.
+    pub fn lease_age_ms(&self) -> i64 {
+        let until = self.until_ms.load(Ordering::Acquire);
+        let renewed = until - (self.lease_ms - self.lease_ms / 5) as i64;
+        self.start.elapsed().as_millis() as i64 - renewed
+    }
+}
+
+/// Runs this node of an HA group until `shutdown`: standing by, active, and standing by
+/// again whenever it loses the lease.
+pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let h = cfg.ha.clone();
+    tokio::pin!(shutdown);
+    let lease_period = Duration::from_millis(h.lease_ms);
+    loop {
+        let mut lease = loop {
+            match Lease::connect(&cfg.database.url, &h.node_id, h.lease_ms).await {
+                Ok(l) => break l,
+                Err(e) => {
+                    warn!(error = %e, "HA: the database does not answer; standing by");
+                    tokio::select! {
+                        _ = &mut shutdown => return Ok(()),
+                        _ = tokio::time::sleep(lease_period / 4) => {}
+                    }
+                }
+            }
+        };
+        // Standing by.
+        let (redirect_tx, redirect_rx) = watch::channel(None::<ControllerAddress>);
+        let standby = StandbyLinks::bind(cfg.link.listen, redirect_rx, &cfg).await?;
+        let link_addr = standby.local_addr;
+        let advertised = if h.link_address.is_empty() {
+            link_addr.to_string()
+        } else {
+            h.link_address.clone()
+        };
+        info!(node = %h.node_id, link = %link_addr, "HA: standing by");
+        let epoch = loop {
+            let attempt = lease.try_acquire(&advertised, &cfg.api.listen.to_string()).await;
+            match attempt {
+                Ok(Some(epoch)) => break Some(epoch),
+                Ok(None) => {
+                    if let Ok(holder) = lease.holder().await {
+                        let active = holder
+                            .live()
+                            .then(|| holder.link_address.as_deref().and_then(ControllerAddress::new))
+                            .flatten();
+                        redirect_tx.send_replace(active);
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, "HA: the lease could not be read");
+                    tokio::time::sleep(lease_period / 4).await;
+                    break None;
+                }
+            }
+            tokio::select! {
+                _ = &mut shutdown => {
+                    standby.stop().await;
+                    return Ok(());
+                }
+                _ = tokio::time::sleep(lease_period / 10) => {}
+            }
+        };
+        standby.stop().await;
+        let Some(epoch) = epoch else {
+            continue; // a new lease connection
+        };
+        // Active; renewing from now on, while the controller starts too.
+        let fence = Fence::new(epoch, h.lease_ms, Instant::now());
+        info!(node = %h.node_id, epoch, "HA: this node is now active");
+        let active_epoch = lease.active_epoch(epoch);
+        let (lost_tx, mut lost) = watch::channel(false);
+        let (quit, quitting) = tokio::sync::oneshot::channel::<()>();
+        let renewer = tokio::spawn(renew(lease, fence.clone(), lost_tx, quitting));
+        let mut active_cfg = cfg.clone();
+        active_cfg.link.listen = link_addr;
+        let running = match crate::controller::start_active(active_cfg, active_epoch, fence.clone()).await {
+            Ok(r) => r,
+            Err(e) => {
+                error!(error = %e, "HA: the controller did not start; giving the lease up");
+                let _ = quit.send(());
+                if let Ok(lease) = renewer.await {
+                    lease.release().await;
+                }
+                tokio::time::sleep(lease_period).await;
+                continue;
+            }
+        };
+        let api = match crate::api::bind(&cfg.api).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                error!(error = %e, addr = %cfg.api.listen, "HA: the operator API could not be bound");
+                None
+            }
+        };
+        let (stop_api, api_stopping) = tokio::sync::oneshot::channel::<()>();
+        let api = api.map(|l| {
+            tokio::spawn(crate::api::serve(l, running.handle(), cfg.api.clone(), async {
+                let _ = api_stopping.await;
+            }))
+        });
+        let mut watch_fence = tokio::time::interval(Duration::from_millis(20));
+        let stopping = loop {
+            tokio::select! {
+                _ = &mut shutdown => break true,
+                _ = lost.wait_for(|l| *l) => break false,
+                _ = watch_fence.tick() => {
+                    if !fence.holds() {
+                        warn!(epoch, "HA: the lease was not renewed in time; no longer acting as active");
+                        break false;
+                    }
+                }
+            }
+        };
+        let _ = stop_api.send(());
+        running.stop().await;
+        if let Some(api) = api {
+            let _ = api.await;
+        }
+        let _ = quit.send(());
+        let lease = renewer.await;
+        if stopping {
+            if let Ok(lease) = lease {
+                lease.release().await;
+            }
+            return Ok(());
+        }
+        info!(node = %h.node_id, epoch, "HA: fenced; standing by again");
+    }
+}
+
+/// Renews `lease` five times per period until `quit` or until another node holds it
+/// (`lost`); each renewal that succeeds extends `fence`. Gives the lease back.
+async fn renew(
+    mut lease: Lease,
+    fence: Arc<Fence>,
+    lost: watch::Sender<bool>,
+    mut quit: tokio::sync::oneshot::Receiver<()>,
+) -> Lease {
+    let period = Duration::from_millis(fence.lease_ms);
+    let mut tick = tokio::time::interval(period / 5);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = &mut quit => return lease,
+            _ = tick.tick() => {}
+        }
+        let sent = Instant::now();
+        match tokio::time::timeout(period / 2, lease.renew()).await {
+            Ok(Ok(true)) => fence.renewed(sent),
+            Ok(Ok(false)) => {
+                warn!(epoch = fence.epoch, "HA: another node holds the lease now");
+                lost.send_replace(true);
+                return lease;
+            }
+            Ok(Err(e)) => warn!(error = %e, epoch = fence.epoch, "HA: the lease could not be renewed"),
+            Err(_) => warn!(epoch = fence.epoch, "HA: renewing the lease timed out"),
+        }
+    }
+}
+
+/// The link listener of a standby: every `LINK_HELLO` is answered `LINK_REDIRECT` (when
+/// a node is active) and `LINK_REJECT` "not active", then closed.
+struct StandbyLinks {
+    local_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl StandbyLinks {
+    async fn bind(
+        addr: SocketAddr,
+        redirect: watch::Receiver<Option<ControllerAddress>>,
+        cfg: &Config,
+    ) -> std::io::Result<StandbyLinks> {
+        let listener = bind_again(addr).await?;
+        let local_addr = listener.local_addr()?;
+        let (stop, mut stopped) = watch::channel(false);
+        let room = Arc::new(Semaphore::new(cfg.link.max_handshakes));
+        let timeout = Duration::from_millis(cfg.link.handshake_timeout_ms);
+        let task = tokio::spawn(async move {
+            loop {
+                let conn = tokio::select! {
+                    c = listener.accept() => c,
+                    _ = stopped.wait_for(|s| *s) => return,
+                };
+                let Ok((stream, _)) = conn else { continue };
+                // A flood takes no more than the handshake's room; the rest is closed.
+                let Ok(place) = room.clone().try_acquire_owned() else {
+                    continue;
+                };
+                let active = redirect.borrow().clone();
+                tokio::spawn(async move {
+                    let _place = place;
+                    let _ = tokio::time::timeout(timeout, refuse(stream, active)).await;
+                });
+            }
+        });
+        Ok(StandbyLinks {
+            local_addr,
+            stop,
+            task,
+        })
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Binds `addr`, retrying for a moment: the listener this node (or its controller)
+/// just closed may not have released the port yet.
+async fn bind_again(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let mut tries = 0;
+    loop {
+        match TcpListener::bind(addr).await {
+            Ok(l) => return Ok(l),
+            Err(e) if tries < 50 && e.kind() == std::io::ErrorKind::AddrInUse => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Answers a connection's first frame as a standby (`PROTOCOL.md §3.3`).
+async fn refuse(stream: tokio::net::TcpStream, active: Option<ControllerAddress>) {
+    let mut framed = Framed::new(stream, FrameCodec::new(MAX_PAYLOAD));
+    let txn = match framed.next().await {
+        Some(Ok(Ok(f))) => f.txn,
+        _ => 0,
+    };
+    if let Some(active) = active {
+        let _ = framed
+            .feed(Frame::new(txn, Message::LinkRedirect { active }))
+            .await;
+    }
+    let reject = Message::LinkReject {
+        cause: Cause::NotActive,
+    };
+    let _ = framed.send(Frame::new(txn, reject)).await;
+}

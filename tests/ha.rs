@@ -1,0 +1,256 @@
+//! Active-standby controllers on one PostgreSQL database (`src/ha`): the lease, the
+//! fence the database keeps, and two `trunkd serve` processes taking over from each
+//! other. PostgreSQL only: skipped without `TEST_DATABASE_URL`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use trunkd::ha::Lease;
+use trunkd::hlr::Fleet;
+use trunkd::link::gateway::{ControllerList, GatewayError, GatewayLink};
+use trunkd::protocol::FleetId;
+use trunkd::store::Store;
+
+const BIN: &str = env!("CARGO_BIN_EXE_trunkd");
+
+async fn add_fleet(store: &Store, id: u16) -> Result<(), trunkd::store::StoreError> {
+    let fleet = Fleet {
+        id: FleetId::new(id).unwrap(),
+        name: format!("Fleet {id}"),
+    };
+    store.add_fleet("test", &fleet).await
+}
+
+/// Polls `f` until it gives `Some`, within [`PATIENCE`].
+async fn eventually<T, F: std::future::Future<Output = Option<T>>>(mut f: impl FnMut() -> F) -> T {
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            if let Some(v) = f().await {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("waited in vain")
+}
+
+/// Tries `lease` until it is won, within [`PATIENCE`]: the epoch.
+async fn won(lease: &mut Lease) -> i64 {
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            if let Some(epoch) = lease.try_acquire("127.0.0.1:7301", "").await.unwrap() {
+                return epoch;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the lease was never won")
+}
+
+#[tokio::test]
+async fn one_node_holds_the_lease_and_the_next_takes_over_with_a_new_epoch() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    db.open().await.close().await; // the schema
+    let mut a = Lease::connect(&db.url, "a", 1000).await.unwrap();
+    let mut b = Lease::connect(&db.url, "b", 1000).await.unwrap();
+    let first = a.try_acquire("127.0.0.1:7300", "127.0.0.1:7380").await.unwrap();
+    assert_eq!(first, Some(1));
+    assert_eq!(
+        b.try_acquire("127.0.0.1:7301", "127.0.0.1:7381").await.unwrap(),
+        None
+    );
+    let holder = b.holder().await.unwrap();
+    assert!(holder.live(), "{holder:?}");
+    assert_eq!(
+        (
+            holder.epoch,
+            holder.node_id.as_deref(),
+            holder.link_address.as_deref()
+        ),
+        (1, Some("a"), Some("127.0.0.1:7300"))
+    );
+    assert!(a.renew().await.unwrap());
+
+    // What a writes as the active node of epoch 1 is taken while it holds the lease.
+    let fenced = Store::open_active(&db.url, db.dir.path(), &a.active_epoch(1))
+        .await
+        .unwrap();
+    add_fleet(&fenced, 101).await.unwrap();
+
+    // a's session ends (a crash ends it): b takes over at once, with epoch 2.
+    drop(a);
+    let second = won(&mut b).await;
+    assert_eq!(second, 2);
+    // a's writes are refused from now on, whatever connection they come through; a
+    // session of no epoch (the command line) and b's are not.
+    let refused = add_fleet(&fenced, 102).await.unwrap_err().to_string();
+    let refused = if refused.contains("fenced") {
+        refused
+    } else {
+        // The takeover ended a's pooled session: the next one is refused.
+        add_fleet(&fenced, 102).await.unwrap_err().to_string()
+    };
+    assert!(refused.contains("fenced"), "{refused}");
+    let plain = db.open().await;
+    add_fleet(&plain, 103).await.unwrap();
+    let active = Store::open_active(&db.url, db.dir.path(), &b.active_epoch(2))
+        .await
+        .unwrap();
+    add_fleet(&active, 104).await.unwrap();
+    let ids: Vec<u16> = plain.fleets().await.unwrap().iter().map(|f| f.id.get()).collect();
+    assert!(!ids.contains(&102), "{ids:?}");
+    assert!(b.renew().await.unwrap());
+}
+
+#[tokio::test]
+async fn a_lease_that_ran_out_is_taken_from_a_node_that_stopped_renewing() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    db.open().await.close().await;
+    let mut a = Lease::connect(&db.url, "a", 500).await.unwrap();
+    let mut b = Lease::connect(&db.url, "b", 500).await.unwrap();
+    assert_eq!(a.try_acquire("a:1", "a:2").await.unwrap(), Some(1));
+    // a's session stays open but a renews no more (paused, cut off): once the lease ran
+    // out, b ends that session and takes over.
+    assert_eq!(b.try_acquire("b:1", "b:2").await.unwrap(), None);
+    let taken = won(&mut b).await;
+    assert_eq!(taken, 2);
+    assert!(
+        !matches!(a.renew().await, Ok(true)),
+        "a deposed node cannot renew"
+    );
+}
+
+#[tokio::test]
+async fn every_table_but_the_lease_is_fenced() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let store = db.open().await;
+    let trunkd::store::Pool::Postgres(pool) = store.pool() else {
+        unreachable!("a PostgreSQL store");
+    };
+    let unfenced: Vec<String> = sqlx::query_scalar(
+        "SELECT tablename::TEXT FROM pg_tables t WHERE schemaname = current_schema() \
+         AND tablename NOT IN ('ha_lease', '_sqlx_migrations') AND NOT EXISTS (\
+           SELECT 1 FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid \
+           WHERE c.relname = t.tablename AND g.tgname = 'trunkd_fence')",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert!(
+        unfenced.is_empty(),
+        "tables without the fence trigger: {unfenced:?}"
+    );
+}
+
+/// A free loopback port (bound, then released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A node's configuration file in `dir`: HA on `url` as `node`.
+fn node_config(dir: &std::path::Path, url: &str, node: &str) -> (std::path::PathBuf, u16, u16) {
+    let (link, api) = (free_port(), free_port());
+    let path = dir.join(format!("{node}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "[link]\nlisten = \"127.0.0.1:{link}\"\n[api]\nlisten = \"127.0.0.1:{api}\"\n\
+             [database]\nurl = {url:?}\n[ha]\nenabled = true\nnode_id = \"{node}\"\nlease_ms = 1000\n"
+        ),
+    )
+    .unwrap();
+    (path, link, api)
+}
+
+fn serve(config: &std::path::Path) -> LoggingChild {
+    LoggingChild::spawn(
+        tokio::process::Command::new(BIN)
+            .arg("--config")
+            .arg(config)
+            .arg("serve")
+            .env("RUST_LOG", "info")
+            .env_remove("DATABASE_URL"),
+    )
+}
+
+async fn role(http: &reqwest::Client, api: u16) -> Option<(String, i64)> {
+    let r = http
+        .get(format!("http://127.0.0.1:{api}/healthz"))
+        .send()
+        .await
+        .ok()?;
+    let v: serde_json::Value = r.json().await.ok()?;
+    Some((v["role"].as_str()?.to_string(), v["epoch"].as_i64()?))
+}
+
+#[tokio::test]
+async fn a_standby_redirects_gateways_and_takes_over_when_the_active_node_is_killed() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    provision_units(&db, 2).await;
+    let (cfg_a, link_a, api_a) = node_config(db.dir.path(), &db.url, "a");
+    let (cfg_b, link_b, api_b) = node_config(db.dir.path(), &db.url, "b");
+    let http = reqwest::Client::new();
+    let mut a = serve(&cfg_a);
+    a.read_until("this node is now active").await;
+    a.read_until("operator API listening").await;
+    let mut b = serve(&cfg_b);
+    b.read_until("standing by").await;
+    assert_eq!(role(&http, api_a).await, Some(("active".into(), 1)));
+    assert_eq!(role(&http, api_b).await, None, "a standby serves no API");
+
+    // The standby names the active node; a gateway listing the standby first finds it.
+    let redirected = eventually(|| async {
+        match GatewayLink::connect(("127.0.0.1", link_b), site(1), &key(1)).await {
+            Err(GatewayError::Redirected(to)) => Some(to),
+            _ => None,
+        }
+    })
+    .await;
+    assert_eq!(redirected.as_str(), format!("127.0.0.1:{link_a}"));
+    let list = vec![format!("127.0.0.1:{link_b}"), format!("127.0.0.1:{link_a}")];
+    let mut gateways = ControllerList::new(list).unwrap();
+    let mut g = gateways.link(site(1), &key(1)).await;
+    let t = reg(&mut g, 1).await;
+    assert!(t.get() > 0);
+
+    // kill -9 of the active node: the standby takes over, the gateway links to it.
+    a.child.start_kill().unwrap();
+    let _ = a.child.wait().await;
+    let (epoch, _) = eventually(|| async {
+        role(&http, api_b)
+            .await
+            .filter(|(r, _)| r == "active")
+            .map(|(_, e)| (e, ()))
+    })
+    .await;
+    assert_eq!(epoch, 2);
+    let closed = g.recv_service().await;
+    assert!(closed.is_err(), "{closed:?}");
+    gateways.lost();
+    let mut g = tokio::time::timeout(PATIENCE, gateways.link(site(1), &key(1)))
+        .await
+        .expect("no controller took the gateway");
+    reg(&mut g, 2).await;
+    b.read_until("this node is now active").await;
+    assert!(matches!(
+        GatewayLink::connect(("127.0.0.1", link_a), site(1), &key(1)).await,
+        Err(GatewayError::Io(_))
+    ));
+    b.terminate().await;
+}
