@@ -10,7 +10,7 @@ use common::*;
 use trunkd::ha::Lease;
 use trunkd::hlr::Fleet;
 use trunkd::link::gateway::{ControllerList, GatewayError, GatewayLink};
-use trunkd::protocol::FleetId;
+use trunkd::protocol::{CallScope, FleetId};
 use trunkd::store::Store;
 
 const BIN: &str = env!("CARGO_BIN_EXE_trunkd");
@@ -253,4 +253,89 @@ async fn a_standby_redirects_gateways_and_takes_over_when_the_active_node_is_kil
         Err(GatewayError::Io(_))
     ));
     b.terminate().await;
+}
+
+async fn signal(child: &LoggingChild, sig: &str) {
+    let pid = child.child.id().unwrap().to_string();
+    let ok = tokio::process::Command::new("kill")
+        .args([sig, &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(ok.success());
+}
+
+#[tokio::test]
+async fn a_paused_active_node_is_fenced_and_serves_no_gateway_when_it_wakes() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    provision_units(&db, 2).await;
+    let (cfg_a, link_a, api_a) = node_config(db.dir.path(), &db.url, "a");
+    let (cfg_b, link_b, api_b) = node_config(db.dir.path(), &db.url, "b");
+    let http = reqwest::Client::new();
+    let mut a = serve(&cfg_a);
+    a.read_until("operator API listening").await;
+    let mut b = serve(&cfg_b);
+    b.read_until("standing by").await;
+    let mut on_a = GatewayLink::connect(("127.0.0.1", link_a), site(1), &key(1))
+        .await
+        .unwrap();
+    reg(&mut on_a, 1).await;
+
+    // SIGSTOP past the lease (1 s): the standby ends a's session and takes over.
+    signal(&a, "-STOP").await;
+    let epoch = eventually(|| async {
+        role(&http, api_b)
+            .await
+            .filter(|(r, _)| r == "active")
+            .map(|(_, e)| e)
+    })
+    .await;
+    assert_eq!(epoch, 2);
+    let mut on_b = GatewayLink::connect(("127.0.0.1", link_b), site(1), &key(1))
+        .await
+        .unwrap();
+    let t = reg(&mut on_b, 2).await;
+
+    // Woken, a serves nothing: its old link hears no answer and is closed, and it ends
+    // ("fenced"), having written nothing (the database refuses its epoch).
+    signal(&a, "-CONT").await;
+    let answer = on_a
+        .request(trunkd::protocol::Message::Deregister { tmsi: t })
+        .await;
+    if answer.is_ok() {
+        let closed = tokio::time::timeout(PATIENCE, on_a.recv_service())
+            .await
+            .expect("a kept the link");
+        assert!(closed.is_err(), "a deposed node answered: {closed:?}");
+    }
+    let status = tokio::time::timeout(PATIENCE, a.child.wait())
+        .await
+        .expect("a did not end")
+        .unwrap();
+    assert!(!status.success());
+    a.read_until("fenced").await;
+    assert_eq!(role(&http, api_b).await, Some(("active".into(), 2)));
+
+    // Started again, the old active node stands by and sends gateways to b.
+    let mut a = serve(&cfg_a);
+    a.read_until("standing by").await;
+    let redirected = eventually(|| async {
+        match GatewayLink::connect(("127.0.0.1", link_a), site(1), &key(1)).await {
+            Err(GatewayError::Redirected(to)) => Some(to),
+            _ => None,
+        }
+    })
+    .await;
+    assert_eq!(redirected.as_str(), format!("127.0.0.1:{link_b}"));
+    assert_eq!(role(&http, api_a).await, None, "a standby serves no API");
+    // b still serves its gateway.
+    let (_, f) = group_call(&mut on_b, t, 10, CallScope::Local).await;
+    assert!(
+        matches!(f.msg, trunkd::protocol::Message::ChannelGrant { .. }),
+        "{f:?}"
+    );
+    b.terminate().await;
+    a.terminate().await;
 }

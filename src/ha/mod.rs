@@ -1,8 +1,8 @@
 //! Active-standby controllers over PostgreSQL (`[ha]`, README "HA pair").
 //!
 //! Every node runs [`serve`]: it stands by until it wins the leadership [`Lease`], runs
-//! the controller as the active node for as long as it renews the lease, and stands by
-//! again when it cannot. While standing by it answers gateways `LINK_REDIRECT` (the
+//! the controller as the active node for as long as it renews the lease, and ends (for
+//! its supervisor to start it again as a standby) when it cannot. While standing by it answers gateways `LINK_REDIRECT` (the
 //! active node's link address, when one is active) and `LINK_REJECT` "not active"
 //! (`PROTOCOL.md §3.3`), and does not serve the operator API.
 //!
@@ -11,8 +11,9 @@
 //!   node's late writes);
 //! - [`Fence`]: the active node stops serving frames once its last renewal is older than
 //!   the lease period less a margin, before a standby may take over;
-//! - the run loop then stops its controller: links closed, nothing granted, the
-//!   write-behind stopped.
+//! - the run loop then closes its links and ends the process with an error, dropping
+//!   what it had yet to write: its supervisor starts it again, as a standby. (A node
+//!   that stood by again in the same process would carry the old epoch's tasks along.)
 
 mod lease;
 
@@ -84,8 +85,8 @@ impl Fence {
     }
 }
 
-/// Runs this node of an HA group until `shutdown`: standing by, active, and standing by
-/// again whenever it loses the lease.
+/// Runs this node of an HA group until `shutdown` (`Ok`) or until it loses the lease it
+/// held (an error: fenced): standing by until it wins the lease, then active.
 pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let h = cfg.ha.clone();
     tokio::pin!(shutdown);
@@ -192,21 +193,32 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::R
             }
         };
         let _ = stop_api.send(());
+        let _ = quit.send(());
+        if !stopping {
+            // Fenced: whatever this node still holds belongs to an epoch that is over.
+            // Its links are closed; what it had yet to write is dropped (the database
+            // would refuse it), and the process ends, for its supervisor to start it
+            // again as a standby.
+            let _ = tokio::time::timeout(FENCED_STOP, running.stop()).await;
+            anyhow::bail!(
+                "HA: fenced: node {} lost the lease of epoch {epoch}; it stopped acting as \
+                 active (restart it to stand by)",
+                h.node_id
+            );
+        }
         running.stop().await;
         if let Some(api) = api {
             let _ = api.await;
         }
-        let _ = quit.send(());
-        let lease = renewer.await;
-        if stopping {
-            if let Ok(lease) = lease {
-                lease.release().await;
-            }
-            return Ok(());
+        if let Ok(lease) = renewer.await {
+            lease.release().await;
         }
-        info!(node = %h.node_id, epoch, "HA: fenced; standing by again");
+        return Ok(());
     }
 }
+
+/// How long a fenced node gives its controller to close its links before it exits.
+const FENCED_STOP: Duration = Duration::from_secs(1);
 
 /// Renews `lease` five times per period until `quit` or until another node holds it
 /// (`lost`); each renewal that succeeds extends `fence`. Gives the lease back.
