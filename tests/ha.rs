@@ -197,32 +197,58 @@ async fn role(http: &reqwest::Client, api: u16) -> Option<(String, i64)> {
     Some((v["role"].as_str()?.to_string(), v["epoch"].as_i64()?))
 }
 
-#[tokio::test]
-async fn a_standby_redirects_gateways_and_takes_over_when_the_active_node_is_killed() {
-    let Some(db) = TestDb::postgres().await else {
-        return;
-    };
-    provision_units(&db, 2).await;
-    let (cfg_a, link_a, api_a) = node_config(db.dir.path(), &db.url, "a");
-    let (cfg_b, link_b, api_b) = node_config(db.dir.path(), &db.url, "b");
-    let http = reqwest::Client::new();
-    let mut a = serve(&cfg_a);
-    a.read_until("this node is now active").await;
-    a.read_until("operator API listening").await;
-    let mut b = serve(&cfg_b);
-    b.read_until("standing by").await;
-    assert_eq!(role(&http, api_a).await, Some(("active".into(), 1)));
-    assert_eq!(role(&http, api_b).await, None, "a standby serves no API");
+/// Two nodes on `db`'s two units: `a` active, `b` standing by; each with its config,
+/// link port and API port.
+struct Pair {
+    a: (LoggingChild, std::path::PathBuf, u16, u16),
+    b: (LoggingChild, std::path::PathBuf, u16, u16),
+    http: reqwest::Client,
+}
 
-    // The standby names the active node; a gateway listing the standby first finds it.
-    let redirected = eventually(|| async {
-        match GatewayLink::connect(("127.0.0.1", link_b), site(1), &key(1)).await {
+impl Pair {
+    async fn start(db: &TestDb) -> Pair {
+        provision_units(db, 2).await;
+        let (cfg_a, link_a, api_a) = node_config(db.dir.path(), &db.url, "a");
+        let (cfg_b, link_b, api_b) = node_config(db.dir.path(), &db.url, "b");
+        let mut a = serve(&cfg_a);
+        a.read_until("operator API listening").await;
+        let mut b = serve(&cfg_b);
+        b.read_until("standing by").await;
+        Pair {
+            a: (a, cfg_a, link_a, api_a),
+            b: (b, cfg_b, link_b, api_b),
+            http: reqwest::Client::new(),
+        }
+    }
+}
+
+/// Where the node on `link` sends gateways, once it is standing by and knows.
+async fn redirect_of(link: u16) -> String {
+    let to = eventually(|| async {
+        match GatewayLink::connect(("127.0.0.1", link), site(1), &key(1)).await {
             Err(GatewayError::Redirected(to)) => Some(to),
             _ => None,
         }
     })
     .await;
-    assert_eq!(redirected.as_str(), format!("127.0.0.1:{link_a}"));
+    to.as_str().to_string()
+}
+
+#[tokio::test]
+async fn a_standby_redirects_gateways_and_takes_over_when_the_active_node_is_killed() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let Pair {
+        a: (mut a, _, link_a, api_a),
+        b: (mut b, _, link_b, api_b),
+        http,
+    } = Pair::start(&db).await;
+    assert_eq!(role(&http, api_a).await, Some(("active".into(), 1)));
+    assert_eq!(role(&http, api_b).await, None, "a standby serves no API");
+
+    // The standby names the active node; a gateway listing the standby first finds it.
+    assert_eq!(redirect_of(link_b).await, format!("127.0.0.1:{link_a}"));
     let list = vec![format!("127.0.0.1:{link_b}"), format!("127.0.0.1:{link_a}")];
     let mut gateways = ControllerList::new(list).unwrap();
     let mut g = gateways.link(site(1), &key(1)).await;
@@ -270,14 +296,11 @@ async fn a_paused_active_node_is_fenced_and_serves_no_gateway_when_it_wakes() {
     let Some(db) = TestDb::postgres().await else {
         return;
     };
-    provision_units(&db, 2).await;
-    let (cfg_a, link_a, api_a) = node_config(db.dir.path(), &db.url, "a");
-    let (cfg_b, link_b, api_b) = node_config(db.dir.path(), &db.url, "b");
-    let http = reqwest::Client::new();
-    let mut a = serve(&cfg_a);
-    a.read_until("operator API listening").await;
-    let mut b = serve(&cfg_b);
-    b.read_until("standing by").await;
+    let Pair {
+        a: (mut a, cfg_a, link_a, api_a),
+        b: (mut b, _, link_b, api_b),
+        http,
+    } = Pair::start(&db).await;
     let mut on_a = GatewayLink::connect(("127.0.0.1", link_a), site(1), &key(1))
         .await
         .unwrap();
@@ -321,14 +344,7 @@ async fn a_paused_active_node_is_fenced_and_serves_no_gateway_when_it_wakes() {
     // Started again, the old active node stands by and sends gateways to b.
     let mut a = serve(&cfg_a);
     a.read_until("standing by").await;
-    let redirected = eventually(|| async {
-        match GatewayLink::connect(("127.0.0.1", link_a), site(1), &key(1)).await {
-            Err(GatewayError::Redirected(to)) => Some(to),
-            _ => None,
-        }
-    })
-    .await;
-    assert_eq!(redirected.as_str(), format!("127.0.0.1:{link_b}"));
+    assert_eq!(redirect_of(link_a).await, format!("127.0.0.1:{link_b}"));
     assert_eq!(role(&http, api_a).await, None, "a standby serves no API");
     // b still serves its gateway.
     let (_, f) = group_call(&mut on_b, t, 10, CallScope::Local).await;
