@@ -211,7 +211,8 @@ impl Pair {
         let (cfg_a, link_a, api_a) = node_config(db.dir.path(), &db.url, "a");
         let (cfg_b, link_b, api_b) = node_config(db.dir.path(), &db.url, "b");
         let mut a = serve(&cfg_a);
-        a.read_until("operator API listening").await;
+        a.read_until("this node is now active").await;
+        a.read_until("link server listening").await;
         let mut b = serve(&cfg_b);
         b.read_until("standing by").await;
         Pair {
@@ -245,7 +246,18 @@ async fn a_standby_redirects_gateways_and_takes_over_when_the_active_node_is_kil
         http,
     } = Pair::start(&db).await;
     assert_eq!(role(&http, api_a).await, Some(("active".into(), 1)));
-    assert_eq!(role(&http, api_b).await, None, "a standby serves no API");
+    // The standby tells the epoch as soon as it has read the lease.
+    eventually(|| async { (role(&http, api_b).await == Some(("standby".into(), 1))).then_some(()) }).await;
+    let r = http
+        .get(format!("http://127.0.0.1:{api_b}/api/v1/units"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let e: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(e["code"], "not_active");
+    let active_api = format!("127.0.0.1:{api_a}");
+    assert!(e["message"].as_str().unwrap().contains(&active_api), "{e}");
 
     // The standby names the active node; a gateway listing the standby first finds it.
     assert_eq!(redirect_of(link_b).await, format!("127.0.0.1:{link_a}"));
@@ -345,7 +357,7 @@ async fn a_paused_active_node_is_fenced_and_serves_no_gateway_when_it_wakes() {
     let mut a = serve(&cfg_a);
     a.read_until("standing by").await;
     assert_eq!(redirect_of(link_a).await, format!("127.0.0.1:{link_b}"));
-    assert_eq!(role(&http, api_a).await, None, "a standby serves no API");
+    eventually(|| async { (role(&http, api_a).await == Some(("standby".into(), 2))).then_some(()) }).await;
     // b still serves its gateway.
     let (_, f) = group_call(&mut on_b, t, 10, CallScope::Local).await;
     assert!(
@@ -354,4 +366,25 @@ async fn a_paused_active_node_is_fenced_and_serves_no_gateway_when_it_wakes() {
     );
     b.terminate().await;
     a.terminate().await;
+}
+
+#[tokio::test]
+async fn two_nodes_started_at_once_on_a_fresh_database_elect_exactly_one() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    // Nothing provisioned, no schema: each node migrates it first.
+    let (cfg_a, _, api_a) = node_config(db.dir.path(), &db.url, "a");
+    let (cfg_b, _, api_b) = node_config(db.dir.path(), &db.url, "b");
+    let (mut a, mut b) = (serve(&cfg_a), serve(&cfg_b));
+    let http = reqwest::Client::new();
+    let mut roles = eventually(|| async {
+        let (ra, rb) = (role(&http, api_a).await?, role(&http, api_b).await?);
+        (ra.1 == 1 && rb.1 == 1).then_some(vec![ra.0, rb.0])
+    })
+    .await;
+    roles.sort();
+    assert_eq!(roles, ["active", "standby"]);
+    a.terminate().await;
+    b.terminate().await;
 }

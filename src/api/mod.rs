@@ -370,13 +370,15 @@ pub struct Health {
     /// `up`, or `down` while the database does not answer (the controller keeps serving
     /// from memory meanwhile).
     pub database: &'static str,
-    /// `standalone` (no HA), or `active` (the active node of an HA group; a standby
-    /// serves no API).
+    /// `standalone` (no HA), `active` or `standby` (a node of an HA group).
     pub role: &'static str,
-    /// HA: the lease's epoch this node is active for.
+    /// HA: the lease's epoch (the one this node is active for, or the active node's).
     pub epoch: Option<i64>,
-    /// HA: ms since this node last renewed its lease.
+    /// HA, active: ms since this node last renewed its lease.
     pub lease_age_ms: Option<i64>,
+    /// HA, standby: the active node's operator API address, when a node is active.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub active_api: Option<String>,
 }
 
 /// Every route with its documentation: the parts of the API, each from its file's
@@ -471,6 +473,7 @@ async fn healthz(State(state): State<ApiState>) -> Result<Json<Health>, ApiError
         role: if ha.is_some() { "active" } else { "standalone" },
         epoch: ha.map(|(epoch, _)| epoch),
         lease_age_ms: ha.map(|(_, age)| age),
+        active_api: None,
     }))
 }
 
@@ -561,7 +564,65 @@ pub async fn serve(
     cfg: ApiConfig,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(handle, &cfg).into_make_service_with_connect_info::<SocketAddr>();
+    serve_app(listener, router(handle, &cfg), stop).await
+}
+
+/// What a standby of an HA group knows of the group, for its API.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StandbyView {
+    /// The lease's epoch.
+    pub epoch: i64,
+    /// The active node's operator API address, when a node is active.
+    pub active_api: Option<String>,
+}
+
+/// Serves the API of a standby (`src/ha`) until `stop`: `GET /healthz` (role `standby`,
+/// the epoch, the active node's API address) and, for every other request, 503
+/// `not_active` naming the active node's API address: a standby holds no live state.
+pub async fn serve_standby(
+    listener: ApiListener,
+    view: tokio::sync::watch::Receiver<StandbyView>,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let health = {
+        let view = view.clone();
+        move || {
+            let v = view.borrow().clone();
+            async move {
+                Json(Health {
+                    status: "ok",
+                    database: "up",
+                    role: "standby",
+                    epoch: Some(v.epoch),
+                    lease_age_ms: None,
+                    active_api: v.active_api,
+                })
+            }
+        }
+    };
+    let not_active = move || {
+        let active = view.borrow().active_api.clone();
+        async move {
+            let message = match active {
+                Some(a) => format!("this node is a standby; the active node's API is at {a}"),
+                None => "this node is a standby and no node is active now".to_string(),
+            };
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_active", message)
+        }
+    };
+    let app = Router::new()
+        .route("/healthz", axum::routing::get(health))
+        .fallback(not_active);
+    serve_app(listener, app, stop).await
+}
+
+/// Serves `app` on `listener` (over TLS when it has it) until `stop`.
+async fn serve_app(
+    listener: ApiListener,
+    app: Router,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     let Some(tls) = listener.tls else {
         return axum::serve(listener.tcp, app).with_graceful_shutdown(stop).await;
     };

@@ -4,7 +4,8 @@
 //! the controller as the active node for as long as it renews the lease, and ends (for
 //! its supervisor to start it again as a standby) when it cannot. While standing by it answers gateways `LINK_REDIRECT` (the
 //! active node's link address, when one is active) and `LINK_REJECT` "not active"
-//! (`PROTOCOL.md §3.3`), and does not serve the operator API.
+//! (`PROTOCOL.md §3.3`), and its operator API answers `/healthz` (role `standby`) and
+//! 503 `not_active`, naming the active node's API, to everything else.
 //!
 //! Fencing, in three layers:
 //! - the database refuses every write of an epoch that is not the lease's (a deposed
@@ -31,9 +32,11 @@ use tokio::sync::{watch, Semaphore};
 use tokio_util::codec::Framed;
 use tracing::{error, info, warn};
 
+use crate::api::StandbyView;
 use crate::config::Config;
 use crate::link::codec::FrameCodec;
 use crate::protocol::{Cause, ControllerAddress, Frame, Message, MAX_PAYLOAD};
+use crate::store::Store;
 
 /// Whether this node may still act as the active node: true until its last renewal is
 /// older than the lease period less a fifth of it (a margin for the time a renewal
@@ -93,7 +96,13 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::R
     let lease_period = Duration::from_millis(h.lease_ms);
     loop {
         let mut lease = loop {
-            match Lease::connect(&cfg.database.url, &h.node_id, h.lease_ms).await {
+            // The schema first (a fresh database), as every controller does at start.
+            let connected = async {
+                let store = Store::open(&cfg.database.url, &cfg.database.data_dir).await?;
+                store.close().await;
+                Lease::connect(&cfg.database.url, &h.node_id, h.lease_ms).await
+            };
+            match connected.await {
                 Ok(l) => break l,
                 Err(e) => {
                     warn!(error = %e, "HA: the database does not answer; standing by");
@@ -106,7 +115,8 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::R
         };
         // Standing by.
         let (redirect_tx, redirect_rx) = watch::channel(None::<ControllerAddress>);
-        let standby = StandbyLinks::bind(cfg.link.listen, redirect_rx, &cfg).await?;
+        let (view_tx, view_rx) = watch::channel(StandbyView::default());
+        let standby = Standby::start(&cfg, redirect_rx, view_rx).await?;
         let link_addr = standby.local_addr;
         let advertised = if h.link_address.is_empty() {
             link_addr.to_string()
@@ -120,11 +130,13 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::R
                 Ok(Some(epoch)) => break Some(epoch),
                 Ok(None) => {
                     if let Ok(holder) = lease.holder().await {
-                        let active = holder
-                            .live()
-                            .then(|| holder.link_address.as_deref().and_then(ControllerAddress::new))
-                            .flatten();
-                        redirect_tx.send_replace(active);
+                        let live = holder.live();
+                        let link = holder.link_address.as_deref().and_then(ControllerAddress::new);
+                        redirect_tx.send_replace(link.filter(|_| live));
+                        view_tx.send_replace(StandbyView {
+                            epoch: holder.epoch,
+                            active_api: holder.api_address.filter(|a| live && !a.is_empty()),
+                        });
                     }
                 }
                 Err(e) => {
@@ -250,21 +262,23 @@ async fn renew(
     }
 }
 
-/// The link listener of a standby: every `LINK_HELLO` is answered `LINK_REDIRECT` (when
-/// a node is active) and `LINK_REJECT` "not active", then closed.
-struct StandbyLinks {
+/// What a standby serves: its link listener, where every `LINK_HELLO` is answered
+/// `LINK_REDIRECT` (when a node is active) and `LINK_REJECT` "not active", then closed;
+/// and its operator API ([`crate::api::serve_standby`]).
+struct Standby {
     local_addr: SocketAddr,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    api: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
-impl StandbyLinks {
-    async fn bind(
-        addr: SocketAddr,
-        redirect: watch::Receiver<Option<ControllerAddress>>,
+impl Standby {
+    async fn start(
         cfg: &Config,
-    ) -> std::io::Result<StandbyLinks> {
-        let listener = bind_again(addr).await?;
+        redirect: watch::Receiver<Option<ControllerAddress>>,
+        view: watch::Receiver<StandbyView>,
+    ) -> std::io::Result<Standby> {
+        let listener = bind_again(cfg.link.listen).await?;
         let local_addr = listener.local_addr()?;
         let (stop, mut stopped) = watch::channel(false);
         let room = Arc::new(Semaphore::new(cfg.link.max_handshakes));
@@ -287,16 +301,32 @@ impl StandbyLinks {
                 });
             }
         });
-        Ok(StandbyLinks {
+        let api = match crate::api::bind(&cfg.api).await {
+            Ok(l) => {
+                let mut stopping = stop.subscribe();
+                Some(tokio::spawn(crate::api::serve_standby(l, view, async move {
+                    let _ = stopping.wait_for(|s| *s).await;
+                })))
+            }
+            Err(e) => {
+                warn!(error = %e, addr = %cfg.api.listen, "HA: the operator API could not be bound");
+                None
+            }
+        };
+        Ok(Standby {
             local_addr,
             stop,
             task,
+            api,
         })
     }
 
     async fn stop(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
+        if let Some(api) = self.api {
+            let _ = api.await;
+        }
     }
 }
 
