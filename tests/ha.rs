@@ -286,6 +286,15 @@ async fn a_standby_redirects_gateways_and_takes_over_when_the_active_node_is_kil
         .expect("no controller took the gateway");
     reg(&mut g, 2).await;
     b.read_until("this node is now active").await;
+    // The takeover is an alarm, there for every operator until one acknowledges it.
+    let store = db.open().await;
+    eventually(|| async {
+        let open = store.unfinished_alarms().await.unwrap();
+        open.iter()
+            .any(|a| a.kind == "takeover" && a.subject == "controller" && a.detail.contains("epoch 2"))
+            .then_some(())
+    })
+    .await;
     assert!(matches!(
         GatewayLink::connect(("127.0.0.1", link_a), site(1), &key(1)).await,
         Err(GatewayError::Io(_))

@@ -63,10 +63,10 @@ pub struct AlarmJson {
     /// Its id.
     pub id: u64,
     /// `site_link_lost`, `slot_out_of_service`, `queue_full`, `emergency`,
-    /// `clone_suspected`, `database_unavailable` or `records_backlog`.
+    /// `clone_suspected`, `database_unavailable`, `records_backlog` or `takeover`.
     pub kind: &'static str,
     /// Of what: `site:<id>`, `slot:<site>/<carrier>/<slot>`, `unit:<imsi>`, `database`,
-    /// `records`.
+    /// `records`, `controller`.
     pub subject: String,
     /// The site of a site's or slot's alarm.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -120,7 +120,7 @@ pub(super) fn alarm_json(a: &Alarm, handle: &ControllerHandle) -> AlarmJson {
             imsi = Some(i.to_string());
             unit = handle.subscriber_unit(&i).map(UnitJson::from);
         }
-        Subject::Database | Subject::Records => {}
+        Subject::Database | Subject::Records | Subject::Controller => {}
     }
     AlarmJson {
         id: a.id,

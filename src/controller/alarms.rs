@@ -12,6 +12,7 @@
 //! | `clone_suspected` | `unit:<imsi>` | the registrar suspects a clone of the unit | at once: a moment, not a lasting condition |
 //! | `database_unavailable` | `database` | the database fails an operation | it answers again |
 //! | `records_backlog` | `records` | half of `trunking.max_unwritten_records` call records wait to be written | fewer than a quarter wait |
+//! | `takeover` | `controller` | this node of an HA group became active after another (an epoch above 1) | at once: a moment |
 //!
 //! # Life cycle
 //!
@@ -102,11 +103,13 @@ pub enum AlarmKind {
     /// Call records are not written as fast as calls end; at the cap, new requests are
     /// refused "busy".
     RecordsBacklog,
+    /// An HA node took over as the active controller.
+    Takeover,
 }
 
 impl AlarmKind {
     /// Every kind.
-    pub const ALL: [AlarmKind; 7] = [
+    pub const ALL: [AlarmKind; 8] = [
         AlarmKind::SiteLinkLost,
         AlarmKind::SlotOutOfService,
         AlarmKind::QueueFull,
@@ -114,6 +117,7 @@ impl AlarmKind {
         AlarmKind::CloneSuspected,
         AlarmKind::DatabaseUnavailable,
         AlarmKind::RecordsBacklog,
+        AlarmKind::Takeover,
     ];
 
     /// As the API and the database name it, e.g. `site_link_lost`.
@@ -126,6 +130,7 @@ impl AlarmKind {
             AlarmKind::CloneSuspected => "clone_suspected",
             AlarmKind::DatabaseUnavailable => "database_unavailable",
             AlarmKind::RecordsBacklog => "records_backlog",
+            AlarmKind::Takeover => "takeover",
         }
     }
 
@@ -136,7 +141,7 @@ impl AlarmKind {
 
     /// Raised for a moment, not a lasting condition: cleared as it is raised.
     fn momentary(self) -> bool {
-        self == AlarmKind::CloneSuspected
+        matches!(self, AlarmKind::CloneSuspected | AlarmKind::Takeover)
     }
 }
 
@@ -160,6 +165,8 @@ pub enum Subject {
     Database,
     /// `records`: the call records written behind.
     Records,
+    /// `controller`: the controller itself (its HA role).
+    Controller,
 }
 
 impl fmt::Display for Subject {
@@ -170,6 +177,7 @@ impl fmt::Display for Subject {
             Subject::Unit(imsi) => write!(f, "unit:{imsi}"),
             Subject::Database => f.write_str("database"),
             Subject::Records => f.write_str("records"),
+            Subject::Controller => f.write_str("controller"),
         }
     }
 }
@@ -181,6 +189,7 @@ impl Subject {
         match s.split_once(':') {
             None if s == "database" => Some(Subject::Database),
             None if s == "records" => Some(Subject::Records),
+            None if s == "controller" => Some(Subject::Controller),
             Some(("site", v)) => site(v).map(Subject::Site),
             Some(("slot", v)) => {
                 let mut parts = v.split('/');
@@ -718,6 +727,15 @@ impl AlarmKeeper {
         self.publish(changes);
     }
 
+    /// This node became the active node of an HA group at `epoch` (above 1: after
+    /// another node).
+    pub(super) fn took_over(&self, node: &str, epoch: i64) {
+        if epoch > 1 {
+            let detail = format!("node {node} took over as the active controller (epoch {epoch})");
+            self.raise(Raise::of(AlarmKind::Takeover, Subject::Controller, detail));
+        }
+    }
+
     fn raise(&self, r: Raise) {
         if self.stopping() {
             return;
@@ -1047,6 +1065,7 @@ mod tests {
             Subject::Unit(imsi),
             Subject::Database,
             Subject::Records,
+            Subject::Controller,
         ] {
             assert_eq!(Subject::parse(&s.to_string()), Some(s), "{s}");
         }

@@ -121,7 +121,13 @@ pub async fn start_active(
 ) -> Result<Running, StartError> {
     let clock = Clock::start();
     let store = Store::open_active(&cfg.database.url, &cfg.database.data_dir, &active).await?;
-    start_on(cfg, store.with_clock(clock), clock, Some(fence)).await
+    let running = start_on(cfg, store.with_clock(clock), clock, Some(fence)).await?;
+    running
+        .handle
+        .node
+        .alarms
+        .took_over(&active.node_id, active.epoch);
+    Ok(running)
 }
 
 async fn start_on(
