@@ -287,6 +287,19 @@ pub struct Scrape {
     pub backlog: Backlog,
     /// The counters and histograms.
     pub counted: Counted,
+    /// This node's place in an HA group; `None` without HA.
+    pub ha: Option<HaGauges>,
+}
+
+/// An HA node's role, as `GET /metrics` shows it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HaGauges {
+    /// Whether this node is the active one.
+    pub active: bool,
+    /// The lease's epoch.
+    pub epoch: i64,
+    /// Active: ms since the last renewal of the lease.
+    pub lease_age_ms: Option<i64>,
 }
 
 impl Scrape {
@@ -331,6 +344,23 @@ fn histograms(
 impl Collector for Scrape {
     fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
         let e = &mut e;
+        if let Some(ha) = self.ha {
+            let help = "Whether this node is the active node of its HA group (1) or a standby (0).";
+            gauge(e, "trunkd_ha_active", help, usize::from(ha.active))?;
+            let epoch = e.encode_descriptor(
+                "trunkd_ha_epoch",
+                "The HA lease's epoch.",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(ha.epoch).encode(epoch)?;
+            if let Some(ms) = ha.lease_age_ms {
+                let help = "Seconds since the active node last renewed its HA lease.";
+                let age =
+                    e.encode_descriptor("trunkd_ha_lease_age_seconds", help, None, MetricType::Gauge)?;
+                ConstGauge::new(ms as f64 / 1000.0).encode(age)?;
+            }
+        }
         gauge(
             e,
             "trunkd_connected_sites",
@@ -451,11 +481,19 @@ mod tests {
                 ..Backlog::default()
             },
             counted: m.snapshot(),
+            ha: Some(HaGauges {
+                active: true,
+                epoch: 3,
+                lease_age_ms: Some(250),
+            }),
         };
         let text = scrape.encode().unwrap();
         for line in [
             "# TYPE trunkd_connected_sites gauge",
             "trunkd_connected_sites 2",
+            "trunkd_ha_active 1",
+            "trunkd_ha_epoch 3",
+            "trunkd_ha_lease_age_seconds 0.25",
             "trunkd_registered_units 5",
             "trunkd_active_calls 1",
             "trunkd_queue_depth{site=\"7\"} 3",
@@ -477,6 +515,6 @@ mod tests {
         }
         let helps = text.lines().filter(|l| l.starts_with("# HELP trunkd_")).count();
         let types = text.lines().filter(|l| l.starts_with("# TYPE trunkd_")).count();
-        assert_eq!((helps, types), (11, 11), "{text}");
+        assert_eq!((helps, types), (14, 14), "{text}");
     }
 }

@@ -387,11 +387,23 @@ async fn two_nodes_started_at_once_on_a_fresh_database_elect_exactly_one() {
     let (cfg_b, _, api_b) = node_config(db.dir.path(), &db.url, "b");
     let (mut a, mut b) = (serve(&cfg_a), serve(&cfg_b));
     let http = reqwest::Client::new();
+    let metrics = |api: u16| {
+        let r = http.get(format!("http://127.0.0.1:{api}/metrics")).send();
+        async move { r.await.unwrap().text().await.unwrap() }
+    };
     let mut roles = eventually(|| async {
         let (ra, rb) = (role(&http, api_a).await?, role(&http, api_b).await?);
         (ra.1 == 1 && rb.1 == 1).then_some(vec![ra.0, rb.0])
     })
     .await;
+    let is_active = |text: String| text.lines().any(|l| l == "trunkd_ha_active 1");
+    let active = vec![is_active(metrics(api_a).await), is_active(metrics(api_b).await)];
+    assert_eq!(active, [roles[0] == "active", roles[1] == "active"], "{roles:?}");
+    let standby_api = if roles[0] == "active" { api_b } else { api_a };
+    assert!(metrics(standby_api)
+        .await
+        .lines()
+        .any(|l| l == "trunkd_ha_epoch 1"));
     roles.sort();
     assert_eq!(roles, ["active", "standby"]);
     a.terminate().await;

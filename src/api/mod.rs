@@ -488,7 +488,12 @@ async fn healthz(State(state): State<ApiState>) -> Result<Json<Health>, ApiError
         content_type = "text/plain", body = String))
 )]
 async fn metrics(State(s): State<ApiState>) -> Result<Response, ApiError> {
-    let text = s.handle.metrics().encode().map_err(|_| {
+    metrics_text(s.handle.metrics())
+}
+
+/// `scrape` in the Prometheus text format, as `GET /metrics` answers it.
+fn metrics_text(scrape: crate::metrics::Scrape) -> Result<Response, ApiError> {
+    let text = scrape.encode().map_err(|_| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
@@ -577,7 +582,8 @@ pub struct StandbyView {
 }
 
 /// Serves the API of a standby (`src/ha`) until `stop`: `GET /healthz` (role `standby`,
-/// the epoch, the active node's API address) and, for every other request, 503
+/// the epoch, the active node's API address), `GET /metrics` (`trunkd_ha_active 0` and
+/// the epoch; nothing else runs here) and, for every other request, 503
 /// `not_active` naming the active node's API address: a standby holds no live state.
 pub async fn serve_standby(
     listener: ApiListener,
@@ -600,6 +606,23 @@ pub async fn serve_standby(
             }
         }
     };
+    let metrics = {
+        let view = view.clone();
+        move || {
+            let epoch = view.borrow().epoch;
+            async move {
+                let scrape = crate::metrics::Scrape {
+                    ha: Some(crate::metrics::HaGauges {
+                        active: false,
+                        epoch,
+                        lease_age_ms: None,
+                    }),
+                    ..Default::default()
+                };
+                metrics_text(scrape)
+            }
+        }
+    };
     let not_active = move || {
         let active = view.borrow().active_api.clone();
         async move {
@@ -612,6 +635,7 @@ pub async fn serve_standby(
     };
     let app = Router::new()
         .route("/healthz", axum::routing::get(health))
+        .route("/metrics", axum::routing::get(metrics))
         .fallback(not_active);
     serve_app(listener, app, stop).await
 }

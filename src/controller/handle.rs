@@ -639,6 +639,11 @@ impl ControllerHandle {
                 audit_entries,
             },
             counted: n.metrics.snapshot(),
+            ha: self.ha_lease().map(|(epoch, age)| crate::metrics::HaGauges {
+                active: true,
+                epoch,
+                lease_age_ms: Some(age),
+            }),
         }
     }
 
