@@ -205,8 +205,8 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::R
             }
         };
         let _ = stop_api.send(());
-        let _ = quit.send(());
         if !stopping {
+            let _ = quit.send(());
             // Fenced: whatever this node still holds belongs to an epoch that is over.
             // Its links are closed; what it had yet to write is dropped (the database
             // would refuse it), and the process ends, for its supervisor to start it
@@ -218,10 +218,13 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::R
                 h.node_id
             );
         }
+        // A clean stop: the lease is still renewed while the controller writes what it
+        // holds, then given up at once.
         running.stop().await;
         if let Some(api) = api {
             let _ = api.await;
         }
+        let _ = quit.send(());
         if let Ok(lease) = renewer.await {
             lease.release().await;
         }
