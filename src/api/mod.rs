@@ -579,6 +579,9 @@ pub struct StandbyView {
     pub epoch: i64,
     /// The active node's operator API address, when a node is active.
     pub active_api: Option<String>,
+    /// The active node's link address, when a node is active (what a standby's link
+    /// listener names in `LINK_REDIRECT`).
+    pub active_link: Option<crate::protocol::ControllerAddress>,
 }
 
 /// Serves the API of a standby (`src/ha`) until `stop`: `GET /healthz` (role `standby`,

@@ -114,9 +114,8 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::R
             }
         };
         // Standing by.
-        let (redirect_tx, redirect_rx) = watch::channel(None::<ControllerAddress>);
         let (view_tx, view_rx) = watch::channel(StandbyView::default());
-        let standby = Standby::start(&cfg, redirect_rx, view_rx).await?;
+        let standby = Standby::start(&cfg, view_rx).await?;
         let link_addr = standby.local_addr;
         let advertised = if h.link_address.is_empty() {
             link_addr.to_string()
@@ -132,10 +131,10 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::R
                     if let Ok(holder) = lease.holder().await {
                         let live = holder.live();
                         let link = holder.link_address.as_deref().and_then(ControllerAddress::new);
-                        redirect_tx.send_replace(link.filter(|_| live));
                         view_tx.send_replace(StandbyView {
                             epoch: holder.epoch,
                             active_api: holder.api_address.filter(|a| live && !a.is_empty()),
+                            active_link: link.filter(|_| live),
                         });
                     }
                 }
@@ -276,16 +275,13 @@ struct Standby {
 }
 
 impl Standby {
-    async fn start(
-        cfg: &Config,
-        redirect: watch::Receiver<Option<ControllerAddress>>,
-        view: watch::Receiver<StandbyView>,
-    ) -> std::io::Result<Standby> {
+    async fn start(cfg: &Config, view: watch::Receiver<StandbyView>) -> std::io::Result<Standby> {
         let listener = bind_again(cfg.link.listen).await?;
         let local_addr = listener.local_addr()?;
         let (stop, mut stopped) = watch::channel(false);
         let room = Arc::new(Semaphore::new(cfg.link.max_handshakes));
         let timeout = Duration::from_millis(cfg.link.handshake_timeout_ms);
+        let redirect = view.clone();
         let task = tokio::spawn(async move {
             loop {
                 let conn = tokio::select! {
@@ -297,7 +293,7 @@ impl Standby {
                 let Ok(place) = room.clone().try_acquire_owned() else {
                     continue;
                 };
-                let active = redirect.borrow().clone();
+                let active = redirect.borrow().active_link.clone();
                 tokio::spawn(async move {
                     let _place = place;
                     let _ = tokio::time::timeout(timeout, refuse(stream, active)).await;
