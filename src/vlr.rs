@@ -213,6 +213,24 @@ impl Vlr {
         Ok((tmsi, previous))
     }
 
+    /// Puts back a unit as it was written behind (a restart or a takeover): under its
+    /// own TMSI, unless the IMSI is registered already or the TMSI is taken (then it is
+    /// left out, `false`, and registers again when it next speaks).
+    pub fn restore(&self, imsi: Imsi, unit: VlrUnit) -> bool {
+        let Entry::Vacant(slot) = self.by_imsi.entry(imsi) else {
+            return false;
+        };
+        match self.by_tmsi.entry(unit.tmsi) {
+            Entry::Vacant(v) => {
+                v.insert(imsi);
+            }
+            Entry::Occupied(_) => return false,
+        }
+        self.index(&unit, 1);
+        slot.insert(unit);
+        true
+    }
+
     /// Applies `f` to a registered unit; `None` if it is not registered.
     pub fn update<R>(&self, imsi: &Imsi, f: impl FnOnce(&mut VlrUnit) -> R) -> Option<R> {
         let mut u = self.by_imsi.get_mut(imsi)?;

@@ -23,6 +23,13 @@ async fn add_fleet(store: &Store, id: u16) -> Result<(), trunkd::store::StoreErr
     store.add_fleet("test", &fleet).await
 }
 
+fn pg(store: &Store) -> &sqlx::PgPool {
+    match store.pool() {
+        trunkd::store::Pool::Postgres(pool) => pool,
+        trunkd::store::Pool::Sqlite(_) => unreachable!("the HA tests run on PostgreSQL only"),
+    }
+}
+
 /// Polls `f` until it gives `Some`, within [`PATIENCE`].
 async fn eventually<T, F: std::future::Future<Output = Option<T>>>(mut f: impl FnMut() -> F) -> T {
     tokio::time::timeout(PATIENCE, async {
@@ -134,9 +141,7 @@ async fn every_table_but_the_lease_is_fenced() {
         return;
     };
     let store = db.open().await;
-    let trunkd::store::Pool::Postgres(pool) = store.pool() else {
-        unreachable!("a PostgreSQL store");
-    };
+    let pool = pg(&store);
     let unfenced: Vec<String> = sqlx::query_scalar(
         "SELECT tablename::TEXT FROM pg_tables t WHERE schemaname = current_schema() \
          AND tablename NOT IN ('ha_lease', '_sqlx_migrations') AND NOT EXISTS (\
@@ -240,6 +245,13 @@ async fn a_standby_redirects_gateways_and_takes_over_when_the_active_node_is_kil
     let Some(db) = TestDb::postgres().await else {
         return;
     };
+    let store = db.open().await;
+    let hash = trunkd::auth::password::hash("a long passphrase").unwrap();
+    let role_admin = trunkd::auth::Role::Admin;
+    store
+        .add_operator("test", "alice", &hash, role_admin, &trunkd::auth::Fleets::All)
+        .await
+        .unwrap();
     let Pair {
         a: (mut a, _, link_a, api_a),
         b: (mut b, _, link_b, api_b),
@@ -265,7 +277,40 @@ async fn a_standby_redirects_gateways_and_takes_over_when_the_active_node_is_kil
     let mut gateways = ControllerList::new(list).unwrap();
     let mut g = gateways.link(site(1), &key(1)).await;
     let t = reg(&mut g, 1).await;
-    assert!(t.get() > 0);
+    // An operator's token from the active node.
+    let r = http
+        .post(format!("http://127.0.0.1:{api_a}/api/v1/auth/login"))
+        .json(&serde_json::json!({"username": "alice", "password": "a long passphrase"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let token = r.json::<serde_json::Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The unit on the air is written behind within a flush interval.
+    eventually(|| async {
+        let written: Option<i64> = sqlx::query_scalar("SELECT tmsi FROM units_on_air WHERE imsi = $1")
+            .bind(imsi(1).to_string())
+            .fetch_optional(pg(&store))
+            .await
+            .unwrap();
+        (written == Some(i64::from(t.get()))).then_some(())
+    })
+    .await;
+    // A call in progress, journaled.
+    let (_, grant) = group_call(&mut g, t, 11, CallScope::Local).await;
+    let (call, _) = grant_of(&grant);
+    eventually(|| async {
+        let open: i64 = sqlx::query_scalar("SELECT count(*) FROM open_calls WHERE call_id = $1")
+            .bind(i64::from(call.get()))
+            .fetch_one(pg(&store))
+            .await
+            .unwrap();
+        (open == 1).then_some(())
+    })
+    .await;
 
     // kill -9 of the active node: the standby takes over, the gateway links to it.
     a.child.start_kill().unwrap();
@@ -284,10 +329,27 @@ async fn a_standby_redirects_gateways_and_takes_over_when_the_active_node_is_kil
     let mut g = tokio::time::timeout(PATIENCE, gateways.link(site(1), &key(1)))
         .await
         .expect("no controller took the gateway");
+    // The call in progress ended with the takeover; the unit keeps its TMSI: it calls
+    // again at once, without registering again.
+    let cause: i64 = sqlx::query_scalar("SELECT end_cause FROM call_records WHERE call_id = $1")
+        .bind(i64::from(call.get()))
+        .fetch_one(pg(&store))
+        .await
+        .unwrap();
+    assert_eq!(cause, i64::from(trunkd::protocol::Cause::Takeover.code()));
+    let (_, grant) = group_call(&mut g, t, 11, CallScope::Local).await;
+    grant_of(&grant);
     reg(&mut g, 2).await;
     b.read_until("this node is now active").await;
+    // The token the killed node signed opens the new active node's API.
+    let r = http
+        .get(format!("http://127.0.0.1:{api_b}/api/v1/auth/whoami"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     // The takeover is an alarm, there for every operator until one acknowledges it.
-    let store = db.open().await;
     eventually(|| async {
         let open = store.unfinished_alarms().await.unwrap();
         open.iter()

@@ -493,6 +493,89 @@ async fn a_restart_keeps_everything_provisioned_and_flushes_locations() {
 }
 
 #[tokio::test]
+async fn a_restart_keeps_the_units_on_the_air_under_their_tmsis() {
+    for db in TestDb::all().await {
+        let cfg = config(&db);
+        let c = controller(&db, cfg.clone()).await;
+        let mut g1 = gw(&c, 1).await;
+        let t1 = reg(&mut g1, 1).await;
+        let t3 = reg(&mut g1, 3).await;
+        let mut g2 = gw(&c, 2).await;
+        reg(&mut g2, 2).await;
+        let list = TalkgroupList::new(tg(12), vec![tg(10)]).unwrap();
+        let txn = g1
+            .request(Message::Affiliate {
+                tmsi: t1,
+                talkgroups: list.clone(),
+            })
+            .await
+            .unwrap();
+        let accepted = next_service(&mut g1).await.unwrap();
+        assert_eq!(accepted.txn, txn);
+        assert!(matches!(accepted.msg, Message::AffiliateAccept { .. }));
+        let txn3 = g1.request(Message::Deregister { tmsi: t3 }).await.unwrap();
+        assert_eq!(next_service(&mut g1).await.unwrap().txn, txn3);
+        let before = c.vlr.get(&imsi(1)).unwrap();
+        c.stop().await;
+        // Removed from the HLR while no controller runs: it must register again.
+        let other = db.open().await;
+        assert_eq!(other.units_on_air(0).await.unwrap().len(), 2, "{}", db.name);
+        other.remove_subscriber("test", imsi(2)).await.unwrap();
+        other.close().await;
+
+        let c = start(cfg.clone()).await.unwrap();
+        assert_eq!(c.vlr.len(), 1, "{}", db.name);
+        let after = c.vlr.get(&imsi(1)).unwrap();
+        assert_eq!(
+            (
+                after.tmsi,
+                after.site,
+                after.fleet,
+                after.affiliation,
+                after.ck,
+                after.ik
+            ),
+            (
+                before.tmsi,
+                before.site,
+                before.fleet,
+                before.affiliation,
+                before.ck,
+                before.ik
+            ),
+            "{}",
+            db.name
+        );
+        assert_eq!(
+            c.vlr.imsi_of(t3),
+            None,
+            "{}: a deregistered unit came back",
+            db.name
+        );
+        // The unit is served under its TMSI without registering again.
+        let mut g1 = gw(&c, 1).await;
+        let again = g1
+            .request(Message::Affiliate {
+                tmsi: t1,
+                talkgroups: list.clone(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            next_service(&mut g1).await.unwrap(),
+            Frame::new(again, Message::AffiliateAccept { talkgroups: list }),
+            "{}",
+            db.name
+        );
+        c.stop().await;
+        // The unit removed from the HLR is gone from the table too.
+        let store = db.open().await;
+        assert_eq!(store.units_on_air(0).await.unwrap().len(), 1, "{}", db.name);
+        store.close().await;
+    }
+}
+
+#[tokio::test]
 async fn subscribers_added_while_running_can_register() {
     let db = TestDb::sqlite();
     let c = controller(&db, config(&db)).await;

@@ -109,7 +109,14 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
 /// [`start`] on `clock`: every time the controller reads or writes comes from it.
 pub async fn start_with_clock(cfg: Config, clock: Clock) -> Result<Running, StartError> {
     let store = Store::open(&cfg.database.url, &cfg.database.data_dir).await?;
-    start_on(cfg, store.with_clock(clock), clock, None).await
+    start_on(
+        cfg,
+        store.with_clock(clock),
+        clock,
+        None,
+        Cause::ControllerRestart,
+    )
+    .await
 }
 
 /// [`start`] as the active node of an HA group for `active`'s epoch (see [`crate::ha`]):
@@ -121,7 +128,13 @@ pub async fn start_active(
 ) -> Result<Running, StartError> {
     let clock = Clock::start();
     let store = Store::open_active(&cfg.database.url, &cfg.database.data_dir, &active).await?;
-    let running = start_on(cfg, store.with_clock(clock), clock, Some(fence)).await?;
+    // The first epoch follows no other node: what it finds in progress is a restart's.
+    let ended = if active.epoch > 1 {
+        Cause::Takeover
+    } else {
+        Cause::ControllerRestart
+    };
+    let running = start_on(cfg, store.with_clock(clock), clock, Some(fence), ended).await?;
     running
         .handle
         .node
@@ -135,15 +148,16 @@ async fn start_on(
     store: Store,
     clock: Clock,
     fence: Option<Arc<crate::ha::Fence>>,
+    ended: Cause,
 ) -> Result<Running, StartError> {
-    // Calls that were in progress when a controller on this database crashed.
-    let recovered = store
-        .recover_open_calls(i64::from(Cause::ControllerRestart.code()))
-        .await?;
+    // Calls that were in progress when a controller on this database crashed (or lost
+    // its lease): `ended` is their cause.
+    let recovered = store.recover_open_calls(i64::from(ended.code())).await?;
     if recovered > 0 {
         warn!(
             calls = recovered,
-            "calls in progress at the last unclean stop recorded as ended by a controller restart"
+            cause = %ended,
+            "calls in progress at the last unclean stop recorded as ended"
         );
     }
     let cfg = parameters_in_force(&store, cfg).await?;
@@ -171,10 +185,12 @@ async fn start_on(
     let commands = Arc::new(CommandLog::new(events.clone(), clock));
     let health = Arc::new(DbHealth::default());
     let behind = TaskTracker::new();
-    let (writer, writer_inputs) = WriteBehind::new(store.clone(), health.clone(), clock, behind.clone());
-    let writer = Arc::new(writer);
     let registrar = Arc::new(Registrar::new(cfg.registration.policy(), Box::new(OsEntropy)));
     let vlr = registrar.vlr();
+    restore_units(&store, &registrar, &hlr, clock).await?;
+    let (writer, writer_inputs) =
+        WriteBehind::new(store.clone(), vlr.clone(), health.clone(), clock, behind.clone());
+    let writer = Arc::new(writer);
     let (records_tx, records_rx) = mpsc::unbounded_channel();
     let metrics = Arc::new(Metrics::default());
     let calls = Arc::new(
@@ -307,6 +323,33 @@ async fn start_on(
         stop: Some(stop_tx),
         task,
     })
+}
+
+/// Puts the units on the air that a controller on this database wrote behind back into
+/// the VLR, under their TMSIs, and removes the rows of those it could not put back (gone
+/// from the HLR, inhibited, or moved to another fleet): they register again.
+async fn restore_units(
+    store: &Store,
+    registrar: &Registrar,
+    hlr: &HlrCache,
+    clock: Clock,
+) -> Result<(), StoreError> {
+    let units = store.units_on_air(clock.mono_ms()).await?;
+    let (held, imsis): (usize, Vec<_>) = (units.len(), units.iter().map(|(i, _)| *i).collect());
+    let restored = registrar.restore(units, hlr, clock.mono_ms());
+    if restored < held {
+        let vlr = registrar.vlr();
+        let left_out: Vec<_> = imsis.into_iter().filter(|i| vlr.get(i).is_none()).collect();
+        store.write_units(&[], &left_out).await?;
+    }
+    if held > 0 {
+        info!(
+            units = restored,
+            left_out = held - restored,
+            "units on the air restored"
+        );
+    }
+    Ok(())
 }
 
 /// The configuration with the system parameters the database holds in force; those it

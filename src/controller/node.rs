@@ -124,6 +124,7 @@ impl Node {
                 Event::TmsiChanged { old, new } => self.calls.tmsi_changed(old, new),
                 Event::Attached { imsi, tmsi, site } => self.messaging.attached(imsi, tmsi, site),
                 Event::Unit(u) => {
+                    self.writer.unit_changed(u.imsi());
                     self.events.publish(EventKind::Unit(u));
                 }
                 Event::Audit {

@@ -1,5 +1,6 @@
 //! Work done behind the answers, in one place that can be drained and stopped: last
-//! locations (coalesced per unit until the next flush), audit entries, call records with
+//! locations and the units on the air (both coalesced per unit until the next flush),
+//! audit entries, call records with
 //! the journal of calls in progress, and the short data the messaging shell stores and
 //! removes. Every task doing such work runs on one [`TaskTracker`]; stopping the
 //! write-behind writes what is pending, then waits until every one of those tasks has
@@ -9,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dashmap::DashMap;
+use dashmap::{DashMap, DashSet};
 use tokio::sync::{mpsc, watch};
 use tokio_util::task::TaskTracker;
 use tracing::{error, warn};
@@ -22,6 +23,7 @@ use crate::shell::calls::{write_records, CallService};
 use crate::shell::remote::AuditEntry;
 use crate::store::health::DbHealth;
 use crate::store::Store;
+use crate::vlr::VlrView;
 
 use super::stopped;
 
@@ -31,6 +33,10 @@ const AUDIT_ATTEMPTS: u32 = 60;
 /// Work done behind the answers.
 pub(super) struct WriteBehind {
     locations: DashMap<Imsi, (SiteId, Tmsi, i64)>,
+    /// Units whose VLR entry changed since the last flush (written as the VLR holds
+    /// them at the flush, or removed if it no longer does).
+    units: DashSet<Imsi>,
+    vlr: VlrView,
     /// Entries for the audit writer.
     pub(super) audit: mpsc::Sender<AuditEntry>,
     health: Arc<DbHealth>,
@@ -52,6 +58,7 @@ impl WriteBehind {
     /// writes on. Its writers run once [`start`](Self::start) is called.
     pub(super) fn new(
         store: Store,
+        vlr: VlrView,
         health: Arc<DbHealth>,
         clock: Clock,
         tasks: TaskTracker,
@@ -59,6 +66,8 @@ impl WriteBehind {
         let (audit, audit_rx) = mpsc::channel(10_000);
         let writer = WriteBehind {
             locations: DashMap::new(),
+            units: DashSet::new(),
+            vlr,
             audit,
             health,
             clock,
@@ -69,7 +78,7 @@ impl WriteBehind {
         (writer, Inputs { audit: audit_rx })
     }
 
-    /// Starts the writers: last locations every `flush`, call records from `records`
+    /// Starts the writers: last locations and units on the air every `flush`, call records from `records`
     /// every `flush`, audit entries as they come.
     pub(super) fn start(
         self: &Arc<Self>,
@@ -94,11 +103,11 @@ impl WriteBehind {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
-                    _ = tick.tick() => this.flush_locations().await,
+                    _ = tick.tick() => this.flush().await,
                     _ = stopped(&mut stop) => break,
                 }
             }
-            this.flush_locations().await;
+            this.flush().await;
         });
         self.tasks.spawn(self.clone().write_audit(inputs.audit));
     }
@@ -156,7 +165,8 @@ impl WriteBehind {
     pub(super) fn event(&self, e: Event) {
         match e {
             Event::Located { imsi, site, tmsi } => self.located(imsi, site, tmsi, self.clock.unix_ms()),
-            Event::UnitGone { .. } | Event::TmsiChanged { .. } | Event::Attached { .. } | Event::Unit(_) => {}
+            Event::Unit(u) => self.unit_changed(u.imsi()),
+            Event::UnitGone { .. } | Event::TmsiChanged { .. } | Event::Attached { .. } => {}
             Event::Audit {
                 action,
                 object,
@@ -170,11 +180,17 @@ impl WriteBehind {
         }
     }
 
-    /// Last locations and audit entries waiting to be written (call records are counted
-    /// by the call service, which refuses new calls when too many wait).
+    /// The VLR entry of `imsi` changed: it is written (or removed) at the next flush.
+    pub(super) fn unit_changed(&self, imsi: Imsi) {
+        self.units.insert(imsi);
+    }
+
+    /// Last locations (with the units on the air) and audit entries waiting to be
+    /// written (call records are counted by the call service, which refuses new calls
+    /// when too many wait).
     pub(super) fn backlog(&self) -> (usize, usize) {
         let audit = self.audit.max_capacity().saturating_sub(self.audit.capacity());
-        (self.locations.len(), audit)
+        (self.locations.len() + self.units.len(), audit)
     }
 
     /// Keeps the newest sighting of a unit until the next flush.
@@ -187,6 +203,40 @@ impl WriteBehind {
                 }
             })
             .or_insert((site, tmsi, at_ms));
+    }
+
+    async fn flush(&self) {
+        self.flush_locations().await;
+        self.flush_units().await;
+    }
+
+    /// Writes the VLR entry of every unit that changed, as it is now; on failure they
+    /// stay pending for the next flush.
+    async fn flush_units(&self) {
+        let changed: Vec<Imsi> = self.units.iter().map(|i| *i).collect();
+        if changed.is_empty() {
+            return;
+        }
+        for imsi in &changed {
+            self.units.remove(imsi);
+        }
+        let (mut on_air, mut gone) = (Vec::new(), Vec::new());
+        for imsi in &changed {
+            match self.vlr.get(imsi) {
+                Some(unit) => on_air.push((*imsi, unit)),
+                None => gone.push(*imsi),
+            }
+        }
+        let written = self.store.write_units(&on_air, &gone).await;
+        if self
+            .health
+            .report("writing the units on the air", written)
+            .is_none()
+        {
+            for imsi in changed {
+                self.units.insert(imsi);
+            }
+        }
     }
 
     /// Writes every pending location; on failure they are kept for the next flush.

@@ -161,6 +161,18 @@ pub enum UnitEvent {
     },
 }
 
+impl UnitEvent {
+    /// The unit it is about.
+    pub fn imsi(&self) -> Imsi {
+        match self {
+            UnitEvent::Registered { imsi, .. }
+            | UnitEvent::LocationChanged { imsi, .. }
+            | UnitEvent::Left { imsi, .. }
+            | UnitEvent::Affiliated { imsi, .. } => *imsi,
+        }
+    }
+}
+
 /// The answers to one frame and the events it caused.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Outcome {
@@ -234,6 +246,34 @@ impl Registrar {
             _ => return None,
         };
         Some(out)
+    }
+
+    /// Puts back the units a controller on this database left on the air (written
+    /// behind, loaded at start), each under its TMSI, heard from at `now_ms`. Returns
+    /// how many were put back; a unit whose subscriber `hlr` no longer holds (or holds
+    /// in another fleet), or who is inhibited, is left out (and registers again if it can).
+    pub fn restore(
+        &self,
+        units: impl IntoIterator<Item = (Imsi, VlrUnit)>,
+        hlr: &dyn SubscriberLookup,
+        now_ms: i64,
+    ) -> usize {
+        units
+            .into_iter()
+            .filter(|(imsi, unit)| {
+                hlr.subscriber(imsi)
+                    .is_some_and(|s| !s.inhibited && s.unit.fleet == unit.fleet)
+            })
+            .filter(|(imsi, unit)| {
+                self.vlr.restore(
+                    *imsi,
+                    VlrUnit {
+                        last_activity_ms: now_ms,
+                        ..unit.clone()
+                    },
+                )
+            })
+            .count()
     }
 
     /// Forgets every challenge sent to `site` (its link went down: nobody can answer

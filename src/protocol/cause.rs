@@ -78,6 +78,10 @@ causes! {
     ControllerRestart = 0x28, "controller restart";
     /// Handshake: this controller is a standby; another one is active.
     NotActive = 0x29, "not active";
+    /// Call records only: the call was in progress when another controller of an HA
+    /// group took over from the one that granted it (a kill, a crash, or a node fenced
+    /// off its database); written by the node that took over.
+    Takeover = 0x2A, "takeover";
     /// A request this controller does not implement.
     ServiceNotSupported = 0x30, "service not supported";
     /// The unit lacks the permission for the service.

@@ -249,7 +249,9 @@ impl RemoteControl {
         Some(vec![])
     }
 
-    /// The inhibited unit leaves the VLR (its calls already ended).
+    /// The inhibited unit leaves the VLR (its calls already ended). Its row in
+    /// `units_on_air` stays until it registers again or a controller starts, which
+    /// skips and removes the rows of inhibited units.
     fn leave_vlr(&self, tmsi: Tmsi, site: SiteId, now: i64) {
         for e in self.registrar.take_off_air(tmsi, site, now) {
             match e {

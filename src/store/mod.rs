@@ -174,6 +174,7 @@ mod operators;
 mod params;
 mod short_data;
 mod subscribers;
+mod units;
 
 pub use alarms::{AlarmPage, AlarmRow};
 pub use audit::{AuditEntry, AuditSearch};

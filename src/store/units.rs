@@ -1,0 +1,114 @@
+//! The units on the air (`units_on_air`): the VLR, written behind by the controller in
+//! short batches and loaded by the next one that starts on this database (a restart, or
+//! the node that takes over), so that a unit keeps its registration and its TMSI.
+
+use sqlx::{QueryBuilder, Row};
+
+use super::{corrupt, fleet_id, site_id, talkgroup_id, Store, StoreError, CHUNK};
+use crate::protocol::{Imsi, TalkgroupId, Tmsi};
+use crate::vlr::{Affiliation, VlrUnit};
+
+impl Store {
+    /// Writes a batch of the VLR: `on_air` as the units are now (inserted or replaced),
+    /// `gone` removed. One transaction: the table never holds half a batch.
+    pub async fn write_units(&self, on_air: &[(Imsi, VlrUnit)], gone: &[Imsi]) -> Result<(), StoreError> {
+        if on_air.is_empty() && gone.is_empty() {
+            return Ok(());
+        }
+        let now = self.now_ms();
+        dispatch!(self, p => {
+            let mut tx = p.begin().await?;
+            for chunk in gone.chunks(CHUNK) {
+                let mut qb = QueryBuilder::new("DELETE FROM units_on_air WHERE imsi IN (");
+                let mut list = qb.separated(", ");
+                for imsi in chunk {
+                    list.push_bind(imsi.to_string());
+                }
+                qb.push(")");
+                qb.build().execute(&mut *tx).await?;
+            }
+            for chunk in on_air.chunks(CHUNK) {
+                let mut qb = QueryBuilder::new(
+                    "INSERT INTO units_on_air (imsi, tmsi, site_id, fleet_id, talkgroups, ck, ik, written_at) ",
+                );
+                qb.push_values(chunk, |mut b, (imsi, u)| {
+                    b.push_bind(imsi.to_string())
+                        .push_bind(i64::from(u.tmsi.get()))
+                        .push_bind(i64::from(u.site.get()))
+                        .push_bind(i64::from(u.fleet.get()))
+                        .push_bind(talkgroup_text(&u.affiliation))
+                        .push_bind(u.ck.to_vec())
+                        .push_bind(u.ik.to_vec())
+                        .push_bind(now);
+                });
+                qb.push(
+                    " ON CONFLICT (imsi) DO UPDATE SET tmsi = excluded.tmsi, site_id = excluded.site_id, \
+                     fleet_id = excluded.fleet_id, talkgroups = excluded.talkgroups, ck = excluded.ck, \
+                     ik = excluded.ik, written_at = excluded.written_at",
+                );
+                qb.build().execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Every unit the table holds, with `last_activity_ms` set to `heard_ms` (the time a
+    /// unit was last heard from is not kept: the loader counts from its own start).
+    pub async fn units_on_air(&self, heard_ms: i64) -> Result<Vec<(Imsi, VlrUnit)>, StoreError> {
+        let rows = dispatch!(self, p => {
+            sqlx::query("SELECT imsi, tmsi, site_id, fleet_id, talkgroups, ck, ik FROM units_on_air")
+                .fetch_all(p)
+                .await?
+                .into_iter()
+                .map(|r| -> Result<_, StoreError> {
+                    Ok((
+                        r.try_get::<String, _>("imsi")?,
+                        r.try_get::<i64, _>("tmsi")?,
+                        r.try_get::<i64, _>("site_id")?,
+                        r.try_get::<i64, _>("fleet_id")?,
+                        r.try_get::<String, _>("talkgroups")?,
+                        r.try_get::<Vec<u8>, _>("ck")?,
+                        r.try_get::<Vec<u8>, _>("ik")?,
+                    ))
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        });
+        rows.into_iter()
+            .map(|(imsi, tmsi, site, fleet, talkgroups, ck, ik)| {
+                let imsi = Imsi::parse(&imsi).map_err(|_| corrupt("IMSI of a unit on the air"))?;
+                let tmsi = u32::try_from(tmsi)
+                    .ok()
+                    .and_then(Tmsi::new)
+                    .ok_or_else(|| corrupt("TMSI of a unit on the air"))?;
+                let unit = VlrUnit {
+                    tmsi,
+                    site: site_id(site)?,
+                    fleet: fleet_id(fleet)?,
+                    affiliation: affiliation(&talkgroups)?,
+                    last_activity_ms: heard_ms,
+                    ck: ck.try_into().map_err(|_| corrupt("session key"))?,
+                    ik: ik.try_into().map_err(|_| corrupt("session key"))?,
+                };
+                Ok((imsi, unit))
+            })
+            .collect()
+    }
+}
+
+fn talkgroup_text(a: &Affiliation) -> String {
+    a.all().map(|t| t.get().to_string()).collect::<Vec<_>>().join(",")
+}
+
+fn affiliation(text: &str) -> Result<Affiliation, StoreError> {
+    let ids = text
+        .split(',')
+        .map(|t| talkgroup_id(t.parse().map_err(|_| corrupt("talkgroup list"))?))
+        .collect::<Result<Vec<TalkgroupId>, _>>()?;
+    match ids.split_first() {
+        Some((primary, secondary)) if secondary.len() <= 3 => {
+            Ok(Affiliation::from_slice(*primary, secondary))
+        }
+        _ => Err(corrupt("talkgroup list")),
+    }
+}
