@@ -116,6 +116,29 @@ async fn one_node_holds_the_lease_and_the_next_takes_over_with_a_new_epoch() {
 }
 
 #[tokio::test]
+async fn a_long_write_of_the_active_node_does_not_hold_up_its_lease_renewal() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    db.open().await.close().await;
+    let mut a = Lease::connect(&db.url, "a", 1000).await.unwrap();
+    assert_eq!(a.try_acquire("a:1", "a:2").await.unwrap(), Some(1));
+    let fenced = Store::open_active(&db.url, db.dir.path(), &a.active_epoch(1))
+        .await
+        .unwrap();
+    // A fenced write under way (a large batch written behind), not yet committed.
+    let mut tx = pg(&fenced).begin().await.unwrap();
+    sqlx::query("INSERT INTO fleets (id, name, created_at) VALUES (200, 'Fleet 200', 0)")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    // The renewal goes by it (before, it waited past its statement timeout).
+    assert!(a.renew().await.unwrap());
+    tx.commit().await.unwrap();
+    assert!(a.renew().await.unwrap());
+}
+
+#[tokio::test]
 async fn a_lease_that_ran_out_is_taken_from_a_node_that_stopped_renewing() {
     let Some(db) = TestDb::postgres().await else {
         return;

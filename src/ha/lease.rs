@@ -149,8 +149,9 @@ impl Lease {
             }
         }
         // The old epoch's writing sessions end; a write of theirs already under way
-        // finishes before the epoch changes (FOR SHARE in the fence), and any later one
-        // is refused.
+        // (it holds the lease row FOR KEY SHARE, in the fence) finishes before the epoch
+        // changes (FOR UPDATE here waits for it), and any later one is refused. Renewing
+        // (an UPDATE of expires_at, FOR NO KEY UPDATE) never waits for those writes.
         sqlx::query(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
              WHERE datname = current_database() AND starts_with(application_name, $1)",
@@ -158,6 +159,10 @@ impl Lease {
         .bind(ActiveEpoch::APPLICATION_PREFIX)
         .execute(&mut self.conn)
         .await?;
+        let mut tx = self.conn.begin().await?;
+        sqlx::query("SELECT 1 FROM ha_lease WHERE id = 1 FOR UPDATE")
+            .execute(&mut *tx)
+            .await?;
         let epoch: i64 = sqlx::query_scalar(
             "UPDATE ha_lease SET epoch = epoch + 1, node_id = $1, backend_pid = pg_backend_pid(), \
              expires_at = now() + $2 * INTERVAL '1 millisecond', link_address = $3, api_address = $4 \
@@ -167,8 +172,9 @@ impl Lease {
         .bind(self.lease_ms as f64)
         .bind(link_address)
         .bind(api_address)
-        .fetch_one(&mut self.conn)
+        .fetch_one(&mut *tx)
         .await?;
+        tx.commit().await?;
         self.epoch = Some(epoch);
         Ok(Some(epoch))
     }

@@ -6,7 +6,6 @@
 //! probability of waiting next to Erlang C.
 
 use std::collections::{BinaryHeap, HashMap};
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -193,11 +192,11 @@ impl Clock {
 }
 
 /// Registers the fleet of `dir`, then offers the call load and prints the report.
-pub async fn run(dir: &Path, server: SocketAddr, limit: Option<usize>, load: CallLoad) -> anyhow::Result<()> {
+pub async fn run(dir: &Path, servers: &[String], limit: Option<usize>, load: CallLoad) -> anyhow::Result<()> {
     let (sites, per_site) = load_fleet(dir, limit)?;
     let total: usize = per_site.iter().map(Vec::len).sum();
     println!("registering {total} units at {} sites", sites.len());
-    let (gateways, reg) = register_all(server, &sites, per_site, 32).await?;
+    let (gateways, reg) = register_all(servers, &sites, per_site, 32).await?;
     if reg.accepted == 0 {
         bail!("no unit registered");
     }
@@ -211,7 +210,7 @@ pub async fn run(dir: &Path, server: SocketAddr, limit: Option<usize>, load: Cal
     let (fire, events): (Vec<_>, Vec<_>) = (0..n_sites).map(|_| mpsc::unbounded_channel()).unzip();
     let clock = Clock::start(fire);
     let mut tasks = Vec::new();
-    for ((i, (link, units, tmsis)), events) in gateways.into_iter().enumerate().zip(events) {
+    for ((i, (link, _, units, tmsis)), events) in gateways.into_iter().enumerate().zip(events) {
         let next_site = (i + 1) % n_sites;
         let units: Vec<(SimUnit, Tmsi)> = units
             .into_iter()

@@ -2,14 +2,13 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use trunkd::core::auth::unit_response;
 use trunkd::hlr::{Fleet, Secret128, Site, Talkgroup};
-use trunkd::link::gateway::{GatewayError, GatewayLink};
+use trunkd::link::gateway::{ControllerList, GatewayLink};
 use trunkd::protocol::{
     Cause, FleetId, Frame, Identity, Imei, Message, SiteId, SiteKey, TalkgroupId, Tmsi, Unit,
 };
@@ -136,7 +135,7 @@ pub struct GatewayReport {
 /// `dir/sites.csv`, with at most `window` registrations in flight per gateway.
 pub async fn register(
     dir: &Path,
-    server: SocketAddr,
+    servers: &[String],
     window: usize,
     limit: Option<usize>,
 ) -> anyhow::Result<()> {
@@ -147,7 +146,7 @@ pub async fn register(
         sites.len()
     );
     let started = Instant::now();
-    let (_, report) = register_all(server, &sites, per_site, window).await?;
+    let (_, report) = register_all(servers, &sites, per_site, window).await?;
     print_report(&report, total, started.elapsed());
     Ok(())
 }
@@ -186,62 +185,58 @@ pub fn load_fleet(dir: &Path, limit: Option<usize>) -> anyhow::Result<(Sites, Ve
 /// Site ids with their link keys.
 pub type Sites = Vec<(SiteId, SiteKey)>;
 
-/// A gateway with its registered units (and their TMSIs, `None` if refused).
-pub type Registered = (GatewayLink, Vec<SimUnit>, Vec<Option<Tmsi>>);
+/// A gateway with its controller list, its registered units (and their TMSIs, `None`
+/// if refused).
+pub type Registered = (GatewayLink, ControllerList, Vec<SimUnit>, Vec<Option<Tmsi>>);
 
 /// How long a gateway waits for a controller that is still starting (`trunkd serve &`
 /// right before trunksim: loading a large HLR takes a few seconds).
 const STARTUP_PATIENCE: Duration = Duration::from_secs(60);
 
-/// Links site `site`, waiting while nothing listens at `server` yet.
-async fn connect(server: SocketAddr, site: SiteId, key: &SiteKey) -> Result<GatewayLink, GatewayError> {
-    let give_up = Instant::now() + STARTUP_PATIENCE;
-    let mut said = false;
-    loop {
-        match GatewayLink::connect(server, site, key).await {
-            Err(GatewayError::Io(e))
-                if e.kind() == std::io::ErrorKind::ConnectionRefused && Instant::now() < give_up =>
-            {
-                if !said {
-                    eprintln!("waiting for the controller at {server}");
-                    said = true;
-                }
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            other => return other,
-        }
+/// Links site `site` to the active controller of `servers` (searched as PROTOCOL.md
+/// §3.3 says), waiting while none accepts yet.
+async fn connect(
+    servers: &[String],
+    site: SiteId,
+    key: &SiteKey,
+) -> anyhow::Result<(GatewayLink, ControllerList)> {
+    let mut list = ControllerList::new(servers.to_vec()).context("no controller address")?;
+    match tokio::time::timeout(STARTUP_PATIENCE, list.link(site, key)).await {
+        Ok(link) => Ok((link, list)),
+        Err(_) => bail!(
+            "no controller of {} accepted site {site} within {STARTUP_PATIENCE:?}",
+            servers.join(",")
+        ),
     }
 }
 
 /// Connects one gateway per site and registers its units.
 pub async fn register_all(
-    server: SocketAddr,
+    servers: &[String],
     sites: &[(SiteId, SiteKey)],
     per_site: Vec<Vec<SimUnit>>,
     window: usize,
 ) -> anyhow::Result<(Vec<Registered>, GatewayReport)> {
     let mut links = Vec::new();
     for (site, key) in sites {
-        links.push(
-            connect(server, *site, key)
-                .await
-                .with_context(|| format!("site {site}"))?,
-        );
+        links.push(connect(servers, *site, key).await?);
     }
+    let mut lists = Vec::new();
     let mut tasks = Vec::new();
-    for (link, units) in links.into_iter().zip(per_site) {
+    for ((link, list), units) in links.into_iter().zip(per_site) {
+        lists.push(list);
         tasks.push(tokio::spawn(run_gateway(link, units, window)));
     }
     let mut report = GatewayReport::default();
     let mut out = Vec::new();
-    for t in tasks {
+    for (t, list) in tasks.into_iter().zip(lists) {
         let (link, units, tmsis, r) = t.await??;
         report.accepted += r.accepted;
         for (c, n) in r.rejected {
             *report.rejected.entry(c).or_default() += n;
         }
         report.latencies_us.extend(r.latencies_us);
-        out.push((link, units, tmsis));
+        out.push((link, list, units, tmsis));
     }
     Ok((out, report))
 }

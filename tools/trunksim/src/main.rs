@@ -4,14 +4,15 @@
 mod api;
 mod calls;
 mod load;
+mod proxy;
+mod takeover;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use trunkd::link::gateway::GatewayLink;
+use trunkd::link::gateway::ControllerList;
 use trunkd::protocol::{Cause, Frame, Message, SiteId, SiteKey};
 
 #[derive(Parser)]
@@ -26,9 +27,10 @@ enum Command {
     /// One gateway: connect, authenticate, keep the link alive, send raw frames and
     /// print every frame the controller sends.
     Gateway {
-        /// The controller's link address.
-        #[arg(long, default_value = "127.0.0.1:7300")]
-        server: SocketAddr,
+        /// The controllers' link addresses (`host:port`), comma-separated or repeated:
+        /// searched for the active one as PROTOCOL.md §3.3 says.
+        #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:7300")]
+        server: Vec<String>,
         /// This gateway's site id (1..=4095).
         #[arg(long)]
         site: u16,
@@ -65,9 +67,10 @@ enum Command {
         /// Directory written by `trunksim provision`.
         #[arg(long, default_value = "sim")]
         dir: PathBuf,
-        /// The controller's link address.
-        #[arg(long, default_value = "127.0.0.1:7300")]
-        server: SocketAddr,
+        /// The controllers' link addresses (`host:port`), comma-separated or repeated:
+        /// searched for the active one as PROTOCOL.md §3.3 says.
+        #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:7300")]
+        server: Vec<String>,
         /// Registrations in flight per gateway.
         #[arg(long, default_value_t = 32)]
         window: usize,
@@ -83,9 +86,10 @@ enum Command {
         /// Directory written by `trunksim provision`.
         #[arg(long, default_value = "sim")]
         dir: PathBuf,
-        /// The controller's link address.
-        #[arg(long, default_value = "127.0.0.1:7300")]
-        server: SocketAddr,
+        /// The controllers' link addresses (`host:port`), comma-separated or repeated:
+        /// searched for the active one as PROTOCOL.md §3.3 says.
+        #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:7300")]
+        server: Vec<String>,
         /// Use only the first N units.
         #[arg(long)]
         limit: Option<usize>,
@@ -113,6 +117,57 @@ enum Command {
         /// Seed of the random streams.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+    },
+    /// Register a provisioned fleet through gateways that hold every node's address,
+    /// offer a steady call load, then run a fault (`--fault`, e.g. `kill -9` of the
+    /// active node) and report, from that instant, when a node is active again, when
+    /// each site is linked to it and served its first grant, and what was refused or
+    /// went unanswered on the way.
+    Takeover {
+        /// Directory written by `trunksim provision`.
+        #[arg(long, default_value = "sim")]
+        dir: PathBuf,
+        /// The controllers' link addresses (`host:port`), comma-separated or repeated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        server: Vec<String>,
+        /// The nodes' API addresses (`host:port`), comma-separated or repeated: their
+        /// `/healthz` tells when a node is active again.
+        #[arg(long, value_delimiter = ',', required = true)]
+        api: Vec<String>,
+        /// The fault, run by `sh -c` (e.g. `kill -9 1234`).
+        #[arg(long)]
+        fault: String,
+        /// Use only the first N units.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Call requests per second at each site.
+        #[arg(long, default_value_t = 2.0)]
+        rate: f64,
+        /// Holding time of a call, ms.
+        #[arg(long, default_value_t = 2000)]
+        hold_ms: u64,
+        /// Seconds of load before the fault.
+        #[arg(long, default_value_t = 5.0)]
+        before: f64,
+        /// Seconds of load after the fault.
+        #[arg(long, default_value_t = 10.0)]
+        after: f64,
+        /// A request unanswered this long (ms) counts as timed out.
+        #[arg(long, default_value_t = 2000)]
+        request_timeout_ms: u64,
+        /// Seed of the random streams.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// A TCP relay (to put between a trunkd node and its database) that SIGUSR1 cuts:
+    /// from then on it forwards nothing, and holds every connection open, silent.
+    DbProxy {
+        /// Where the node connects.
+        #[arg(long)]
+        listen: String,
+        /// The database server.
+        #[arg(long, default_value = "127.0.0.1:5432")]
+        to: String,
     },
     /// Load on the operator API (logins, authenticated reads, the event stream), and a
     /// no-logic echo server to measure the same client against.
@@ -170,7 +225,7 @@ async fn main() -> anyhow::Result<()> {
             server,
             window,
             limit,
-        } => load::register(&dir, server, window.max(1), limit).await,
+        } => load::register(&dir, &server, window.max(1), limit).await,
         Command::Calls {
             dir,
             server,
@@ -194,22 +249,49 @@ async fn main() -> anyhow::Result<()> {
                 slots_per_site: slots,
                 seed,
             };
-            calls::run(&dir, server, limit, load).await
+            calls::run(&dir, &server, limit, load).await
         }
+        Command::Takeover {
+            dir,
+            server,
+            api,
+            fault,
+            limit,
+            rate,
+            hold_ms,
+            before,
+            after,
+            request_timeout_ms,
+            seed,
+        } => {
+            let t = takeover::Takeover {
+                calls_per_site: rate.max(0.01),
+                hold: Duration::from_millis(hold_ms),
+                before: Duration::from_secs_f64(before.max(0.0)),
+                after: Duration::from_secs_f64(after.max(0.1)),
+                fault,
+                apis: api,
+                request_timeout: Duration::from_millis(request_timeout_ms.max(1)),
+                seed,
+            };
+            takeover::run(&dir, &server, limit, t).await
+        }
+        Command::DbProxy { listen, to } => proxy::run(&listen, &to).await,
         Command::Api { mode } => api::run(mode).await,
     }
 }
 
 async fn gateway(
-    server: SocketAddr,
+    servers: Vec<String>,
     site: SiteId,
     key: &SiteKey,
     frames: Vec<Vec<u8>>,
     duration: Option<Duration>,
 ) -> anyhow::Result<()> {
-    let mut link = GatewayLink::connect(server, site, key)
+    let mut list = ControllerList::new(servers).context("no controller address")?;
+    let mut link = tokio::time::timeout(Duration::from_secs(10), list.link(site, key))
         .await
-        .context("link handshake")?;
+        .context("no controller accepted the link within 10 s")?;
     println!(
         "link up: site {site}, keepalive every {:?}, {} misses allowed",
         link.keepalive_interval(),
