@@ -1,6 +1,8 @@
 //! The radio side, for `trunksim` and the integration tests: what a unit does with its
 //! own copy of K and OPc when the controller challenges it, and what its gateway answers
-//! to a radio command.
+//! to a radio command; and a relay that fails like a network ([`relay`]).
+
+pub mod relay;
 
 use crate::core::auth::unit_response;
 use crate::hlr::Secret128;

@@ -202,7 +202,7 @@ async fn next(framed: &mut Framed<TcpStream, FrameCodec>) -> Result<Frame, Gatew
 
 /// A gateway's list of controller addresses, searched for the active controller as
 /// `PROTOCOL.md §3.3` says: each address in turn, a standby's redirect first, and a
-/// jittered backoff (100 ms doubling to 2 s) between passes that found none.
+/// jittered backoff (100 ms doubling to 1 s) between passes that found none.
 #[derive(Debug)]
 pub struct ControllerList {
     addrs: Vec<String>,
@@ -219,7 +219,7 @@ impl ControllerList {
     /// First backoff between passes.
     pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
     /// Longest backoff between passes.
-    pub const BACKOFF_MAX: Duration = Duration::from_secs(2);
+    pub const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
     /// The list (`host:port` each), searched from its first address; `None` when empty.
     pub fn new(addrs: Vec<String>) -> Option<Self> {

@@ -46,7 +46,8 @@ struct SiteReport {
     lost: Option<Duration>,
     /// When it was linked again after the fault.
     relinked: Option<Duration>,
-    /// Its first grant to a request sent after the fault.
+    /// Its first grant to a request sent after the fault, on the link made after it
+    /// when the fault took the link down.
     first_grant: Option<Duration>,
     requests_before: u64,
     granted_before: u64,
@@ -368,6 +369,8 @@ async fn relink(
     }
     if let Some(f) = fault_at {
         r.relinked.get_or_insert(f.elapsed());
+        // Service is back when the new link grants, not when the old one did.
+        r.first_grant = None;
     }
     true
 }
