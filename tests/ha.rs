@@ -235,8 +235,13 @@ struct Pair {
 
 impl Pair {
     async fn start(db: &TestDb) -> Pair {
+        Self::start_on(db, &db.url).await
+    }
+
+    /// As [`start`](Self::start), `a` reaching the database at `url_a`.
+    async fn start_on(db: &TestDb, url_a: &str) -> Pair {
         provision_units(db, 2).await;
-        let (cfg_a, link_a, api_a) = node_config(db.dir.path(), &db.url, "a");
+        let (cfg_a, link_a, api_a) = node_config(db.dir.path(), url_a, "a");
         let (cfg_b, link_b, api_b) = node_config(db.dir.path(), &db.url, "b");
         let mut a = serve(&cfg_a);
         a.read_until("this node is now active").await;
@@ -384,6 +389,71 @@ async fn a_standby_redirects_gateways_and_takes_over_when_the_active_node_is_kil
         GatewayLink::connect(("127.0.0.1", link_a), site(1), &key(1)).await,
         Err(GatewayError::Io(_))
     ));
+    b.terminate().await;
+}
+
+/// The `host:port` of a database URL.
+fn host_port(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    rest.split(['/', '?']).next().unwrap_or(rest)
+}
+
+#[tokio::test]
+async fn an_active_node_cut_off_from_its_database_is_fenced_and_the_standby_takes_over() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let server = host_port(&db.url);
+    let relay = trunkd::sim::relay::CutRelay::start("127.0.0.1:0", server)
+        .await
+        .unwrap();
+    let url_a = db.url.replacen(server, &relay.local_addr().to_string(), 1);
+    let Pair {
+        a: (mut a, _, link_a, _),
+        b: (mut b, _, link_b, api_b),
+        http,
+    } = Pair::start_on(&db, &url_a).await;
+    let list = vec![format!("127.0.0.1:{link_a}"), format!("127.0.0.1:{link_b}")];
+    let mut gateways = ControllerList::new(list).unwrap();
+    let mut g = gateways.link(site(1), &key(1)).await;
+    let t = reg(&mut g, 1).await;
+    let store = db.open().await;
+    eventually(|| async {
+        let written: Option<i64> = sqlx::query_scalar("SELECT tmsi FROM units_on_air WHERE imsi = $1")
+            .bind(imsi(1).to_string())
+            .fetch_optional(pg(&store))
+            .await
+            .unwrap();
+        (written == Some(i64::from(t.get()))).then_some(())
+    })
+    .await;
+
+    // The network to the database fails silently: a cannot renew, stops acting as
+    // active before its lease runs out (closing its links), and exits; b takes over.
+    relay.cut();
+    a.read_until("no longer acting as active").await;
+    let closed = tokio::time::timeout(PATIENCE, g.recv_service()).await.unwrap();
+    assert!(closed.is_err(), "{closed:?}");
+    let exit = tokio::time::timeout(PATIENCE, a.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!exit.success(), "a fenced node exits with an error");
+    let epoch = eventually(|| async {
+        role(&http, api_b)
+            .await
+            .filter(|(r, _)| r == "active")
+            .map(|(_, e)| e)
+    })
+    .await;
+    assert_eq!(epoch, 2);
+    gateways.lost();
+    let mut g = tokio::time::timeout(PATIENCE, gateways.link(site(1), &key(1)))
+        .await
+        .expect("no controller took the gateway");
+    let (_, grant) = group_call(&mut g, t, 11, CallScope::Local).await;
+    grant_of(&grant);
     b.terminate().await;
 }
 
