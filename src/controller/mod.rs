@@ -115,16 +115,20 @@ pub async fn start_with_clock(cfg: Config, clock: Clock) -> Result<Running, Star
         clock,
         None,
         Cause::ControllerRestart,
+        None,
     )
     .await
 }
 
 /// [`start`] as the active node of an HA group for `active`'s epoch (see [`crate::ha`]):
 /// its writes carry the epoch, and it serves no frame once `fence` no longer holds.
+/// `warm`: the HLR cache the node kept while standing by, brought up to date here
+/// instead of loaded afresh.
 pub async fn start_active(
     cfg: Config,
     active: crate::store::ActiveEpoch,
     fence: Arc<crate::ha::Fence>,
+    warm: Option<Arc<HlrCache>>,
 ) -> Result<Running, StartError> {
     let clock = Clock::start();
     let store = Store::open_active(&cfg.database.url, &cfg.database.data_dir, &active).await?;
@@ -134,7 +138,7 @@ pub async fn start_active(
     } else {
         Cause::ControllerRestart
     };
-    let running = start_on(cfg, store.with_clock(clock), clock, Some(fence), ended).await?;
+    let running = start_on(cfg, store.with_clock(clock), clock, Some(fence), ended, warm).await?;
     running
         .handle
         .node
@@ -149,6 +153,7 @@ async fn start_on(
     clock: Clock,
     fence: Option<Arc<crate::ha::Fence>>,
     ended: Cause,
+    warm: Option<Arc<HlrCache>>,
 ) -> Result<Running, StartError> {
     // Calls that were in progress when a controller on this database crashed (or lost
     // its lease): `ended` is their cause.
@@ -161,7 +166,16 @@ async fn start_on(
         );
     }
     let cfg = parameters_in_force(&store, cfg).await?;
-    let hlr = Arc::new(HlrCache::load(&store).await?);
+    let hlr = match warm {
+        Some(hlr) => {
+            // What changed since the standby last looked; the changes themselves were
+            // the active node's to carry out.
+            hlr.refresh(&store).await?;
+            drop(hlr.take_changes());
+            hlr
+        }
+        None => Arc::new(HlrCache::load(&store).await?),
+    };
     let auth = Arc::new(Authority::start(&cfg.api, store.clone(), clock).await?);
     info!(
         backend = store.backend(),

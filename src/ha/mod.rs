@@ -5,7 +5,8 @@
 //! its supervisor to start it again as a standby) when it cannot. While standing by it answers gateways `LINK_REDIRECT` (the
 //! active node's link address, when one is active) and `LINK_REJECT` "not active"
 //! (`PROTOCOL.md §3.3`), and its operator API answers `/healthz` (role `standby`) and
-//! 503 `not_active`, naming the active node's API, to everything else.
+//! 503 `not_active`, naming the active node's API, to everything else; it keeps an HLR
+//! cache following the database ([`WarmHlr`]) for its controller to start from.
 //!
 //! Fencing, in three layers:
 //! - the database refuses every write of an epoch that is not the lease's (a deposed
@@ -23,7 +24,7 @@ pub use lease::{Holder, Lease};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
@@ -34,6 +35,7 @@ use tracing::{error, info, warn};
 
 use crate::api::StandbyView;
 use crate::config::Config;
+use crate::hlr::HlrCache;
 use crate::link::codec::FrameCodec;
 use crate::protocol::{Cause, ControllerAddress, Frame, Message, MAX_PAYLOAD};
 use crate::store::Store;
@@ -94,6 +96,7 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::R
     let h = cfg.ha.clone();
     tokio::pin!(shutdown);
     let lease_period = Duration::from_millis(h.lease_ms);
+    let warm = WarmHlr::start(&cfg);
     loop {
         let mut lease = loop {
             // The schema first (a fresh database), as every controller does at start.
@@ -165,7 +168,9 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::R
         let renewer = tokio::spawn(renew(lease, fence.clone(), lost_tx, quitting));
         let mut active_cfg = cfg.clone();
         active_cfg.link.listen = link_addr;
-        let running = match crate::controller::start_active(active_cfg, active_epoch, fence.clone()).await {
+        let hlr = warm.take();
+        let started = crate::controller::start_active(active_cfg, active_epoch, fence.clone(), hlr);
+        let running = match started.await {
             Ok(r) => r,
             Err(e) => {
                 error!(error = %e, "HA: the controller did not start; giving the lease up");
@@ -228,6 +233,51 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::R
             lease.release().await;
         }
         return Ok(());
+    }
+}
+
+/// The HLR cache a standby keeps following the database, so that taking over does not
+/// wait for the whole HLR to load (BENCHMARKS.md, "Takeover").
+struct WarmHlr {
+    cache: Arc<std::sync::Mutex<Option<Arc<HlrCache>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl WarmHlr {
+    fn start(cfg: &Config) -> WarmHlr {
+        let cache: Arc<std::sync::Mutex<Option<Arc<HlrCache>>>> = Arc::default();
+        let (url, dir) = (cfg.database.url.clone(), cfg.database.data_dir.clone());
+        let every = Duration::from_millis(cfg.registration.hlr_refresh_ms);
+        let kept = cache.clone();
+        let task = tokio::spawn(async move {
+            let mut store = None;
+            loop {
+                if store.is_none() {
+                    store = Store::open(&url, &dir).await.ok();
+                }
+                if let Some(s) = &store {
+                    let held = kept.lock().unwrap_or_else(PoisonError::into_inner).clone();
+                    let r = match held {
+                        // Changes are the active node's to carry out: only the data counts.
+                        Some(hlr) => hlr.refresh(s).await.map(|_| drop(hlr.take_changes())),
+                        None => HlrCache::load(s).await.map(|hlr| {
+                            *kept.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(hlr));
+                        }),
+                    };
+                    if let Err(e) = r {
+                        warn!(error = %e, "HA: the standby's HLR cache could not follow the database");
+                    }
+                }
+                tokio::time::sleep(every).await;
+            }
+        });
+        WarmHlr { cache, task }
+    }
+
+    /// The cache, for the controller to take over; it is no longer followed here.
+    fn take(&self) -> Option<Arc<HlrCache>> {
+        self.task.abort();
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner).take()
     }
 }
 
