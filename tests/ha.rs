@@ -256,6 +256,33 @@ impl Pair {
     }
 }
 
+/// Logs `alice` in on the API at `api`: her access token.
+async fn login(http: &reqwest::Client, api: u16) -> String {
+    let r = http
+        .post(format!("http://127.0.0.1:{api}/api/v1/auth/login"))
+        .json(&serde_json::json!({"username": "alice", "password": "a long passphrase"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "login on {api}");
+    r.json::<serde_json::Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// `GET` of `path` on the API at `api` with `token`: the status and the JSON answer.
+async fn get(http: &reqwest::Client, api: u16, path: &str, token: &str) -> (u16, serde_json::Value) {
+    let r = http
+        .get(format!("http://127.0.0.1:{api}{path}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or_default())
+}
+
 /// Where the node on `link` sends gateways, once it is standing by and knows.
 async fn redirect_of(link: u16) -> String {
     let to = eventually(|| async {
@@ -288,8 +315,12 @@ async fn a_standby_redirects_gateways_and_takes_over_when_the_active_node_is_kil
     assert_eq!(role(&http, api_a).await, Some(("active".into(), 1)));
     // The standby tells the epoch as soon as it has read the lease.
     eventually(|| async { (role(&http, api_b).await == Some(("standby".into(), 1))).then_some(()) }).await;
+    // An operator's token from the active node: the standby has no units on the air to
+    // show (the running controller holds them).
+    let token = login(&http, api_a).await;
     let r = http
         .get(format!("http://127.0.0.1:{api_b}/api/v1/units"))
+        .bearer_auth(&token)
         .send()
         .await
         .unwrap();
@@ -305,18 +336,6 @@ async fn a_standby_redirects_gateways_and_takes_over_when_the_active_node_is_kil
     let mut gateways = ControllerList::new(list).unwrap();
     let mut g = gateways.link(site(1), &key(1)).await;
     let t = reg(&mut g, 1).await;
-    // An operator's token from the active node.
-    let r = http
-        .post(format!("http://127.0.0.1:{api_a}/api/v1/auth/login"))
-        .json(&serde_json::json!({"username": "alice", "password": "a long passphrase"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let token = r.json::<serde_json::Value>().await.unwrap()["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
     // The unit on the air is written behind within a flush interval.
     eventually(|| async {
         let written: Option<i64> = sqlx::query_scalar("SELECT tmsi FROM units_on_air WHERE imsi = $1")
@@ -454,6 +473,108 @@ async fn an_active_node_cut_off_from_its_database_is_fenced_and_the_standby_take
         .expect("no controller took the gateway");
     let (_, grant) = group_call(&mut g, t, 11, CallScope::Local).await;
     grant_of(&grant);
+    b.terminate().await;
+}
+
+#[tokio::test]
+async fn a_standby_logs_operators_in_serves_reads_and_sends_writes_to_the_active_node() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let store = db.open().await;
+    let hash = trunkd::auth::password::hash("a long passphrase").unwrap();
+    store
+        .add_operator(
+            "test",
+            "alice",
+            &hash,
+            trunkd::auth::Role::Admin,
+            &trunkd::auth::Fleets::All,
+        )
+        .await
+        .unwrap();
+    let Pair {
+        a: (mut a, _, _, api_a),
+        b: (mut b, _, _, api_b),
+        http,
+    } = Pair::start(&db).await;
+    eventually(|| async { (role(&http, api_b).await == Some(("standby".into(), 1))).then_some(()) }).await;
+
+    // Logged in on the standby, an operator reads what the database holds.
+    let from_b = login(&http, api_b).await;
+    let path = format!("/api/v1/subscribers/{}", imsi(1));
+    let (status, sub) = get(&http, api_b, &path, &from_b).await;
+    assert_eq!(status, 200, "{sub}");
+    assert_eq!(sub["imsi"], imsi(1).to_string());
+    let (status, sites) = get(&http, api_b, "/api/v1/sites", &from_b).await;
+    assert_eq!(status, 200, "{sites}");
+    let ids: Vec<u64> = sites["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["id"].as_u64())
+        .collect();
+    assert_eq!(ids, [1, 2]);
+    for path in [
+        "/api/v1/history/audit",
+        "/api/v1/history/calls",
+        "/api/v1/alarms",
+        "/api/v1/fleets",
+    ] {
+        let (status, answer) = get(&http, api_b, path, &from_b).await;
+        assert_eq!(status, 200, "{path}: {answer}");
+    }
+
+    // What needs the running controller is refused, naming the active node's API: a
+    // write, and the live state.
+    let active_api = format!("127.0.0.1:{api_a}");
+    let r = http
+        .post(format!("http://127.0.0.1:{api_b}/api/v1/fleets"))
+        .bearer_auth(&from_b)
+        .json(&serde_json::json!({"id": 77, "name": "Standby"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let e: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(e["code"], "not_active");
+    assert!(e["message"].as_str().unwrap().contains(&active_api), "{e}");
+    let (status, e) = get(&http, api_b, "/api/v1/calls", &from_b).await;
+    assert_eq!((status, &e["code"]), (503, &serde_json::json!("not_active")));
+    let ids: Vec<u16> = store.fleets().await.unwrap().iter().map(|f| f.id.get()).collect();
+    assert!(!ids.contains(&77), "{ids:?}");
+
+    // A token of either node opens the other's API.
+    let from_a = login(&http, api_a).await;
+    assert_eq!(get(&http, api_a, "/api/v1/auth/whoami", &from_b).await.0, 200);
+    assert_eq!(get(&http, api_b, "/api/v1/auth/whoami", &from_a).await.0, 200);
+    let r = http
+        .post(format!("http://127.0.0.1:{api_a}/api/v1/fleets"))
+        .bearer_auth(&from_b)
+        .json(&serde_json::json!({"id": 77, "name": "Active"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+
+    // A session ended on the active node is refused on the standby once it has
+    // followed the audit log.
+    let r = http
+        .post(format!("http://127.0.0.1:{api_a}/api/v1/auth/logout"))
+        .bearer_auth(&from_a)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    eventually(|| async {
+        let (status, _) = get(&http, api_b, "/api/v1/auth/whoami", &from_a).await;
+        (status == 401).then_some(())
+    })
+    .await;
+    // The standby reads the fleet the active node created.
+    let (status, fleet) = get(&http, api_b, "/api/v1/fleets/77", &from_b).await;
+    assert_eq!((status, &fleet["name"]), (200, &serde_json::json!("Active")));
+    a.terminate().await;
     b.terminate().await;
 }
 

@@ -10,7 +10,8 @@
 //! `finished`. Nobody clears an alarm by hand: the controller observes every condition
 //! and clears it itself (see [`crate::controller::Alarm`]).
 //!
-//! Any role reads; a dispatcher or admin acknowledges. An acknowledgement is written at
+//! Any role reads (on a standby of an HA pair, the alarms as the database holds them:
+//! the active node writes their changes behind); a dispatcher or admin acknowledges. An acknowledgement is written at
 //! once with its audit entry (`alarm.acknowledge`, actor `api:<operator>@<address>`),
 //! so it is refused with 503 while the database is away. Acknowledging an alarm
 //! acknowledged already is refused with 409 `already_acknowledged`, naming who did: an
@@ -32,9 +33,9 @@ use utoipa_axum::routes;
 use super::commands::actor;
 use super::live::UnitJson;
 use super::openapi::{BadRequest, Conflict, Forbidden, NotFound, Unauthorized};
-use super::{query_params, ApiError, ApiRoutes, ApiState, Caller};
+use super::{query_params, ApiError, ApiRoutes, ApiState, Caller, Node};
 use crate::auth::{Principal, Role};
-use crate::controller::{Alarm, AlarmError, AlarmQuery, ControllerHandle, Subject};
+use crate::controller::{Alarm, AlarmError, AlarmQuery, Reads, Subject};
 
 pub(super) fn routes() -> ApiRoutes {
     ApiRoutes::new()
@@ -107,7 +108,7 @@ pub struct AlarmJson {
 
 /// An alarm as the API shows it (a unit named by its dispatch address as the HLR has it
 /// now).
-pub(super) fn alarm_json(a: &Alarm, handle: &ControllerHandle) -> AlarmJson {
+pub(super) fn alarm_json(a: &Alarm, reads: &Reads) -> AlarmJson {
     let (mut site, mut carrier, mut slot, mut imsi, mut unit) = (None, None, None, None, None);
     match a.subject {
         Subject::Site(s) => site = Some(s.get()),
@@ -118,7 +119,7 @@ pub(super) fn alarm_json(a: &Alarm, handle: &ControllerHandle) -> AlarmJson {
         } => (site, carrier, slot) = (Some(s.get()), Some(c), Some(sl)),
         Subject::Unit(i) => {
             imsi = Some(i.to_string());
-            unit = handle.subscriber_unit(&i).map(UnitJson::from);
+            unit = reads.subscriber_unit(&i).map(UnitJson::from);
         }
         Subject::Database | Subject::Records | Subject::Controller => {}
     }
@@ -210,12 +211,15 @@ async fn list(
         limit: limit + 1,
         fleets: p.fleets.clone(),
     };
-    let mut alarms = s.handle.alarms(&query).await?;
+    let mut alarms = match &s.node {
+        Node::Running(handle) => handle.alarms(&query).await?,
+        Node::Standby(_) => s.reads.alarms(&query).await?,
+    };
     let more = alarms.len() > limit;
     alarms.truncate(limit);
     Ok(Json(AlarmsJson {
         next_before: more.then(|| alarms.last().map(|a| a.id)).flatten(),
-        alarms: alarms.iter().map(|a| alarm_json(a, &s.handle)).collect(),
+        alarms: alarms.iter().map(|a| alarm_json(a, &s.reads)).collect(),
     }))
 }
 
@@ -224,7 +228,11 @@ async fn visible_alarm(s: &ApiState, p: &Principal, id: &str) -> Result<Alarm, A
     let id: u64 = id
         .parse()
         .map_err(|_| ApiError::invalid("id", "an alarm id is a positive integer"))?;
-    match s.handle.alarm(id).await {
+    let found = match &s.node {
+        Node::Running(handle) => handle.alarm(id).await,
+        Node::Standby(_) => s.reads.alarm(id).await,
+    };
+    match found {
         Ok(a) if visible(p, &a) => Ok(a),
         Ok(_) => Err(AlarmError::NotFound(format!("alarm {id} does not exist")).into()),
         Err(e) => Err(e.into()),
@@ -252,7 +260,7 @@ async fn one(
 ) -> Result<Json<AlarmJson>, ApiError> {
     let p = caller.require(Role::Viewer)?;
     let a = visible_alarm(&s, p, &id).await?;
-    Ok(Json(alarm_json(&a, &s.handle)))
+    Ok(Json(alarm_json(&a, &s.reads)))
 }
 
 /// Acknowledge an alarm.
@@ -277,7 +285,8 @@ async fn acknowledge(
     Path(id): Path<String>,
 ) -> Result<Json<AlarmJson>, ApiError> {
     let p = caller.require(Role::Dispatcher)?;
+    let live = s.live()?;
     let a = visible_alarm(&s, p, &id).await?;
-    let a = s.handle.acknowledge_alarm(&actor(p, peer), a.id).await?;
-    Ok(Json(alarm_json(&a, &s.handle)))
+    let a = live.acknowledge_alarm(&actor(p, peer), a.id).await?;
+    Ok(Json(alarm_json(&a, &s.reads)))
 }

@@ -141,9 +141,7 @@ async fn login(
         .attempt(&body.username, peer.ip())
         .map_err(ApiError::too_many)?;
     let client = peer.ip().to_string();
-    Ok(Json(
-        s.handle.login(&body.username, &body.password, &client).await?,
-    ))
+    Ok(Json(s.auth.login(&body.username, &body.password, &client).await?))
 }
 
 /// Exchanges a refresh token for new tokens; the one given is spent.
@@ -167,7 +165,7 @@ async fn refresh(
     Body(body): Body<Refresh>,
 ) -> Result<Json<Tokens>, ApiError> {
     Ok(Json(
-        s.handle
+        s.auth
             .refresh(&body.refresh_token, &peer.ip().to_string())
             .await?,
     ))
@@ -195,8 +193,8 @@ async fn logout(
 ) -> Result<StatusCode, ApiError> {
     // A body of `null` is no body.
     match body {
-        Some(Body(Some(r))) => s.handle.logout(&r.refresh_token).await?,
-        _ => s.handle.end_session(&caller?.0).await?,
+        Some(Body(Some(r))) => s.auth.logout(&r.refresh_token).await?,
+        _ => s.auth.end_session(&caller?.0).await?,
     }
     Ok(StatusCode::NO_CONTENT)
 }
@@ -226,5 +224,5 @@ async fn whoami(caller: Caller) -> Json<WhoAmI> {
     responses((status = 200, description = "A JSON Web Key Set", body = JwkSetJson))
 )]
 async fn jwks(State(s): State<ApiState>) -> Json<jsonwebtoken::jwk::JwkSet> {
-    Json(s.handle.jwks())
+    Json(s.auth.jwks())
 }

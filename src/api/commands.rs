@@ -102,7 +102,7 @@ impl From<TrackedCommand> for CommandJson {
 /// The subscriber named in the path, if `p` may act on its fleet.
 fn subscriber(s: &ApiState, p: &Principal, imsi: &str) -> Result<Imsi, ApiError> {
     let imsi = Imsi::parse(imsi).map_err(|e| ApiError::invalid("imsi", e.to_string()))?;
-    let unit = s.handle.unit_of(imsi).ok_or_else(|| {
+    let unit = s.live()?.unit_of(imsi).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -128,7 +128,7 @@ async fn radio(
 ) -> Result<(StatusCode, Json<CommandJson>), ApiError> {
     let p = caller.require(Role::Dispatcher)?;
     let imsi = subscriber(&s, p, &imsi)?;
-    let c = s.handle.radio_command(&actor(p, peer), kind, imsi, from).await?;
+    let c = s.live()?.radio_command(&actor(p, peer), kind, imsi, from).await?;
     Ok((StatusCode::ACCEPTED, Json(c.into())))
 }
 
@@ -291,10 +291,10 @@ async fn command(
     Path(id): Path<String>,
 ) -> Result<Json<CommandJson>, ApiError> {
     let p = caller.require(Role::Viewer)?;
-    let c = s
-        .handle
+    let live = s.live()?;
+    let c = live
         .tracked_command(&id)
-        .filter(|c| s.handle.unit_of(c.imsi).is_none_or(|u| p.fleets.allows(u.fleet)))
+        .filter(|c| live.unit_of(c.imsi).is_none_or(|u| p.fleets.allows(u.fleet)))
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no command {id}")))?;
     Ok(Json(c.into()))
 }
@@ -353,7 +353,7 @@ async fn authorize(
         priority: body.priority,
         permissions,
     };
-    s.handle.command(&actor(p, peer), cmd).await?;
+    s.live()?.command(&actor(p, peer), cmd).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -391,7 +391,7 @@ async fn release(
             format!("call {call} is not in progress"),
         ));
     }
-    s.handle
+    s.live()?
         .command(&actor(p, peer), Command::EndCall { call })
         .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -428,7 +428,7 @@ async fn slot_service(
     } else {
         Command::SlotInService { site, carrier, slot }
     };
-    s.handle.command(&actor(p, peer), cmd).await?;
+    s.live()?.command(&actor(p, peer), cmd).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -556,7 +556,7 @@ async fn set_parameter(
         name,
         value: body.value,
     };
-    match s.handle.command(&actor(p, peer), cmd).await {
+    match s.live()?.command(&actor(p, peer), cmd).await {
         Ok(Outcome::Parameter { name, value }) => Ok(Json(ParameterJson { name, value })),
         Ok(_) => Err(ApiError::internal()),
         Err(CommandError::Invalid(m)) => Err(ApiError::invalid("value", m)),

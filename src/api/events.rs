@@ -72,7 +72,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
 use std::fmt::Display;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -94,8 +94,8 @@ use super::live::{
 };
 use super::openapi::{BadRequest, RateLimited, Unauthorized};
 use super::{bearer, query_params, ApiError, ApiRoutes, ApiState, Caller};
-use crate::auth::{Fleets, Principal, Role};
-use crate::controller::{ActiveCall, Alarm, Answer, ControllerHandle, Query, Snapshot};
+use crate::auth::{Authority, Fleets, Principal, Role};
+use crate::controller::{ActiveCall, Alarm, Answer, ControllerHandle, Query, Reads, Snapshot};
 use crate::core::messaging::Reply;
 use crate::core::queue::QueueEntry;
 use crate::core::registration::{LeaveReason, UnitEvent};
@@ -209,6 +209,8 @@ async fn ticket(
     headers: HeaderMap,
 ) -> Result<Json<TicketJson>, ApiError> {
     let p = caller.require(Role::Viewer)?;
+    // A ticket opens this node's stream only.
+    s.live()?;
     // `Caller` checked this very token.
     let ticket = s.tickets.issue(&p.name, bearer(&headers)?)?;
     Ok(Json(TicketJson {
@@ -289,8 +291,8 @@ async fn events(State(s): State<ApiState>, headers: HeaderMap, uri: Uri) -> Resu
         None => bearer(&headers)?.to_string(),
     };
     // Every role may listen.
-    let principal = s.handle.authenticate(&token)?;
-    let listener = Listener::start(s.handle.clone(), token, &principal, after);
+    let principal = s.auth.authenticate(&token)?;
+    let listener = Listener::start(s.live()?.clone(), token, &principal, after);
     let stream = futures::stream::unfold(listener, |mut l| async move {
         l.next_event().await.map(|e| (Ok::<_, Infallible>(e), l))
     });
@@ -324,6 +326,8 @@ impl Reason {
 /// One open stream: where it is in the controller's events, and what its operator sees.
 struct Listener {
     handle: ControllerHandle,
+    auth: Arc<Authority>,
+    reads: Reads,
     /// The access token that opened it, checked again every [`RECHECK`].
     token: String,
     view: View,
@@ -350,6 +354,8 @@ impl Listener {
             }
         };
         let mut l = Listener {
+            auth: handle.authority(),
+            reads: handle.reads(),
             handle,
             token,
             view: View {
@@ -435,7 +441,7 @@ impl Listener {
     /// event saying why.
     fn recheck(&mut self) {
         self.recheck_at = Instant::now() + RECHECK;
-        if let Err(e) = self.handle.authenticate(&self.token) {
+        if let Err(e) = self.auth.authenticate(&self.token) {
             let e = ApiError::from(e);
             let data = serde_json::json!({ "code": e.code, "message": e.message });
             self.pending
@@ -488,7 +494,7 @@ impl Listener {
                 .alarms
                 .iter()
                 .filter(|a| v.alarm(a))
-                .map(|a| alarm_json(a, &self.handle))
+                .map(|a| alarm_json(a, &self.reads))
                 .collect(),
         };
         sse("snapshot", s.seq, &json).unwrap_or_else(|| SseEvent::default().event("snapshot"))
@@ -632,7 +638,7 @@ impl Listener {
                 }
                 let body = AlarmChangeJson {
                     change: change.as_str(),
-                    alarm: alarm_json(alarm, &self.handle),
+                    alarm: alarm_json(alarm, &self.reads),
                 };
                 sse("alarm", seq, &Data { seq, at_ms, body })
             }

@@ -179,7 +179,7 @@ async fn call_history(
         before: before(q.before)?,
         limit: limit as u32 + 1,
     };
-    let mut found = s.handle.records().call_history(&search).await?;
+    let mut found = s.reads.call_history(&search).await?;
     let more = found.len() > limit;
     found.truncate(limit);
     let calls = found
@@ -302,7 +302,7 @@ async fn audit_log(
         before: before(q.before)?,
         limit: limit as u32 + 1,
     };
-    let mut found = s.handle.records().audit(&search).await?;
+    let mut found = s.reads.audit(&search).await?;
     let more = found.len() > limit;
     found.truncate(limit);
     Ok(Json(AuditPage {

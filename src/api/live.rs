@@ -256,7 +256,7 @@ async fn units(
             fleet: f,
             ..filter.clone()
         });
-        match s.handle.query(query) {
+        match s.live()?.query(query) {
             Ok(Answer::Units(u)) => all.extend(u),
             Ok(_) => return Err(ApiError::internal()),
             Err(e) => return Err(ApiError::from_query(e, "talkgroup")),
@@ -315,7 +315,7 @@ async fn slots(
 ) -> Result<Json<SlotsJson>, ApiError> {
     let p = caller.require(Role::Viewer)?;
     let site = path_id("site", &site, SiteId::new, SiteId::MAX)?;
-    let map: Vec<SlotView> = match s.handle.query(Query::Slots { site }) {
+    let map: Vec<SlotView> = match s.live()?.query(Query::Slots { site }) {
         Ok(Answer::Slots(v)) => v,
         Ok(_) => return Err(ApiError::internal()),
         Err(e) => return Err(ApiError::from_query(e, "site")),
@@ -346,7 +346,7 @@ async fn slots(
 
 /// The calls in progress `p` may see.
 pub(super) fn calls_in_scope(s: &ApiState, p: &Principal) -> Result<Vec<ActiveCall>, ApiError> {
-    match s.handle.query(Query::Calls) {
+    match s.live()?.query(Query::Calls) {
         Ok(Answer::Calls(c)) => Ok(c
             .into_iter()
             .filter(|c| p.fleets.allows(c.view.caller.fleet) || p.fleets.allows(target_fleet(&c.view.target)))
@@ -482,7 +482,7 @@ async fn queues(
         .site
         .map(|v| id("site", v, SiteId::new, SiteId::MAX))
         .transpose()?;
-    let all = match s.handle.query(Query::Queues { site }) {
+    let all = match s.live()?.query(Query::Queues { site }) {
         Ok(Answer::Queues(q)) => q,
         Ok(_) => return Err(ApiError::internal()),
         Err(e) => return Err(ApiError::from_query(e, "site")),
@@ -536,7 +536,7 @@ pub struct LinksJson {
 )]
 async fn links(State(s): State<ApiState>, caller: Caller) -> Result<Json<LinksJson>, ApiError> {
     caller.require(Role::Viewer)?;
-    let links: Vec<LinkState> = match s.handle.query(Query::Links) {
+    let links: Vec<LinkState> = match s.live()?.query(Query::Links) {
         Ok(Answer::Links(l)) => l,
         _ => return Err(ApiError::internal()),
     };
@@ -565,7 +565,7 @@ pub struct ParametersJson {
 )]
 async fn parameters(State(s): State<ApiState>, caller: Caller) -> Result<Json<ParametersJson>, ApiError> {
     caller.require(Role::Admin)?;
-    match s.handle.query(Query::Parameters) {
+    match s.live()?.query(Query::Parameters) {
         Ok(Answer::Parameters(p)) => Ok(Json(ParametersJson {
             parameters: p.into_iter().collect(),
         })),

@@ -114,7 +114,7 @@ fn ends(p: &Principal, from: &UnitBody, to: &TargetBody) -> Result<(Unit, Target
 }
 
 async fn send(s: &ApiState, who: String, command: Command) -> Result<Json<MessageOutcome>, ApiError> {
-    let (outcome, recipients) = match s.handle.command(&who, command).await? {
+    let (outcome, recipients) = match s.live()?.command(&who, command).await? {
         Outcome::Delivered => ("delivered", None),
         Outcome::SentToTalkgroup { recipients } => ("sent_to_talkgroup", Some(recipients)),
         Outcome::Stored { recipients } => ("stored", Some(recipients)),

@@ -1,6 +1,10 @@
 //! The operator API: HTTP and JSON on axum, served by `trunkd serve` on `api.listen`, on
 //! the same runtime as the site link. Every route calls the [`ControllerHandle`], never
-//! the controller's internals.
+//! the controller's internals, or for what the database answers its [`Reads`].
+//!
+//! A standby of an HA group serves the same routes ([`serve_standby`]) with no controller
+//! behind them: logins and reads from the database; every route that needs the running
+//! controller takes it from [`ApiState::live`], which answers 503 `not_active` there.
 //!
 //! - `GET /healthz`: no token (liveness, whether the database answers).
 //! - `GET /metrics`: no token either, for Prometheus scrapers (the API listens on
@@ -79,15 +83,19 @@ use axum_server::tls_rustls::RustlsConfig;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tracing::{info, warn};
 use utoipa::ToSchema;
 use utoipa_axum::routes;
 
 pub use openapi::ApiRoutes;
 
-use crate::auth::{AuthError, Principal, Role};
-use crate::config::ApiConfig;
-use crate::controller::{AlarmKind, Answer, ControllerHandle, Query, QueryError};
+use crate::auth::{AuthError, Authority, Principal, Role};
+use crate::clock::Clock;
+use crate::config::{ApiConfig, Config};
+use crate::controller::{AlarmKind, Answer, ControllerHandle, Query, QueryError, Reads};
+use crate::hlr::HlrCache;
+use crate::store::Store;
 
 /// An error as every route answers it: a stable `code`, a `message` for people, and the
 /// `field` at fault where there is one.
@@ -161,6 +169,16 @@ impl ApiError {
         }
     }
 
+    /// 503 `not_active`: a standby of an HA group was asked for what only the active
+    /// node does; the message names the active node's API address (`active`) if one is.
+    pub fn not_active(active: Option<&str>) -> Self {
+        let message = match active {
+            Some(a) => format!("this node is a standby; the active node's API is at {a}"),
+            None => "this node is a standby and no node is active now".to_string(),
+        };
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_active", message)
+    }
+
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         self.status
@@ -208,13 +226,56 @@ impl From<AuthError> for ApiError {
 /// What every route shares.
 #[derive(Clone)]
 pub struct ApiState {
-    handle: ControllerHandle,
+    /// The running controller, or what a standby knows of the active node.
+    node: Node,
+    /// What is read from the database.
+    reads: Reads,
+    /// Logins and tokens.
+    auth: Arc<Authority>,
     limits: Arc<auth::LoginLimits>,
     tickets: Arc<events::Tickets>,
     /// The OpenAPI document, as served.
     openapi: Arc<str>,
     /// Largest bulk import body, bytes (`api.import_body_limit`).
     import_limit: usize,
+}
+
+/// The node an API serves for.
+#[derive(Clone)]
+enum Node {
+    /// A running controller (standalone, or the active node of an HA group).
+    Running(ControllerHandle),
+    /// A standby of an HA group: no controller runs here.
+    Standby(watch::Receiver<StandbyView>),
+}
+
+impl ApiState {
+    fn new(
+        node: Node,
+        reads: Reads,
+        auth: Arc<Authority>,
+        cfg: &ApiConfig,
+        doc: &utoipa::openapi::OpenApi,
+    ) -> Self {
+        ApiState {
+            node,
+            reads,
+            auth,
+            limits: Arc::new(auth::LoginLimits::new(cfg.login_attempts_per_minute)),
+            tickets: Arc::new(events::Tickets::default()),
+            openapi: doc.to_json().unwrap_or_default().into(),
+            import_limit: cfg.import_body_limit,
+        }
+    }
+
+    /// The running controller, for what needs it (live state, commands, writes): on a
+    /// standby, 503 `not_active` naming the active node's API.
+    fn live(&self) -> Result<&ControllerHandle, ApiError> {
+        match &self.node {
+            Node::Running(handle) => Ok(handle),
+            Node::Standby(view) => Err(ApiError::not_active(view.borrow().active_api.as_deref())),
+        }
+    }
 }
 
 /// A JSON body, refused with a JSON [`ApiError`] naming the field at fault (where
@@ -339,7 +400,7 @@ impl FromRequestParts<ApiState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
-        Ok(Caller(state.handle.authenticate(bearer(&parts.headers)?)?))
+        Ok(Caller(state.auth.authenticate(bearer(&parts.headers)?)?))
     }
 }
 
@@ -407,16 +468,17 @@ pub fn document() -> utoipa::openapi::OpenApi {
     routes().split().1
 }
 
-/// The API's routes over `handle`.
+/// The API's routes over a running controller's `handle`.
 pub fn router(handle: ControllerHandle, cfg: &ApiConfig) -> Router {
+    let (reads, auth) = (handle.reads(), handle.authority());
+    app(Node::Running(handle), reads, auth, cfg)
+}
+
+/// The API's routes for `node`: every route is served; those that need a running
+/// controller answer 503 on a standby ([`ApiState::live`]).
+fn app(node: Node, reads: Reads, auth: Arc<Authority>, cfg: &ApiConfig) -> Router {
     let (routes, doc) = routes().split();
-    let state = ApiState {
-        handle,
-        limits: Arc::new(auth::LoginLimits::new(cfg.login_attempts_per_minute)),
-        tickets: Arc::new(events::Tickets::default()),
-        openapi: doc.to_json().unwrap_or_default().into(),
-        import_limit: cfg.import_body_limit,
-    };
+    let state = ApiState::new(node, reads, auth, cfg, &doc);
     let timeout = Duration::from_millis(cfg.request_timeout_ms);
     routes
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
@@ -453,7 +515,21 @@ pub fn router(handle: ControllerHandle, cfg: &ApiConfig) -> Router {
     responses((status = 200, description = "The controller answers", body = Health))
 )]
 async fn healthz(State(state): State<ApiState>) -> Result<Json<Health>, ApiError> {
-    let alarms = match state.handle.query(Query::Alarms) {
+    let handle = match &state.node {
+        Node::Running(handle) => handle,
+        Node::Standby(view) => {
+            let v = view.borrow().clone();
+            return Ok(Json(Health {
+                status: "ok",
+                database: "up",
+                role: "standby",
+                epoch: Some(v.epoch),
+                lease_age_ms: None,
+                active_api: v.active_api,
+            }));
+        }
+    };
+    let alarms = match handle.query(Query::Alarms) {
         Ok(Answer::Alarms(a)) => a,
         _ => {
             return Err(ApiError::new(
@@ -466,7 +542,7 @@ async fn healthz(State(state): State<ApiState>) -> Result<Json<Health>, ApiError
     let down = alarms
         .iter()
         .any(|a| a.kind == AlarmKind::DatabaseUnavailable && a.is_open());
-    let ha = state.handle.ha_lease();
+    let ha = handle.ha_lease();
     Ok(Json(Health {
         status: "ok",
         database: if down { "down" } else { "up" },
@@ -488,7 +564,18 @@ async fn healthz(State(state): State<ApiState>) -> Result<Json<Health>, ApiError
         content_type = "text/plain", body = String))
 )]
 async fn metrics(State(s): State<ApiState>) -> Result<Response, ApiError> {
-    metrics_text(s.handle.metrics())
+    metrics_text(match &s.node {
+        Node::Running(handle) => handle.metrics(),
+        // Nothing else runs here.
+        Node::Standby(view) => crate::metrics::Scrape {
+            ha: Some(crate::metrics::HaGauges {
+                active: false,
+                epoch: view.borrow().epoch,
+                lease_age_ms: None,
+            }),
+            ..Default::default()
+        },
+    })
 }
 
 /// `scrape` in the Prometheus text format, as `GET /metrics` answers it.
@@ -584,63 +671,86 @@ pub struct StandbyView {
     pub active_link: Option<crate::protocol::ControllerAddress>,
 }
 
-/// Serves the API of a standby (`src/ha`) until `stop`: `GET /healthz` (role `standby`,
-/// the epoch, the active node's API address), `GET /metrics` (`trunkd_ha_active 0` and
-/// the epoch; nothing else runs here) and, for every other request, 503
-/// `not_active` naming the active node's API address: a standby holds no live state.
+/// Serves the API of a standby (`src/ha`) until `stop`, on a store of its own opened
+/// from `cfg.database` without an epoch (it writes nothing but what logins, refreshes and
+/// logouts write):
+/// - `GET /healthz` (role `standby`, the epoch, the active node's API address) and
+///   `GET /metrics` (`trunkd_ha_active 0` and the epoch; nothing else runs here);
+/// - logging in, refreshing, logging out (tokens of either node are good on both: the
+///   signing keys are the database's), and every read the database answers: the HLR's
+///   records, the history, the alarms as stored, the OpenAPI document;
+/// - and 503 `not_active`, naming the active node's API address, for everything that
+///   needs the running controller: live state, the event stream, commands and writes.
+///
+/// The operators, sessions and signing keys are kept current by following the audit log
+/// every `registration.hlr_refresh_ms`, as a running controller does. Until the database
+/// answers, requests wait (it is tried again every second).
 pub async fn serve_standby(
     listener: ApiListener,
-    view: tokio::sync::watch::Receiver<StandbyView>,
+    cfg: Config,
+    view: watch::Receiver<StandbyView>,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let health = {
-        let view = view.clone();
-        move || {
-            let v = view.borrow().clone();
-            async move {
-                Json(Health {
-                    status: "ok",
-                    database: "up",
-                    role: "standby",
-                    epoch: Some(v.epoch),
-                    lease_age_ms: None,
-                    active_api: v.active_api,
-                })
-            }
+    let mut stop = Box::pin(stop);
+    let (store, hlr, auth) = loop {
+        let opened = async {
+            let store = Store::open(&cfg.database.url, &cfg.database.data_dir).await?;
+            let hlr = Arc::new(HlrCache::load(&store).await?);
+            let auth = Authority::load(&cfg.api, store.clone(), Clock::start()).await?;
+            Ok::<_, crate::controller::StartError>((store, hlr, Arc::new(auth)))
+        };
+        // A takeover does not wait for it.
+        let opened = tokio::select! {
+            _ = &mut stop => return Ok(()),
+            opened = opened => opened,
+        };
+        match opened {
+            Ok(opened) => break opened,
+            Err(e) => warn!(error = %e, "HA standby: the operator API cannot read the database yet"),
+        }
+        tokio::select! {
+            _ = &mut stop => return Ok(()),
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     };
-    let metrics = {
-        let view = view.clone();
-        move || {
-            let epoch = view.borrow().epoch;
-            async move {
-                let scrape = crate::metrics::Scrape {
-                    ha: Some(crate::metrics::HaGauges {
-                        active: false,
-                        epoch,
-                        lease_age_ms: None,
-                    }),
-                    ..Default::default()
-                };
-                metrics_text(scrape)
-            }
+    let app = app(
+        Node::Standby(view),
+        Reads::new(store.clone(), hlr.clone()),
+        auth.clone(),
+        &cfg.api,
+    );
+    let every = Duration::from_millis(cfg.registration.hlr_refresh_ms);
+    let follow = async {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            follow_audit(&store, &hlr, &auth).await;
         }
     };
-    let not_active = move || {
-        let active = view.borrow().active_api.clone();
-        async move {
-            let message = match active {
-                Some(a) => format!("this node is a standby; the active node's API is at {a}"),
-                None => "this node is a standby and no node is active now".to_string(),
-            };
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_active", message)
-        }
+    let served = tokio::select! {
+        r = serve_app(listener, app, stop) => r,
+        () = follow => Ok(()),
     };
-    let app = Router::new()
-        .route("/healthz", axum::routing::get(health))
-        .route("/metrics", axum::routing::get(metrics))
-        .fallback(not_active);
-    serve_app(listener, app, stop).await
+    store.close().await;
+    served
+}
+
+/// What a standby's API hears by following the audit log: HLR changes (for the units
+/// alarms name) and the operators, sessions and signing keys of [`Authority::hear`].
+async fn follow_audit(store: &Store, hlr: &HlrCache, auth: &Authority) {
+    if let Err(e) = hlr.refresh(store).await {
+        warn!(error = %e, "HA standby: the audit log could not be followed");
+        return;
+    }
+    if let Some(Err(e)) = auth.retry_reloads().await {
+        warn!(error = %e, "HA standby: operators could not be reloaded");
+    }
+    for change in hlr.take_changes() {
+        if let Some(Err(e)) = auth.hear(&change).await {
+            warn!(error = %e, "HA standby: the API's operators and keys could not be reloaded");
+        }
+    }
 }
 
 /// Serves `app` on `listener` (over TLS when it has it) until `stop`.

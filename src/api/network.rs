@@ -21,7 +21,7 @@ use super::live::{fleet_in_scope, page_limit, path_id};
 use super::openapi::{BadRequest, BodyRefused, Conflict, Forbidden, NotFound, Unauthorized};
 use super::{query_params, ApiError, ApiRoutes, ApiState, Body, Caller};
 use crate::auth::{Fleets, Principal, Role};
-use crate::controller::Records;
+use crate::controller::Reads;
 use crate::hlr::{Fleet, Site, Talkgroup};
 use crate::protocol::{FleetId, Imsi, SiteId, SiteKey, TalkgroupId};
 
@@ -99,7 +99,7 @@ fn not_found(m: String) -> ApiError {
 )]
 async fn fleets(State(s): State<ApiState>, caller: Caller) -> Result<Json<FleetsJson>, ApiError> {
     let p = caller.require(Role::Viewer)?;
-    let all = s.handle.records().fleets().await?;
+    let all = s.reads.fleets().await?;
     Ok(Json(FleetsJson {
         fleets: all
             .into_iter()
@@ -141,8 +141,7 @@ async fn fleet(
     let p = caller.require(Role::Viewer)?;
     let id = fleet_of(p, &raw)?;
     let f = s
-        .handle
-        .records()
+        .reads
         .fleets()
         .await?
         .into_iter()
@@ -180,7 +179,7 @@ async fn add_fleet(
     every_fleet(p, "creating a fleet")?;
     let id = FleetId::new(b.id).ok_or_else(|| ApiError::invalid("id", "id must be 1..=65535"))?;
     let fleet = Fleet { id, name: b.name };
-    s.handle.records().add_fleet(&actor(p, peer), &fleet).await?;
+    s.live()?.records().add_fleet(&actor(p, peer), &fleet).await?;
     Ok((
         StatusCode::CREATED,
         Json(FleetJson {
@@ -216,7 +215,7 @@ async fn rename_fleet(
 ) -> Result<Json<FleetJson>, ApiError> {
     let p = caller.require(Role::Admin)?;
     let id = fleet_of(p, &raw)?;
-    s.handle
+    s.live()?
         .records()
         .rename_fleet(&actor(p, peer), id, &b.name)
         .await?;
@@ -250,7 +249,7 @@ async fn remove_fleet(
     let p = caller.require(Role::Admin)?;
     every_fleet(p, "removing a fleet")?;
     let id = fleet_of(p, &raw)?;
-    s.handle.records().remove_fleet(&actor(p, peer), id).await?;
+    s.live()?.records().remove_fleet(&actor(p, peer), id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -303,11 +302,10 @@ async fn talkgroups(
 ) -> Result<Json<TalkgroupsJson>, ApiError> {
     let p = caller.require(Role::Viewer)?;
     let fleet = fleet_of(p, &raw)?;
-    let records = s.handle.records();
-    if !records.fleets().await?.iter().any(|f| f.id == fleet) {
+    if !s.reads.fleets().await?.iter().any(|f| f.id == fleet) {
         return Err(not_found(format!("fleet {fleet} does not exist")));
     }
-    let all = records.talkgroups(Some(fleet)).await?;
+    let all = s.reads.talkgroups(Some(fleet)).await?;
     Ok(Json(TalkgroupsJson {
         talkgroups: all.into_iter().map(TalkgroupJson::from).collect(),
     }))
@@ -323,8 +321,7 @@ fn talkgroup_of(p: &Principal, (fleet, tg): &(String, String)) -> Result<(FleetI
 }
 
 async fn find_talkgroup(s: &ApiState, fleet: FleetId, id: TalkgroupId) -> Result<Talkgroup, ApiError> {
-    s.handle
-        .records()
+    s.reads
         .talkgroups(Some(fleet))
         .await?
         .into_iter()
@@ -388,7 +385,7 @@ async fn add_talkgroup(
         id,
         name: b.name,
     };
-    s.handle.records().add_talkgroup(&actor(p, peer), &tg).await?;
+    s.live()?.records().add_talkgroup(&actor(p, peer), &tg).await?;
     Ok((StatusCode::CREATED, Json(tg.into())))
 }
 
@@ -418,7 +415,7 @@ async fn rename_talkgroup(
 ) -> Result<Json<TalkgroupJson>, ApiError> {
     let p = caller.require(Role::Admin)?;
     let (fleet, id) = talkgroup_of(p, &path)?;
-    s.handle
+    s.live()?
         .records()
         .rename_talkgroup(&actor(p, peer), fleet, id, &b.name)
         .await?;
@@ -452,7 +449,7 @@ async fn remove_talkgroup(
 ) -> Result<StatusCode, ApiError> {
     let p = caller.require(Role::Admin)?;
     let (fleet, id) = talkgroup_of(p, &path)?;
-    s.handle
+    s.live()?
         .records()
         .remove_talkgroup(&actor(p, peer), fleet, id)
         .await?;
@@ -509,8 +506,7 @@ async fn members(
         .transpose()?;
     find_talkgroup(&s, fleet, id).await?;
     let mut page = s
-        .handle
-        .records()
+        .reads
         .talkgroup_members(fleet, id, after, limit as u32 + 1)
         .await?;
     let more = page.len() > limit;
@@ -565,7 +561,7 @@ pub struct SitesJson {
 )]
 async fn sites(State(s): State<ApiState>, caller: Caller) -> Result<Json<SitesJson>, ApiError> {
     caller.require(Role::Viewer)?;
-    let all = s.handle.records().sites().await?;
+    let all = s.reads.sites().await?;
     Ok(Json(SitesJson {
         sites: all.iter().map(SiteJson::from).collect(),
     }))
@@ -592,12 +588,12 @@ async fn site(
 ) -> Result<Json<SiteJson>, ApiError> {
     caller.require(Role::Viewer)?;
     let id = path_id("site", &raw, SiteId::new, SiteId::MAX)?;
-    let site = find_site(&s.handle.records(), id).await?;
+    let site = find_site(&s.reads, id).await?;
     Ok(Json((&site).into()))
 }
 
-async fn find_site(records: &Records, id: SiteId) -> Result<Site, ApiError> {
-    records
+async fn find_site(reads: &Reads, id: SiteId) -> Result<Site, ApiError> {
+    reads
         .sites()
         .await?
         .into_iter()
@@ -670,7 +666,7 @@ async fn add_site(
         slots_per_carrier: b.slots_per_carrier,
         key: new_key()?,
     };
-    s.handle.records().add_site(&actor(p, peer), &site).await?;
+    s.live()?.records().add_site(&actor(p, peer), &site).await?;
     Ok((
         StatusCode::CREATED,
         Json(SiteWithKey {
@@ -707,9 +703,11 @@ async fn rename_site(
     let p = caller.require(Role::Admin)?;
     every_fleet(p, "changing a site")?;
     let id = path_id("site", &raw, SiteId::new, SiteId::MAX)?;
-    let records = s.handle.records();
-    records.rename_site(&actor(p, peer), id, &b.name).await?;
-    let site = find_site(&records, id).await?;
+    s.live()?
+        .records()
+        .rename_site(&actor(p, peer), id, &b.name)
+        .await?;
+    let site = find_site(&s.reads, id).await?;
     Ok(Json((&site).into()))
 }
 
@@ -739,9 +737,11 @@ async fn rekey_site(
     every_fleet(p, "changing a site's key")?;
     let id = path_id("site", &raw, SiteId::new, SiteId::MAX)?;
     let key = new_key()?;
-    let records = s.handle.records();
-    records.set_site_key(&actor(p, peer), id, &key).await?;
-    let site = find_site(&records, id).await?;
+    s.live()?
+        .records()
+        .set_site_key(&actor(p, peer), id, &key)
+        .await?;
+    let site = find_site(&s.reads, id).await?;
     Ok(Json(SiteWithKey {
         site: (&site).into(),
         link_key: key.to_hex(),
@@ -772,6 +772,6 @@ async fn remove_site(
     let p = caller.require(Role::Admin)?;
     every_fleet(p, "removing a site")?;
     let id = path_id("site", &raw, SiteId::new, SiteId::MAX)?;
-    s.handle.records().remove_site(&actor(p, peer), id).await?;
+    s.live()?.records().remove_site(&actor(p, peer), id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

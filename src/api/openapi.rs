@@ -10,8 +10,9 @@
 //! [`Unauthorized`], [`Forbidden`], [`NotFound`], [`Conflict`], [`BodyRefused`],
 //! [`RateLimited`]), listed by name in a route's `responses(...)`, each with the
 //! [`ApiError`] schema. Two more every route may answer are added to every operation
-//! here, where they come from: 503 (`timeout`, the request timeout, or `unavailable`,
-//! the database) and 500 (`internal`, which does not happen).
+//! here, where they come from: 503 (`timeout`, the request timeout; `unavailable`, the
+//! database; or `not_active`, a standby of an HA pair asked for what needs the running
+//! controller) and 500 (`internal`, which does not happen).
 
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
@@ -194,7 +195,8 @@ pub struct RateLimited(pub ApiError);
 #[derive(ToResponse)]
 pub struct ServerError(pub ApiError);
 
-/// `timeout` (not answered within `api.request_timeout_ms`) or `unavailable` (the
-/// database does not answer).
+/// `timeout` (not answered within `api.request_timeout_ms`), `unavailable` (the
+/// database does not answer) or `not_active` (a standby of an HA pair was asked for
+/// what needs the running controller; the message names the active node's API).
 #[derive(ToResponse)]
 pub struct Unavailable(pub ApiError);

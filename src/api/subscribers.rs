@@ -181,7 +181,7 @@ async fn search(
         after: q.after.as_deref().map(|v| imsi("after", v)).transpose()?,
         limit: limit as u32 + 1,
     };
-    let mut found = s.handle.records().search_subscribers(&search).await?;
+    let mut found = s.reads.search_subscribers(&search).await?;
     let more = found.len() > limit;
     found.truncate(limit);
     Ok(Json(SubscribersPage {
@@ -193,7 +193,7 @@ async fn search(
 /// The subscriber named in the path, if it exists and `p` may see its fleet.
 async fn in_scope(s: &ApiState, p: &Principal, raw: &str) -> Result<Subscriber, ApiError> {
     let imsi = imsi("imsi", raw)?;
-    let sub = s.handle.records().subscriber(imsi).await?.ok_or_else(|| {
+    let sub = s.reads.subscriber(imsi).await?.ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -338,7 +338,7 @@ async fn create(
             .map_err(|e| ApiError::invalid("permissions", e))?,
         talkgroups: talkgroups(&b.talkgroups)?,
     };
-    let sub = s.handle.records().add_subscriber(&actor(p, peer), new).await?;
+    let sub = s.live()?.records().add_subscriber(&actor(p, peer), new).await?;
     let keys = generated.then(|| GeneratedKeys {
         k: sub.k.to_hex(),
         opc: sub.opc.to_hex(),
@@ -409,7 +409,7 @@ async fn update(
         talkgroups: b.talkgroups.as_deref().map(talkgroups).transpose()?,
     };
     let sub = s
-        .handle
+        .live()?
         .records()
         .update_subscriber(&actor(p, peer), sub.imsi, &change)
         .await?;
@@ -439,7 +439,7 @@ async fn remove(
 ) -> Result<StatusCode, ApiError> {
     let p = caller.require(Role::Admin)?;
     let sub = in_scope(&s, p, &raw).await?;
-    s.handle
+    s.live()?
         .records()
         .remove_subscriber(&actor(p, peer), sub.imsi)
         .await?;
@@ -522,6 +522,8 @@ async fn import(
     body: axum::body::Body,
 ) -> Result<(StatusCode, Json<ImportJson>), ApiError> {
     let p = caller.require(Role::Admin)?;
+    // Before the file is read.
+    let live = s.live()?;
     if !has_content_type(&headers, "text/csv") {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -563,8 +565,7 @@ async fn import(
             ))
         });
     }
-    let done = s
-        .handle
+    let done = live
         .records()
         .import_subscribers(&actor(p, peer), rows)
         .await

@@ -18,6 +18,7 @@ use super::tokens::{self, Claims, KeyRing, TokenError};
 use super::{password, Fleets, Operator, Role};
 use crate::clock::Clock;
 use crate::config::{ApiConfig, JwtAlgorithm};
+use crate::hlr::HlrChange;
 use crate::store::{RefreshRow, Store, StoreError};
 
 /// What an operator holds after logging in or refreshing.
@@ -115,6 +116,20 @@ impl Authority {
     /// Loads (on a first start with EdDSA, creates) the signing keys, the operators and
     /// the revoked sessions.
     pub async fn start(cfg: &ApiConfig, store: Store, clock: Clock) -> Result<Authority, AuthError> {
+        if cfg.jwt_algorithm == JwtAlgorithm::EdDSA
+            && !store.signing_keys().await?.iter().any(|k| k.retire_at.is_none())
+        {
+            store.add_signing_key("controller", None).await?;
+            info!("created the API's first signing key");
+        }
+        Authority::load(cfg, store, clock).await
+    }
+
+    /// Loads the signing keys, the operators and the revoked sessions, and creates
+    /// nothing (a standby of an HA pair; until the active node has created a signing key,
+    /// it issues no tokens). Only logins, refreshes and logouts write (sessions and their
+    /// audit entries).
+    pub async fn load(cfg: &ApiConfig, store: Store, clock: Clock) -> Result<Authority, AuthError> {
         let decoy = tokio::task::spawn_blocking(password::decoy)
             .await
             .map_err(|_| AuthError::Random)?;
@@ -129,17 +144,6 @@ impl Authority {
             removed: DashMap::new(),
             decoy,
         };
-        if cfg.jwt_algorithm == JwtAlgorithm::EdDSA
-            && !auth
-                .store
-                .signing_keys()
-                .await?
-                .iter()
-                .any(|k| k.retire_at.is_none())
-        {
-            auth.store.add_signing_key("controller", None).await?;
-            info!("created the API's first signing key");
-        }
         auth.reload_keys().await?;
         for op in auth.store.operators().await? {
             auth.operators.insert(op.name.clone(), op);
@@ -149,6 +153,21 @@ impl Authority {
             auth.revoked.insert(family, now);
         }
         Ok(auth)
+    }
+
+    /// Applies a change heard by following the audit log ([`crate::hlr::HlrCache::take_changes`]):
+    /// an operator's (reloaded), a revoked session, rotated signing keys (reloaded).
+    /// `None` for a change that is not the API's; else whether the reload succeeded.
+    pub async fn hear(&self, change: &HlrChange) -> Option<Result<(), StoreError>> {
+        match change {
+            HlrChange::Operator(name) => Some(self.reload_operator(name).await),
+            HlrChange::SessionRevoked(family) => {
+                self.session_revoked(family);
+                Some(Ok(()))
+            }
+            HlrChange::SigningKeys => Some(self.reload_keys().await),
+            HlrChange::Inhibited(..) | HlrChange::Removed(_) | HlrChange::Parameters => None,
+        }
     }
 
     /// Reloads the key ring (after a rotation).

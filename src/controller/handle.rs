@@ -12,10 +12,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use jsonwebtoken::jwk::JwkSet;
-use tracing::warn;
-
-use crate::auth::{AuthError, Fleets, Principal, Tokens};
+use crate::auth::Authority;
 use crate::core::trunking::{CallView, QueueEntry, SlotView};
 use crate::events::{EventKind, Lagged, Subscription};
 use crate::hlr::Permissions;
@@ -23,7 +20,7 @@ use crate::metrics::{Backlog, Scrape};
 use crate::params::{self, ParamError};
 use crate::protocol::{CallId, Cause, FleetId, Imsi, ShortData, SiteId, TalkgroupId, Target, Tmsi, Unit};
 use crate::shell::messaging::{ConsoleMessage, Reply};
-use crate::store::{rules, AlarmPage, StoreError};
+use crate::store::{rules, StoreError};
 
 use super::alarms::{Alarm, AlarmError, AlarmQuery};
 use super::commands::{CommandKind, CommandState, TrackedCommand};
@@ -557,27 +554,7 @@ impl ControllerHandle {
             |a: &Alarm| q.before.is_none_or(|b| a.id < b) && a.fleet.is_none_or(|f| q.fleets.allows(f));
         let mut page: BTreeMap<u64, Alarm> = BTreeMap::new();
         if q.finished {
-            let rows = n
-                .store
-                .alarms_page(&AlarmPage {
-                    before: q.before.map(|b| i64::try_from(b).unwrap_or(i64::MAX)),
-                    limit: i64::try_from(q.limit).unwrap_or(i64::MAX),
-                    fleets: match &q.fleets {
-                        Fleets::All => None,
-                        Fleets::Only(f) => Some(f.iter().map(|f| i64::from(f.get())).collect()),
-                    },
-                    finished: true,
-                })
-                .await
-                .map_err(AlarmError::Unavailable)?;
-            for row in rows {
-                match Alarm::from_row(row) {
-                    Ok(a) => {
-                        page.insert(a.id, a);
-                    }
-                    Err(e) => warn!(error = %e, "alarm in the database not understood; not listed"),
-                }
-            }
+            page.extend(self.reads().alarms(q).await?.into_iter().map(|a| (a.id, a)));
             // What is newer here than in the database.
             page.extend(n.alarms.pending().into_iter().filter(|(_, a)| wanted(a)));
         } else {
@@ -598,15 +575,7 @@ impl ControllerHandle {
         if let Some(a) = self.node.alarms.get(id) {
             return Ok(a);
         }
-        let row = self
-            .node
-            .store
-            .alarm(i64::try_from(id).unwrap_or(-1))
-            .await
-            .map_err(AlarmError::Unavailable)?;
-        row.ok_or_else(|| format!("alarm {id} does not exist"))
-            .and_then(Alarm::from_row)
-            .map_err(AlarmError::NotFound)
+        self.reads().alarm(id).await
     }
 
     /// Acknowledges alarm `id` for `actor` (named in its audit entry and as who
@@ -688,34 +657,9 @@ impl ControllerHandle {
         self.node.clock.unix_of(mono_ms)
     }
 
-    /// Logs an operator in (`client`: its address, for the log and the audit entry).
-    pub async fn login(&self, name: &str, password: &str, client: &str) -> Result<Tokens, AuthError> {
-        self.node.auth.login(name, password, client).await
-    }
-
-    /// Exchanges a refresh token for new tokens (see [`crate::auth::Authority::refresh`]).
-    pub async fn refresh(&self, refresh_token: &str, client: &str) -> Result<Tokens, AuthError> {
-        self.node.auth.refresh(refresh_token, client).await
-    }
-
-    /// Ends the session of a refresh token.
-    pub async fn logout(&self, refresh_token: &str) -> Result<(), AuthError> {
-        self.node.auth.logout(refresh_token).await
-    }
-
-    /// Ends `principal`'s session.
-    pub async fn end_session(&self, principal: &Principal) -> Result<(), AuthError> {
-        self.node.auth.end_session(principal).await
-    }
-
-    /// Checks an access token (in memory, no database): who is asking.
-    pub fn authenticate(&self, access_token: &str) -> Result<Principal, AuthError> {
-        self.node.auth.authenticate(access_token)
-    }
-
-    /// The public keys that check access tokens.
-    pub fn jwks(&self) -> JwkSet {
-        self.node.auth.jwks()
+    /// The operator API's logins and tokens.
+    pub fn authority(&self) -> Arc<Authority> {
+        self.node.auth.clone()
     }
 
     /// Sends `kind` to the radio of `imsi` and returns it to follow by id (see

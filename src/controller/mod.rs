@@ -28,7 +28,7 @@ pub use handle::{
     ActiveCall, Answer, Command, CommandError, ControllerHandle, LinkState, Outcome, Query, QueryError,
     Snapshot, UnitFilter, UnitOnAir,
 };
-pub use records::Records;
+pub use records::{Reads, Records};
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -101,14 +101,10 @@ impl Node {
                 // Another controller on the database changed system parameters.
                 HlrChange::Parameters => self.load_parameters().await,
                 // The operator API's accounts, sessions and keys.
-                HlrChange::Operator(name) => {
-                    let r = self.auth.reload_operator(&name).await;
-                    self.health.report("reloading an operator", r);
-                }
-                HlrChange::SessionRevoked(family) => self.auth.session_revoked(&family),
-                HlrChange::SigningKeys => {
-                    let r = self.auth.reload_keys().await;
-                    self.health.report("reloading the API's signing keys", r);
+                change => {
+                    if let Some(r) = self.auth.hear(&change).await {
+                        self.health.report("reloading the API's operators and keys", r);
+                    }
                 }
             }
         }

@@ -1,33 +1,47 @@
-//! [`Records`]: the HLR's records as operators keep them through the handle — subscribers
-//! (one, or a bulk import), fleets, talkgroups and sites — and the history (call records,
-//! the audit log). Every write goes to the database with its audit entry naming the
-//! actor, and the running controller applies it before the call returns (as the handle's
-//! commands do); reads come from the database, never the keys.
+//! The HLR's records as operators keep them — subscribers (one, or a bulk import),
+//! fleets, talkgroups and sites — and the history (call records, the audit log, stored
+//! alarms), in two parts:
+//!
+//! - [`Records`], through the handle of a running controller: every write goes to the
+//!   database with its audit entry naming the actor, and the running controller applies
+//!   it before the call returns (as the handle's commands do).
+//! - [`Reads`]: what is read from the database (never the keys), with the HLR cache
+//!   naming units. It needs no running controller: the handle gives the controller's
+//!   own, and a standby of an HA pair builds one of its own (`crate::api::serve_standby`).
 
 use std::future::Future;
 use std::sync::Arc;
 
+use tracing::warn;
+
+use crate::auth::Fleets;
 use crate::events::EventKind;
-use crate::hlr::{Fleet, NewSubscriber, Site, Subscriber, Talkgroup};
-use crate::protocol::{FleetId, Imsi, SiteId, SiteKey, TalkgroupId};
+use crate::hlr::{Fleet, HlrCache, NewSubscriber, Site, Subscriber, Talkgroup};
+use crate::protocol::{FleetId, Imsi, SiteId, SiteKey, TalkgroupId, Unit};
 use crate::store::{
-    AuditEntry, AuditSearch, CallHistoryEntry, CallSearch, ImportError, Provisioned, StoreError,
-    SubscriberSearch, SubscriberUpdate,
+    AlarmPage, AuditEntry, AuditSearch, CallHistoryEntry, CallSearch, ImportError, Provisioned, Store,
+    StoreError, SubscriberSearch, SubscriberUpdate,
 };
 
+use super::alarms::{Alarm, AlarmError, AlarmQuery};
 use super::{ControllerHandle, Node};
 
-/// The HLR's records and the history, from [`ControllerHandle::records`].
+/// Changes to the HLR's records, from [`ControllerHandle::records`]; reads are [`Reads`].
 pub struct Records {
     node: Arc<Node>,
 }
 
 impl ControllerHandle {
-    /// The HLR's records and the history.
+    /// Changes to the HLR's records.
     pub fn records(&self) -> Records {
         Records {
             node: self.node.clone(),
         }
+    }
+
+    /// The HLR's records and the history, as the database holds them.
+    pub fn reads(&self) -> Reads {
+        Reads::new(self.node.store.clone(), self.node.hlr.clone())
     }
 }
 
@@ -59,16 +73,6 @@ impl Records {
         Ok(done)
     }
 
-    /// One subscriber.
-    pub async fn subscriber(&self, imsi: Imsi) -> Result<Option<Subscriber>, StoreError> {
-        self.node.store.subscriber(imsi).await
-    }
-
-    /// One page of the subscribers `search` finds.
-    pub async fn search_subscribers(&self, search: &SubscriberSearch) -> Result<Vec<Subscriber>, StoreError> {
-        self.node.store.search_subscribers(search).await
-    }
-
     /// Changes a subscriber's IMEI, MSISDN or talkgroups; told on the event stream.
     pub async fn update_subscriber(
         &self,
@@ -79,6 +83,8 @@ impl Records {
         self.write(self.node.store.update_subscriber(actor, imsi, change))
             .await?;
         let sub = self
+            .node
+            .store
             .subscriber(imsi)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("subscriber {imsi} does not exist")))?;
@@ -96,11 +102,6 @@ impl Records {
         self.write(self.node.store.remove_subscriber(actor, imsi)).await
     }
 
-    /// Every fleet.
-    pub async fn fleets(&self) -> Result<Vec<Fleet>, StoreError> {
-        self.node.store.fleets().await
-    }
-
     /// Adds a fleet.
     pub async fn add_fleet(&self, actor: &str, fleet: &Fleet) -> Result<(), StoreError> {
         self.write(self.node.store.add_fleet(actor, fleet)).await
@@ -114,11 +115,6 @@ impl Records {
     /// Removes a fleet (refused while it has talkgroups or subscribers).
     pub async fn remove_fleet(&self, actor: &str, id: FleetId) -> Result<(), StoreError> {
         self.write(self.node.store.remove_fleet(actor, id)).await
-    }
-
-    /// A fleet's talkgroups (every fleet's with `None`).
-    pub async fn talkgroups(&self, fleet: Option<FleetId>) -> Result<Vec<Talkgroup>, StoreError> {
-        self.node.store.talkgroups_of(fleet).await
     }
 
     /// Adds a talkgroup to a fleet.
@@ -149,22 +145,6 @@ impl Records {
             .await
     }
 
-    /// One page of the subscribers permitted on a talkgroup.
-    pub async fn talkgroup_members(
-        &self,
-        fleet: FleetId,
-        id: TalkgroupId,
-        after: Option<Imsi>,
-        limit: u32,
-    ) -> Result<Vec<Imsi>, StoreError> {
-        self.node.store.talkgroup_members(fleet, id, after, limit).await
-    }
-
-    /// Every site (with its key: the caller must never show it but at creation).
-    pub async fn sites(&self) -> Result<Vec<Site>, StoreError> {
-        self.node.store.sites().await
-    }
-
     /// Adds a site with its link key.
     pub async fn add_site(&self, actor: &str, site: &Site) -> Result<(), StoreError> {
         self.write(self.node.store.add_site(actor, site)).await
@@ -184,14 +164,110 @@ impl Records {
     pub async fn remove_site(&self, actor: &str, id: SiteId) -> Result<(), StoreError> {
         self.write(self.node.store.remove_site(actor, id)).await
     }
+}
+
+/// The HLR's records and the history as the database holds them, with the HLR cache
+/// naming units; cheap to clone.
+#[derive(Clone)]
+pub struct Reads {
+    store: Store,
+    hlr: Arc<HlrCache>,
+}
+
+impl Reads {
+    /// Reads from `store`, naming units from `hlr` (which whoever owns it keeps current).
+    pub fn new(store: Store, hlr: Arc<HlrCache>) -> Reads {
+        Reads { store, hlr }
+    }
+
+    /// One subscriber.
+    pub async fn subscriber(&self, imsi: Imsi) -> Result<Option<Subscriber>, StoreError> {
+        self.store.subscriber(imsi).await
+    }
+
+    /// One page of the subscribers `search` finds.
+    pub async fn search_subscribers(&self, search: &SubscriberSearch) -> Result<Vec<Subscriber>, StoreError> {
+        self.store.search_subscribers(search).await
+    }
+
+    /// Every fleet.
+    pub async fn fleets(&self) -> Result<Vec<Fleet>, StoreError> {
+        self.store.fleets().await
+    }
+
+    /// A fleet's talkgroups (every fleet's with `None`).
+    pub async fn talkgroups(&self, fleet: Option<FleetId>) -> Result<Vec<Talkgroup>, StoreError> {
+        self.store.talkgroups_of(fleet).await
+    }
+
+    /// One page of the subscribers permitted on a talkgroup.
+    pub async fn talkgroup_members(
+        &self,
+        fleet: FleetId,
+        id: TalkgroupId,
+        after: Option<Imsi>,
+        limit: u32,
+    ) -> Result<Vec<Imsi>, StoreError> {
+        self.store.talkgroup_members(fleet, id, after, limit).await
+    }
+
+    /// Every site (with its key: the caller must never show it but at creation).
+    pub async fn sites(&self) -> Result<Vec<Site>, StoreError> {
+        self.store.sites().await
+    }
 
     /// One page of the call records `search` finds, newest first.
     pub async fn call_history(&self, search: &CallSearch) -> Result<Vec<CallHistoryEntry>, StoreError> {
-        self.node.store.call_history(search).await
+        self.store.call_history(search).await
     }
 
     /// One page of the audit entries `search` finds, newest first.
     pub async fn audit(&self, search: &AuditSearch) -> Result<Vec<AuditEntry>, StoreError> {
-        self.node.store.search_audit(search).await
+        self.store.search_audit(search).await
+    }
+
+    /// The dispatch address of a provisioned subscriber, from the HLR cache.
+    pub fn subscriber_unit(&self, imsi: &Imsi) -> Option<Unit> {
+        self.hlr.subscriber(imsi).map(|s| s.unit)
+    }
+
+    /// Alarms newest first, a page at a time, as the database holds them: those that
+    /// need attention, or with [`AlarmQuery::finished`] every one. A running controller
+    /// may hold newer states than it has written
+    /// ([`ControllerHandle::alarms`] adds them).
+    pub async fn alarms(&self, q: &AlarmQuery) -> Result<Vec<Alarm>, AlarmError> {
+        let rows = self
+            .store
+            .alarms_page(&AlarmPage {
+                before: q.before.map(|b| i64::try_from(b).unwrap_or(i64::MAX)),
+                limit: i64::try_from(q.limit).unwrap_or(i64::MAX),
+                fleets: match &q.fleets {
+                    Fleets::All => None,
+                    Fleets::Only(f) => Some(f.iter().map(|f| i64::from(f.get())).collect()),
+                },
+                finished: q.finished,
+            })
+            .await
+            .map_err(AlarmError::Unavailable)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|row| {
+                Alarm::from_row(row)
+                    .map_err(|e| warn!(error = %e, "alarm in the database not understood; not listed"))
+                    .ok()
+            })
+            .collect())
+    }
+
+    /// Alarm `id` as the database holds it.
+    pub async fn alarm(&self, id: u64) -> Result<Alarm, AlarmError> {
+        let row = self
+            .store
+            .alarm(i64::try_from(id).unwrap_or(-1))
+            .await
+            .map_err(AlarmError::Unavailable)?;
+        row.ok_or_else(|| format!("alarm {id} does not exist"))
+            .and_then(Alarm::from_row)
+            .map_err(AlarmError::NotFound)
     }
 }

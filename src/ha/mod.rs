@@ -4,8 +4,9 @@
 //! the controller as the active node for as long as it renews the lease, and ends (for
 //! its supervisor to start it again as a standby) when it cannot. While standing by it answers gateways `LINK_REDIRECT` (the
 //! active node's link address, when one is active) and `LINK_REJECT` "not active"
-//! (`PROTOCOL.md §3.3`), and its operator API answers `/healthz` (role `standby`) and
-//! 503 `not_active`, naming the active node's API, to everything else; it keeps an HLR
+//! (`PROTOCOL.md §3.3`), and its operator API ([`crate::api::serve_standby`]) logs
+//! operators in and serves what the database answers, and 503 `not_active`, naming the
+//! active node's API, to everything that needs the running controller. It keeps an HLR
 //! cache following the database ([`WarmHlr`]) for its controller to start from.
 //!
 //! Fencing, in three layers:
@@ -353,9 +354,14 @@ impl Standby {
         let api = match crate::api::bind(&cfg.api).await {
             Ok(l) => {
                 let mut stopping = stop.subscribe();
-                Some(tokio::spawn(crate::api::serve_standby(l, view, async move {
-                    let _ = stopping.wait_for(|s| *s).await;
-                })))
+                Some(tokio::spawn(crate::api::serve_standby(
+                    l,
+                    cfg.clone(),
+                    view,
+                    async move {
+                        let _ = stopping.wait_for(|s| *s).await;
+                    },
+                )))
             }
             Err(e) => {
                 warn!(error = %e, addr = %cfg.api.listen, "HA: the operator API could not be bound");
