@@ -30,6 +30,19 @@ fn pg(store: &Store) -> &sqlx::PgPool {
     }
 }
 
+/// Waits until unit `n` is written behind to `units_on_air` under `tmsi`.
+async fn written_behind(store: &Store, n: u64, tmsi: trunkd::protocol::Tmsi) {
+    eventually(|| async {
+        let written: Option<i64> = sqlx::query_scalar("SELECT tmsi FROM units_on_air WHERE imsi = $1")
+            .bind(imsi(n).to_string())
+            .fetch_optional(pg(store))
+            .await
+            .unwrap();
+        (written == Some(i64::from(tmsi.get()))).then_some(())
+    })
+    .await;
+}
+
 /// Polls `f` until it gives `Some`, within [`PATIENCE`].
 async fn eventually<T, F: std::future::Future<Output = Option<T>>>(mut f: impl FnMut() -> F) -> T {
     tokio::time::timeout(PATIENCE, async {
@@ -337,15 +350,7 @@ async fn a_standby_redirects_gateways_and_takes_over_when_the_active_node_is_kil
     let mut g = gateways.link(site(1), &key(1)).await;
     let t = reg(&mut g, 1).await;
     // The unit on the air is written behind within a flush interval.
-    eventually(|| async {
-        let written: Option<i64> = sqlx::query_scalar("SELECT tmsi FROM units_on_air WHERE imsi = $1")
-            .bind(imsi(1).to_string())
-            .fetch_optional(pg(&store))
-            .await
-            .unwrap();
-        (written == Some(i64::from(t.get()))).then_some(())
-    })
-    .await;
+    written_behind(&store, 1, t).await;
     // A call in progress, journaled.
     let (_, grant) = group_call(&mut g, t, 11, CallScope::Local).await;
     let (call, _) = grant_of(&grant);
@@ -438,15 +443,7 @@ async fn an_active_node_cut_off_from_its_database_is_fenced_and_the_standby_take
     let mut g = gateways.link(site(1), &key(1)).await;
     let t = reg(&mut g, 1).await;
     let store = db.open().await;
-    eventually(|| async {
-        let written: Option<i64> = sqlx::query_scalar("SELECT tmsi FROM units_on_air WHERE imsi = $1")
-            .bind(imsi(1).to_string())
-            .fetch_optional(pg(&store))
-            .await
-            .unwrap();
-        (written == Some(i64::from(t.get()))).then_some(())
-    })
-    .await;
+    written_behind(&store, 1, t).await;
 
     // The network to the database fails silently: a cannot renew, stops acting as
     // active before its lease runs out (closing its links), and exits; b takes over.
