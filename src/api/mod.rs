@@ -683,12 +683,14 @@ pub struct StandbyView {
 ///   needs the running controller: live state, the event stream, commands and writes.
 ///
 /// The operators, sessions and signing keys are kept current by following the audit log
-/// every `registration.hlr_refresh_ms`, as a running controller does. Until the database
+/// every `registration.hlr_refresh_ms`, as a running controller does; the HLR cache
+/// followed with them is kept in `warm`, for the controller to start from at a takeover. Until the database
 /// answers, requests wait (it is tried again every second).
 pub async fn serve_standby(
     listener: ApiListener,
     cfg: Config,
     view: watch::Receiver<StandbyView>,
+    warm: crate::ha::WarmHlr,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let mut stop = Box::pin(stop);
@@ -713,6 +715,8 @@ pub async fn serve_standby(
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     };
+    // The controller starts from this cache if this node takes over.
+    warm.keep(hlr.clone());
     let app = app(
         Node::Standby(view),
         Reads::new(store.clone(), hlr.clone()),

@@ -6,8 +6,8 @@
 //! active node's link address, when one is active) and `LINK_REJECT` "not active"
 //! (`PROTOCOL.md §3.3`), and its operator API ([`crate::api::serve_standby`]) logs
 //! operators in and serves what the database answers, and 503 `not_active`, naming the
-//! active node's API, to everything that needs the running controller. It keeps an HLR
-//! cache following the database ([`WarmHlr`]) for its controller to start from.
+//! active node's API, to everything that needs the running controller. The HLR cache its
+//! API follows is handed to its controller at a takeover ([`WarmHlr`]).
 //!
 //! Fencing, in three layers:
 //! - the database refuses every write of an epoch that is not the lease's (a deposed
@@ -97,7 +97,7 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::R
     let h = cfg.ha.clone();
     tokio::pin!(shutdown);
     let lease_period = Duration::from_millis(h.lease_ms);
-    let warm = WarmHlr::start(&cfg);
+    let warm = WarmHlr::default();
     loop {
         let mut lease = loop {
             // The schema first (a fresh database), as every controller does at start.
@@ -119,7 +119,7 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::R
         };
         // Standing by.
         let (view_tx, view_rx) = watch::channel(StandbyView::default());
-        let standby = Standby::start(&cfg, view_rx).await?;
+        let standby = Standby::start(&cfg, view_rx, &warm).await?;
         let link_addr = standby.local_addr;
         let advertised = if h.link_address.is_empty() {
             link_addr.to_string()
@@ -237,48 +237,21 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::R
     }
 }
 
-/// The HLR cache a standby keeps following the database, so that taking over does not
-/// wait for the whole HLR to load (BENCHMARKS.md, "Takeover").
-struct WarmHlr {
-    cache: Arc<std::sync::Mutex<Option<Arc<HlrCache>>>>,
-    task: tokio::task::JoinHandle<()>,
-}
+/// The HLR cache a standby's operator API keeps following the database, handed to the
+/// controller at a takeover so that it does not wait for the whole HLR to load
+/// (BENCHMARKS.md, "Takeover").
+#[derive(Clone, Default)]
+pub struct WarmHlr(Arc<std::sync::Mutex<Option<Arc<HlrCache>>>>);
 
 impl WarmHlr {
-    fn start(cfg: &Config) -> WarmHlr {
-        let cache: Arc<std::sync::Mutex<Option<Arc<HlrCache>>>> = Arc::default();
-        let (url, dir) = (cfg.database.url.clone(), cfg.database.data_dir.clone());
-        let every = Duration::from_millis(cfg.registration.hlr_refresh_ms);
-        let kept = cache.clone();
-        let task = tokio::spawn(async move {
-            let mut store = None;
-            loop {
-                if store.is_none() {
-                    store = Store::open(&url, &dir).await.ok();
-                }
-                if let Some(s) = &store {
-                    let held = kept.lock().unwrap_or_else(PoisonError::into_inner).clone();
-                    let r = match held {
-                        // Changes are the active node's to carry out: only the data counts.
-                        Some(hlr) => hlr.refresh(s).await.map(|_| drop(hlr.take_changes())),
-                        None => HlrCache::load(s).await.map(|hlr| {
-                            *kept.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(hlr));
-                        }),
-                    };
-                    if let Err(e) = r {
-                        warn!(error = %e, "HA: the standby's HLR cache could not follow the database");
-                    }
-                }
-                tokio::time::sleep(every).await;
-            }
-        });
-        WarmHlr { cache, task }
+    /// The cache the standby now follows.
+    pub fn keep(&self, hlr: Arc<HlrCache>) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(hlr);
     }
 
-    /// The cache, for the controller to take over; it is no longer followed here.
+    /// The cache, for the controller to take over.
     fn take(&self) -> Option<Arc<HlrCache>> {
-        self.task.abort();
-        self.cache.lock().unwrap_or_else(PoisonError::into_inner).take()
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
     }
 }
 
@@ -326,7 +299,11 @@ struct Standby {
 }
 
 impl Standby {
-    async fn start(cfg: &Config, view: watch::Receiver<StandbyView>) -> std::io::Result<Standby> {
+    async fn start(
+        cfg: &Config,
+        view: watch::Receiver<StandbyView>,
+        warm: &WarmHlr,
+    ) -> std::io::Result<Standby> {
         let listener = bind_again(cfg.link.listen).await?;
         let local_addr = listener.local_addr()?;
         let (stop, mut stopped) = watch::channel(false);
@@ -358,6 +335,7 @@ impl Standby {
                     l,
                     cfg.clone(),
                     view,
+                    warm.clone(),
                     async move {
                         let _ = stopping.wait_for(|s| *s).await;
                     },
