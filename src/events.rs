@@ -8,11 +8,13 @@
 //!   the events after it; otherwise it is told to take a new snapshot.
 //! - Publishing never waits for a listener: one that falls more than the backlog behind
 //!   is told it lagged ([`Lagged`]) and must take a new snapshot.
+//! - Once the controller has stopped it closes the bus ([`EventBus::close`]): every
+//!   listener is given what was published before, then the end of the stream.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use crate::clock::Clock;
 use crate::core::messaging::Reply;
@@ -161,6 +163,8 @@ struct Ring {
 pub struct EventBus {
     ring: Mutex<Ring>,
     tx: broadcast::Sender<Arc<Event>>,
+    /// Set once the controller has stopped.
+    closed: watch::Sender<bool>,
     capacity: usize,
     clock: Clock,
 }
@@ -177,9 +181,16 @@ impl EventBus {
                 backlog: VecDeque::with_capacity(capacity),
             }),
             tx,
+            closed: watch::Sender::new(false),
             capacity,
             clock,
         }
+    }
+
+    /// Ends every subscription, past and future, once it has been given what was
+    /// published before (the controller has stopped: nothing more will be).
+    pub fn close(&self) {
+        self.closed.send_replace(true);
     }
 
     fn ring(&self) -> MutexGuard<'_, Ring> {
@@ -214,6 +225,7 @@ impl EventBus {
         Subscription {
             replay: VecDeque::new(),
             rx: self.tx.subscribe(),
+            closed: self.closed.subscribe(),
             last: ring.next_seq - 1,
         }
     }
@@ -230,6 +242,7 @@ impl EventBus {
         Ok(Subscription {
             replay: ring.backlog.iter().filter(|e| e.seq > after).cloned().collect(),
             rx: self.tx.subscribe(),
+            closed: self.closed.subscribe(),
             last: after,
         })
     }
@@ -239,6 +252,7 @@ impl EventBus {
 pub struct Subscription {
     replay: VecDeque<Arc<Event>>,
     rx: broadcast::Receiver<Arc<Event>>,
+    closed: watch::Receiver<bool>,
     last: u64,
 }
 
@@ -249,12 +263,17 @@ impl Subscription {
     }
 
     /// The next event, waiting for it; `Err` once this listener lagged (every later
-    /// call says so too) or the controller stopped (`None`).
+    /// call says so too); `None` once the bus is closed and every event published
+    /// before was given.
     pub async fn next(&mut self) -> Option<Result<Arc<Event>, Lagged>> {
         loop {
             let event = match self.replay.pop_front() {
                 Some(e) => e,
-                None => match self.rx.recv().await {
+                None => match tokio::select! {
+                    biased;
+                    r = self.rx.recv() => r,
+                    _ = self.closed.wait_for(|c| *c) => return None,
+                } {
                     Ok(e) => e,
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         return Some(Err(Lagged { last_seen: self.last }));
@@ -295,6 +314,20 @@ mod tests {
         std::iter::from_fn(|| sub.try_next())
             .map(|r| r.unwrap().seq)
             .collect()
+    }
+
+    #[tokio::test]
+    async fn a_closed_bus_gives_what_was_published_then_ends_every_subscription() {
+        let bus = EventBus::new(8, Clock::start());
+        let mut early = bus.subscribe();
+        bus.publish(up(1));
+        bus.close();
+        assert_eq!(early.next().await.unwrap().unwrap().seq, 1);
+        assert!(early.next().await.is_none());
+        let mut late = bus.resume(0).unwrap();
+        assert_eq!(late.next().await.unwrap().unwrap().seq, 1);
+        assert!(late.next().await.is_none());
+        assert!(bus.subscribe().next().await.is_none());
     }
 
     #[test]

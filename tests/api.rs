@@ -1707,82 +1707,6 @@ async fn each_role_against_each_route_allowed_and_forbidden() {
 
 // ---- The event stream: GET /api/v1/events ----
 
-/// One SSE event as a client reads it.
-#[derive(Debug)]
-struct Sse {
-    event: String,
-    id: Option<u64>,
-    data: Value,
-}
-
-/// An open event stream, read as `EventSource` does: events end at a blank line,
-/// comments (keep-alives) are skipped, and an event with an id but no data only moves
-/// `last_id`.
-struct EventStream {
-    r: reqwest::Response,
-    buf: String,
-    last_id: Option<u64>,
-}
-
-impl EventStream {
-    /// The next event with data; `None` once the server ended the stream.
-    async fn next(&mut self) -> Option<Sse> {
-        loop {
-            if let Some(e) = self.block().await? {
-                return Some(e);
-            }
-        }
-    }
-
-    /// The next event: `Some(None)` for one with an id only; `None` once the server
-    /// ended the stream.
-    async fn block(&mut self) -> Option<Option<Sse>> {
-        loop {
-            while let Some(end) = self.buf.find("\n\n") {
-                let block: String = self.buf.drain(..end + 2).collect();
-                let (mut event, mut id, mut data) = (None, None, None);
-                for line in block.lines() {
-                    let (field, value) = line.split_once(':').unwrap_or((line, ""));
-                    let value = value.strip_prefix(' ').unwrap_or(value);
-                    match field {
-                        "event" => event = Some(value.to_string()),
-                        "id" => id = Some(value.parse::<u64>().unwrap()),
-                        "data" => data = Some(serde_json::from_str::<Value>(value).unwrap()),
-                        _ => {}
-                    }
-                }
-                if id.is_some() {
-                    self.last_id = id;
-                }
-                if let Some(data) = data {
-                    let event = event.unwrap_or_else(|| "message".into());
-                    return Some(Some(Sse { event, id, data }));
-                }
-                if id.is_some() {
-                    return Some(None);
-                }
-            }
-            let chunk = tokio::time::timeout(PATIENCE, self.r.chunk())
-                .await
-                .expect("no event in time")
-                .unwrap()?;
-            self.buf.push_str(std::str::from_utf8(&chunk).unwrap());
-        }
-    }
-
-    /// Reads until an event satisfies `pred`: it, and those before it.
-    async fn until(&mut self, pred: impl Fn(&Sse) -> bool) -> (Sse, Vec<Sse>) {
-        let mut before = Vec::new();
-        loop {
-            let e = self.next().await.expect("the stream ended");
-            if pred(&e) {
-                return (e, before);
-            }
-            before.push(e);
-        }
-    }
-}
-
 fn is(e: &Sse, event: &str, kind: &str) -> bool {
     e.event == event && e.data["kind"] == kind
 }
@@ -1806,14 +1730,7 @@ impl Api {
     }
 
     async fn stream(&self, token: Option<&str>, last_event_id: Option<u64>, query: &str) -> EventStream {
-        let r = self.events(token, last_event_id, query).await;
-        assert_eq!(r.status(), 200);
-        assert_eq!(r.headers()["content-type"], "text/event-stream");
-        EventStream {
-            r,
-            buf: String::new(),
-            last_id: None,
-        }
+        EventStream::open(self.events(token, last_event_id, query).await)
     }
 
     async fn ticket(&self, token: &str) -> String {

@@ -269,6 +269,37 @@ impl Pair {
     }
 }
 
+/// Adds `alice`, an admin of every fleet, whom [`login`] logs in.
+async fn add_alice(store: &Store) {
+    let hash = trunkd::auth::password::hash("a long passphrase").unwrap();
+    let admin = trunkd::auth::Role::Admin;
+    store
+        .add_operator("test", "alice", &hash, admin, &trunkd::auth::Fleets::All)
+        .await
+        .unwrap();
+}
+
+/// `method` `path` with a JSON `body` (none for `null`) on the API at `api` with
+/// `token`: the status and the JSON answer (`null` for none).
+async fn send(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    api: u16,
+    path: &str,
+    token: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let mut r = http
+        .request(method, format!("http://127.0.0.1:{api}{path}"))
+        .bearer_auth(token);
+    if !body.is_null() {
+        r = r.json(&body);
+    }
+    let r = r.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or_default())
+}
+
 /// Logs `alice` in on the API at `api`: her access token.
 async fn login(http: &reqwest::Client, api: u16) -> String {
     let r = http
@@ -286,14 +317,15 @@ async fn login(http: &reqwest::Client, api: u16) -> String {
 
 /// `GET` of `path` on the API at `api` with `token`: the status and the JSON answer.
 async fn get(http: &reqwest::Client, api: u16, path: &str, token: &str) -> (u16, serde_json::Value) {
-    let r = http
-        .get(format!("http://127.0.0.1:{api}{path}"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or_default())
+    send(
+        http,
+        reqwest::Method::GET,
+        api,
+        path,
+        token,
+        serde_json::Value::Null,
+    )
+    .await
 }
 
 /// Where the node on `link` sends gateways, once it is standing by and knows.
@@ -314,12 +346,7 @@ async fn a_standby_redirects_gateways_and_takes_over_when_the_active_node_is_kil
         return;
     };
     let store = db.open().await;
-    let hash = trunkd::auth::password::hash("a long passphrase").unwrap();
-    let role_admin = trunkd::auth::Role::Admin;
-    store
-        .add_operator("test", "alice", &hash, role_admin, &trunkd::auth::Fleets::All)
-        .await
-        .unwrap();
+    add_alice(&store).await;
     let Pair {
         a: (mut a, _, link_a, api_a),
         b: (mut b, _, link_b, api_b),
@@ -416,6 +443,125 @@ async fn a_standby_redirects_gateways_and_takes_over_when_the_active_node_is_kil
     b.terminate().await;
 }
 
+#[tokio::test]
+async fn what_the_active_node_acknowledged_before_a_kill_is_there_after_the_takeover() {
+    use reqwest::Method;
+    use serde_json::json;
+    use trunkd::protocol::{Message, MessageType, ShortData, Target};
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let store = db.open().await;
+    add_alice(&store).await;
+    let Pair {
+        a: (mut a, _, link_a, api_a),
+        b: (mut b, _, link_b, api_b),
+        http,
+    } = Pair::start(&db).await;
+    let token = login(&http, api_a).await;
+    let list = vec![format!("127.0.0.1:{link_a}"), format!("127.0.0.1:{link_b}")];
+    let mut gateways = ControllerList::new(list).unwrap();
+    let mut g = gateways.link(site(1), &key(1)).await;
+    let t1 = reg(&mut g, 1).await;
+
+    // Each acknowledged by the active node, one right after the other, then kill -9:
+    // short data stored for a unit not on the air,
+    let data = ShortData::new(b"meet at gate 4".to_vec()).unwrap();
+    let txn = g
+        .request(Message::ShortDataReq {
+            tmsi: t1,
+            target: Target::Unit(unit(2)),
+            data: data.clone(),
+        })
+        .await
+        .unwrap();
+    let acked = Message::Ack {
+        acked: MessageType::ShortDataReq,
+    };
+    assert_eq!(until(&mut g, |f| f.txn == txn).await.msg, acked);
+    // an HLR change,
+    let sub = format!("/api/v1/subscribers/{}", imsi(2));
+    let patch = json!({"talkgroups": [12, 10]});
+    let (status, answer) = send(&http, Method::PATCH, api_a, &sub, &token, patch).await;
+    assert_eq!(status, 200, "{answer}");
+    // a system parameter,
+    let param = "/api/v1/parameters/trunking.hang_time_ms";
+    let (status, answer) = send(&http, Method::PUT, api_a, param, &token, json!({"value": "700"})).await;
+    assert_eq!(status, 200, "{answer}");
+    // a slot taken out of service, and the alarm it raised acknowledged.
+    let oos = "/api/v1/sites/1/slots/out-of-service";
+    let slot = json!({"carrier": 1, "slot": 3});
+    assert_eq!(send(&http, Method::POST, api_a, oos, &token, slot).await.0, 204);
+    let alarm = eventually(|| async {
+        let (_, list) = get(&http, api_a, "/api/v1/alarms", &token).await;
+        list["alarms"]
+            .as_array()?
+            .iter()
+            .find(|a| a["kind"] == "slot_out_of_service")
+            .map(|a| a["id"].clone())
+    })
+    .await;
+    let ack = format!("/api/v1/alarms/{alarm}/acknowledge");
+    let (status, answer) = send(&http, Method::POST, api_a, &ack, &token, json!({})).await;
+    assert_eq!(status, 200, "{answer}");
+    a.child.start_kill().unwrap();
+    let _ = a.child.wait().await;
+
+    eventually(|| async { (role(&http, api_b).await? == ("active".into(), 2)).then_some(()) }).await;
+    let (_, answer) = get(&http, api_b, &sub, &token).await;
+    assert_eq!(answer["talkgroups"], json!([12, 10]), "{answer}");
+    let (_, answer) = get(&http, api_b, "/api/v1/parameters", &token).await;
+    assert_eq!(answer["parameters"]["trunking.hang_time_ms"], "700", "{answer}");
+    let (_, answer) = get(&http, api_b, "/api/v1/sites/1/slots", &token).await;
+    let slots = answer["slots"].as_array().unwrap();
+    assert!(
+        slots
+            .iter()
+            .any(|s| s["carrier"] == 1 && s["slot"] == 3 && s["state"] == "out_of_service"),
+        "{answer}"
+    );
+    let (_, answer) = get(&http, api_b, &format!("/api/v1/alarms/{alarm}"), &token).await;
+    assert_eq!(answer["state"], "acknowledged", "{answer}");
+
+    // The new active node's event stream tells its role, epoch and lease, and carries
+    // the takeover alarm.
+    let r = http
+        .get(format!("http://127.0.0.1:{api_b}/api/v1/events"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    let mut events = EventStream::open(r);
+    let snapshot = events.next().await.unwrap();
+    assert_eq!(snapshot.event, "snapshot");
+    let alarms = snapshot.data["alarms"].as_array().unwrap();
+    assert!(alarms.iter().any(|a| a["kind"] == "takeover"), "{alarms:?}");
+    let ha = events.next().await.unwrap();
+    assert_eq!((ha.event.as_str(), ha.id), ("ha", None));
+    assert_eq!(
+        (&ha.data["role"], &ha.data["epoch"]),
+        (&json!("active"), &json!(2))
+    );
+    let age = ha.data["lease_age_ms"].as_i64().unwrap();
+    assert!((0..1000).contains(&age), "{age}");
+
+    // The unit the short data was stored for registers with the new active node, and
+    // is given it.
+    let closed = g.recv_service().await;
+    assert!(closed.is_err(), "{closed:?}");
+    gateways.lost();
+    let mut g = tokio::time::timeout(PATIENCE, gateways.link(site(1), &key(1)))
+        .await
+        .expect("no controller took the gateway");
+    let t2 = reg(&mut g, 2).await;
+    assert_eq!(receive_short_data(&mut g).await, (t2, unit(1), data));
+    // A node that stops ends its event streams, saying so.
+    assert!(b.terminate().await.success());
+    let (closed, _) = events.until(|e| e.event == "closed").await;
+    assert_eq!(closed.data["code"], "controller_stopped");
+    assert!(events.next().await.is_none());
+}
+
 /// The `host:port` of a database URL.
 fn host_port(url: &str) -> &str {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
@@ -479,17 +625,7 @@ async fn a_standby_logs_operators_in_serves_reads_and_sends_writes_to_the_active
         return;
     };
     let store = db.open().await;
-    let hash = trunkd::auth::password::hash("a long passphrase").unwrap();
-    store
-        .add_operator(
-            "test",
-            "alice",
-            &hash,
-            trunkd::auth::Role::Admin,
-            &trunkd::auth::Fleets::All,
-        )
-        .await
-        .unwrap();
+    add_alice(&store).await;
     let Pair {
         a: (mut a, _, _, api_a),
         b: (mut b, _, _, api_b),

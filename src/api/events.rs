@@ -44,6 +44,12 @@
 //! Sequence numbers start again at 1 when a controller restarts: a resume whose id is
 //! beyond the new stream gets a snapshot, but one that falls within it is not detected.
 //!
+//! # HA
+//! On the active node of an HA group, an `ha` event (no `id`) follows the snapshot (or
+//! starts a resumed stream) and is sent again every [`RECHECK`]: `role` (`active`),
+//! `epoch` and `lease_age_ms` (ms since the node last renewed its lease), as `/healthz`
+//! says them. A standalone controller sends none; a standby has no stream (503).
+//!
 //! # A listener that falls behind
 //! The controller never waits for a listener. One that falls more than the backlog
 //! behind gets a `lagged` event (`data`: `{"last_seen": <seq>}`, no `id`) and then a new
@@ -65,7 +71,8 @@
 //! session revoked, the stream sends a `closed` event (`data`: the error's `code` and
 //! `message`, no `id`) and ends. The client reconnects with a fresh token (or ticket) and
 //! its last id, and misses nothing. A comment line is sent every [`KEEP_ALIVE`] so that
-//! proxies keep an idle stream open.
+//! proxies keep an idle stream open. When the controller stops (a restart, or an HA node
+//! stopping), the stream sends `closed` with the code `controller_stopped` and ends.
 //!
 //! Each listener serialises each event it sends once; the controller only publishes.
 
@@ -381,7 +388,18 @@ impl Listener {
                 }
             }
         }
+        l.ha();
         l
+    }
+
+    /// On the active node of an HA group, queues an `ha` event: its role, epoch and lease
+    /// age now.
+    fn ha(&mut self) {
+        if let Some((epoch, age)) = self.handle.ha_lease() {
+            let data = serde_json::json!({ "role": "active", "epoch": epoch, "lease_age_ms": age });
+            self.pending
+                .push_back(SseEvent::default().event("ha").data(data.to_string()));
+        }
     }
 
     /// The next SSE event to send; `None` ends the stream (closed, or the controller
@@ -413,7 +431,15 @@ impl Listener {
                 }
             };
             match next {
-                None => return None,
+                None => {
+                    let data = serde_json::json!({
+                        "code": "controller_stopped",
+                        "message": "the controller stopped; reconnect (to the node that is active now)",
+                    });
+                    self.pending
+                        .push_back(SseEvent::default().event("closed").data(data.to_string()));
+                    self.closed = true;
+                }
                 Some(Ok(event)) => match self.render(&event) {
                     Some(e) => {
                         self.hidden = None;
@@ -438,15 +464,18 @@ impl Listener {
     }
 
     /// Checks the access token again; a refused one closes the stream with a `closed`
-    /// event saying why.
+    /// event saying why. An open one is told the HA lease again.
     fn recheck(&mut self) {
         self.recheck_at = Instant::now() + RECHECK;
-        if let Err(e) = self.auth.authenticate(&self.token) {
-            let e = ApiError::from(e);
-            let data = serde_json::json!({ "code": e.code, "message": e.message });
-            self.pending
-                .push_back(SseEvent::default().event("closed").data(data.to_string()));
-            self.closed = true;
+        match self.auth.authenticate(&self.token) {
+            Ok(_) => self.ha(),
+            Err(e) => {
+                let e = ApiError::from(e);
+                let data = serde_json::json!({ "code": e.code, "message": e.message });
+                self.pending
+                    .push_back(SseEvent::default().event("closed").data(data.to_string()));
+                self.closed = true;
+            }
         }
     }
 

@@ -325,6 +325,8 @@ async fn start_on(
         n.writer.stop_and_drain(grace).await;
         n.messaging.refuse_waiting();
         n.store.close().await;
+        // Event streams end: an operator API drains its connections as it stops.
+        n.events.close();
         info!("controller stopped");
     });
     Ok(Running {

@@ -624,3 +624,92 @@ pub async fn private_call(g: &mut GatewayLink, tmsi: Tmsi, target: u16) -> (u32,
     let f = until(g, |f| f.txn == txn).await;
     (txn, f)
 }
+
+// ---- The operator API's event stream ----
+
+/// One SSE event as a client reads it.
+#[derive(Debug)]
+pub struct Sse {
+    pub event: String,
+    pub id: Option<u64>,
+    pub data: serde_json::Value,
+}
+
+/// An open event stream, read as `EventSource` does: events end at a blank line,
+/// comments (keep-alives) are skipped, and an event with an id but no data only moves
+/// `last_id`.
+pub struct EventStream {
+    pub r: reqwest::Response,
+    pub buf: String,
+    pub last_id: Option<u64>,
+}
+
+impl EventStream {
+    /// Reads the answer `r` to `GET /api/v1/events`, which must have opened a stream.
+    pub fn open(r: reqwest::Response) -> EventStream {
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["content-type"], "text/event-stream");
+        EventStream {
+            r,
+            buf: String::new(),
+            last_id: None,
+        }
+    }
+
+    /// The next event with data; `None` once the server ended the stream.
+    pub async fn next(&mut self) -> Option<Sse> {
+        loop {
+            if let Some(e) = self.block().await? {
+                return Some(e);
+            }
+        }
+    }
+
+    /// The next event: `Some(None)` for one with an id only; `None` once the server
+    /// ended the stream.
+    pub async fn block(&mut self) -> Option<Option<Sse>> {
+        loop {
+            while let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                let (mut event, mut id, mut data) = (None, None, None);
+                for line in block.lines() {
+                    let (field, value) = line.split_once(':').unwrap_or((line, ""));
+                    let value = value.strip_prefix(' ').unwrap_or(value);
+                    match field {
+                        "event" => event = Some(value.to_string()),
+                        "id" => id = Some(value.parse::<u64>().unwrap()),
+                        "data" => data = Some(serde_json::from_str::<serde_json::Value>(value).unwrap()),
+                        _ => {}
+                    }
+                }
+                if id.is_some() {
+                    self.last_id = id;
+                }
+                if let Some(data) = data {
+                    let event = event.unwrap_or_else(|| "message".into());
+                    return Some(Some(Sse { event, id, data }));
+                }
+                if id.is_some() {
+                    return Some(None);
+                }
+            }
+            let chunk = tokio::time::timeout(PATIENCE, self.r.chunk())
+                .await
+                .expect("no event in time")
+                .unwrap()?;
+            self.buf.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+
+    /// Reads until an event satisfies `pred`: it, and those before it.
+    pub async fn until(&mut self, pred: impl Fn(&Sse) -> bool) -> (Sse, Vec<Sse>) {
+        let mut before = Vec::new();
+        loop {
+            let e = self.next().await.expect("the stream ended");
+            if pred(&e) {
+                return (e, before);
+            }
+            before.push(e);
+        }
+    }
+}
