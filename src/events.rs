@@ -8,6 +8,9 @@
 //!   the events after it; otherwise it is told to take a new snapshot.
 //! - Publishing never waits for a listener: one that falls more than the backlog behind
 //!   is told it lagged ([`Lagged`]) and must take a new snapshot.
+//! - Parts of the controller that act on a few kinds of event observe the bus
+//!   ([`EventBus::observe`]): called by the publisher for every event, they pick theirs
+//!   out at once instead of keeping a task woken for each one.
 //! - Once the controller has stopped it closes the bus ([`EventBus::close`]): every
 //!   listener is given what was published before, then the end of the stream.
 
@@ -146,6 +149,9 @@ pub enum EventKind {
     },
 }
 
+/// A part of the controller that observes every event ([`EventBus::observe`]).
+type Observer = Arc<dyn Fn(&EventKind) + Send + Sync>;
+
 /// A listener fell more than the backlog behind; it must take a new snapshot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("event listener lagged: events after {last_seen} are no longer held; take a new snapshot")]
@@ -165,6 +171,8 @@ pub struct EventBus {
     tx: broadcast::Sender<Arc<Event>>,
     /// Set once the controller has stopped.
     closed: watch::Sender<bool>,
+    /// Called with every event published.
+    observers: Mutex<Arc<[Observer]>>,
     capacity: usize,
     clock: Clock,
 }
@@ -182,9 +190,21 @@ impl EventBus {
             }),
             tx,
             closed: watch::Sender::new(false),
+            observers: Mutex::new(Arc::new([])),
             capacity,
             clock,
         }
+    }
+
+    /// Has `f` called with every event published from now on, by the publisher, once the
+    /// bus has let go of its own lock. The publisher may hold locks of its own (the
+    /// trunking core's), so `f` must be quick, must not wait and must not take a lock
+    /// that is held while publishing: it picks out the events it wants and hands them on.
+    pub fn observe(&self, f: impl Fn(&EventKind) + Send + Sync + 'static) {
+        let mut observers = self.observers.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut all: Vec<Observer> = observers.iter().cloned().collect();
+        all.push(Arc::new(f));
+        *observers = all.into();
     }
 
     /// Ends every subscription, past and future, once it has been given what was
@@ -208,8 +228,18 @@ impl EventBus {
             ring.backlog.pop_front();
         }
         ring.backlog.push_back(event.clone());
-        // No listener is not an error.
-        let _ = self.tx.send(event);
+        // Sent with the ring held: listeners get the events in their order. No listener
+        // is not an error.
+        let _ = self.tx.send(event.clone());
+        drop(ring);
+        let observers = self
+            .observers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        for o in observers.iter() {
+            o(&event.kind);
+        }
         seq
     }
 

@@ -138,8 +138,8 @@ pub enum RegisterError<E> {
 /// `Registrar`; everyone else gets a [`VlrView`].
 #[derive(Default)]
 pub struct Vlr {
-    by_imsi: DashMap<Imsi, VlrUnit>,
-    by_tmsi: DashMap<Tmsi, Imsi>,
+    by_imsi: crate::protocol::IdMap<Imsi, VlrUnit>,
+    by_tmsi: crate::protocol::IdMap<Tmsi, Imsi>,
     /// Per site, its challenges by transaction id.
     challenges: DashMap<SiteId, HashMap<u32, Challenge>>,
     /// How many challenges `challenges` holds in all.

@@ -757,7 +757,7 @@ impl AlarmKeeper {
     }
 
     /// Raises at once what an event tells of; whether the conditions need a look after
-    /// it.
+    /// it. The keeper hands it only the events [`heeded`] picks out: keep the two in step.
     fn heard(&self, kind: &EventKind) -> bool {
         let raise = match kind {
             EventKind::LinkUp { site } => {
@@ -996,32 +996,26 @@ impl Node {
 
 /// Keeps the alarms of `node` until `stop`: a look at start, then what the events tell
 /// (with a look after those that may change a condition), and a look every
-/// [`RECONCILE_EVERY`].
+/// [`RECONCILE_EVERY`]. The events it hears are picked out as they are published
+/// ([`heeded`]), so that the keeper is not woken for the others (most of them).
 pub(super) async fn keep(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
-    let mut sub = node.events.subscribe();
+    let (tx, mut heard) = tokio::sync::mpsc::unbounded_channel();
+    node.events.observe(move |kind| {
+        if heeded(kind) {
+            let _ = tx.send(kind.clone());
+        }
+    });
     let mut tick = tokio::time::interval(RECONCILE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let mut look = false;
         tokio::select! {
             _ = tick.tick() => look = true,
-            next = sub.next() => {
-                let mut next = next;
+            Some(kind) = heard.recv() => {
                 // Everything ready, then one look.
-                loop {
-                    match next {
-                        None => return,
-                        Some(Ok(e)) => look |= node.alarms.heard(&e.kind),
-                        Some(Err(lagged)) => {
-                            warn!(%lagged, "the alarm keeper fell behind the events; looking at the conditions instead");
-                            sub = node.events.subscribe();
-                            look = true;
-                        }
-                    }
-                    match sub.try_next() {
-                        Some(n) => next = Some(n),
-                        None => break,
-                    }
+                look |= node.alarms.heard(&kind);
+                while let Ok(kind) = heard.try_recv() {
+                    look |= node.alarms.heard(&kind);
                 }
             }
             _ = stopped(&mut stop) => return,
@@ -1030,6 +1024,30 @@ pub(super) async fn keep(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
             node.reconcile_alarms();
         }
     }
+}
+
+/// Whether [`AlarmKeeper::heard`] acts on events of `kind` (kept in step with it).
+fn heeded(kind: &EventKind) -> bool {
+    if let EventKind::Call(CallEvent::Ended(r)) = kind {
+        return r.emergency;
+    }
+    matches!(
+        kind,
+        EventKind::LinkUp { .. }
+            | EventKind::LinkDown { .. }
+            | EventKind::CloneSuspected { .. }
+            | EventKind::Call(
+                CallEvent::Emergency { .. }
+                    | CallEvent::Granted {
+                        call_type: CallType::Emergency,
+                        ..
+                    }
+                    | CallEvent::Queued { emergency: true, .. }
+                    | CallEvent::QueueFull { .. }
+                    | CallEvent::SlotChanged { .. }
+                    | CallEvent::QueueLeft { .. }
+            )
+    )
 }
 
 #[cfg(test)]
@@ -1050,6 +1068,21 @@ mod tests {
 
     fn book() -> Book {
         Book::new(Vec::new(), 1..100)
+    }
+
+    #[test]
+    fn the_keeper_heeds_links_and_emergencies_and_not_the_everyday_events() {
+        use crate::core::registration::UnitEvent;
+        let imsi = Imsi::parse("001010000000042").unwrap();
+        let tmsi = crate::protocol::Tmsi::new(7).unwrap();
+        assert!(heeded(&EventKind::LinkDown { site: site(1) }));
+        assert!(heeded(&EventKind::Call(CallEvent::QueueFull { site: site(1) })));
+        let registered = UnitEvent::Registered {
+            imsi,
+            tmsi,
+            site: site(1),
+        };
+        assert!(!heeded(&EventKind::Unit(registered)));
     }
 
     #[test]

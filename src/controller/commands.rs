@@ -12,7 +12,6 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use dashmap::DashMap;
-use tokio::sync::watch;
 
 use crate::clock::Clock;
 use crate::events::{EventBus, EventKind, RadioCommand, RadioOutcome};
@@ -189,31 +188,20 @@ impl CommandLog {
         }
     }
 
-    /// Follows the radio commands' outcomes on the event stream until `stop`.
-    pub(super) async fn follow(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        loop {
-            let mut sub = self.events.subscribe();
-            loop {
-                let event = tokio::select! {
-                    e = sub.next() => e,
-                    _ = super::stopped(&mut stop) => return,
-                };
-                match event {
-                    Some(Ok(e)) => {
-                        if let EventKind::RadioCommand {
-                            imsi,
-                            command,
-                            outcome,
-                        } = e.kind
-                        {
-                            self.radio_outcome(imsi, command, outcome);
-                        }
-                    }
-                    // Lagged: listen again from now.
-                    Some(Err(_)) => break,
-                    None => return,
+    /// Settles the radio commands it tracks as their outcomes are published, from now on.
+    pub(super) fn follow(self: &Arc<Self>) {
+        let log = Arc::downgrade(self);
+        self.events.observe(move |kind| {
+            if let EventKind::RadioCommand {
+                imsi,
+                command,
+                outcome,
+            } = kind
+            {
+                if let Some(log) = log.upgrade() {
+                    log.radio_outcome(*imsi, *command, *outcome);
                 }
             }
-        }
+        });
     }
 }

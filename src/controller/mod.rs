@@ -43,7 +43,7 @@ use tracing::{info, warn};
 use crate::auth::Authority;
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::core::entropy::OsEntropy;
+use crate::core::entropy::CsprngEntropy;
 use crate::core::registration::Registrar;
 use crate::events::EventBus;
 use crate::hlr::HlrCache;
@@ -199,7 +199,7 @@ async fn start_on(
     let commands = Arc::new(CommandLog::new(events.clone(), clock));
     let health = Arc::new(DbHealth::default());
     let behind = TaskTracker::new();
-    let registrar = Arc::new(Registrar::new(cfg.registration.policy(), Box::new(OsEntropy)));
+    let registrar = Arc::new(Registrar::new(cfg.registration.policy(), Box::new(CsprngEntropy)));
     let vlr = registrar.vlr();
     restore_units(&store, &registrar, &hlr, clock).await?;
     let (writer, writer_inputs) =
@@ -282,14 +282,12 @@ async fn start_on(
     })?;
     node.writer.start(writer_inputs, calls.clone(), records_rx, flush);
 
+    node.commands.follow();
     let background = Background { node: node.clone() };
     let task = tokio::spawn(async move {
         let mut stop_server = stop_rx.clone();
         let mut tasks = background.spawn(stop_rx.clone());
         tasks.push(tokio::spawn(calls.clone().run_timers(stop_rx.clone())));
-        tasks.push(tokio::spawn(
-            background.node.commands.clone().follow(stop_rx.clone()),
-        ));
         tasks.push(tokio::spawn(alarms::keep(
             background.node.clone(),
             stop_rx.clone(),

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dashmap::{DashMap, DashSet};
+use dashmap::DashSet;
 use tokio::sync::{mpsc, watch};
 use tokio_util::task::TaskTracker;
 use tracing::{error, warn};
@@ -32,10 +32,10 @@ const AUDIT_ATTEMPTS: u32 = 60;
 
 /// Work done behind the answers.
 pub(super) struct WriteBehind {
-    locations: DashMap<Imsi, (SiteId, Tmsi, i64)>,
+    locations: crate::protocol::IdMap<Imsi, (SiteId, Tmsi, i64)>,
     /// Units whose VLR entry changed since the last flush (written as the VLR holds
     /// them at the flush, or removed if it no longer does).
-    units: DashSet<Imsi>,
+    units: DashSet<Imsi, foldhash::fast::RandomState>,
     vlr: VlrView,
     /// Entries for the audit writer.
     pub(super) audit: mpsc::Sender<AuditEntry>,
@@ -65,8 +65,8 @@ impl WriteBehind {
     ) -> (Self, Inputs) {
         let (audit, audit_rx) = mpsc::channel(10_000);
         let writer = WriteBehind {
-            locations: DashMap::new(),
-            units: DashSet::new(),
+            locations: Default::default(),
+            units: Default::default(),
             vlr,
             audit,
             health,

@@ -1,5 +1,5 @@
 //! Where the state machines get their random bytes (challenge RANDs, TMSIs): an input
-//! like the clock, so that a test can fix it. Production uses [`OsEntropy`]; tests use
+//! like the clock, so that a test can fix it. Production uses [`CsprngEntropy`] (a CSPRNG seeded from the OS); tests use
 //! [`SeededEntropy`], which gives the same bytes for the same seed and call order.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,13 +12,17 @@ pub trait Entropy: Send + Sync {
     fn fill(&self, buf: &mut [u8]) -> bool;
 }
 
-/// The operating system's CSPRNG: the only source fit for production.
+/// The production source: `rand`'s thread-local CSPRNG (ChaCha12, seeded from the
+/// operating system's and reseeded from it every 64 KiB of output), which hands out a
+/// RAND or a TMSI without a system call each (two `getrandom` calls per registration
+/// before).
 #[derive(Debug, Default, Clone, Copy)]
-pub struct OsEntropy;
+pub struct CsprngEntropy;
 
-impl Entropy for OsEntropy {
+impl Entropy for CsprngEntropy {
     fn fill(&self, buf: &mut [u8]) -> bool {
-        getrandom::fill(buf).is_ok()
+        rand::RngCore::fill_bytes(&mut rand::rng(), buf);
+        true
     }
 }
 

@@ -19,9 +19,9 @@ use crate::store::{Store, StoreError};
 /// The cache.
 #[derive(Default)]
 pub struct HlrCache {
-    subscribers: DashMap<Imsi, Arc<Subscriber>>,
-    by_imei: DashMap<Imei, Imsi>,
-    by_unit: DashMap<Unit, Imsi>,
+    subscribers: crate::protocol::IdMap<Imsi, Arc<Subscriber>>,
+    by_imei: crate::protocol::IdMap<Imei, Imsi>,
+    by_unit: crate::protocol::IdMap<Unit, Imsi>,
     sites: DashMap<SiteId, Site>,
     /// Talkgroups that exist, per fleet.
     talkgroups: DashMap<(FleetId, TalkgroupId), ()>,

@@ -269,7 +269,14 @@ async fn send_all(
         }
         SinkExt::<Frame>::flush(framed).await
     };
-    match timeout(shared.cfg.write_timeout(), write).await {
+    tokio::pin!(write);
+    // Almost always the socket takes the frames at once: a timer is armed only for a
+    // write that has to wait.
+    let written = match futures::poll!(write.as_mut()) {
+        std::task::Poll::Ready(r) => Ok(r),
+        std::task::Poll::Pending => timeout(shared.cfg.write_timeout(), write).await,
+    };
+    match written {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(End::WriteFailed(format!("write failed: {e}"))),
         Err(_) => Err(End::WriteFailed(format!(

@@ -155,12 +155,19 @@ impl Digits15 {
     }
 }
 
+impl Digits15 {
+    /// The 15 ASCII digits, without allocating (an identity is written to the database
+    /// and the logs often: one formatted write per digit cost thousands of instructions).
+    pub fn ascii(&self) -> [u8; 15] {
+        self.0.map(|d| b'0' + d)
+    }
+}
+
 impl fmt::Display for Digits15 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for d in self.0 {
-            write!(f, "{d}")?;
-        }
-        Ok(())
+        let ascii = self.ascii();
+        // Digits 0-9 only (every constructor checks), so always ASCII.
+        f.pad(std::str::from_utf8(&ascii).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -169,6 +176,14 @@ impl fmt::Debug for Digits15 {
         write!(f, "\"{self}\"")
     }
 }
+
+/// A concurrent map keyed by identities that trunkd provisions or draws (IMSI, IMEI,
+/// TMSI, unit address), with a fast hasher (foldhash, hashbrown's own, seeded per
+/// process) in place of SipHash, which cost 2,000 to 6,000 instructions per operation.
+/// Safe where no peer chooses the keys inserted: a radio can ask for any identity, but
+/// only provisioned subscribers and drawn TMSIs go in. Keep SipHash (`HashMap`,
+/// `DashMap`) for keys a peer picks (transaction ids).
+pub type IdMap<K, V> = dashmap::DashMap<K, V, foldhash::fast::RandomState>;
 
 /// International Mobile Subscriber Identity: 15 digits assigned by the operator.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
@@ -356,6 +371,18 @@ mod tests {
     fn bcd_rejects_bad_nibbles_and_filler() {
         assert!(Digits15::from_bcd(&[0xA0, 0, 0, 0, 0, 0, 0, 0x0F]).is_none());
         assert!(Digits15::from_bcd(&[0, 0, 0, 0, 0, 0, 0, 0x00]).is_none());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn fifteen_digits_print_as_they_parse(d in proptest::array::uniform15(0u8..=9)) {
+            let digits = Digits15::from_digits(d).unwrap();
+            let text = digits.to_string();
+            let expected: String = d.iter().map(|x| char::from(b'0' + x)).collect();
+            proptest::prop_assert_eq!(&text, &expected);
+            proptest::prop_assert_eq!(Imsi::parse(&text), Ok(Imsi(digits)));
+            proptest::prop_assert_eq!(format!("{:>17}", Imsi(digits)), format!("  {expected}"));
+        }
     }
 
     #[test]

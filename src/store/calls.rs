@@ -4,7 +4,7 @@
 
 use sqlx::{QueryBuilder, Row};
 
-use super::{corrupt, Arg, Filter, Store, StoreError, CHUNK};
+use super::{corrupt, fixed_chunks, Arg, Filter, Store, StoreError};
 use crate::protocol::{FleetId, SiteId, TalkgroupId, Unit};
 
 /// A call detail record as stored (`call_records`): plain columns, times in Unix ms.
@@ -105,7 +105,7 @@ impl Store {
         }
         dispatch!(self, p => {
             let mut tx = p.begin().await?;
-            for chunk in ended.chunks(CHUNK) {
+            for chunk in fixed_chunks(ended) {
                 let mut qb = QueryBuilder::new(
                     "INSERT INTO call_records (call_id, call_type, caller_fleet, caller_member, target_kind, \
                      target_fleet, target_id, sites, requested_at, granted_at, ended_at, end_cause, preempted, \
@@ -129,7 +129,7 @@ impl Store {
                 });
                 qb.build().execute(&mut *tx).await?;
             }
-            for chunk in closed.chunks(CHUNK) {
+            for chunk in fixed_chunks(closed) {
                 let mut qb = QueryBuilder::new("DELETE FROM open_calls WHERE call_id IN (");
                 let mut ids = qb.separated(", ");
                 for id in chunk {
@@ -138,7 +138,7 @@ impl Store {
                 qb.push(")");
                 qb.build().execute(&mut *tx).await?;
             }
-            for chunk in opened.chunks(CHUNK) {
+            for chunk in fixed_chunks(opened) {
                 let mut qb = QueryBuilder::new(
                     "INSERT INTO open_calls (call_id, call_type, caller_fleet, caller_member, target_kind, \
                      target_fleet, target_id, sites, requested_at, granted_at, emergency) ",

@@ -3,7 +3,7 @@
 
 use sqlx::{QueryBuilder, Row};
 
-use super::{site_id, Store, StoreError, CHUNK};
+use super::{fixed_chunks, site_id, Store, StoreError};
 use crate::protocol::{Imsi, SiteId, Tmsi};
 
 impl Store {
@@ -15,7 +15,7 @@ impl Store {
         }
         dispatch!(self, p => {
             let mut tx = p.begin().await?;
-            for chunk in batch.chunks(CHUNK) {
+            for chunk in fixed_chunks(batch) {
                 let mut qb = QueryBuilder::new("INSERT INTO last_location (imsi, site_id, tmsi, seen_at) ");
                 qb.push_values(chunk, |mut b, (imsi, site, tmsi, at)| {
                     b.push_bind(imsi.to_string())

@@ -209,6 +209,27 @@ impl ActiveEpoch {
 /// Largest rows per multi-row INSERT (keeps within both backends' parameter limits).
 const CHUNK: usize = 400;
 
+/// Largest rows per statement of a write-behind batch ([`fixed_chunks`]).
+const BATCH_CHUNK: usize = 256;
+
+/// `items` in chunks of fixed sizes, for the statements of a write-behind batch: as many
+/// of [`BATCH_CHUNK`] as fit, then the rest in powers of two, largest first. A
+/// multi-row statement's text depends on its number of rows; with these sizes there are
+/// at most nine texts per statement, each prepared once per connection and then found
+/// in the statement cache, where a batch of any size used to be parsed again.
+fn fixed_chunks<T>(items: &[T]) -> impl Iterator<Item = &[T]> {
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let n = rest.len().min(BATCH_CHUNK);
+        let (head, tail) = rest.split_at(1 << n.ilog2());
+        rest = tail;
+        Some(head)
+    })
+}
+
 impl Store {
     /// Opens the database named by `url`, or the SQLite file `trunkd.db` in `data_dir`
     /// when `url` is empty, creating it on first use, then applies pending migrations.
@@ -447,4 +468,27 @@ pub fn valid_imsi_prefix(p: &str) -> bool {
 /// Whether a delete failed because other rows still refer to the deleted one.
 fn depended_on(e: &StoreError) -> bool {
     matches!(e, StoreError::Db(sqlx::Error::Database(d)) if d.is_foreign_key_violation())
+}
+
+#[cfg(test)]
+mod chunk_tests {
+    use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn fixed_chunks_cover_a_batch_in_order_with_few_sizes(n in 0usize..2000) {
+            let items: Vec<usize> = (0..n).collect();
+            let chunks: Vec<&[usize]> = fixed_chunks(&items).collect();
+            let joined: Vec<usize> = chunks.concat();
+            proptest::prop_assert_eq!(&joined, &items);
+            for c in &chunks {
+                proptest::prop_assert!(c.len().is_power_of_two() && c.len() <= BATCH_CHUNK);
+            }
+            // Below a full chunk, each size at most once.
+            let small: Vec<usize> = chunks.iter().map(|c| c.len()).filter(|&l| l < BATCH_CHUNK).collect();
+            let mut distinct = small.clone();
+            distinct.dedup();
+            proptest::prop_assert_eq!(small, distinct);
+        }
+    }
 }

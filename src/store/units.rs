@@ -4,7 +4,7 @@
 
 use sqlx::{QueryBuilder, Row};
 
-use super::{corrupt, fleet_id, site_id, talkgroup_id, Store, StoreError, CHUNK};
+use super::{corrupt, fixed_chunks, fleet_id, site_id, talkgroup_id, Store, StoreError};
 use crate::protocol::{Imsi, TalkgroupId, Tmsi};
 use crate::vlr::{Affiliation, VlrUnit};
 
@@ -18,7 +18,7 @@ impl Store {
         let now = self.now_ms();
         dispatch!(self, p => {
             let mut tx = p.begin().await?;
-            for chunk in gone.chunks(CHUNK) {
+            for chunk in fixed_chunks(gone) {
                 let mut qb = QueryBuilder::new("DELETE FROM units_on_air WHERE imsi IN (");
                 let mut list = qb.separated(", ");
                 for imsi in chunk {
@@ -27,7 +27,7 @@ impl Store {
                 qb.push(")");
                 qb.build().execute(&mut *tx).await?;
             }
-            for chunk in on_air.chunks(CHUNK) {
+            for chunk in fixed_chunks(on_air) {
                 let mut qb = QueryBuilder::new(
                     "INSERT INTO units_on_air (imsi, tmsi, site_id, fleet_id, talkgroups, ck, ik, written_at) ",
                 );
@@ -97,7 +97,14 @@ impl Store {
 }
 
 fn talkgroup_text(a: &Affiliation) -> String {
-    a.all().map(|t| t.get().to_string()).collect::<Vec<_>>().join(",")
+    use std::fmt::Write;
+    let mut text = String::with_capacity(24);
+    for (i, t) in a.all().enumerate() {
+        let sep = if i == 0 { "" } else { "," };
+        // Writing to a String cannot fail.
+        let _ = write!(text, "{sep}{}", t.get());
+    }
+    text
 }
 
 fn affiliation(text: &str) -> Result<Affiliation, StoreError> {

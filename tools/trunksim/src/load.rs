@@ -195,7 +195,7 @@ const STARTUP_PATIENCE: Duration = Duration::from_secs(60);
 
 /// Links site `site` to the active controller of `servers` (searched as PROTOCOL.md
 /// §3.3 says), waiting while none accepts yet.
-async fn connect(
+pub async fn connect(
     servers: &[String],
     site: SiteId,
     key: &SiteKey,

@@ -3,6 +3,7 @@
 
 mod api;
 mod calls;
+mod cost;
 mod load;
 mod proxy;
 mod takeover;
@@ -159,6 +160,28 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// A fixed workload, one procedure at a time, for counting the server's cost of
+    /// each: every unit registers (by IMEI), then `--calls` group calls (request and
+    /// grant, PTT release and its ACK, CALL_END both ways). `tools/cost.sh` runs it
+    /// against trunkd under callgrind.
+    Cost {
+        /// Directory written by `trunksim provision`.
+        #[arg(long, default_value = "sim")]
+        dir: PathBuf,
+        /// The controllers' link addresses (`host:port`), comma-separated or repeated.
+        #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:7300")]
+        server: Vec<String>,
+        /// Use only the first N units.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Group calls to make.
+        #[arg(long, default_value_t = 1000)]
+        calls: usize,
+        /// The server's pid under `valgrind --tool=callgrind`: its counters are zeroed
+        /// before each phase and dumped after it, named after it.
+        #[arg(long)]
+        callgrind: Option<u32>,
+    },
     /// A TCP relay (to put between a trunkd node and its database) that SIGUSR1 cuts:
     /// from then on it forwards nothing, and holds every connection open, silent.
     DbProxy {
@@ -276,6 +299,13 @@ async fn main() -> anyhow::Result<()> {
             };
             takeover::run(&dir, &server, limit, t).await
         }
+        Command::Cost {
+            dir,
+            server,
+            limit,
+            calls,
+            callgrind,
+        } => cost::run(&dir, &server, limit, calls, callgrind).await,
         Command::DbProxy { listen, to } => proxy::run(&listen, &to).await,
         Command::Api { mode } => api::run(mode).await,
     }
