@@ -13,12 +13,48 @@ use crate::protocol::{Frame, SiteId};
 pub(super) struct LinkHandle {
     pub(super) conn: u64,
     pub(super) tx: mpsc::Sender<Frame>,
-    pub(super) superseded: CancellationToken,
-    /// Cancelled when a frame found the outbound queue full: the link is closed rather
-    /// than left to lose frames.
-    pub(super) overrun: CancellationToken,
-    /// Cancelled when an operator removed the site: the link is closed.
-    pub(super) removed: CancellationToken,
+    /// Told when others end the link.
+    pub(super) end: Arc<LinkEnd>,
+}
+
+/// Why others end a link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum EndWhy {
+    /// A newer link for the site was accepted.
+    Superseded,
+    /// A frame found the outbound queue full: the link is closed rather than left to
+    /// lose frames.
+    Overrun,
+    /// An operator removed the site.
+    Removed,
+}
+
+/// How others end a link: one token its session waits on (one branch to poll per wake-up,
+/// where three tokens cost a lock each), and the first reason given.
+#[derive(Default)]
+pub(super) struct LinkEnd {
+    token: CancellationToken,
+    why: std::sync::OnceLock<EndWhy>,
+}
+
+impl LinkEnd {
+    /// Ends the link for `why` (the first reason given stands).
+    pub(super) fn end(&self, why: EndWhy) {
+        let _ = self.why.set(why);
+        self.token.cancel();
+    }
+
+    /// Whether the link was ended.
+    pub(super) fn is_ended(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    /// Completes once the link is ended: why.
+    pub(super) async fn ended(&self) -> EndWhy {
+        self.token.cancelled().await;
+        // Set before the token is cancelled.
+        self.why.get().copied().unwrap_or(EndWhy::Superseded)
+    }
 }
 
 /// The connected sites; cheap to clone.
@@ -54,7 +90,7 @@ impl Links {
     /// Closes the link of a site an operator removed (`LINK_CLOSE` "unknown site").
     pub fn close_removed(&self, site: SiteId) {
         if let Some(h) = self.map.get(&site) {
-            h.removed.cancel();
+            h.end.end(EndWhy::Removed);
         }
     }
 
@@ -66,7 +102,7 @@ impl Links {
         let h = self.map.get(&site).ok_or(SendError::NotConnected(site))?;
         h.tx.try_send(frame).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => {
-                h.overrun.cancel();
+                h.end.end(EndWhy::Overrun);
                 SendError::QueueFull(site)
             }
             mpsc::error::TrySendError::Closed(_) => SendError::NotConnected(site),

@@ -18,7 +18,7 @@ use super::admission::Source;
 use super::admission::{Admission, Refusals};
 use super::codec::{FrameCodec, LinkReadError};
 use super::handler::{Handler, SiteKeys};
-use super::links::{LinkHandle, Links};
+use super::links::{EndWhy, LinkEnd, LinkHandle, Links};
 use super::timing::{Read, Timed, Timing};
 use crate::config::LinkConfig;
 use crate::metrics::Metrics;
@@ -353,22 +353,18 @@ async fn accepted(
         return;
     }
     let (tx, mut rx) = mpsc::channel(cfg.outbound_queue);
-    let superseded = CancellationToken::new();
-    let overrun = CancellationToken::new();
-    let removed = CancellationToken::new();
+    let end = Arc::new(LinkEnd::default());
     let handle = LinkHandle {
         conn,
         tx,
-        superseded: superseded.clone(),
-        overrun: overrun.clone(),
-        removed: removed.clone(),
+        end: end.clone(),
     };
     if let Some(old) = shared.links.map.insert(site, handle) {
         info!(
             old_conn = old.conn,
             "newer link supersedes the existing one for this site"
         );
-        old.superseded.cancel();
+        old.end.end(EndWhy::Superseded);
     }
     info!("link up");
     shared.handler.link_up(site);
@@ -389,10 +385,8 @@ async fn accepted(
     // The keepalive deadline moves forward in `link`; the timer catches up when it fires.
     let deadline = sleep_until(link.keepalive_deadline);
     let stopping = stop.changed();
-    let on_superseded = superseded.cancelled();
-    let on_overrun = overrun.cancelled();
-    let on_removed = removed.cancelled();
-    tokio::pin!(deadline, stopping, on_superseded, on_overrun, on_removed);
+    let ended = end.ended();
+    tokio::pin!(deadline, stopping, ended);
 
     let end = loop {
         tokio::select! {
@@ -409,20 +403,22 @@ async fn accepted(
                 }
                 break failed.unwrap_or(End::Close(Cause::ShuttingDown, "controller shutting down".into()));
             }
-            _ = &mut on_superseded => break End::Close(Cause::Superseded, "a newer link for this site was accepted".into()),
-            _ = &mut on_removed => {
-                // What was queued for it (the end of its calls) goes out first.
-                let mut queued = Vec::new();
-                while let Ok(f) = rx.try_recv() {
-                    queued.push(f);
+            why = &mut ended => match why {
+                EndWhy::Superseded => break End::Close(Cause::Superseded, "a newer link for this site was accepted".into()),
+                EndWhy::Removed => {
+                    // What was queued for it (the end of its calls) goes out first.
+                    let mut queued = Vec::new();
+                    while let Ok(f) = rx.try_recv() {
+                        queued.push(f);
+                    }
+                    if let Err(e) = send_timed(&mut framed, &shared, &mut link, queued).await { break e; }
+                    break End::Close(Cause::UnknownSite, "the site was removed from the HLR".into());
                 }
-                if let Err(e) = send_timed(&mut framed, &shared, &mut link, queued).await { break e; }
-                break End::Close(Cause::UnknownSite, "the site was removed from the HLR".into());
-            }
-            _ = &mut on_overrun => {
-                let why = format!("{} frames queued for the gateway and not yet written", cfg.outbound_queue);
-                break End::Close(Cause::PeerNotReading, why);
-            }
+                EndWhy::Overrun => {
+                    let why = format!("{} frames queued for the gateway and not yet written", cfg.outbound_queue);
+                    break End::Close(Cause::PeerNotReading, why);
+                }
+            },
             _ = &mut deadline => {
                 if Instant::now() < link.keepalive_deadline {
                     deadline.as_mut().reset(link.keepalive_deadline);
@@ -447,7 +443,7 @@ async fn accepted(
                 if let Err(e) = send_timed(&mut framed, &shared, &mut link, burst).await { break e; }
             }
             item = framed.next() => {
-                let ending = || superseded.is_cancelled() || overrun.is_cancelled() || removed.is_cancelled();
+                let ending = || end.is_ended();
                 let (out, end) = read_burst(&mut framed, &mut link, &shared, &mut rx, item, ending);
                 if !out.is_empty() {
                     if let Err(e) = send_all(&mut framed, &shared, out).await {

@@ -210,12 +210,13 @@ impl ActiveEpoch {
 const CHUNK: usize = 400;
 
 /// Largest rows per statement of a write-behind batch ([`fixed_chunks`]).
-const BATCH_CHUNK: usize = 256;
+const BATCH_CHUNK: usize = 32;
 
 /// `items` in chunks of fixed sizes, for the statements of a write-behind batch: as many
 /// of [`BATCH_CHUNK`] as fit, then the rest in powers of two, largest first. A
 /// multi-row statement's text depends on its number of rows; with these sizes there are
-/// at most nine texts per statement, each prepared once per connection and then found
+/// at most six texts per statement, each prepared once per connection (small ones: a
+/// statement of 256 rows cost a million instructions to prepare) and then found
 /// in the statement cache, where a batch of any size used to be parsed again.
 fn fixed_chunks<T>(items: &[T]) -> impl Iterator<Item = &[T]> {
     let mut rest = items;
