@@ -879,3 +879,50 @@ async fn alarms_are_written_by_id_acknowledged_once_with_their_audit_entry_and_p
         store.close().await;
     }
 }
+
+#[tokio::test]
+async fn write_behind_batches_of_any_size_are_written_whole_and_in_order() {
+    use trunkd::store::CallRecordRow;
+    for db in TestDb::all().await {
+        let store = db.open().await;
+        provision_basics(&store).await;
+        // 101 rows: statements of 32, 32, 32, 4 and 1 rows.
+        let row = |n: i64| CallRecordRow {
+            call_id: n,
+            call_type: "group".into(),
+            caller_fleet: 100,
+            caller_member: n,
+            target_kind: "talkgroup".into(),
+            target_fleet: 100,
+            target_id: 10,
+            sites: "1".into(),
+            requested_at: 1000 + n,
+            granted_at: Some(1001 + n),
+            ended_at: 2000 + n,
+            end_cause: 0,
+            preempted: false,
+            emergency: false,
+        };
+        let rows: Vec<CallRecordRow> = (1..=101).map(row).collect();
+        store.write_call_journal(&[], &rows, &[], None).await.unwrap();
+        let ids: Vec<i64> = (1..=60).collect();
+        store
+            .write_call_journal(&rows[..60], &[], &ids, Some(5000))
+            .await
+            .unwrap();
+        let records = store.call_records(1000).await.unwrap();
+        let mut written: Vec<i64> = records.iter().map(|r| r.call_id).collect();
+        written.sort();
+        assert_eq!(written, ids, "{}", db.name);
+        assert!(records.iter().all(|r| *r == row(r.call_id)), "{}", db.name);
+        // The 41 left in the journal get their records, ended at the mark.
+        assert_eq!(store.recover_open_calls(0x28).await.unwrap(), 41, "{}", db.name);
+        let records = store.call_records(1000).await.unwrap();
+        let recovered: Vec<&CallRecordRow> = records.iter().filter(|r| r.call_id > 60).collect();
+        assert_eq!(recovered.len(), 41, "{}", db.name);
+        assert!(recovered
+            .iter()
+            .all(|r| r.ended_at == 5000 && r.requested_at == 1000 + r.call_id));
+        store.close().await;
+    }
+}

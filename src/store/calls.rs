@@ -2,9 +2,9 @@
 //! of calls in progress (`open_calls`, `journal_mark`) and the call detail records
 //! (`call_records`).
 
-use sqlx::{QueryBuilder, Row};
+use sqlx::Row;
 
-use super::{corrupt, fixed_chunks, Arg, Filter, Store, StoreError};
+use super::{batch_sql, corrupt, fixed_chunks, Arg, Filter, Store, StoreError};
 use crate::protocol::{FleetId, SiteId, TalkgroupId, Unit};
 
 /// A call detail record as stored (`call_records`): plain columns, times in Unix ms.
@@ -106,66 +106,74 @@ impl Store {
         dispatch!(self, p => {
             let mut tx = p.begin().await?;
             for chunk in fixed_chunks(ended) {
-                let mut qb = QueryBuilder::new(
+                let sql = batch_sql(
+                    self.numbered(),
                     "INSERT INTO call_records (call_id, call_type, caller_fleet, caller_member, target_kind, \
                      target_fleet, target_id, sites, requested_at, granted_at, ended_at, end_cause, preempted, \
-                     emergency) ",
+                     emergency)",
+                    14,
+                    chunk.len(),
+                    "",
                 );
-                qb.push_values(chunk, |mut b, r| {
-                    b.push_bind(r.call_id)
-                        .push_bind(r.call_type.clone())
-                        .push_bind(r.caller_fleet)
-                        .push_bind(r.caller_member)
-                        .push_bind(r.target_kind.clone())
-                        .push_bind(r.target_fleet)
-                        .push_bind(r.target_id)
-                        .push_bind(r.sites.clone())
-                        .push_bind(r.requested_at)
-                        .push_bind(r.granted_at)
-                        .push_bind(r.ended_at)
-                        .push_bind(r.end_cause)
-                        .push_bind(r.preempted)
-                        .push_bind(r.emergency);
-                });
-                qb.build().execute(&mut *tx).await?;
+                let mut q = sqlx::query(sql);
+                for r in chunk {
+                    q = q
+                        .bind(r.call_id)
+                        .bind(&r.call_type)
+                        .bind(r.caller_fleet)
+                        .bind(r.caller_member)
+                        .bind(&r.target_kind)
+                        .bind(r.target_fleet)
+                        .bind(r.target_id)
+                        .bind(&r.sites)
+                        .bind(r.requested_at)
+                        .bind(r.granted_at)
+                        .bind(r.ended_at)
+                        .bind(r.end_cause)
+                        .bind(r.preempted)
+                        .bind(r.emergency);
+                }
+                q.execute(&mut *tx).await?;
             }
             for chunk in fixed_chunks(closed) {
-                let mut qb = QueryBuilder::new("DELETE FROM open_calls WHERE call_id IN (");
-                let mut ids = qb.separated(", ");
+                let sql = batch_sql(self.numbered(), "DELETE FROM open_calls WHERE call_id IN (", 0, chunk.len(), ")");
+                let mut q = sqlx::query(sql);
                 for id in chunk {
-                    ids.push_bind(*id);
+                    q = q.bind(*id);
                 }
-                qb.push(")");
-                qb.build().execute(&mut *tx).await?;
+                q.execute(&mut *tx).await?;
             }
             for chunk in fixed_chunks(opened) {
-                let mut qb = QueryBuilder::new(
-                    "INSERT INTO open_calls (call_id, call_type, caller_fleet, caller_member, target_kind, \
-                     target_fleet, target_id, sites, requested_at, granted_at, emergency) ",
-                );
-                qb.push_values(chunk, |mut b, r| {
-                    b.push_bind(r.call_id)
-                        .push_bind(r.call_type.clone())
-                        .push_bind(r.caller_fleet)
-                        .push_bind(r.caller_member)
-                        .push_bind(r.target_kind.clone())
-                        .push_bind(r.target_fleet)
-                        .push_bind(r.target_id)
-                        .push_bind(r.sites.clone())
-                        .push_bind(r.requested_at)
-                        .push_bind(r.granted_at.unwrap_or(r.requested_at))
-                        .push_bind(r.emergency);
-                });
                 // A call id seen again after the 32-bit space wrapped replaces its stale row.
-                qb.push(
-                    " ON CONFLICT (call_id) DO UPDATE SET call_type = excluded.call_type, \
+                let sql = batch_sql(
+                    self.numbered(),
+                    "INSERT INTO open_calls (call_id, call_type, caller_fleet, caller_member, target_kind, \
+                     target_fleet, target_id, sites, requested_at, granted_at, emergency)",
+                    11,
+                    chunk.len(),
+                    "ON CONFLICT (call_id) DO UPDATE SET call_type = excluded.call_type, \
                      caller_fleet = excluded.caller_fleet, caller_member = excluded.caller_member, \
                      target_kind = excluded.target_kind, target_fleet = excluded.target_fleet, \
                      target_id = excluded.target_id, sites = excluded.sites, \
                      requested_at = excluded.requested_at, granted_at = excluded.granted_at, \
                      emergency = excluded.emergency",
                 );
-                qb.build().execute(&mut *tx).await?;
+                let mut q = sqlx::query(sql);
+                for r in chunk {
+                    q = q
+                        .bind(r.call_id)
+                        .bind(&r.call_type)
+                        .bind(r.caller_fleet)
+                        .bind(r.caller_member)
+                        .bind(&r.target_kind)
+                        .bind(r.target_fleet)
+                        .bind(r.target_id)
+                        .bind(&r.sites)
+                        .bind(r.requested_at)
+                        .bind(r.granted_at.unwrap_or(r.requested_at))
+                        .bind(r.emergency);
+                }
+                q.execute(&mut *tx).await?;
             }
             if let Some(at) = mark {
                 sqlx::query("UPDATE journal_mark SET at = $1 WHERE id = 1")

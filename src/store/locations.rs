@@ -1,9 +1,9 @@
 //! Where units were last seen (`last_location`): site, TMSI and time, written behind by
 //! the controller in batches.
 
-use sqlx::{QueryBuilder, Row};
+use sqlx::Row;
 
-use super::{fixed_chunks, site_id, Store, StoreError};
+use super::{batch_sql, fixed_chunks, site_id, Store, StoreError};
 use crate::protocol::{Imsi, SiteId, Tmsi};
 
 impl Store {
@@ -16,19 +16,24 @@ impl Store {
         dispatch!(self, p => {
             let mut tx = p.begin().await?;
             for chunk in fixed_chunks(batch) {
-                let mut qb = QueryBuilder::new("INSERT INTO last_location (imsi, site_id, tmsi, seen_at) ");
-                qb.push_values(chunk, |mut b, (imsi, site, tmsi, at)| {
-                    b.push_bind(imsi.to_string())
-                        .push_bind(i64::from(site.get()))
-                        .push_bind(i64::from(tmsi.get()))
-                        .push_bind(*at);
-                });
-                qb.push(
-                    " ON CONFLICT (imsi) DO UPDATE SET site_id = excluded.site_id, tmsi = excluded.tmsi, \
+                let sql = batch_sql(
+                    self.numbered(),
+                    "INSERT INTO last_location (imsi, site_id, tmsi, seen_at)",
+                    4,
+                    chunk.len(),
+                    "ON CONFLICT (imsi) DO UPDATE SET site_id = excluded.site_id, tmsi = excluded.tmsi, \
                      seen_at = excluded.seen_at \
                      WHERE excluded.seen_at >= last_location.seen_at",
                 );
-                qb.build().execute(&mut *tx).await?;
+                let mut q = sqlx::query(sql);
+                for (imsi, site, tmsi, at) in chunk {
+                    q = q
+                        .bind(imsi.to_string())
+                        .bind(i64::from(site.get()))
+                        .bind(i64::from(tmsi.get()))
+                        .bind(*at);
+                }
+                q.execute(&mut *tx).await?;
             }
             tx.commit().await?;
         });

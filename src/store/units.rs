@@ -2,9 +2,9 @@
 //! short batches and loaded by the next one that starts on this database (a restart, or
 //! the node that takes over), so that a unit keeps its registration and its TMSI.
 
-use sqlx::{QueryBuilder, Row};
+use sqlx::Row;
 
-use super::{corrupt, fixed_chunks, fleet_id, site_id, talkgroup_id, Store, StoreError};
+use super::{batch_sql, corrupt, fixed_chunks, fleet_id, site_id, talkgroup_id, Store, StoreError};
 use crate::protocol::{Imsi, TalkgroupId, Tmsi};
 use crate::vlr::{Affiliation, VlrUnit};
 
@@ -19,34 +19,36 @@ impl Store {
         dispatch!(self, p => {
             let mut tx = p.begin().await?;
             for chunk in fixed_chunks(gone) {
-                let mut qb = QueryBuilder::new("DELETE FROM units_on_air WHERE imsi IN (");
-                let mut list = qb.separated(", ");
+                let sql = batch_sql(self.numbered(), "DELETE FROM units_on_air WHERE imsi IN (", 0, chunk.len(), ")");
+                let mut q = sqlx::query(sql);
                 for imsi in chunk {
-                    list.push_bind(imsi.to_string());
+                    q = q.bind(imsi.to_string());
                 }
-                qb.push(")");
-                qb.build().execute(&mut *tx).await?;
+                q.execute(&mut *tx).await?;
             }
             for chunk in fixed_chunks(on_air) {
-                let mut qb = QueryBuilder::new(
-                    "INSERT INTO units_on_air (imsi, tmsi, site_id, fleet_id, talkgroups, ck, ik, written_at) ",
-                );
-                qb.push_values(chunk, |mut b, (imsi, u)| {
-                    b.push_bind(imsi.to_string())
-                        .push_bind(i64::from(u.tmsi.get()))
-                        .push_bind(i64::from(u.site.get()))
-                        .push_bind(i64::from(u.fleet.get()))
-                        .push_bind(talkgroup_text(&u.affiliation))
-                        .push_bind(u.ck.to_vec())
-                        .push_bind(u.ik.to_vec())
-                        .push_bind(now);
-                });
-                qb.push(
-                    " ON CONFLICT (imsi) DO UPDATE SET tmsi = excluded.tmsi, site_id = excluded.site_id, \
+                let sql = batch_sql(
+                    self.numbered(),
+                    "INSERT INTO units_on_air (imsi, tmsi, site_id, fleet_id, talkgroups, ck, ik, written_at)",
+                    8,
+                    chunk.len(),
+                    "ON CONFLICT (imsi) DO UPDATE SET tmsi = excluded.tmsi, site_id = excluded.site_id, \
                      fleet_id = excluded.fleet_id, talkgroups = excluded.talkgroups, ck = excluded.ck, \
                      ik = excluded.ik, written_at = excluded.written_at",
                 );
-                qb.build().execute(&mut *tx).await?;
+                let mut q = sqlx::query(sql);
+                for (imsi, u) in chunk {
+                    q = q
+                        .bind(imsi.to_string())
+                        .bind(i64::from(u.tmsi.get()))
+                        .bind(i64::from(u.site.get()))
+                        .bind(i64::from(u.fleet.get()))
+                        .bind(talkgroup_text(&u.affiliation))
+                        .bind(u.ck.to_vec())
+                        .bind(u.ik.to_vec())
+                        .bind(now);
+                }
+                q.execute(&mut *tx).await?;
             }
             tx.commit().await?;
         });
