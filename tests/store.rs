@@ -926,3 +926,43 @@ async fn write_behind_batches_of_any_size_are_written_whole_and_in_order() {
         store.close().await;
     }
 }
+
+#[tokio::test]
+async fn the_hlr_loads_page_by_page_with_every_subscribers_talkgroups() {
+    for db in TestDb::all().await {
+        let store = db.open().await;
+        provision_basics(&store).await;
+        // More than one page of the load (20,000), each with its own talkgroups.
+        let n: u32 = 20_003;
+        let mut text = HEADER.to_string();
+        let (k, opc) = ("00".repeat(16), "11".repeat(16));
+        for i in 1..=n {
+            let imei = trunkd::protocol::Imei::with_check_digit(&format!("35{i:012}")).unwrap();
+            let tgs = if i % 2 == 0 { "10;11" } else { "12" };
+            text += &format!("{imei},,,100,{i},,{k},{opc},3,all,{tgs}\n");
+        }
+        let rows = parse_subscribers(text.as_bytes()).unwrap();
+        store.import_subscribers("t", rows, "00101").await.unwrap();
+        let mut seen = Vec::new();
+        let count = store
+            .each_subscriber(|s| {
+                seen.push((
+                    s.unit.member.get(),
+                    s.talkgroups.iter().map(|t| t.get()).collect::<Vec<_>>(),
+                ))
+            })
+            .await
+            .unwrap();
+        assert_eq!(count, u64::from(n), "{}", db.name);
+        seen.sort();
+        let expected: Vec<(u16, Vec<u16>)> = (1..=n as u16)
+            .map(|i| (i, if i % 2 == 0 { vec![10, 11] } else { vec![12] }))
+            .collect();
+        assert!(
+            seen == expected,
+            "{}: talkgroups not with their subscribers",
+            db.name
+        );
+        store.close().await;
+    }
+}

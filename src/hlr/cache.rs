@@ -116,9 +116,7 @@ impl HlrCache {
     }
 
     async fn reload_subscribers(&self, store: &Store) -> Result<(), StoreError> {
-        for s in store.load_subscribers(None).await? {
-            self.put(s);
-        }
+        store.each_subscriber(|s| self.put(s)).await?;
         Ok(())
     }
 
