@@ -74,6 +74,22 @@ pub async fn run(
     calls: usize,
     callgrind: Option<u32>,
 ) -> anyhow::Result<()> {
+    phases(dir, servers, units, calls, callgrind, SETTLE, IDLE)
+        .await
+        .map(drop)
+}
+
+/// [`run`], each phase settling for `settle` and the idle phase lasting `idle_for`:
+/// the units registered and the calls granted.
+async fn phases(
+    dir: &Path,
+    servers: &[String],
+    units: Option<usize>,
+    calls: usize,
+    callgrind: Option<u32>,
+    settle: Duration,
+    idle_for: Duration,
+) -> anyhow::Result<(usize, usize)> {
     let (sites, per_site) = load_fleet(dir, units)?;
     let mut gateways = Vec::new();
     for ((site, key), units) in sites.iter().zip(per_site) {
@@ -88,14 +104,14 @@ pub async fn run(
 
     let started = mark(callgrind, Mark::Start)?;
     let registered = register(&mut gateways).await?;
-    idle(&mut gateways, SETTLE).await?;
+    idle(&mut gateways, settle).await?;
     let took = mark(callgrind, Mark::End("register"))? - started;
     println!("registrations: {registered}");
     println!("register_s: {:.3}", took.as_secs_f64());
 
     let started = mark(callgrind, Mark::Start)?;
     let (granted, denied) = group_calls(&mut gateways, calls).await?;
-    idle(&mut gateways, SETTLE).await?;
+    idle(&mut gateways, settle).await?;
     let took = mark(callgrind, Mark::End("calls"))? - started;
     println!("calls: {granted}");
     println!("calls_s: {:.3}", took.as_secs_f64());
@@ -106,10 +122,10 @@ pub async fn run(
     // What the server does with every unit on the air and nothing asked of it (its
     // timers), for a figure per second.
     let started = mark(callgrind, Mark::Start)?;
-    idle(&mut gateways, IDLE).await?;
+    idle(&mut gateways, idle_for).await?;
     let took = mark(callgrind, Mark::End("idle"))? - started;
     println!("idle_s: {:.3}", took.as_secs_f64());
-    Ok(())
+    Ok((registered, granted))
 }
 
 /// How long the idle phase lasts.
@@ -246,4 +262,31 @@ fn mark(callgrind: Option<u32>, m: Mark) -> anyhow::Result<Instant> {
         );
     }
     Ok(Instant::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_workload_registers_every_unit_and_makes_its_calls() {
+        let dir = std::env::temp_dir().join(format!("trunksim-cost-{}", std::process::id()));
+        let (data, sim) = (dir.join("data"), dir.join("sim"));
+        let store = trunkd::store::Store::open("", &data).await.unwrap();
+        crate::load::provision(&store, 30, 3, &sim).await.unwrap();
+        let csv = std::fs::File::open(sim.join("units.csv")).unwrap();
+        let rows = trunkd::store::csv::parse_subscribers(std::io::BufReader::new(csv)).unwrap();
+        store.import_subscribers("test", rows, "00101").await.unwrap();
+        store.close().await;
+        let mut cfg = trunkd::config::Config::default();
+        cfg.database.data_dir = data;
+        cfg.link.listen = "127.0.0.1:0".parse().unwrap();
+        let c = trunkd::controller::start(cfg).await.unwrap();
+        let server = vec![c.link_addr.to_string()];
+        let done = phases(&sim, &server, None, 12, None, Duration::ZERO, Duration::ZERO).await;
+        assert_eq!(done.unwrap(), (30, 12));
+        assert_eq!(c.vlr.len(), 30, "every unit on the air");
+        c.stop().await;
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
