@@ -46,33 +46,32 @@ macro_rules! subscriber_of_row {
     ($r:expr, $imsi:expr, $talkgroups:expr) => {
         (|| -> Result<Subscriber, StoreError> {
             let r = $r;
-            let k: Vec<u8> = r.try_get("k")?;
-            let opc: Vec<u8> = r.try_get("opc")?;
+            let k: Vec<u8> = r.try_get(6)?;
+            let opc: Vec<u8> = r.try_get(7)?;
             Ok(Subscriber {
                 imsi: Imsi::parse(&$imsi).map_err(|_| corrupt("imsi"))?,
-                imei: Imei::parse(&r.try_get::<String, _>("imei")?).map_err(|_| corrupt("imei"))?,
-                msisdn: r.try_get("msisdn")?,
+                imei: Imei::parse(&r.try_get::<String, _>(1)?).map_err(|_| corrupt("imei"))?,
+                msisdn: r.try_get(2)?,
                 unit: Unit {
-                    fleet: fleet_id(r.try_get("fleet_id")?)?,
-                    member: MemberId::new(r.try_get::<i64, _>("member_id")? as u16)
-                        .ok_or_else(|| corrupt("member"))?,
+                    fleet: fleet_id(r.try_get(3)?)?,
+                    member: MemberId::new(r.try_get::<i64, _>(4)? as u16).ok_or_else(|| corrupt("member"))?,
                 },
-                individual: IndividualId::new(r.try_get::<i64, _>("individual_id")? as u32)
+                individual: IndividualId::new(r.try_get::<i64, _>(5)? as u32)
                     .ok_or_else(|| corrupt("individual_id"))?,
                 k: Secret128::from_bytes(k.try_into().map_err(|_| corrupt("k"))?),
                 opc: Secret128::from_bytes(opc.try_into().map_err(|_| corrupt("opc"))?),
-                priority: r.try_get::<i64, _>("priority")? as u8,
+                priority: r.try_get::<i64, _>(8)? as u8,
                 permissions: Permissions {
-                    group_call: r.try_get("perm_group")?,
-                    private_call: r.try_get("perm_private")?,
-                    emergency: r.try_get("perm_emergency")?,
-                    short_data: r.try_get("perm_short_data")?,
-                    interconnect: r.try_get("perm_interconnect")?,
+                    group_call: r.try_get(9)?,
+                    private_call: r.try_get(10)?,
+                    emergency: r.try_get(11)?,
+                    short_data: r.try_get(12)?,
+                    interconnect: r.try_get(13)?,
                 },
-                inhibited: r.try_get("inhibited")?,
+                inhibited: r.try_get(14)?,
                 talkgroups: $talkgroups,
-                created_at: r.try_get("created_at")?,
-                updated_at: r.try_get("updated_at")?,
+                created_at: r.try_get(15)?,
+                updated_at: r.try_get(16)?,
             })
         })()
     };
@@ -123,7 +122,7 @@ impl Store {
                     Some(a) => sqlx::query(&next).bind(a).fetch_all(p).await?,
                 };
                 let Some(last) = rows.last() else { break };
-                let last: String = last.try_get("imsi")?;
+                let last: String = last.try_get(0)?;
                 let tg_rows = sqlx::query(tg_sql)
                     .bind(after.as_deref().unwrap_or(""))
                     .bind(&last)
@@ -132,15 +131,15 @@ impl Store {
                 // Both in IMSI order: each subscriber takes the talkgroup rows of its IMSI.
                 let mut tgs = tg_rows.iter().peekable();
                 for r in &rows {
-                    let imsi_s: String = r.try_get("imsi")?;
+                    let imsi_s: String = r.try_get(0)?;
                     let mut talkgroups = Vec::new();
                     while let Some(t) = tgs.peek() {
-                        let of: String = t.try_get("imsi")?;
+                        let of: String = t.try_get(0)?;
                         if of > imsi_s {
                             break;
                         }
                         if of == imsi_s {
-                            talkgroups.push(talkgroup_id(t.try_get("talkgroup_id")?)?);
+                            talkgroups.push(talkgroup_id(t.try_get(1)?)?);
                         }
                         tgs.next();
                     }
