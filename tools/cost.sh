@@ -41,7 +41,7 @@ PID=$!
 kill -INT "$PID"; wait "$PID" 2>/dev/null || true; PID=
 val() { awk -v k="$1:" '$1 == k {print $2}' "$WORK/cost.out"; }
 # The dumps: one per phase, in order (the last file is the run's end).
-mapfile -t dumps < <(ls "$WORK"/cg.out.* | sort -t. -k3 -n)
+mapfile -t dumps < <(ls "$WORK"/cg.out.* | sort -V)
 total() { awk '/^summary:|^totals:/ {print $2; exit}' "$1"; }
 idle_ir=$(total "${dumps[2]}")
 if [ "$TRUNKD" = "$BIN/trunkd" ]; then
@@ -65,5 +65,6 @@ for phase in register calls; do
   # own cost comes near a quarter of a phase).
   callgrind_annotate --inclusive=no --threshold=100 "$file" 2>/dev/null | awk -v top="$TOP" -v ir="$ir" '
     /^-+$/ { sep++; next }
-    sep == 6 && NF >= 2 { n = $1; gsub(",", "", n); if (n + 0 < ir / 4 && shown < top) { print "  " $0; shown++ } }'
+    sep == 6 && NF >= 2 { n = $1; gsub(",", "", n); if (n + 0 < ir / 4 && shown < top) { print "  " $0; shown++ } }' |
+    sed -e 's|[^ ]*/registry/src/[^/]*/||; s|/rustc/[0-9a-f]*/library/||; s| \[/[^]]*\]$||'
 done
