@@ -107,24 +107,21 @@ impl Store {
     /// more than a page of rows (reading all million first peaked, and stayed, at
     /// several GB; a row-by-row stream took half as long again).
     pub async fn each_subscriber(&self, mut f: impl FnMut(Subscriber)) -> Result<u64, StoreError> {
-        let first = format!("SELECT {SUBSCRIBER_COLUMNS} FROM subscribers ORDER BY imsi LIMIT {LOAD_PAGE}");
-        let next = format!(
+        let page = format!(
             "SELECT {SUBSCRIBER_COLUMNS} FROM subscribers WHERE imsi > $1 ORDER BY imsi LIMIT {LOAD_PAGE}"
         );
         let tg_sql = "SELECT imsi, talkgroup_id FROM subscriber_talkgroups WHERE imsi > $1 AND imsi <= $2 \
                       ORDER BY imsi, position";
-        let mut after: Option<String> = None;
+        // Every IMSI (15 digits) sorts after the empty text: the first page.
+        let mut after = String::new();
         let mut n = 0;
         loop {
             let loaded = dispatch!(self, p => {
-                let rows = match &after {
-                    None => sqlx::query(&first).fetch_all(p).await?,
-                    Some(a) => sqlx::query(&next).bind(a).fetch_all(p).await?,
-                };
+                let rows = sqlx::query(&page).bind(&after).fetch_all(p).await?;
                 let Some(last) = rows.last() else { break };
                 let last: String = last.try_get(0)?;
                 let tg_rows = sqlx::query(tg_sql)
-                    .bind(after.as_deref().unwrap_or(""))
+                    .bind(&after)
                     .bind(&last)
                     .fetch_all(p)
                     .await?;
@@ -149,7 +146,7 @@ impl Store {
                 (rows.len(), last)
             });
             n += loaded.0 as u64;
-            after = Some(loaded.1);
+            after = loaded.1;
         }
         Ok(n)
     }
