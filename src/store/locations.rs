@@ -15,6 +15,9 @@ impl Store {
         }
         dispatch!(self, p => {
             let mut tx = p.begin().await?;
+            if let Some(pragma) = self.writer_cache() {
+                sqlx::query(pragma).execute(&mut *tx).await?;
+            }
             for chunk in fixed_chunks(batch) {
                 let sql = batch_sql(
                     self.numbered(),

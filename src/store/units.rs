@@ -18,6 +18,9 @@ impl Store {
         let now = self.now_ms();
         dispatch!(self, p => {
             let mut tx = p.begin().await?;
+            if let Some(pragma) = self.writer_cache() {
+                sqlx::query(pragma).execute(&mut *tx).await?;
+            }
             for chunk in fixed_chunks(gone) {
                 let sql = batch_sql(self.numbered(), "DELETE FROM units_on_air WHERE imsi IN (", 0, chunk.len(), ")");
                 let mut q = sqlx::query(sql);
