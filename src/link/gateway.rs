@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, ToSocketAddrs};
-use tokio_util::codec::Framed;
+use tokio_util::codec::{Decoder, Framed};
 
 use super::codec::{FrameCodec, LinkReadError};
 use crate::protocol::{
@@ -157,6 +157,37 @@ impl GatewayLink {
         let txn = self.next_txn();
         self.framed.feed(Frame::new(txn, msg)).await?;
         Ok(txn)
+    }
+
+    /// Queues `frame` (an answer under the controller's transaction, say) for the next
+    /// [`flush`](Self::flush).
+    pub async fn feed(&mut self, frame: Frame) -> Result<(), GatewayError> {
+        Ok(self.framed.feed(frame).await?)
+    }
+
+    /// The next well-formed frame already read from the socket, without waiting for
+    /// more; keepalives are answered (queued) on the way, as in
+    /// [`recv_service`](Self::recv_service). `None` when no whole frame is buffered.
+    pub async fn buffered(&mut self) -> Result<Option<Frame>, GatewayError> {
+        loop {
+            let mut codec = self.framed.codec().clone();
+            let frame = match codec.decode(self.framed.read_buffer_mut()) {
+                Ok(None) => return Ok(None),
+                Ok(Some(Ok(f))) => f,
+                Ok(Some(Err(e))) => {
+                    return Err(GatewayError::Protocol(format!(
+                        "malformed frame from controller: {e}"
+                    )))
+                }
+                Err(e) => return Err(e.into()),
+            };
+            match frame.msg {
+                Message::Keepalive => self.feed(Frame::new(frame.txn, Message::KeepaliveAck)).await?,
+                Message::KeepaliveAck => {}
+                Message::LinkClose { cause } => return Err(GatewayError::Closed(cause)),
+                _ => return Ok(Some(frame)),
+            }
+        }
     }
 
     /// Writes every queued frame.

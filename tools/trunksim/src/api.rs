@@ -22,7 +22,7 @@ use clap::{Args, Subcommand};
 use reqwest::Client;
 use serde_json::{json, Value};
 
-use crate::load::latency_line;
+use crate::report::Latency;
 
 /// `trunksim api MODE`.
 #[derive(Subcommand)]
@@ -190,7 +190,7 @@ impl Request {
 /// What one client saw.
 #[derive(Default)]
 struct Tally {
-    latencies_us: Vec<u32>,
+    latency: Latency,
     errors: BTreeMap<String, u64>,
 }
 
@@ -215,7 +215,7 @@ async fn drive(run: &Run, request: Request, what: &str) -> anyhow::Result<()> {
             while Instant::now() < deadline {
                 let sent = Instant::now();
                 match request.send(&client).await {
-                    Ok(()) => t.latencies_us.push(micros(sent.elapsed())),
+                    Ok(()) => t.latency.record(sent.elapsed()),
                     Err(e) => *t.errors.entry(e).or_default() += 1,
                 }
             }
@@ -225,13 +225,13 @@ async fn drive(run: &Run, request: Request, what: &str) -> anyhow::Result<()> {
     let mut all = Tally::default();
     for task in tasks {
         let t = task.await?;
-        all.latencies_us.extend(t.latencies_us);
+        all.latency.merge(&t.latency);
         for (e, n) in t.errors {
             *all.errors.entry(e).or_default() += n;
         }
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let ok = all.latencies_us.len();
+    let ok = all.latency.len();
     println!("clients:      {concurrency}");
     println!("{:<14}{ok} answered 2xx", format!("{what}:"));
     for (e, n) in &all.errors {
@@ -239,12 +239,8 @@ async fn drive(run: &Run, request: Request, what: &str) -> anyhow::Result<()> {
     }
     println!("elapsed:      {elapsed:.3} s");
     println!("rate:         {:.0} {what}/s", ok as f64 / elapsed);
-    latency_line("latency:", &all.latencies_us);
+    println!("{}", all.latency.line("latency:"));
     Ok(())
-}
-
-fn micros(d: Duration) -> u32 {
-    u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
 }
 
 // ---- The event stream ----
@@ -351,7 +347,7 @@ struct Listener {
     first_counted: Option<u64>,
     last_counted: Option<u64>,
     /// From each event's `at_ms` to its arrival, µs (the clock is ms).
-    delays_us: Vec<u32>,
+    delays: Latency,
 }
 
 impl Listener {
@@ -397,7 +393,8 @@ impl Listener {
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |d| d.as_micros());
                 let delay = now_us.saturating_sub(u128::from(at_ms) * 1000);
-                self.delays_us.push(u32::try_from(delay).unwrap_or(u32::MAX));
+                self.delays
+                    .record(Duration::from_micros(u64::try_from(delay).unwrap_or(u64::MAX)));
             }
         }
     }
@@ -535,8 +532,11 @@ async fn events(
             println!("closed:       stream {i}: {c}");
         }
     }
-    let delays: Vec<u32> = seen.iter().flat_map(|l| l.delays_us.iter().copied()).collect();
-    latency_line("at_ms to arrival:", &delays);
+    let mut delays = Latency::default();
+    for l in &seen {
+        delays.merge(&l.delays);
+    }
+    println!("{}", delays.line("at_ms to arrival:"));
     Ok(())
 }
 
@@ -616,7 +616,7 @@ mod tests {
         assert_eq!(l.lagged, 1);
         assert_eq!(l.out_of_order, 1);
         assert_eq!((l.first_counted, l.last_counted), (Some(11), Some(31)));
-        assert_eq!(l.delays_us.len(), 4);
+        assert_eq!(l.delays.len(), 4);
     }
 
     #[test]

@@ -21,7 +21,8 @@ use trunkd::protocol::{
 
 use trunkd::sim::{erlang_c, radio_command_answer, SplitMix64 as Rng};
 
-use crate::load::{latency_line, load_fleet, register_all, SimUnit};
+use crate::load::{by_cause, load_fleet, register_all, SimUnit};
+use crate::report::{write_json, Latency};
 
 /// Scenario settings.
 pub struct CallLoad {
@@ -58,9 +59,9 @@ struct Report {
     /// the merge counts it once.
     ended: HashMap<CallId, Cause>,
     /// Request to grant of the calls granted at once: the server's setup path.
-    at_once_us: Vec<u32>,
+    at_once: Latency,
     /// Request to grant of the calls that waited in a busy queue first.
-    waited_us: Vec<u32>,
+    waited: Latency,
 }
 
 impl Report {
@@ -75,8 +76,8 @@ impl Report {
             *self.denied.entry(c).or_default() += n;
         }
         self.ended.extend(o.ended);
-        self.at_once_us.extend(o.at_once_us);
-        self.waited_us.extend(o.waited_us);
+        self.at_once.merge(&o.at_once);
+        self.waited.merge(&o.waited);
     }
 
     /// Calls ended, by cause, in cause-code order.
@@ -192,7 +193,13 @@ impl Clock {
 }
 
 /// Registers the fleet of `dir`, then offers the call load and prints the report.
-pub async fn run(dir: &Path, servers: &[String], limit: Option<usize>, load: CallLoad) -> anyhow::Result<()> {
+pub async fn run(
+    dir: &Path,
+    servers: &[String],
+    limit: Option<usize>,
+    load: CallLoad,
+    json: Option<&Path>,
+) -> anyhow::Result<()> {
     let (sites, per_site) = load_fleet(dir, limit)?;
     let total: usize = per_site.iter().map(Vec::len).sum();
     println!("registering {total} units at {} sites", sites.len());
@@ -233,8 +240,9 @@ pub async fn run(dir: &Path, servers: &[String], limit: Option<usize>, load: Cal
         report.merge(t.await??);
     }
     clock.stop();
-    print_report(&report, &load, n_sites, started.elapsed());
-    Ok(())
+    let elapsed = started.elapsed();
+    print_report(&report, &load, n_sites, elapsed);
+    write_json(json, &report.json(&load, n_sites, elapsed))
 }
 
 struct Pending {
@@ -462,12 +470,11 @@ fn on_frame(
                 return Ok(());
             };
             report.granted += 1;
-            let us = p.sent.elapsed().as_micros().min(u32::MAX as u128) as u32;
             if p.queued {
                 report.queued += 1;
-                report.waited_us.push(us);
+                report.waited.record(p.sent.elapsed());
             } else {
-                report.at_once_us.push(us);
+                report.at_once.record(p.sent.elapsed());
             }
             if active.contains_key(&call) {
                 // Joined a call already running on the talkgroup: this unit just listens.
@@ -526,6 +533,49 @@ fn clone_unit(u: &SimUnit) -> SimUnit {
     }
 }
 
+impl Report {
+    /// Request to grant of every grant.
+    fn all_grants(&self) -> Latency {
+        let mut all = self.at_once.clone();
+        all.merge(&self.waited);
+        all
+    }
+
+    /// The share of grants that waited in a busy queue first.
+    fn p_wait(&self) -> f64 {
+        if self.granted > 0 {
+            self.queued as f64 / self.granted as f64
+        } else {
+            0.0
+        }
+    }
+
+    /// The `--json` report of `trunksim calls` (README, "A simulated fleet").
+    fn json(&self, load: &CallLoad, sites: usize, elapsed: Duration) -> serde_json::Value {
+        let mut denied: Vec<_> = self.denied.iter().collect();
+        denied.sort_by_key(|(c, _)| c.code());
+        serde_json::json!({
+            "scenario": "calls",
+            "sites": sites,
+            "elapsed_s": elapsed.as_secs_f64(),
+            "offered_erlang_per_site": load.erlang_per_site,
+            "requests": self.requests,
+            "granted": self.granted,
+            "granted_per_s": self.granted as f64 / elapsed.as_secs_f64(),
+            "queued": self.queued,
+            "preempted": self.preempted,
+            "moves": self.moves,
+            "no_idle_unit": self.no_idle_unit,
+            "denied": denied.into_iter().map(|(c, n)| by_cause(*c, *n)).collect::<Vec<_>>(),
+            "ended": self.ends_by_cause().into_iter().map(|(c, n)| by_cause(c, n)).collect::<Vec<_>>(),
+            "request_to_grant": self.all_grants().json(),
+            "granted_at_once": self.at_once.json(),
+            "after_queueing": self.waited.json(),
+            "p_wait": { "measured": self.p_wait(), "erlang_c": erlang_c(load.slots_per_site, load.erlang_per_site), "slots_per_site": load.slots_per_site },
+        })
+    }
+}
+
 fn print_report(r: &Report, load: &CallLoad, sites: usize, elapsed: Duration) {
     let secs = elapsed.as_secs_f64();
     println!("sites:              {sites}");
@@ -550,18 +600,12 @@ fn print_report(r: &Report, load: &CallLoad, sites: usize, elapsed: Duration) {
     }
     // Request to grant, all grants, then split: granted at once (the server's own
     // latency) and after a wait in a busy queue (queueing, as Erlang C predicts).
-    let all: Vec<u32> = r.at_once_us.iter().chain(&r.waited_us).copied().collect();
-    latency_line("request to grant:", &all);
-    latency_line("  granted at once:", &r.at_once_us);
-    latency_line("  after queueing:", &r.waited_us);
-    let measured = if r.granted > 0 {
-        r.queued as f64 / r.granted as f64
-    } else {
-        0.0
-    };
+    println!("{}", r.all_grants().line("request to grant:"));
+    println!("{}", r.at_once.line("  granted at once:"));
+    println!("{}", r.waited.line("  after queueing:"));
     println!(
         "P(wait):            measured {:.4}, Erlang C {:.4} (c = {}, A = {:.2} Erlang per site)",
-        measured,
+        r.p_wait(),
         erlang_c(load.slots_per_site, load.erlang_per_site),
         load.slots_per_site,
         load.erlang_per_site

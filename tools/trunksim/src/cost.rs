@@ -270,18 +270,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_workload_registers_every_unit_and_makes_its_calls() {
-        let dir = std::env::temp_dir().join(format!("trunksim-cost-{}", std::process::id()));
-        let (data, sim) = (dir.join("data"), dir.join("sim"));
-        let store = trunkd::store::Store::open("", &data).await.unwrap();
-        crate::load::provision(&store, 30, 3, &sim).await.unwrap();
-        let csv = std::fs::File::open(sim.join("units.csv")).unwrap();
-        let rows = trunkd::store::csv::parse_subscribers(std::io::BufReader::new(csv)).unwrap();
-        store.import_subscribers("test", rows, "00101").await.unwrap();
-        store.close().await;
-        let mut cfg = trunkd::config::Config::default();
-        cfg.database.data_dir = data;
-        cfg.link.listen = "127.0.0.1:0".parse().unwrap();
-        let c = trunkd::controller::start(cfg).await.unwrap();
+        let (dir, sim, c) = crate::load::test_fleet("cost", 30, 3).await;
         let server = vec![c.link_addr.to_string()];
         let done = phases(&sim, &server, None, 12, None, Duration::ZERO, Duration::ZERO).await;
         assert_eq!(done.unwrap(), (30, 12));

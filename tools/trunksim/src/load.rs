@@ -14,6 +14,8 @@ use trunkd::protocol::{
 };
 use trunkd::store::Store;
 
+use crate::report::{write_json, Latency};
+
 /// Members per simulated fleet.
 const FLEET_SIZE: usize = 1000;
 /// Talkgroups per simulated fleet.
@@ -128,7 +130,7 @@ pub struct GatewayReport {
     /// Units accepted.
     pub accepted: usize,
     rejected: HashMap<Cause, usize>,
-    latencies_us: Vec<u32>,
+    latency: Latency,
 }
 
 /// Registers every unit of `dir/units.csv` through one gateway per site of
@@ -138,6 +140,7 @@ pub async fn register(
     servers: &[String],
     window: usize,
     limit: Option<usize>,
+    json: Option<&Path>,
 ) -> anyhow::Result<()> {
     let (sites, per_site) = load_fleet(dir, limit)?;
     let total: usize = per_site.iter().map(Vec::len).sum();
@@ -147,8 +150,9 @@ pub async fn register(
     );
     let started = Instant::now();
     let (_, report) = register_all(servers, &sites, per_site, window).await?;
-    print_report(&report, total, started.elapsed());
-    Ok(())
+    let elapsed = started.elapsed();
+    print_report(&report, total, elapsed);
+    write_json(json, &report.json(total, elapsed))
 }
 
 /// The sites and their keys, and the units of `dir/units.csv` shared out among them in
@@ -235,7 +239,7 @@ pub async fn register_all(
         for (c, n) in r.rejected {
             *report.rejected.entry(c).or_default() += n;
         }
-        report.latencies_us.extend(r.latencies_us);
+        report.latency.merge(&r.latency);
         out.push((link, list, units, tmsis));
     }
     Ok((out, report))
@@ -274,54 +278,61 @@ async fn run_gateway(
     let mut keepalive = tokio::time::interval(link.keepalive_interval());
     keepalive.tick().await;
     while done < units.len() {
+        // The window refilled and every answer queued since the last write, in one write.
         while in_flight.len() < window && next < units.len() {
             let txn = link
-                .request(Message::RegRequest {
+                .queue_request(Message::RegRequest {
                     identity: Identity::Imei(units[next].imei),
                 })
                 .await?;
             in_flight.insert(txn, (next, Instant::now()));
             next += 1;
         }
-        let frame: Frame = tokio::select! {
+        link.flush().await?;
+        let first: Frame = tokio::select! {
             f = link.recv_service() => f?,
             _ = keepalive.tick() => { link.keepalive().await?; continue; }
         };
-        let Some(&(i, sent)) = in_flight.get(&frame.txn) else {
-            continue;
-        };
-        match frame.msg {
-            Message::AuthChallenge { rand } => {
-                let res = unit_response(&units[i].k, &units[i].opc, &rand);
-                link.send(Frame::new(frame.txn, Message::AuthResponse { res }))
-                    .await?;
+        // This frame and every other already read.
+        let mut frame = Some(first);
+        while let Some(f) = frame {
+            if let Some(&(i, sent)) = in_flight.get(&f.txn) {
+                match f.msg {
+                    Message::AuthChallenge { rand } => {
+                        let res = unit_response(&units[i].k, &units[i].opc, &rand);
+                        link.feed(Frame::new(f.txn, Message::AuthResponse { res }))
+                            .await?;
+                    }
+                    Message::RegAccept { tmsi, .. } => {
+                        in_flight.remove(&f.txn);
+                        tmsis[i] = Some(tmsi);
+                        report.accepted += 1;
+                        report.latency.record(sent.elapsed());
+                        done += 1;
+                    }
+                    Message::RegReject { cause } | Message::Deny { cause, .. } => {
+                        in_flight.remove(&f.txn);
+                        *report.rejected.entry(cause).or_default() += 1;
+                        done += 1;
+                    }
+                    other => bail!("unexpected answer {other:?}"),
+                }
             }
-            Message::RegAccept { tmsi, .. } => {
-                in_flight.remove(&frame.txn);
-                tmsis[i] = Some(tmsi);
-                report.accepted += 1;
-                report
-                    .latencies_us
-                    .push(sent.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
-                done += 1;
-            }
-            Message::RegReject { cause } | Message::Deny { cause, .. } => {
-                in_flight.remove(&frame.txn);
-                *report.rejected.entry(cause).or_default() += 1;
-                done += 1;
-            }
-            other => bail!("unexpected answer {other:?}"),
+            frame = link.buffered().await?;
         }
     }
     Ok((link, units, tmsis, report))
 }
 
+/// A count under a cause, as the `--json` reports list them.
+pub fn by_cause(c: Cause, n: impl Into<serde_json::Value>) -> serde_json::Value {
+    serde_json::json!({ "code": c.code(), "cause": c.text(), "count": n.into() })
+}
+
 fn print_report(r: &GatewayReport, total: usize, elapsed: Duration) {
     println!("units:        {total}");
     println!("accepted:     {}", r.accepted);
-    let mut rejected: Vec<_> = r.rejected.iter().collect();
-    rejected.sort_by_key(|(c, _)| c.code());
-    for (c, n) in rejected {
+    for (c, n) in r.rejected_by_cause() {
         println!("rejected:     {n} ({c})");
     }
     println!("elapsed:      {:.3} s", elapsed.as_secs_f64());
@@ -329,33 +340,132 @@ fn print_report(r: &GatewayReport, total: usize, elapsed: Duration) {
         "rate:         {:.0} registrations/s",
         total as f64 / elapsed.as_secs_f64()
     );
-    latency_line("latency:", &r.latencies_us);
+    println!("{}", r.latency.line("latency:"));
 }
 
-/// Prints one line of latency percentiles (p50, p99, p99.9, max) in ms.
-pub fn latency_line(label: &str, us: &[u32]) {
-    let mut lat = us.to_vec();
-    lat.sort_unstable();
-    let pct = |p: f64| {
-        if lat.is_empty() {
-            0.0
-        } else {
-            f64::from(lat[((p / 100.0) * (lat.len() - 1) as f64).round() as usize]) / 1000.0
-        }
-    };
-    println!(
-        "{label:<20}p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  max {:.3} ms  ({} samples)",
-        pct(50.0),
-        pct(99.0),
-        pct(99.9),
-        pct(100.0),
-        lat.len()
-    );
+impl GatewayReport {
+    /// Refusals by cause, in cause-code order.
+    fn rejected_by_cause(&self) -> Vec<(Cause, usize)> {
+        let mut v: Vec<_> = self.rejected.iter().map(|(c, n)| (*c, *n)).collect();
+        v.sort_by_key(|(c, _)| c.code());
+        v
+    }
+
+    /// The `--json` report of `trunksim register` (README, "A simulated fleet").
+    fn json(&self, total: usize, elapsed: Duration) -> serde_json::Value {
+        let rejected: Vec<_> = self
+            .rejected_by_cause()
+            .into_iter()
+            .map(|(c, n)| by_cause(c, n))
+            .collect();
+        serde_json::json!({
+            "scenario": "register",
+            "units": total,
+            "accepted": self.accepted,
+            "rejected": rejected,
+            "elapsed_s": elapsed.as_secs_f64(),
+            "rate_per_s": total as f64 / elapsed.as_secs_f64(),
+            "latency": self.latency.json(),
+        })
+    }
+}
+
+/// A test fleet of `units` units on `sites` sites in a fresh SQLite HLR under a
+/// temporary folder, and a controller started on it: the folder (removed by the
+/// caller), the `trunksim provision` output in it, and the controller.
+#[cfg(test)]
+pub async fn test_fleet(
+    name: &str,
+    units: usize,
+    sites: u16,
+) -> (
+    std::path::PathBuf,
+    std::path::PathBuf,
+    trunkd::controller::Running,
+) {
+    let dir = std::env::temp_dir().join(format!("trunksim-{name}-{}", std::process::id()));
+    let (data, sim) = (dir.join("data"), dir.join("sim"));
+    let store = Store::open("", &data).await.unwrap();
+    provision(&store, units, sites, &sim).await.unwrap();
+    let csv = std::fs::File::open(sim.join("units.csv")).unwrap();
+    let rows = trunkd::store::csv::parse_subscribers(std::io::BufReader::new(csv)).unwrap();
+    store.import_subscribers("test", rows, "00101").await.unwrap();
+    store.close().await;
+    let mut cfg = trunkd::config::Config::default();
+    cfg.database.data_dir = data;
+    cfg.link.listen = "127.0.0.1:0".parse().unwrap();
+    let c = trunkd::controller::start(cfg).await.unwrap();
+    (dir, sim, c)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn register_and_calls_write_their_figures_to_json() {
+        let (dir, sim, c) = test_fleet("json", 40, 4).await;
+        let server = vec![c.link_addr.to_string()];
+        let json = dir.join("register.json");
+        register(&sim, &server, 4, None, Some(&json)).await.unwrap();
+        let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        assert_eq!(
+            (
+                r["scenario"].as_str(),
+                r["units"].as_u64(),
+                r["accepted"].as_u64()
+            ),
+            (Some("register"), Some(40), Some(40))
+        );
+        assert_eq!(r["rejected"], serde_json::json!([]));
+        assert_eq!(r["latency"]["count"], 40, "one latency per registration");
+        let (p50, p99, max) = (
+            r["latency"]["p50_ms"].as_f64().unwrap(),
+            r["latency"]["p99_ms"].as_f64().unwrap(),
+            r["latency"]["max_ms"].as_f64().unwrap(),
+        );
+        assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{p50} {p99} {max}");
+
+        let load = crate::calls::CallLoad {
+            erlang_per_site: 0.5,
+            hold: Duration::from_millis(100),
+            duration: Duration::from_millis(1500),
+            private_share: 1.0,
+            emergency_share: 0.0,
+            move_share: 0.0,
+            slots_per_site: 11,
+            seed: 3,
+        };
+        let json = dir.join("calls.json");
+        crate::calls::run(&sim, &server, None, load, Some(&json))
+            .await
+            .unwrap();
+        let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        let (requests, granted) = (r["requests"].as_u64().unwrap(), r["granted"].as_u64().unwrap());
+        // 4 sites × 5 calls/s × 1.5 s: about 30 requests.
+        assert!(requests > 5, "{requests} requests");
+        assert_eq!(r["request_to_grant"]["count"].as_u64(), Some(granted));
+        let denied: u64 = r["denied"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["count"].as_u64().unwrap())
+            .sum();
+        assert_eq!(granted + denied, requests, "every request answered");
+        let ended: u64 = r["ended"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["count"].as_u64().unwrap())
+            .sum();
+        assert_eq!(
+            ended, granted,
+            "every granted call ended (private calls: one grant each)"
+        );
+        assert_eq!(r["p_wait"]["slots_per_site"], 11);
+        c.stop().await;
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[tokio::test]
     async fn a_refused_provision_leaves_nothing_behind() {

@@ -6,6 +6,7 @@ mod calls;
 mod cost;
 mod load;
 mod proxy;
+mod report;
 mod takeover;
 
 use std::path::PathBuf;
@@ -78,6 +79,9 @@ enum Command {
         /// Register only the first N units.
         #[arg(long)]
         limit: Option<usize>,
+        /// Also write the report to FILE as JSON (field names in the README).
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
     },
     /// Register a provisioned fleet, then offer call load: group, private and emergency
     /// calls with Poisson arrivals and exponential holding times, PTT within calls, some
@@ -118,6 +122,9 @@ enum Command {
         /// Seed of the random streams.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Also write the report to FILE as JSON (field names in the README).
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
     },
     /// Register a provisioned fleet through gateways that hold every node's address,
     /// offer a steady call load, then run a fault (`--fault`, e.g. `kill -9` of the
@@ -248,7 +255,8 @@ async fn main() -> anyhow::Result<()> {
             server,
             window,
             limit,
-        } => load::register(&dir, &server, window.max(1), limit).await,
+            json,
+        } => load::register(&dir, &server, window.max(1), limit, json.as_deref()).await,
         Command::Calls {
             dir,
             server,
@@ -261,6 +269,7 @@ async fn main() -> anyhow::Result<()> {
             move_share,
             slots,
             seed,
+            json,
         } => {
             let load = calls::CallLoad {
                 erlang_per_site: erlang,
@@ -272,7 +281,7 @@ async fn main() -> anyhow::Result<()> {
                 slots_per_site: slots,
                 seed,
             };
-            calls::run(&dir, &server, limit, load).await
+            calls::run(&dir, &server, limit, load, json.as_deref()).await
         }
         Command::Takeover {
             dir,

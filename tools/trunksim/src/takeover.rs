@@ -17,7 +17,8 @@ use trunkd::link::gateway::{ControllerList, GatewayLink};
 use trunkd::protocol::{CallId, CallScope, Cause, Frame, Identity, Message, MessageType, TalkgroupId, Tmsi};
 use trunkd::sim::{radio_command_answer, SplitMix64 as Rng};
 
-use crate::load::{latency_line, load_fleet, register_all, SimUnit};
+use crate::load::{load_fleet, register_all, SimUnit};
+use crate::report::Latency;
 
 /// Scenario settings.
 pub struct Takeover {
@@ -60,7 +61,7 @@ struct SiteReport {
     /// Units that registered again (told "not registered" after the takeover).
     registered_again: u64,
     /// Request to grant of calls granted at once after the site's first grant.
-    grant_us: Vec<u32>,
+    grants: Latency,
 }
 
 /// Registers the fleet of `dir`, offers the load, brings the fault, and prints what the
@@ -297,7 +298,7 @@ async fn gateway(
                             if r.first_grant.is_none() {
                                 r.first_grant = at;
                             } else {
-                                r.grant_us.push(p.sent.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                                r.grants.record(p.sent.elapsed());
                             }
                         } else {
                             r.granted_before += 1;
@@ -442,6 +443,9 @@ fn print_report(sites: &[SiteReport], active: Option<(Duration, String, i64)>, t
         println!("refused after the fault:    {k} ({c})");
     }
     println!("registered again:           {}", sum(|s| s.registered_again));
-    let grants: Vec<u32> = sites.iter().flat_map(|s| s.grant_us.iter().copied()).collect();
-    latency_line("grants after recovery:", &grants);
+    let mut grants = Latency::default();
+    for s in sites {
+        grants.merge(&s.grants);
+    }
+    println!("{}", grants.line("grants after recovery:"));
 }

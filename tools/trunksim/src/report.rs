@@ -1,0 +1,119 @@
+//! Latency as trunksim reports it: an HDR histogram of microseconds (3 significant
+//! digits, 1 µs to an hour), printed as one line of percentiles and written to
+//! `--json` files under stable field names.
+
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+
+/// A latency distribution, in microseconds.
+#[derive(Clone)]
+pub struct Latency(Histogram<u64>);
+
+impl Default for Latency {
+    fn default() -> Self {
+        Latency(Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds"))
+    }
+}
+
+/// The percentiles every report gives, with their field names.
+const PERCENTILES: [(&str, f64); 4] = [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p99_9", 0.999)];
+
+impl Latency {
+    /// Adds one sample (anything over an hour counts as an hour).
+    pub fn record(&mut self, d: Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1);
+        self.0.saturating_record(us);
+    }
+
+    /// Adds every sample of `other`.
+    pub fn merge(&mut self, other: &Latency) {
+        // Same bounds on both sides: adding cannot fail.
+        let _ = self.0.add(&other.0);
+    }
+
+    /// Samples recorded.
+    pub fn len(&self) -> u64 {
+        self.0.len()
+    }
+
+    /// The value at quantile `q` (0..=1), in ms; 0 when empty.
+    pub fn ms(&self, q: f64) -> f64 {
+        if self.0.is_empty() {
+            0.0
+        } else {
+            self.0.value_at_quantile(q) as f64 / 1000.0
+        }
+    }
+
+    /// The largest sample, in ms.
+    pub fn max_ms(&self) -> f64 {
+        self.0.max() as f64 / 1000.0
+    }
+
+    /// One line: `label  p50 … p90 … p99 … p99.9 … max … (n samples)`.
+    pub fn line(&self, label: &str) -> String {
+        format!(
+            "{label:<20}p50 {:.3} ms  p90 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  max {:.3} ms  ({} samples)",
+            self.ms(0.5),
+            self.ms(0.9),
+            self.ms(0.99),
+            self.ms(0.999),
+            self.max_ms(),
+            self.len()
+        )
+    }
+
+    /// `{"count", "p50_ms", "p90_ms", "p99_ms", "p99_9_ms", "max_ms"}`.
+    pub fn json(&self) -> Value {
+        let mut v = json!({ "count": self.len(), "max_ms": self.max_ms() });
+        for (name, q) in PERCENTILES {
+            v[format!("{name}_ms")] = json!(self.ms(q));
+        }
+        v
+    }
+}
+
+/// Writes `report` to `path` as pretty JSON, when a path is given.
+pub fn write_json(path: Option<&std::path::Path>, report: &Value) -> anyhow::Result<()> {
+    if let Some(path) = path {
+        let text = serde_json::to_string_pretty(report)?;
+        std::fs::write(path, text + "\n").map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_of_a_known_distribution() {
+        let mut l = Latency::default();
+        for ms in 1..=1000 {
+            l.record(Duration::from_millis(ms));
+        }
+        // 3 significant digits: each value within 0.1 % of the exact one.
+        let close = |got: f64, want: f64| (got - want).abs() <= want * 0.001;
+        assert!(close(l.ms(0.5), 500.0), "{}", l.ms(0.5));
+        assert!(close(l.ms(0.99), 990.0), "{}", l.ms(0.99));
+        assert!(close(l.max_ms(), 1000.0), "{}", l.max_ms());
+        let j = l.json();
+        assert_eq!(j["count"], 1000);
+        assert!(close(j["p90_ms"].as_f64().unwrap(), 900.0));
+        assert!(close(j["p99_9_ms"].as_f64().unwrap(), 999.0));
+    }
+
+    #[test]
+    fn merging_adds_the_samples_and_an_empty_one_reads_zero() {
+        let (mut a, mut b) = (Latency::default(), Latency::default());
+        assert_eq!(a.ms(0.99), 0.0);
+        a.record(Duration::from_micros(100));
+        b.record(Duration::from_micros(300));
+        b.record(Duration::from_secs(7200)); // over the top: counted as an hour
+        a.merge(&b);
+        assert_eq!(a.len(), 3);
+        assert!(a.max_ms() >= 3_600_000.0 * 0.999);
+    }
+}
