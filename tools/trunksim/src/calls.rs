@@ -22,7 +22,14 @@ use trunkd::protocol::{
 use trunkd::sim::{erlang_c, radio_command_answer, SplitMix64 as Rng};
 
 use crate::load::{by_cause, load_fleet, register_all, SimUnit};
-use crate::report::{write_json, Latency};
+use indicatif::ProgressBar;
+
+use crate::report::{bar, write_json, Latency};
+use crate::server_metrics::ServerSide;
+
+/// The server's histogram series of its grants, at once and after queueing.
+const GRANT_AT_ONCE: &str = "trunkd_call_request_to_grant_seconds{queued=\"false\"}";
+const GRANT_AFTER_QUEUE: &str = "trunkd_call_request_to_grant_seconds{queued=\"true\"}";
 
 /// Scenario settings.
 pub struct CallLoad {
@@ -198,6 +205,7 @@ pub async fn run(
     servers: &[String],
     limit: Option<usize>,
     load: CallLoad,
+    api: &str,
     json: Option<&Path>,
 ) -> anyhow::Result<()> {
     let (sites, per_site) = load_fleet(dir, limit)?;
@@ -212,10 +220,18 @@ pub async fn run(
         reg.accepted, load.erlang_per_site, load.duration
     );
     let load = Arc::new(load);
+    let server_side = ServerSide::start(api).await;
     let movers: Movers = Arc::default();
     let n_sites = gateways.len();
     let (fire, events): (Vec<_>, Vec<_>) = (0..n_sites).map(|_| mpsc::unbounded_channel()).unzip();
     let clock = Clock::start(fire);
+    let progress = bar(
+        None,
+        &format!(
+            "{{spinner}} calls {{elapsed}} of {:?}  {{pos}} granted  {{rate}}",
+            load.duration
+        ),
+    );
     let mut tasks = Vec::new();
     for ((i, (link, _, units, tmsis)), events) in gateways.into_iter().enumerate().zip(events) {
         let next_site = (i + 1) % n_sites;
@@ -231,7 +247,7 @@ pub async fn run(
             next_site,
             load.clone(),
             movers.clone(),
-            (clock.of(i), events),
+            (clock.of(i), events, progress.clone()),
         )));
     }
     let started = Instant::now();
@@ -240,9 +256,17 @@ pub async fn run(
         report.merge(t.await??);
     }
     clock.stop();
+    progress.finish_and_clear();
     let elapsed = started.elapsed();
     print_report(&report, &load, n_sites, elapsed);
-    write_json(json, &report.json(&load, n_sites, elapsed))
+    let mut json_report = report.json(&load, n_sites, elapsed);
+    println!("server's own time from request to grant, from its /metrics:");
+    let series = [
+        (GRANT_AT_ONCE, "  granted at once:", "granted_at_once"),
+        (GRANT_AFTER_QUEUE, "  after queueing:", "after_queueing"),
+    ];
+    server_side.report(&series, &mut json_report).await;
+    write_json(json, &json_report)
 }
 
 struct Pending {
@@ -265,7 +289,7 @@ async fn gateway(
     next_site: usize,
     load: Arc<CallLoad>,
     movers: Movers,
-    (clock, mut events): (Clock, mpsc::UnboundedReceiver<Timer>),
+    (clock, mut events, progress): (Clock, mpsc::UnboundedReceiver<Timer>, ProgressBar),
 ) -> anyhow::Result<Report> {
     let mut rng = Rng(load.seed ^ (me as u64).wrapping_mul(0x2545_F491_4F6C_DD1D));
     let mut report = Report::default();
@@ -356,6 +380,7 @@ async fn gateway(
                     link.send(ack).await?;
                     continue;
                 }
+                let granted = report.granted;
                 on_frame(f, &mut rng, &load, &units, &mut idle, &mut pending, &mut active, &clock, &mut report, |caller| {
                     // Some callers move to the next site once their call is over.
                     if load.move_share > 0.0 && next_site != me {
@@ -364,6 +389,7 @@ async fn gateway(
                         None
                     }
                 }, &movers, next_site)?;
+                progress.inc(report.granted - granted);
             }
         }
     }

@@ -270,7 +270,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_workload_registers_every_unit_and_makes_its_calls() {
-        let (dir, sim, c) = crate::load::test_fleet("cost", 30, 3).await;
+        let (dir, sim, c, _) = crate::load::test_fleet("cost", 30, 3).await;
         let server = vec![c.link_addr.to_string()];
         let done = phases(&sim, &server, None, 12, None, Duration::ZERO, Duration::ZERO).await;
         assert_eq!(done.unwrap(), (30, 12));

@@ -14,7 +14,10 @@ use trunkd::protocol::{
 };
 use trunkd::store::Store;
 
-use crate::report::{write_json, Latency};
+use indicatif::ProgressBar;
+
+use crate::report::{bar, write_json, Latency};
+use crate::server_metrics::ServerSide;
 
 /// Members per simulated fleet.
 const FLEET_SIZE: usize = 1000;
@@ -140,6 +143,7 @@ pub async fn register(
     servers: &[String],
     window: usize,
     limit: Option<usize>,
+    api: &str,
     json: Option<&Path>,
 ) -> anyhow::Result<()> {
     let (sites, per_site) = load_fleet(dir, limit)?;
@@ -148,11 +152,19 @@ pub async fn register(
         "{} gateways; registering {total} units, window {window} per gateway",
         sites.len()
     );
+    let server_side = ServerSide::start(api).await;
     let started = Instant::now();
     let (_, report) = register_all(servers, &sites, per_site, window).await?;
     let elapsed = started.elapsed();
     print_report(&report, total, elapsed);
-    write_json(json, &report.json(total, elapsed))
+    let mut json_report = report.json(total, elapsed);
+    println!("server's own time per answer, from its /metrics:");
+    let series = [
+        (REG_CHALLENGE, "  challenge:", "challenge"),
+        (REG_ACCEPTED, "  accept:", "accept"),
+    ];
+    server_side.report(&series, &mut json_report).await;
+    write_json(json, &json_report)
 }
 
 /// The sites and their keys, and the units of `dir/units.csv` shared out among them in
@@ -225,11 +237,16 @@ pub async fn register_all(
     for (site, key) in sites {
         links.push(connect(servers, *site, key).await?);
     }
+    let total = per_site.iter().map(Vec::len).sum::<usize>() as u64;
+    let progress = bar(
+        Some(total),
+        "registering [{bar:30}] {pos}/{len} units  {rate}  {elapsed}",
+    );
     let mut lists = Vec::new();
     let mut tasks = Vec::new();
     for ((link, list), units) in links.into_iter().zip(per_site) {
         lists.push(list);
-        tasks.push(tokio::spawn(run_gateway(link, units, window)));
+        tasks.push(tokio::spawn(run_gateway(link, units, window, progress.clone())));
     }
     let mut report = GatewayReport::default();
     let mut out = Vec::new();
@@ -242,6 +259,7 @@ pub async fn register_all(
         report.latency.merge(&r.latency);
         out.push((link, list, units, tmsis));
     }
+    progress.finish_and_clear();
     Ok((out, report))
 }
 
@@ -269,6 +287,7 @@ async fn run_gateway(
     mut link: GatewayLink,
     units: Vec<SimUnit>,
     window: usize,
+    progress: ProgressBar,
 ) -> anyhow::Result<(GatewayLink, Vec<SimUnit>, Vec<Option<Tmsi>>, GatewayReport)> {
     let mut report = GatewayReport::default();
     let mut tmsis = vec![None; units.len()];
@@ -309,11 +328,13 @@ async fn run_gateway(
                         report.accepted += 1;
                         report.latency.record(sent.elapsed());
                         done += 1;
+                        progress.inc(1);
                     }
                     Message::RegReject { cause } | Message::Deny { cause, .. } => {
                         in_flight.remove(&f.txn);
                         *report.rejected.entry(cause).or_default() += 1;
                         done += 1;
+                        progress.inc(1);
                     }
                     other => bail!("unexpected answer {other:?}"),
                 }
@@ -343,6 +364,11 @@ fn print_report(r: &GatewayReport, total: usize, elapsed: Duration) {
     println!("{}", r.latency.line("latency:"));
 }
 
+/// The server's histogram series of its answers to REG_REQUEST (a challenge) and to
+/// AUTH_RESPONSE (an accept).
+const REG_CHALLENGE: &str = "trunkd_registration_round_trip_seconds{answer=\"challenge\"}";
+const REG_ACCEPTED: &str = "trunkd_registration_round_trip_seconds{answer=\"accepted\"}";
+
 impl GatewayReport {
     /// Refusals by cause, in cause-code order.
     fn rejected_by_cause(&self) -> Vec<(Cause, usize)> {
@@ -371,8 +397,9 @@ impl GatewayReport {
 }
 
 /// A test fleet of `units` units on `sites` sites in a fresh SQLite HLR under a
-/// temporary folder, and a controller started on it: the folder (removed by the
-/// caller), the `trunksim provision` output in it, and the controller.
+/// temporary folder, and a controller started on it with its operator API: the folder
+/// (removed by the caller), the `trunksim provision` output in it, the controller and
+/// the API's address.
 #[cfg(test)]
 pub async fn test_fleet(
     name: &str,
@@ -382,6 +409,7 @@ pub async fn test_fleet(
     std::path::PathBuf,
     std::path::PathBuf,
     trunkd::controller::Running,
+    String,
 ) {
     let dir = std::env::temp_dir().join(format!("trunksim-{name}-{}", std::process::id()));
     let (data, sim) = (dir.join("data"), dir.join("sim"));
@@ -394,8 +422,17 @@ pub async fn test_fleet(
     let mut cfg = trunkd::config::Config::default();
     cfg.database.data_dir = data;
     cfg.link.listen = "127.0.0.1:0".parse().unwrap();
-    let c = trunkd::controller::start(cfg).await.unwrap();
-    (dir, sim, c)
+    cfg.api.listen = "127.0.0.1:0".parse().unwrap();
+    let c = trunkd::controller::start(cfg.clone()).await.unwrap();
+    let listener = trunkd::api::bind(&cfg.api).await.unwrap();
+    let api = listener.local_addr().unwrap().to_string();
+    tokio::spawn(trunkd::api::serve(
+        listener,
+        c.handle(),
+        cfg.api,
+        std::future::pending(),
+    ));
+    (dir, sim, c, api)
 }
 
 #[cfg(test)]
@@ -404,10 +441,10 @@ mod tests {
 
     #[tokio::test]
     async fn register_and_calls_write_their_figures_to_json() {
-        let (dir, sim, c) = test_fleet("json", 40, 4).await;
+        let (dir, sim, c, api) = test_fleet("json", 40, 4).await;
         let server = vec![c.link_addr.to_string()];
         let json = dir.join("register.json");
-        register(&sim, &server, 4, None, Some(&json)).await.unwrap();
+        register(&sim, &server, 4, None, &api, Some(&json)).await.unwrap();
         let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
         assert_eq!(
             (
@@ -425,6 +462,14 @@ mod tests {
             r["latency"]["max_ms"].as_f64().unwrap(),
         );
         assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{p50} {p99} {max}");
+        // The server answered each registration twice (challenge, accept), timing both.
+        assert_eq!(r["server"]["challenge"]["count"], 40);
+        assert_eq!(r["server"]["accept"]["count"], 40);
+        let server_p50 = r["server"]["accept"]["p50_ms"].as_f64().unwrap();
+        assert!(
+            server_p50 > 0.0 && server_p50 <= p99,
+            "server p50 {server_p50} ms, end to end p99 {p99} ms"
+        );
 
         let load = crate::calls::CallLoad {
             erlang_per_site: 0.5,
@@ -437,7 +482,7 @@ mod tests {
             seed: 3,
         };
         let json = dir.join("calls.json");
-        crate::calls::run(&sim, &server, None, load, Some(&json))
+        crate::calls::run(&sim, &server, None, load, &api, Some(&json))
             .await
             .unwrap();
         let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
@@ -463,6 +508,9 @@ mod tests {
             "every granted call ended (private calls: one grant each)"
         );
         assert_eq!(r["p_wait"]["slots_per_site"], 11);
+        // The server's own figures, read from its /metrics: every grant was timed there.
+        let at_once = r["granted_at_once"]["count"].as_u64().unwrap();
+        assert_eq!(r["server"]["granted_at_once"]["count"].as_u64(), Some(at_once));
         c.stop().await;
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -7,6 +7,7 @@ mod cost;
 mod load;
 mod proxy;
 mod report;
+mod server_metrics;
 mod takeover;
 
 use std::path::PathBuf;
@@ -20,6 +21,9 @@ use trunkd::protocol::{Cause, Frame, Message, SiteId, SiteKey};
 #[derive(Parser)]
 #[command(name = "trunksim", version, about = "Simulated site gateways for trunkd")]
 struct Cli {
+    /// No progress bars (they are drawn on stderr, and only when it is a terminal).
+    #[arg(long, global = true)]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -81,6 +85,10 @@ enum Command {
         limit: Option<usize>,
         /// Also write the report to FILE as JSON (field names in the README).
         #[arg(long, value_name = "FILE")]
+        /// trunkd's API address (`host:port`): its `/metrics`, read before and after the
+        /// run, give the server's own latency beside the end-to-end one.
+        #[arg(long, default_value = "127.0.0.1:7380")]
+        api: String,
         json: Option<PathBuf>,
     },
     /// Register a provisioned fleet, then offer call load: group, private and emergency
@@ -124,6 +132,10 @@ enum Command {
         seed: u64,
         /// Also write the report to FILE as JSON (field names in the README).
         #[arg(long, value_name = "FILE")]
+        /// trunkd's API address (`host:port`): its `/metrics`, read before and after the
+        /// run, give the server's own latency beside the end-to-end one.
+        #[arg(long, default_value = "127.0.0.1:7380")]
+        api: String,
         json: Option<PathBuf>,
     },
     /// Register a provisioned fleet through gateways that hold every node's address,
@@ -213,7 +225,9 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    report::set_quiet(cli.quiet);
+    match cli.command {
         Command::Gateway {
             server,
             site,
@@ -255,8 +269,9 @@ async fn main() -> anyhow::Result<()> {
             server,
             window,
             limit,
+            api,
             json,
-        } => load::register(&dir, &server, window.max(1), limit, json.as_deref()).await,
+        } => load::register(&dir, &server, window.max(1), limit, &api, json.as_deref()).await,
         Command::Calls {
             dir,
             server,
@@ -269,6 +284,7 @@ async fn main() -> anyhow::Result<()> {
             move_share,
             slots,
             seed,
+            api,
             json,
         } => {
             let load = calls::CallLoad {
@@ -281,7 +297,7 @@ async fn main() -> anyhow::Result<()> {
                 slots_per_site: slots,
                 seed,
             };
-            calls::run(&dir, &server, limit, load, json.as_deref()).await
+            calls::run(&dir, &server, limit, load, &api, json.as_deref()).await
         }
         Command::Takeover {
             dir,

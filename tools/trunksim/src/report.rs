@@ -4,8 +4,45 @@
 
 use std::time::Duration;
 
+use std::sync::OnceLock;
+
 use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 use serde_json::{json, Value};
+
+/// Set once by `--quiet`: no progress bars.
+static QUIET: OnceLock<bool> = OnceLock::new();
+
+/// Turns the progress bars off for the rest of the run (`--quiet`).
+pub fn set_quiet(quiet: bool) {
+    let _ = QUIET.set(quiet);
+}
+
+/// A live progress bar on stderr over `len` steps (a spinner when `None`), drawn with
+/// `template` (indicatif's keys: `{pos}`, `{len}`, `{bar:30}`, `{elapsed}`, …, and
+/// `{rate}`: steps per second, whole).
+/// Hidden under `--quiet`; indicatif also draws nothing when stderr is not a terminal,
+/// so piped output and the tests stay clean.
+pub fn bar(len: Option<u64>, template: &str) -> ProgressBar {
+    if QUIET.get().copied().unwrap_or(false) {
+        return ProgressBar::hidden();
+    }
+    let bar = match len {
+        Some(n) => ProgressBar::new(n),
+        None => ProgressBar::new_spinner(),
+    };
+    // The templates are this crate's own constants: a bad one is a bug, shown plainly.
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        let style = style
+            .with_key("rate", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.0}/s", s.per_sec());
+            })
+            .progress_chars("=> ");
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
 
 /// A latency distribution, in microseconds.
 #[derive(Clone)]
