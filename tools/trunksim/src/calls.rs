@@ -24,7 +24,8 @@ use trunkd::sim::{erlang_c, radio_command_answer, SplitMix64 as Rng};
 use crate::load::{by_cause, load_fleet, register_all, SimUnit};
 use indicatif::ProgressBar;
 
-use crate::report::{bar, write_json, Latency};
+use crate::html::{percentile_points, server_points, table, Page};
+use crate::report::{bar, Latency, Output};
 use crate::server_metrics::ServerSide;
 
 /// The server's histogram series of its grants, at once and after queueing.
@@ -69,6 +70,9 @@ struct Report {
     at_once: Latency,
     /// Request to grant of the calls that waited in a busy queue first.
     waited: Latency,
+    /// Per site: calls in progress (started by its units) and requests waiting in its
+    /// busy queue, sampled every [`sample_step`].
+    timelines: Vec<(u16, Vec<(u32, u32)>)>,
 }
 
 impl Report {
@@ -85,6 +89,7 @@ impl Report {
         self.ended.extend(o.ended);
         self.at_once.merge(&o.at_once);
         self.waited.merge(&o.waited);
+        self.timelines.extend(o.timelines);
     }
 
     /// Calls ended, by cause, in cause-code order.
@@ -205,8 +210,7 @@ pub async fn run(
     servers: &[String],
     limit: Option<usize>,
     load: CallLoad,
-    api: &str,
-    json: Option<&Path>,
+    out: &Output,
 ) -> anyhow::Result<()> {
     let (sites, per_site) = load_fleet(dir, limit)?;
     let total: usize = per_site.iter().map(Vec::len).sum();
@@ -220,7 +224,7 @@ pub async fn run(
         reg.accepted, load.erlang_per_site, load.duration
     );
     let load = Arc::new(load);
-    let server_side = ServerSide::start(api).await;
+    let server_side = ServerSide::start(&out.api).await;
     let movers: Movers = Arc::default();
     let n_sites = gateways.len();
     let (fire, events): (Vec<_>, Vec<_>) = (0..n_sites).map(|_| mpsc::unbounded_channel()).unzip();
@@ -266,7 +270,7 @@ pub async fn run(
         (GRANT_AFTER_QUEUE, "  after queueing:", "after_queueing"),
     ];
     server_side.report(&series, &mut json_report).await;
-    write_json(json, &json_report)
+    out.write(&json_report, || report.page(&json_report, &load))
 }
 
 struct Pending {
@@ -305,6 +309,8 @@ async fn gateway(
     clock.at(next_arrival, Timer::Arrival);
     let mut keepalive = tokio::time::interval(link.keepalive_interval());
     let mut check_movers = tokio::time::interval(Duration::from_millis(100));
+    let mut sample = tokio::time::interval(sample_step(load.duration));
+    let mut timeline = Vec::new();
     loop {
         let now = Instant::now();
         if now >= stop_at && pending.is_empty() && active.is_empty() {
@@ -351,6 +357,10 @@ async fn gateway(
                 link.flush().await?;
             }
             _ = keepalive.tick() => link.keepalive().await?,
+            _ = sample.tick() => {
+                let queued = pending.values().filter(|p| p.queued).count();
+                timeline.push((active.len() as u32, queued as u32));
+            }
             _ = check_movers.tick() => {
                 let incoming = movers.lock().map(|mut m| m.remove(&me).unwrap_or_default()).unwrap_or_default();
                 for (unit, tmsi) in incoming {
@@ -393,6 +403,7 @@ async fn gateway(
             }
         }
     }
+    report.timelines.push((link.site().get(), timeline));
     Ok(report)
 }
 
@@ -559,7 +570,68 @@ fn clone_unit(u: &SimUnit) -> SimUnit {
     }
 }
 
+/// How often each gateway samples its calls in progress and its queued requests: four
+/// times a second, or 400 samples over a longer run.
+fn sample_step(duration: Duration) -> Duration {
+    (duration / 400).max(Duration::from_millis(250))
+}
+
 impl Report {
+    /// The `--html` page: the figures, request to grant by percentile (end to end and the
+    /// server's own), calls in progress and requests queued per site over time, and
+    /// P(wait) beside Erlang C.
+    fn page(&self, json: &serde_json::Value, load: &CallLoad) -> String {
+        let mut page = Page::new(&format!(
+            "trunksim calls: {} sites, {:.1} Erlang per site",
+            self.timelines.len(),
+            load.erlang_per_site
+        ));
+        table(&mut page, json);
+        page.percentiles(
+            "Request to grant by percentile: end to end, and the server's own (from its /metrics)",
+            &[
+                ("end to end, granted at once", percentile_points(&self.at_once)),
+                ("end to end, after queueing", percentile_points(&self.waited)),
+                (
+                    "server, granted at once",
+                    server_points(&json["server"]["granted_at_once"]),
+                ),
+            ],
+        );
+        let step = sample_step(load.duration).as_secs_f64();
+        let mut sites = self.timelines.clone();
+        sites.sort_by_key(|(site, _)| *site);
+        let series = |pick: fn(&(u32, u32)) -> u32| -> Vec<(u16, Vec<u32>)> {
+            sites
+                .iter()
+                .map(|(site, t)| (*site, t.iter().map(pick).collect()))
+                .collect()
+        };
+        page.heat_map(
+            "Calls in progress per site (started by its units)",
+            "calls",
+            &series(|s| s.0),
+            step,
+        );
+        page.heat_map(
+            "Requests waiting in each site's busy queue",
+            "queued",
+            &series(|s| s.1),
+            step,
+        );
+        page.bars(
+            &format!(
+                "P(wait): measured, and Erlang C for {:.2} Erlang on {} slots",
+                load.erlang_per_site, load.slots_per_site
+            ),
+            &[
+                ("measured", self.p_wait()),
+                ("Erlang C", erlang_c(load.slots_per_site, load.erlang_per_site)),
+            ],
+        );
+        page.render()
+    }
+
     /// Request to grant of every grant.
     fn all_grants(&self) -> Latency {
         let mut all = self.at_once.clone();

@@ -16,7 +16,8 @@ use trunkd::store::Store;
 
 use indicatif::ProgressBar;
 
-use crate::report::{bar, write_json, Latency};
+use crate::html::{percentile_points, server_points, table, Page};
+use crate::report::{bar, Latency, Output};
 use crate::server_metrics::ServerSide;
 
 /// Members per simulated fleet.
@@ -143,8 +144,7 @@ pub async fn register(
     servers: &[String],
     window: usize,
     limit: Option<usize>,
-    api: &str,
-    json: Option<&Path>,
+    out: &Output,
 ) -> anyhow::Result<()> {
     let (sites, per_site) = load_fleet(dir, limit)?;
     let total: usize = per_site.iter().map(Vec::len).sum();
@@ -152,7 +152,7 @@ pub async fn register(
         "{} gateways; registering {total} units, window {window} per gateway",
         sites.len()
     );
-    let server_side = ServerSide::start(api).await;
+    let server_side = ServerSide::start(&out.api).await;
     let started = Instant::now();
     let (_, report) = register_all(servers, &sites, per_site, window).await?;
     let elapsed = started.elapsed();
@@ -164,7 +164,20 @@ pub async fn register(
         (REG_ACCEPTED, "  accept:", "accept"),
     ];
     server_side.report(&series, &mut json_report).await;
-    write_json(json, &json_report)
+    out.write(&json_report, || {
+        let mut page = Page::new(&format!("trunksim register: {total} units"));
+        table(&mut page, &json_report);
+        let server = &json_report["server"];
+        page.percentiles(
+            "REG_REQUEST to REG_ACCEPT (end to end, two round trips), and the server's time per answer",
+            &[
+                ("end to end", percentile_points(&report.latency)),
+                ("server: challenge", server_points(&server["challenge"])),
+                ("server: accept", server_points(&server["accept"])),
+            ],
+        );
+        page.render()
+    })
 }
 
 /// The sites and their keys, and the units of `dir/units.csv` shared out among them in
@@ -444,7 +457,18 @@ mod tests {
         let (dir, sim, c, api) = test_fleet("json", 40, 4).await;
         let server = vec![c.link_addr.to_string()];
         let json = dir.join("register.json");
-        register(&sim, &server, 4, None, &api, Some(&json)).await.unwrap();
+        let out = |name: &str| Output {
+            api: api.clone(),
+            json: Some(dir.join(format!("{name}.json"))),
+            html: Some(dir.join(format!("{name}.html"))),
+        };
+        register(&sim, &server, 4, None, &out("register")).await.unwrap();
+        let page = std::fs::read_to_string(dir.join("register.html")).unwrap();
+        assert_eq!(
+            page.matches("<svg class=\"chart\"").count(),
+            1,
+            "the latency chart"
+        );
         let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
         assert_eq!(
             (
@@ -482,7 +506,7 @@ mod tests {
             seed: 3,
         };
         let json = dir.join("calls.json");
-        crate::calls::run(&sim, &server, None, load, &api, Some(&json))
+        crate::calls::run(&sim, &server, None, load, &out("calls"))
             .await
             .unwrap();
         let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
@@ -508,6 +532,15 @@ mod tests {
             "every granted call ended (private calls: one grant each)"
         );
         assert_eq!(r["p_wait"]["slots_per_site"], 11);
+        let page = std::fs::read_to_string(dir.join("calls.html")).unwrap();
+        // Latency, calls in progress, queued, P(wait); a row of cells per site.
+        assert_eq!(page.matches("<svg class=\"chart\"").count(), 4);
+        for site in 1..=4 {
+            assert!(
+                page.contains(&format!(">site {site}</text>")),
+                "site {site} in the heat maps"
+            );
+        }
         // The server's own figures, read from its /metrics: every grant was timed there.
         let at_once = r["granted_at_once"]["count"].as_u64().unwrap();
         assert_eq!(r["server"]["granted_at_once"]["count"].as_u64(), Some(at_once));

@@ -4,6 +4,7 @@
 mod api;
 mod calls;
 mod cost;
+mod html;
 mod load;
 mod proxy;
 mod report;
@@ -83,13 +84,8 @@ enum Command {
         /// Register only the first N units.
         #[arg(long)]
         limit: Option<usize>,
-        /// Also write the report to FILE as JSON (field names in the README).
-        #[arg(long, value_name = "FILE")]
-        /// trunkd's API address (`host:port`): its `/metrics`, read before and after the
-        /// run, give the server's own latency beside the end-to-end one.
-        #[arg(long, default_value = "127.0.0.1:7380")]
-        api: String,
-        json: Option<PathBuf>,
+        #[command(flatten)]
+        out: report::Output,
     },
     /// Register a provisioned fleet, then offer call load: group, private and emergency
     /// calls with Poisson arrivals and exponential holding times, PTT within calls, some
@@ -130,13 +126,8 @@ enum Command {
         /// Seed of the random streams.
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// Also write the report to FILE as JSON (field names in the README).
-        #[arg(long, value_name = "FILE")]
-        /// trunkd's API address (`host:port`): its `/metrics`, read before and after the
-        /// run, give the server's own latency beside the end-to-end one.
-        #[arg(long, default_value = "127.0.0.1:7380")]
-        api: String,
-        json: Option<PathBuf>,
+        #[command(flatten)]
+        out: report::Output,
     },
     /// Register a provisioned fleet through gateways that hold every node's address,
     /// offer a steady call load, then run a fault (`--fault`, e.g. `kill -9` of the
@@ -269,9 +260,8 @@ async fn main() -> anyhow::Result<()> {
             server,
             window,
             limit,
-            api,
-            json,
-        } => load::register(&dir, &server, window.max(1), limit, &api, json.as_deref()).await,
+            out,
+        } => load::register(&dir, &server, window.max(1), limit, &out).await,
         Command::Calls {
             dir,
             server,
@@ -284,8 +274,7 @@ async fn main() -> anyhow::Result<()> {
             move_share,
             slots,
             seed,
-            api,
-            json,
+            out,
         } => {
             let load = calls::CallLoad {
                 erlang_per_site: erlang,
@@ -297,7 +286,7 @@ async fn main() -> anyhow::Result<()> {
                 slots_per_site: slots,
                 seed,
             };
-            calls::run(&dir, &server, limit, load, &api, json.as_deref()).await
+            calls::run(&dir, &server, limit, load, &out).await
         }
         Command::Takeover {
             dir,

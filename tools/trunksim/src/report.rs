@@ -10,6 +10,33 @@ use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 use serde_json::{json, Value};
 
+/// Where a scenario's report goes besides standard output, and where the server's own
+/// figures are read.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Output {
+    /// trunkd's API address (`host:port`): its `/metrics`, read before and after the
+    /// run, give the server's own latency beside the end-to-end one.
+    #[arg(long, default_value = "127.0.0.1:7380")]
+    pub api: String,
+    /// Also write the report to FILE as JSON (field names in the README).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<std::path::PathBuf>,
+    /// Also write the report to FILE as one self-contained HTML page with charts.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<std::path::PathBuf>,
+}
+
+impl Output {
+    /// Writes the `--json` and `--html` files asked for.
+    pub fn write(&self, json: &Value, html: impl FnOnce() -> String) -> anyhow::Result<()> {
+        write_json(self.json.as_deref(), json)?;
+        if let Some(path) = &self.html {
+            std::fs::write(path, html()).map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+        }
+        Ok(())
+    }
+}
+
 /// Set once by `--quiet`: no progress bars.
 static QUIET: OnceLock<bool> = OnceLock::new();
 
@@ -113,7 +140,7 @@ impl Latency {
 }
 
 /// Writes `report` to `path` as pretty JSON, when a path is given.
-pub fn write_json(path: Option<&std::path::Path>, report: &Value) -> anyhow::Result<()> {
+fn write_json(path: Option<&std::path::Path>, report: &Value) -> anyhow::Result<()> {
     if let Some(path) = path {
         let text = serde_json::to_string_pretty(report)?;
         std::fs::write(path, text + "\n").map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
