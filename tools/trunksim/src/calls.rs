@@ -278,6 +278,8 @@ struct Pending {
     target: Option<usize>,
     sent: Instant,
     queued: bool,
+    /// How long the call is held once granted (drawn with its arrival).
+    hold: Duration,
 }
 
 struct Active {
@@ -301,11 +303,11 @@ async fn gateway(
     let mut pending: HashMap<u32, Pending> = HashMap::new();
     let mut active: HashMap<CallId, Active> = HashMap::new();
     let mut arriving: HashMap<u32, (SimUnit, Tmsi)> = HashMap::new();
-    let hold = load.hold.as_secs_f64();
-    let rate = load.erlang_per_site / hold;
+    let mut offered = Offered::new(&load, me);
+    let mut upcoming = offered.draw();
     let start = Instant::now();
     let stop_at = start + load.duration;
-    let mut next_arrival = start + Duration::from_secs_f64(rng.exp(1.0 / rate));
+    let mut next_arrival = start + upcoming.after;
     clock.at(next_arrival, Timer::Arrival);
     let mut keepalive = tokio::time::interval(link.keepalive_interval());
     let mut check_movers = tokio::time::interval(Duration::from_millis(100));
@@ -328,9 +330,11 @@ async fn gateway(
                     match t {
                         Timer::Arrival => {
                             if now < stop_at {
-                                next_arrival += Duration::from_secs_f64(rng.exp(1.0 / rate));
+                                let this = upcoming;
+                                upcoming = offered.draw();
+                                next_arrival += upcoming.after;
                                 clock.at(next_arrival, Timer::Arrival);
-                                arrive(&mut link, &mut rng, &load, &units, &mut idle, &mut pending, &mut report).await?;
+                                arrive(&mut link, &mut rng, this, &units, &mut idle, &mut pending, &mut report).await?;
                             }
                         }
                         Timer::Release(call) => {
@@ -410,7 +414,7 @@ async fn gateway(
 async fn arrive(
     link: &mut GatewayLink,
     rng: &mut Rng,
-    load: &CallLoad,
+    call: Arrival,
     units: &[(SimUnit, Tmsi)],
     idle: &mut Vec<usize>,
     pending: &mut HashMap<u32, Pending>,
@@ -422,34 +426,34 @@ async fn arrive(
     }
     let caller = idle.swap_remove(rng.below(idle.len()));
     let tmsi = units[caller].1;
-    let pick = rng.unit();
-    let (msg, target) = if pick < load.emergency_share {
-        (
+    let talkgroup = |tg: u16| TalkgroupId::new(tg).expect("talkgroups 1 and 2");
+    let (msg, target) = match call.kind {
+        Kind::Emergency => (
             Message::EmergencyCallReq {
                 tmsi,
-                talkgroup: TalkgroupId::new(1).expect("1"),
+                talkgroup: talkgroup(1),
             },
             None,
-        )
-    } else if pick < load.emergency_share + load.private_share && !idle.is_empty() {
-        let target = idle.swap_remove(rng.below(idle.len()));
-        (
-            Message::PrivateCallReq {
-                tmsi,
-                target: units[target].0.unit,
-            },
-            Some(target),
-        )
-    } else {
-        let tg = TalkgroupId::new(1 + (rng.next_u64() % 2) as u16).expect("1..=2");
-        (
+        ),
+        Kind::Private if !idle.is_empty() => {
+            let target = idle.swap_remove(rng.below(idle.len()));
+            (
+                Message::PrivateCallReq {
+                    tmsi,
+                    target: units[target].0.unit,
+                },
+                Some(target),
+            )
+        }
+        // A private call with nobody idle to call becomes a call on talkgroup 1.
+        Kind::Private | Kind::Group(_) => (
             Message::GroupCallReq {
                 tmsi,
-                talkgroup: tg,
+                talkgroup: talkgroup(if let Kind::Group(tg) = call.kind { tg } else { 1 }),
                 scope: CallScope::Local,
             },
             None,
-        )
+        ),
     };
     let txn = link.queue_request(msg).await?;
     report.requests += 1;
@@ -460,9 +464,70 @@ async fn arrive(
             target,
             sent: Instant::now(),
             queued: false,
+            hold: call.hold,
         },
     );
     Ok(())
+}
+
+/// The kind of a call offered.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    Emergency,
+    Private,
+    /// On talkgroup 1 or 2.
+    Group(u16),
+}
+
+/// A call offered to a site: how long after the one before it arrives, its kind, and
+/// how long it is held once granted.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Arrival {
+    after: Duration,
+    kind: Kind,
+    hold: Duration,
+}
+
+/// The calls offered to one site, drawn from a stream of their own (seeded by the run's
+/// seed and the site): a seed gives the same offer, arrival by arrival, whatever the
+/// server answers and whenever. Poisson arrivals at `erlang / hold` per second,
+/// exponential holding times of mean `hold`, kinds by their shares.
+struct Offered {
+    rng: Rng,
+    /// Mean time between arrivals, s.
+    gap_s: f64,
+    hold_s: f64,
+    emergency_share: f64,
+    private_share: f64,
+}
+
+impl Offered {
+    fn new(load: &CallLoad, site_index: usize) -> Offered {
+        let hold_s = load.hold.as_secs_f64();
+        Offered {
+            rng: Rng(load.seed
+                ^ 0x6F66_6665_7265_6400
+                ^ (site_index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+            gap_s: hold_s / load.erlang_per_site.max(1e-9),
+            hold_s,
+            emergency_share: load.emergency_share,
+            private_share: load.private_share,
+        }
+    }
+
+    fn draw(&mut self) -> Arrival {
+        let after = Duration::from_secs_f64(self.rng.exp(self.gap_s).min(1e9));
+        let pick = self.rng.unit();
+        let kind = if pick < self.emergency_share {
+            Kind::Emergency
+        } else if pick < self.emergency_share + self.private_share {
+            Kind::Private
+        } else {
+            Kind::Group(1 + (self.rng.next_u64() % 2) as u16)
+        };
+        let hold = Duration::from_secs_f64(self.rng.exp(self.hold_s).min(1e9));
+        Arrival { after, kind, hold }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -525,10 +590,9 @@ fn on_frame(
                     target: p.target,
                 },
             );
-            let hold = Duration::from_secs_f64(rng.exp(load.hold.as_secs_f64()));
             let now = Instant::now();
-            clock.at(now + hold / 2, Timer::Release(call));
-            clock.at(now + hold, Timer::End(call));
+            clock.at(now + p.hold / 2, Timer::Release(call));
+            clock.at(now + p.hold, Timer::End(call));
         }
         Message::Deny { request, cause } => {
             if matches!(
@@ -713,6 +777,58 @@ fn print_report(r: &Report, load: &CallLoad, sites: usize, elapsed: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn load(seed: u64) -> CallLoad {
+        CallLoad {
+            erlang_per_site: 4.0,
+            hold: Duration::from_millis(2000),
+            duration: Duration::from_secs(10),
+            private_share: 0.6,
+            emergency_share: 0.05,
+            move_share: 0.0,
+            slots_per_site: 11,
+            seed,
+        }
+    }
+
+    #[test]
+    fn the_offer_has_the_means_and_shares_asked_for() {
+        let n = 200_000;
+        let calls: Vec<Arrival> = {
+            let mut o = Offered::new(&load(1), 0);
+            (0..n).map(|_| o.draw()).collect()
+        };
+        let mean = |f: fn(&Arrival) -> f64| calls.iter().map(f).sum::<f64>() / n as f64;
+        let share = |k: fn(&Kind) -> bool| calls.iter().filter(|c| k(&c.kind)).count() as f64 / n as f64;
+        // 4 Erlang of 2 s calls: one arrival every 0.5 s. The standard error of a mean of
+        // 200,000 exponential draws is 0.22 % of it: 1 % is over four of them.
+        let gap = mean(|c| c.after.as_secs_f64());
+        assert!((gap - 0.5).abs() < 0.005, "mean gap {gap} s");
+        let hold = mean(|c| c.hold.as_secs_f64());
+        assert!((hold - 2.0).abs() < 0.02, "mean hold {hold} s");
+        let private = share(|k| *k == Kind::Private);
+        let emergency = share(|k| *k == Kind::Emergency);
+        assert!(
+            (private - 0.6).abs() < 0.005 && (emergency - 0.05).abs() < 0.003,
+            "{private} {emergency}"
+        );
+        let tg2 = share(|k| *k == Kind::Group(2));
+        assert!(
+            (tg2 - 0.175).abs() < 0.005,
+            "half the group calls on talkgroup 2: {tg2}"
+        );
+    }
+
+    #[test]
+    fn a_seed_gives_the_same_offer_and_sites_and_seeds_differ() {
+        let draw = |seed, site| {
+            let mut o = Offered::new(&load(seed), site);
+            (0..1000).map(|_| o.draw()).collect::<Vec<_>>()
+        };
+        assert_eq!(draw(7, 3), draw(7, 3));
+        assert_ne!(draw(7, 3), draw(8, 3));
+        assert_ne!(draw(7, 3), draw(7, 4));
+    }
 
     #[test]
     fn a_call_that_ends_at_two_gateways_is_counted_once() {
