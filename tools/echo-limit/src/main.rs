@@ -76,6 +76,10 @@ enum Command {
         /// Seed of the arrival streams.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Also write the figures to FILE as JSON: `{"pattern", "completed", "rate_per_s",
+        /// "latency": {"count", "p50_ms", "p90_ms", "p99_ms", "p99_9_ms", "max_ms"}}`.
+        #[arg(long, value_name = "FILE")]
+        json: Option<std::path::PathBuf>,
     },
 }
 
@@ -101,6 +105,7 @@ fn main() -> anyhow::Result<()> {
             window,
             duration,
             seed,
+            json,
         } => {
             let offer = Offer {
                 pattern,
@@ -110,6 +115,10 @@ fn main() -> anyhow::Result<()> {
             };
             let report = rt.block_on(client(server, links, offer, seed))?;
             report.print(pattern, duration);
+            if let Some(path) = json {
+                std::fs::write(&path, report.json(pattern, duration))
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
             Ok(())
         }
     }
@@ -278,6 +287,28 @@ impl Report {
         self.elapsed = self.elapsed.max(o.elapsed);
     }
 
+    fn json(&self, pattern: Pattern, duration: f64) -> String {
+        let h = &self.latency;
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        let v = serde_json::json!({
+            "pattern": match pattern {
+                Pattern::Calls => "calls",
+                Pattern::Register => "register",
+            },
+            "completed": self.completed,
+            "rate_per_s": self.completed as f64 / duration.max(1e-9),
+            "latency": {
+                "count": h.len(),
+                "p50_ms": ms(0.5),
+                "p90_ms": ms(0.9),
+                "p99_ms": ms(0.99),
+                "p99_9_ms": ms(0.999),
+                "max_ms": h.max() as f64 / 1000.0,
+            },
+        });
+        format!("{v}\n")
+    }
+
     fn print(&self, pattern: Pattern, duration: f64) {
         let what = match pattern {
             Pattern::Calls => "calls",
@@ -353,7 +384,6 @@ async fn offer_on(
     let mut report = Report::new();
     let mut open: std::collections::HashMap<u32, InFlight> = std::collections::HashMap::new();
     let mut txn: u32 = 1;
-    let mut due = Vec::new();
     let start = Instant::now();
     let stop_at = start + offer.duration;
     let mut next_arrival = start;
@@ -363,22 +393,25 @@ async fn offer_on(
     loop {
         let now = Instant::now();
         if now < stop_at {
-            // Open loop: each arrival due, timed from its own instant (a late wake-up
-            // counts in its latency); closed loop: the window refilled.
-            due.clear();
-            if offer.rate_per_link > 0.0 {
+            // Open loop: the arrivals due; closed loop: the window refilled. Each is timed
+            // from when it is written, as trunksim times its requests, so that the two
+            // clients' latencies compare (tokio's timer wakes this loop up to a
+            // millisecond after an arrival's instant).
+            let due = if offer.rate_per_link > 0.0 {
+                let mut n = 0;
                 while next_arrival <= now {
-                    due.push(next_arrival);
+                    n += 1;
                     next_arrival += Duration::from_secs_f64(rng.exp(1.0 / offer.rate_per_link));
                 }
+                n
             } else {
-                due.resize(offer.window.saturating_sub(open.len()), now);
-            }
-            for &started in &due {
+                offer.window.saturating_sub(open.len())
+            };
+            for _ in 0..due {
                 txn = txn.wrapping_add(1).max(2);
                 first_step(offer.pattern, txn).encode(&mut out);
                 let fresh = InFlight {
-                    started,
+                    started: now,
                     step: 0,
                     call: None,
                 };
