@@ -368,42 +368,46 @@ async fn gateway(
             _ = check_movers.tick() => {
                 let incoming = movers.lock().map(|mut m| m.remove(&me).unwrap_or_default()).unwrap_or_default();
                 for (unit, tmsi) in incoming {
-                    let txn = link.request(Message::LocationUpdate { tmsi, reason: LocationReason::SiteChange }).await?;
+                    let txn = link.queue_request(Message::LocationUpdate { tmsi, reason: LocationReason::SiteChange }).await?;
                     arriving.insert(txn, (unit, tmsi));
                 }
+                link.flush().await?;
             }
             f = link.recv_service() => {
-                let f = f?;
-                if let Some((unit, _)) = arriving.get(&f.txn) {
-                    match f.msg {
-                        Message::AuthChallenge { rand } => {
-                            let res = unit_response(&unit.k, &unit.opc, &rand);
-                            link.send(Frame::new(f.txn, Message::AuthResponse { res })).await?;
+                // This frame and every other already read; the answers they need, in one write.
+                let mut frame = Some(f?);
+                while let Some(f) = frame {
+                    if let Some((unit, _)) = arriving.get(&f.txn) {
+                        match f.msg {
+                            Message::AuthChallenge { rand } => {
+                                let res = unit_response(&unit.k, &unit.opc, &rand);
+                                link.feed(Frame::new(f.txn, Message::AuthResponse { res })).await?;
+                            }
+                            Message::LocationAccept { tmsi } => {
+                                let (unit, _) = arriving.remove(&f.txn).expect("present");
+                                units.push((unit, tmsi));
+                                idle.push(units.len() - 1);
+                                report.moves += 1;
+                            }
+                            _ => { arriving.remove(&f.txn); }
                         }
-                        Message::LocationAccept { tmsi } => {
-                            let (unit, _) = arriving.remove(&f.txn).expect("present");
-                            units.push((unit, tmsi));
-                            idle.push(units.len() - 1);
-                            report.moves += 1;
-                        }
-                        _ => { arriving.remove(&f.txn); }
-                    }
-                    continue;
-                }
-                if let Some(ack) = radio_command_answer(&f, |t| units.iter().any(|(_, u)| *u == t)) {
-                    link.send(ack).await?;
-                    continue;
-                }
-                let granted = report.granted;
-                on_frame(f, &mut rng, &load, &units, &mut idle, &mut pending, &mut active, &clock, &mut report, |caller| {
-                    // Some callers move to the next site once their call is over.
-                    if load.move_share > 0.0 && next_site != me {
-                        Some(caller)
+                    } else if let Some(ack) = radio_command_answer(&f, |t| units.iter().any(|(_, u)| *u == t)) {
+                        link.feed(ack).await?;
                     } else {
-                        None
+                        let granted = report.granted;
+                        on_frame(f, &mut rng, &load, &units, &mut idle, &mut pending, &mut active, &clock, &mut report, |caller| {
+                            // Some callers move to the next site once their call is over.
+                            if load.move_share > 0.0 && next_site != me {
+                                Some(caller)
+                            } else {
+                                None
+                            }
+                        }, &movers, next_site)?;
+                        progress.inc(report.granted - granted);
                     }
-                }, &movers, next_site)?;
-                progress.inc(report.granted - granted);
+                    frame = link.buffered().await?;
+                }
+                link.flush().await?;
             }
         }
     }
