@@ -74,6 +74,17 @@ pub enum Mode {
     },
 }
 
+impl Target {
+    /// The API at `url`, as `user` with the password on the first line of `password_file`.
+    pub fn new(url: String, user: String, password_file: PathBuf) -> Target {
+        Target {
+            url,
+            user,
+            password_file,
+        }
+    }
+}
+
 /// Where to send requests, and as whom.
 #[derive(Args)]
 pub struct Target {
@@ -147,7 +158,7 @@ fn client(connections: usize) -> anyhow::Result<Client> {
 }
 
 /// Logs in as `target`: the access token.
-async fn log_in(client: &Client, target: &Target) -> anyhow::Result<String> {
+pub async fn log_in(client: &Client, target: &Target) -> anyhow::Result<String> {
     let url = format!("{}/api/v1/auth/login", target.url);
     let body = json!({"username": target.user, "password": password(target)?});
     let resp = client.post(&url).json(&body).send().await.context("logging in")?;

@@ -5,8 +5,8 @@
 //! by cause, preempted, request-to-grant latency percentiles and the measured
 //! probability of waiting next to Erlang C.
 
-use std::collections::{BinaryHeap, HashMap};
-use std::path::Path;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,62 @@ use crate::server_metrics::ServerSide;
 const GRANT_AT_ONCE: &str = "trunkd_call_request_to_grant_seconds{queued=\"false\"}";
 const GRANT_AFTER_QUEUE: &str = "trunkd_call_request_to_grant_seconds{queued=\"true\"}";
 
+/// The command-line arguments of the call load (`trunksim calls`, `trunksim soak`).
+#[derive(clap::Args, Clone, Debug)]
+pub struct CallArgs {
+    /// Directory written by `trunksim provision`.
+    #[arg(long, default_value = "sim")]
+    pub dir: PathBuf,
+    /// The controllers' link addresses (`host:port`), comma-separated or repeated:
+    /// searched for the active one as PROTOCOL.md §3.3 says.
+    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:7300")]
+    pub server: Vec<String>,
+    /// Use only the first N units.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Offered load per site, in Erlang.
+    #[arg(long, default_value_t = 8.0)]
+    pub erlang: f64,
+    /// Mean holding time, ms.
+    #[arg(long, default_value_t = 2000)]
+    pub hold_ms: u64,
+    /// How long to offer load, seconds.
+    #[arg(long, default_value_t = 20.0)]
+    pub duration: f64,
+    /// Share of private calls.
+    #[arg(long, default_value_t = 0.6)]
+    pub private_share: f64,
+    /// Share of emergency calls.
+    #[arg(long, default_value_t = 0.01)]
+    pub emergency_share: f64,
+    /// Share of finished calls after which the caller moves to the next site.
+    #[arg(long, default_value_t = 0.05)]
+    pub move_share: f64,
+    /// Traffic slots per site for the Erlang C comparison (carriers x slots - 1).
+    #[arg(long, default_value_t = 11)]
+    pub slots: u32,
+    /// Seed of the random streams.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub out: Output,
+}
+
+/// Runs the call load `args` asks for.
+pub async fn run_args(args: &CallArgs) -> anyhow::Result<Report> {
+    let load = CallLoad {
+        erlang_per_site: args.erlang,
+        hold: Duration::from_millis(args.hold_ms.max(1)),
+        duration: Duration::from_secs_f64(args.duration.max(0.1)),
+        private_share: args.private_share,
+        emergency_share: args.emergency_share,
+        move_share: args.move_share,
+        slots_per_site: args.slots,
+        seed: args.seed,
+    };
+    run(&args.dir, &args.server, args.limit, load, &args.out).await
+}
+
 /// Scenario settings.
 pub struct CallLoad {
     /// Offered load per site, Erlang.
@@ -54,7 +110,7 @@ pub struct CallLoad {
 
 /// Totals over all gateways.
 #[derive(Default)]
-struct Report {
+pub struct Report {
     requests: u64,
     granted: u64,
     queued: u64,
@@ -62,6 +118,8 @@ struct Report {
     moves: u64,
     no_idle_unit: u64,
     denied: HashMap<Cause, u64>,
+    /// Each call preempted by an emergency, once.
+    preempted_calls: HashSet<CallId>,
     /// Each call that ended, once, with its cause. A call that spans sites ends at each
     /// of their gateways (a group call that units at two sites joined): keyed by call,
     /// the merge counts it once.
@@ -87,6 +145,7 @@ impl Report {
             *self.denied.entry(c).or_default() += n;
         }
         self.ended.extend(o.ended);
+        self.preempted_calls.extend(o.preempted_calls);
         self.at_once.merge(&o.at_once);
         self.waited.merge(&o.waited);
         self.timelines.extend(o.timelines);
@@ -211,7 +270,7 @@ pub async fn run(
     limit: Option<usize>,
     load: CallLoad,
     out: &Output,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Report> {
     let (sites, per_site) = load_fleet(dir, limit)?;
     let total: usize = per_site.iter().map(Vec::len).sum();
     println!("registering {total} units at {} sites", sites.len());
@@ -270,7 +329,8 @@ pub async fn run(
         (GRANT_AFTER_QUEUE, "  after queueing:", "after_queueing"),
     ];
     server_side.report(&series, &mut json_report).await;
-    out.write(&json_report, || report.page(&json_report, &load))
+    out.write(&json_report, || report.page(&json_report, &load))?;
+    Ok(report)
 }
 
 struct Pending {
@@ -621,6 +681,7 @@ fn on_frame(
         Message::Preempted { call, .. } => {
             if let Some(a) = active.remove(&call) {
                 report.preempted += 1;
+                report.preempted_calls.insert(call);
                 release(idle, a, rng);
             }
         }
@@ -645,6 +706,21 @@ fn sample_step(duration: Duration) -> Duration {
 }
 
 impl Report {
+    /// Every call seen granted that ended or was preempted, once.
+    pub fn ended_calls(&self) -> impl Iterator<Item = CallId> + '_ {
+        self.ended.keys().copied().chain(
+            self.preempted_calls
+                .iter()
+                .copied()
+                .filter(|c| !self.ended.contains_key(c)),
+        )
+    }
+
+    /// The sites the run drove.
+    pub fn sites(&self) -> Vec<u16> {
+        self.timelines.iter().map(|(site, _)| *site).collect()
+    }
+
     /// The `--html` page: the figures, request to grant by percentile (end to end and the
     /// server's own), calls in progress and requests queued per site over time, and
     /// P(wait) beside Erlang C.

@@ -9,6 +9,7 @@ mod load;
 mod proxy;
 mod report;
 mod server_metrics;
+mod soak;
 mod takeover;
 
 use std::path::PathBuf;
@@ -92,42 +93,22 @@ enum Command {
     /// units moving between sites; reports grants, queueing, denials by cause,
     /// preemptions, grant latency and P(wait) against Erlang C.
     Calls {
-        /// Directory written by `trunksim provision`.
-        #[arg(long, default_value = "sim")]
-        dir: PathBuf,
-        /// The controllers' link addresses (`host:port`), comma-separated or repeated:
-        /// searched for the active one as PROTOCOL.md §3.3 says.
-        #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:7300")]
-        server: Vec<String>,
-        /// Use only the first N units.
-        #[arg(long)]
-        limit: Option<usize>,
-        /// Offered load per site, in Erlang.
-        #[arg(long, default_value_t = 8.0)]
-        erlang: f64,
-        /// Mean holding time, ms.
-        #[arg(long, default_value_t = 2000)]
-        hold_ms: u64,
-        /// How long to offer load, seconds.
-        #[arg(long, default_value_t = 20.0)]
-        duration: f64,
-        /// Share of private calls.
-        #[arg(long, default_value_t = 0.6)]
-        private_share: f64,
-        /// Share of emergency calls.
-        #[arg(long, default_value_t = 0.01)]
-        emergency_share: f64,
-        /// Share of finished calls after which the caller moves to the next site.
-        #[arg(long, default_value_t = 0.05)]
-        move_share: f64,
-        /// Traffic slots per site for the Erlang C comparison (carriers x slots - 1).
-        #[arg(long, default_value_t = 11)]
-        slots: u32,
-        /// Seed of the random streams.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
         #[command(flatten)]
-        out: report::Output,
+        args: calls::CallArgs,
+    },
+    /// The call load for a duration, then an account kept against the operator API:
+    /// every call trunksim saw granted and ended has its call record (and no record is
+    /// of a call it never saw), and no call, queued request or busy slot is left. Exits
+    /// non-zero when the account does not balance.
+    Soak {
+        #[command(flatten)]
+        args: calls::CallArgs,
+        /// The operator to log in as (any role: the account only reads).
+        #[arg(long)]
+        user: String,
+        /// A file whose first line is the operator's password.
+        #[arg(long)]
+        password_file: PathBuf,
     },
     /// Register a provisioned fleet through gateways that hold every node's address,
     /// offer a steady call load, then run a fault (`--fault`, e.g. `kill -9` of the
@@ -262,32 +243,12 @@ async fn main() -> anyhow::Result<()> {
             limit,
             out,
         } => load::register(&dir, &server, window.max(1), limit, &out).await,
-        Command::Calls {
-            dir,
-            server,
-            limit,
-            erlang,
-            hold_ms,
-            duration,
-            private_share,
-            emergency_share,
-            move_share,
-            slots,
-            seed,
-            out,
-        } => {
-            let load = calls::CallLoad {
-                erlang_per_site: erlang,
-                hold: Duration::from_millis(hold_ms.max(1)),
-                duration: Duration::from_secs_f64(duration.max(0.1)),
-                private_share,
-                emergency_share,
-                move_share,
-                slots_per_site: slots,
-                seed,
-            };
-            calls::run(&dir, &server, limit, load, &out).await
-        }
+        Command::Calls { args } => calls::run_args(&args).await.map(drop),
+        Command::Soak {
+            args,
+            user,
+            password_file,
+        } => soak::run(args, user, password_file).await.map(drop),
         Command::Takeover {
             dir,
             server,
