@@ -74,14 +74,28 @@ pub enum Mode {
     },
 }
 
-impl Target {
-    /// The API at `url`, as `user` with the password on the first line of `password_file`.
-    pub fn new(url: String, user: String, password_file: PathBuf) -> Target {
-        Target {
-            url,
-            user,
-            password_file,
-        }
+/// An operator for the scenarios that read or change the controller through its API
+/// (`soak`, `emergency`).
+#[derive(Args, Clone, Debug)]
+pub struct Login {
+    /// The operator to log in as.
+    #[arg(long)]
+    pub user: String,
+    /// A file whose first line is the operator's password.
+    #[arg(long)]
+    pub password_file: PathBuf,
+}
+
+impl Login {
+    /// Logs in at the API at `api` (`host:port`): its base URL and the access token.
+    pub async fn log_in(&self, http: &Client, api: &str) -> anyhow::Result<(String, String)> {
+        let target = Target {
+            url: format!("http://{api}"),
+            user: self.user.clone(),
+            password_file: self.password_file.clone(),
+        };
+        let token = log_in(http, &target).await?;
+        Ok((target.url, token))
     }
 }
 
@@ -158,7 +172,7 @@ fn client(connections: usize) -> anyhow::Result<Client> {
 }
 
 /// Logs in as `target`: the access token.
-pub async fn log_in(client: &Client, target: &Target) -> anyhow::Result<String> {
+async fn log_in(client: &Client, target: &Target) -> anyhow::Result<String> {
     let url = format!("{}/api/v1/auth/login", target.url);
     let body = json!({"username": target.user, "password": password(target)?});
     let resp = client.post(&url).json(&body).send().await.context("logging in")?;

@@ -128,6 +128,8 @@ pub struct Report {
     at_once: Latency,
     /// Request to grant of the calls that waited in a busy queue first.
     waited: Latency,
+    /// Request to grant of the emergency calls (also in one of the two above).
+    emergencies: Latency,
     /// Per site: calls in progress (started by its units) and requests waiting in its
     /// busy queue, sampled every [`sample_step`].
     timelines: Vec<(u16, Vec<(u32, u32)>)>,
@@ -148,6 +150,7 @@ impl Report {
         self.preempted_calls.extend(o.preempted_calls);
         self.at_once.merge(&o.at_once);
         self.waited.merge(&o.waited);
+        self.emergencies.merge(&o.emergencies);
         self.timelines.extend(o.timelines);
     }
 
@@ -340,6 +343,7 @@ struct Pending {
     queued: bool,
     /// How long the call is held once granted (drawn with its arrival).
     hold: Duration,
+    emergency: bool,
 }
 
 struct Active {
@@ -529,6 +533,7 @@ async fn arrive(
             sent: Instant::now(),
             queued: false,
             hold: call.hold,
+            emergency: call.kind == Kind::Emergency,
         },
     );
     Ok(())
@@ -642,6 +647,9 @@ fn on_frame(
             } else {
                 report.at_once.record(p.sent.elapsed());
             }
+            if p.emergency {
+                report.emergencies.record(p.sent.elapsed());
+            }
             if active.contains_key(&call) {
                 // Joined a call already running on the talkgroup: this unit just listens.
                 idle.push(p.unit);
@@ -714,6 +722,11 @@ impl Report {
                 .copied()
                 .filter(|c| !self.ended.contains_key(c)),
         )
+    }
+
+    /// Emergency calls granted, with their request-to-grant latency, and calls preempted.
+    pub fn emergencies(&self) -> (&Latency, u64) {
+        (&self.emergencies, self.preempted)
     }
 
     /// The sites the run drove.
@@ -811,6 +824,7 @@ impl Report {
             "denied": denied.into_iter().map(|(c, n)| by_cause(*c, *n)).collect::<Vec<_>>(),
             "ended": self.ends_by_cause().into_iter().map(|(c, n)| by_cause(c, n)).collect::<Vec<_>>(),
             "request_to_grant": self.all_grants().json(),
+            "emergency_request_to_grant": self.emergencies.json(),
             "granted_at_once": self.at_once.json(),
             "after_queueing": self.waited.json(),
             "p_wait": { "measured": self.p_wait(), "erlang_c": erlang_c(load.slots_per_site, load.erlang_per_site), "slots_per_site": load.slots_per_site },
@@ -845,6 +859,7 @@ fn print_report(r: &Report, load: &CallLoad, sites: usize, elapsed: Duration) {
     println!("{}", r.all_grants().line("request to grant:"));
     println!("{}", r.at_once.line("  granted at once:"));
     println!("{}", r.waited.line("  after queueing:"));
+    println!("{}", r.emergencies.line("  emergencies:"));
     println!(
         "P(wait):            measured {:.4}, Erlang C {:.4} (c = {}, A = {:.2} Erlang per site)",
         r.p_wait(),

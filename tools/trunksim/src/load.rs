@@ -448,6 +448,51 @@ pub async fn test_fleet(
     (dir, sim, c, api)
 }
 
+/// An operator of `role` in the test fleet's HLR, with its password in a file under
+/// `dir`.
+#[cfg(test)]
+pub async fn test_operator(
+    c: &trunkd::controller::Running,
+    dir: &Path,
+    role: trunkd::auth::Role,
+) -> crate::api::Login {
+    let hash = trunkd::auth::password::hash("a test passphrase").unwrap();
+    c.store
+        .add_operator("test", "tester", &hash, role, &trunkd::auth::Fleets::All)
+        .await
+        .unwrap();
+    let password_file = dir.join("password");
+    std::fs::write(&password_file, "a test passphrase\n").unwrap();
+    crate::api::Login {
+        user: "tester".into(),
+        password_file,
+    }
+}
+
+/// Call-load arguments for the test fleet: private calls only, none moving, no file
+/// written; the caller sets the load.
+#[cfg(test)]
+pub fn test_call_args(sim: &Path, c: &trunkd::controller::Running, api: &str) -> crate::calls::CallArgs {
+    crate::calls::CallArgs {
+        dir: sim.to_path_buf(),
+        server: vec![c.link_addr.to_string()],
+        limit: None,
+        erlang: 0.5,
+        hold_ms: 100,
+        duration: 1.0,
+        private_share: 1.0,
+        emergency_share: 0.0,
+        move_share: 0.0,
+        slots: 11,
+        seed: 1,
+        out: Output {
+            api: api.to_string(),
+            json: None,
+            html: None,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

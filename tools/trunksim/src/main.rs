@@ -4,6 +4,7 @@
 mod api;
 mod calls;
 mod cost;
+mod emergency;
 mod html;
 mod load;
 mod proxy;
@@ -96,19 +97,25 @@ enum Command {
         #[command(flatten)]
         args: calls::CallArgs,
     },
+    /// The sites saturated with calls and emergencies among them (`--emergency-share`),
+    /// once under each emergency policy (`trunking.emergency`, set through the operator
+    /// API as an admin and put back after): how long emergencies wait for their grants
+    /// and how many calls they preempt, by policy. `--user` must be an admin.
+    Emergency {
+        #[command(flatten)]
+        args: calls::CallArgs,
+        #[command(flatten)]
+        login: api::Login,
+    },
     /// The call load for a duration, then an account kept against the operator API:
     /// every call trunksim saw granted and ended has its call record (and no record is
     /// of a call it never saw), and no call, queued request or busy slot is left. Exits
-    /// non-zero when the account does not balance.
+    /// non-zero when the account does not balance. Any operator will do (it only reads).
     Soak {
         #[command(flatten)]
         args: calls::CallArgs,
-        /// The operator to log in as (any role: the account only reads).
-        #[arg(long)]
-        user: String,
-        /// A file whose first line is the operator's password.
-        #[arg(long)]
-        password_file: PathBuf,
+        #[command(flatten)]
+        login: api::Login,
     },
     /// Register a provisioned fleet through gateways that hold every node's address,
     /// offer a steady call load, then run a fault (`--fault`, e.g. `kill -9` of the
@@ -244,11 +251,8 @@ async fn main() -> anyhow::Result<()> {
             out,
         } => load::register(&dir, &server, window.max(1), limit, &out).await,
         Command::Calls { args } => calls::run_args(&args).await.map(drop),
-        Command::Soak {
-            args,
-            user,
-            password_file,
-        } => soak::run(args, user, password_file).await.map(drop),
+        Command::Soak { args, login } => soak::run(args, &login).await.map(drop),
+        Command::Emergency { args, login } => emergency::run(args, &login).await.map(drop),
         Command::Takeover {
             dir,
             server,

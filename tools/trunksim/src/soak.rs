@@ -16,7 +16,7 @@ use reqwest::Client;
 use serde_json::Value;
 use trunkd::protocol::CallId;
 
-use crate::api::{log_in, Target};
+use crate::api::Login;
 use crate::calls::{self, CallArgs};
 
 /// How long the account waits for the controller to settle (records written, slots
@@ -90,13 +90,11 @@ fn first<T: Clone>(v: &[T]) -> Vec<T> {
     v.iter().take(10).cloned().collect()
 }
 
-/// Runs the call load of `args`, then the account as `user` (password from the first
-/// line of `password_file`). Fails when the account does not balance.
-pub async fn run(args: CallArgs, user: String, password_file: std::path::PathBuf) -> anyhow::Result<Account> {
-    let url = format!("http://{}", args.out.api);
-    let target = Target::new(url.clone(), user, password_file);
+/// Runs the call load of `args`, then the account as `login`. Fails when the account
+/// does not balance.
+pub async fn run(args: CallArgs, login: &Login) -> anyhow::Result<Account> {
     let http = Client::new();
-    let token = log_in(&http, &target).await?;
+    let (url, token) = login.log_in(&http, &args.out.api).await?;
     let from_ms = unix_ms() - 1;
     let report = calls::run_args(&args).await?;
     let seen: BTreeSet<u32> = report.ended_calls().map(CallId::get).collect();
@@ -210,39 +208,15 @@ fn unix_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::Output;
 
     #[tokio::test]
     async fn a_soak_balances_and_an_account_missing_a_record_does_not() {
         let (dir, sim, c, api) = crate::load::test_fleet("soak", 40, 4).await;
-        let hash = trunkd::auth::password::hash("a soak passphrase").unwrap();
-        let viewer = trunkd::auth::Role::Viewer;
-        c.store
-            .add_operator("test", "watcher", &hash, viewer, &trunkd::auth::Fleets::All)
-            .await
-            .unwrap();
-        let password_file = dir.join("password");
-        std::fs::write(&password_file, "a soak passphrase\n").unwrap();
-        let args = CallArgs {
-            dir: sim,
-            server: vec![c.link_addr.to_string()],
-            limit: None,
-            erlang: 0.5,
-            hold_ms: 100,
-            duration: 1.5,
-            private_share: 1.0,
-            emergency_share: 0.0,
-            move_share: 0.0,
-            slots: 11,
-            seed: 5,
-            out: Output {
-                api: api.clone(),
-                json: None,
-                html: None,
-            },
-        };
+        let login = crate::load::test_operator(&c, &dir, trunkd::auth::Role::Viewer).await;
+        let mut args = crate::load::test_call_args(&sim, &c, &api);
+        (args.erlang, args.hold_ms, args.duration, args.seed) = (0.5, 100, 1.5, 5);
         let from_ms = unix_ms() - 1;
-        let account = run(args, "watcher".into(), password_file.clone()).await.unwrap();
+        let account = run(args, &login).await.unwrap();
         assert!(account.balances(), "{account:?}");
         // 4 sites × 5 calls/s × 1.5 s: about 30 calls, each with its record.
         assert!(account.seen > 5, "{account:?}");
@@ -251,10 +225,7 @@ mod tests {
         // The same history against a call trunksim says it saw but the controller never
         // granted: reported missing, and the account does not balance.
         let http = Client::new();
-        let url = format!("http://{api}");
-        let token = log_in(&http, &Target::new(url.clone(), "watcher".into(), password_file))
-            .await
-            .unwrap();
+        let (url, token) = login.log_in(&http, &api).await.unwrap();
         let api = Api { http, url, token };
         let never: u32 = 0x00FF_FFFF;
         let recorded = api
