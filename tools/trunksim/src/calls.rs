@@ -6,7 +6,6 @@
 //! probability of waiting next to Erlang C.
 
 use std::collections::{BinaryHeap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,7 +20,7 @@ use trunkd::protocol::{
 
 use trunkd::sim::{erlang_c, radio_command_answer, SplitMix64 as Rng};
 
-use crate::load::{by_cause, load_fleet, register_all, SimUnit};
+use crate::load::{by_cause, load_fleet, register_all, FleetArgs, SimUnit};
 use indicatif::ProgressBar;
 
 use crate::html::{percentile_points, server_points, table, Page};
@@ -35,16 +34,8 @@ const GRANT_AFTER_QUEUE: &str = "trunkd_call_request_to_grant_seconds{queued=\"t
 /// The command-line arguments of the call load (`trunksim calls`, `trunksim soak`).
 #[derive(clap::Args, Clone, Debug)]
 pub struct CallArgs {
-    /// Directory written by `trunksim provision`.
-    #[arg(long, default_value = "sim")]
-    pub dir: PathBuf,
-    /// The controllers' link addresses (`host:port`), comma-separated or repeated:
-    /// searched for the active one as PROTOCOL.md §3.3 says.
-    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:7300")]
-    pub server: Vec<String>,
-    /// Use only the first N units.
-    #[arg(long)]
-    pub limit: Option<usize>,
+    #[command(flatten)]
+    pub fleet: FleetArgs,
     /// Offered load per site, in Erlang.
     #[arg(long, default_value_t = 8.0)]
     pub erlang: f64,
@@ -85,7 +76,7 @@ pub async fn run_args(args: &CallArgs) -> anyhow::Result<Report> {
         slots_per_site: args.slots,
         seed: args.seed,
     };
-    run(&args.dir, &args.server, args.limit, load, &args.out).await
+    run(&args.fleet, load, &args.out).await
 }
 
 /// Scenario settings.
@@ -267,14 +258,9 @@ impl Clock {
 }
 
 /// Registers the fleet of `dir`, then offers the call load and prints the report.
-pub async fn run(
-    dir: &Path,
-    servers: &[String],
-    limit: Option<usize>,
-    load: CallLoad,
-    out: &Output,
-) -> anyhow::Result<Report> {
-    let (sites, per_site) = load_fleet(dir, limit)?;
+pub async fn run(fleet: &FleetArgs, load: CallLoad, out: &Output) -> anyhow::Result<Report> {
+    let (sites, per_site) = load_fleet(&fleet.dir, fleet.limit)?;
+    let servers = &fleet.server;
     let total: usize = per_site.iter().map(Vec::len).sum();
     println!("registering {total} units at {} sites", sites.len());
     let (gateways, reg) = register_all(servers, &sites, per_site, 32).await?;

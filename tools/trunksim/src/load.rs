@@ -137,16 +137,26 @@ pub struct GatewayReport {
     latency: Latency,
 }
 
+/// Which provisioned fleet a scenario drives, and through which controllers.
+#[derive(clap::Args, Clone, Debug)]
+pub struct FleetArgs {
+    /// Directory written by `trunksim provision`.
+    #[arg(long, default_value = "sim")]
+    pub dir: std::path::PathBuf,
+    /// The controllers' link addresses (`host:port`), comma-separated or repeated:
+    /// searched for the active one as PROTOCOL.md §3.3 says.
+    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:7300")]
+    pub server: Vec<String>,
+    /// Use only the first N units.
+    #[arg(long)]
+    pub limit: Option<usize>,
+}
+
 /// Registers every unit of `dir/units.csv` through one gateway per site of
 /// `dir/sites.csv`, with at most `window` registrations in flight per gateway.
-pub async fn register(
-    dir: &Path,
-    servers: &[String],
-    window: usize,
-    limit: Option<usize>,
-    out: &Output,
-) -> anyhow::Result<()> {
-    let (sites, per_site) = load_fleet(dir, limit)?;
+pub async fn register(fleet: &FleetArgs, window: usize, out: &Output) -> anyhow::Result<()> {
+    let (sites, per_site) = load_fleet(&fleet.dir, fleet.limit)?;
+    let servers = &fleet.server;
     let total: usize = per_site.iter().map(Vec::len).sum();
     println!(
         "{} gateways; registering {total} units, window {window} per gateway",
@@ -259,7 +269,12 @@ pub async fn register_all(
     let mut tasks = Vec::new();
     for ((link, list), units) in links.into_iter().zip(per_site) {
         lists.push(list);
-        tasks.push(tokio::spawn(run_gateway(link, units, window, progress.clone())));
+        tasks.push(tokio::spawn(register_units(
+            link,
+            units,
+            window,
+            progress.clone(),
+        )));
     }
     let mut report = GatewayReport::default();
     let mut out = Vec::new();
@@ -296,7 +311,7 @@ fn read_sites(path: &Path) -> anyhow::Result<Vec<(SiteId, SiteKey)>> {
 
 /// One gateway: keeps `window` registrations in flight (REG_REQUEST by IMEI, answer the
 /// challenge, wait for the verdict), measuring each from request to verdict.
-async fn run_gateway(
+pub async fn register_units(
     mut link: GatewayLink,
     units: Vec<SimUnit>,
     window: usize,
@@ -469,14 +484,22 @@ pub async fn test_operator(
     }
 }
 
+/// The test fleet as a scenario's `--dir` and `--server`.
+#[cfg(test)]
+pub fn test_fleet_args(sim: &Path, c: &trunkd::controller::Running) -> FleetArgs {
+    FleetArgs {
+        dir: sim.to_path_buf(),
+        server: vec![c.link_addr.to_string()],
+        limit: None,
+    }
+}
+
 /// Call-load arguments for the test fleet: private calls only, none moving, no file
 /// written; the caller sets the load.
 #[cfg(test)]
 pub fn test_call_args(sim: &Path, c: &trunkd::controller::Running, api: &str) -> crate::calls::CallArgs {
     crate::calls::CallArgs {
-        dir: sim.to_path_buf(),
-        server: vec![c.link_addr.to_string()],
-        limit: None,
+        fleet: test_fleet_args(sim, c),
         erlang: 0.5,
         hold_ms: 100,
         duration: 1.0,
@@ -500,14 +523,15 @@ mod tests {
     #[tokio::test]
     async fn register_and_calls_write_their_figures_to_json() {
         let (dir, sim, c, api) = test_fleet("json", 40, 4).await;
-        let server = vec![c.link_addr.to_string()];
         let json = dir.join("register.json");
         let out = |name: &str| Output {
             api: api.clone(),
             json: Some(dir.join(format!("{name}.json"))),
             html: Some(dir.join(format!("{name}.html"))),
         };
-        register(&sim, &server, 4, None, &out("register")).await.unwrap();
+        register(&test_fleet_args(&sim, &c), 4, &out("register"))
+            .await
+            .unwrap();
         let page = std::fs::read_to_string(dir.join("register.html")).unwrap();
         assert_eq!(
             page.matches("<svg class=\"chart\"").count(),
@@ -551,7 +575,7 @@ mod tests {
             seed: 3,
         };
         let json = dir.join("calls.json");
-        crate::calls::run(&sim, &server, None, load, &out("calls"))
+        crate::calls::run(&test_fleet_args(&sim, &c), load, &out("calls"))
             .await
             .unwrap();
         let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();

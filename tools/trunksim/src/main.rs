@@ -3,6 +3,7 @@
 
 mod api;
 mod calls;
+mod chaos;
 mod cost;
 mod emergency;
 mod html;
@@ -73,19 +74,11 @@ enum Command {
     /// Power on every unit of a provisioned fleet through one gateway per site and
     /// report the registration rate and latency percentiles.
     Register {
-        /// Directory written by `trunksim provision`.
-        #[arg(long, default_value = "sim")]
-        dir: PathBuf,
-        /// The controllers' link addresses (`host:port`), comma-separated or repeated:
-        /// searched for the active one as PROTOCOL.md §3.3 says.
-        #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:7300")]
-        server: Vec<String>,
+        #[command(flatten)]
+        fleet: load::FleetArgs,
         /// Registrations in flight per gateway.
         #[arg(long, default_value_t = 32)]
         window: usize,
-        /// Register only the first N units.
-        #[arg(long)]
-        limit: Option<usize>,
         #[command(flatten)]
         out: report::Output,
     },
@@ -96,6 +89,28 @@ enum Command {
     Calls {
         #[command(flatten)]
         args: calls::CallArgs,
+    },
+    /// Steady calls at every site while each gateway drops its link at random moments,
+    /// reconnects, registers its units again and carries on: from each drop, the time
+    /// to the link up again, to every unit registered again and to the site's first
+    /// grant, and the requests each drop took with it.
+    Chaos {
+        #[command(flatten)]
+        fleet: load::FleetArgs,
+        /// Call requests per second at each site (each call ended once granted).
+        #[arg(long, default_value_t = 5.0)]
+        rate: f64,
+        /// Mean seconds between two drops of a site's link (Poisson).
+        #[arg(long, default_value_t = 10.0)]
+        drop_every: f64,
+        /// Seconds of load and drops.
+        #[arg(long, default_value_t = 30.0)]
+        duration: f64,
+        /// Seed of the random streams.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[command(flatten)]
+        out: report::Output,
     },
     /// The sites saturated with calls and emergencies among them (`--emergency-share`),
     /// once under each emergency policy (`trunking.emergency`, set through the operator
@@ -163,15 +178,8 @@ enum Command {
     /// grant, PTT release and its ACK, CALL_END both ways). `tools/cost.sh` runs it
     /// against trunkd under callgrind.
     Cost {
-        /// Directory written by `trunksim provision`.
-        #[arg(long, default_value = "sim")]
-        dir: PathBuf,
-        /// The controllers' link addresses (`host:port`), comma-separated or repeated.
-        #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:7300")]
-        server: Vec<String>,
-        /// Use only the first N units.
-        #[arg(long)]
-        limit: Option<usize>,
+        #[command(flatten)]
+        fleet: load::FleetArgs,
         /// Group calls to make.
         #[arg(long, default_value_t = 1000)]
         calls: usize,
@@ -243,14 +251,24 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Register {
-            dir,
-            server,
-            window,
-            limit,
-            out,
-        } => load::register(&dir, &server, window.max(1), limit, &out).await,
+        Command::Register { fleet, window, out } => load::register(&fleet, window.max(1), &out).await,
         Command::Calls { args } => calls::run_args(&args).await.map(drop),
+        Command::Chaos {
+            fleet,
+            rate,
+            drop_every,
+            duration,
+            seed,
+            out,
+        } => {
+            let c = chaos::Chaos {
+                rate,
+                drop_every: Duration::from_secs_f64(drop_every.max(0.01)),
+                duration: Duration::from_secs_f64(duration.max(0.1)),
+                seed,
+            };
+            chaos::run(&fleet, c, &out).await.map(drop)
+        }
         Command::Soak { args, login } => soak::run(args, &login).await.map(drop),
         Command::Emergency { args, login } => emergency::run(args, &login).await.map(drop),
         Command::Takeover {
@@ -279,12 +297,10 @@ async fn main() -> anyhow::Result<()> {
             takeover::run(&dir, &server, limit, t).await
         }
         Command::Cost {
-            dir,
-            server,
-            limit,
+            fleet,
             calls,
             callgrind,
-        } => cost::run(&dir, &server, limit, calls, callgrind).await,
+        } => cost::run(&fleet.dir, &fleet.server, fleet.limit, calls, callgrind).await,
         Command::DbProxy { listen, to } => proxy::run(&listen, &to).await,
         Command::Api { mode } => api::run(mode).await,
     }
