@@ -22,8 +22,18 @@ use crate::server_metrics::ServerSide;
 
 /// Members per simulated fleet.
 const FLEET_SIZE: usize = 1000;
-/// Talkgroups per simulated fleet.
-const TALKGROUPS: u16 = 4;
+/// What `trunksim provision` creates.
+#[derive(Clone, Copy, Debug)]
+pub struct Shape {
+    pub units: usize,
+    /// Sites 1..=N.
+    pub sites: u16,
+    /// Fleets the units are shared among, in contiguous blocks (`None`: one per
+    /// [`FLEET_SIZE`] units).
+    pub fleets: Option<u16>,
+    /// Talkgroups 1..=T in each fleet (every unit is affiliated to 1 and 2).
+    pub talkgroups: u16,
+}
 
 /// A valid IMEI for unit `i`.
 pub fn unit_imei(i: usize) -> String {
@@ -37,13 +47,31 @@ pub fn unit_imei(i: usize) -> String {
 /// nothing: the HLR rows go in one transaction, and the files are written only once it
 /// committed, so a refused run (an HLR that already holds one of the ids) leaves no
 /// trace and the next run can succeed.
-pub async fn provision(store: &Store, units: usize, sites: u16, out: &Path) -> anyhow::Result<()> {
+pub async fn provision(store: &Store, shape: &Shape, out: &Path) -> anyhow::Result<()> {
+    let Shape {
+        units,
+        sites,
+        fleets,
+        talkgroups,
+    } = *shape;
     if units == 0 || sites == 0 {
         bail!("need at least one unit and one site");
     }
-    let fleets = units.div_ceil(FLEET_SIZE);
+    if talkgroups < 2 {
+        bail!("need at least 2 talkgroups per fleet: the call load calls talkgroups 1 and 2");
+    }
+    // Units in contiguous blocks, one block per fleet.
+    let per_fleet = match fleets {
+        Some(0) => bail!("need at least one fleet"),
+        Some(f) => units.div_ceil(usize::from(f)),
+        None => FLEET_SIZE,
+    };
+    if per_fleet > usize::from(u16::MAX) {
+        bail!("at most {} units per fleet: give more fleets", u16::MAX);
+    }
+    let fleets = units.div_ceil(per_fleet);
     if fleets > usize::from(u16::MAX) {
-        bail!("at most {} units", usize::from(u16::MAX) * FLEET_SIZE);
+        bail!("at most {} fleets", u16::MAX);
     }
     let fleet_rows: Vec<Fleet> = (1..=fleets as u16)
         .map(|f| Fleet {
@@ -54,7 +82,7 @@ pub async fn provision(store: &Store, units: usize, sites: u16, out: &Path) -> a
     let talkgroups: Vec<Talkgroup> = fleet_rows
         .iter()
         .flat_map(|f| {
-            (1..=TALKGROUPS).map(|t| Talkgroup {
+            (1..=talkgroups).map(|t| Talkgroup {
                 fleet: f.id,
                 id: TalkgroupId::new(t).expect("1.."),
                 name: format!("sim tg {t}"),
@@ -92,8 +120,8 @@ pub async fn provision(store: &Store, units: usize, sites: u16, out: &Path) -> a
     )?;
     for i in 0..units {
         let (k, opc) = (Secret128::generate()?, Secret128::generate()?);
-        let fleet = i / FLEET_SIZE + 1;
-        let member = i % FLEET_SIZE + 1;
+        let fleet = i / per_fleet + 1;
+        let member = i % per_fleet + 1;
         let priority = i % 8;
         writeln!(
             csv,
@@ -442,7 +470,13 @@ pub async fn test_fleet(
     let dir = std::env::temp_dir().join(format!("trunksim-{name}-{}", std::process::id()));
     let (data, sim) = (dir.join("data"), dir.join("sim"));
     let store = Store::open("", &data).await.unwrap();
-    provision(&store, units, sites, &sim).await.unwrap();
+    let shape = Shape {
+        units,
+        sites,
+        fleets: None,
+        talkgroups: 4,
+    };
+    provision(&store, &shape, &sim).await.unwrap();
     let csv = std::fs::File::open(sim.join("units.csv")).unwrap();
     let rows = trunkd::store::csv::parse_subscribers(std::io::BufReader::new(csv)).unwrap();
     store.import_subscribers("test", rows, "00101").await.unwrap();
@@ -519,6 +553,48 @@ pub fn test_call_args(sim: &Path, c: &trunkd::controller::Running, api: &str) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const SHAPE: Shape = Shape {
+        units: 1500,
+        sites: 3,
+        fleets: None,
+        talkgroups: 4,
+    };
+
+    #[tokio::test]
+    async fn fleets_and_talkgroups_are_as_many_as_asked_with_the_units_shared_among_them() {
+        let dir = std::env::temp_dir().join(format!("trunksim-shape-{}", std::process::id()));
+        let store = Store::open("", &dir.join("data")).await.unwrap();
+        let shape = Shape {
+            units: 1000,
+            sites: 2,
+            fleets: Some(3),
+            talkgroups: 5,
+        };
+        provision(&store, &shape, &dir.join("sim")).await.unwrap();
+        let fleets = store.fleets().await.unwrap();
+        assert_eq!(fleets.len(), 3);
+        for f in &fleets {
+            assert_eq!(
+                store.talkgroups_of(Some(f.id)).await.unwrap().len(),
+                5,
+                "fleet {}",
+                f.id
+            );
+        }
+        let csv = std::fs::File::open(dir.join("sim/units.csv")).unwrap();
+        let rows = trunkd::store::csv::parse_subscribers(std::io::BufReader::new(csv)).unwrap();
+        let per_fleet = |f: u16| rows.iter().filter(|(_, s)| s.unit.fleet.get() == f).count();
+        assert_eq!((per_fleet(1), per_fleet(2), per_fleet(3)), (334, 334, 332));
+        let no_tg2 = Shape {
+            talkgroups: 1,
+            ..shape
+        };
+        let e = provision(&store, &no_tg2, &dir.join("other")).await.unwrap_err();
+        assert!(e.to_string().contains("talkgroups 1 and 2"), "{e}");
+        store.close().await;
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[tokio::test]
     async fn register_and_calls_write_their_figures_to_json() {
@@ -631,7 +707,7 @@ mod tests {
             key: SiteKey::generate().unwrap(),
         };
         store.add_site("t", &walkthrough_site).await.unwrap();
-        let e = provision(&store, 1500, 3, &out).await.unwrap_err();
+        let e = provision(&store, &SHAPE, &out).await.unwrap_err();
         assert!(format!("{e:#}").contains("site 1 already exists"), "{e:#}");
         assert!(
             store.talkgroups().await.unwrap().is_empty(),
@@ -643,14 +719,14 @@ mod tests {
 
         // A data directory of its own: provisioned, and a second run is refused whole.
         let store = Store::open("", &dir.join("sim-data")).await.unwrap();
-        provision(&store, 1500, 3, &out).await.unwrap();
+        provision(&store, &SHAPE, &out).await.unwrap();
         assert_eq!(
             store.talkgroups().await.unwrap().len(),
-            2 * usize::from(TALKGROUPS)
+            2 * usize::from(SHAPE.talkgroups)
         );
         let units = std::fs::read_to_string(out.join("units.csv")).unwrap();
         assert_eq!(units.lines().count(), 1 + 1500);
-        assert!(provision(&store, 1500, 3, &out).await.is_err());
+        assert!(provision(&store, &SHAPE, &out).await.is_err());
         assert_eq!(std::fs::read_to_string(out.join("units.csv")).unwrap(), units);
         store.close().await;
         std::fs::remove_dir_all(&dir).unwrap();

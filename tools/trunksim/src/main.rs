@@ -67,6 +67,14 @@ enum Command {
         /// Sites to create (ids 1..=SITES).
         #[arg(long, default_value_t = 100)]
         sites: u16,
+        /// Fleets to share the units among, in contiguous blocks (default: one per
+        /// 1,000 units; at most 65,535 units in a fleet).
+        #[arg(long)]
+        fleets: Option<u16>,
+        /// Talkgroups per fleet (at least 2: every unit is affiliated to talkgroups 1
+        /// and 2, which the call load calls).
+        #[arg(long, default_value_t = 4)]
+        talkgroups: u16,
         /// Output directory.
         #[arg(long, default_value = "sim")]
         out: PathBuf,
@@ -234,11 +242,19 @@ async fn main() -> anyhow::Result<()> {
             config,
             units,
             sites,
+            fleets,
+            talkgroups,
             out,
         } => {
             let cfg = trunkd::config::Config::load(config.as_deref())?;
             let store = trunkd::store::Store::open(&cfg.database.url, &cfg.database.data_dir).await?;
-            let r = load::provision(&store, units, sites, &out).await;
+            let shape = load::Shape {
+                units,
+                sites,
+                fleets,
+                talkgroups,
+            };
+            let r = load::provision(&store, &shape, &out).await;
             store.close().await;
             r?;
             println!(
