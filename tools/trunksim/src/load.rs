@@ -16,6 +16,7 @@ use trunkd::store::Store;
 
 use indicatif::ProgressBar;
 
+use crate::api::Login;
 use crate::html::{percentile_points, server_points, table, Page};
 use crate::report::{bar, Latency, Output};
 use crate::server_metrics::ServerSide;
@@ -48,91 +49,182 @@ pub fn unit_imei(i: usize) -> String {
 /// committed, so a refused run (an HLR that already holds one of the ids) leaves no
 /// trace and the next run can succeed.
 pub async fn provision(store: &Store, shape: &Shape, out: &Path) -> anyhow::Result<()> {
-    let Shape {
-        units,
-        sites,
-        fleets,
-        talkgroups,
-    } = *shape;
-    if units == 0 || sites == 0 {
-        bail!("need at least one unit and one site");
-    }
-    if talkgroups < 2 {
-        bail!("need at least 2 talkgroups per fleet: the call load calls talkgroups 1 and 2");
-    }
-    // Units in contiguous blocks, one block per fleet.
-    let per_fleet = match fleets {
-        Some(0) => bail!("need at least one fleet"),
-        Some(f) => units.div_ceil(usize::from(f)),
-        None => FLEET_SIZE,
-    };
-    if per_fleet > usize::from(u16::MAX) {
-        bail!("at most {} units per fleet: give more fleets", u16::MAX);
-    }
-    let fleets = units.div_ceil(per_fleet);
-    if fleets > usize::from(u16::MAX) {
-        bail!("at most {} fleets", u16::MAX);
-    }
-    let fleet_rows: Vec<Fleet> = (1..=fleets as u16)
-        .map(|f| Fleet {
-            id: FleetId::new(f).expect("1.."),
-            name: format!("sim fleet {f}"),
-        })
-        .collect();
-    let talkgroups: Vec<Talkgroup> = fleet_rows
-        .iter()
-        .flat_map(|f| {
-            (1..=talkgroups).map(|t| Talkgroup {
-                fleet: f.id,
-                id: TalkgroupId::new(t).expect("1.."),
-                name: format!("sim tg {t}"),
-            })
-        })
-        .collect();
+    let plan = Plan::of(shape)?;
     let mut site_rows = Vec::new();
-    for s in 1..=sites {
+    for (id, name) in &plan.sites {
         site_rows.push(Site {
-            id: SiteId::new(s).context("site ids must be within 1..=4095")?,
-            name: format!("sim site {s}"),
+            id: *id,
+            name: name.clone(),
             carriers: 2,
             slots_per_carrier: 6,
             key: SiteKey::generate()?,
         });
     }
     store
-        .add_all("trunksim", &fleet_rows, &talkgroups, &site_rows)
+        .add_all("trunksim", &plan.fleets, &plan.talkgroups, &site_rows)
         .await
         .context(
             "nothing provisioned; trunksim provision needs an HLR without those fleets and \
              sites: give the simulation a data directory of its own (database.data_dir), or \
              remove it to start over",
         )?;
-    std::fs::create_dir_all(out)?;
-    let mut site_file = private_file(&out.join("sites.csv"))?;
-    writeln!(site_file, "id,key")?;
-    for site in &site_rows {
-        writeln!(site_file, "{},{}", site.id, site.key.to_hex())?;
+    let keys: Vec<(SiteId, SiteKey)> = site_rows.into_iter().map(|s| (s.id, s.key)).collect();
+    plan.write(shape, &keys, out)
+}
+
+/// Provisions through the operator API at `api` (`host:port`) as `login`, an admin:
+/// fleets, talkgroups and sites one request each (the sites' link keys from the
+/// answers), then the units as one `POST /api/v1/subscribers/import` of `units.csv`.
+/// A request refused stops it, saying which; what went before it stays.
+pub async fn provision_via_api(login: &Login, api: &str, shape: &Shape, out: &Path) -> anyhow::Result<()> {
+    let plan = Plan::of(shape)?;
+    let http = reqwest::Client::new();
+    let (url, token) = login.log_in(&http, api).await?;
+    let post = |path: String, body: serde_json::Value| {
+        let req = http.post(format!("{url}{path}")).bearer_auth(&token).json(&body);
+        async move {
+            let resp = req.send().await.with_context(|| format!("POST {path}"))?;
+            let status = resp.status();
+            let answer: serde_json::Value = resp.json().await.unwrap_or_default();
+            if !status.is_success() {
+                bail!("POST {path}: HTTP {status}: {answer}");
+            }
+            Ok::<_, anyhow::Error>(answer)
+        }
+    };
+    for f in &plan.fleets {
+        post(
+            "/api/v1/fleets".into(),
+            serde_json::json!({"id": f.id.get(), "name": f.name}),
+        )
+        .await?;
     }
-    let mut csv = std::io::BufWriter::new(private_file(&out.join("units.csv"))?);
-    writeln!(
-        csv,
-        "imei,imsi,msisdn,fleet,member,individual_id,k,opc,priority,permissions,talkgroups"
-    )?;
-    for i in 0..units {
-        let (k, opc) = (Secret128::generate()?, Secret128::generate()?);
-        let fleet = i / per_fleet + 1;
-        let member = i % per_fleet + 1;
-        let priority = i % 8;
+    for t in &plan.talkgroups {
+        let path = format!("/api/v1/fleets/{}/talkgroups", t.fleet);
+        post(path, serde_json::json!({"id": t.id.get(), "name": t.name})).await?;
+    }
+    let mut keys = Vec::new();
+    for (id, name) in &plan.sites {
+        let body = serde_json::json!({"id": id.get(), "name": name, "carriers": 2, "slots_per_carrier": 6});
+        let answer = post("/api/v1/sites".into(), body).await?;
+        let key = answer["link_key"]
+            .as_str()
+            .context("POST /api/v1/sites: no link_key in the answer")?;
+        keys.push((*id, SiteKey::from_hex(key)?));
+    }
+    plan.write(shape, &keys, out)?;
+    let csv = std::fs::read(out.join("units.csv"))?;
+    let resp = http
+        .post(format!("{url}/api/v1/subscribers/import"))
+        .bearer_auth(&token)
+        .header(reqwest::header::CONTENT_TYPE, "text/csv")
+        .body(csv)
+        .send()
+        .await
+        .context("POST /api/v1/subscribers/import")?;
+    let status = resp.status();
+    if !status.is_success() {
+        let answer = resp.text().await.unwrap_or_default();
+        bail!("POST /api/v1/subscribers/import: HTTP {status}: {answer}");
+    }
+    Ok(())
+}
+
+/// What a provision creates: fleets, talkgroups, sites (ids and names), and how many
+/// units go to each fleet.
+struct Plan {
+    fleets: Vec<Fleet>,
+    talkgroups: Vec<Talkgroup>,
+    sites: Vec<(SiteId, String)>,
+    per_fleet: usize,
+}
+
+impl Plan {
+    fn of(shape: &Shape) -> anyhow::Result<Plan> {
+        let Shape {
+            units,
+            sites,
+            fleets,
+            talkgroups,
+        } = *shape;
+        if units == 0 || sites == 0 {
+            bail!("need at least one unit and one site");
+        }
+        if talkgroups < 2 {
+            bail!("need at least 2 talkgroups per fleet: the call load calls talkgroups 1 and 2");
+        }
+        // Units in contiguous blocks, one block per fleet.
+        let per_fleet = match fleets {
+            Some(0) => bail!("need at least one fleet"),
+            Some(f) => units.div_ceil(usize::from(f)),
+            None => FLEET_SIZE,
+        };
+        if per_fleet > usize::from(u16::MAX) {
+            bail!("at most {} units per fleet: give more fleets", u16::MAX);
+        }
+        let fleets = units.div_ceil(per_fleet);
+        if fleets > usize::from(u16::MAX) {
+            bail!("at most {} fleets", u16::MAX);
+        }
+        let fleet_rows: Vec<Fleet> = (1..=fleets as u16)
+            .map(|f| Fleet {
+                id: FleetId::new(f).expect("1.."),
+                name: format!("sim fleet {f}"),
+            })
+            .collect();
+        let talkgroup_rows = fleet_rows
+            .iter()
+            .flat_map(|f| {
+                (1..=talkgroups).map(|t| Talkgroup {
+                    fleet: f.id,
+                    id: TalkgroupId::new(t).expect("1.."),
+                    name: format!("sim tg {t}"),
+                })
+            })
+            .collect();
+        let mut site_ids = Vec::new();
+        for s in 1..=sites {
+            let id = SiteId::new(s).context("site ids must be within 1..=4095")?;
+            site_ids.push((id, format!("sim site {s}")));
+        }
+        Ok(Plan {
+            fleets: fleet_rows,
+            talkgroups: talkgroup_rows,
+            sites: site_ids,
+            per_fleet,
+        })
+    }
+
+    /// Writes `out/sites.csv` (the sites' link keys) and `out/units.csv` (the units,
+    /// with fresh Milenage keys), readable by their owner only.
+    fn write(&self, shape: &Shape, keys: &[(SiteId, SiteKey)], out: &Path) -> anyhow::Result<()> {
+        std::fs::create_dir_all(out)?;
+        let mut site_file = private_file(&out.join("sites.csv"))?;
+        writeln!(site_file, "id,key")?;
+        for (id, key) in keys {
+            writeln!(site_file, "{id},{}", key.to_hex())?;
+        }
+        let mut csv = std::io::BufWriter::new(private_file(&out.join("units.csv"))?);
         writeln!(
             csv,
-            "{},,,{fleet},{member},,{},{},{priority},group;private;emergency;data,1;2",
-            unit_imei(i),
-            k.to_hex(),
-            opc.to_hex()
+            "imei,imsi,msisdn,fleet,member,individual_id,k,opc,priority,permissions,talkgroups"
         )?;
+        for i in 0..shape.units {
+            let (k, opc) = (Secret128::generate()?, Secret128::generate()?);
+            let fleet = i / self.per_fleet + 1;
+            let member = i % self.per_fleet + 1;
+            let priority = i % 8;
+            writeln!(
+                csv,
+                "{},,,{fleet},{member},,{},{},{priority},group;private;emergency;data,1;2",
+                unit_imei(i),
+                k.to_hex(),
+                opc.to_hex()
+            )?;
+        }
+        csv.flush()?;
+        Ok(())
     }
-    csv.flush()?;
-    Ok(())
 }
 
 fn private_file(path: &Path) -> anyhow::Result<std::fs::File> {
@@ -476,10 +568,13 @@ pub async fn test_fleet(
         fleets: None,
         talkgroups: 4,
     };
-    provision(&store, &shape, &sim).await.unwrap();
-    let csv = std::fs::File::open(sim.join("units.csv")).unwrap();
-    let rows = trunkd::store::csv::parse_subscribers(std::io::BufReader::new(csv)).unwrap();
-    store.import_subscribers("test", rows, "00101").await.unwrap();
+    // No units: an empty HLR, for a test that provisions through the API.
+    if units > 0 {
+        provision(&store, &shape, &sim).await.unwrap();
+        let csv = std::fs::File::open(sim.join("units.csv")).unwrap();
+        let rows = trunkd::store::csv::parse_subscribers(std::io::BufReader::new(csv)).unwrap();
+        store.import_subscribers("test", rows, "00101").await.unwrap();
+    }
     store.close().await;
     let mut cfg = trunkd::config::Config::default();
     cfg.database.data_dir = data;
@@ -560,6 +655,34 @@ mod tests {
         fleets: None,
         talkgroups: 4,
     };
+
+    #[tokio::test]
+    async fn a_fleet_provisioned_through_the_operator_api_registers() {
+        let (dir, sim, c, api) = test_fleet("via-api", 0, 0).await;
+        let login = test_operator(&c, &dir, trunkd::auth::Role::Admin).await;
+        let shape = Shape {
+            units: 50,
+            sites: 2,
+            fleets: Some(2),
+            talkgroups: 3,
+        };
+        provision_via_api(&login, &api, &shape, &sim).await.unwrap();
+        assert_eq!(c.store.fleets().await.unwrap().len(), 2);
+        assert_eq!(c.store.talkgroups().await.unwrap().len(), 6);
+        // The sites' keys from the API's answers open links, and every unit imported
+        // through it registers.
+        let fleet = test_fleet_args(&sim, &c);
+        let (sites, per_site) = load_fleet(&fleet.dir, None).unwrap();
+        let (_, r) = register_all(&fleet.server, &sites, per_site, 8).await.unwrap();
+        assert_eq!(r.accepted, 50);
+        // Again: the fleets are there already, and the API says so.
+        let e = provision_via_api(&login, &api, &shape, &dir.join("again"))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("POST /api/v1/fleets: HTTP 409"), "{e}");
+        c.stop().await;
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[tokio::test]
     async fn fleets_and_talkgroups_are_as_many_as_asked_with_the_units_shared_among_them() {

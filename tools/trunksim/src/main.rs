@@ -56,7 +56,8 @@ enum Command {
     },
     /// Provision a simulated fleet: fleets, talkgroups and sites go straight into the HLR
     /// named by the trunkd configuration; the units go to OUT/units.csv for
-    /// `trunkd subscriber import`, and the site keys to OUT/sites.csv.
+    /// `trunkd subscriber import`, and the site keys to OUT/sites.csv. With `--via-api`,
+    /// all of it goes through a running controller's operator API instead.
     Provision {
         /// trunkd's configuration file (for the database); defaults as trunkd's.
         #[arg(long, env = "TRUNKD_CONFIG")]
@@ -78,6 +79,17 @@ enum Command {
         /// Output directory.
         #[arg(long, default_value = "sim")]
         out: PathBuf,
+        /// Provision through the operator API at this address (`host:port`) instead of
+        /// writing the HLR: fleets, talkgroups and sites one request each, then the units
+        /// as one CSV import. Needs `--user` (an admin) and `--password-file`.
+        #[arg(long, value_name = "HOST:PORT")]
+        via_api: Option<String>,
+        /// With `--via-api`: the admin to log in as.
+        #[arg(long, requires = "via_api")]
+        user: Option<String>,
+        /// With `--via-api`: a file whose first line is the admin's password.
+        #[arg(long, requires = "via_api")]
+        password_file: Option<PathBuf>,
     },
     /// Power on every unit of a provisioned fleet through one gateway per site and
     /// report the registration rate and latency percentiles.
@@ -245,15 +257,31 @@ async fn main() -> anyhow::Result<()> {
             fleets,
             talkgroups,
             out,
+            via_api,
+            user,
+            password_file,
         } => {
-            let cfg = trunkd::config::Config::load(config.as_deref())?;
-            let store = trunkd::store::Store::open(&cfg.database.url, &cfg.database.data_dir).await?;
             let shape = load::Shape {
                 units,
                 sites,
                 fleets,
                 talkgroups,
             };
+            if let Some(api) = via_api {
+                let (Some(user), Some(password_file)) = (user, password_file) else {
+                    bail!("--via-api needs --user and --password-file (an admin)");
+                };
+                let login = api::Login { user, password_file };
+                load::provision_via_api(&login, &api, &shape, &out).await?;
+                println!(
+                    "provisioned {sites} sites and {units} units through the operator API at {api}; \
+                     the units' keys are in {}",
+                    out.join("units.csv").display()
+                );
+                return Ok(());
+            }
+            let cfg = trunkd::config::Config::load(config.as_deref())?;
+            let store = trunkd::store::Store::open(&cfg.database.url, &cfg.database.data_dir).await?;
             let r = load::provision(&store, &shape, &out).await;
             store.close().await;
             r?;
