@@ -15,7 +15,8 @@ use anyhow::bail;
 use trunkd::core::auth::unit_response;
 use trunkd::link::gateway::GatewayLink;
 use trunkd::protocol::{
-    CallId, CallScope, Cause, Frame, LocationReason, Message, MessageType, TalkgroupId, Tmsi,
+    CallId, CallScope, Cause, Frame, LocationReason, Message, MessageType, ShortData, TalkgroupId, Target,
+    Tmsi,
 };
 
 use trunkd::sim::{erlang_c, radio_command_answer, SplitMix64 as Rng};
@@ -51,6 +52,12 @@ pub struct CallArgs {
     /// Share of emergency calls.
     #[arg(long, default_value_t = 0.01)]
     pub emergency_share: f64,
+    /// Share of arrivals that are a status message to another unit of the site.
+    #[arg(long, default_value_t = 0.02)]
+    pub status_share: f64,
+    /// Share of arrivals that are a short data message to another unit of the site.
+    #[arg(long, default_value_t = 0.02)]
+    pub data_share: f64,
     /// Share of finished calls after which the caller moves to the next site.
     #[arg(long, default_value_t = 0.05)]
     pub move_share: f64,
@@ -72,6 +79,8 @@ pub async fn run_args(args: &CallArgs) -> anyhow::Result<Report> {
         duration: Duration::from_secs_f64(args.duration.max(0.1)),
         private_share: args.private_share,
         emergency_share: args.emergency_share,
+        status_share: args.status_share,
+        data_share: args.data_share,
         move_share: args.move_share,
         slots_per_site: args.slots,
         seed: args.seed,
@@ -91,6 +100,10 @@ pub struct CallLoad {
     pub private_share: f64,
     /// Share of emergency calls.
     pub emergency_share: f64,
+    /// Share of status messages (taken after the emergency and private shares).
+    pub status_share: f64,
+    /// Share of short data messages (after the status share).
+    pub data_share: f64,
     /// Share of finished calls after which the caller moves to the next site.
     pub move_share: f64,
     /// Traffic slots per site (carriers × slots − 1), for the Erlang C comparison.
@@ -109,6 +122,8 @@ pub struct Report {
     moves: u64,
     no_idle_unit: u64,
     denied: HashMap<Cause, u64>,
+    /// Status and short data messages.
+    messages: Messages,
     /// Each call preempted by an emergency, once.
     preempted_calls: HashSet<CallId>,
     /// Each call that ended, once, with its cause. A call that spans sites ends at each
@@ -139,6 +154,7 @@ impl Report {
         }
         self.ended.extend(o.ended);
         self.preempted_calls.extend(o.preempted_calls);
+        self.messages.merge(o.messages);
         self.at_once.merge(&o.at_once);
         self.waited.merge(&o.waited);
         self.emergencies.merge(&o.emergencies);
@@ -353,6 +369,7 @@ async fn gateway(
     let mut pending: HashMap<u32, Pending> = HashMap::new();
     let mut active: HashMap<CallId, Active> = HashMap::new();
     let mut arriving: HashMap<u32, (SimUnit, Tmsi)> = HashMap::new();
+    let mut messages: HashMap<u32, (Kind, Instant)> = HashMap::new();
     let mut offered = Offered::new(&load, me);
     let mut upcoming = offered.draw();
     let start = Instant::now();
@@ -365,7 +382,11 @@ async fn gateway(
     let mut timeline = Vec::new();
     loop {
         let now = Instant::now();
-        if now >= stop_at && pending.is_empty() && active.is_empty() {
+        // Short data is delivered after its sender's ACK: a little longer for deliveries
+        // still to come to this site's units (those to units that moved go elsewhere).
+        let undelivered = report.messages.data_stored.len() > report.messages.data_delivered.len() as u64;
+        let settled = !undelivered || now > stop_at + Duration::from_secs(2);
+        if now >= stop_at && pending.is_empty() && active.is_empty() && messages.is_empty() && settled {
             break;
         }
         if now > stop_at + load.hold * 10 {
@@ -384,7 +405,11 @@ async fn gateway(
                                 upcoming = offered.draw();
                                 next_arrival += upcoming.after;
                                 clock.at(next_arrival, Timer::Arrival);
-                                arrive(&mut link, &mut rng, this, &units, &mut idle, &mut pending, &mut report).await?;
+                                if matches!(this.kind, Kind::Status | Kind::ShortData) {
+                                    message(&mut link, &mut rng, this.kind, &units, &mut messages, &mut report).await?;
+                                } else {
+                                    arrive(&mut link, &mut rng, this, &units, &mut idle, &mut pending, &mut report).await?;
+                                }
                             }
                         }
                         Timer::Release(call) => {
@@ -443,6 +468,10 @@ async fn gateway(
                         }
                     } else if let Some(ack) = radio_command_answer(&f, |t| units.iter().any(|(_, u)| *u == t)) {
                         link.feed(ack).await?;
+                    } else if let Some(answer) = report.messages.on_frame(&f, &mut messages) {
+                        if let Some(answer) = answer {
+                            link.feed(answer).await?;
+                        }
                     } else {
                         let granted = report.granted;
                         on_frame(f, &mut rng, &load, &units, &mut idle, &mut pending, &mut active, &clock, &mut report, |caller| {
@@ -499,8 +528,9 @@ async fn arrive(
                 Some(target),
             )
         }
-        // A private call with nobody idle to call becomes a call on talkgroup 1.
-        Kind::Private | Kind::Group(_) => (
+        // A private call with nobody idle to call becomes a call on talkgroup 1 (messages
+        // do not come here: `message` sends them).
+        Kind::Private | Kind::Group(_) | Kind::Status | Kind::ShortData => (
             Message::GroupCallReq {
                 tmsi,
                 talkgroup: talkgroup(if let Kind::Group(tg) = call.kind { tg } else { 1 }),
@@ -525,6 +555,97 @@ async fn arrive(
     Ok(())
 }
 
+/// Sends a status or a short data message from a unit of the site to another.
+async fn message(
+    link: &mut GatewayLink,
+    rng: &mut Rng,
+    kind: Kind,
+    units: &[(SimUnit, Tmsi)],
+    messages: &mut HashMap<u32, (Kind, Instant)>,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    if units.len() < 2 {
+        report.no_idle_unit += 1;
+        return Ok(());
+    }
+    let from = rng.below(units.len());
+    let to = (from + 1 + rng.below(units.len() - 1)) % units.len();
+    let (tmsi, target) = (units[from].1, Target::Unit(units[to].0.unit));
+    let msg = if kind == Kind::Status {
+        report.messages.status_sent += 1;
+        Message::StatusReq {
+            tmsi,
+            target,
+            code: 7,
+        }
+    } else {
+        report.messages.data_sent += 1;
+        let data = ShortData::new(b"trunksim: position report".to_vec()).expect("short enough");
+        Message::ShortDataReq { tmsi, target, data }
+    };
+    let txn = link.queue_request(msg).await?;
+    messages.insert(txn, (kind, Instant::now()));
+    Ok(())
+}
+
+/// What became of the status and short data messages, sent and received.
+#[derive(Default)]
+struct Messages {
+    status_sent: u64,
+    /// From STATUS_REQ to its ACK (the recipient's gateway acknowledged it).
+    status_acked: Latency,
+    /// STATUS_DELIVERY frames received (and acknowledged).
+    status_delivered: u64,
+    data_sent: u64,
+    /// From SHORT_DATA_REQ to its ACK (stored).
+    data_stored: Latency,
+    /// SHORT_DATA_DELIVERY message ids received (and acknowledged), once each.
+    data_delivered: HashSet<u64>,
+    denied: HashMap<Cause, u64>,
+}
+
+impl Messages {
+    fn merge(&mut self, o: Messages) {
+        self.status_sent += o.status_sent;
+        self.status_acked.merge(&o.status_acked);
+        self.status_delivered += o.status_delivered;
+        self.data_sent += o.data_sent;
+        self.data_stored.merge(&o.data_stored);
+        self.data_delivered.extend(o.data_delivered);
+        for (c, n) in o.denied {
+            *self.denied.entry(c).or_default() += n;
+        }
+    }
+
+    /// Takes `f` if it is about messages: the answer to one of ours (`Some(None)`), or
+    /// a delivery (`Some(Some(its acknowledgement))`); `None` for any other frame.
+    fn on_frame(&mut self, f: &Frame, open: &mut HashMap<u32, (Kind, Instant)>) -> Option<Option<Frame>> {
+        match &f.msg {
+            Message::StatusDelivery { .. } => {
+                self.status_delivered += 1;
+                let ack = Message::Ack {
+                    acked: MessageType::StatusDelivery,
+                };
+                Some(Some(Frame::new(f.txn, ack)))
+            }
+            Message::ShortDataDelivery { id, .. } => {
+                self.data_delivered.insert(id.get());
+                Some(Some(Frame::new(f.txn, Message::ShortDataAck { id: *id })))
+            }
+            Message::Ack { .. } | Message::Deny { .. } => {
+                let (kind, sent) = open.remove(&f.txn)?;
+                match (&f.msg, kind) {
+                    (Message::Deny { cause, .. }, _) => *self.denied.entry(*cause).or_default() += 1,
+                    (_, Kind::Status) => self.status_acked.record(sent.elapsed()),
+                    _ => self.data_stored.record(sent.elapsed()),
+                }
+                Some(None)
+            }
+            _ => None,
+        }
+    }
+}
+
 /// The kind of a call offered.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Kind {
@@ -532,6 +653,10 @@ enum Kind {
     Private,
     /// On talkgroup 1 or 2.
     Group(u16),
+    /// A status message to another unit of the site.
+    Status,
+    /// A short data message to another unit of the site.
+    ShortData,
 }
 
 /// A call offered to a site: how long after the one before it arrives, its kind, and
@@ -554,6 +679,8 @@ struct Offered {
     hold_s: f64,
     emergency_share: f64,
     private_share: f64,
+    status_share: f64,
+    data_share: f64,
 }
 
 impl Offered {
@@ -567,6 +694,8 @@ impl Offered {
             hold_s,
             emergency_share: load.emergency_share,
             private_share: load.private_share,
+            status_share: load.status_share,
+            data_share: load.data_share,
         }
     }
 
@@ -577,6 +706,10 @@ impl Offered {
             Kind::Emergency
         } else if pick < self.emergency_share + self.private_share {
             Kind::Private
+        } else if pick < self.emergency_share + self.private_share + self.status_share {
+            Kind::Status
+        } else if pick < self.emergency_share + self.private_share + self.status_share + self.data_share {
+            Kind::ShortData
         } else {
             Kind::Group(1 + (self.rng.next_u64() % 2) as u16)
         };
@@ -710,6 +843,14 @@ impl Report {
         )
     }
 
+    /// Short data messages stored, and delivered to a gateway (distinct message ids).
+    pub fn short_data(&self) -> (u64, u64) {
+        (
+            self.messages.data_stored.len(),
+            self.messages.data_delivered.len() as u64,
+        )
+    }
+
     /// Emergency calls granted, with their request-to-grant latency, and calls preempted.
     pub fn emergencies(&self) -> (&Latency, u64) {
         (&self.emergencies, self.preempted)
@@ -793,6 +934,12 @@ impl Report {
 
     /// The `--json` report of `trunksim calls` (README, "A simulated fleet").
     fn json(&self, load: &CallLoad, sites: usize, elapsed: Duration) -> serde_json::Value {
+        let mut messages_denied: Vec<_> = self.messages.denied.iter().collect();
+        messages_denied.sort_by_key(|(c, _)| c.code());
+        let messages_denied: Vec<_> = messages_denied
+            .into_iter()
+            .map(|(c, n)| by_cause(*c, *n))
+            .collect();
         let mut denied: Vec<_> = self.denied.iter().collect();
         denied.sort_by_key(|(c, _)| c.code());
         serde_json::json!({
@@ -809,6 +956,19 @@ impl Report {
             "no_idle_unit": self.no_idle_unit,
             "denied": denied.into_iter().map(|(c, n)| by_cause(*c, *n)).collect::<Vec<_>>(),
             "ended": self.ends_by_cause().into_iter().map(|(c, n)| by_cause(c, n)).collect::<Vec<_>>(),
+            "status": {
+                "sent": self.messages.status_sent,
+                "acknowledged": self.messages.status_acked.len(),
+                "delivered": self.messages.status_delivered,
+                "acknowledged_after": self.messages.status_acked.json(),
+            },
+            "short_data": {
+                "sent": self.messages.data_sent,
+                "stored": self.messages.data_stored.len(),
+                "delivered": self.messages.data_delivered.len(),
+                "stored_after": self.messages.data_stored.json(),
+            },
+            "messages_denied": messages_denied,
             "request_to_grant": self.all_grants().json(),
             "emergency_request_to_grant": self.emergencies.json(),
             "granted_at_once": self.at_once.json(),
@@ -846,6 +1006,24 @@ fn print_report(r: &Report, load: &CallLoad, sites: usize, elapsed: Duration) {
     println!("{}", r.at_once.line("  granted at once:"));
     println!("{}", r.waited.line("  after queueing:"));
     println!("{}", r.emergencies.line("  emergencies:"));
+    let m = &r.messages;
+    println!(
+        "status:             {} sent, {} acknowledged, {} delivered to gateways",
+        m.status_sent,
+        m.status_acked.len(),
+        m.status_delivered
+    );
+    println!(
+        "short data:         {} sent, {} stored, {} delivered to gateways",
+        m.data_sent,
+        m.data_stored.len(),
+        m.data_delivered.len()
+    );
+    for (c, n) in &m.denied {
+        println!("message denied:     {n} ({c})");
+    }
+    println!("{}", m.status_acked.line("  status to ACK:"));
+    println!("{}", m.data_stored.line("  data to ACK:"));
     println!(
         "P(wait):            measured {:.4}, Erlang C {:.4} (c = {}, A = {:.2} Erlang per site)",
         r.p_wait(),
@@ -866,6 +1044,8 @@ mod tests {
             duration: Duration::from_secs(10),
             private_share: 0.6,
             emergency_share: 0.05,
+            status_share: 0.1,
+            data_share: 0.1,
             move_share: 0.0,
             slots_per_site: 11,
             seed,
@@ -893,9 +1073,15 @@ mod tests {
             (private - 0.6).abs() < 0.005 && (emergency - 0.05).abs() < 0.003,
             "{private} {emergency}"
         );
+        let status = share(|k| *k == Kind::Status);
+        let data = share(|k| *k == Kind::ShortData);
+        assert!(
+            (status - 0.1).abs() < 0.004 && (data - 0.1).abs() < 0.004,
+            "{status} {data}"
+        );
         let tg2 = share(|k| *k == Kind::Group(2));
         assert!(
-            (tg2 - 0.175).abs() < 0.005,
+            (tg2 - 0.075).abs() < 0.004,
             "half the group calls on talkgroup 2: {tg2}"
         );
     }

@@ -3,7 +3,9 @@
 //! - every call trunksim saw granted and ended has its call record, and no record of a
 //!   granted call from the run is one trunksim never saw;
 //! - no call is left in progress, no request left in a busy queue, and no slot of a
-//!   site the run used is left busy.
+//!   site the run used is left busy;
+//! - every short data message the controller acknowledged as stored was delivered to
+//!   its recipient's gateway (every recipient is a registered unit of the run).
 //!
 //! Call records are written behind the answers: the account waits for them (up to
 //! [`SETTLE`]) before it calls one missing.
@@ -40,6 +42,10 @@ pub struct Account {
     pub queued: usize,
     /// Slots still busy, as `site/carrier/slot`.
     pub busy_slots: Vec<String>,
+    /// Short data messages the controller acknowledged as stored, and delivered to a
+    /// gateway (each to a registered unit: all must be delivered).
+    pub data_stored: u64,
+    pub data_delivered: u64,
 }
 
 impl Account {
@@ -50,6 +56,7 @@ impl Account {
             && self.in_progress == 0
             && self.queued == 0
             && self.busy_slots.is_empty()
+            && self.data_stored == self.data_delivered
     }
 
     fn print(&self) {
@@ -99,10 +106,12 @@ pub async fn run(args: CallArgs, login: &Login) -> anyhow::Result<Account> {
     let report = calls::run_args(&args).await?;
     let seen: BTreeSet<u32> = report.ended_calls().map(CallId::get).collect();
     let sites = report.sites();
+    let (data_stored, data_delivered) = report.short_data();
     let api = Api { http, url, token };
     let deadline = tokio::time::Instant::now() + SETTLE;
     loop {
-        let account = api.account(from_ms, &seen, &sites).await?;
+        let mut account = api.account(from_ms, &seen, &sites).await?;
+        (account.data_stored, account.data_delivered) = (data_stored, data_delivered);
         if account.balances() || tokio::time::Instant::now() >= deadline {
             account.print();
             if !account.balances() {
@@ -195,6 +204,9 @@ impl Api {
             in_progress,
             queued,
             busy_slots,
+            // Filled in by the caller, from what the gateways saw.
+            data_stored: 0,
+            data_delivered: 0,
         })
     }
 }
@@ -215,11 +227,13 @@ mod tests {
         let login = crate::load::test_operator(&c, &dir, trunkd::auth::Role::Viewer).await;
         let mut args = crate::load::test_call_args(&sim, &c, &api);
         (args.erlang, args.hold_ms, args.duration, args.seed) = (0.5, 100, 1.5, 5);
+        (args.private_share, args.status_share, args.data_share) = (0.6, 0.2, 0.2);
         let from_ms = unix_ms() - 1;
         let account = run(args, &login).await.unwrap();
         assert!(account.balances(), "{account:?}");
-        // 4 sites × 5 calls/s × 1.5 s: about 30 calls, each with its record.
-        assert!(account.seen > 5, "{account:?}");
+        // 4 sites × 5 arrivals/s × 1.5 s: about 18 calls, each with its record, and 6
+        // short data messages, each stored and delivered.
+        assert!(account.seen > 5 && account.data_stored > 0, "{account:?}");
         assert_eq!(account.records, account.seen);
 
         // The same history against a call trunksim says it saw but the controller never
