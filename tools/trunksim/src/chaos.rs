@@ -15,7 +15,9 @@ use trunkd::protocol::{CallScope, Cause, Message, SiteKey, TalkgroupId, Tmsi};
 use trunkd::sim::SplitMix64 as Rng;
 
 use crate::load::{by_cause, load_fleet, register_all, register_units, FleetArgs, SimUnit};
-use crate::report::{Latency, Output};
+use indicatif::ProgressBar;
+
+use crate::report::{bar, Latency, Output};
 
 /// Scenario settings.
 #[derive(Clone, Copy, Debug)]
@@ -121,15 +123,30 @@ pub async fn run(fleet: &FleetArgs, chaos: Chaos, out: &Output) -> anyhow::Resul
         chaos.duration
     );
     let started = Instant::now();
+    let progress = bar(
+        None,
+        &format!(
+            "{{spinner}} chaos {{elapsed}} of {:?}  {{pos}} granted  {{rate}}  {{msg}}",
+            chaos.duration
+        ),
+    );
     let mut tasks = Vec::new();
     for (i, ((link, list, units, tmsis), (_, key))) in gateways.into_iter().zip(sites).enumerate() {
         let rng = Rng(chaos.seed ^ 0x6368_616F_7300_0000 ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        tasks.push(tokio::spawn(site(link, list, key, units, tmsis, chaos, rng)));
+        tasks.push(tokio::spawn(site(
+            link,
+            list,
+            key,
+            units,
+            tmsis,
+            (chaos, rng, progress.clone()),
+        )));
     }
     let mut report = ChaosReport::default();
     for t in tasks {
         report.merge(t.await??);
     }
+    progress.finish_and_clear();
     let elapsed = started.elapsed();
     report.print(elapsed);
     out.write(&report.json(elapsed), || {
@@ -158,8 +175,7 @@ async fn site(
     key: SiteKey,
     mut units: Vec<SimUnit>,
     tmsis: Vec<Option<Tmsi>>,
-    chaos: Chaos,
-    mut rng: Rng,
+    (chaos, mut rng, progress): (Chaos, Rng, ProgressBar),
 ) -> anyhow::Result<ChaosReport> {
     let mut report = ChaosReport::default();
     let site = link.site();
@@ -180,15 +196,22 @@ async fn site(
         }
         tokio::select! {
             _ = tokio::time::sleep_until(next_call.into()), if next_call < stop_at && !on_air.is_empty() => {
-                next_call += Duration::from_secs_f64(rng.exp(gap().as_secs_f64()));
-                caller = (caller + 1) % on_air.len();
-                let txn = link.request(Message::GroupCallReq { tmsi: on_air[caller], talkgroup, scope: CallScope::Local }).await?;
-                pending.insert(txn, Instant::now());
-                report.requests += 1;
+                // Every request due, in one write.
+                let now = Instant::now();
+                while next_call <= now {
+                    next_call += Duration::from_secs_f64(rng.exp(gap().as_secs_f64()));
+                    caller = (caller + 1) % on_air.len();
+                    let req = Message::GroupCallReq { tmsi: on_air[caller], talkgroup, scope: CallScope::Local };
+                    let txn = link.queue_request(req).await?;
+                    pending.insert(txn, now);
+                    report.requests += 1;
+                }
+                link.flush().await?;
             }
             _ = tokio::time::sleep_until(next_drop.into()), if next_drop < stop_at => {
                 next_drop += Duration::from_secs_f64(rng.exp(chaos.drop_every.as_secs_f64()));
                 report.drops += 1;
+                progress.set_message(format!("{} drops", report.drops));
                 report.lost_in_drops += pending.len() as u64;
                 pending.clear();
                 let t0 = Instant::now();
@@ -214,6 +237,7 @@ async fn site(
                 match f.msg {
                     Message::ChannelGrant { call, .. } => {
                         report.granted += 1;
+                        progress.inc(1);
                         if let Some(t0) = dropped_at.take() {
                             report.first_grant.record(t0.elapsed());
                         }
