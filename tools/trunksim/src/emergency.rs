@@ -2,7 +2,9 @@
 //! among them, once under each emergency policy of the controller (set through the
 //! operator API, `PUT /api/v1/parameters/trunking.emergency`, as an admin): how long an
 //! emergency waits for its grant and how many calls emergencies preempt, policy by
-//! policy. The policy in force before the run is put back after it.
+//! policy. The policy in force before the run is put back after it. `--json` and
+//! `--html` get each policy's call report, in files named after it (`r.json` →
+//! `r.queue_head.json`, `r.preempt.json`).
 
 use anyhow::{bail, Context};
 use reqwest::Client;
@@ -38,7 +40,17 @@ pub async fn run(args: CallArgs, login: &Login) -> anyhow::Result<Vec<PolicyRun>
     for policy in POLICIES {
         set(&http, &param, &token, policy).await?;
         println!("== trunking.emergency = {policy}");
-        let report = calls::run_args(&args).await;
+        // Each policy's call report in files of its own: report.json → report.preempt.json.
+        let mut run_args = args.clone();
+        let per_policy = |p: &std::path::Path| {
+            p.with_extension(format!(
+                "{policy}.{}",
+                p.extension().and_then(|e| e.to_str()).unwrap_or("out")
+            ))
+        };
+        run_args.out.json = args.out.json.as_deref().map(per_policy);
+        run_args.out.html = args.out.html.as_deref().map(per_policy);
+        let report = calls::run_args(&run_args).await;
         let report = match report {
             Ok(r) => r,
             Err(e) => {
@@ -113,6 +125,7 @@ mod tests {
         let (dir, sim, c, api) = crate::load::test_fleet("emergency", 60, 2).await;
         let login = crate::load::test_operator(&c, &dir, trunkd::auth::Role::Admin).await;
         let mut args = crate::load::test_call_args(&sim, &c, &api);
+        args.out.json = Some(dir.join("report.json"));
         // Far more than a site's slots: every slot busy, a queue behind them.
         (
             args.erlang,
