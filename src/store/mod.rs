@@ -293,18 +293,19 @@ fn fixed_chunks<T>(items: &[T]) -> impl Iterator<Item = &[T]> {
 }
 
 impl Store {
-    /// Whether statements number their values (`$1`: PostgreSQL) rather than take them
-    /// in order (`?`: SQLite); see [`batch_sql`].
     /// SQLite: the statement a write-behind transaction starts with, giving its
     /// connection 32 MiB of page cache (SQLite's default is 2 MiB). Its upserts land at
-    /// random places in tables of a row per unit: with the default cache they cost about
-    /// 7 µs more per registration (BENCHMARKS.md, "Cost per frame"). Only connections
-    /// that write behind grow their cache, so the HLR load at start-up keeps the default.
-    /// `None` on PostgreSQL, whose cache is the server's.
+    /// random places in tables of a row per unit: with the default cache, a million
+    /// units on the air cost 25 µs of server CPU per registration against 15 µs for
+    /// 100,000 (BENCHMARKS.md, "Server CPU per registration as the HLR grows"). Only
+    /// connections that write behind grow their cache, so the HLR load at start-up keeps
+    /// the default. `None` on PostgreSQL, whose cache is the server's.
     fn writer_cache(&self) -> Option<&'static str> {
         (!self.numbered()).then_some("PRAGMA cache_size = -32768")
     }
 
+    /// Whether statements number their values (`$1`: PostgreSQL) rather than take them
+    /// in order (`?`: SQLite); see [`batch_sql`].
     fn numbered(&self) -> bool {
         matches!(self.pool, Pool::Postgres(_))
     }
