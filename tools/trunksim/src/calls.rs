@@ -21,11 +21,11 @@ use trunkd::protocol::{
 
 use trunkd::sim::{erlang_c, radio_command_answer, SplitMix64 as Rng};
 
-use crate::load::{by_cause, load_fleet, register_all, FleetArgs, SimUnit};
+use crate::load::{load_fleet, register_all, FleetArgs, SimUnit};
 use indicatif::ProgressBar;
 
 use crate::html::{percentile_points, server_points, table, Page};
-use crate::report::{bar, Latency, Output};
+use crate::report::{bar, causes_json, in_cause_order, Latency, Output};
 use crate::server_metrics::ServerSide;
 
 /// The server's histogram series of its grants, at once and after queueing.
@@ -161,15 +161,13 @@ impl Report {
         self.timelines.extend(o.timelines);
     }
 
-    /// Calls ended, by cause, in cause-code order.
-    fn ends_by_cause(&self) -> Vec<(Cause, u64)> {
+    /// Calls ended, by cause.
+    fn ends(&self) -> HashMap<Cause, u64> {
         let mut by_cause: HashMap<Cause, u64> = HashMap::new();
         for cause in self.ended.values() {
             *by_cause.entry(*cause).or_default() += 1;
         }
-        let mut v: Vec<_> = by_cause.into_iter().collect();
-        v.sort_by_key(|(c, _)| c.code());
-        v
+        by_cause
     }
 }
 
@@ -934,14 +932,6 @@ impl Report {
 
     /// The `--json` report of `trunksim calls` (README, "A simulated fleet").
     fn json(&self, load: &CallLoad, sites: usize, elapsed: Duration) -> serde_json::Value {
-        let mut messages_denied: Vec<_> = self.messages.denied.iter().collect();
-        messages_denied.sort_by_key(|(c, _)| c.code());
-        let messages_denied: Vec<_> = messages_denied
-            .into_iter()
-            .map(|(c, n)| by_cause(*c, *n))
-            .collect();
-        let mut denied: Vec<_> = self.denied.iter().collect();
-        denied.sort_by_key(|(c, _)| c.code());
         serde_json::json!({
             "scenario": "calls",
             "sites": sites,
@@ -954,8 +944,8 @@ impl Report {
             "preempted": self.preempted,
             "moves": self.moves,
             "no_idle_unit": self.no_idle_unit,
-            "denied": denied.into_iter().map(|(c, n)| by_cause(*c, *n)).collect::<Vec<_>>(),
-            "ended": self.ends_by_cause().into_iter().map(|(c, n)| by_cause(c, n)).collect::<Vec<_>>(),
+            "denied": causes_json(&self.denied),
+            "ended": causes_json(&self.ends()),
             "status": {
                 "sent": self.messages.status_sent,
                 "acknowledged": self.messages.status_acked.len(),
@@ -968,7 +958,7 @@ impl Report {
                 "delivered": self.messages.data_delivered.len(),
                 "stored_after": self.messages.data_stored.json(),
             },
-            "messages_denied": messages_denied,
+            "messages_denied": causes_json(&self.messages.denied),
             "request_to_grant": self.all_grants().json(),
             "emergency_request_to_grant": self.emergencies.json(),
             "granted_at_once": self.at_once.json(),
@@ -992,12 +982,10 @@ fn print_report(r: &Report, load: &CallLoad, sites: usize, elapsed: Duration) {
     println!("preempted:          {}", r.preempted);
     println!("moved to next site: {}", r.moves);
     println!("no idle unit:       {} arrivals skipped", r.no_idle_unit);
-    let mut denied: Vec<_> = r.denied.iter().collect();
-    denied.sort_by_key(|(c, _)| c.code());
-    for (c, n) in denied {
+    for (c, n) in in_cause_order(&r.denied) {
         println!("denied:             {n} ({c})");
     }
-    for (c, n) in r.ends_by_cause() {
+    for (c, n) in in_cause_order(&r.ends()) {
         println!("ended:              {n} ({c})");
     }
     // Request to grant, all grants, then split: granted at once (the server's own
@@ -1019,7 +1007,7 @@ fn print_report(r: &Report, load: &CallLoad, sites: usize, elapsed: Duration) {
         m.data_stored.len(),
         m.data_delivered.len()
     );
-    for (c, n) in &m.denied {
+    for (c, n) in in_cause_order(&m.denied) {
         println!("message denied:     {n} ({c})");
     }
     println!("{}", m.status_acked.line("  status to ACK:"));
@@ -1107,7 +1095,7 @@ mod tests {
         total.merge(Report::default());
         total.merge(b);
         assert_eq!(
-            total.ends_by_cause(),
+            in_cause_order(&total.ends()),
             vec![(Cause::Normal, 1), (Cause::HangTimeExpired, 1)]
         );
     }

@@ -14,10 +14,10 @@ use trunkd::link::gateway::{ControllerList, GatewayLink};
 use trunkd::protocol::{CallScope, Cause, Message, SiteKey, TalkgroupId, Tmsi};
 use trunkd::sim::SplitMix64 as Rng;
 
-use crate::load::{by_cause, load_fleet, register_all, register_units, FleetArgs, SimUnit};
+use crate::load::{load_fleet, register_all, register_units, FleetArgs, SimUnit};
 use indicatif::ProgressBar;
 
-use crate::report::{bar, Latency, Output};
+use crate::report::{bar, causes_json, in_cause_order, Latency, Output};
 
 /// Scenario settings.
 #[derive(Clone, Copy, Debug)]
@@ -69,14 +69,12 @@ impl ChaosReport {
     }
 
     fn json(&self, elapsed: Duration) -> serde_json::Value {
-        let mut denied: Vec<_> = self.denied.iter().collect();
-        denied.sort_by_key(|(c, _)| c.code());
         serde_json::json!({
             "scenario": "chaos",
             "elapsed_s": elapsed.as_secs_f64(),
             "requests": self.requests,
             "granted": self.granted,
-            "denied": denied.into_iter().map(|(c, n)| by_cause(*c, *n)).collect::<Vec<_>>(),
+            "denied": causes_json(&self.denied),
             "drops": self.drops,
             "recovered": self.recovered(),
             "lost_in_drops": self.lost_in_drops,
@@ -91,9 +89,7 @@ impl ChaosReport {
         println!("elapsed:            {:.1} s", elapsed.as_secs_f64());
         println!("requests:           {}", self.requests);
         println!("granted:            {}", self.granted);
-        let mut denied: Vec<_> = self.denied.iter().collect();
-        denied.sort_by_key(|(c, _)| c.code());
-        for (c, n) in denied {
+        for (c, n) in in_cause_order(&self.denied) {
             println!("denied:             {n} ({c})");
         }
         println!(
@@ -149,9 +145,10 @@ pub async fn run(fleet: &FleetArgs, chaos: Chaos, out: &Output) -> anyhow::Resul
     progress.finish_and_clear();
     let elapsed = started.elapsed();
     report.print(elapsed);
-    out.write(&report.json(elapsed), || {
+    let json = report.json(elapsed);
+    out.write(&json, || {
         let mut page = crate::html::Page::new("trunksim chaos");
-        crate::html::table(&mut page, &report.json(elapsed));
+        crate::html::table(&mut page, &json);
         page.percentiles(
             "From a link drop to: the link up again, every unit registered again, the first grant",
             &[

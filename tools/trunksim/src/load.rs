@@ -18,7 +18,7 @@ use indicatif::ProgressBar;
 
 use crate::api::Login;
 use crate::html::{percentile_points, server_points, table, Page};
-use crate::report::{bar, Latency, Output};
+use crate::report::{bar, causes_json, in_cause_order, Latency, Output};
 use crate::server_metrics::ServerSide;
 
 /// Members per simulated fleet.
@@ -493,15 +493,10 @@ pub async fn register_units(
     Ok((link, units, tmsis, report))
 }
 
-/// A count under a cause, as the `--json` reports list them.
-pub fn by_cause(c: Cause, n: impl Into<serde_json::Value>) -> serde_json::Value {
-    serde_json::json!({ "code": c.code(), "cause": c.text(), "count": n.into() })
-}
-
 fn print_report(r: &GatewayReport, total: usize, elapsed: Duration) {
     println!("units:        {total}");
     println!("accepted:     {}", r.accepted);
-    for (c, n) in r.rejected_by_cause() {
+    for (c, n) in in_cause_order(&r.rejected) {
         println!("rejected:     {n} ({c})");
     }
     println!("elapsed:      {:.3} s", elapsed.as_secs_f64());
@@ -518,25 +513,13 @@ const REG_CHALLENGE: &str = "trunkd_registration_round_trip_seconds{answer=\"cha
 const REG_ACCEPTED: &str = "trunkd_registration_round_trip_seconds{answer=\"accepted\"}";
 
 impl GatewayReport {
-    /// Refusals by cause, in cause-code order.
-    fn rejected_by_cause(&self) -> Vec<(Cause, usize)> {
-        let mut v: Vec<_> = self.rejected.iter().map(|(c, n)| (*c, *n)).collect();
-        v.sort_by_key(|(c, _)| c.code());
-        v
-    }
-
     /// The `--json` report of `trunksim register` (README, "A simulated fleet").
     fn json(&self, total: usize, elapsed: Duration) -> serde_json::Value {
-        let rejected: Vec<_> = self
-            .rejected_by_cause()
-            .into_iter()
-            .map(|(c, n)| by_cause(c, n))
-            .collect();
         serde_json::json!({
             "scenario": "register",
             "units": total,
             "accepted": self.accepted,
-            "rejected": rejected,
+            "rejected": causes_json(&self.rejected),
             "elapsed_s": elapsed.as_secs_f64(),
             "rate_per_s": total as f64 / elapsed.as_secs_f64(),
             "latency": self.latency.json(),

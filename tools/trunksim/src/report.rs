@@ -4,11 +4,13 @@
 
 use std::time::Duration;
 
+use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 use serde_json::{json, Value};
+use trunkd::protocol::Cause;
 
 /// Where a scenario's report goes besides standard output, and where the server's own
 /// figures are read.
@@ -35,6 +37,22 @@ impl Output {
         }
         Ok(())
     }
+}
+
+/// Counts by cause, in cause-code order.
+pub fn in_cause_order<N: Copy>(counts: &HashMap<Cause, N>) -> Vec<(Cause, N)> {
+    let mut v: Vec<_> = counts.iter().map(|(c, n)| (*c, *n)).collect();
+    v.sort_by_key(|(c, _)| c.code());
+    v
+}
+
+/// Counts by cause as the `--json` reports list them: `{"code", "cause", "count"}` each,
+/// in cause-code order.
+pub fn causes_json<N: Copy + Into<Value>>(counts: &HashMap<Cause, N>) -> Value {
+    let list = in_cause_order(counts)
+        .into_iter()
+        .map(|(c, n)| json!({ "code": c.code(), "cause": c.text(), "count": n.into() }));
+    Value::Array(list.collect())
 }
 
 /// Set once by `--quiet`: no progress bars.

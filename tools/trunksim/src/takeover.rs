@@ -437,9 +437,7 @@ fn print_report(sites: &[SiteReport], active: Option<(Duration, String, i64)>, t
             *refused.entry(*c).or_default() += k;
         }
     }
-    let mut refused: Vec<_> = refused.into_iter().collect();
-    refused.sort_by_key(|(c, _)| c.code());
-    for (c, k) in refused {
+    for (c, k) in crate::report::in_cause_order(&refused) {
         println!("refused after the fault:    {k} ({c})");
     }
     println!("registered again:           {}", sum(|s| s.registered_again));
