@@ -171,21 +171,13 @@ impl GatewayLink {
     pub async fn buffered(&mut self) -> Result<Option<Frame>, GatewayError> {
         loop {
             let mut codec = self.framed.codec().clone();
-            let frame = match codec.decode(self.framed.read_buffer_mut()) {
-                Ok(None) => return Ok(None),
-                Ok(Some(Ok(f))) => f,
-                Ok(Some(Err(e))) => {
-                    return Err(GatewayError::Protocol(format!(
-                        "malformed frame from controller: {e}"
-                    )))
-                }
-                Err(e) => return Err(e.into()),
+            let Some(read) = codec.decode(self.framed.read_buffer_mut())? else {
+                return Ok(None);
             };
-            match frame.msg {
-                Message::Keepalive => self.feed(Frame::new(frame.txn, Message::KeepaliveAck)).await?,
-                Message::KeepaliveAck => {}
-                Message::LinkClose { cause } => return Err(GatewayError::Closed(cause)),
-                _ => return Ok(Some(frame)),
+            match Traffic::of(well_formed(read)?)? {
+                Traffic::Service(f) => return Ok(Some(f)),
+                Traffic::Answer(a) => self.feed(a).await?,
+                Traffic::Link => {}
             }
         }
     }
@@ -204,12 +196,10 @@ impl GatewayLink {
     /// keepalives on the way. `LINK_CLOSE` becomes [`GatewayError::Closed`].
     pub async fn recv_service(&mut self) -> Result<Frame, GatewayError> {
         loop {
-            let frame = next(&mut self.framed).await?;
-            match frame.msg {
-                Message::Keepalive => self.send(Frame::new(frame.txn, Message::KeepaliveAck)).await?,
-                Message::KeepaliveAck => {}
-                Message::LinkClose { cause } => return Err(GatewayError::Closed(cause)),
-                _ => return Ok(frame),
+            match Traffic::of(next(&mut self.framed).await?)? {
+                Traffic::Service(f) => return Ok(f),
+                Traffic::Answer(a) => self.send(a).await?,
+                Traffic::Link => {}
             }
         }
     }
@@ -223,11 +213,34 @@ impl GatewayLink {
 async fn next(framed: &mut Framed<TcpStream, FrameCodec>) -> Result<Frame, GatewayError> {
     match framed.next().await {
         None => Err(GatewayError::Eof),
-        Some(Err(e)) => Err(e.into()),
-        Some(Ok(Err(e))) => Err(GatewayError::Protocol(format!(
-            "malformed frame from controller: {e}"
-        ))),
-        Some(Ok(Ok(f))) => Ok(f),
+        Some(read) => well_formed(read?),
+    }
+}
+
+/// A frame read in sync, or the error a malformed one is to a gateway.
+fn well_formed(read: Result<Frame, FrameError>) -> Result<Frame, GatewayError> {
+    read.map_err(|e| GatewayError::Protocol(format!("malformed frame from controller: {e}")))
+}
+
+/// A frame from the controller, sorted for a gateway that wants its service frames:
+/// the link's own traffic is answered or dropped, `LINK_CLOSE` is an error.
+enum Traffic {
+    /// A frame for the gateway's services.
+    Service(Frame),
+    /// The answer a `KEEPALIVE` needs.
+    Answer(Frame),
+    /// A `KEEPALIVE_ACK`: nothing to do.
+    Link,
+}
+
+impl Traffic {
+    fn of(frame: Frame) -> Result<Traffic, GatewayError> {
+        Ok(match frame.msg {
+            Message::Keepalive => Traffic::Answer(Frame::new(frame.txn, Message::KeepaliveAck)),
+            Message::KeepaliveAck => Traffic::Link,
+            Message::LinkClose { cause } => return Err(GatewayError::Closed(cause)),
+            _ => Traffic::Service(frame),
+        })
     }
 }
 
