@@ -72,6 +72,23 @@ pub struct CallSearch {
     pub limit: u32,
 }
 
+/// `q` with the columns a call record and a journal row of a call in progress both
+/// start with bound in order: `call_id, call_type, caller_fleet, caller_member,
+/// target_kind, target_fleet, target_id, sites, requested_at` (on either backend).
+macro_rules! bind_call {
+    ($q:expr, $r:expr) => {
+        $q.bind($r.call_id)
+            .bind(&$r.call_type)
+            .bind($r.caller_fleet)
+            .bind($r.caller_member)
+            .bind(&$r.target_kind)
+            .bind($r.target_fleet)
+            .bind($r.target_id)
+            .bind(&$r.sites)
+            .bind($r.requested_at)
+    };
+}
+
 impl Store {
     /// Reserves `n` numbers of the call counter shared by every controller on this
     /// database (`call_id_counter`); returns them as a range. Never hands out a number
@@ -117,16 +134,7 @@ impl Store {
                 );
                 let mut q = sqlx::query(sql);
                 for r in chunk {
-                    q = q
-                        .bind(r.call_id)
-                        .bind(&r.call_type)
-                        .bind(r.caller_fleet)
-                        .bind(r.caller_member)
-                        .bind(&r.target_kind)
-                        .bind(r.target_fleet)
-                        .bind(r.target_id)
-                        .bind(&r.sites)
-                        .bind(r.requested_at)
+                    q = bind_call!(q, r)
                         .bind(r.granted_at)
                         .bind(r.ended_at)
                         .bind(r.end_cause)
@@ -160,16 +168,7 @@ impl Store {
                 );
                 let mut q = sqlx::query(sql);
                 for r in chunk {
-                    q = q
-                        .bind(r.call_id)
-                        .bind(&r.call_type)
-                        .bind(r.caller_fleet)
-                        .bind(r.caller_member)
-                        .bind(&r.target_kind)
-                        .bind(r.target_fleet)
-                        .bind(r.target_id)
-                        .bind(&r.sites)
-                        .bind(r.requested_at)
+                    q = bind_call!(q, r)
                         .bind(r.granted_at.unwrap_or(r.requested_at))
                         .bind(r.emergency);
                 }
