@@ -28,12 +28,15 @@
 //! - [`clock`]: the one clock (tokio time; Unix time read once at start).
 //! - [`sim`]: the radio side of registration, for `trunksim` and tests.
 //! - [`config`]: the one typed configuration, with defaults.
+//! - [`console`]: the dispatch console's web page, built into the binary and served
+//!   on the operator API's address.
 //! - [`logging`]: tracing setup (human-readable or JSON).
 
 pub mod api;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod controller;
 pub mod core;
 pub mod events;

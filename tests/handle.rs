@@ -75,10 +75,11 @@ async fn an_operator_ends_a_call_and_every_site_hears_cause_0x5f() {
         matches!(k, EventKind::Call(CallEvent::Granted { .. }))
     })
     .await;
-    let EventKind::Call(CallEvent::Granted { sites, .. }) = &granted.kind else {
+    let EventKind::Call(CallEvent::Granted { slots, .. }) = &granted.kind else {
         unreachable!()
     };
-    assert_eq!(sites, &vec![site(1), site(2)]);
+    let sites: Vec<_> = slots.iter().map(|(s, ..)| *s).collect();
+    assert_eq!(sites, vec![site(1), site(2)]);
     let Answer::Calls(calls) = h.query(Query::Calls).unwrap() else {
         panic!()
     };
@@ -400,7 +401,7 @@ async fn queries_list_units_queues_links_and_parameters() {
     let waiting: Vec<(usize, u16)> = queues[0]
         .1
         .iter()
-        .map(|q| (q.position, q.caller.member.get()))
+        .map(|q| (q.entry.position, q.entry.caller.member.get()))
         .collect();
     assert_eq!(waiting, vec![(1, 5), (2, 3)]);
 

@@ -96,15 +96,14 @@ use utoipa_axum::routes;
 
 use super::alarms::{alarm_json, AlarmJson};
 use super::live::{
-    call_json, link_json, CallJson, LinkJson, QueueJson, QueuedJson, SlotJson, SlotsJson, TargetJson,
-    UnitJson, UnitOnAirJson,
+    call_json, call_slot_json, link_json, queued_json, CallJson, CallSlotJson, LinkJson, QueueJson, SlotJson,
+    SlotsJson, TargetJson, UnitJson, UnitOnAirJson,
 };
 use super::openapi::{BadRequest, RateLimited, Unauthorized};
 use super::{bearer, query_params, ApiError, ApiRoutes, ApiState, Caller};
 use crate::auth::{Authority, Fleets, Principal, Role};
 use crate::controller::{ActiveCall, Alarm, Answer, ControllerHandle, Query, Reads, Snapshot};
 use crate::core::messaging::Reply;
-use crate::core::queue::QueueEntry;
 use crate::core::registration::{LeaveReason, UnitEvent};
 use crate::core::slots::{SlotUse, SlotView};
 use crate::core::trunking::CallEvent;
@@ -513,7 +512,7 @@ impl Listener {
                     site: site.get(),
                     requests: entries
                         .iter()
-                        .filter(|e| v.call(e.caller, &e.target))
+                        .filter(|q| v.call(q.entry.caller, &q.entry.target))
                         .map(queued_json)
                         .collect(),
                 })
@@ -875,6 +874,7 @@ enum CallChangeJson {
         caller: UnitJson,
         target: TargetJson,
         sites: Vec<u16>,
+        slots: Vec<CallSlotJson>,
     },
     Queued {
         site: u16,
@@ -961,13 +961,14 @@ fn call_change(c: &CallEvent, v: &mut View, handle: &ControllerHandle) -> Option
             call_type: t,
             caller,
             target,
-            sites: at,
+            slots,
         } => CallChangeJson::Granted {
             call: call.get(),
             call_type: call_type(*t),
             caller: (*caller).into(),
             target: (*target).into(),
-            sites: sites(at),
+            sites: slots.iter().map(|(s, ..)| s.get()).collect(),
+            slots: slots.iter().map(call_slot_json).collect(),
         },
         CallEvent::Queued {
             site,
@@ -1118,16 +1119,6 @@ fn slot_json(s: &SlotView, v: &View) -> SlotJson {
         slot: s.slot,
         state,
         call,
-    }
-}
-
-fn queued_json(e: &QueueEntry) -> QueuedJson {
-    QueuedJson {
-        position: e.position,
-        caller: e.caller.into(),
-        call_type: call_type(e.call_type),
-        target: e.target.into(),
-        class: e.class,
     }
 }
 

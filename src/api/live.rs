@@ -16,8 +16,7 @@ use utoipa_axum::routes;
 use super::openapi::{BadRequest, Forbidden, NotFound, Unauthorized};
 use super::{query_params, ApiError, ApiRoutes, ApiState, Caller};
 use crate::auth::{Fleets, Principal, Role};
-use crate::controller::{ActiveCall, Answer, LinkState, Query, UnitFilter, UnitOnAir};
-use crate::core::queue::QueueEntry;
+use crate::controller::{ActiveCall, Answer, LinkState, Query, QueuedCall, UnitFilter, UnitOnAir};
 use crate::core::slots::{SlotUse, SlotView};
 use crate::protocol::{CallType, FleetId, Imsi, SiteId, TalkgroupId, Target, Unit};
 
@@ -440,6 +439,8 @@ pub struct QueuedJson {
     pub target: TargetJson,
     /// 16 = emergency, else the caller's priority level.
     pub class: u8,
+    /// When it was asked for, Unix ms.
+    pub requested_at_ms: i64,
 }
 
 /// A site's busy queue.
@@ -487,23 +488,14 @@ async fn queues(
         Ok(_) => return Err(ApiError::internal()),
         Err(e) => return Err(ApiError::from_query(e, "site")),
     };
-    let in_scope =
-        |e: &QueueEntry| p.fleets.allows(e.caller.fleet) || p.fleets.allows(target_fleet(&e.target));
+    let in_scope = |q: &&QueuedCall| {
+        p.fleets.allows(q.entry.caller.fleet) || p.fleets.allows(target_fleet(&q.entry.target))
+    };
     let queues = all
         .into_iter()
         .map(|(site, entries)| QueueJson {
             site: site.get(),
-            requests: entries
-                .iter()
-                .filter(|e| in_scope(e))
-                .map(|e| QueuedJson {
-                    position: e.position,
-                    caller: e.caller.into(),
-                    call_type: call_type(e.call_type),
-                    target: e.target.into(),
-                    class: e.class,
-                })
-                .collect(),
+            requests: entries.iter().filter(in_scope).map(queued_json).collect(),
         })
         .collect();
     Ok(Json(QueuesJson { queues }))
@@ -580,20 +572,33 @@ pub(super) fn call_json(c: &ActiveCall) -> CallJson {
         call_type: call_type(c.view.call_type),
         caller: c.view.caller.into(),
         target: c.view.target.into(),
-        slots: c
-            .view
-            .slots
-            .iter()
-            .map(|&(site, carrier, slot)| CallSlotJson {
-                site: site.get(),
-                carrier,
-                slot,
-            })
-            .collect(),
+        slots: c.view.slots.iter().map(call_slot_json).collect(),
         talker: c.view.talker.map(UnitJson::from),
         priority: c.view.priority,
         requested_at_ms: c.requested_at_ms,
         granted_at_ms: c.granted_at_ms,
+    }
+}
+
+/// A slot a call holds, as the API shows it.
+pub(super) fn call_slot_json(&(site, carrier, slot): &(SiteId, u8, u8)) -> CallSlotJson {
+    CallSlotJson {
+        site: site.get(),
+        carrier,
+        slot,
+    }
+}
+
+/// A queued request as the API shows it.
+pub(super) fn queued_json(q: &QueuedCall) -> QueuedJson {
+    let e = &q.entry;
+    QueuedJson {
+        position: e.position,
+        caller: e.caller.into(),
+        call_type: call_type(e.call_type),
+        target: e.target.into(),
+        class: e.class,
+        requested_at_ms: q.requested_at_ms,
     }
 }
 

@@ -19,6 +19,8 @@
 //!   and [`Caller::require`] checks the role (403).
 //! - `GET /api/v1/openapi.json` ([`openapi`]): no token; the OpenAPI 3.1 document of
 //!   every route, generated from the handlers' `#[utoipa::path]` annotations.
+//! - `/console/`: the dispatch console's page and files ([`crate::console`]), no token
+//!   (the page logs in through this API); not part of the API, so not in its document.
 //!
 //! Every error is JSON ([`ApiError`]): a stable `code`, a `message`, and the `field` at
 //! fault where there is one. A body larger than `api.body_limit` is refused with 413;
@@ -481,6 +483,7 @@ fn app(node: Node, reads: Reads, auth: Arc<Authority>, cfg: &ApiConfig) -> Route
     let state = ApiState::new(node, reads, auth, cfg, &doc);
     let timeout = Duration::from_millis(cfg.request_timeout_ms);
     routes
+        .merge(crate::console::router())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

@@ -267,6 +267,15 @@ pub struct ActiveCall {
     pub granted_at_ms: i64,
 }
 
+/// A request waiting in a busy queue, with its Unix time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueuedCall {
+    /// The request as the busy queue holds it (its time monotonic).
+    pub entry: QueueEntry,
+    /// When it was asked for, Unix ms.
+    pub requested_at_ms: i64,
+}
+
 /// A provisioned site and its link.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LinkState {
@@ -288,7 +297,7 @@ pub enum Answer {
     /// Calls in progress.
     Calls(Vec<ActiveCall>),
     /// Busy queues, by site.
-    Queues(Vec<(SiteId, Vec<QueueEntry>)>),
+    Queues(Vec<(SiteId, Vec<QueuedCall>)>),
     /// Sites and their links.
     Links(Vec<LinkState>),
     /// The alarms that need attention, by id.
@@ -321,7 +330,7 @@ pub struct Snapshot {
     /// Every site's slots.
     pub slots: Vec<(SiteId, Vec<SlotView>)>,
     /// Every site's busy queue.
-    pub queues: Vec<(SiteId, Vec<QueueEntry>)>,
+    pub queues: Vec<(SiteId, Vec<QueuedCall>)>,
     /// Every site's link.
     pub links: Vec<LinkState>,
     /// The alarms that need attention, by id.
@@ -469,7 +478,7 @@ impl ControllerHandle {
                     Some(s) => vec![s],
                     None => n.hlr.sites().into_iter().map(|s| s.id).collect(),
                 };
-                Answer::Queues(sites.into_iter().map(|s| (s, n.calls.queue(s))).collect())
+                Answer::Queues(sites.into_iter().map(|s| (s, self.queue(s))).collect())
             }
             Query::Links => Answer::Links(self.links()),
             Query::Alarms => Answer::Alarms(self.alarms_now()),
@@ -522,6 +531,19 @@ impl ControllerHandle {
                 requested_at_ms: clock.unix_of(view.requested_ms),
                 granted_at_ms: clock.unix_of(view.granted_ms),
                 view,
+            })
+            .collect()
+    }
+
+    fn queue(&self, site: SiteId) -> Vec<QueuedCall> {
+        let clock = self.node.clock;
+        self.node
+            .calls
+            .queue(site)
+            .into_iter()
+            .map(|entry| QueuedCall {
+                requested_at_ms: clock.unix_of(entry.requested_ms),
+                entry,
             })
             .collect()
     }
@@ -631,7 +653,7 @@ impl ControllerHandle {
                 .iter()
                 .map(|s| (*s, n.calls.slot_map(*s).unwrap_or_default()))
                 .collect(),
-            queues: sites.iter().map(|s| (*s, n.calls.queue(*s))).collect(),
+            queues: sites.iter().map(|s| (*s, self.queue(*s))).collect(),
             links: self.links(),
             alarms: self.alarms_now(),
         };

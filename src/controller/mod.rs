@@ -26,7 +26,7 @@ pub use alarms::{
 pub use commands::{CommandKind, CommandState, TrackedCommand};
 pub use handle::{
     ActiveCall, Answer, Command, CommandError, ControllerHandle, LinkState, Outcome, Query, QueryError,
-    Snapshot, UnitFilter, UnitOnAir,
+    QueuedCall, Snapshot, UnitFilter, UnitOnAir,
 };
 pub use records::{Reads, Records};
 

@@ -250,7 +250,7 @@ pub enum Action {
 /// ends in exactly one [`CallEvent::Ended`] (its call record), granted or not.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CallEvent {
-    /// A call started: it holds a slot at each of `sites` (the caller's first).
+    /// A call started: it holds a slot at each of its sites.
     Granted {
         /// The call.
         call: CallId,
@@ -260,8 +260,8 @@ pub enum CallEvent {
         caller: Unit,
         /// Whom.
         target: Target,
-        /// Where it holds a slot.
-        sites: Vec<SiteId>,
+        /// The slot it holds at each site: (site, carrier, slot), by site.
+        slots: Vec<(SiteId, u8, u8)>,
     },
     /// A request waits in `site`'s busy queue.
     Queued {
@@ -426,6 +426,16 @@ struct Call {
     hang_gen: u64,
 }
 
+impl Call {
+    /// The slot it holds at each site, by site, as operators see them.
+    fn slot_list(&self) -> Vec<(SiteId, u8, u8)> {
+        self.slots
+            .iter()
+            .map(|(s, (carrier, slot))| (*s, carrier.get(), slot.get()))
+            .collect()
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
     Hang { call: CallId, gen: u64 },
@@ -580,11 +590,7 @@ impl Trunking {
                 call_type: c.req.call_type(),
                 caller: c.req.caller.unit,
                 target: c.req.target(),
-                slots: c
-                    .slots
-                    .iter()
-                    .map(|(s, (carrier, slot))| (*s, carrier.get(), slot.get()))
-                    .collect(),
+                slots: c.slot_list(),
                 talker: c.talker.map(|t| t.unit),
                 priority: c.req.priority,
                 requested_ms: c.requested_ms,
@@ -1116,7 +1122,7 @@ impl Trunking {
             call_type: call.req.call_type(),
             caller: call.req.caller.unit,
             target: call.req.target(),
-            sites: sites.clone(),
+            slots: call.slot_list(),
         };
         self.calls.insert(id, call);
         for site in sites {

@@ -388,14 +388,14 @@ mod tests {
     }
 
     /// Headless Chromium lays the page out: each chart has shapes with a size. Skipped
-    /// (said on stderr) when no Chromium is found, unless `TRUNKSIM_REQUIRE_CHROMIUM` is
+    /// (said on stderr) when no Chromium is found, unless `REQUIRE_CHROMIUM` is
     /// set, as `.ci/run` does after installing it.
     #[test]
     fn chromium_draws_every_chart() {
         let Some(chromium) = chromium() else {
             assert!(
-                std::env::var_os("TRUNKSIM_REQUIRE_CHROMIUM").is_none(),
-                "TRUNKSIM_REQUIRE_CHROMIUM is set and no chromium was found"
+                std::env::var_os("REQUIRE_CHROMIUM").is_none(),
+                "REQUIRE_CHROMIUM is set and no chromium was found"
             );
             eprintln!("Chromium skipped: no chromium or chromium-browser on PATH (CHROMIUM names another)");
             return;
