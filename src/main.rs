@@ -299,6 +299,9 @@ struct SubscriberAdd {
     /// Telephone number, up to 15 digits.
     #[arg(long)]
     msisdn: Option<String>,
+    /// The name dispatchers know the unit by ("Car 12"), 1 to 32 characters.
+    #[arg(long)]
+    alias: Option<String>,
     /// Fleet id, 1..=65535.
     #[arg(long, value_parser = ranged(FleetId::new, FleetId::MIN, FleetId::MAX))]
     fleet: FleetId,
@@ -760,6 +763,7 @@ async fn run_admin(cfg: &Config, store: &Store, command: Command, out: &mut Out)
             outln!(out, "imsi:          {}", s.imsi);
             outln!(out, "imei:          {}", s.imei);
             outln!(out, "msisdn:        {}", s.msisdn.as_deref().unwrap_or("-"));
+            outln!(out, "alias:         {}", s.alias.as_deref().unwrap_or("-"));
             outln!(out, "fleet/member:  {}/{}", s.unit.fleet, s.unit.member);
             outln!(out, "individual id: {}", s.individual);
             outln!(out, "priority:      {}", s.priority);
@@ -917,6 +921,7 @@ fn new_subscriber(a: SubscriberAdd) -> anyhow::Result<(NewSubscriber, bool)> {
         imei: Imei::parse(&a.imei).context("imei")?,
         imsi: a.imsi.as_deref().map(Imsi::parse).transpose().context("imsi")?,
         msisdn: a.msisdn,
+        alias: a.alias,
         unit: Unit {
             fleet: a.fleet,
             member: a.member,

@@ -2067,7 +2067,7 @@ async fn subscribers_are_created_searched_changed_and_removed_by_role_and_fleet(
         // Created with generated keys: shown once, in the answer, and never read back.
         let imei = luhn_imei(49_015_420_323_751);
         let new = json!({"imei": imei, "msisdn": "4915100000009", "fleet": 100, "member": 9,
-                         "talkgroups": [10, 11]});
+                         "alias": "Dog_unit 9%", "talkgroups": [10, 11]});
         let r = api.post("/api/v1/subscribers", Some(&vic), new.clone()).await;
         assert_eq!(error_of(r).await.0, 403, "a viewer creates nothing");
         let r = api.post("/api/v1/subscribers", Some(&fay), new.clone()).await;
@@ -2124,6 +2124,14 @@ async fn subscribers_are_created_searched_changed_and_removed_by_role_and_fleet(
         assert_eq!(imsis(&found), vec![imsi.clone()]);
         let found = api.read(&by("fleet=100&member=3"), &ada).await;
         assert_eq!(imsis(&found), vec![imsi_of_member(&api, &ada, 3).await]);
+        // By alias: its start, whatever the case; `_` and `%` are only themselves.
+        let found = api.read(&by("alias=dog_UNIT%209%25"), &ada).await;
+        assert_eq!(imsis(&found), vec![imsi.clone()]);
+        assert_eq!(found["subscribers"][0]["alias"], "Dog_unit 9%");
+        assert_eq!(imsis(&api.read(&by("alias=dogXunit"), &ada).await).len(), 0);
+        assert_eq!(imsis(&api.read(&by("alias=%25"), &ada).await).len(), 0);
+        let found = api.read(&by("alias=car"), &ada).await;
+        assert_eq!(imsis(&found).len(), 8, "the provisioned `Car n`");
         let mut seen = Vec::new();
         let mut next = by("limit=4");
         loop {
@@ -2180,6 +2188,19 @@ async fn subscribers_are_created_searched_changed_and_removed_by_role_and_fleet(
             (one["msisdn"].clone(), one["talkgroups"].clone()),
             (Value::Null, json!([11, 10]))
         );
+        assert_eq!(one["alias"], "Dog_unit 9%", "what the change did not name stays");
+        let r = api
+            .send(Method::PATCH, &path, &ada, Some(json!({"alias": "K9 "})))
+            .await;
+        assert_eq!(error_of(r).await.0, 400, "a space at the end");
+        let r = api
+            .send(Method::PATCH, &path, &ada, Some(json!({"alias": "K9"})))
+            .await;
+        assert_eq!(r.json::<Value>().await.unwrap()["alias"], "K9");
+        let r = api
+            .send(Method::PATCH, &path, &ada, Some(json!({"alias": null})))
+            .await;
+        assert_eq!(r.json::<Value>().await.unwrap()["alias"], Value::Null);
         let r = api
             .send(Method::PATCH, &path, &vic, Some(json!({"msisdn": "1"})))
             .await;

@@ -290,11 +290,11 @@ async fn start() -> Option<(Browser, Server)> {
     Some((browser, Server::start().await))
 }
 
-/// Searches the Units view for `imsi` and waits for its page.
-async fn unit_page(w: &Client, imsi: trunkd::protocol::Imsi) {
+/// Searches the Units view for `text` and waits for the page of the unit `imsi`.
+async fn unit_page(w: &Client, text: &str, imsi: trunkd::protocol::Imsi) {
     view(w, "units").await;
     let search = w.find(Locator::Css("form.search input")).await.unwrap();
-    search.send_keys(&imsi.to_string()).await.unwrap();
+    search.send_keys(text).await.unwrap();
     click(w, "form.search button").await;
     shows(w, &format!("document.querySelector('[data-imsi=\"{imsi}\"]')")).await;
 }
@@ -377,7 +377,8 @@ async fn a_grant_appears_on_the_slot_grid_and_an_inhibit_is_acknowledged() {
     screenshot(&w, "calls").await;
 
     // Inhibit unit 2 from its page: pending until its radio acknowledges.
-    unit_page(&w, imsi(2)).await;
+    // By its alias, whatever the case.
+    unit_page(&w, "car 2", imsi(2)).await;
     shows(
         &w,
         "document.querySelector('[data-imsi] dd:nth-of-type(3)').textContent.startsWith('at site 1')",
@@ -469,12 +470,13 @@ async fn an_emergency_raises_the_banner_on_every_console_until_one_acknowledges_
     for w in [&w1, &w2] {
         let text = shows(
             w,
-            "document.querySelector('#emergencies .emergency.open')?.textContent",
+            "document.querySelector('#emergencies .emergency.open')?.textContent.includes('“Car 1”') \
+             && document.querySelector('#emergencies .emergency.open').textContent",
         )
         .await;
         let text = text.as_str().unwrap();
         assert!(text.contains("EMERGENCY"), "{text}");
-        assert!(text.contains("Unit 100/1 · TG 100/10 · site 1"), "{text}");
+        assert!(text.contains("Unit 100/1 “Car 1” · TG 100/10 · site 1"), "{text}");
         assert_eq!(
             js(
                 w,
@@ -548,7 +550,7 @@ async fn a_viewer_sees_no_write_controls_and_the_api_refuses_its_writes() {
         js(&w, "document.querySelectorAll('[data-ack]').length").await,
         json!(0)
     );
-    unit_page(&w, imsi(2)).await;
+    unit_page(&w, &imsi(2).to_string(), imsi(2)).await;
     assert_eq!(
         js(&w, "document.querySelectorAll('[data-command]').length").await,
         json!(0)

@@ -334,6 +334,43 @@ async fn call_id_blocks_never_overlap_across_reopens_and_concurrent_reservations
     }
 }
 
+#[tokio::test]
+async fn an_alias_column_is_imported_and_a_bad_alias_refuses_the_file_naming_its_line() {
+    for db in TestDb::all().await {
+        let store = db.open().await;
+        provision_basics(&store).await;
+        let header = HEADER.replace("talkgroups\n", "talkgroups,alias\n");
+        let row = |n: u8, alias: &str| format!("{},{alias}\n", csv_row(n, None).trim_end());
+        let text = format!("{header}{}{}", row(1, "Car 1"), row(2, "Car 2\u{7}"));
+        let e = store
+            .import_subscribers("t", parse_subscribers(text.as_bytes()).unwrap(), "00101")
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string().starts_with("line 3: alias `Car 2\\u{7}` must be"),
+            "{e}"
+        );
+        assert!(
+            store.load_subscribers(None).await.unwrap().is_empty(),
+            "{}",
+            db.name
+        );
+
+        let text = format!("{header}{}{}", row(1, "Car 1"), row(2, ""));
+        let rows = parse_subscribers(text.as_bytes()).unwrap();
+        store.import_subscribers("t", rows, "00101").await.unwrap();
+        let aliases: Vec<Option<String>> = store
+            .load_subscribers(None)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.alias)
+            .collect();
+        assert_eq!(aliases, vec![Some("Car 1".into()), None], "{}", db.name);
+        store.close().await;
+    }
+}
+
 /// Imports `lines` (joined with `end`, a blank line after the header) and returns the
 /// error, or what was stored.
 async fn import_lines(

@@ -25,7 +25,7 @@
 //! - then each event with `id: <seq>` and `data` carrying `seq`, `at_ms` and its fields:
 //!   `unit` (`kind`: `registered`, `location_changed`, `left`, `affiliated`), `call`
 //!   (`granted`, `queued`, `queue_moved`, `queue_left`, `queue_full`, `emergency`,
-//!   `preempted`, `ended`), `slot` (a slot out of service or back), `link` (a site's link
+//!   `preempted`, `talker`, `ended`), `slot` (a slot out of service or back), `link` (a site's link
 //!   up or down), `radio_command` (how an inhibit, enable or radio check ended),
 //!   `subscriber` (a subscriber's record changed), `message` (a console's call alert,
 //!   status or short data was answered), `parameter` (a system parameter changed),
@@ -906,6 +906,12 @@ enum CallChangeJson {
         call: u32,
         site: u16,
     },
+    Talker {
+        call: u32,
+        /// Absent in hang time.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        talker: Option<UnitJson>,
+    },
     Ended {
         /// Absent for a request refused without a call.
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -934,7 +940,7 @@ fn call_change(c: &CallEvent, v: &mut View, handle: &ControllerHandle) -> Option
         CallEvent::Queued { caller, .. }
         | CallEvent::QueueMoved { caller, .. }
         | CallEvent::QueueLeft { caller, .. } => v.fleet(caller.fleet),
-        CallEvent::Preempted { call, .. } => v.sees_call(*call),
+        CallEvent::Preempted { call, .. } | CallEvent::Talker { call, .. } => v.sees_call(*call),
         CallEvent::Ended(r) => v.call(r.caller, &r.target),
         CallEvent::QueueFull { .. } => true,
         // Sent as `slot` by the caller.
@@ -1021,6 +1027,10 @@ fn call_change(c: &CallEvent, v: &mut View, handle: &ControllerHandle) -> Option
             cause: r.end_cause.into(),
             preempted: r.preempted,
             emergency: r.emergency,
+        },
+        CallEvent::Talker { call, talker } => CallChangeJson::Talker {
+            call: call.get(),
+            talker: talker.map(UnitJson::from),
         },
         CallEvent::SlotChanged { .. } => return None,
     })

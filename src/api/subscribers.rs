@@ -59,6 +59,8 @@ pub struct SubscriberJson {
     pub imei: String,
     /// Telephone number.
     pub msisdn: Option<String>,
+    /// The name dispatchers know it by.
+    pub alias: Option<String>,
     /// Fleet id.
     pub fleet: u16,
     /// Member id within the fleet.
@@ -85,6 +87,7 @@ impl From<&Subscriber> for SubscriberJson {
             imsi: s.imsi.to_string(),
             imei: s.imei.to_string(),
             msisdn: s.msisdn.clone(),
+            alias: s.alias.clone(),
             fleet: s.unit.fleet.get(),
             member: s.unit.member.get(),
             individual_id: s.individual.get(),
@@ -106,6 +109,8 @@ struct SearchQuery {
     imsi: Option<String>,
     imei: Option<String>,
     msisdn: Option<String>,
+    /// Aliases that start with this, whatever the case.
+    alias: Option<String>,
     fleet: Option<u16>,
     member: Option<u16>,
     after: Option<String>,
@@ -143,7 +148,7 @@ fn search_fleets(p: &Principal, fleet: Option<u16>) -> Result<Option<Vec<FleetId
     })
 }
 
-/// Search subscribers by IMSI, IMEI, MSISDN, fleet and member, a page at a time.
+/// Search subscribers by IMSI, IMEI, MSISDN, alias (prefix), fleet and member, a page at a time.
 #[utoipa::path(
     get,
     path = "/subscribers",
@@ -173,6 +178,7 @@ async fn search(
         imsi: q.imsi.as_deref().map(|v| imsi("imsi", v)).transpose()?,
         imei: q.imei.as_deref().map(|v| imei("imei", v)).transpose()?,
         msisdn: q.msisdn,
+        alias: q.alias.filter(|a| !a.is_empty()),
         fleets: search_fleets(p, q.fleet)?,
         member: q
             .member
@@ -242,6 +248,8 @@ pub struct NewSubscriberBody {
     pub imsi: Option<String>,
     /// Telephone number, 1 to 15 digits.
     pub msisdn: Option<String>,
+    /// The name dispatchers know it by, 1 to 32 characters.
+    pub alias: Option<String>,
     /// Fleet id.
     pub fleet: u16,
     /// Member id within the fleet.
@@ -319,6 +327,7 @@ async fn create(
         imei: imei("imei", &b.imei)?,
         imsi: b.imsi.as_deref().map(|v| imsi("imsi", v)).transpose()?,
         msisdn: b.msisdn,
+        alias: b.alias,
         unit,
         individual: b
             .individual_id
@@ -362,6 +371,10 @@ pub struct SubscriberPatch {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
     pub msisdn: Option<Option<String>>,
+    /// A new alias, or `null` to remove it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub alias: Option<Option<String>>,
     /// The permitted talkgroups, the primary first, replacing the list.
     pub talkgroups: Option<Vec<u16>>,
 }
@@ -372,7 +385,7 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Optio
     T::deserialize(d).map(Some)
 }
 
-/// Change a subscriber's IMEI, MSISDN or talkgroups.
+/// Change a subscriber's IMEI, MSISDN, alias or talkgroups.
 #[utoipa::path(
     patch,
     path = "/subscribers/{imsi}",
@@ -406,6 +419,7 @@ async fn update(
     let change = SubscriberUpdate {
         imei: b.imei.as_deref().map(|v| imei("imei", v)).transpose()?,
         msisdn: b.msisdn,
+        alias: b.alias,
         talkgroups: b.talkgroups.as_deref().map(talkgroups).transpose()?,
     };
     let sub = s

@@ -693,6 +693,7 @@ mod tests {
             imsi: imsi(n),
             imei: Imei::with_check_digit(&format!("35000000000{n:03}")).unwrap(),
             msisdn: None,
+            alias: None,
             unit: Unit {
                 fleet: fleet(),
                 member: MemberId::new(u16::from(n)).unwrap(),

@@ -331,6 +331,14 @@ pub enum CallEvent {
         /// `true`: back in service.
         in_service: bool,
     },
+    /// Who holds `call`'s floor changed: `talker` pressed PTT, or (`None`) the talker
+    /// let go or was lost and the call is in hang time.
+    Talker {
+        /// The call.
+        call: CallId,
+        /// Who talks now; `None` in hang time.
+        talker: Option<Unit>,
+    },
 }
 
 /// Input from gateways and the service layer.
@@ -1306,8 +1314,15 @@ impl Trunking {
             let deny = Frame::deny(txn, MessageType::PttPress, Cause::FloorTaken);
             return out.push(Action::Send(site, deny.with_emergency(emergency)));
         }
+        let changed = call.talker.is_none();
         call.talker = Some(party);
         call.hang_gen += 1;
+        if changed {
+            out.push(Action::Event(CallEvent::Talker {
+                call: id,
+                talker: Some(party.unit),
+            }));
+        }
         let msg = Message::PttGrant {
             call: id,
             talker: party.unit,
@@ -1341,6 +1356,10 @@ impl Trunking {
         call.talker = None;
         call.hang_gen += 1;
         let gen = call.hang_gen;
+        out.push(Action::Event(CallEvent::Talker {
+            call: id,
+            talker: None,
+        }));
         match self.cfg.mode {
             TrunkingMode::Transmission => self.end_call(id, Cause::Normal, false, now, out),
             TrunkingMode::Message => {
@@ -1498,6 +1517,10 @@ impl Trunking {
                 c.hang_gen += 1;
                 let gen = c.hang_gen;
                 self.timers.insert((now + hang, Timer::Hang { call: id, gen }));
+                out.push(Action::Event(CallEvent::Talker {
+                    call: id,
+                    talker: None,
+                }));
             }
         }
     }
@@ -1816,6 +1839,47 @@ mod tests {
                 emergency: false,
             },
         })
+    }
+
+    /// The talker changes of `out`, as (call, talker's member).
+    fn talkers(out: &[Action]) -> Vec<(u32, Option<u16>)> {
+        out.iter()
+            .filter_map(|a| match a {
+                Action::Event(CallEvent::Talker { call, talker }) => {
+                    Some((call.get(), talker.map(|t| t.member.get())))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_floor_changing_hands_is_an_event_and_a_press_by_the_talker_is_not() {
+        let mut m = machine(SlotPolicy::Pack);
+        m.cfg.mode = TrunkingMode::Message;
+        m.cfg.hang_time_ms = 1_000;
+        m.handle(request(1), 0);
+        let call = m.calls().first().unwrap().call;
+        let Input::Request(CallRequest { caller, .. }) = request(1) else {
+            unreachable!()
+        };
+        let site = caller.site;
+        let press = |txn| Input::PttPress {
+            site,
+            txn,
+            call,
+            party: caller,
+        };
+        // The caller holds the floor from the grant: pressing again changes nothing.
+        assert_eq!(talkers(&m.handle(press(10), 1)), vec![]);
+        let release = Input::PttRelease {
+            site,
+            txn: 11,
+            call,
+            tmsi: caller.tmsi,
+        };
+        assert_eq!(talkers(&m.handle(release, 2)), vec![(call.get(), None)]);
+        assert_eq!(talkers(&m.handle(press(12), 3)), vec![(call.get(), Some(1))]);
     }
 
     fn carriers_granted(m: &mut Trunking, calls: u16) -> Vec<u8> {

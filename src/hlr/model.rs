@@ -152,6 +152,8 @@ pub struct Subscriber {
     pub imei: Imei,
     /// Telephone number, at most 15 digits (unique when set).
     pub msisdn: Option<String>,
+    /// The name dispatchers know it by ("Car 12"), 1 to 32 printable characters.
+    pub alias: Option<String>,
     /// Fleet and member (member unique within the fleet).
     pub unit: Unit,
     /// Dispatch identity handed out at registration (unique).
@@ -183,6 +185,8 @@ pub struct NewSubscriber {
     pub imsi: Option<Imsi>,
     /// Telephone number.
     pub msisdn: Option<String>,
+    /// The name dispatchers know it by.
+    pub alias: Option<String>,
     /// Fleet and member.
     pub unit: Unit,
     /// Dispatch identity, or `None` to assign the next free one.

@@ -2,9 +2,9 @@
 //! example in `examples/subscribers.csv`).
 //!
 //! The first line names the columns, in any order and any letter case:
-//! `imei,imsi,msisdn,fleet,member,individual_id,k,opc,priority,permissions,talkgroups`.
-//! `imsi`, `msisdn` and `individual_id` may be left out or left empty (IMSI and
-//! individual id are then assigned); a column that is not one of these, or one named
+//! `imei,imsi,msisdn,fleet,member,individual_id,k,opc,priority,permissions,talkgroups`,
+//! and `alias`. `imsi`, `msisdn`, `individual_id` and `alias` may be left out or left
+//! empty (IMSI and individual id are then assigned); a column that is not one of these, or one named
 //! twice, refuses the file. `k` and `opc` are 32 hex digits. `permissions` and
 //! `talkgroups` are `;`-separated lists with no empty item; the first talkgroup is the
 //! unit's default primary. A row whose every field is empty (as spreadsheets write
@@ -36,10 +36,11 @@ enum Column {
     Priority,
     Permissions,
     Talkgroups,
+    Alias,
 }
 
 impl Column {
-    const ALL: [Column; 11] = [
+    const ALL: [Column; 12] = [
         Column::Imei,
         Column::Imsi,
         Column::Msisdn,
@@ -51,6 +52,7 @@ impl Column {
         Column::Priority,
         Column::Permissions,
         Column::Talkgroups,
+        Column::Alias,
     ];
 
     fn name(self) -> &'static str {
@@ -66,12 +68,16 @@ impl Column {
             Column::Priority => "priority",
             Column::Permissions => "permissions",
             Column::Talkgroups => "talkgroups",
+            Column::Alias => "alias",
         }
     }
 
     /// Whether the header must name it (the others are assigned or absent when missing).
     fn required(self) -> bool {
-        !matches!(self, Column::Imsi | Column::Msisdn | Column::IndividualId)
+        !matches!(
+            self,
+            Column::Imsi | Column::Msisdn | Column::IndividualId | Column::Alias
+        )
     }
 }
 
@@ -219,9 +225,11 @@ fn convert(layout: &Layout, row: &ByteRecord) -> Result<NewSubscriber, String> {
         "" => None,
         s => Some(Imsi::parse(s).map_err(|e| format!("imsi: {e}"))?),
     };
-    let msisdn = Some(field(Column::Msisdn)?)
-        .filter(|m| !m.is_empty())
-        .map(str::to_string);
+    let optional = |c| -> Result<Option<String>, String> {
+        Ok(Some(field(c)?).filter(|v| !v.is_empty()).map(str::to_string))
+    };
+    let msisdn = optional(Column::Msisdn)?;
+    let alias = optional(Column::Alias)?;
     fn named(name: &'static str) -> impl Fn(String) -> String {
         move |e| format!("{name} {e}")
     }
@@ -250,6 +258,7 @@ fn convert(layout: &Layout, row: &ByteRecord) -> Result<NewSubscriber, String> {
         imei,
         imsi,
         msisdn,
+        alias,
         unit: Unit { fleet, member },
         individual,
         k,

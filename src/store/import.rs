@@ -285,7 +285,7 @@ impl Store {
                 let mut qb = QueryBuilder::new(
                     "INSERT INTO subscribers (imsi, imei, msisdn, fleet_id, member_id, individual_id, k, opc, \
                      priority, perm_group, perm_private, perm_emergency, perm_short_data, perm_interconnect, \
-                     inhibited, created_at, updated_at) ",
+                     inhibited, created_at, updated_at, alias) ",
                 );
                 qb.push_values(chunk, |mut b, row| {
                     let s = row.new;
@@ -305,7 +305,8 @@ impl Store {
                         .push_bind(s.permissions.interconnect)
                         .push_bind(false)
                         .push_bind(now)
-                        .push_bind(now);
+                        .push_bind(now)
+                        .push_bind(s.alias.clone());
                 });
                 qb.build().execute(&mut *tx).await?;
             }

@@ -138,10 +138,26 @@ pub fn new_subscriber(s: &NewSubscriber) -> Result<(), StoreError> {
             return Err(invalid(format!("MSISDN `{m}` must be 1 to 15 digits")));
         }
     }
+    if let Some(a) = &s.alias {
+        alias(a)?;
+    }
     if !PRIORITIES.contains(&s.priority) {
         return Err(invalid(format!("priority {} is outside 0..=15", s.priority)));
     }
     talkgroup_list(&s.talkgroups)
+}
+
+/// Checks an alias: 1 to 32 characters, none of them a control character, and no
+/// space at either end.
+pub fn alias(a: &str) -> Result<(), StoreError> {
+    let n = a.chars().count();
+    if !(1..=32).contains(&n) || a.trim() != a || a.chars().any(char::is_control) {
+        return Err(invalid(format!(
+            "alias `{}` must be 1 to 32 characters, without control characters or spaces at either end",
+            a.escape_debug()
+        )));
+    }
+    Ok(())
 }
 
 /// A subscriber's permitted talkgroups: at least one, none twice.

@@ -19,6 +19,8 @@ pub struct SubscriberSearch {
     pub imei: Option<Imei>,
     /// This MSISDN.
     pub msisdn: Option<String>,
+    /// An alias that starts with this, whatever the case.
+    pub alias: Option<String>,
     /// Of one of these fleets (none matches an empty list).
     pub fleets: Option<Vec<FleetId>>,
     /// This member id (within the fleets).
@@ -36,6 +38,8 @@ pub struct SubscriberUpdate {
     pub imei: Option<Imei>,
     /// A new MSISDN, or `Some(None)` to remove it.
     pub msisdn: Option<Option<String>>,
+    /// A new alias, or `Some(None)` to remove it.
+    pub alias: Option<Option<String>>,
     /// The permitted talkgroups, the primary first, replacing the list.
     pub talkgroups: Option<Vec<TalkgroupId>>,
 }
@@ -52,6 +56,7 @@ macro_rules! subscriber_of_row {
                 imsi: Imsi::parse(&$imsi).map_err(|_| corrupt("imsi"))?,
                 imei: Imei::parse(&r.try_get::<String, _>(1)?).map_err(|_| corrupt("imei"))?,
                 msisdn: r.try_get(2)?,
+                alias: r.try_get(17)?,
                 unit: Unit {
                     fleet: fleet_id(r.try_get(3)?)?,
                     member: MemberId::new(r.try_get::<i64, _>(4)? as u16).ok_or_else(|| corrupt("member"))?,
@@ -83,7 +88,7 @@ const LOAD_PAGE: usize = 20_000;
 /// The columns a [`Subscriber`] is read from (`subscriber_of_row!`).
 const SUBSCRIBER_COLUMNS: &str = "imsi, imei, msisdn, fleet_id, member_id, individual_id, k, opc, priority, \
      perm_group, perm_private, perm_emergency, perm_short_data, perm_interconnect, inhibited, created_at, \
-     updated_at";
+     updated_at, alias";
 
 impl Store {
     /// One subscriber, or `None`.
@@ -181,6 +186,18 @@ impl Store {
         }
         if let Some(m) = &search.msisdn {
             f.and("msisdn = $", text(m));
+        }
+        if let Some(a) = &search.alias {
+            // Unindexed: a dispatcher's search, bounded by its fleets and the page.
+            let pattern = a
+                .to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            f.and(
+                "lower(alias) LIKE $ ESCAPE '\\'",
+                [Arg::Text(format!("{pattern}%"))],
+            );
         }
         if let Some(m) = search.member {
             f.and("member_id = $", [Arg::Int(m.get().into())]);
@@ -323,6 +340,9 @@ impl Store {
                 )));
             }
         }
+        if let Some(Some(a)) = &change.alias {
+            rules::alias(a)?;
+        }
         if let Some(tgs) = &change.talkgroups {
             rules::talkgroup_list(tgs)?;
         }
@@ -333,13 +353,16 @@ impl Store {
         if let Some(m) = &change.msisdn {
             detail.push(format!("msisdn={}", m.as_deref().unwrap_or("none")));
         }
+        if let Some(a) = &change.alias {
+            detail.push(format!("alias={}", a.as_deref().unwrap_or("none")));
+        }
         if let Some(t) = &change.talkgroups {
             let list: Vec<String> = t.iter().map(ToString::to_string).collect();
             detail.push(format!("talkgroups={}", list.join(",")));
         }
         if detail.is_empty() {
             return Err(StoreError::Invalid(
-                "give an imei, msisdn or talkgroups to change".into(),
+                "give an imei, msisdn, alias or talkgroups to change".into(),
             ));
         }
         let detail = detail.join(" ");
@@ -353,21 +376,22 @@ impl Store {
             return Err(StoreError::NotFound(format!("subscriber {imsi} does not exist")));
         };
         let now = self.now_ms();
-        let (set_msisdn, msisdn) = match &change.msisdn {
-            Some(m) => (true, m.clone()),
-            None => (false, None),
-        };
+        let set = |v: &Option<Option<String>>| (v.is_some(), v.clone().flatten());
+        let ((set_msisdn, msisdn), (set_alias, alias)) = (set(&change.msisdn), set(&change.alias));
         dispatch!(self, p => {
             let mut tx = p.begin().await?;
             let r = sqlx::query(
                 "UPDATE subscribers SET imei = COALESCE($1, imei), \
-                 msisdn = CASE WHEN $2 THEN $3 ELSE msisdn END, updated_at = $4 WHERE imsi = $5",
+                 msisdn = CASE WHEN $2 THEN $3 ELSE msisdn END, alias = CASE WHEN $6 THEN $7 ELSE alias END, \
+                 updated_at = $4 WHERE imsi = $5",
             )
             .bind(change.imei.map(|i| i.to_string()))
             .bind(set_msisdn)
             .bind(msisdn)
             .bind(now)
             .bind(imsi.to_string())
+            .bind(set_alias)
+            .bind(alias.clone())
             .execute(&mut *tx)
             .await;
             let r = conflict(r, || "that IMEI or MSISDN belongs to another subscriber".to_string())?;

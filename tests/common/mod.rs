@@ -514,14 +514,15 @@ impl LoggingChild {
     }
 }
 
-/// Subscriber `n` of fleet 100: member n, IMEI from n, keys `radio_keys(n)`,
-/// talkgroups 10, 11, 12.
+/// Subscriber `n` of fleet 100: member n, alias `Car n`, IMEI from n, keys
+/// `radio_keys(n)`, talkgroups 10, 11, 12.
 pub fn new_subscriber(n: u8) -> trunkd::hlr::NewSubscriber {
     let keys = radio_keys(n);
     trunkd::hlr::NewSubscriber {
         imei: imei(35_000_000_000_000 + u64::from(n)),
         imsi: None,
         msisdn: None,
+        alias: Some(format!("Car {n}")),
         unit: unit(n.into()),
         individual: None,
         k: keys.k,

@@ -11,7 +11,7 @@
 // action again. Nothing is loaded from anywhere but this controller.
 
 import { h, fill, unit } from "./dom.js";
-import { Api } from "./api.js";
+import { Api, query } from "./api.js";
 import { Stream } from "./stream.js";
 import { Model } from "./model.js";
 import { sitesView, talkgroupsView, callsView, alarmsView, emergencyBanner } from "./views.js";
@@ -34,11 +34,42 @@ let audio = null;
 let scheduled = false;
 const notices = h("div", { class: "notices", role: "status", "aria-live": "polite" });
 
+// Aliases by "fleet/member", read from the subscribers as units are first shown
+// (null: none, or not this operator's to see).
+const aliases = new Map();
+const asked = new Set(); // looked up, or to be
+let wanted = [];
+
+async function lookUpAliases() {
+  const batch = wanted;
+  wanted = [];
+  for (const key of batch) {
+    const [fleet, member] = key.split("/");
+    try {
+      const page = await api.get(`/api/v1/subscribers${query({ fleet, member, limit: 1 })}`);
+      aliases.set(key, page.subscribers[0]?.alias ?? null);
+    } catch {
+      aliases.set(key, null);
+    }
+  }
+  if (batch.length) model.changed("aliases");
+}
+
 const ctx = {
   api,
   model,
-  // A unit as dispatchers know it.
-  label: (u) => unit(u),
+  // A unit as dispatchers know it: fleet/member and its alias.
+  label(u) {
+    if (!u) return unit(u);
+    const key = unit(u);
+    const alias = aliases.get(key);
+    if (!asked.has(key)) {
+      asked.add(key);
+      if (wanted.length === 0) setTimeout(lookUpAliases, 0);
+      wanted.push(key);
+    }
+    return alias ? `${key} “${alias}”` : key;
+  },
   // A short message at the foot of the page.
   notify(text) {
     const p = h("p", { text });
@@ -132,6 +163,8 @@ function start() {
 
 function loggedOut(reason) {
   stream.stop();
+  aliases.clear();
+  asked.clear();
   model.reset();
   views = [];
   current = null;

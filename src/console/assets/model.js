@@ -111,6 +111,11 @@ export class Model {
       case "emergency":
         this.emergencyCalls.set(`${e.caller.fleet}/${e.caller.member}`, e);
         break;
+      case "talker": {
+        const c = this.calls.get(e.call);
+        if (c) c.talker = e.talker;
+        break;
+      }
       case "preempted": {
         const c = this.calls.get(e.call);
         if (c) c.slots = c.slots.filter((s) => s.site !== e.site);
