@@ -25,10 +25,10 @@ use tokio::sync::oneshot;
 use tokio::sync::watch;
 use trunkd::auth::{password, Fleets, Role};
 use trunkd::config::{ApiConfig, Config};
-use trunkd::controller::Running;
+use trunkd::controller::{Answer, Query, Running};
 use trunkd::core::trunking::{EmergencyPolicy, TrunkingMode};
 use trunkd::link::gateway::GatewayLink;
-use trunkd::protocol::{CallScope, Frame, Message, Tmsi};
+use trunkd::protocol::{CallId, CallScope, Frame, Message, Tmsi};
 
 const PW: &str = "correct horse battery";
 
@@ -284,6 +284,15 @@ async fn emergency(g: &mut GatewayLink, tmsi: Tmsi) -> Frame {
     until(g, |f| f.txn == txn).await
 }
 
+/// `trunking.queue_depth` as `c` has it in force.
+fn queue_depth(c: &Running) -> String {
+    let Answer::Parameters(p) = c.handle().query(Query::Parameters).unwrap() else {
+        panic!("not the parameters")
+    };
+    let (_, v) = p.into_iter().find(|(n, _)| n == "trunking.queue_depth").unwrap();
+    v
+}
+
 /// chromedriver and a controller, or `None` where the test is skipped.
 async fn start() -> Option<(Browser, Server)> {
     let browser = Browser::start().await?;
@@ -315,7 +324,7 @@ fn tile_title(n: u16) -> String {
 
 /// `tmsi` calls talkgroup 10 through `g`; waits until the slot grid shows the call in
 /// the slot granted: the call and that slot's cell.
-async fn call_on_grid(w: &Client, g: &mut GatewayLink, tmsi: Tmsi) -> (u32, String) {
+async fn call_on_grid(w: &Client, g: &mut GatewayLink, tmsi: Tmsi) -> (CallId, String) {
     let (_, f) = group_call(g, tmsi, 10, CallScope::Local).await;
     let (call, cell) = granted_cell(&f);
     shows(w, &format!("{cell}.textContent === 'group {call}'")).await;
@@ -323,14 +332,14 @@ async fn call_on_grid(w: &Client, g: &mut GatewayLink, tmsi: Tmsi) -> (u32, Stri
 }
 
 /// The call `grant` grants and its slot's cell on the grid (a JavaScript expression).
-fn granted_cell(grant: &Frame) -> (u32, String) {
+fn granted_cell(grant: &Frame) -> (CallId, String) {
     let (call, slots) = grant_of(grant);
     let (site, carrier, slot) = slots[0];
     let cell = format!(
         "document.querySelector('article[data-site=\"{site}\"] \
          td[data-carrier=\"{carrier}\"][data-slot=\"{slot}\"]')"
     );
-    (call.get(), cell)
+    (call, cell)
 }
 
 /// The README's screenshot of the window as it is, when `CONSOLE_SCREENSHOTS` is set.
@@ -621,5 +630,76 @@ async fn the_console_resumes_after_a_dropped_connection_and_survives_a_restart()
     );
     let (mut g, t) = link_site_1(&w, s.c()).await;
     call_on_grid(&w, &mut g, t[0]).await;
+    w.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_admin_changes_a_parameter_sees_a_refusal_beside_its_field_and_reads_the_history() {
+    let Some((browser, s)) = start().await else {
+        return;
+    };
+    let w = browser.console(&s.base(), "ada").await;
+    view(&w, "system").await;
+    let field = "form[data-parameter='trunking.queue_depth']";
+    let input = w
+        .wait()
+        .at_most(PAGE_PATIENCE)
+        .for_element(Locator::Css(&format!("{field} input")))
+        .await
+        .unwrap();
+    input.clear().await.unwrap();
+    input.send_keys("many").await.unwrap();
+    click(&w, &format!("{field} button")).await;
+    // Refused: the API's reason beside the field, the field marked invalid, nothing changed.
+    let note = shows(
+        &w,
+        &format!("document.querySelector(\"{field} .note .error\")?.textContent"),
+    )
+    .await;
+    assert!(note.as_str().unwrap().contains("queue_depth"), "{note}");
+    assert_eq!(
+        js(
+            &w,
+            &format!("document.querySelector(\"{field} input\").getAttribute('aria-invalid')")
+        )
+        .await,
+        json!("true")
+    );
+    assert_eq!(queue_depth(s.c()), "32");
+    // Accepted: in force at once, and said so.
+    input.clear().await.unwrap();
+    input.send_keys("7").await.unwrap();
+    click(&w, &format!("{field} button")).await;
+    shows(
+        &w,
+        &format!("document.querySelector(\"{field} .note\").textContent === 'saved'"),
+    )
+    .await;
+    assert_eq!(queue_depth(s.c()), "7");
+
+    // A call that ended is in the call history, and the change in the audit log.
+    view(&w, "sites").await;
+    let (mut g, t) = link_site_1(&w, s.c()).await;
+    let (call, _) = call_on_grid(&w, &mut g, t[0]).await;
+    g.request(Message::PttRelease { call, tmsi: t[0] }).await.unwrap();
+    // Its record is written behind; the view reads the history when it is shown.
+    let deadline = tokio::time::Instant::now() + PAGE_PATIENCE;
+    while s.c().store.call_records(10).await.unwrap().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "no call record written");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    view(&w, "history").await;
+    let calls = "table[aria-label='Call history'] tbody";
+    shows(
+        &w,
+        &format!("document.querySelector(\"{calls}\")?.textContent.includes('100/1')"),
+    )
+    .await;
+    let audit = "table[aria-label='Audit log'] tbody";
+    shows(
+        &w,
+        &format!("document.querySelector(\"{audit}\")?.textContent.includes('trunking.queue_depth')"),
+    )
+    .await;
     w.close().await.unwrap();
 }
