@@ -21,6 +21,7 @@ Usage: python3 tools/wireshark/test.py [--keep DIR]   (needs tshark on PATH)
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import struct
@@ -526,9 +527,14 @@ def build_streams(vectors: list[Vector], spec: Spec) -> list[Stream]:
 
 
 def run_tshark(pcap: Path, *options: str) -> ET.Element:
+    # An empty home: no personal preferences, and no installed copy of the dissector that
+    # would register the protocol a second time next to the one under test.
+    home = pcap.parent / "home"
+    home.mkdir(exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XDG_")} | {"HOME": str(home)}
     command = ["tshark", "-n", "-X", f"lua_script:{DISSECTOR}", "-o", "tcp.desegment_tcp_streams:TRUE",
                *options, "-r", str(pcap), "-T", "pdml"]
-    result = subprocess.run(command, capture_output=True, text=True)
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
     lua_trouble = [line for line in result.stderr.splitlines() if "lua" in line.lower()]
     if result.returncode != 0 or lua_trouble:
         sys.exit(f"FAIL: {' '.join(command)} exited {result.returncode}:\n{result.stderr}")
