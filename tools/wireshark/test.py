@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import re
 import shutil
 import struct
@@ -563,21 +564,29 @@ class Pdu:
         return [message for severity, message in self.experts if severity == "Error"]
 
 
-def streams_in(pdml: ET.Element, link_port: int) -> dict[int, list[Pdu]]:
-    """The trunkd frames of each connection, by the gateway's port, in capture order;
-    packets that hold something other than trunkd frames count as a `data` frame."""
-    found: dict[int, list[Pdu]] = {}
+@dataclass
+class Shown:
+    """What tshark showed, by connection (the gateway's port), in capture order."""
+    frames: dict[int, list[Pdu]] = field(default_factory=dict)
+    lua_errors: dict[int, list[str]] = field(default_factory=dict)
+
+
+def shown_in(pdml: ET.Element, link_port: int) -> Shown:
+    shown = Shown()
     for packet in pdml.iter("packet"):
         ports = {f.get("name"): int(f.get("show")) for f in packet.iter("field")
                  if f.get("name") in ("tcp.srcport", "tcp.dstport")}
         gateway_port = ports["tcp.srcport"] if ports["tcp.dstport"] == link_port else ports["tcp.dstport"]
-        frames = found.setdefault(gateway_port, [])
+        frames = shown.frames.setdefault(gateway_port, [])
         for proto in packet.findall("proto"):
             if proto.get("name") == "trunkd":
                 frames.append(Pdu.of(proto))
-            elif proto.get("name") in ("data", "_ws.malformed", "_ws.lua"):
-                frames.append(Pdu(proto))  # never matches a vector: reported below
-    return found
+            elif proto.get("name") == "data":
+                frames.append(Pdu(proto))  # bytes no dissector took: never matches a vector
+        for f in packet.iter("field"):
+            if f.get("name") == "_ws.lua.error":  # a Lua error the dissector did not catch
+                shown.lua_errors.setdefault(gateway_port, []).append(f.get("showname"))
+    return shown
 
 
 # ---------------------------------------------------------------------------------------
@@ -598,7 +607,7 @@ def check_field(name: str, shown: list[ET.Element], wants: list[Want]) -> list[s
             except (TypeError, ValueError):
                 got = None
             if got != want.number:
-                problems.append(f"field {name}: expected {want.number}, shown {showname!r}")
+                problems.append(f"field {name}: expected {want.number} (0x{want.number:X}), shown {showname!r}")
         if want.text is not None and f.get("show") != want.text:
             problems.append(f"field {name}: expected {want.text!r}, shown {f.get('show')!r}")
         if want.data is not None and f.get("value") != want.data.hex():
@@ -661,27 +670,37 @@ def check_error(vector: Vector, pdu: Pdu, spec: Spec) -> list[str]:
     return []
 
 
-def check_streams(streams: list[Stream], shown: dict[int, list[Pdu]], spec: Spec) -> tuple[int, list[str]]:
-    passed, failures = 0, []
+class Tally:
+    """Cases passed and failed, with a line naming the vector and field of each problem."""
+
+    def __init__(self):
+        self.passed, self.failed, self.lines = 0, 0, []
+
+    def case(self, label: str, problems: list[str]):
+        if problems:
+            self.failed += 1
+            self.lines += [f"FAIL {label}: {p}" for p in problems]
+        else:
+            self.passed += 1
+
+
+def check_streams(streams: list[Stream], shown: Shown, spec: Spec, tally: Tally):
     for stream in streams:
-        pdus = shown.get(stream.gateway_port, [])
-        if len(pdus) != len(stream.vectors):
-            names = [v.name for v in stream.vectors]
-            failures.append(f"{stream.label}: {len(stream.vectors)} frames sent ({', '.join(names)}), "
-                            f"{len(pdus)} decoded")
+        pdus = shown.frames.get(stream.gateway_port, [])
+        lua_errors = shown.lua_errors.get(stream.gateway_port, [])
+        if len(pdus) != len(stream.vectors) or lua_errors:
+            names = ", ".join(v.name for v in stream.vectors)
+            tally.case(stream.label, [f"{len(stream.vectors)} frames sent ({names}), {len(pdus)} decoded"
+                                      + "".join(f"; {e}" for e in lua_errors)])
             continue
         for vector, pdu in zip(stream.vectors, pdus):
             check = check_ok if vector.ok else check_error
             problems = check(vector, pdu, spec)
-            problems += [f"dissector error: {e}" for e in pdu.errors() if e.startswith("dissector error")]
-            if problems:
-                failures += [f"{vector.name} [{vector.source}, {stream.label}]: {p}" for p in problems]
-            else:
-                passed += 1
-    return passed, failures
+            problems += [e for e in pdu.errors() if e.startswith("dissector error")]
+            tally.case(f"{vector.name} [{vector.source}, {stream.label}]", problems)
 
 
-def check_port_preference(vectors: list[Vector], spec: Spec, workdir: Path) -> tuple[int, list[str]]:
+def check_port_preference(vectors: list[Vector], spec: Spec, workdir: Path, tally: Tally):
     """On another port the frames decode only once the preference names that port, and
     then with their direction."""
     by_name = {v.name: v for v in vectors}
@@ -690,18 +709,60 @@ def check_port_preference(vectors: list[Vector], spec: Spec, workdir: Path) -> t
                Stream("link port preference", 50002, True, [challenge.frame], [challenge], OTHER_PORT)]
     pcap = workdir / "other_port.pcap"
     write_pcap(pcap, streams)
-    failures = []
-    default = streams_in(run_tshark(pcap), OTHER_PORT)
-    if any(p.element.get("name") == "trunkd" for pdus in default.values() for p in pdus):
-        failures.append(f"port {OTHER_PORT}: decoded as trunkd although the preference is {LINK_PORT}")
-    moved = streams_in(run_tshark(pcap, "-o", f"trunkd.port:{OTHER_PORT}"), OTHER_PORT)
-    passed, problems = check_streams(streams, moved, spec)
-    failures += problems
+    default = shown_in(run_tshark(pcap), OTHER_PORT)
+    decoded = [p for pdus in default.frames.values() for p in pdus if p.element.get("name") == "trunkd"]
+    tally.case(f"port {OTHER_PORT} with the default preference",
+               [f"decoded as trunkd although the link port is {LINK_PORT}"] if decoded else [])
+    moved = shown_in(run_tshark(pcap, "-o", f"trunkd.port:{OTHER_PORT}"), OTHER_PORT)
+    check_streams(streams, moved, spec, tally)
+    problems = []
     for port, direction in ((50001, "gateway to controller"), (50002, "controller to gateway")):
-        shown = [f.get("show") for p in moved.get(port, []) for f in p.fields.get("trunkd.direction", [])]
-        if not any(direction in s for s in shown):
-            failures.append(f"port {OTHER_PORT}: direction {direction!r} not shown (shown: {shown})")
-    return passed, failures
+        directions = [f.get("show") for p in moved.frames.get(port, []) for f in p.fields.get("trunkd.direction", [])]
+        if not any(direction in d for d in directions):
+            problems.append(f"direction {direction!r} not shown (shown: {directions})")
+    tally.case(f"port {OTHER_PORT} with trunkd.port:{OTHER_PORT}, direction", problems)
+
+
+def header(type_code: int, flags: int, txn: int, length: int) -> bytes:
+    return b"TK" + struct.pack("!BBHIH", 1, type_code, flags, txn, length)
+
+
+def waits_for_more(frame: bytes) -> bool:
+    """A frame in sync whose length field asks for more bytes than it has: the dissector
+    rightly waits for the next segment, which never comes."""
+    in_sync = frame[:3] == b"TK\x01" and int.from_bytes(frame[10:12], "big") <= 2048
+    return in_sync and 12 + int.from_bytes(frame[10:12], "big") > len(frame)
+
+
+def check_robustness(vectors: list[Vector], workdir: Path, tally: Tally):
+    """Whatever the bytes, the dissector flags them and goes on: random payloads of every
+    type byte and corrupted copies of the vectors never end in a Lua error."""
+    rng = random.Random(7300)  # the same frames on every run
+    frames = []
+    for type_code in range(256):
+        for _ in range(4):
+            payload = rng.randbytes(rng.randrange(0, 48))
+            flags = rng.choice([0, 1, rng.randrange(0x10000)])
+            frames.append(header(type_code, flags, rng.randrange(1 << 32), len(payload)) + payload)
+    for v in vectors:
+        for _ in range(5):
+            corrupt = bytearray(v.frame)
+            corrupt[rng.randrange(len(corrupt))] = rng.randrange(256)
+            frames.append(bytes(corrupt))
+    streams = [Stream(f"robustness frame {frame.hex()}", 41000 + i, bool(i % 2), [frame], [])
+               for i, frame in enumerate(frames)]
+    pcap = workdir / "robustness.pcap"
+    write_pcap(pcap, streams)
+    shown = shown_in(run_tshark(pcap), LINK_PORT)
+    problems = []
+    for stream in streams:
+        pdus = shown.frames.get(stream.gateway_port, [])
+        trouble = shown.lua_errors.get(stream.gateway_port, [])
+        trouble += [e for p in pdus for e in p.errors() if e.startswith("dissector error")]
+        if not waits_for_more(stream.segments[0]) and not any(p.element.get("name") == "trunkd" for p in pdus):
+            trouble.append("not shown as a trunkd frame")
+        problems += [f"{stream.label}: {t}" for t in trouble]
+    tally.case(f"robustness: {len(frames)} random and corrupted frames", problems)
 
 
 def main():
@@ -718,27 +779,28 @@ def main():
     if untested:
         sys.exit(f"message types with no ok vector: {[hex(t) for t in untested]}")
 
+    tally = Tally()
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="trunkd-wireshark-"))
     workdir.mkdir(parents=True, exist_ok=True)
     try:
         streams = build_streams(vectors, spec)
         pcap = workdir / "vectors.pcap"
         write_pcap(pcap, streams)
-        passed, failures = check_streams(streams, streams_in(run_tshark(pcap), LINK_PORT), spec)
-        more_passed, more_failures = check_port_preference(vectors, spec, workdir)
+        check_streams(streams, shown_in(run_tshark(pcap), LINK_PORT), spec, tally)
+        check_port_preference(vectors, spec, workdir, tally)
+        check_robustness(vectors, workdir, tally)
     finally:
         if args.keep is None:
             shutil.rmtree(workdir, ignore_errors=True)
-    passed += more_passed
-    failures += more_failures
 
-    for failure in failures:
-        print(f"FAIL {failure}")
+    for line in tally.lines:
+        print(line)
     ok_count = sum(v.ok for v in vectors)
-    print(f"{len(vectors)} vectors ({ok_count} ok, {len(vectors) - ok_count} errors) from {VECTORS.relative_to(ROOT)}; "
-          f"each alone, every ok one again among others in one segment, two split across segments")
-    print(f"{passed} passed, {len(failures)} failed")
-    sys.exit(1 if failures else 0)
+    print(f"{len(vectors)} vectors ({ok_count} ok, {len(vectors) - ok_count} errors) from {VECTORS.relative_to(ROOT)}: "
+          f"each alone, every ok one again among others in one segment, two split across segments, "
+          f"two on another port; then random and corrupted frames")
+    print(f"{tally.passed} passed, {tally.failed} failed")
+    sys.exit(1 if tally.failed else 0)
 
 
 if __name__ == "__main__":
