@@ -319,7 +319,7 @@ local Reader = {}
 Reader.__index = Reader
 
 local function new_reader(tvb, offset, length, frame)
-    return setmetatable({ tvb = tvb, pos = offset, stop = offset + length, frame = frame, last = "(none)" }, Reader)
+    return setmetatable({ tvb = tvb, pos = offset, stop = offset + length, frame = frame }, Reader)
 end
 
 function Reader:left()
@@ -392,7 +392,6 @@ function Reader:bytes(tree, field, size, what)
     if range then
         tree:add(field, range)
     end
-    return range
 end
 
 function Reader:tmsi(tree, role)
@@ -411,7 +410,6 @@ function Reader:cause(tree)
     if code then
         self.frame:note(cause_names[code] or string.format("cause 0x%02X", code))
     end
-    return code
 end
 
 function Reader:call_id(tree)
@@ -419,10 +417,22 @@ function Reader:call_id(tree)
     if id then
         self.frame:note("call=" .. id)
     end
-    return id
 end
 
--- A subtree for a compound field of `size` bytes (fewer if the payload runs short).
+-- A message id (§4): u64, 1..=2^64-1.
+function Reader:message_id(tree)
+    local range = self:take(tree, 8, "message id")
+    if not range then
+        return
+    end
+    local item = tree:add(f.message_id, range)
+    if range(0, 4):uint() == 0 and range(4, 4):uint() == 0 then
+        self:error(item, 0x16, "message id 0 is outside 1..=2^64-1")
+    end
+end
+
+-- A subtree for a compound field over `range` (from Reader:peek), or over no bytes when
+-- the payload has none left.
 local function subtree(tree, field, range)
     if range then
         return tree:add(field, range)
@@ -758,18 +768,6 @@ bodies[0x50] = function(r, t) -- SITE_STATUS
     r:uint(t, f.state, 1, "state", one_of(resource_states))
 end
 
--- A message id (§4): u64, 1..=2^64-1.
-function Reader:message_id(tree)
-    local range = self:take(tree, 8, "message id")
-    if not range then
-        return
-    end
-    local item = tree:add(f.message_id, range)
-    if range(0, 4):uint() == 0 and range(4, 4):uint() == 0 then
-        self:error(item, 0x16, "message id 0 is outside 1..=2^64-1")
-    end
-end
-
 -- What one frame's dissection found: the expert errors and the words for the Info column.
 local Frame = {}
 Frame.__index = Frame
@@ -896,8 +894,13 @@ local function dissect_frame(tvb, pinfo, root, frame)
     bodies[type_code](reader, root)
     if not reader.stopped and reader:left() > 0 then
         local item = root:add(f.trailing, tvb(reader.pos, reader:left()))
-        frame:error(item, 0x15, string.format("%d bytes after the last field (%s) of %s",
-            reader:left(), reader.last, msg.name))
+        local detail
+        if reader.last then
+            detail = string.format("%d bytes after the last field (%s) of %s", reader:left(), reader.last, msg.name)
+        else
+            detail = string.format("%s has an empty payload, here %d bytes", msg.name, reader:left())
+        end
+        frame:error(item, 0x15, detail)
     end
 end
 
