@@ -12,7 +12,9 @@ here with struct), has tshark decode it with the dissector, and checks from its 
 - every error vector carries an expert error naming the expected cause (and, for `fatal`,
   that the stream is lost);
 - frames still decode when one is split across TCP segments and when many share one
-  segment, and the link-port preference moves the dissector to another port.
+  segment, and the link-port preference moves the dissector to another port;
+- random payloads of every type byte and corrupted copies of the vectors never end in a
+  Lua error: the dissector flags what is wrong and goes on.
 
 Message type and cause codes come from the tables of PROTOCOL.md, not from the dissector.
 Standard library only. Exits non-zero naming the vector and field of every mismatch.
