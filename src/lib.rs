@@ -31,6 +31,7 @@
 //! - [`console`]: the dispatch console's web page, built into the binary and served
 //!   on the operator API's address.
 //! - [`logging`]: tracing setup (human-readable or JSON).
+//! - [`service`]: trunkd under systemd: readiness, reload on `SIGHUP`, stopping.
 
 pub mod api;
 pub mod auth;
@@ -47,6 +48,7 @@ pub mod logging;
 pub mod metrics;
 pub mod params;
 pub mod protocol;
+pub mod service;
 pub mod shell;
 pub mod sim;
 pub mod store;

@@ -1,9 +1,12 @@
 //! tracing setup: human-readable lines by default, JSON with `log.format = "json"` or
-//! `--log-json`. `RUST_LOG`, when set, overrides `log.level`.
+//! `--log-json`. `RUST_LOG`, when set, overrides `log.level`. The filter can be
+//! changed while trunkd runs ([`Logs::reload`], on `SIGHUP`).
 
 use std::io::IsTerminal;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::{Layer, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{fmt, reload, EnvFilter, Registry};
 
 use crate::config::{check_filter, ConfigError, LogConfig, LogFormat};
 
@@ -19,19 +22,40 @@ pub fn filter(cfg: &LogConfig) -> Result<EnvFilter, ConfigError> {
         .map_err(|e| ConfigError::Invalid(format!("{source}: {e}")))
 }
 
+/// The installed subscriber's filter, which can be changed while it runs.
+#[derive(Clone)]
+pub struct Logs(reload::Handle<EnvFilter, Registry>);
+
+impl Logs {
+    /// Filters from now on as `cfg` says (unless `RUST_LOG` is set, which still wins).
+    pub fn reload(&self, cfg: &LogConfig) -> Result<(), ConfigError> {
+        let f = filter(cfg)?;
+        self.0
+            .reload(f)
+            .map_err(|e| ConfigError::Invalid(format!("log.level: {e}")))
+    }
+}
+
 /// Installs the global subscriber. Call once, from a binary.
-pub fn init(cfg: &LogConfig) -> anyhow::Result<()> {
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter(cfg)?)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    let result = match cfg.format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .try_init(),
+pub fn init(cfg: &LogConfig) -> anyhow::Result<Logs> {
+    let (filter, handle) = reload::Layer::new(filter(cfg)?);
+    type Filtered = tracing_subscriber::layer::Layered<reload::Layer<EnvFilter, Registry>, Registry>;
+    let ansi = std::io::stderr().is_terminal();
+    let output: Box<dyn Layer<Filtered> + Send + Sync> = match cfg.format {
+        LogFormat::Text => Box::new(fmt::layer().with_writer(std::io::stderr).with_ansi(ansi)),
+        LogFormat::Json => Box::new(
+            fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(ansi)
+                .json()
+                .flatten_event(true)
+                .with_current_span(true),
+        ),
     };
-    result.map_err(|e| anyhow::anyhow!("installing the log subscriber: {e}"))
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(output)
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("installing the log subscriber: {e}"))?;
+    Ok(Logs(handle))
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use anyhow::{bail, Context};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use tracing::info;
 
 use trunkd::auth::{password, Fleets, Role};
@@ -67,6 +67,13 @@ enum Command {
     /// The API's token signing keys.
     #[command(subcommand)]
     Auth(AuthCommand),
+    /// Print trunkd's manual page (roff, for man(1)): `trunkd manual > trunkd.1`.
+    Manual,
+    /// Print a shell completion script: `trunkd completions bash > /etc/bash_completion.d/trunkd`.
+    Completions {
+        /// bash, elvish, fish, powershell or zsh.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Subcommand)]
@@ -475,6 +482,16 @@ fn run(cli: Cli, out: &mut Out) -> anyhow::Result<()> {
             outln!(out, "configuration ok");
             Ok(())
         }
+        Command::Manual => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(Cli::command()).render(&mut page)?;
+            out.text(format_args!("{}", String::from_utf8_lossy(&page)))
+        }
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "trunkd", &mut script);
+            out.text(format_args!("{}", String::from_utf8_lossy(&script)))
+        }
         Command::Config(ConfigCommand::Keygen) => {
             outln!(
                 out,
@@ -493,8 +510,12 @@ fn run(cli: Cli, out: &mut Out) -> anyhow::Result<()> {
             if log_json {
                 cfg.log.format = LogFormat::Json;
             }
-            trunkd::logging::init(&cfg.log)?;
-            runtime()?.block_on(serve(cfg))
+            let logs = trunkd::logging::init(&cfg.log)?;
+            let reload = Reload {
+                config: cli.config.clone(),
+                logs,
+            };
+            runtime()?.block_on(serve(cfg, reload))
         }
         other => {
             let cfg = cfg()?;
@@ -507,9 +528,55 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Runtime::new().context("starting the runtime")
 }
 
-async fn serve(cfg: Config) -> anyhow::Result<()> {
+/// What `SIGHUP` reloads (`trunkd::service`): the configuration file it reads again,
+/// and the logs' filter.
+struct Reload {
+    config: Option<std::path::PathBuf>,
+    logs: trunkd::logging::Logs,
+}
+
+impl Reload {
+    /// At every `SIGHUP`: reads the configuration again and applies `log.level` and, when
+    /// the API serves TLS (`api_tls`), its certificate and key.
+    async fn on_hangups(self, api_tls: Option<axum_server::tls_rustls::RustlsConfig>) {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            trunkd::service::reloading(|| self.once(api_tls.as_ref()));
+        }
+    }
+
+    fn once(&self, api_tls: Option<&axum_server::tls_rustls::RustlsConfig>) {
+        use trunkd::service::{kept, reloaded};
+        let cfg = match Config::load(self.config.as_deref()) {
+            Ok(c) => c,
+            Err(e) => return kept("everything", &e),
+        };
+        match self.logs.reload(&cfg.log) {
+            Ok(()) => reloaded("log.level"),
+            Err(e) => kept("log.level", &e),
+        }
+        if let Some(tls) = api_tls {
+            match trunkd::api::reload_tls(tls, &cfg.api) {
+                Ok(()) => reloaded("api.tls_cert and api.tls_key"),
+                Err(e) => kept("the API's certificate", &e),
+            }
+        }
+    }
+}
+
+async fn serve(cfg: Config, reload: Reload) -> anyhow::Result<()> {
     if cfg.ha.enabled {
-        trunkd::ha::serve(cfg, shutdown_signal()).await?;
+        // The HA nodes reload their logs' filter; their API certificates need a restart.
+        let reloading = tokio::spawn(reload.on_hangups(None));
+        trunkd::ha::serve(cfg, async {
+            shutdown_signal().await;
+            trunkd::service::stopping();
+        })
+        .await?;
+        reloading.abort();
         info!("trunkd stopped");
         return Ok(());
     }
@@ -524,16 +591,20 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         }
     };
     info!(addr = %running.link_addr, "trunkd started");
+    let reloading = tokio::spawn(reload.on_hangups(api.tls()));
     let (stop_api, api_stopping) = tokio::sync::oneshot::channel::<()>();
     let api = tokio::spawn(trunkd::api::serve(api, running.handle(), api_cfg, async {
         let _ = api_stopping.await;
     }));
+    trunkd::service::ready();
     running
         .run_until(async {
             shutdown_signal().await;
+            trunkd::service::stopping();
             let _ = stop_api.send(());
         })
         .await;
+    reloading.abort();
     if let Ok(Err(e)) = api.await {
         tracing::error!(error = %e, "operator API failed");
     }
@@ -831,7 +902,9 @@ async fn run_admin(cfg: &Config, store: &Store, command: Command, out: &mut Out)
                 .await?;
             outln!(out, "subscriber {imsi} enabled");
         }
-        Command::Serve { .. } | Command::Config(_) => unreachable!("handled in main"),
+        Command::Serve { .. } | Command::Config(_) | Command::Manual | Command::Completions { .. } => {
+            unreachable!("handled in main")
+        }
     }
     Ok(())
 }

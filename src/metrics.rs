@@ -462,8 +462,8 @@ mod tests {
         assert_eq!(s.buckets[BOUNDS_NS.len()], (f64::INFINITY, 2));
     }
 
-    #[test]
-    fn the_text_has_every_metric_with_help_type_and_labels() {
+    /// Every family with something in it, HA included: what a scrape can hold.
+    fn full_scrape() -> String {
         let m = Metrics::default();
         m.granted(CallType::Group);
         m.denied(Cause::QueueFull);
@@ -487,7 +487,12 @@ mod tests {
                 lease_age_ms: Some(250),
             }),
         };
-        let text = scrape.encode().unwrap();
+        scrape.encode().unwrap()
+    }
+
+    #[test]
+    fn the_text_has_every_metric_with_help_type_and_labels() {
+        let text = full_scrape();
         for line in [
             "# TYPE trunkd_connected_sites gauge",
             "trunkd_connected_sites 2",
@@ -516,5 +521,76 @@ mod tests {
         let helps = text.lines().filter(|l| l.starts_with("# HELP trunkd_")).count();
         let types = text.lines().filter(|l| l.starts_with("# TYPE trunkd_")).count();
         assert_eq!((helps, types), (14, 14), "{text}");
+    }
+
+    /// The Grafana dashboard (`tools/grafana/trunkd-dashboard.json`) asks only for
+    /// metrics trunkd exports, grouped by labels they have, and shows each family.
+    #[test]
+    fn every_query_of_the_grafana_dashboard_names_an_exported_metric_and_its_labels() {
+        let text = full_scrape();
+        // Sample name → the label names its samples carry.
+        let mut exported: std::collections::HashMap<&str, std::collections::HashSet<&str>> =
+            Default::default();
+        for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+            let name = line.split(['{', ' ']).next().unwrap();
+            let labels = exported.entry(name).or_default();
+            if let Some((_, rest)) = line.split_once('{') {
+                let inside = rest.split_once('}').unwrap().0;
+                labels.extend(
+                    inside
+                        .split(',')
+                        .filter_map(|kv| kv.split_once('='))
+                        .map(|(k, _)| k),
+                );
+            }
+        }
+        let dashboard: serde_json::Value =
+            serde_json::from_str(include_str!("../tools/grafana/trunkd-dashboard.json")).unwrap();
+        let mut queried = std::collections::HashSet::new();
+        for panel in dashboard["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                let expr = target["expr"].as_str().unwrap();
+                let names: Vec<&str> = expr
+                    .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .filter(|w| w.starts_with("trunkd_"))
+                    .collect();
+                assert!(!names.is_empty(), "{expr}: names no trunkd metric");
+                for name in names {
+                    let labels = exported
+                        .get(name)
+                        .unwrap_or_else(|| panic!("{expr}: trunkd exports no {name}"));
+                    // `by (…)` and selector labels must be ones the metric has (`le`
+                    // on buckets; `instance` is the scraper's).
+                    let grouped = expr
+                        .split("by (")
+                        .skip(1)
+                        .flat_map(|g| g.split(')').next().unwrap().split(','))
+                        .map(str::trim);
+                    for label in grouped.filter(|l| *l != "instance") {
+                        assert!(labels.contains(label), "{expr}: {name} has no label {label}");
+                    }
+                    let family = ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .find_map(|s| name.strip_suffix(s))
+                        .unwrap_or(name);
+                    queried.insert(family.to_string());
+                }
+            }
+        }
+        let families: std::collections::HashSet<String> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .map(|l| l.split(' ').next().unwrap().to_string())
+            .map(|f| {
+                if exported.contains_key(format!("{f}_total").as_str()) {
+                    format!("{f}_total")
+                } else {
+                    f
+                }
+            })
+            .collect();
+        let mut missing: Vec<_> = families.difference(&queried).collect();
+        missing.sort();
+        assert!(missing.is_empty(), "the dashboard shows nothing of {missing:?}");
     }
 }

@@ -769,3 +769,100 @@ async fn two_serve_processes_on_one_postgresql_database_accept_each_others_token
     .await
     .expect("a disabled operator's tokens still open the API");
 }
+
+/// A self-signed certificate for `localhost` written over `cert` and `key`: its PEM.
+fn new_certificate(cert: &std::path::Path, key: &std::path::Path) -> String {
+    let c = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    std::fs::write(cert, c.cert.pem()).unwrap();
+    std::fs::write(key, c.key_pair.serialize_pem()).unwrap();
+    c.cert.pem()
+}
+
+/// `GET /healthz` over TLS at `port`, trusting only `ca`: the status, or the error.
+async fn healthz_trusting(port: u16, ca: &str) -> Result<u16, String> {
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let r = http.get(format!("https://localhost:{port}/healthz")).send().await;
+    r.map(|r| r.status().as_u16()).map_err(|e| format!("{e:?}"))
+}
+
+/// The next notification trunkd sends systemd.
+async fn notified(socket: &tokio::net::UnixDatagram) -> String {
+    let mut buf = [0u8; 512];
+    let n = tokio::time::timeout(PATIENCE * 3, socket.recv(&mut buf))
+        .await
+        .expect("no notification")
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[tokio::test]
+async fn serve_tells_systemd_it_is_ready_and_reloads_its_certificate_and_log_level_on_sighup() {
+    let cli = Cli::new();
+    let (cert, key) = (cli.dir.path().join("api.crt"), cli.dir.path().join("api.key"));
+    let first = new_certificate(&cert, &key);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = |level: &str| {
+        let base = std::fs::read_to_string(&cli.config).unwrap();
+        let base = base.split("[log]").next().unwrap().to_string();
+        let base = base.replace(
+            "listen = \"127.0.0.1:0\"\n[database]",
+            &format!("listen = \"127.0.0.1:{port}\"\ntls_cert = {cert:?}\ntls_key = {key:?}\n[database]"),
+        );
+        std::fs::write(&cli.config, format!("{base}[log]\nlevel = {level:?}\n")).unwrap();
+    };
+    config("warn");
+    let socket_path = cli.dir.path().join("notify.sock");
+    let systemd = tokio::net::UnixDatagram::bind(&socket_path).unwrap();
+    let mut serving = LoggingChild::spawn(cli.cmd().env("NOTIFY_SOCKET", &socket_path).arg("serve"));
+
+    // Ready once it serves: the API answers with the first certificate.
+    assert_eq!(notified(&systemd).await, "READY=1\nSTATUS=serving\n");
+    assert_eq!(healthz_trusting(port, &first).await, Ok(200));
+
+    // SIGHUP: the configuration read again, a new certificate and a new log level.
+    let second = new_certificate(&cert, &key);
+    config("info");
+    let pid = serving.child.id().unwrap().to_string();
+    let hup = Command::new("kill").args(["-HUP", &pid]).status().await.unwrap();
+    assert!(hup.success());
+    let reloading = notified(&systemd).await;
+    assert!(
+        reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="),
+        "{reloading}"
+    );
+    assert_eq!(notified(&systemd).await, "READY=1\nSTATUS=serving\n");
+    // At warn, the info lines of the reload show only once the new level is in force.
+    serving.read_until("reload: log.level reloaded").await;
+    serving
+        .read_until("reload: api.tls_cert and api.tls_key reloaded")
+        .await;
+    assert_eq!(healthz_trusting(port, &second).await, Ok(200));
+    assert!(
+        healthz_trusting(port, &first).await.is_err(),
+        "the old certificate is still served"
+    );
+
+    // A certificate file that cannot be read keeps the one in force.
+    std::fs::write(&cert, "not a certificate").unwrap();
+    let hup = Command::new("kill").args(["-HUP", &pid]).status().await.unwrap();
+    assert!(hup.success());
+    serving
+        .read_until("reload: the API's certificate kept as it was")
+        .await;
+    assert_eq!(healthz_trusting(port, &second).await, Ok(200));
+
+    let status = serving.terminate().await;
+    assert!(status.success(), "{status}");
+    let mut stopping = notified(&systemd).await;
+    while stopping.starts_with("RELOADING") || stopping.starts_with("READY") {
+        stopping = notified(&systemd).await;
+    }
+    assert_eq!(stopping, "STOPPING=1\nSTATUS=stopping\n");
+}

@@ -609,6 +609,23 @@ impl ApiListener {
     pub fn is_tls(&self) -> bool {
         self.tls.is_some()
     }
+
+    /// Its TLS configuration, shared with the server it runs: [`reload_tls`] changes it.
+    pub fn tls(&self) -> Option<RustlsConfig> {
+        self.tls.clone()
+    }
+}
+
+/// Reads `cfg`'s certificate and key again into `tls`, the configuration a running API
+/// serves: new connections get them. Files that cannot be read change nothing.
+pub fn reload_tls(tls: &RustlsConfig, cfg: &ApiConfig) -> std::io::Result<()> {
+    let (Some(cert), Some(key)) = (&cfg.tls_cert, &cfg.tls_key) else {
+        return Err(std::io::Error::other(
+            "api.tls_cert and api.tls_key are no longer set (TLS is turned off by a restart only)",
+        ));
+    };
+    tls.reload_from_config(tls_config(cert, key)?.get_inner());
+    Ok(())
 }
 
 /// Binds the API on `cfg.listen`, with TLS when `cfg` names a certificate and key (read

@@ -120,6 +120,7 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::R
         // Standing by.
         let (view_tx, view_rx) = watch::channel(StandbyView::default());
         let standby = Standby::start(&cfg, view_rx, &warm).await?;
+        crate::service::ready();
         let link_addr = standby.local_addr;
         let advertised = if h.link_address.is_empty() {
             link_addr.to_string()
