@@ -59,6 +59,11 @@ write_timeout_ms = 5000
 # Frames that may wait to be sent on one link. A frame of a call that finds the queue full
 # closes the link (peer not reading); bulk deliveries wait for room instead.
 outbound_queue = 1024
+# TLS 1.3 on the link (PROTOCOL.md §1): the controller's certificate chain and private
+# key, PEM, both or neither. Gateways check the certificate, then prove their site key
+# as they do without TLS. Read again on SIGHUP (new connections get them).
+# tls_cert = "/etc/trunkd/link.crt"
+# tls_key = "/etc/trunkd/link.key"
 
 [shutdown]
 # On SIGINT/SIGTERM, time allowed for links to finish in-flight work and close, in ms.
@@ -577,6 +582,10 @@ pub struct LinkConfig {
     pub write_timeout_ms: u64,
     /// Outbound frames queued per link.
     pub outbound_queue: usize,
+    /// TLS: the certificate chain, PEM.
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// TLS: the private key, PEM.
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 impl Default for LinkConfig {
@@ -593,6 +602,8 @@ impl Default for LinkConfig {
             max_malformed_in_row: 8,
             write_timeout_ms: 5000,
             outbound_queue: 1024,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -918,6 +929,9 @@ impl Config {
         }
         if a.request_timeout_ms < 100 {
             return bad("api.request_timeout_ms must be at least 100");
+        }
+        if self.link.tls_cert.is_some() != self.link.tls_key.is_some() {
+            return bad("link.tls_cert and link.tls_key go together: give both, or neither for plain TCP");
         }
         if a.tls_cert.is_some() != a.tls_key.is_some() {
             return bad("api.tls_cert and api.tls_key go together: give both, or neither for plain HTTP");

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::{Args, CommandFactory, Parser, Subcommand};
@@ -538,17 +539,25 @@ struct Reload {
 impl Reload {
     /// At every `SIGHUP`: reads the configuration again and applies `log.level` and, when
     /// the API serves TLS (`api_tls`), its certificate and key.
-    async fn on_hangups(self, api_tls: Option<axum_server::tls_rustls::RustlsConfig>) {
+    async fn on_hangups(
+        self,
+        api_tls: Option<axum_server::tls_rustls::RustlsConfig>,
+        link_tls: Option<Arc<trunkd::link::tls::ServerTls>>,
+    ) {
         use tokio::signal::unix::{signal, SignalKind};
         let Ok(mut hangups) = signal(SignalKind::hangup()) else {
             return;
         };
         while hangups.recv().await.is_some() {
-            trunkd::service::reloading(|| self.once(api_tls.as_ref()));
+            trunkd::service::reloading(|| self.once(api_tls.as_ref(), link_tls.as_deref()));
         }
     }
 
-    fn once(&self, api_tls: Option<&axum_server::tls_rustls::RustlsConfig>) {
+    fn once(
+        &self,
+        api_tls: Option<&axum_server::tls_rustls::RustlsConfig>,
+        link_tls: Option<&trunkd::link::tls::ServerTls>,
+    ) {
         use trunkd::service::{kept, reloaded};
         let cfg = match Config::load(self.config.as_deref()) {
             Ok(c) => c,
@@ -557,6 +566,12 @@ impl Reload {
         match self.logs.reload(&cfg.log) {
             Ok(()) => reloaded("log.level"),
             Err(e) => kept("log.level", &e),
+        }
+        if let (Some(tls), Some(cert), Some(key)) = (link_tls, &cfg.link.tls_cert, &cfg.link.tls_key) {
+            match tls.reload(cert, key) {
+                Ok(()) => reloaded("link.tls_cert and link.tls_key"),
+                Err(e) => kept("the link's certificate", &e),
+            }
         }
         if let Some(tls) = api_tls {
             match trunkd::api::reload_tls(tls, &cfg.api) {
@@ -570,7 +585,7 @@ impl Reload {
 async fn serve(cfg: Config, reload: Reload) -> anyhow::Result<()> {
     if cfg.ha.enabled {
         // The HA nodes reload their logs' filter; their API certificates need a restart.
-        let reloading = tokio::spawn(reload.on_hangups(None));
+        let reloading = tokio::spawn(reload.on_hangups(None, None));
         trunkd::ha::serve(cfg, async {
             shutdown_signal().await;
             trunkd::service::stopping();
@@ -591,7 +606,7 @@ async fn serve(cfg: Config, reload: Reload) -> anyhow::Result<()> {
         }
     };
     info!(addr = %running.link_addr, "trunkd started");
-    let reloading = tokio::spawn(reload.on_hangups(api.tls()));
+    let reloading = tokio::spawn(reload.on_hangups(api.tls(), running.link_tls.clone()));
     let (stop_api, api_stopping) = tokio::sync::oneshot::channel::<()>();
     let api = tokio::spawn(trunkd::api::serve(api, running.handle(), api_cfg, async {
         let _ = api_stopping.await;

@@ -3,8 +3,8 @@
 //! what can change without a restart.
 //!
 //! What `SIGHUP` reloads (the configuration file read again): `log.level`, and the
-//! operator API's certificate and key (`api.tls_cert`, `api.tls_key`: new connections
-//! get the new ones). Everything else needs a restart, or is a system parameter
+//! certificates and keys of the site link (`link.tls_cert`, `link.tls_key`) and of the
+//! operator API (`api.tls_cert`, `api.tls_key`): new connections get the new ones. Everything else needs a restart, or is a system parameter
 //! (`PUT /api/v1/parameters/{name}`); a changed configuration that cannot be read
 //! keeps what runs and says why in the log.
 

@@ -96,6 +96,8 @@ pub struct Running {
     pub hlr: Arc<HlrCache>,
     /// The HLR.
     pub store: Store,
+    /// The link port's TLS, when it speaks it (`link.tls_cert`): reloaded on `SIGHUP`.
+    pub link_tls: Option<Arc<crate::link::tls::ServerTls>>,
     handle: ControllerHandle,
     stop: Option<watch::Sender<bool>>,
     task: JoinHandle<()>,
@@ -276,6 +278,7 @@ async fn start_on(
             source,
         })?
         .recording_to(metrics);
+    let link_tls = server.tls();
     let link_addr = server.local_addr().map_err(|source| StartError::Bind {
         addr: link_cfg.listen,
         source,
@@ -333,6 +336,7 @@ async fn start_on(
         vlr: node.vlr.clone(),
         hlr: node.hlr.clone(),
         store: node.store.clone(),
+        link_tls,
         handle: ControllerHandle::new(node),
         stop: Some(stop_tx),
         task,

@@ -10,6 +10,8 @@ use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio_util::codec::{Decoder, Framed};
 
 use super::codec::{FrameCodec, LinkReadError};
+use super::stream::LinkStream;
+use super::tls::GatewayTls;
 use crate::protocol::{
     link_mac, Cause, ControllerAddress, Frame, FrameError, Message, SiteId, SiteKey, CONTROLLER_TXN_BASE,
     MAX_PAYLOAD,
@@ -37,6 +39,10 @@ pub enum GatewayError {
     /// The connection ended.
     #[error("connection closed by the controller")]
     Eof,
+    /// TLS failed: the controller's certificate is not trusted or names another host,
+    /// or the port does not speak TLS.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The controller sent something the protocol does not allow here.
     #[error("protocol violation: {0}")]
     Protocol(String),
@@ -44,7 +50,7 @@ pub enum GatewayError {
 
 /// An authenticated link, as a gateway holds it.
 pub struct GatewayLink {
-    framed: Framed<TcpStream, FrameCodec>,
+    framed: Framed<LinkStream, FrameCodec>,
     site: SiteId,
     keepalive_interval: Duration,
     misses: u8,
@@ -58,13 +64,32 @@ impl GatewayLink {
         site: SiteId,
         key: &SiteKey,
     ) -> Result<Self, GatewayError> {
+        Self::connect_with(addr, site, key, None).await
+    }
+
+    /// [`connect`](Self::connect), over TLS when `tls` is given (`PROTOCOL.md §1`): the
+    /// controller's certificate checked first, then the same handshake inside TLS.
+    pub async fn connect_with(
+        addr: impl ToSocketAddrs,
+        site: SiteId,
+        key: &SiteKey,
+        tls: Option<&GatewayTls>,
+    ) -> Result<Self, GatewayError> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
+        let stream = match tls {
+            None => LinkStream::Plain(stream),
+            Some(tls) => {
+                let (connector, name) = tls.connector();
+                let tls = connector.connect(name, stream).await.map_err(tls_error)?;
+                LinkStream::Client(Box::new(tls))
+            }
+        };
         Self::handshake(stream, site, key).await
     }
 
     /// Completes the handshake on an open connection.
-    pub async fn handshake(stream: TcpStream, site: SiteId, key: &SiteKey) -> Result<Self, GatewayError> {
+    async fn handshake(stream: LinkStream, site: SiteId, key: &SiteKey) -> Result<Self, GatewayError> {
         let mut framed = Framed::new(stream, FrameCodec::new(MAX_PAYLOAD));
         let txn = 1;
         framed.send(Frame::new(txn, Message::LinkHello { site })).await?;
@@ -210,7 +235,28 @@ impl GatewayLink {
     }
 }
 
-async fn next(framed: &mut Framed<TcpStream, FrameCodec>) -> Result<Frame, GatewayError> {
+/// A TLS handshake that failed, said for an operator: a plain controller port answers a
+/// ClientHello with a plain `LINK_REJECT` (`TK`…), which is no TLS record.
+fn tls_error(e: std::io::Error) -> GatewayError {
+    let plain = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|r| {
+            matches!(
+                r,
+                rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)
+            )
+        });
+    if plain {
+        return GatewayError::Tls(
+            "the controller's port does not speak TLS (it answered in plain TCP): is its link.tls_cert set?"
+                .into(),
+        );
+    }
+    GatewayError::Tls(e.to_string())
+}
+
+async fn next(framed: &mut Framed<LinkStream, FrameCodec>) -> Result<Frame, GatewayError> {
     match framed.next().await {
         None => Err(GatewayError::Eof),
         Some(read) => well_formed(read?),
@@ -257,6 +303,8 @@ pub struct ControllerList {
     backoff: Duration,
     /// Longest one attempt (connect and handshake) may take.
     attempt_timeout: Duration,
+    /// TLS to every address, when the controllers' ports speak it.
+    tls: Option<GatewayTls>,
 }
 
 impl ControllerList {
@@ -273,7 +321,14 @@ impl ControllerList {
             current: 0,
             backoff: Self::BACKOFF_MIN,
             attempt_timeout: Duration::from_secs(2),
+            tls: None,
         })
+    }
+
+    /// Every address over TLS, trusting `tls`.
+    pub fn with_tls(mut self, tls: Option<GatewayTls>) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// Links `site` to the active controller, searching until one accepts (a caller
@@ -310,7 +365,8 @@ impl ControllerList {
     }
 
     async fn attempt(&self, addr: &str, site: SiteId, key: &SiteKey) -> Result<GatewayLink, GatewayError> {
-        match tokio::time::timeout(self.attempt_timeout, GatewayLink::connect(addr, site, key)).await {
+        let connect = GatewayLink::connect_with(addr, site, key, self.tls.as_ref());
+        match tokio::time::timeout(self.attempt_timeout, connect).await {
             Ok(r) => r,
             Err(_) => Err(GatewayError::Eof),
         }

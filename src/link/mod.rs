@@ -10,6 +10,9 @@
 //! - `session`: one connection, from handshake to close.
 //! - `timing`: what a session measures of its traffic for [`crate::metrics`] (request
 //!   read to answer written, denies, registration outcomes).
+//! - `stream`: the connection a link runs on, plain TCP or TLS.
+//! - [`tls`]: TLS 1.3 on the link (`link.tls_cert`): the controller's certificate
+//!   (reloadable) and what a gateway trusts.
 //! - [`gateway`]: the gateway side, for `trunksim` and tests.
 
 mod admission;
@@ -19,7 +22,9 @@ mod handler;
 mod links;
 mod server;
 mod session;
+mod stream;
 mod timing;
+pub mod tls;
 
 pub use handler::{deny_unsupported, Handler, SiteKeys, Unsupported};
 pub use links::{Links, SendError};

@@ -17,6 +17,7 @@ use super::admission::Source;
 use super::handler::{Handler, SiteKeys};
 use super::links::Links;
 use super::session::{self, lock, Pending, Shared};
+use super::tls::ServerTls;
 use crate::config::LinkConfig;
 use crate::metrics::Metrics;
 
@@ -39,7 +40,8 @@ impl LinkServer {
     /// Binds the listen address of `cfg`.
     ///
     /// `links` is the registry the server keeps of up links; the caller may hold a
-    /// clone of it (the handler, to send to other sites).
+    /// clone of it (the handler, to send to other sites). With `cfg.tls_cert` the port
+    /// speaks TLS: a certificate or key that cannot be read refuses to start, naming it.
     pub async fn bind(
         cfg: LinkConfig,
         keys: Arc<dyn SiteKeys>,
@@ -54,11 +56,21 @@ impl LinkServer {
         socket.set_reuseaddr(true)?;
         socket.bind(cfg.listen)?;
         let listener = socket.listen(LISTEN_BACKLOG)?;
-        let shared = Shared::new(cfg, keys, handler, links);
+        let tls = match (&cfg.tls_cert, &cfg.tls_key) {
+            (Some(cert), Some(key)) => Some(Arc::new(ServerTls::load(cert, key)?)),
+            _ => None,
+        };
+        let shared = Shared::new(cfg, keys, handler, links, tls);
         Ok(LinkServer {
             listener,
             shared: Arc::new(shared),
         })
+    }
+
+    /// The port's TLS, when it speaks it: [`ServerTls::reload`] changes what new
+    /// connections get.
+    pub fn tls(&self) -> Option<Arc<ServerTls>> {
+        self.shared.tls.clone()
     }
 
     /// Counts and times what the sessions write into `metrics` (a server of its own

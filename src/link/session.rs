@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use futures::{FutureExt, SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
-use tokio::time::{sleep_until, timeout, Instant};
+use tokio::time::{sleep_until, timeout, timeout_at, Instant};
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
@@ -19,7 +19,9 @@ use super::admission::{Admission, Refusals};
 use super::codec::{FrameCodec, LinkReadError};
 use super::handler::{Handler, SiteKeys};
 use super::links::{EndWhy, LinkEnd, LinkHandle, Links};
+use super::stream::LinkStream;
 use super::timing::{Read, Timed, Timing};
+use super::tls::ServerTls;
 use crate::config::LinkConfig;
 use crate::metrics::Metrics;
 use crate::protocol::{
@@ -27,7 +29,7 @@ use crate::protocol::{
     CONTROLLER_TXN_BASE,
 };
 
-type Conn = Framed<TcpStream, FrameCodec>;
+type Conn = Framed<LinkStream, FrameCodec>;
 
 /// State shared by the server and its sessions.
 pub(super) struct Shared {
@@ -41,6 +43,8 @@ pub(super) struct Shared {
     pub(super) admission: Mutex<Admission<CancellationToken>>,
     /// Handshakes that ended without a link since the last summary.
     pub(super) refusals: Mutex<Refusals>,
+    /// TLS on this port (`link.tls_cert`), swapped on reload.
+    pub(super) tls: Option<Arc<ServerTls>>,
     next_conn: AtomicU64,
 }
 
@@ -50,8 +54,10 @@ impl Shared {
         keys: Arc<dyn SiteKeys>,
         handler: Arc<dyn Handler>,
         links: Links,
+        tls: Option<Arc<ServerTls>>,
     ) -> Self {
         Shared {
+            tls,
             admission: Mutex::new(Admission::new(cfg.max_handshakes, cfg.max_handshakes_per_address)),
             refusals: Mutex::new(Refusals::default()),
             cfg,
@@ -105,32 +111,99 @@ pub(super) async fn run(
     let span = info_span!("link", conn, %peer, site = tracing::field::Empty);
     async move {
         let _ = stream.set_nodelay(true);
+        let deadline = Instant::now() + shared.cfg.handshake_timeout();
+        let evicted = || {
+            End::Close(
+                Cause::ConnectionLimit,
+                "a newer connection took this one's place in the handshake".into(),
+            )
+        };
+        let late = || End::Close(Cause::HandshakeTimeout, "handshake not complete in time".into());
+        debug!("connection accepted");
+        // Its first byte says whether it speaks TLS; until it is read, a refusal goes
+        // out in plain.
+        let first = tokio::select! {
+            biased;
+            _ = pending.evict.cancelled() => Err(evicted()),
+            done = timeout_at(deadline, speaks_tls(&stream)) => done.unwrap_or_else(|_| Err(late())),
+        };
+        let opened = match first {
+            Ok(tls_record) => tokio::select! {
+                biased;
+                _ = pending.evict.cancelled() => Err((None, evicted())),
+                done = timeout_at(deadline, open(stream, tls_record, &shared)) => done.unwrap_or_else(|_| Err((None, late()))),
+            },
+            Err(end) => Err((Some(LinkStream::Plain(stream)), end)),
+        };
+        let stream = match opened {
+            Ok(s) => s,
+            Err((mut stream, end)) => {
+                lock(&shared.admission).finish(conn, pending.src);
+                return refuse(stream.as_mut(), &shared, pending.src, end, 0);
+            }
+        };
         let mut framed = Framed::new(stream, FrameCodec::new(shared.cfg.max_payload_len));
         let mut stop = stop;
-        debug!("connection accepted");
         // The transaction of the first well-formed frame: a LINK_REJECT answers it.
         let mut first_txn = 0;
         let handshake = tokio::select! {
             biased;
-            _ = pending.evict.cancelled() => Err(End::Close(
-                Cause::ConnectionLimit,
-                "a newer connection took this one's place in the handshake".into(),
-            )),
-            done = timeout(
-                shared.cfg.handshake_timeout(),
+            _ = pending.evict.cancelled() => Err(evicted()),
+            done = timeout_at(
+                deadline,
                 handshake(&mut framed, &shared, &pending, &mut stop, &mut first_txn),
-            ) => done.unwrap_or_else(|_| {
-                Err(End::Close(Cause::HandshakeTimeout, "handshake not complete in time".into()))
-            }),
+            ) => done.unwrap_or_else(|_| Err(late())),
         };
         lock(&shared.admission).finish(conn, pending.src);
         match handshake.and_then(|(site, txn)| room_for_link(&shared, site).map(|()| (site, txn))) {
             Ok((site, txn)) => accepted(framed, conn, site, txn, shared, stop).await,
-            Err(end) => refuse(&framed, &shared, pending.src, end, first_txn),
+            Err(end) => {
+                // Only if nothing is half-written, so that the reject is a whole frame.
+                let whole = framed.write_buffer().is_empty();
+                refuse(whole.then(|| framed.get_mut()), &shared, pending.src, end, first_txn)
+            }
         }
     }
     .instrument(span)
     .await
+}
+
+/// Whether the connection's first byte begins a TLS handshake record (read, not taken).
+async fn speaks_tls(stream: &TcpStream) -> Result<bool, End> {
+    /// The first byte of a TLS handshake record.
+    const TLS_HANDSHAKE: u8 = 0x16;
+    let mut first = [0u8; 1];
+    match stream.peek(&mut first).await {
+        Ok(0) => Err(End::PeerGone("peer closed before sending anything".into())),
+        Ok(_) => Ok(first[0] == TLS_HANDSHAKE),
+        Err(e) => Err(End::PeerGone(format!("read failed: {e}"))),
+    }
+}
+
+/// The connection as its link runs on it, TLS accepted on a TLS port; a first byte that
+/// says the gateway speaks the other is refused (`PROTOCOL.md §1`). The error carries
+/// the connection when a refusal can still be written on it (not once the TLS
+/// handshake started).
+async fn open(
+    stream: TcpStream,
+    tls_record: bool,
+    shared: &Shared,
+) -> Result<LinkStream, (Option<LinkStream>, End)> {
+    let refused =
+        |stream, cause, why: &str| Err((Some(LinkStream::Plain(stream)), End::Close(cause, why.into())));
+    match (&shared.tls, tls_record) {
+        (None, false) => Ok(LinkStream::Plain(stream)),
+        (None, true) => refused(
+            stream,
+            Cause::TlsNotOffered,
+            "a TLS ClientHello on a plain link port",
+        ),
+        (Some(_), false) => refused(stream, Cause::TlsRequired, "plain TCP on a TLS link port"),
+        (Some(tls), true) => match tls.acceptor().accept(stream).await {
+            Ok(s) => Ok(LinkStream::Server(Box::new(s))),
+            Err(e) => Err((None, End::PeerGone(format!("TLS handshake failed: {e}")))),
+        },
+    }
 }
 
 /// A site proven by its key links if it has a link already (the newer one supersedes it)
@@ -222,7 +295,8 @@ async fn handshake(
 /// `txn` without waiting (a stranger that does not read cannot hold its socket open), and
 /// a log line for the first such end from `src` in the logging period; the rest of that
 /// period's go into the server's summary.
-fn refuse(framed: &Conn, shared: &Shared, src: Source, end: End, txn: u32) {
+/// `stream` is where the reject goes, if it can (nothing half-written on it).
+fn refuse(stream: Option<&mut LinkStream>, shared: &Shared, src: Source, end: End, txn: u32) {
     let reason = match &end {
         End::Close(cause, _) => cause.to_string(),
         End::PeerGone(_) => "closed by peer".into(),
@@ -236,10 +310,8 @@ fn refuse(framed: &Conn, shared: &Shared, src: Source, end: End, txn: u32) {
             } else {
                 debug!(%cause, reason = %why, "link rejected");
             }
-            // Only if nothing is half-written, so that the reject is a whole frame.
-            if framed.write_buffer().is_empty() {
-                let reject = Frame::new(txn, Message::LinkReject { cause }).to_bytes();
-                let _ = framed.get_ref().try_write(&reject);
+            if let Some(stream) = stream {
+                stream.try_write_now(&Frame::new(txn, Message::LinkReject { cause }).to_bytes());
             }
         }
         End::PeerGone(why) | End::WriteFailed(why) if first => {

@@ -82,6 +82,12 @@ causes! {
     /// group took over from the one that granted it (a kill, a crash, or a node fenced
     /// off its database); written by the node that took over.
     Takeover = 0x2A, "takeover";
+    /// Handshake: this link port speaks TLS and the gateway's first bytes were not a TLS
+    /// ClientHello (sent in plain, on transaction 0).
+    TlsRequired = 0x2B, "TLS required";
+    /// Handshake: this link port speaks plain TCP and the gateway's first bytes were a
+    /// TLS ClientHello (sent in plain, on transaction 0).
+    TlsNotOffered = 0x2C, "TLS not offered";
     /// A request this controller does not implement.
     ServiceNotSupported = 0x30, "service not supported";
     /// The unit lacks the permission for the service.

@@ -274,7 +274,7 @@ impl Clock {
 /// Registers the fleet of `dir`, then offers the call load and prints the report.
 pub async fn run(fleet: &FleetArgs, load: CallLoad, out: &Output) -> anyhow::Result<Report> {
     let (sites, per_site) = load_fleet(&fleet.dir, fleet.limit)?;
-    let servers = &fleet.server;
+    let servers = &fleet.controllers()?;
     let total: usize = per_site.iter().map(Vec::len).sum();
     println!("registering {total} units at {} sites", sites.len());
     let (gateways, reg) = register_all(servers, &sites, per_site, 32).await?;

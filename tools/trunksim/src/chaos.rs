@@ -109,7 +109,7 @@ impl ChaosReport {
 /// Registers the fleet of `dir`, then runs the chaos and prints the report.
 pub async fn run(fleet: &FleetArgs, chaos: Chaos, out: &Output) -> anyhow::Result<ChaosReport> {
     let (sites, per_site) = load_fleet(&fleet.dir, fleet.limit)?;
-    let (gateways, reg) = register_all(&fleet.server, &sites, per_site, 32).await?;
+    let (gateways, reg) = register_all(&fleet.controllers()?, &sites, per_site, 32).await?;
     println!(
         "{} registered at {} sites; {:.1} calls/s per site, a drop every {:?} per site, for {:?}",
         reg.accepted,

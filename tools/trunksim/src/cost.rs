@@ -27,7 +27,7 @@ use trunkd::link::gateway::GatewayLink;
 use trunkd::protocol::{CallScope, Cause, Frame, Identity, Message, MessageType, TalkgroupId, Tmsi};
 use trunkd::sim::{accepted_tmsi, authenticate, RadioKeys};
 
-use crate::load::{connect, load_fleet, SimUnit};
+use crate::load::{connect, load_fleet, Controllers, SimUnit};
 
 /// How long one answer may take (the server may run under valgrind, 50 times slower).
 const ANSWER_PATIENCE: Duration = Duration::from_secs(30);
@@ -69,7 +69,7 @@ impl Gateway {
 /// `dir`, and `callgrind` is the server's pid for phase dumps.
 pub async fn run(
     dir: &Path,
-    servers: &[String],
+    servers: &Controllers,
     units: Option<usize>,
     calls: usize,
     callgrind: Option<u32>,
@@ -83,7 +83,7 @@ pub async fn run(
 /// the units registered and the calls granted.
 async fn phases(
     dir: &Path,
-    servers: &[String],
+    servers: &Controllers,
     units: Option<usize>,
     calls: usize,
     callgrind: Option<u32>,
@@ -271,7 +271,7 @@ mod tests {
     #[tokio::test]
     async fn the_workload_registers_every_unit_and_makes_its_calls() {
         let (dir, sim, c, _) = crate::load::test_fleet("cost", 30, 3).await;
-        let server = vec![c.link_addr.to_string()];
+        let server = crate::load::test_fleet_args(&sim, &c).controllers().unwrap();
         let done = phases(&sim, &server, None, 12, None, Duration::ZERO, Duration::ZERO).await;
         assert_eq!(done.unwrap(), (30, 12));
         assert_eq!(c.vlr.len(), 30, "every unit on the air");

@@ -9,6 +9,7 @@ use anyhow::{bail, Context};
 use trunkd::core::auth::unit_response;
 use trunkd::hlr::{Fleet, Secret128, Site, Talkgroup};
 use trunkd::link::gateway::{ControllerList, GatewayLink};
+use trunkd::link::tls::GatewayTls;
 use trunkd::protocol::{
     Cause, FleetId, Frame, Identity, Imei, Message, SiteId, SiteKey, TalkgroupId, Tmsi, Unit,
 };
@@ -267,16 +268,47 @@ pub struct FleetArgs {
     /// searched for the active one as PROTOCOL.md §3.3 says.
     #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:7300")]
     pub server: Vec<String>,
+    /// TLS to the controllers (their `link.tls_cert`): the CA certificate(s) to trust,
+    /// PEM.
+    #[arg(long)]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// The name the controllers' certificate must carry, with `--tls-ca`.
+    #[arg(long, default_value = "localhost")]
+    pub tls_name: String,
     /// Use only the first N units.
     #[arg(long)]
     pub limit: Option<usize>,
+}
+
+impl FleetArgs {
+    /// The controllers to link to, over TLS with `--tls-ca`.
+    pub fn controllers(&self) -> anyhow::Result<Controllers> {
+        let tls = match &self.tls_ca {
+            Some(ca) => Some(GatewayTls::new(ca, &self.tls_name)?),
+            None => None,
+        };
+        Ok(Controllers {
+            addrs: self.server.clone(),
+            tls,
+        })
+    }
+}
+
+/// The controllers a gateway links to (searched for the active one as PROTOCOL.md §3.3
+/// says), and how.
+#[derive(Clone, Debug)]
+pub struct Controllers {
+    /// Their link addresses (`host:port`).
+    pub addrs: Vec<String>,
+    /// TLS to every one, or plain TCP.
+    pub tls: Option<GatewayTls>,
 }
 
 /// Registers every unit of `dir/units.csv` through one gateway per site of
 /// `dir/sites.csv`, with at most `window` registrations in flight per gateway.
 pub async fn register(fleet: &FleetArgs, window: usize, out: &Output) -> anyhow::Result<()> {
     let (sites, per_site) = load_fleet(&fleet.dir, fleet.limit)?;
-    let servers = &fleet.server;
+    let servers = &fleet.controllers()?;
     let total: usize = per_site.iter().map(Vec::len).sum();
     println!(
         "{} gateways; registering {total} units, window {window} per gateway",
@@ -355,23 +387,25 @@ const STARTUP_PATIENCE: Duration = Duration::from_secs(60);
 /// Links site `site` to the active controller of `servers` (searched as PROTOCOL.md
 /// §3.3 says), waiting while none accepts yet.
 pub async fn connect(
-    servers: &[String],
+    servers: &Controllers,
     site: SiteId,
     key: &SiteKey,
 ) -> anyhow::Result<(GatewayLink, ControllerList)> {
-    let mut list = ControllerList::new(servers.to_vec()).context("no controller address")?;
+    let mut list = ControllerList::new(servers.addrs.clone())
+        .context("no controller address")?
+        .with_tls(servers.tls.clone());
     match tokio::time::timeout(STARTUP_PATIENCE, list.link(site, key)).await {
         Ok(link) => Ok((link, list)),
         Err(_) => bail!(
             "no controller of {} accepted site {site} within {STARTUP_PATIENCE:?}",
-            servers.join(",")
+            servers.addrs.join(",")
         ),
     }
 }
 
 /// Connects one gateway per site and registers its units.
 pub async fn register_all(
-    servers: &[String],
+    servers: &Controllers,
     sites: &[(SiteId, SiteKey)],
     per_site: Vec<Vec<SimUnit>>,
     window: usize,
@@ -602,6 +636,8 @@ pub fn test_fleet_args(sim: &Path, c: &trunkd::controller::Running) -> FleetArgs
     FleetArgs {
         dir: sim.to_path_buf(),
         server: vec![c.link_addr.to_string()],
+        tls_ca: None,
+        tls_name: "localhost".into(),
         limit: None,
     }
 }
@@ -658,7 +694,9 @@ mod tests {
         // through it registers.
         let fleet = test_fleet_args(&sim, &c);
         let (sites, per_site) = load_fleet(&fleet.dir, None).unwrap();
-        let (_, r) = register_all(&fleet.server, &sites, per_site, 8).await.unwrap();
+        let (_, r) = register_all(&fleet.controllers().unwrap(), &sites, per_site, 8)
+            .await
+            .unwrap();
         assert_eq!(r.accepted, 50);
         // Again: the fleets are there already, and the API says so.
         let e = provision_via_api(&login, &api, &shape, &dir.join("again"))

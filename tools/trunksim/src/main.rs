@@ -344,7 +344,7 @@ async fn main() -> anyhow::Result<()> {
             fleet,
             calls,
             callgrind,
-        } => cost::run(&fleet.dir, &fleet.server, fleet.limit, calls, callgrind).await,
+        } => cost::run(&fleet.dir, &fleet.controllers()?, fleet.limit, calls, callgrind).await,
         Command::DbProxy { listen, to } => proxy::run(&listen, &to).await,
         Command::Api { mode } => api::run(mode).await,
     }

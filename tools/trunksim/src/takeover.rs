@@ -17,7 +17,7 @@ use trunkd::link::gateway::{ControllerList, GatewayLink};
 use trunkd::protocol::{CallId, CallScope, Cause, Frame, Identity, Message, MessageType, TalkgroupId, Tmsi};
 use trunkd::sim::{radio_command_answer, SplitMix64 as Rng};
 
-use crate::load::{load_fleet, register_all, SimUnit};
+use crate::load::{load_fleet, register_all, Controllers, SimUnit};
 use crate::report::Latency;
 
 /// Scenario settings.
@@ -70,7 +70,11 @@ pub async fn run(dir: &Path, servers: &[String], limit: Option<usize>, t: Takeov
     let (sites, per_site) = load_fleet(dir, limit)?;
     let total: usize = per_site.iter().map(Vec::len).sum();
     println!("registering {total} units at {} sites", sites.len());
-    let (gateways, reg) = register_all(servers, &sites, per_site, 32).await?;
+    let controllers = Controllers {
+        addrs: servers.to_vec(),
+        tls: None,
+    };
+    let (gateways, reg) = register_all(&controllers, &sites, per_site, 32).await?;
     if reg.accepted == 0 {
         bail!("no unit registered");
     }
