@@ -7,6 +7,7 @@
 #   UNITS=5000 CALLS=5000 TOP=30 tools/cost.sh
 #   TRUNKD=/other/build/trunkd tools/cost.sh   # another build of trunkd (nothing built;
 #                                              # TRUNKSIM likewise)
+#   TLS=1 tools/cost.sh           # the link over TLS 1.3 (a P-256 certificate from openssl)
 #
 # It builds trunkd and trunksim (`--profile cost`: release with line tables), provisions
 # a fresh SQLite HLR in a temporary directory, starts `trunkd serve` under callgrind and
@@ -30,14 +31,22 @@ cleanup() { [ -n "$PID" ] && kill -INT "$PID" 2>/dev/null; wait 2>/dev/null || t
 trap cleanup EXIT
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 API=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-printf '[link]\nlisten = "127.0.0.1:%s"\n[api]\nlisten = "127.0.0.1:%s"\n[database]\ndata_dir = "%s/data"\n' \
-  "$PORT" "$API" "$WORK" >"$WORK/trunkd.toml"
+TLS_LINK= TLS_ARGS=()
+if [ -n "${TLS:-}" ]; then
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=localhost \
+    -addext subjectAltName=DNS:localhost -addext basicConstraints=critical,CA:FALSE \
+    -keyout "$WORK/link.key" -out "$WORK/link.crt" 2>/dev/null
+  TLS_LINK=$(printf 'tls_cert = "%s/link.crt"\ntls_key = "%s/link.key"\n' "$WORK" "$WORK")
+  TLS_ARGS=(--tls-ca "$WORK/link.crt" --tls-name localhost)
+fi
+printf '[link]\nlisten = "127.0.0.1:%s"\n%s\n[api]\nlisten = "127.0.0.1:%s"\n[database]\ndata_dir = "%s/data"\n' \
+  "$PORT" "$TLS_LINK" "$API" "$WORK" >"$WORK/trunkd.toml"
 export TRUNKD_CONFIG=$WORK/trunkd.toml RUST_LOG=warn
 "$TRUNKSIM" provision --units "$UNITS" --sites "$SITES" --out "$WORK/sim" >/dev/null
 "$TRUNKD" subscriber import "$WORK/sim/units.csv" >/dev/null
 valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.out" "$TRUNKD" serve >"$WORK/serve.log" 2>&1 &
 PID=$!
-"$TRUNKSIM" cost --dir "$WORK/sim" --server "127.0.0.1:$PORT" --calls "$CALLS" --callgrind "$PID" >"$WORK/cost.out"
+"$TRUNKSIM" cost --dir "$WORK/sim" --server "127.0.0.1:$PORT" --calls "$CALLS" --callgrind "$PID" "${TLS_ARGS[@]}" >"$WORK/cost.out"
 kill -INT "$PID"; wait "$PID" 2>/dev/null || true; PID=
 val() { awk -v k="$1:" '$1 == k {print $2}' "$WORK/cost.out"; }
 # The dumps: one per phase, in order (the last file is the run's end).
@@ -49,7 +58,7 @@ if [ "$TRUNKD" = "$BIN/trunkd" ]; then
 else
   build=$TRUNKD
 fi
-echo "$build; $UNITS units on $SITES sites, $CALLS calls"
+echo "$build; $UNITS units on $SITES sites, $CALLS calls${TLS:+, link over TLS 1.3}"
 echo "idle: $idle_ir instructions in $(val idle_s) s (timers), subtracted below for each phase's length"
 i=0
 for phase in register calls; do

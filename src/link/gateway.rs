@@ -305,6 +305,8 @@ pub struct ControllerList {
     attempt_timeout: Duration,
     /// TLS to every address, when the controllers' ports speak it.
     tls: Option<GatewayTls>,
+    /// Why the last attempt failed.
+    last_error: Option<String>,
 }
 
 impl ControllerList {
@@ -322,7 +324,13 @@ impl ControllerList {
             backoff: Self::BACKOFF_MIN,
             attempt_timeout: Duration::from_secs(2),
             tls: None,
+            last_error: None,
         })
+    }
+
+    /// Why the last attempt to link failed, if one did.
+    pub fn last_error(&self) -> Option<&str> {
+        self.last_error.as_deref()
     }
 
     /// Every address over TLS, trusting `tls`.
@@ -334,6 +342,7 @@ impl ControllerList {
     /// Links `site` to the active controller, searching until one accepts (a caller
     /// bounds the search with a timeout of its own).
     pub async fn link(&mut self, site: SiteId, key: &SiteKey) -> GatewayLink {
+        self.last_error = None;
         loop {
             let mut redirected = false;
             for k in 0..self.addrs.len() {
@@ -345,10 +354,13 @@ impl ControllerList {
                         result = self.attempt(active.as_str(), site, key).await;
                     }
                 }
-                if let Ok(link) = result {
-                    self.current = i;
-                    self.backoff = Self::BACKOFF_MIN;
-                    return link;
+                match result {
+                    Ok(link) => {
+                        self.current = i;
+                        self.backoff = Self::BACKOFF_MIN;
+                        return link;
+                    }
+                    Err(e) => self.last_error = Some(format!("{}: {e}", self.addrs[i])),
                 }
             }
             let half = self.backoff / 2;
@@ -368,7 +380,10 @@ impl ControllerList {
         let connect = GatewayLink::connect_with(addr, site, key, self.tls.as_ref());
         match tokio::time::timeout(self.attempt_timeout, connect).await {
             Ok(r) => r,
-            Err(_) => Err(GatewayError::Eof),
+            Err(_) => Err(GatewayError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no link within {:?}", self.attempt_timeout),
+            ))),
         }
     }
 }

@@ -397,8 +397,9 @@ pub async fn connect(
     match tokio::time::timeout(STARTUP_PATIENCE, list.link(site, key)).await {
         Ok(link) => Ok((link, list)),
         Err(_) => bail!(
-            "no controller of {} accepted site {site} within {STARTUP_PATIENCE:?}",
-            servers.addrs.join(",")
+            "no controller of {} accepted site {site} within {STARTUP_PATIENCE:?} (last: {})",
+            servers.addrs.join(","),
+            list.last_error().unwrap_or("no attempt ended")
         ),
     }
 }
