@@ -818,3 +818,54 @@ async fn two_nodes_started_at_once_on_a_fresh_database_elect_exactly_one() {
     a.terminate().await;
     b.terminate().await;
 }
+
+#[tokio::test]
+async fn a_standby_with_tls_redirects_tls_gateways_and_tells_plain_ones_tls_is_required() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    provision_units(&db, 1).await;
+    let c = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert, key_file) = (db.dir.path().join("link.crt"), db.dir.path().join("link.key"));
+    std::fs::write(&cert, c.cert.pem()).unwrap();
+    std::fs::write(&key_file, c.key_pair.serialize_pem()).unwrap();
+    let tls_node = |node| {
+        let (path, link, _) = node_config(db.dir.path(), &db.url, node);
+        let text = std::fs::read_to_string(&path).unwrap().replacen(
+            "[api]",
+            &format!("tls_cert = {cert:?}\ntls_key = {key_file:?}\n[api]"),
+            1,
+        );
+        std::fs::write(&path, text).unwrap();
+        (path, link)
+    };
+    let ((cfg_a, link_a), (cfg_b, link_b)) = (tls_node("a"), tls_node("b"));
+    let mut a = serve(&cfg_a);
+    a.read_until("this node is now active").await;
+    a.read_until("link server listening").await;
+    let mut b = serve(&cfg_b);
+    b.read_until("standing by").await;
+
+    // The standby's port speaks TLS as the active node's does: it names the active node.
+    let tls = trunkd::link::tls::GatewayTls::new(&cert, "localhost").unwrap();
+    let to = eventually(|| async {
+        match GatewayLink::connect_with(("127.0.0.1", link_b), site(1), &key(1), Some(&tls)).await {
+            Err(GatewayError::Redirected(to)) => Some(to),
+            _ => None,
+        }
+    })
+    .await;
+    assert_eq!(to.as_str(), format!("127.0.0.1:{link_a}"));
+    let plain = GatewayLink::connect(("127.0.0.1", link_b), site(1), &key(1)).await;
+    let err = plain.err().expect("a plain link on the standby's TLS port");
+    assert!(
+        matches!(err, GatewayError::Rejected(trunkd::protocol::Cause::TlsRequired)),
+        "{err}"
+    );
+    let mut g = GatewayLink::connect_with(("127.0.0.1", link_a), site(1), &key(1), Some(&tls))
+        .await
+        .unwrap();
+    reg(&mut g, 1).await;
+    a.terminate().await;
+    b.terminate().await;
+}

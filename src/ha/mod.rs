@@ -38,6 +38,8 @@ use crate::api::StandbyView;
 use crate::config::Config;
 use crate::hlr::HlrCache;
 use crate::link::codec::FrameCodec;
+use crate::link::stream::{open, starts_tls, LinkStream, Opened};
+use crate::link::tls::ServerTls;
 use crate::protocol::{Cause, ControllerAddress, Frame, Message, MAX_PAYLOAD};
 use crate::store::Store;
 
@@ -307,6 +309,11 @@ impl Standby {
     ) -> std::io::Result<Standby> {
         let listener = bind_again(cfg.link.listen).await?;
         let local_addr = listener.local_addr()?;
+        // Its port speaks what the active node's does (PROTOCOL.md §1).
+        let tls = match (&cfg.link.tls_cert, &cfg.link.tls_key) {
+            (Some(cert), Some(key)) => Some(Arc::new(ServerTls::load(cert, key)?)),
+            _ => None,
+        };
         let (stop, mut stopped) = watch::channel(false);
         let room = Arc::new(Semaphore::new(cfg.link.max_handshakes));
         let timeout = Duration::from_millis(cfg.link.handshake_timeout_ms);
@@ -323,9 +330,22 @@ impl Standby {
                     continue;
                 };
                 let active = redirect.borrow().active_link.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let _place = place;
-                    let _ = tokio::time::timeout(timeout, refuse(stream, active)).await;
+                    let _ = tokio::time::timeout(timeout, async {
+                        let Ok(Some(tls_record)) = starts_tls(&stream).await else {
+                            return;
+                        };
+                        match open(stream, tls_record, tls.as_deref()).await {
+                            Opened::Link(s) => refuse(s, active).await,
+                            Opened::Refused(mut s, cause, _) => {
+                                s.try_write_now(&Frame::new(0, Message::LinkReject { cause }).to_bytes());
+                            }
+                            Opened::Failed(_) => {}
+                        }
+                    })
+                    .await;
                 });
             }
         });
@@ -381,7 +401,7 @@ async fn bind_again(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// Answers a connection's first frame as a standby (`PROTOCOL.md §3.3`).
-async fn refuse(stream: tokio::net::TcpStream, active: Option<ControllerAddress>) {
+async fn refuse(stream: LinkStream, active: Option<ControllerAddress>) {
     let mut framed = Framed::new(stream, FrameCodec::new(MAX_PAYLOAD));
     let txn = match framed.next().await {
         Some(Ok(Ok(f))) => f.txn,

@@ -22,7 +22,7 @@ mod handler;
 mod links;
 mod server;
 mod session;
-mod stream;
+pub(crate) mod stream;
 mod timing;
 pub mod tls;
 

@@ -19,7 +19,7 @@ use super::admission::{Admission, Refusals};
 use super::codec::{FrameCodec, LinkReadError};
 use super::handler::{Handler, SiteKeys};
 use super::links::{EndWhy, LinkEnd, LinkHandle, Links};
-use super::stream::LinkStream;
+use super::stream::{self, starts_tls, LinkStream, Opened};
 use super::timing::{Read, Timed, Timing};
 use super::tls::ServerTls;
 use crate::config::LinkConfig;
@@ -170,12 +170,9 @@ pub(super) async fn run(
 
 /// Whether the connection's first byte begins a TLS handshake record (read, not taken).
 async fn speaks_tls(stream: &TcpStream) -> Result<bool, End> {
-    /// The first byte of a TLS handshake record.
-    const TLS_HANDSHAKE: u8 = 0x16;
-    let mut first = [0u8; 1];
-    match stream.peek(&mut first).await {
-        Ok(0) => Err(End::PeerGone("peer closed before sending anything".into())),
-        Ok(_) => Ok(first[0] == TLS_HANDSHAKE),
+    match starts_tls(stream).await {
+        Ok(Some(tls)) => Ok(tls),
+        Ok(None) => Err(End::PeerGone("peer closed before sending anything".into())),
         Err(e) => Err(End::PeerGone(format!("read failed: {e}"))),
     }
 }
@@ -189,20 +186,10 @@ async fn open(
     tls_record: bool,
     shared: &Shared,
 ) -> Result<LinkStream, (Option<LinkStream>, End)> {
-    let refused =
-        |stream, cause, why: &str| Err((Some(LinkStream::Plain(stream)), End::Close(cause, why.into())));
-    match (&shared.tls, tls_record) {
-        (None, false) => Ok(LinkStream::Plain(stream)),
-        (None, true) => refused(
-            stream,
-            Cause::TlsNotOffered,
-            "a TLS ClientHello on a plain link port",
-        ),
-        (Some(_), false) => refused(stream, Cause::TlsRequired, "plain TCP on a TLS link port"),
-        (Some(tls), true) => match tls.acceptor().accept(stream).await {
-            Ok(s) => Ok(LinkStream::Server(Box::new(s))),
-            Err(e) => Err((None, End::PeerGone(format!("TLS handshake failed: {e}")))),
-        },
+    match stream::open(stream, tls_record, shared.tls.as_deref()).await {
+        Opened::Link(s) => Ok(s),
+        Opened::Refused(s, cause, why) => Err((Some(s), End::Close(cause, why.into()))),
+        Opened::Failed(why) => Err((None, End::PeerGone(why))),
     }
 }
 

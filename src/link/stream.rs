@@ -10,6 +10,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::{client, server};
 
+use super::tls::ServerTls;
+use crate::protocol::Cause;
+
 /// A link's connection.
 pub enum LinkStream {
     /// Plain TCP.
@@ -55,6 +58,50 @@ fn push_now<D>(tcp: &TcpStream, conn: &mut rustls::ConnectionCommon<D>, bytes: &
     }
     if conn.writer().write_all(bytes).is_ok() {
         while conn.wants_write() && conn.write_tls(&mut Now(tcp)).is_ok_and(|n| n > 0) {}
+    }
+}
+
+/// Whether a new connection's first byte begins a TLS handshake record (read, not
+/// taken); `None` when it closed before sending anything.
+pub(crate) async fn starts_tls(stream: &TcpStream) -> io::Result<Option<bool>> {
+    /// The first byte of a TLS handshake record.
+    const TLS_HANDSHAKE: u8 = 0x16;
+    let mut first = [0u8; 1];
+    Ok(match stream.peek(&mut first).await? {
+        0 => None,
+        _ => Some(first[0] == TLS_HANDSHAKE),
+    })
+}
+
+/// What a link port (speaking TLS with `tls`, or plain) makes of a new connection whose
+/// first byte began a TLS record or not (`PROTOCOL.md §1`).
+pub(crate) enum Opened {
+    /// The stream its link runs on.
+    Link(LinkStream),
+    /// It speaks the other: the refusal it gets, in plain, and the connection for it.
+    Refused(LinkStream, Cause, &'static str),
+    /// The TLS handshake failed: nothing can be sent on it.
+    Failed(String),
+}
+
+/// [`Opened`] for `stream` on a port with `tls`.
+pub(crate) async fn open(stream: TcpStream, tls_record: bool, tls: Option<&ServerTls>) -> Opened {
+    match (tls, tls_record) {
+        (None, false) => Opened::Link(LinkStream::Plain(stream)),
+        (None, true) => Opened::Refused(
+            LinkStream::Plain(stream),
+            Cause::TlsNotOffered,
+            "a TLS ClientHello on a plain link port",
+        ),
+        (Some(_), false) => Opened::Refused(
+            LinkStream::Plain(stream),
+            Cause::TlsRequired,
+            "plain TCP on a TLS link port",
+        ),
+        (Some(tls), true) => match tls.acceptor().accept(stream).await {
+            Ok(s) => Opened::Link(LinkStream::Server(Box::new(s))),
+            Err(e) => Opened::Failed(format!("TLS handshake failed: {e}")),
+        },
     }
 }
 
